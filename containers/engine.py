@@ -1,0 +1,134 @@
+"""Executing against the Docker engine with docker-py: connect, pull, build, import."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import IO
+
+import docker
+import docker.errors
+
+from containers import PROJECT_ROOT
+from containers.errors import UserError
+from containers.progress import Progress
+from containers.secrets import SECRETS_ARG, BuildSecrets, serve
+
+_STEP_RE = re.compile(r"^Step \d+/\d+ : ")
+
+
+def connect() -> docker.APIClient:
+    """A low-level client to the engine named by DOCKER_HOST (default: the local socket)."""
+    try:
+        api = docker.APIClient(base_url=os.environ.get("DOCKER_HOST") or None, timeout=600)
+        api.ping()
+    except Exception as exc:
+        where = os.environ.get("DOCKER_HOST") or "the local socket (/var/run/docker.sock)"
+        raise UserError(f"no Docker engine reachable at {where}: {_short(exc)}; start the "
+                        "engine (dockerd) or point DOCKER_HOST at one") from None
+    return api
+
+
+def image_exists(api: docker.APIClient, ref: str) -> bool:
+    try:
+        api.inspect_image(ref)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def ensure_image(api: docker.APIClient, ref: str, progress: Progress, hint: str) -> None:
+    """Have ``ref`` locally, pulling it if needed; fail with ``hint`` when it cannot be had."""
+    if image_exists(api, ref):
+        return
+    progress.step(f"pulling {ref}")
+    repository, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
+    try:
+        for chunk in api.pull(repository, tag=tag, stream=True, decode=True):
+            if "error" in chunk:
+                raise docker.errors.APIError(chunk["error"])
+            progress.line(" ".join(str(chunk.get(k, "")) for k in ("id", "status", "progress")))
+    except docker.errors.APIError as exc:
+        progress.done()
+        raise UserError(f"image {ref} is not here and cannot be pulled ({_short(exc)}); "
+                        f"{hint}") from None
+    progress.done()
+
+
+def git_revision(root: Path = PROJECT_ROOT) -> str:
+    """The project's git revision, with -dirty when the work tree has uncommitted changes."""
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("-dirty" if dirty else "")
+
+
+def build_labels() -> dict[str, str]:
+    """Labels known only at build time (kept out of the rendered Dockerfile). No creation time:
+    an unchanged build then gives the very same image, and nothing downstream redoes work."""
+    return {"org.opencontainers.image.revision": git_revision()}
+
+
+def build_image(api: docker.APIClient, dockerfile: str, tag: str, progress: Progress,
+                secrets: BuildSecrets | None = None,
+                labels: dict[str, str] | None = None) -> str:
+    """Build ``dockerfile`` (no other context) as ``tag``, streaming progress; return the image id.
+
+    Secrets are served for the length of the build and passed to it by channel name only.
+    """
+    fileobj = io.BytesIO(dockerfile.encode())
+    kwargs = dict(fileobj=fileobj, tag=tag, rm=True, forcerm=True, pull=False, decode=True,
+                  labels=labels or {})
+    image_id = ""
+    with serve(secrets) if secrets else contextlib.nullcontext() as channel:
+        if channel:
+            # Host networking lets RUN steps reach the abstract socket of the host's namespace.
+            kwargs.update(buildargs={SECRETS_ARG: channel}, network_mode="host")
+        try:
+            for chunk in api.build(**kwargs):
+                image_id = _show_build_chunk(chunk, progress) or image_id
+        except docker.errors.APIError as exc:
+            progress.done()
+            raise UserError(f"building {tag} failed: {_short(exc)}") from None
+    progress.done()
+    if not image_id:
+        raise UserError(f"building {tag} gave no image; last output:\n{progress.tail()}")
+    return image_id
+
+
+def import_rootfs(api: docker.APIClient, tar_stream: IO[bytes], ref: str) -> str:
+    """``docker import`` of a root filesystem tar stream; returns the image id."""
+    repository, _, tag = ref.rpartition(":")
+    result = api.import_image(src=tar_stream, repository=repository, tag=tag, stream_src=True)
+    return str(result).strip()
+
+
+def _show_build_chunk(chunk: dict, progress: Progress) -> str:
+    if "error" in chunk:
+        progress.done()
+        detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+        raise UserError(f"image build failed: {detail.strip()}\n--- last build output ---\n"
+                        f"{progress.tail()}")
+    if "aux" in chunk and "ID" in chunk["aux"]:
+        return chunk["aux"]["ID"]
+    text = chunk.get("stream") or chunk.get("status") or ""
+    for line in text.splitlines():
+        if _STEP_RE.match(line):
+            progress.step(line)
+        else:
+            progress.line(line)
+    return ""
+
+
+def _short(exc: BaseException) -> str:
+    text = getattr(exc, "explanation", None) or str(exc)
+    return " ".join(str(text).split())[:300]

@@ -1,0 +1,82 @@
+"""What the build tasks do: recipe -> Dockerfile -> image, and the stand-in base."""
+
+from __future__ import annotations
+
+from containers.base import OS_IMAGE, render_base_dockerfile, standin_tag
+from containers.dockerfile import render_dockerfile
+from containers.engine import build_image, build_labels, connect, ensure_image, image_exists
+from containers.errors import UserError
+from containers.progress import Progress
+from containers.recipe import load_recipe
+from containers.rootfs import debootstrap_image
+from containers.secrets import BuildSecrets
+
+DEFAULT_RECIPE = "ray"
+
+
+def build_recipe_image(recipe_name: str = DEFAULT_RECIPE, variant: str = "cpu",
+                       base: str | None = None, tag: str | None = None,
+                       ca_bundle: str | None = None, pip_index_url: str | None = None,
+                       progress: Progress | None = None) -> str:
+    """Build one variant of a recipe; return its tag."""
+    progress = progress or Progress()
+    recipe = load_recipe(recipe_name)
+    base = base or recipe.variant(variant).base
+    tag = tag or recipe.image_tag(variant)
+    secrets = BuildSecrets.resolve(ca_bundle, pip_index_url)
+    api = connect()
+    ensure_image(api, base, progress,
+                 hint=f"on a host without registry access build a stand-in with `invoke base` "
+                      f"and pass --base {standin_tag(recipe)}")
+    if secrets.ca_source:
+        progress.note(f"CA bundle for this build only: {secrets.ca_source}")
+    labels = build_labels()
+    labels["org.opencontainers.image.base.name"] = base
+    build_image(api, render_dockerfile(recipe, variant, base), tag, progress, secrets, labels)
+    return tag
+
+
+def build_standin_base(recipe_name: str = DEFAULT_RECIPE, os_image: str | None = None,
+                       mirror: str | None = None, tag: str | None = None,
+                       ca_bundle: str | None = None, pip_index_url: str | None = None,
+                       progress: Progress | None = None) -> str:
+    """Build the stand-in for the recipe's rayproject/ray base; return its tag."""
+    progress = progress or Progress()
+    recipe = load_recipe(recipe_name)
+    tag = tag or standin_tag(recipe)
+    secrets = BuildSecrets.resolve(ca_bundle, pip_index_url)
+    api = connect()
+    if secrets.ca_source:
+        progress.note(f"CA bundle for this build only: {secrets.ca_source}")
+    if os_image is None:
+        os_image = OS_IMAGE
+        if not image_exists(api, os_image):
+            debootstrap_image(api, os_image, "bookworm", mirror, progress)
+    else:
+        ensure_image(api, os_image, progress, hint="pass a Debian bookworm image you have")
+    build_image(api, render_base_dockerfile(recipe, os_image), tag, progress, secrets,
+                build_labels())
+    return tag
+
+
+def ensure_recipe_image(recipe_name: str = DEFAULT_RECIPE, variant: str = "cpu",
+                        progress: Progress | None = None) -> str:
+    """The recipe's image, built on first use: from the real base when it can be had, else from
+    the stand-in (built too when missing). For the one-command quick start."""
+    progress = progress or Progress()
+    recipe = load_recipe(recipe_name)
+    tag = recipe.image_tag(variant)
+    api = connect()
+    if image_exists(api, tag):
+        return tag
+    progress.note(f"image {tag} not built yet: building it now (once)")
+    base = recipe.variant(variant).base
+    try:
+        ensure_image(api, base, progress, hint="")
+    except UserError:
+        base = standin_tag(recipe)
+        progress.note(f"{recipe.variant(variant).base} cannot be pulled here; using the "
+                      f"stand-in base {base}")
+        if not image_exists(api, base):
+            build_standin_base(recipe_name, progress=progress)
+    return build_recipe_image(recipe_name, variant, base=base, progress=progress)

@@ -1,0 +1,201 @@
+"""Image recipes: YAML data in recipes/, loaded and validated into plain dataclasses."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from containers import RECIPES_DIR
+from containers.errors import UserError
+
+IMAGE_REPOSITORY = "rayhpc"
+RECIPE_KEYS = ("name", "description", "ray_version", "python", "variants", "apt", "pip", "env",
+               "labels")
+VARIANT_KEYS = ("base", "gpu")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_RAY_VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
+_PYTHON_RE = re.compile(r"^3\.\d+$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    base: str
+    gpu: bool = False
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    ray_version: str
+    python: str
+    variants: dict[str, Variant]
+    description: str = ""
+    apt: tuple[str, ...] = ()
+    pip: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def python_tag(self) -> str:
+        """Python as rayproject/ray spells it in tags: 3.11 -> py311."""
+        return "py" + self.python.replace(".", "")
+
+    def variant(self, name: str) -> Variant:
+        if name not in self.variants:
+            raise UserError(
+                f"{self.path}: recipe {self.name!r} has no variant {name!r}; "
+                f"choose one of: {', '.join(self.variants)} (--variant)")
+        return self.variants[name]
+
+    def image_tag(self, variant: str) -> str:
+        """Tag of the built image, in Ray's own scheme: rayhpc/ray:2.60.0-py311-cpu."""
+        self.variant(variant)
+        return f"{IMAGE_REPOSITORY}/{self.name}:{self.ray_version}-{self.python_tag}-{variant}"
+
+    def oci_labels(self, variant: str) -> dict[str, str]:
+        """Static labels written into the Dockerfile (dynamic ones come at build time)."""
+        labels = {
+            "org.opencontainers.image.title": f"{IMAGE_REPOSITORY}/{self.name}",
+            "org.opencontainers.image.base.name": self.variant(variant).base,
+            "org.rayhpc.recipe": self.name,
+            "org.rayhpc.variant": variant,
+            "org.rayhpc.ray-version": self.ray_version,
+            "org.rayhpc.python-version": self.python,
+        }
+        if self.description:
+            labels["org.opencontainers.image.description"] = self.description
+        labels.update(self.labels)
+        return labels
+
+
+def recipe_path(name_or_path: str, recipes_dir: Path = RECIPES_DIR) -> Path:
+    """A recipe given by name (recipes/<name>.yaml) or by a path to a YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        if not candidate.is_file():
+            raise UserError(f"recipe file {candidate} not found (--recipe)")
+        return candidate
+    path = recipes_dir / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in recipes_dir.glob("*.yaml"))
+        raise UserError(f"no recipe named {name_or_path!r} in {recipes_dir}; "
+                        f"known recipes: {', '.join(known) or 'none'} (--recipe)")
+    return path
+
+
+def load_recipe(name_or_path: str, recipes_dir: Path = RECIPES_DIR) -> Recipe:
+    path = recipe_path(name_or_path, recipes_dir)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {_one_line(exc)}") from None
+    return parse_recipe(data, path)
+
+
+def parse_recipe(data: Any, path: Path) -> Recipe:
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe is a YAML mapping with keys {', '.join(RECIPE_KEYS)}")
+    check_keys(data, RECIPE_KEYS, path, "")
+    name = _required_str(data, "name", path)
+    if not _NAME_RE.match(name):
+        raise UserError(f"{path}: name: {name!r} must be lower-case letters, digits, '.', '-', '_'")
+    ray_version = _required_str(data, "ray_version", path)
+    if not _RAY_VERSION_RE.match(ray_version):
+        raise UserError(f"{path}: ray_version: {ray_version!r} is not a release like 2.60.0")
+    python = _required_str(data, "python", path)
+    if not _PYTHON_RE.match(python):
+        raise UserError(f"{path}: python: {python!r} is not a version like 3.11")
+    variants = _parse_variants(data.get("variants"), path, ray_version,
+                               "py" + python.replace(".", ""))
+    return Recipe(
+        name=name,
+        description=str(data.get("description") or "").strip(),
+        ray_version=ray_version,
+        python=python,
+        variants=variants,
+        apt=_str_list(data, "apt", path),
+        pip=_str_list(data, "pip", path),
+        env=_str_map(data, "env", path, key_re=_ENV_NAME_RE),
+        labels=_str_map(data, "labels", path),
+        path=path,
+    )
+
+
+def check_keys(data: dict, allowed: tuple[str, ...], path: Path, where: str) -> None:
+    """Reject unknown keys, suggesting the closest allowed one (typos are the common case)."""
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+            raise UserError(f"{path}: {where}{key}: unknown key; {hint}")
+
+
+def _parse_variants(raw: Any, path: Path, ray_version: str, python_tag: str) -> dict[str, Variant]:
+    if not isinstance(raw, dict) or not raw:
+        raise UserError(f"{path}: variants: give at least one variant, e.g. "
+                        f"'cpu: {{base: rayproject/ray:{ray_version}-{python_tag}-cpu}}'")
+    variants = {}
+    for name, spec in raw.items():
+        where = f"variants.{name}"
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise UserError(f"{path}: {where}: variant names are lower-case words like cpu, gpu")
+        if not isinstance(spec, dict):
+            raise UserError(f"{path}: {where}: expected a mapping with 'base' (and 'gpu')")
+        check_keys(spec, VARIANT_KEYS, path, where + ".")
+        base = spec.get("base")
+        if not isinstance(base, str) or not base.strip():
+            raise UserError(f"{path}: {where}.base: give the base image, e.g. "
+                            f"rayproject/ray:{ray_version}-{python_tag}-{name}")
+        # A rayproject/ray base must match the pinned Ray and Python, or the image lies in its tag.
+        if base.startswith("rayproject/ray:") and not base.split(":", 1)[1].startswith(
+                f"{ray_version}-{python_tag}"):
+            raise UserError(f"{path}: {where}.base: {base} does not match ray_version "
+                            f"{ray_version} and python {python_tag}; use "
+                            f"rayproject/ray:{ray_version}-{python_tag}-<flavour>")
+        gpu = spec.get("gpu", False)
+        if not isinstance(gpu, bool):
+            raise UserError(f"{path}: {where}.gpu: must be true or false")
+        variants[name] = Variant(name=name, base=base.strip(), gpu=gpu)
+    return variants
+
+
+def _required_str(data: dict, key: str, path: Path) -> str:
+    value = data.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"{path}: {key}: required (a string)")
+    return value.strip()
+
+
+def _str_list(data: dict, key: str, path: Path) -> tuple[str, ...]:
+    value = data.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise UserError(f"{path}: {key}: must be a list of package names")
+    return tuple(v.strip() for v in value)
+
+
+def _str_map(data: dict, key: str, path: Path, key_re: re.Pattern | None = None) -> dict[str, str]:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: {key}: must be a mapping of names to values")
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or (key_re and not key_re.match(k)):
+            raise UserError(f"{path}: {key}.{k}: not a valid name")
+        if isinstance(v, (dict, list)) or v is None:
+            raise UserError(f"{path}: {key}.{k}: value must be a string or number")
+        out[k] = str(v)
+    return out
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())

@@ -1,0 +1,7 @@
+"""Launch Ray clusters in containers: site profiles, config, schedulers, runtimes, node agent."""
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SITES_DIR = PACKAGE_DIR / "sites"
+AGENT_FILE = PACKAGE_DIR / "agent.py"

@@ -1,0 +1,515 @@
+#!/usr/bin/env python3
+"""rayhpc node agent: runs in every container of a launch and does the node's work.
+
+Standard library and Ray only, so any stock rayproject/ray image runs it as delivered (the
+launcher copies this file into the run directory). Rendezvous is through the run directory on the
+shared file system; no MPI is needed.
+
+  head (rank 0):   start Ray's head, publish head.json, wait for every node, run the driver,
+                   write exit_code and timing.json, stop every node, harvest logs.
+  worker (rank>0): wait for head.json, join, follow the head; stop on the stop file, on
+                   SIGTERM/SIGINT, or when the head is gone.
+
+Run directory files: spec.json (input), head.json, status.json, nodes/<node>.json, stop,
+driver.log, exit_code, timing.json, error, logs/<node>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+# Rank variables of the launchers, in the order they are trusted.
+RANK_ENV_VARS = ("SLURM_PROCID", "ALPS_APP_PE", "PMI_RANK", "PALS_RANKID",
+                 "OMPI_COMM_WORLD_RANK", "JSM_NAMESPACE_RANK")
+TOKEN_AUTH_SINCE = (2, 52)
+MIN_OBJECT_STORE = 80 * 1024 * 1024  # Ray refuses less than 75 MiB
+AF_UNIX_MAX = 107
+# The longest tail Ray appends to its temp dir for a socket path (session name, sockets/...).
+RAY_SOCKET_SUFFIX = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
+HEAD_PROBE_FAILURES = 3  # consecutive failed probes of the head's GCS before it counts as gone
+POLL_S = 0.2
+
+
+class LaunchFailed(Exception):
+    """A failure of the launch itself (not of the driver): reported in `error`, exit 1."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pure helpers (unit-tested on the host)
+
+def detect_rank(environ: dict | os._Environ = os.environ) -> int | None:
+    for var in RANK_ENV_VARS:
+        value = environ.get(var, "")
+        if value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def supports_token_auth(ray_version: str) -> bool:
+    return version_tuple(ray_version)[:2] >= TOKEN_AUTH_SINCE
+
+
+def object_store_bytes(shm_bytes: int, mem_bytes: int, requested: int | None = None) -> int | None:
+    """Object store size that fits /dev/shm (else Ray falls back to slow /tmp); None: Ray's default.
+
+    Ray's own default is 30% of memory; keep that, capped at 80% of the shm size.
+    """
+    if requested:
+        return int(requested)
+    size = min(int(mem_bytes * 0.3), int(shm_bytes * 0.8))
+    return size if size >= MIN_OBJECT_STORE else None
+
+
+def temp_dir_fits(temp_dir: str) -> bool:
+    """Ray's AF_UNIX socket paths under temp_dir must fit in 107 bytes."""
+    return len(temp_dir) + RAY_SOCKET_SUFFIX <= AF_UNIX_MAX
+
+
+def interface_ip(name: str) -> str:
+    """IPv4 address of a network interface (SIOCGIFADDR), e.g. the high-speed network's."""
+    import fcntl
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        packed = struct.pack("256s", name[:15].encode())
+        try:
+            raw = fcntl.ioctl(sock.fileno(), 0x8915, packed)
+        except OSError as exc:
+            raise LaunchFailed(f"network interface {name!r} has no IPv4 address here "
+                               f"({exc.strerror}); fix the site's 'interface'") from None
+    return socket.inet_ntoa(raw[20:24])
+
+
+def node_ip(interface: str | None, multi_node: bool) -> str:
+    """This node's address for Ray: by interface when the site names one, else by hostname."""
+    if interface:
+        ip = interface_ip(interface)
+    else:
+        ip = socket.gethostbyname(socket.gethostname())
+    if ip.startswith("127.") and multi_node:
+        raise LaunchFailed(f"hostname {socket.gethostname()} resolves to {ip}: other nodes "
+                           "cannot reach it; set the site's 'interface' to the cluster network")
+    return ip
+
+
+def ray_start_args(spec: dict, ip: str, head_address: str | None,
+                   object_store: int | None) -> list[str]:
+    """Arguments of `ray start` for the head (head_address None) or a worker."""
+    ports = spec["ports"]
+    args = ["start", f"--node-ip-address={ip}", f"--temp-dir={spec['temp_dir']}",
+            f"--node-manager-port={ports['node_manager']}",
+            f"--object-manager-port={ports['object_manager']}",
+            f"--metrics-export-port={ports['metrics_export']}",
+            f"--dashboard-agent-grpc-port={ports['dashboard_agent_grpc']}",
+            f"--dashboard-agent-listen-port={ports['dashboard_agent_listen']}",
+            f"--runtime-env-agent-port={ports['runtime_env_agent']}",
+            "--disable-usage-stats"]
+    if head_address is None:
+        args += ["--head", f"--port={ports['gcs']}",
+                 f"--ray-client-server-port={ports['client']}",
+                 f"--dashboard-host={spec.get('dashboard_host', '127.0.0.1')}",
+                 f"--dashboard-port={ports['dashboard']}"]
+    else:
+        args.append(f"--address={head_address}")
+    if object_store:
+        args.append(f"--object-store-memory={object_store}")
+    if spec.get("num_cpus") is not None:
+        args.append(f"--num-cpus={spec['num_cpus']}")
+    return args
+
+
+def driver_command(template: str, address: str) -> str:
+    return template.replace("{address}", address)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write whole or not at all: readers on other nodes never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def probe(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def missing_nodes(expected: list[str], count: int, records: dict[str, dict]) -> list[str]:
+    """Describe nodes that have not joined: named ones from spec, else by count of unknown."""
+    joined = {name for name, rec in records.items() if rec.get("state") == "joined"}
+    described = []
+    names = expected or sorted(records)
+    for name in names:
+        if name in joined:
+            continue
+        rec = records.get(name)
+        state = rec.get("state") if rec else None
+        why = {None: "agent never started", "waiting": "agent waiting for the head",
+               "starting": "ray start did not finish"}.get(state, f"state {state}")
+        described.append(f"{name} ({why})")
+    unnamed = count - len(joined) - len(described)
+    if not expected and unnamed > 0:
+        described.append(f"{unnamed} more node(s) whose agent never started")
+    return described
+
+
+# ---------------------------------------------------------------------------------------------
+# The agent
+
+class Agent:
+    def __init__(self, run_dir: Path, node: str, spec: dict):
+        self.run_dir = run_dir
+        self.node = node
+        self.spec = spec
+        self.t0 = time.time()
+        self.signalled: int | None = None
+        self.node_file = run_dir / "nodes" / f"{node}.json"
+        self.log_dir = run_dir / "logs" / node
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "nodes").mkdir(exist_ok=True)
+        self._log = open(self.log_dir / "agent.log", "a", buffering=1)
+        self.ip = ""
+        self.env = self._ray_env()
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    # -- plumbing
+
+    def say(self, message: str) -> None:
+        line = f"[rayhpc {self.node} +{time.time() - self.t0:5.1f}s] {message}"
+        print(line, flush=True)
+        self._log.write(line + "\n")
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.signalled is None:
+            self.signalled = signum
+            self.say(f"got {signal.Signals(signum).name}: stopping")
+        self.on_stop_request()
+
+    def on_stop_request(self) -> None:
+        """Hook for the head: pass the stop on to the driver."""
+
+    def stop_requested(self) -> bool:
+        return self.signalled is not None or (self.run_dir / "stop").exists()
+
+    def record(self, state: str, **extra: object) -> None:
+        write_json(self.node_file, {"node": self.node, "state": state, "ip": self.ip,
+                                    "hostname": socket.gethostname(), "pid": os.getpid(),
+                                    "time": time.time(), **extra})
+
+    def _ray_env(self) -> dict:
+        env = dict(os.environ)
+        env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
+        env["RAY_USAGE_STATS_ENABLED"] = "0"
+        token = self.run_dir / "auth_token"
+        if self.spec.get("auth") == "token" and token.exists():
+            # From the package metadata: Ray reads RAY_AUTH_MODE once, when first imported.
+            version = importlib.metadata.version("ray")
+            if supports_token_auth(version):
+                env["RAY_AUTH_MODE"] = "token"
+                env["RAY_AUTH_TOKEN_PATH"] = str(token)
+            else:
+                self.say(f"Ray {version} has no token authentication (2.52+): "
+                         "cluster runs without it")
+        # The agent itself connects to Ray too (before importing it): same settings.
+        os.environ.update({k: v for k, v in env.items() if k.startswith("RAY_")})
+        return env
+
+    def ray(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "ray.scripts.scripts", *args]
+        proc = subprocess.run(cmd, env=self.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+        self._log.write(proc.stdout)
+        if check and proc.returncode != 0:
+            tail = " | ".join(proc.stdout.strip().splitlines()[-6:])
+            raise LaunchFailed(f"`ray {args[0]}` failed on {self.node} (exit "
+                               f"{proc.returncode}): {tail}")
+        return proc
+
+    def object_store(self) -> int | None:
+        try:
+            shm = os.statvfs("/dev/shm")
+            shm_bytes = shm.f_blocks * shm.f_frsize
+        except OSError:
+            shm_bytes = 0
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return object_store_bytes(shm_bytes, mem, self.spec.get("object_store_memory"))
+
+    def check_temp_dir(self) -> None:
+        if not temp_dir_fits(self.spec["temp_dir"]):
+            raise LaunchFailed(f"Ray temp dir {self.spec['temp_dir']} is too long for Ray's "
+                               f"AF_UNIX sockets ({AF_UNIX_MAX} bytes); use a shorter one")
+
+    def stop_ray(self) -> None:
+        self.ray("stop", f"--grace-period={self.spec.get('stop_grace', 5)}", check=False)
+
+    def harvest_logs(self) -> None:
+        """Copy Ray's node-local logs into the run directory (they vanish with the node)."""
+        session_logs = Path(self.spec["temp_dir"]) / "session_latest" / "logs"
+        if not session_logs.is_dir():
+            return
+        try:
+            shutil.copytree(session_logs.resolve(), self.log_dir, dirs_exist_ok=True,
+                            ignore_dangling_symlinks=True)
+        except shutil.Error as exc:  # a file that vanished mid-copy: keep the rest
+            self.say(f"some logs were not copied: {len(exc.args[0])} file(s)")
+
+
+class Head(Agent):
+    def __init__(self, run_dir: Path, node: str, spec: dict):
+        super().__init__(run_dir, node, spec)
+        self.driver: subprocess.Popen | None = None
+        self.timing: dict = {"t_submit": spec.get("t_submit"), "nodes_expected": spec["nodes"],
+                             "nodes_joined": 0}
+
+    def on_stop_request(self) -> None:
+        if self.driver and self.driver.poll() is None:
+            os.killpg(self.driver.pid, signal.SIGTERM)
+
+    def run(self) -> int:
+        code, error = 1, ""
+        try:
+            self.check_temp_dir()
+            address = self.start_head()
+            if self.wait_for_nodes(address) and not self.stop_requested():
+                code = self.run_driver(address)
+        except LaunchFailed as exc:
+            error = str(exc)
+            self.say(f"error: {error}")
+        if error:
+            atomic_write(self.run_dir / "error", error + "\n")
+        self.teardown()
+        if self.signalled:
+            code = 128 + self.signalled
+        write_json(self.run_dir / "timing.json", self.timing)
+        atomic_write(self.run_dir / "exit_code", f"{code}\n")
+        self.say(f"done: exit code {code}")
+        return code
+
+    def start_head(self) -> str:
+        self.ip = node_ip(self.spec.get("interface"), self.spec["nodes"] > 1)
+        self.record("starting")
+        self.say(f"starting Ray head on {self.ip}")
+        self.ray(*ray_start_args(self.spec, self.ip, None, self.object_store()))
+        address = f"{self.ip}:{self.spec['ports']['gcs']}"
+        self.connect(address)
+        self.timing["t_head_up"] = time.time()
+        write_json(self.run_dir / "head.json", {
+            "address": address, "ip": self.ip, "node": self.node,
+            "gcs_port": self.spec["ports"]["gcs"],
+            "dashboard_port": self.spec["ports"]["dashboard"],
+            "client_port": self.spec["ports"]["client"], "time": self.timing["t_head_up"]})
+        self.record("joined")
+        self.say(f"head up at {address}")
+        return address
+
+    def connect(self, address: str) -> None:
+        """Connect as a client: the head is up only when a driver can really connect."""
+        import logging
+
+        import ray
+
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
+                 namespace="rayhpc-agent")
+
+    def alive_nodes(self) -> list[dict]:
+        import ray
+
+        return [n for n in ray.nodes() if n.get("Alive")]
+
+    def wait_for_nodes(self, address: str) -> bool:
+        import ray
+
+        expected = self.spec["nodes"]
+        deadline = time.time() + self.spec.get("join_timeout", 180)
+        joined = -1
+        try:
+            while not self.stop_requested():
+                alive = len(self.alive_nodes())
+                if alive != joined:
+                    joined = alive
+                    self.timing["nodes_joined"] = alive
+                    write_json(self.run_dir / "status.json",
+                               {"joined": alive, "expected": expected, "address": address})
+                    self.say(f"{alive}/{expected} nodes joined")
+                if alive >= expected:
+                    self.timing["t_all_joined"] = time.time()
+                    return True
+                if time.time() > deadline:
+                    records = {p.stem: read_json(p) or {} for p in
+                               (self.run_dir / "nodes").glob("*.json")}
+                    missing = missing_nodes(self.spec.get("node_names") or [], expected, records)
+                    raise LaunchFailed(
+                        f"timed out after {self.spec.get('join_timeout', 180)} s waiting for "
+                        f"{expected} nodes ({alive} joined); never joined: "
+                        f"{', '.join(missing) or 'unknown'}")
+                time.sleep(POLL_S)
+            return False
+        finally:
+            ray.shutdown()
+
+    def run_driver(self, address: str) -> int:
+        command = driver_command(self.spec["driver"], address)
+        env = dict(self.env, RAY_ADDRESS=address, PYTHONUNBUFFERED="1",
+                   RAYHPC_RUN_DIR=str(self.run_dir), RAYHPC_NODES=str(self.spec["nodes"]))
+        self.say(f"running driver: {command}")
+        self.timing["t_driver_start"] = time.time()
+        with open(self.run_dir / "driver.log", "wb") as log:
+            self.driver = subprocess.Popen(command, shell=True, cwd=self.spec["shared"], env=env,
+                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+            assert self.driver.stdout is not None
+            for line in self.driver.stdout:
+                log.write(line)
+                log.flush()
+                sys.stdout.buffer.write(line)
+                sys.stdout.flush()
+            code = self.driver.wait()
+        self.timing["t_driver_end"] = time.time()
+        code = 128 - code if code < 0 else code  # killed by signal N -> 128+N, as shells do
+        self.say(f"driver exited with {code}")
+        return code
+
+    def teardown(self) -> None:
+        atomic_write(self.run_dir / "stop", "stop\n")
+        self.stop_ray()
+        self.harvest_logs()
+        self.record("stopped")
+        workers = [n for n in self.spec.get("node_names") or [] if n != self.node]
+        deadline = time.time() + self.spec.get("stop_timeout", 30)
+        while time.time() < deadline:
+            states = {n: (read_json(self.run_dir / "nodes" / f"{n}.json") or {}).get("state")
+                      for n in workers}
+            if all(s in (None, "stopped", "lost-head") for s in states.values()):
+                break
+            time.sleep(POLL_S)
+        self.timing["t_teardown_done"] = time.time()
+
+
+class Worker(Agent):
+    def run(self) -> int:
+        try:
+            self.check_temp_dir()
+            head = self.wait_for_head()
+            if head is None:
+                self.record("stopped", reason="stopped before joining")
+                return 128 + self.signalled if self.signalled else 0
+            self.join(head)
+            reason = self.follow(head)
+        except LaunchFailed as exc:
+            self.say(f"error: {exc}")
+            self.record("failed", reason=str(exc))
+            self.stop_ray()
+            self.harvest_logs()
+            return 1
+        self.stop_ray()
+        self.harvest_logs()
+        state = "lost-head" if reason == "head gone" else "stopped"
+        self.record(state, reason=reason)
+        self.say(f"stopped ({reason})")
+        return 1 if state == "lost-head" else 0
+
+    def wait_for_head(self) -> dict | None:
+        self.record("waiting")
+        deadline = time.time() + self.spec.get("join_timeout", 180)
+        while not self.stop_requested():
+            head = read_json(self.run_dir / "head.json")
+            if head:
+                return head
+            if time.time() > deadline:
+                raise LaunchFailed("no head.json within the join timeout: the head never came up")
+            time.sleep(POLL_S / 2)
+        return None
+
+    def join(self, head: dict) -> None:
+        self.ip = node_ip(self.spec.get("interface"), True)
+        self.record("starting")
+        self.say(f"joining {head['address']} from {self.ip}")
+        self.ray(*ray_start_args(self.spec, self.ip, head["address"], self.object_store()))
+        self.record("joined")
+
+    def follow(self, head: dict) -> str:
+        failures, next_probe = 0, 0.0
+        while True:
+            if self.stop_requested():
+                return "stop requested"
+            if time.monotonic() >= next_probe:
+                next_probe = time.monotonic() + 1.0
+                failures = 0 if probe(head["ip"], head["gcs_port"]) else failures + 1
+                if failures >= HEAD_PROBE_FAILURES:
+                    self.say("head is gone: stopping")
+                    return "head gone"
+            time.sleep(POLL_S)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="rayhpc node agent (one per node)")
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--role", choices=("head", "worker"),
+                        help="default: head for rank 0 of the launcher, else worker")
+    parser.add_argument("--node-name", help="default: this host's name")
+    args = parser.parse_args(argv)
+    spec = read_json(args.run_dir / "spec.json")
+    if spec is None:
+        print(f"rayhpc agent: cannot read {args.run_dir / 'spec.json'}", file=sys.stderr)
+        return 2
+    role = args.role
+    if role is None:
+        rank = detect_rank()
+        if rank is None:
+            print("rayhpc agent: no --role and no rank variable "
+                  f"({', '.join(RANK_ENV_VARS)})", file=sys.stderr)
+            return 2
+        role = "head" if rank == 0 else "worker"
+    node = args.node_name or socket.gethostname()
+    agent = (Head if role == "head" else Worker)(args.run_dir, node, spec)
+    try:
+        return agent.run()
+    except Exception:
+        # A bug or an unforeseen Ray failure: keep the traceback with the run, tell the launcher.
+        agent.say("agent failed:\n" + traceback.format_exc())
+        if role == "head":
+            atomic_write(args.run_dir / "error", f"node agent on {node} failed: "
+                         f"{traceback.format_exc().strip().splitlines()[-1]} "
+                         f"(traceback in logs/{node}/agent.log)\n")
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Site profiles and config layering: CLI flags > RAYHPC_* environment > site file > defaults."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from containers.errors import UserError
+from containers.recipe import check_keys
+from launcher import SITES_DIR
+
+ENV_PREFIX = "RAYHPC_"
+DEFAULT_DRIVER = "python examples/hello_nodes.py --ray-address={address}"
+SCHEDULERS = ("local",)
+RUNTIMES = ("docker",)
+_SIZE_RE = re.compile(r"^\d+(\.\d+)?\s*([kmgt]i?b?|b)?$", re.I)
+
+
+def _positive_int(value: Any) -> int:
+    number = int(str(value).strip())
+    if number < 1:
+        raise ValueError("must be 1 or more")
+    return number
+
+
+def _size(value: Any) -> str:
+    text = str(value).strip()
+    if not _SIZE_RE.match(text):
+        raise ValueError("must be a size like 512m or 2g")
+    return text
+
+
+def _text(value: Any) -> str:
+    text = str(value)
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+@dataclass(frozen=True)
+class Setting:
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+
+
+SETTINGS: dict[str, Setting] = {
+    "nodes": Setting(_positive_int, 3, "nodes in all, head included"),
+    "shared": Setting(_text, "./shared", "directory mounted on every node; runs/ goes here"),
+    "driver": Setting(_text, DEFAULT_DRIVER, "command run on the head in the shared dir"),
+    "image": Setting(_text, None, "container image (default: the ray recipe's cpu image)"),
+    "join_timeout": Setting(_positive_int, 180, "seconds to wait for all nodes to join"),
+    "stop_timeout": Setting(_positive_int, 30, "seconds to wait for nodes to stop"),
+    "shm_size": Setting(_size, "2g", "shared memory per node (bounds Ray's object store)"),
+    "object_store_memory": Setting(_positive_int, None, "object store bytes per node"),
+    "dashboard_host": Setting(_text, "127.0.0.1", "address Ray's dashboard binds to"),
+    "interface": Setting(_text, None, "network interface whose address Ray uses"),
+    "temp_dir": Setting(_text, None, "node-local Ray temp dir (short: AF_UNIX limit)"),
+    "num_cpus": Setting(_positive_int, None, "CPUs Ray may use per node (default: all)"),
+}
+SITE_KEYS = ("name", "description", "scheduler", "runtime", *SETTINGS)
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    path: Path
+    scheduler: str
+    runtime: str
+    description: str
+    settings: dict[str, Any]
+
+
+def site_path(name_or_path: str, sites_dir: Path = SITES_DIR) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or os.sep in name_or_path:
+        if not candidate.is_file():
+            raise UserError(f"site file {candidate} not found (--site)")
+        return candidate
+    path = sites_dir / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in sites_dir.glob("*.yaml")))
+        raise UserError(f"unknown site {name_or_path!r} (--site); known sites: {known}, "
+                        "or give the path of a site YAML file")
+    return path
+
+
+def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
+    path = site_path(name_or_path, sites_dir)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a site file is a YAML mapping (keys: {', '.join(SITE_KEYS)})")
+    check_keys(data, SITE_KEYS, path, "")
+    for key, allowed in (("scheduler", SCHEDULERS), ("runtime", RUNTIMES)):
+        if data.get(key) not in allowed:
+            raise UserError(f"{path}: {key}: {data.get(key)!r} is not supported; "
+                            f"one of: {', '.join(allowed)}")
+    settings = {}
+    for key, setting in SETTINGS.items():
+        if data.get(key) is not None:
+            settings[key] = _parse(setting, data[key], f"{path}: {key}")
+    return Site(name=str(data.get("name") or path.stem), path=path,
+                scheduler=data["scheduler"], runtime=data["runtime"],
+                description=str(data.get("description") or ""), settings=settings)
+
+
+def list_sites(sites_dir: Path = SITES_DIR) -> list[Site]:
+    return [load_site(str(p)) for p in sorted(sites_dir.glob("*.yaml"))]
+
+
+def resolve_settings(site: Site, cli: Mapping[str, Any],
+                     environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """Every setting from the first layer that has it: CLI, environment, site file, default."""
+    values = {}
+    for key, setting in SETTINGS.items():
+        env_var = ENV_PREFIX + key.upper()
+        if cli.get(key) is not None:
+            values[key] = _parse(setting, cli[key], f"--{key.replace('_', '-')}")
+        elif environ.get(env_var):
+            values[key] = _parse(setting, environ[env_var], f"${env_var}")
+        elif key in site.settings:
+            values[key] = site.settings[key]
+        else:
+            values[key] = setting.default
+    return values
+
+
+def _parse(setting: Setting, value: Any, where: str) -> Any:
+    try:
+        return setting.parse(value)
+    except ValueError as exc:
+        message = str(exc) if "must" in str(exc) else "not a valid value"
+        raise UserError(f"{where}: {value!r}: {message}") from None

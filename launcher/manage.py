@@ -1,0 +1,51 @@
+"""Find and remove what launches left on this machine's Docker engine (`invoke down/status`)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import docker
+import docker.errors
+
+from launcher.compose import NODE_LABEL, RUN_LABEL
+
+
+@dataclass
+class RunState:
+    run_id: str
+    nodes: dict[str, str] = field(default_factory=dict)  # node -> container status
+    networks: list[str] = field(default_factory=list)
+
+
+def runs(api: docker.APIClient) -> dict[str, RunState]:
+    """Every run that has a container or network on this engine, by run id."""
+    found: dict[str, RunState] = defaultdict(lambda: RunState(""))
+    for container in api.containers(all=True, filters={"label": RUN_LABEL}):
+        run_id = container["Labels"][RUN_LABEL]
+        state = found[run_id]
+        state.run_id = run_id
+        state.nodes[container["Labels"].get(NODE_LABEL, container["Names"][0])] = \
+            container["State"]
+    for network in api.networks(filters={"label": RUN_LABEL}):
+        run_id = network["Labels"][RUN_LABEL]
+        found[run_id].run_id = run_id
+        found[run_id].networks.append(network["Name"])
+    return dict(sorted(found.items()))
+
+
+def remove_run(api: docker.APIClient, run_id: str) -> tuple[int, int]:
+    """Remove the run's containers (force) and networks; return how many of each."""
+    containers = api.containers(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
+    for container in containers:
+        try:
+            api.remove_container(container["Id"], force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+    networks = api.networks(filters={"label": f"{RUN_LABEL}={run_id}"})
+    for network in networks:
+        try:
+            api.remove_network(network["Id"])
+        except docker.errors.NotFound:
+            pass
+    return len(containers), len(networks)

@@ -1,0 +1,64 @@
+"""The run directory <shared>/runs/<run-id>/: created here, filled in by the node agents."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+from containers import PROJECT_ROOT
+from containers.errors import UserError
+from launcher import AGENT_FILE
+from launcher.agent import write_json
+from launcher.spec import LaunchSpec
+
+EXAMPLES_DIR = PROJECT_ROOT / "examples"
+
+
+def check_shared(shared: Path) -> Path:
+    """The shared directory as an absolute path, created if missing, and writable."""
+    shared = shared.expanduser().resolve()
+    try:
+        shared.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--shared: cannot create {shared}: {exc.strerror}") from None
+    if not shared.is_dir() or not os.access(shared, os.W_OK | os.X_OK):
+        raise UserError(f"--shared: {shared} is not a writable directory; give one you can "
+                        "write to (every node must see it at the same path)")
+    return shared
+
+
+def stage_examples(shared: Path) -> None:
+    """Put the bundled examples in the shared dir once, so the default driver has its script."""
+    target = shared / "examples"
+    if not target.exists():
+        shutil.copytree(EXAMPLES_DIR, target, ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def prepare_run_dir(spec: LaunchSpec, owner: tuple[int, int] | None = None) -> Path:
+    """Create the run directory with spec.json, the agent and a per-run Ray auth token (0600).
+
+    ``owner``: uid/gid the containers run as, when it is not ours (we are root).
+    """
+    run_dir = spec.run_dir
+    try:
+        run_dir.mkdir(parents=True)
+    except FileExistsError:
+        raise UserError(f"run directory {run_dir} exists already; launch again") from None
+    for sub in ("nodes", "logs"):
+        (run_dir / sub).mkdir()
+    shutil.copyfile(AGENT_FILE, run_dir / "node_agent.py")
+    token = os.open(run_dir / "auth_token", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(token, "w") as handle:
+        handle.write(secrets.token_hex(32))
+    write_json(run_dir / "spec.json", spec.to_json())
+    if owner is not None:
+        for path in [run_dir, *run_dir.rglob("*")]:
+            os.chown(path, *owner)
+    return run_dir
+
+
+def remove_run_dir(run_dir: Path) -> None:
+    """Undo prepare_run_dir when nothing ran (so a failed start leaves nothing half-written)."""
+    shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,153 @@
+"""rayhpc: build Ray container images and run Ray clusters in them (`invoke --list`)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+from invoke import Exit, task
+
+from containers.errors import UserError
+
+
+def user_errors(func):
+    """Print a UserError as one line (no traceback) and exit 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise Exit(code=2) from None
+
+    return wrapper
+
+
+@task(auto_shortflags=False, help={
+    "recipe": "recipe name in recipes/ or path to a recipe YAML (default: ray)",
+    "variant": "recipe variant: cpu or gpu (default: cpu)",
+    "base": "base image instead of the recipe's rayproject/ray tag (e.g. the `invoke base` tag)",
+    "tag": "tag for the built image (default: rayhpc/<recipe>:<ray>-py<XY>-<variant>)",
+    "ca_bundle": "PEM CA bundle for pip/apt during the build only (default: $PIP_CERT, "
+                 "$REQUESTS_CA_BUNDLE or $SSL_CERT_FILE); never stored in the image",
+    "pip_index_url": "pip index URL for the build only (default: $PIP_INDEX_URL)",
+})
+@user_errors
+def build(c, recipe="ray", variant="cpu", base=None, tag=None, ca_bundle=None,
+          pip_index_url=None):
+    """Build a Docker image from a recipe; prints the image tag last."""
+    from containers.images import build_recipe_image
+
+    print(build_recipe_image(recipe, variant, base=base, tag=tag, ca_bundle=ca_bundle,
+                             pip_index_url=pip_index_url))
+
+
+@task(auto_shortflags=False, help={
+    "recipe": "recipe whose Ray version the stand-in carries (default: ray)",
+    "os_image": "Debian bookworm image to start from (default: made by debootstrap, needs root)",
+    "mirror": "Debian mirror for debootstrap (default: the one in /etc/apt)",
+    "tag": "tag of the stand-in (default: rayhpc/ray-standin:<ray>-py<XY>-cpu)",
+    "ca_bundle": "PEM CA bundle for pip during the build only (default as for build)",
+    "pip_index_url": "pip index URL for the build only (default: $PIP_INDEX_URL)",
+})
+@user_errors
+def base(c, recipe="ray", os_image=None, mirror=None, tag=None, ca_bundle=None,
+         pip_index_url=None):
+    """Build a stand-in for rayproject/ray where no registry is reachable; prints its tag last."""
+    from containers.images import build_standin_base
+
+    print(build_standin_base(recipe, os_image=os_image, mirror=mirror, tag=tag,
+                             ca_bundle=ca_bundle, pip_index_url=pip_index_url))
+
+
+@task(auto_shortflags=False, help={
+    "site": "site profile name (see `invoke sites`) or path to a site YAML file (default: local)",
+    "nodes": "nodes in all, head included (default: 3)",
+    "driver": "command run on the head in the shared dir; {address} becomes the head's ip:port "
+              "and RAY_ADDRESS is set (default: the hello_nodes example)",
+    "shared": "directory mounted on every node; the run dir goes in <shared>/runs/ "
+              "(default: ./shared)",
+    "image": "container image (default: the ray recipe's cpu image, built on first use)",
+    "join_timeout": "seconds to wait for every node to join (default: 180)",
+    "shm_size": "shared memory per node, bounds Ray's object store (default: 2g)",
+    "num_cpus": "CPUs Ray may use per node (default: all it sees)",
+})
+@user_errors
+def launch(c, site="local", nodes=None, driver=None, shared=None, image=None, join_timeout=None,
+           shm_size=None, num_cpus=None):
+    """Run a Ray cluster (1 head + N-1 workers) in containers, run the driver, tear down.
+
+    Settings come from the flags, else RAYHPC_<SETTING> variables, else the site file, else
+    defaults. Exits with the driver's exit code.
+    """
+    from launcher.launch import launch as run_launch
+
+    cli = dict(nodes=nodes, driver=driver, shared=shared, image=image,
+               join_timeout=join_timeout, shm_size=shm_size, num_cpus=num_cpus)
+    code = run_launch(site, cli)
+    if code:
+        raise Exit(code=code)
+
+
+@task(auto_shortflags=False, help={"run": "run id to remove (default: every run of this project on this engine)"})
+@user_errors
+def down(c, run=None):
+    """Remove the containers and networks that launches left behind."""
+    from containers.engine import connect
+    from launcher.manage import remove_run, runs
+
+    api = connect()
+    found = runs(api)
+    if run and run not in found:
+        raise UserError(f"--run: no containers or networks of run {run!r} here; "
+                        f"runs present: {', '.join(found) or 'none'}")
+    targets = [run] if run else list(found)
+    for run_id in targets:
+        containers, networks = remove_run(api, run_id)
+        print(f"removed run {run_id}: {containers} container(s), {networks} network(s)")
+    if not targets:
+        print("nothing to remove")
+
+
+@task(auto_shortflags=False, help={"run": "show only this run id"})
+@user_errors
+def status(c, run=None):
+    """Show the runs with containers on this machine and the state of their nodes."""
+    from containers.engine import connect
+    from launcher.manage import runs
+
+    found = runs(connect())
+    if run:
+        found = {k: v for k, v in found.items() if k == run}
+    if not found:
+        print("no runs" + (f" with id {run}" if run else ""))
+    for run_id, state in found.items():
+        nodes = ", ".join(f"{node}: {st}" for node, st in sorted(state.nodes.items()))
+        print(f"{run_id}  {len(state.nodes)} node(s)  {nodes or '(network only)'}")
+
+
+@task(auto_shortflags=False)
+@user_errors
+def sites(c):
+    """List the site profiles with their scheduler and container runtime."""
+    from launcher.config import list_sites
+
+    rows = [(s.name, s.scheduler, s.runtime, s.description) for s in list_sites()]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'site':<{width}}  {'scheduler':<9}  {'runtime':<10}  description")
+    for name, scheduler, runtime, description in rows:
+        print(f"{name:<{width}}  {scheduler:<9}  {runtime:<10}  {description}")
+
+
+@task(auto_shortflags=False, help={"k": "only tests matching this pytest -k expression",
+            "unit": "only the tests that need no Docker engine"})
+def test(c, k=None, unit=False):
+    """Run ruff and the test suite (REQUIRE_DOCKER=1 makes engine tests fail instead of skip)."""
+    c.run(f"{sys.executable} -m ruff check .", pty=False)
+    args = [sys.executable, "-m", "pytest"]
+    if k:
+        args += ["-k", repr(k)]
+    if unit:
+        args += ["-m", "'not docker'"]
+    c.run(" ".join(args), pty=False)
