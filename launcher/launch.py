@@ -9,10 +9,10 @@ from containers.engine import connect, image_exists
 from containers.errors import UserError
 from containers.images import ensure_recipe_image
 from containers.progress import Progress
-from launcher.config import DEFAULT_DRIVER, load_site, resolve_settings
+from launcher.config import load_site, resolve_settings
 from launcher.driver import check_driver
-from launcher.local import LocalLaunch, compose_command
-from launcher.rundir import check_shared, stage_examples
+from launcher.local import LocalLaunch, compose_command, container_user
+from launcher.rundir import check_reachable, check_shared, stage_examples
 from launcher.spec import LaunchSpec, new_run_id, node_names
 
 
@@ -21,8 +21,10 @@ def build_spec(site_name: str, cli: dict[str, Any]) -> LaunchSpec:
     site = load_site(site_name)
     settings = resolve_settings(site, cli)
     shared = check_shared(Path(settings.pop("shared")))
-    if settings["driver"] == DEFAULT_DRIVER:
-        stage_examples(shared)
+    _, owner = container_user()
+    if owner is not None:
+        check_reachable(shared, *owner)
+    stage_examples(shared)
     check_driver(settings["driver"], shared)
     nodes = settings["nodes"]
     return LaunchSpec(run_id=new_run_id(), site=site.name, scheduler=site.scheduler,

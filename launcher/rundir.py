@@ -29,8 +29,27 @@ def check_shared(shared: Path) -> Path:
     return shared
 
 
+def check_reachable(shared: Path, uid: int, gid: int) -> None:
+    """Fail unless uid:gid (who the containers run as) can reach the shared directory."""
+    for path in [*reversed(shared.parents), shared]:
+        st = path.stat()
+        if st.st_uid == uid:
+            bits = st.st_mode >> 6
+        elif st.st_gid == gid:
+            bits = st.st_mode >> 3
+        else:
+            bits = st.st_mode
+        needed = 0o5 if path == shared else 0o1  # list the shared dir; traverse its parents
+        if bits & needed != needed:
+            raise UserError(f"--shared: {shared} cannot be reached by the containers' user "
+                            f"(uid {uid}): {path} is mode {oct(st.st_mode & 0o777)}; "
+                            "choose a directory others can enter (chmod o+rx) or run as "
+                            "a non-root user")
+
+
 def stage_examples(shared: Path) -> None:
-    """Put the bundled examples in the shared dir once, so the default driver has its script."""
+    """Copy the bundled examples into the shared dir (once), so `--driver "python
+    examples/actors.py"` works from any shared dir."""
     target = shared / "examples"
     if not target.exists():
         shutil.copytree(EXAMPLES_DIR, target, ignore=shutil.ignore_patterns("__pycache__"))

@@ -1,0 +1,103 @@
+"""Shared fixtures: a real Docker engine (skip visibly, or fail under REQUIRE_DOCKER=1), the
+stand-in base and a test build of the cpu image, and golden-file comparison."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from containers import PROJECT_ROOT
+
+GOLDEN_DIR = Path(__file__).parent / "golden"
+TEST_IMAGE = "rayhpc-test/ray:2.60.0-py311-cpu"
+
+
+def assert_golden(name: str, text: str) -> None:
+    """Compare with tests/golden/<name>; UPDATE_GOLDEN=1 rewrites it (review the diff!)."""
+    path = GOLDEN_DIR / name
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.exists(), f"no golden file {path}: run with UPDATE_GOLDEN=1 and review it"
+    assert text == path.read_text(), f"{name} differs from its golden file (UPDATE_GOLDEN=1)"
+
+
+def invoke(*args: str, cwd: Path | None = None, timeout: float = 900,
+           env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `invoke ARGS` as a user would, from this checkout."""
+    return subprocess.run([sys.executable, "-m", "invoke", "-r", str(PROJECT_ROOT), *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def shared_dir():
+    """A shared directory the containers' user (uid 1000) can enter, as on a cluster file
+    system (pytest's own tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="rayhpc-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def docker_api():
+    import docker
+
+    try:
+        api = docker.APIClient(base_url=os.environ.get("DOCKER_HOST") or None, timeout=600)
+        api.ping()
+    except Exception as exc:  # any failure to reach the engine
+        reason = f"no Docker engine reachable ({type(exc).__name__}): real-engine tests skipped"
+        if os.environ.get("REQUIRE_DOCKER") == "1":
+            pytest.fail(f"REQUIRE_DOCKER=1 but {reason}")
+        pytest.skip(reason)
+    return api
+
+
+@pytest.fixture(scope="session")
+def standin_base(docker_api) -> str:
+    """The stand-in base (built by .ci/run or `invoke base`; built here when missing)."""
+    from containers.base import standin_tag
+    from containers.engine import image_exists
+    from containers.images import build_standin_base
+    from containers.recipe import load_recipe
+
+    tag = standin_tag(load_recipe("ray"))
+    if not image_exists(docker_api, tag):
+        build_standin_base()
+    return tag
+
+
+@pytest.fixture(scope="session")
+def marker_ca_bundle(tmp_path_factory) -> tuple[Path, str]:
+    """The host's CA bundle plus a freshly made certificate that no image can hold yet.
+
+    Returns the bundle path and a line of the marker certificate to search images for.
+    """
+    out = tmp_path_factory.mktemp("ca")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=rayhpc-test-marker", "-keyout", str(out / "marker.key"),
+                    "-out", str(out / "marker.pem")], check=True, capture_output=True)
+    marker_pem = (out / "marker.pem").read_text()
+    host_bundle = os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt"
+    bundle = out / "bundle.pem"
+    host = Path(host_bundle).read_text() if Path(host_bundle).exists() else ""
+    bundle.write_text(host + marker_pem)
+    marker_line = marker_pem.splitlines()[5]  # a base64 line from the middle of the body
+    return bundle, marker_line
+
+
+@pytest.fixture(scope="session")
+def built_image(standin_base, marker_ca_bundle) -> tuple[str, subprocess.CompletedProcess]:
+    """`invoke build` of the cpu variant on the stand-in, with the marker CA bundle."""
+    bundle, _ = marker_ca_bundle
+    result = invoke("build", "--variant", "cpu", "--base", standin_base, "--tag", TEST_IMAGE,
+                    "--ca-bundle", str(bundle))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return TEST_IMAGE, result

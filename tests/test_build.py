@@ -1,0 +1,87 @@
+"""A real build of the cpu variant on the stand-in base (real engine, real pip through the
+network's intercepting proxy, which only works when the CA bundle reaches the build)."""
+
+import io
+import subprocess
+import tarfile
+
+import pytest
+
+from containers.engine import git_revision
+from tests.conftest import invoke
+from tests.image_scan import layers_containing, metadata_containing, save_image
+
+pytestmark = pytest.mark.docker
+
+
+def run_in(image: str, *cmd: str) -> str:
+    return subprocess.run(["docker", "run", "--rm", image, *cmd], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def test_build_prints_tag_last_and_ray_is_the_pinned_version(built_image):
+    image, result = built_image
+    assert result.stdout.strip().splitlines()[-1] == image
+    assert run_in(image, "ray", "--version") == "ray, version 2.60.0"
+    assert run_in(image, "python", "-c", "import tqdm, numpy; print('ok')") == "ok"
+
+
+def test_image_runs_as_uid_1000(built_image, docker_api):
+    image, _ = built_image
+    assert run_in(image, "id", "-u") == "1000"
+    assert docker_api.inspect_image(image)["Config"]["User"] == "ray"
+
+
+def test_image_labels(built_image, docker_api, standin_base):
+    image, _ = built_image
+    labels = docker_api.inspect_image(image)["Config"]["Labels"]
+    assert labels["org.rayhpc.ray-version"] == "2.60.0"
+    assert labels["org.rayhpc.recipe"] == "ray"
+    assert labels["org.rayhpc.variant"] == "cpu"
+    assert labels["org.opencontainers.image.revision"] == git_revision()
+    assert labels["org.opencontainers.image.base.name"] == standin_base
+
+
+def test_ca_bundle_is_in_no_layer_history_or_config(built_image, docker_api, standin_base,
+                                                   marker_ca_bundle, tmp_path):
+    image, result = built_image
+    bundle, marker = marker_ca_bundle
+    assert f"CA bundle for this build only: {bundle} (--ca-bundle)" in result.stdout
+    archive = save_image(docker_api, image, tmp_path / "image.tar")
+    base_layers = len(docker_api.inspect_image(standin_base)["RootFS"]["Layers"])
+    assert layers_containing(archive, marker.encode(), skip_layers=base_layers) == []
+    assert layers_containing(archive, b"rayhpc-secrets/ca.pem", skip_layers=base_layers) == []
+    assert metadata_containing(docker_api, image, marker) == []
+    assert metadata_containing(docker_api, image, "BEGIN CERTIFICATE") == []
+
+
+def test_layer_scan_finds_a_file_that_a_later_layer_deletes(tmp_path):
+    """The scanner itself can fail: a secret copied in one layer and deleted later is found."""
+    def layer(files):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    archive = tmp_path / "saved.tar"
+    layers = {"a/layer.tar": layer({"tmp/ca.pem": b"xx SECRET xx"}),
+              "b/layer.tar": layer({"tmp/.wh.ca.pem": b""})}
+    with tarfile.open(archive, "w") as tar:
+        manifest = b'[{"Layers": ["a/layer.tar", "b/layer.tar"]}]'
+        for name, data in {**layers, "manifest.json": manifest}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert layers_containing(archive, b"SECRET") == ["a/layer.tar:tmp/ca.pem"]
+    assert layers_containing(archive, b"SECRET", skip_layers=1) == []
+
+
+def test_missing_base_points_to_invoke_base(docker_api):
+    result = invoke("build", "--base", "rayhpc-test/no-such-base:1")
+    assert result.returncode == 2
+    assert "rayhpc-test/no-such-base:1 is not here and cannot be pulled" in result.stderr
+    assert "invoke base" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,108 @@
+"""Rendered Dockerfiles and compose files against reviewed golden files."""
+
+import pytest
+import yaml
+
+from containers.base import render_base_dockerfile
+from containers.dockerfile import render_dockerfile
+from containers.errors import UserError
+from containers.recipe import load_recipe
+from containers.secrets import BuildSecrets
+from launcher.compose import render_compose
+from launcher.spec import LaunchSpec, node_names
+from tests.conftest import assert_golden
+
+
+def spec(nodes=3, **kw):
+    return LaunchSpec(run_id="20260101-000000-abcd", site="local", scheduler="local",
+                      runtime="docker", nodes=nodes, shared="/data/shared",
+                      driver="python examples/hello_nodes.py --ray-address={address}",
+                      image="rayhpc/ray:2.60.0-py311-cpu", node_names=node_names(nodes), **kw)
+
+
+@pytest.mark.parametrize("variant", ["cpu", "gpu"])
+def test_recipe_dockerfile_golden(variant):
+    assert_golden(f"Dockerfile.ray-{variant}", render_dockerfile(load_recipe("ray"), variant))
+
+
+def test_base_override_changes_only_from_line():
+    recipe = load_recipe("ray")
+    default = render_dockerfile(recipe, "cpu").splitlines()
+    other = render_dockerfile(recipe, "cpu", base="my/base:1").splitlines()
+    changed = [(a, b) for a, b in zip(default, other) if a != b]
+    assert changed == [("FROM rayproject/ray:2.60.0-py311-cpu", "FROM my/base:1")]
+
+
+def test_layer_order_puts_pip_after_apt_and_labels_last():
+    text = render_dockerfile(load_recipe("ray"), "cpu")
+    assert text.index("apt-get install") < text.index("pip install") < text.index("LABEL")
+
+
+def test_standin_dockerfile_golden():
+    assert_golden("Dockerfile.standin", render_base_dockerfile(load_recipe("ray")))
+
+
+def test_standin_refuses_a_python_bookworm_lacks(tmp_path):
+    recipe = load_recipe("ray")
+    other = type(recipe)(**{**recipe.__dict__, "python": "3.12"})
+    with pytest.raises(UserError, match="python: the stand-in base is Debian bookworm"):
+        render_base_dockerfile(other)
+
+
+def test_compose_golden():
+    assert_golden("compose.local-3.yaml", render_compose(spec()))
+
+
+def test_compose_is_isolated_per_run_and_safe_by_default():
+    doc = yaml.safe_load(render_compose(spec()))
+    assert list(doc["services"]) == ["head", "worker-1", "worker-2"]
+    assert doc["networks"]["ray"]["name"] == "rayhpc-20260101-000000-abcd"
+    for name, service in doc["services"].items():
+        assert service["container_name"] == f"rayhpc-20260101-000000-abcd-{name}"
+        assert service["init"] is True
+        assert service["user"] == "1000"
+        assert service["shm_size"] == "2g"
+        assert {"type": "bind", "source": "/data/shared", "target": "/data/shared"} in \
+            service["volumes"]
+        published = service.get("ports", [])
+        assert all(p.startswith("127.0.0.1:") for p in published)
+    assert "ports" not in doc["services"]["worker-1"]
+
+
+def test_compose_for_a_non_image_user_gives_a_home():
+    doc = yaml.safe_load(render_compose(spec(nodes=2), user="1234:1234"))
+    assert doc["services"]["head"]["environment"]["HOME"] == spec().temp_dir
+
+
+def test_two_runs_share_no_name_port_or_temp_dir():
+    a = spec()
+    b = LaunchSpec(**{**a.__dict__, "run_id": "20260101-000000-beef", "ports": {},
+                      "temp_dir": ""})
+    assert a.project != b.project
+    assert a.temp_dir != b.temp_dir
+    assert set(a.ports.values()).isdisjoint(b.ports.values())
+
+
+def test_secrets_script_carries_ca_and_pip_settings_only_in_the_script(tmp_path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    secrets = BuildSecrets.resolve(str(bundle), environ={"PIP_INDEX_URL": "https://u:p@idx/simple"})
+    script = secrets.script()
+    assert "AAAA" in script and "export PIP_INDEX_URL=https://u:p@idx/simple" in script
+    assert "PIP_CERT=/tmp/rayhpc-secrets/ca.pem" in script
+    # The channel name is what reaches the build (and its history): no secret in it.
+    assert "AAAA" not in secrets.channel_name() and "u:p" not in secrets.channel_name()
+    assert secrets.channel_name() == BuildSecrets.resolve(
+        str(bundle), environ={"PIP_INDEX_URL": "https://u:p@idx/simple"}).channel_name()
+
+
+def test_ca_bundle_defaults_from_environment_and_missing_file_is_named(tmp_path):
+    assert not BuildSecrets.resolve(environ={})
+    with pytest.raises(UserError, match=r"CA bundle /nope.pem \(from \$REQUESTS_CA_BUNDLE\)"):
+        BuildSecrets.resolve(environ={"REQUESTS_CA_BUNDLE": "/nope.pem"})
+    with pytest.raises(UserError, match=r"CA bundle /nope.pem \(from --ca-bundle\)"):
+        BuildSecrets.resolve("/nope.pem", environ={})
+    not_pem = tmp_path / "x.pem"
+    not_pem.write_text("hello")
+    with pytest.raises(UserError, match="holds no PEM certificate"):
+        BuildSecrets.resolve(str(not_pem), environ={})
