@@ -90,7 +90,8 @@ def launch(c, site="local", nodes=None, driver=None, shared=None, image=None, jo
         raise Exit(code=code)
 
 
-@task(auto_shortflags=False, help={"run": "run id to remove (default: every run of this project on this engine)"})
+@task(auto_shortflags=False,
+      help={"run": "run id to remove (default: every run of this project on this engine)"})
 @user_errors
 def down(c, run=None):
     """Remove the containers and networks that launches left behind."""

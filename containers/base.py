@@ -16,6 +16,7 @@ DEBIAN_SUITE = "bookworm"
 DEBIAN_PYTHON = "3.11"  # what bookworm's python3 is; the stand-in can offer no other
 # rayproject/ray keeps its conda environment here; the same path lets drivers that name it work.
 PYTHON_PREFIX = "/home/ray/anaconda3"
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def standin_tag(recipe: Recipe) -> str:
@@ -41,7 +42,7 @@ def render_base_dockerfile(recipe: Recipe, os_image: str = OS_IMAGE) -> str:
             "rm -rf /var/lib/apt/lists/*",
         ]),
         f"RUN useradd --uid 1000 --gid users --create-home --shell /bin/bash {IMAGE_USER}",
-        f"ENV PATH={PYTHON_PREFIX}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        f"ENV PATH={PYTHON_PREFIX}/bin:{SYSTEM_PATH}",
         f"USER {IMAGE_USER}",
         "WORKDIR /home/ray",
         run_steps([

@@ -128,9 +128,8 @@ def serve(secrets: BuildSecrets, wait_s: float = 1800) -> Iterator[str]:
                 conn, _ = server.accept()
             except (socket.timeout, OSError):
                 continue
-            with conn:
-                with contextlib.suppress(OSError):
-                    conn.sendall(payload)
+            with conn, contextlib.suppress(OSError):
+                conn.sendall(payload)
 
     thread = threading.Thread(target=answer, name="rayhpc-build-secrets", daemon=True)
     thread.start()

@@ -101,10 +101,7 @@ def interface_ip(name: str) -> str:
 
 def node_ip(interface: str | None, multi_node: bool) -> str:
     """This node's address for Ray: by interface when the site names one, else by hostname."""
-    if interface:
-        ip = interface_ip(interface)
-    else:
-        ip = socket.gethostbyname(socket.gethostname())
+    ip = interface_ip(interface) if interface else socket.gethostbyname(socket.gethostname())
     if ip.startswith("127.") and multi_node:
         raise LaunchFailed(f"hostname {socket.gethostname()} resolves to {ip}: other nodes "
                            "cannot reach it; set the site's 'interface' to the cluster network")
@@ -203,7 +200,7 @@ class Agent:
         self.log_dir = run_dir / "logs" / node
         self.log_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "nodes").mkdir(exist_ok=True)
-        self._log = open(self.log_dir / "agent.log", "a", buffering=1)
+        self._log = open(self.log_dir / "agent.log", "a", buffering=1)  # noqa: SIM115 (agent-long)
         self.ip = ""
         self.env = self._ray_env()
         signal.signal(signal.SIGTERM, self._on_signal)

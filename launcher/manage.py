@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -38,14 +39,10 @@ def remove_run(api: docker.APIClient, run_id: str) -> tuple[int, int]:
     """Remove the run's containers (force) and networks; return how many of each."""
     containers = api.containers(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
     for container in containers:
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             api.remove_container(container["Id"], force=True, v=True)
-        except docker.errors.NotFound:
-            pass
     networks = api.networks(filters={"label": f"{RUN_LABEL}={run_id}"})
     for network in networks:
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             api.remove_network(network["Id"])
-        except docker.errors.NotFound:
-            pass
     return len(containers), len(networks)

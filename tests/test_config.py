@@ -83,10 +83,10 @@ def test_missing_driver_script_is_named(tmp_path):
         check_driver("", tmp_path)
 
 
-def test_shared_dir_the_container_user_cannot_enter_is_refused(tmp_path):
+def test_shared_dir_the_container_user_cannot_enter_is_refused(shared_dir):
     from launcher.rundir import check_reachable
 
-    private = tmp_path / "private"
+    private = shared_dir / "private"
     (private / "shared").mkdir(parents=True)
     private.chmod(0o700)
     if private.stat().st_uid == 1000:
