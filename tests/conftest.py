@@ -62,7 +62,10 @@ def docker_api():
 
 @pytest.fixture(scope="session")
 def standin_base(docker_api) -> str:
-    """The stand-in base (built by .ci/run or `invoke base`; built here when missing)."""
+    """The base the test build starts from: $RAYHPC_TEST_BASE (e.g. the real rayproject/ray
+    where a registry is reachable), else the stand-in (built here when missing)."""
+    if os.environ.get("RAYHPC_TEST_BASE"):
+        return os.environ["RAYHPC_TEST_BASE"]
     from containers.base import standin_tag
     from containers.engine import image_exists
     from containers.images import build_standin_base
