@@ -38,6 +38,10 @@ MIN_OBJECT_STORE = 80 * 1024 * 1024  # Ray refuses less than 75 MiB
 AF_UNIX_MAX = 107
 # The longest tail Ray appends to its temp dir for a socket path (session name, sockets/...).
 RAY_SOCKET_SUFFIX = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
+# Workers wait this long (on top of the join timeout) for the head to come up at all; the head
+# tells them to stop sooner when it fails.
+HEAD_START_ALLOWANCE_S = 600
+FINAL_STATES = ("stopped", "lost-head", "failed")
 HEAD_PROBE_FAILURES = 3  # consecutive failed probes of the head's GCS before it counts as gone
 POLL_S = 0.2
 
@@ -179,6 +183,8 @@ def missing_nodes(expected: list[str], count: int, records: dict[str, dict]) -> 
         state = rec.get("state") if rec else None
         why = {None: "agent never started", "waiting": "agent waiting for the head",
                "starting": "ray start did not finish"}.get(state, f"state {state}")
+        if rec and rec.get("reason"):
+            why += f": {rec['reason']}"
         described.append(f"{name} ({why})")
     unnamed = count - len(joined) - len(described)
     if not expected and unnamed > 0:
@@ -248,16 +254,26 @@ class Agent:
         os.environ.update({k: v for k, v in env.items() if k.startswith("RAY_")})
         return env
 
-    def ray(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def ray(self, *args: str, check: bool = True, interruptible: bool = False) -> int | None:
+        """Run the Ray CLI; its output goes to agent.log. ``interruptible``: give up (and return
+        None) when a stop is requested meanwhile, e.g. a worker still joining a failed head."""
         cmd = [sys.executable, "-m", "ray.scripts.scripts", *args]
-        proc = subprocess.run(cmd, env=self.env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-        self._log.write(proc.stdout)
+        with subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True) as proc:
+            while interruptible and proc.poll() is None:
+                if self.stop_requested():
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    return None
+                time.sleep(POLL_S)
+            output = proc.communicate()[0]
+        self._log.write(output)
         if check and proc.returncode != 0:
-            tail = " | ".join(proc.stdout.strip().splitlines()[-6:])
+            tail = " | ".join(output.strip().splitlines()[-2:])
             raise LaunchFailed(f"`ray {args[0]}` failed on {self.node} (exit "
                                f"{proc.returncode}): {tail}")
-        return proc
+        return proc.returncode
 
     def object_store(self) -> int | None:
         try:
@@ -413,7 +429,7 @@ class Head(Agent):
         while time.time() < deadline:
             states = {n: (read_json(self.run_dir / "nodes" / f"{n}.json") or {}).get("state")
                       for n in workers}
-            if all(s in (None, "stopped", "lost-head") for s in states.values()):
+            if all(s is None or s in FINAL_STATES for s in states.values()):
                 break
             time.sleep(POLL_S)
         self.timing["t_teardown_done"] = time.time()
@@ -427,8 +443,7 @@ class Worker(Agent):
             if head is None:
                 self.record("stopped", reason="stopped before joining")
                 return 128 + self.signalled if self.signalled else 0
-            self.join(head)
-            reason = self.follow(head)
+            reason = self.follow(head) if self.join(head) else "stop requested while joining"
         except LaunchFailed as exc:
             self.say(f"error: {exc}")
             self.record("failed", reason=str(exc))
@@ -444,22 +459,26 @@ class Worker(Agent):
 
     def wait_for_head(self) -> dict | None:
         self.record("waiting")
-        deadline = time.time() + self.spec.get("join_timeout", 180)
+        wait_s = self.spec.get("join_timeout", 180) + HEAD_START_ALLOWANCE_S
+        deadline = time.time() + wait_s
         while not self.stop_requested():
             head = read_json(self.run_dir / "head.json")
             if head:
                 return head
             if time.time() > deadline:
-                raise LaunchFailed("no head.json within the join timeout: the head never came up")
+                raise LaunchFailed(f"no head.json after {wait_s} s: the head never came up")
             time.sleep(POLL_S / 2)
         return None
 
-    def join(self, head: dict) -> None:
+    def join(self, head: dict) -> bool:
         self.ip = node_ip(self.spec.get("interface"), True)
         self.record("starting")
         self.say(f"joining {head['address']} from {self.ip}")
-        self.ray(*ray_start_args(self.spec, self.ip, head["address"], self.object_store()))
+        if self.ray(*ray_start_args(self.spec, self.ip, head["address"], self.object_store()),
+                    interruptible=True) is None:
+            return False
         self.record("joined")
+        return True
 
     def follow(self, head: dict) -> str:
         failures, next_probe = 0, 0.0

@@ -155,3 +155,17 @@ def test_down_and_status_find_leftovers_by_run(docker_api, built_image):
             again.stderr
     finally:
         remove_run(docker_api, run_id)  # idempotent: whatever the test left
+
+
+def test_join_timeout_names_the_nodes_that_never_joined(docker_api, built_image, shared_dir):
+    """Workers need seconds to join; a 1 s join timeout cannot be met."""
+    image, _ = built_image
+    result, run_dir = launch(image, shared_dir, "--nodes", "3", "--join-timeout", "1")
+    assert result.returncode == 1, result.stdout[-2000:]
+    message = re.search(r"rayhpc: error: (.*)", result.stdout).group(1)
+    assert re.fullmatch(r"timed out after 1 s waiting for 3 nodes \([12] joined\); never "
+                        r"joined: worker-\d \(.+\)", message), message
+    assert (run_dir / "error").read_text().strip() == message
+    assert (run_dir / "exit_code").read_text().strip() == "1"
+    assert not (run_dir / "driver.log").exists()
+    assert leftovers(docker_api, run_dir.name) == []
