@@ -32,15 +32,53 @@ def user_errors(func):
     "ca_bundle": "PEM CA bundle for pip/apt during the build only (default: $PIP_CERT, "
                  "$REQUESTS_CA_BUNDLE or $SSL_CERT_FILE); never stored in the image",
     "pip_index_url": "pip index URL for the build only (default: $PIP_INDEX_URL)",
+    "sif": "also convert the image to a SIF for Apptainer/Singularity (see `convert`)",
 })
 @user_errors
 def build(c, recipe="ray", variant="cpu", base=None, tag=None, ca_bundle=None,
-          pip_index_url=None):
-    """Build a Docker image from a recipe; prints the image tag last."""
+          pip_index_url=None, sif=False):
+    """Build a Docker image from a recipe; prints the image tag (and SIF path) last."""
     from containers.images import build_recipe_image
+    from containers.sif import convert_image
 
-    print(build_recipe_image(recipe, variant, base=base, tag=tag, ca_bundle=ca_bundle,
-                             pip_index_url=pip_index_url))
+    image = build_recipe_image(recipe, variant, base=base, tag=tag, ca_bundle=ca_bundle,
+                               pip_index_url=pip_index_url)
+    print(image)
+    if sif:
+        print(convert_image(image))
+
+
+@task(auto_shortflags=False, help={
+    "image": "Docker image to convert (e.g. rayhpc/ray:2.60.0-py311-cpu)",
+    "out": "SIF file or directory (default: sif/<image>.sif)",
+    "force": "convert even when the SIF is up to date with the image",
+})
+@user_errors
+def convert(c, image, out=None, force=False):
+    """Convert a Docker image to a SIF for Apptainer; prints the SIF path last.
+
+    Uses the host's apptainer/singularity, else a converter container. Skipped when the image
+    is unchanged since the last conversion (its digest is recorded beside the SIF).
+    """
+    from containers.sif import convert_image
+
+    print(convert_image(image, out, force=force))
+
+
+@task(auto_shortflags=False, help={
+    "recipe": "recipe name or path (default: every Ray recipe in recipes/)",
+    "out": "directory for the def files (default: defs/)",
+})
+@user_errors
+def defs(c, recipe=None, out="defs"):
+    """Write Apptainer def files of recipe variants; prints each path.
+
+    For sites that build on the cluster: `apptainer build --fakeroot x.sif x.def`.
+    """
+    from containers.apptainer_def import write_defs
+
+    for path in write_defs(recipe, out):
+        print(path)
 
 
 @task(auto_shortflags=False, help={

@@ -6,7 +6,14 @@ It mirrors what drivers expect from the real image: user ``ray`` (uid 1000, grou
 
 from __future__ import annotations
 
-from containers.dockerfile import IMAGE_USER, label_instruction, run_steps
+from containers.dockerfile import (
+    IMAGE_USER,
+    add_user,
+    apt_install,
+    label_instruction,
+    pip_install,
+    run_steps,
+)
 from containers.errors import UserError
 from containers.recipe import IMAGE_REPOSITORY, Recipe
 from containers.secrets import FETCH_SECRETS, FORGET_SECRETS, SECRETS_ARG
@@ -28,27 +35,22 @@ def render_base_dockerfile(recipe: Recipe, os_image: str = OS_IMAGE) -> str:
         raise UserError(f"{recipe.path}: python: the stand-in base is Debian {DEBIAN_SUITE} with "
                         f"Python {DEBIAN_PYTHON}; recipe asks for {recipe.python}. Use a real "
                         "rayproject/ray base (--base) or python: \"3.11\"")
-    packages = ["python3", "python3-venv", "ca-certificates", "procps"]
-    pip = [f"ray[default]=={recipe.ray_version}", "numpy"]
+    packages = ("python3", "python3-venv", "ca-certificates", "procps")
+    pip = (f"ray[default]=={recipe.ray_version}", "numpy")
     lines = [
         f"# Stand-in for rayproject/ray:{recipe.ray_version}-{recipe.python_tag}-cpu, rendered by",
         "# rayhpc for hosts that cannot pull it. Do not edit: run `invoke base`.",
         f"FROM {os_image}",
         f"ARG {SECRETS_ARG}=",
-        run_steps([
-            "apt-get update -q",
-            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
-            + " ".join(packages),
-            "rm -rf /var/lib/apt/lists/*",
-        ]),
-        f"RUN useradd --uid 1000 --gid users --create-home --shell /bin/bash {IMAGE_USER}",
+        run_steps(apt_install(packages)),
+        f"RUN {add_user(IMAGE_USER, group='users')}",
         f"ENV PATH={PYTHON_PREFIX}/bin:{SYSTEM_PATH}",
         f"USER {IMAGE_USER}",
         "WORKDIR /home/ray",
         run_steps([
             f"python3 -m venv {PYTHON_PREFIX}",
             FETCH_SECRETS,
-            "python -m pip install --no-cache-dir " + " ".join(f"'{p}'" for p in pip),
+            pip_install(pip),
             FORGET_SECRETS,
         ]),
         label_instruction({

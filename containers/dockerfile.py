@@ -14,6 +14,24 @@ from containers.secrets import FETCH_SECRETS, FORGET_SECRETS, SECRETS_ARG
 
 # The user of rayproject/ray images (uid 1000); the stand-in base creates the same.
 IMAGE_USER = "ray"
+IMAGE_UID = 1000
+
+
+def apt_install(packages: tuple[str, ...], apt_options: str = "") -> list[str]:
+    apt = f"apt-get {apt_options} " if apt_options else "apt-get "
+    return [f"{apt}update -q",
+            f"DEBIAN_FRONTEND=noninteractive {apt}install -y -q --no-install-recommends "
+            + " ".join(shlex.quote(p) for p in packages),
+            "rm -rf /var/lib/apt/lists/*"]
+
+
+def pip_install(packages: tuple[str, ...]) -> str:
+    return "python -m pip install --no-cache-dir " + " ".join(shlex.quote(p) for p in packages)
+
+
+def add_user(name: str, group: str = "") -> str:
+    group_option = f" --gid {group}" if group else ""
+    return f"useradd --uid {IMAGE_UID}{group_option} --create-home --shell /bin/bash {name}"
 
 
 def render_dockerfile(recipe: Recipe, variant: str, base: str | None = None) -> str:
@@ -29,28 +47,35 @@ def render_dockerfile(recipe: Recipe, variant: str, base: str | None = None) -> 
         f"ARG {SECRETS_ARG}=",
     ]
     if recipe.apt:
-        lines += [
-            "",
-            "USER root",
-            run_steps([
-                FETCH_SECRETS,
-                "apt-get update -q",
-                "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
-                + " ".join(shlex.quote(p) for p in recipe.apt),
-                "rm -rf /var/lib/apt/lists/*",
-                FORGET_SECRETS,
-            ]),
-        ]
-    lines += ["", f"USER {IMAGE_USER}"]
+        lines += ["", "USER root",
+                  run_steps([FETCH_SECRETS, *apt_install(recipe.apt), FORGET_SECRETS])]
+    if recipe.kind == "tool" and recipe.user:
+        lines.append(f"RUN {add_user(recipe.user)}")
+    if recipe.kind == "ray":
+        lines += ["", f"USER {IMAGE_USER}"]
     if recipe.pip:
-        lines.append(run_steps([
-            FETCH_SECRETS,
-            "python -m pip install --no-cache-dir " + " ".join(shlex.quote(p) for p in recipe.pip),
-            FORGET_SECRETS,
-        ]))
+        lines.append(run_steps([FETCH_SECRETS, pip_install(recipe.pip), FORGET_SECRETS]))
     if recipe.env:
         lines += ["", env_instruction(recipe.env)]
     lines += ["", label_instruction(recipe.oci_labels(variant))]
+    if recipe.kind == "tool" and recipe.user:
+        lines.append(f"USER {recipe.user}")
+    return "\n".join(lines) + "\n"
+
+
+def render_portable_dockerfile(recipe: Recipe, variant: str, base: str | None = None,
+                               apt_options: str = "") -> str:
+    """The recipe's steps with no build plumbing (no USER, ARG, secrets or LABEL): the input for
+    converters to other formats, which mistranslate those (spython turns USER into `su -`)."""
+    lines = [f"FROM {base or recipe.variant(variant).base}"]
+    if recipe.apt:
+        lines.append(run_steps(apt_install(recipe.apt, apt_options)))
+    if recipe.kind == "tool" and recipe.user:
+        lines.append(f"RUN {add_user(recipe.user)}")
+    if recipe.pip:
+        lines.append(f"RUN {pip_install(recipe.pip)}")
+    if recipe.env:
+        lines.append(env_instruction(recipe.env))
     return "\n".join(lines) + "\n"
 
 

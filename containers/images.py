@@ -7,7 +7,7 @@ from containers.dockerfile import render_dockerfile
 from containers.engine import build_image, build_labels, connect, ensure_image, image_exists
 from containers.errors import UserError
 from containers.progress import Progress
-from containers.recipe import load_recipe
+from containers.recipe import IMAGE_REPOSITORY, Recipe, load_recipe
 from containers.rootfs import debootstrap_image
 from containers.secrets import BuildSecrets
 
@@ -62,7 +62,7 @@ def build_standin_base(recipe_name: str = DEFAULT_RECIPE, os_image: str | None =
 def ensure_recipe_image(recipe_name: str = DEFAULT_RECIPE, variant: str = "cpu",
                         progress: Progress | None = None) -> str:
     """The recipe's image, built on first use: from the real base when it can be had, else from
-    the stand-in (built too when missing). For the one-command quick start."""
+    a stand-in (built too when missing). For one-command use without a registry."""
     progress = progress or Progress()
     recipe = load_recipe(recipe_name)
     tag = recipe.image_tag(variant)
@@ -74,9 +74,26 @@ def ensure_recipe_image(recipe_name: str = DEFAULT_RECIPE, variant: str = "cpu",
     try:
         ensure_image(api, base, progress, hint="")
     except UserError:
-        base = standin_tag(recipe)
-        progress.note(f"{recipe.variant(variant).base} cannot be pulled here; using the "
-                      f"stand-in base {base}")
+        wanted, base = base, standin_for(recipe, base)
+        progress.note(f"{wanted} cannot be pulled here; using the stand-in base {base}")
         if not image_exists(api, base):
-            build_standin_base(recipe_name, progress=progress)
+            if recipe.kind == "ray":
+                build_standin_base(recipe_name, progress=progress)
+            else:
+                debootstrap_image(api, base, debian_suite(wanted), None, progress)
     return build_recipe_image(recipe_name, variant, base=base, progress=progress)
+
+
+def debian_suite(image: str) -> str:
+    """debian:sid-slim -> sid; debian:bookworm -> bookworm."""
+    return image.split(":", 1)[1].split("-")[0] if ":" in image else "stable"
+
+
+def standin_for(recipe: Recipe, base: str) -> str:
+    """The local stand-in for a base that cannot be pulled: Ray's, or a debootstrapped Debian."""
+    if recipe.kind == "ray":
+        return standin_tag(recipe)
+    if base.split(":")[0] in ("debian", "library/debian", "docker.io/library/debian"):
+        return f"{IMAGE_REPOSITORY}/debian:{debian_suite(base)}"
+    raise UserError(f"{recipe.path}: base {base} cannot be pulled here and has no stand-in; "
+                    "pass --base with an image you have")

@@ -14,8 +14,11 @@ from containers import RECIPES_DIR
 from containers.errors import UserError
 
 IMAGE_REPOSITORY = "rayhpc"
-RECIPE_KEYS = ("name", "description", "ray_version", "python", "variants", "apt", "pip", "env",
-               "labels")
+RECIPE_KEYS = ("name", "kind", "description", "ray_version", "python", "variants", "apt", "pip",
+               "env", "labels", "user")
+# "ray": an image for Ray nodes, on a rayproject/ray base (which brings user ray, uid 1000).
+# "tool": a helper image (e.g. the Apptainer converter) on any base; ``user`` is created in it.
+KINDS = ("ray", "tool")
 VARIANT_KEYS = ("base", "gpu")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _RAY_VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
@@ -36,6 +39,8 @@ class Recipe:
     ray_version: str
     python: str
     variants: dict[str, Variant]
+    kind: str = "ray"
+    user: str = ""
     description: str = ""
     apt: tuple[str, ...] = ()
     pip: tuple[str, ...] = ()
@@ -56,8 +61,11 @@ class Recipe:
         return self.variants[name]
 
     def image_tag(self, variant: str) -> str:
-        """Tag of the built image, in Ray's own scheme: rayhpc/ray:2.60.0-py311-cpu."""
+        """Tag of the built image, in Ray's own scheme: rayhpc/ray:2.60.0-py311-cpu (tool
+        images: rayhpc/<name>:<variant>)."""
         self.variant(variant)
+        if self.kind == "tool":
+            return f"{IMAGE_REPOSITORY}/{self.name}:{variant}"
         return f"{IMAGE_REPOSITORY}/{self.name}:{self.ray_version}-{self.python_tag}-{variant}"
 
     def oci_labels(self, variant: str) -> dict[str, str]:
@@ -67,9 +75,10 @@ class Recipe:
             "org.opencontainers.image.base.name": self.variant(variant).base,
             "org.rayhpc.recipe": self.name,
             "org.rayhpc.variant": variant,
-            "org.rayhpc.ray-version": self.ray_version,
-            "org.rayhpc.python-version": self.python,
         }
+        if self.kind == "ray":
+            labels["org.rayhpc.ray-version"] = self.ray_version
+            labels["org.rayhpc.python-version"] = self.python
         if self.description:
             labels["org.opencontainers.image.description"] = self.description
         labels.update(self.labels)
@@ -107,16 +116,33 @@ def parse_recipe(data: Any, path: Path) -> Recipe:
     name = _required_str(data, "name", path)
     if not _NAME_RE.match(name):
         raise UserError(f"{path}: name: {name!r} must be lower-case letters, digits, '.', '-', '_'")
-    ray_version = _required_str(data, "ray_version", path)
-    if not _RAY_VERSION_RE.match(ray_version):
-        raise UserError(f"{path}: ray_version: {ray_version!r} is not a release like 2.60.0")
-    python = _required_str(data, "python", path)
-    if not _PYTHON_RE.match(python):
-        raise UserError(f"{path}: python: {python!r} is not a version like 3.11")
+    kind = data.get("kind", "ray")
+    if kind not in KINDS:
+        raise UserError(f"{path}: kind: {kind!r} is not one of: {', '.join(KINDS)}")
+    ray_version = python = user = ""
+    if kind == "ray":
+        ray_version = _required_str(data, "ray_version", path)
+        if not _RAY_VERSION_RE.match(ray_version):
+            raise UserError(f"{path}: ray_version: {ray_version!r} is not a release like 2.60.0")
+        python = _required_str(data, "python", path)
+        if not _PYTHON_RE.match(python):
+            raise UserError(f"{path}: python: {python!r} is not a version like 3.11")
+        if "user" in data:
+            raise UserError(f"{path}: user: only tool recipes name a user; Ray images run as "
+                            "the base image's user ray (uid 1000)")
+    else:
+        for key in ("ray_version", "python"):
+            if key in data:
+                raise UserError(f"{path}: {key}: not used by tool recipes; remove it")
+        user = str(data.get("user") or "")
+        if user and not _NAME_RE.match(user):
+            raise UserError(f"{path}: user: {user!r} is not a valid user name")
     variants = _parse_variants(data.get("variants"), path, ray_version,
                                "py" + python.replace(".", ""))
     return Recipe(
         name=name,
+        kind=kind,
+        user=user,
         description=str(data.get("description") or "").strip(),
         ray_version=ray_version,
         python=python,
@@ -155,8 +181,9 @@ def _parse_variants(raw: Any, path: Path, ray_version: str, python_tag: str) -> 
             raise UserError(f"{path}: {where}.base: give the base image, e.g. "
                             f"rayproject/ray:{ray_version}-{python_tag}-{name}")
         # A rayproject/ray base must match the pinned Ray and Python, or the image lies in its tag.
-        if base.startswith("rayproject/ray:") and not base.split(":", 1)[1].startswith(
-                f"{ray_version}-{python_tag}"):
+        pinned = f"{ray_version}-{python_tag}"
+        if ray_version and base.startswith("rayproject/ray:") and not base.split(":", 1)[
+                1].startswith(pinned):
             raise UserError(f"{path}: {where}.base: {base} does not match ray_version "
                             f"{ray_version} and python {python_tag}; use "
                             f"rayproject/ray:{ray_version}-{python_tag}-<flavour>")

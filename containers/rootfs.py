@@ -63,6 +63,11 @@ def debootstrap_image(api: docker.APIClient, ref: str, suite: str, mirror: str |
             for entry in (root / junk).glob("*"):
                 if entry.is_file():
                     entry.unlink()
+        # The host's mirror may be a dated snapshot, whose Release files of moving suites (sid)
+        # have expired: a stand-in must still run apt.
+        (root / "etc/apt/apt.conf.d/99rayhpc-standin").write_text(
+            '// rayhpc stand-in: the mirror may be a dated snapshot\n'
+            'Acquire::Check-Valid-Until "false";\n')
         progress.step(f"importing the root filesystem as {ref}")
         with subprocess.Popen(["tar", "-C", str(root), "--numeric-owner", "-c", "."],
                               stdout=subprocess.PIPE) as tar:

@@ -31,11 +31,13 @@ CA_ENV_VARS = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 PIP_ENV_VARS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST")
 
 # Shell text for a RUN step: fetch the secrets script over the socket (if the build has one) and
-# evaluate it. Needs only the image's Python; prints nothing when the build has no secrets.
+# evaluate it. Needs the image's python3 (a base without one gets no secrets: apt over plain http
+# still works); prints nothing when the build has no secrets.
 FETCH_SECRETS = (
-    "eval \"$(python -c 'import os,socket;n=os.environ.get(\"" + SECRETS_ARG + "\");"
+    "if command -v python3 >/dev/null; then eval \"$(python3 -c 'import os,socket;"
+    "n=os.environ.get(\"" + SECRETS_ARG + "\");"
     "s=n and socket.socket(socket.AF_UNIX);n and s.connect(\"\\0\"+n);"
-    "print(n and s.makefile().read() or \"\")')\""
+    "print(n and s.makefile().read() or \"\")')\"; fi"
 )
 FORGET_SECRETS = f"rm -rf {SECRETS_DIR}"
 

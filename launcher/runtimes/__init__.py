@@ -1,0 +1,16 @@
+"""Container runtimes: how to run a command in an image on a node. One module per runtime,
+each a pure command-line builder behind the same small interface."""
+
+from __future__ import annotations
+
+from launcher.runtimes.apptainer import Apptainer, Singularity
+from launcher.runtimes.base import ExecRequest, Runtime
+
+RUNTIMES: dict[str, type[Runtime]] = {cls.name: cls for cls in (Apptainer, Singularity)}
+
+
+def runtime(name: str, options: list[str] | None = None) -> Runtime:
+    return RUNTIMES[name](options)
+
+
+__all__ = ["RUNTIMES", "ExecRequest", "Runtime", "runtime"]
