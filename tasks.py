@@ -110,20 +110,28 @@ def base(c, recipe="ray", os_image=None, mirror=None, tag=None, ca_bundle=None,
     "join_timeout": "seconds to wait for every node to join (default: 180)",
     "shm_size": "shared memory per node, bounds Ray's object store (default: 2g)",
     "num_cpus": "CPUs Ray may use per node (default: all it sees)",
+    "walltime": "batch job time limit, e.g. 00:30:00 (HPC sites)",
+    "queue": "batch queue or partition (HPC sites)",
+    "account": "project to charge (HPC sites)",
+    "dry_run": "print the job script; submit nothing (HPC sites)",
+    "wait": "after submitting, follow the job to its end and exit with the driver's code",
 })
 @user_errors
 def launch(c, site="local", nodes=None, driver=None, shared=None, image=None, join_timeout=None,
-           shm_size=None, num_cpus=None):
+           shm_size=None, num_cpus=None, walltime=None, queue=None, account=None,
+           dry_run=False, wait=False):
     """Run a Ray cluster (1 head + N-1 workers) in containers, run the driver, tear down.
 
     Settings come from the flags, else RAYHPC_<SETTING> variables, else the site file, else
-    defaults. Exits with the driver's exit code.
+    defaults. On the local site it exits with the driver's exit code. On an HPC site it writes
+    the job script into the run directory and submits it (inside an allocation: runs it).
     """
     from launcher.launch import launch as run_launch
 
     cli = dict(nodes=nodes, driver=driver, shared=shared, image=image,
-               join_timeout=join_timeout, shm_size=shm_size, num_cpus=num_cpus)
-    code = run_launch(site, cli)
+               join_timeout=join_timeout, shm_size=shm_size, num_cpus=num_cpus,
+               walltime=walltime, queue=queue, account=account)
+    code = run_launch(site, cli, dry_run=dry_run, wait=wait)
     if code:
         raise Exit(code=code)
 
@@ -171,12 +179,14 @@ def status(c, run=None):
 def sites(c):
     """List the site profiles with their scheduler and container runtime."""
     from launcher.config import list_sites
+    from launcher.schedulers import SCHEDULERS
 
-    rows = [(s.name, s.scheduler, s.runtime, s.description) for s in list_sites()]
+    rows = [(s.name, s.scheduler, SCHEDULERS[s.scheduler].launcher if s.scheduler in SCHEDULERS
+             else "compose", s.runtime, s.description) for s in list_sites()]
     width = max(len(r[0]) for r in rows)
-    print(f"{'site':<{width}}  {'scheduler':<9}  {'runtime':<10}  description")
-    for name, scheduler, runtime, description in rows:
-        print(f"{name:<{width}}  {scheduler:<9}  {runtime:<10}  {description}")
+    print(f"{'site':<{width}}  {'scheduler':<9}  {'launcher':<8}  {'runtime':<11}  description")
+    for name, scheduler, launcher, runtime, description in rows:
+        print(f"{name:<{width}}  {scheduler:<9}  {launcher:<8}  {runtime:<11}  {description}")
 
 
 @task(auto_shortflags=False, help={"k": "only tests matching this pytest -k expression",

@@ -238,6 +238,12 @@ class Agent:
 
     def _ray_env(self) -> dict:
         env = dict(os.environ)
+        home = env.get("HOME", "")
+        if not home or not os.access(home, os.W_OK):
+            # A read-only image home (apptainer --no-home): Ray and drivers write ~/.ray.
+            home = os.path.join(self.spec["temp_dir"], "home")
+            os.makedirs(home, exist_ok=True)
+            env["HOME"] = os.environ["HOME"] = home
         env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
         env["RAY_USAGE_STATS_ENABLED"] = "0"
         token = self.run_dir / "auth_token"
@@ -302,6 +308,8 @@ class Agent:
                             ignore_dangling_symlinks=True)
         except shutil.Error as exc:  # a file that vanished mid-copy: keep the rest
             self.say(f"some logs were not copied: {len(exc.args[0])} file(s)")
+        # The node's temp dir is the run's alone (HPC nodes keep /tmp between jobs).
+        shutil.rmtree(self.spec["temp_dir"], ignore_errors=True)
 
 
 class Head(Agent):
@@ -424,12 +432,12 @@ class Head(Agent):
         self.stop_ray()
         self.harvest_logs()
         self.record("stopped")
-        workers = [n for n in self.spec.get("node_names") or [] if n != self.node]
         deadline = time.time() + self.spec.get("stop_timeout", 30)
         while time.time() < deadline:
-            states = {n: (read_json(self.run_dir / "nodes" / f"{n}.json") or {}).get("state")
-                      for n in workers}
-            if all(s is None or s in FINAL_STATES for s in states.values()):
+            # Batch nodes are named by host and known from their records only.
+            records = {p.stem: read_json(p) or {} for p in (self.run_dir / "nodes").glob("*.json")}
+            workers = set(self.spec.get("node_names") or records) - {self.node}
+            if all(records.get(n, {}).get("state") in (None, *FINAL_STATES) for n in workers):
                 break
             time.sleep(POLL_S)
         self.timing["t_teardown_done"] = time.time()

@@ -17,8 +17,9 @@ from launcher import SITES_DIR
 
 ENV_PREFIX = "RAYHPC_"
 DEFAULT_DRIVER = "python examples/hello_nodes.py --ray-address={address}"
-SCHEDULERS = ("local",)
-RUNTIMES = ("docker",)
+SCHEDULERS = ("local", "slurm", "pbs", "cobalt", "lsf")
+RUNTIMES = ("docker", "apptainer", "singularity", "shifter", "podman-hpc", "bare")
+GPUS = ("", "nvidia", "amd")
 _SIZE_RE = re.compile(r"^\d+(\.\d+)?\s*([kmgt]i?b?|b)?$", re.I)
 
 
@@ -36,6 +37,13 @@ def _size(value: Any) -> str:
     return text
 
 
+def _walltime(value: Any) -> str:
+    from launcher.schedulers import parse_walltime
+
+    parse_walltime(str(value))
+    return str(value).strip()
+
+
 def _text(value: Any) -> str:
     text = str(value)
     if not text.strip():
@@ -51,7 +59,8 @@ class Setting:
 
 
 SETTINGS: dict[str, Setting] = {
-    "nodes": Setting(_positive_int, 3, "nodes in all, head included"),
+    "nodes": Setting(_positive_int, None, "nodes in all, head included (default: the "
+                     "allocation's inside one, else 3)"),
     "shared": Setting(_text, "./shared", "directory mounted on every node; runs/ goes here"),
     "driver": Setting(_text, DEFAULT_DRIVER, "command run on the head in the shared dir"),
     "image": Setting(_text, None, "container image (default: the ray recipe's cpu image)"),
@@ -63,8 +72,22 @@ SETTINGS: dict[str, Setting] = {
     "interface": Setting(_text, None, "network interface whose address Ray uses"),
     "temp_dir": Setting(_text, None, "node-local Ray temp dir (short: AF_UNIX limit)"),
     "num_cpus": Setting(_positive_int, None, "CPUs Ray may use per node (default: all)"),
+    "walltime": Setting(_walltime, "00:30:00", "batch job time limit"),
+    "queue": Setting(_text, None, "batch queue / partition"),
+    "account": Setting(_text, None, "project / account to charge"),
+    "stop_grace": Setting(_positive_int, 60, "seconds before the walltime to stop cleanly"),
 }
-SITE_KEYS = ("name", "description", "scheduler", "runtime", *SETTINGS)
+# Site-file-only keys: how the machine works, not per-launch choices.
+SITE_OPTIONS: dict[str, type] = {
+    "gpu": str,                 # "", nvidia (--nv) or amd (--rocm)
+    "runtime_options": list,    # extra flags of the container runtime
+    "launcher_options": list,   # extra flags of srun / aprun / mpiexec / jsrun
+    "scheduler_options": dict,  # qos, constraint, gpus_per_node (Slurm); system, filesystems
+                                # (PBS); attrs (Cobalt)
+    "setup": list,              # shell lines run first in the job (module loads, ulimit)
+    "environment": dict,        # exported in the job, seen by every node
+}
+SITE_KEYS = ("name", "description", "scheduler", "runtime", *SETTINGS, *SITE_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -75,6 +98,10 @@ class Site:
     runtime: str
     description: str
     settings: dict[str, Any]
+    options: dict[str, Any]
+
+    def option(self, key: str) -> Any:
+        return self.options.get(key, SITE_OPTIONS[key]())
 
 
 def site_path(name_or_path: str, sites_dir: Path = SITES_DIR) -> Path:
@@ -104,13 +131,27 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
         if data.get(key) not in allowed:
             raise UserError(f"{path}: {key}: {data.get(key)!r} is not supported; "
                             f"one of: {', '.join(allowed)}")
+    if (data["scheduler"] == "local") != (data["runtime"] == "docker"):
+        raise UserError(f"{path}: runtime: the local scheduler runs docker compose (runtime: "
+                        "docker); batch schedulers run apptainer, singularity, shifter, "
+                        "podman-hpc or bare")
     settings = {}
     for key, setting in SETTINGS.items():
         if data.get(key) is not None:
             settings[key] = _parse(setting, data[key], f"{path}: {key}")
+    options = {}
+    for key, kind in SITE_OPTIONS.items():
+        if data.get(key) is None:
+            continue
+        if not isinstance(data[key], kind):
+            raise UserError(f"{path}: {key}: must be a {kind.__name__}")
+        options[key] = data[key]
+    if options.get("gpu", "") not in GPUS:
+        raise UserError(f"{path}: gpu: {options['gpu']!r} is not one of: nvidia, amd")
     return Site(name=str(data.get("name") or path.stem), path=path,
                 scheduler=data["scheduler"], runtime=data["runtime"],
-                description=str(data.get("description") or ""), settings=settings)
+                description=str(data.get("description") or ""), settings=settings,
+                options=options)
 
 
 def list_sites(sites_dir: Path = SITES_DIR) -> list[Site]:

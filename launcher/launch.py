@@ -2,38 +2,58 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
-from containers.engine import connect, image_exists
 from containers.errors import UserError
-from containers.images import ensure_recipe_image
-from containers.progress import Progress
-from launcher.config import load_site, resolve_settings
+from launcher.config import Site, load_site, resolve_settings
 from launcher.driver import check_driver
-from launcher.local import LocalLaunch, compose_command, container_user
 from launcher.rundir import check_reachable, check_shared, stage_examples
+from launcher.schedulers import current_allocation
 from launcher.spec import LaunchSpec, new_run_id, node_names
 
+DEFAULT_NODES = 3
 
-def build_spec(site_name: str, cli: dict[str, Any]) -> LaunchSpec:
+
+def build_spec(site: Site, cli: dict[str, Any], owner: tuple[int, int] | None = None
+               ) -> LaunchSpec:
     """Resolve and check everything that can be checked before anything starts."""
-    site = load_site(site_name)
     settings = resolve_settings(site, cli)
     shared = check_shared(Path(settings.pop("shared")))
-    _, owner = container_user()
     if owner is not None:
         check_reachable(shared, *owner)
     stage_examples(shared)
     check_driver(settings["driver"], shared)
+    if settings["nodes"] is None:
+        allocation = current_allocation(os.environ)
+        allocated = allocation.allocated_nodes(os.environ) if allocation else None
+        settings["nodes"] = allocated or DEFAULT_NODES
     nodes = settings["nodes"]
+    local = site.scheduler == "local"
     return LaunchSpec(run_id=new_run_id(), site=site.name, scheduler=site.scheduler,
-                      runtime=site.runtime, shared=shared, node_names=node_names(nodes),
+                      runtime=site.runtime, shared=shared,
+                      node_names=node_names(nodes) if local else [],
                       image=settings.pop("image") or "", **settings)
 
 
-def launch(site_name: str, cli: dict[str, Any]) -> int:
-    spec = build_spec(site_name, cli)
+def launch(site_name: str, cli: dict[str, Any], dry_run: bool = False,
+           wait: bool = False) -> int:
+    site = load_site(site_name)
+    if site.scheduler == "local":
+        if dry_run:
+            raise UserError("--dry-run: the local site submits no job script; drop --dry-run")
+        return _launch_local(site, cli)
+    return _launch_batch(site, cli, dry_run, wait)
+
+
+def _launch_local(site: Site, cli: dict[str, Any]) -> int:
+    from containers.engine import connect, image_exists
+    from containers.images import ensure_recipe_image
+    from containers.progress import Progress
+    from launcher.local import LocalLaunch, compose_command, container_user
+
+    spec = build_spec(site, cli, owner=container_user()[1])
     api = connect()
     compose_command()  # fail on a missing compose before building or creating anything
     if spec.image:
@@ -43,3 +63,21 @@ def launch(site_name: str, cli: dict[str, Any]) -> int:
     else:
         spec.image = ensure_recipe_image(progress=Progress())
     return LocalLaunch(spec, api).run()
+
+
+def _launch_batch(site: Site, cli: dict[str, Any], dry_run: bool, wait: bool) -> int:
+    from launcher.batch import BatchLaunch
+    from launcher.jobscript import render_job_script
+
+    spec = build_spec(site, cli)
+    if not spec.image:
+        raise UserError(f"--image: site {site.name} runs {site.runtime}: give the image to run "
+                        "(a SIF from `invoke build --sif`, or the runtime's image name)")
+    if site.runtime in ("apptainer", "singularity") and not dry_run \
+            and not Path(spec.image).is_file():
+        raise UserError(f"--image: {spec.image} is not a file; give the SIF path (see "
+                        "`invoke build --sif`), on a file system every node sees")
+    if dry_run:
+        print(render_job_script(spec, site), end="")
+        return 0
+    return BatchLaunch(spec, site).run(wait=wait)

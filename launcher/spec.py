@@ -51,6 +51,10 @@ class LaunchSpec:
     interface: str | None = None
     temp_dir: str = ""
     num_cpus: int | None = None
+    walltime: str = "00:30:00"
+    queue: str | None = None
+    account: str | None = None
+    stop_grace: int = 60
     auth: str = "token"
     t_submit: float | None = None
     ports: dict[str, int] = field(default_factory=dict)

@@ -1,0 +1,54 @@
+"""Runtimes that run OCI images with a container engine on the node: Shifter (NERSC),
+podman-hpc (NERSC Perlmutter), Docker; and bare: no container at all."""
+
+from __future__ import annotations
+
+from launcher.runtimes.base import ExecRequest, Runtime
+
+
+class Shifter(Runtime):
+    name = "shifter"
+    GPU_MODULES = {"nvidia": "gpu"}
+
+    def exec_command(self, request: ExecRequest) -> list[str]:
+        argv = ["shifter", f"--image={request.image}", *self.options]
+        if request.gpu in self.GPU_MODULES:
+            argv.append(f"--module={self.GPU_MODULES[request.gpu]}")
+        argv += [f"--volume={path}:{path}" for path in request.binds]
+        if request.workdir:
+            argv.append(f"--workdir={request.workdir}")
+        argv += [f"--env={key}={value}" for key, value in request.env.items()]
+        return [*argv, "--", *request.command]
+
+
+class Docker(Runtime):
+    """`docker run` on each node: host network and IPC, so Ray nodes reach each other and the
+    object store gets the node's shared memory."""
+    name = "docker"
+    GPU_FLAGS = {"nvidia": ["--gpus", "all"],
+                 "amd": ["--device", "/dev/kfd", "--device", "/dev/dri"]}
+
+    def exec_command(self, request: ExecRequest) -> list[str]:
+        argv = [self.name, "run", "--rm", "--init", "--network", "host", "--ipc", "host",
+                *self.options, *self.GPU_FLAGS.get(request.gpu, [])]
+        for path in request.binds:
+            argv += ["--volume", f"{path}:{path}"]
+        if request.workdir:
+            argv += ["--workdir", request.workdir]
+        for key, value in request.env.items():
+            argv += ["--env", f"{key}={value}"]
+        return [*argv, request.image, *request.command]
+
+
+class PodmanHPC(Docker):
+    name = "podman-hpc"
+    GPU_FLAGS = {"nvidia": ["--gpu"]}
+
+
+class Bare(Runtime):
+    """No container: the node's own Python with Ray installed (for sites that forbid them)."""
+    name = "bare"
+
+    def exec_command(self, request: ExecRequest) -> list[str]:
+        env = [f"{key}={value}" for key, value in request.env.items()]
+        return [*(["env", *env] if env else []), *self.options, *request.command]
