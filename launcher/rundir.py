@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import tempfile
 from pathlib import Path
 
 from containers import PROJECT_ROOT
@@ -49,10 +50,19 @@ def check_reachable(shared: Path, uid: int, gid: int) -> None:
 
 def stage_examples(shared: Path) -> None:
     """Copy the bundled examples into the shared dir (once), so `--driver "python
-    examples/actors.py"` works from any shared dir."""
+    examples/actors.py"` works from any shared dir. Atomic: launches started together never see
+    a half-copied directory."""
     target = shared / "examples"
-    if not target.exists():
-        shutil.copytree(EXAMPLES_DIR, target, ignore=shutil.ignore_patterns("__pycache__"))
+    if target.exists():
+        return
+    staging = Path(tempfile.mkdtemp(prefix=".examples-", dir=shared))
+    shutil.copytree(EXAMPLES_DIR, staging, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    staging.chmod(0o755)
+    try:
+        staging.rename(target)
+    except OSError:  # another launch staged them first
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def prepare_run_dir(spec: LaunchSpec, owner: tuple[int, int] | None = None) -> Path:
