@@ -1,0 +1,24 @@
+#!/bin/bash
+#PBS -N rayhpc-20260101
+#PBS -l select=4
+#PBS -l place=scatter
+#PBS -l walltime=00:30:00
+#PBS -o /lus/proj/shared/runs/20260101-000000-abcd/job.out
+#PBS -j oe
+
+# Rendered by rayhpc for run 20260101-000000-abcd on site pbs (4 nodes).
+# Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
+set -u
+export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
+cd /lus/proj/shared
+
+# One node agent per node, in the container; rank 0 becomes the Ray head.
+mpiexec -n 4 --ppn 1 --cpu-bind none apptainer exec --no-home --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
+step=$!
+# The walltime warning (or a cancel) comes here: pass it on, so that the agents stop
+# the driver and Ray on every node and keep the logs.
+trap 'kill -TERM "$step" 2>/dev/null' TERM INT
+wait "$step"
+wait "$step" 2>/dev/null  # a trapped signal ends the first wait early
+code=$(cat /lus/proj/shared/runs/20260101-000000-abcd/exit_code 2>/dev/null || echo 1)
+exit "$code"

@@ -1,0 +1,24 @@
+#!/bin/bash
+#SBATCH --job-name=rayhpc-20260101-000000-abcd
+#SBATCH --nodes=4
+#SBATCH --ntasks-per-node=1
+#SBATCH --time=00:30:00
+#SBATCH --output=/lus/proj/shared/runs/20260101-000000-abcd/job.out
+#SBATCH --signal=B:TERM@60
+
+# Rendered by rayhpc for run 20260101-000000-abcd on site slurm (4 nodes).
+# Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
+set -u
+export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
+cd /lus/proj/shared
+
+# One node agent per node, in the container; rank 0 becomes the Ray head.
+srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --kill-on-bad-exit=0 apptainer exec --no-home --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
+step=$!
+# The walltime warning (or a cancel) comes here: pass it on, so that the agents stop
+# the driver and Ray on every node and keep the logs.
+trap 'kill -TERM "$step" 2>/dev/null' TERM INT
+wait "$step"
+wait "$step" 2>/dev/null  # a trapped signal ends the first wait early
+code=$(cat /lus/proj/shared/runs/20260101-000000-abcd/exit_code 2>/dev/null || echo 1)
+exit "$code"

@@ -1,0 +1,31 @@
+#!/bin/bash
+#COBALT -t 30
+#COBALT -n 4
+#COBALT -o /lus/proj/shared/runs/20260101-000000-abcd/job.out
+#COBALT -e /lus/proj/shared/runs/20260101-000000-abcd/job.out
+#COBALT --jobname rayhpc-20260101-000000-abcd
+#COBALT -q debug-cache-quad
+#COBALT --attrs mcdram=cache:numa=quad
+
+# Rendered by rayhpc for run 20260101-000000-abcd on site theta (4 nodes).
+# Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
+set -u
+module unload trackdeps darshan xalt 2>/dev/null || true
+ulimit -c 0
+export PMI_NO_FORK=1
+export KMP_AFFINITY=disabled
+export LC_ALL=C.UTF-8
+export LANG=C.UTF-8
+export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
+cd /lus/proj/shared
+
+# One node agent per node, in the container; rank 0 becomes the Ray head.
+aprun -n 4 -N 1 --cc none singularity exec --no-home --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
+step=$!
+# The walltime warning (or a cancel) comes here: pass it on, so that the agents stop
+# the driver and Ray on every node and keep the logs.
+trap 'kill -TERM "$step" 2>/dev/null' TERM INT
+wait "$step"
+wait "$step" 2>/dev/null  # a trapped signal ends the first wait early
+code=$(cat /lus/proj/shared/runs/20260101-000000-abcd/exit_code 2>/dev/null || echo 1)
+exit "$code"
