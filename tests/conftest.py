@@ -104,3 +104,22 @@ def built_image(standin_base, marker_ca_bundle) -> tuple[str, subprocess.Complet
                     "--ca-bundle", str(bundle))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return TEST_IMAGE, result
+
+
+@pytest.fixture(scope="session")
+def converter(docker_api) -> str:
+    from containers.images import ensure_recipe_image
+    from containers.sif import CONVERTER_RECIPE, CONVERTER_VARIANT
+
+    return ensure_recipe_image(CONVERTER_RECIPE, CONVERTER_VARIANT)
+
+
+@pytest.fixture(scope="session")
+def converted(built_image, converter, tmp_path_factory):
+    image, _ = built_image
+    out = Path(tmp_path_factory.mktemp("sif"))
+    out.chmod(0o755)  # mounted into containers whose user is uid 1000
+    result = invoke("convert", "--image", image, "--out", str(out))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    sif = Path(result.stdout.strip().splitlines()[-1])
+    return image, sif, result

@@ -17,7 +17,7 @@ import pytest
 
 from containers.apptainer_def import render_def
 from containers.recipe import load_recipe
-from containers.sif import CONVERTER_RECIPE, CONVERTER_VARIANT, record_path
+from containers.sif import record_path
 from launcher.runtimes import ExecRequest, runtime
 from tests.conftest import PROJECT_ROOT, invoke
 from tests.image_scan import save_image
@@ -42,13 +42,6 @@ def apptainer(converter: str, mounts: dict[Path, str], *command: str,
     return subprocess.run(["docker", "run", "--rm", "--user", "1000", "--shm-size", "1g",
                            *UNCONFINED, *fuse, *volumes, converter, *command],
                           capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="session")
-def converter(docker_api) -> str:
-    from containers.images import ensure_recipe_image
-
-    return ensure_recipe_image(CONVERTER_RECIPE, CONVERTER_VARIANT)
 
 
 @pytest.fixture
@@ -79,20 +72,6 @@ def write_mini_def(workspace: Path, name: str, **changes) -> str:
     (workspace / f"{name}.def").write_text(render_def(recipe, "default", base="/in/base.tar",
                                                       bootstrap="docker-archive"))
     return f"/in/{name}.def"
-
-
-@pytest.fixture(scope="session")
-def converted(built_image, converter, tmp_path_factory):
-    image, _ = built_image
-    out = Path(tmp_path_factory.mktemp("sif"))
-    out.chmod(0o755)
-    for parent in out.parents:
-        if str(parent).startswith("/tmp/pytest"):
-            parent.chmod(0o755)
-    result = invoke("convert", "--image", image, "--out", str(out))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    sif = Path(result.stdout.strip().splitlines()[-1])
-    return image, sif, result
 
 
 def small_image(docker_api, marker: str) -> str:

@@ -1,0 +1,110 @@
+"""End to end on a real Slurm cluster (the test bed: a controller and two compute nodes in
+containers): `invoke launch` on the login node submits with sbatch, srun starts the node agent
+in Apptainer from the SIF on each node, and everything ends cleanly."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from containers import PROJECT_ROOT
+from tests.testbed.harness import COMPUTE_NODES, RECIPE, SlurmTestbed
+
+pytestmark = pytest.mark.docker
+SITE = PROJECT_ROOT / "tests/testbed/site.yaml"
+RAY_PROCESSES = "raylet|gcs_server|ray::|dashboard|default_worker|node_agent.py"
+
+
+@pytest.fixture(scope="module")
+def testbed(docker_api, converted):
+    from containers.images import ensure_recipe_image
+
+    image = ensure_recipe_image(RECIPE, "default")
+    shared = Path(tempfile.mkdtemp(prefix="rayhpc-testbed-shared-"))
+    shared.chmod(0o777)  # the cluster's users (ray, uid 1000) write here
+    _, sif, _ = converted
+    shutil.copyfile(sif, shared / "ray.sif")
+    (shared / "ray.sif").chmod(0o644)
+    bed = SlurmTestbed(docker_api, image, shared, PROJECT_ROOT)
+    try:
+        bed.start()
+        yield bed
+    finally:
+        bed.stop()
+        subprocess.run(["rm", "-rf", str(shared)], check=False)
+
+
+def launch(bed: SlurmTestbed, *args: str) -> tuple[subprocess.CompletedProcess, Path | None]:
+    """`invoke launch` on the login node, as the cluster user, following the job (--wait)."""
+    result = bed.exec("controller", "python3", "-m", "invoke", "-r", str(PROJECT_ROOT), "launch",
+                      "--site", str(SITE), "--shared", str(bed.shared),
+                      "--image", f"{bed.shared}/ray.sif", "--wait", *args,
+                      user="ray", workdir=str(bed.shared))
+    match = re.search(r"run dir (\S+)", result.stdout)
+    return result, Path(match.group(1)) if match else None
+
+
+def assert_nothing_left(bed: SlurmTestbed) -> None:
+    deadline = time.monotonic() + 30
+    while bed.exec("controller", "squeue", "--noheader").stdout.strip():
+        assert time.monotonic() < deadline, "the job is still in the queue"
+        time.sleep(1)
+    for node in COMPUTE_NODES:
+        left = bed.exec(node, "pgrep", "-a", "-f", RAY_PROCESSES).stdout.strip()
+        assert left == "", f"Ray processes left on {node}: {left}"
+
+
+def test_two_node_ray_cluster_under_sbatch_and_srun(testbed):
+    result, run_dir = launch(testbed, "--nodes", "2", "--driver",
+                             "python examples/hello_nodes.py --ray-address={address}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:] + _job_out(run_dir)
+    assert re.search(r"rayhpc: submitted job \d+ to slurm", result.stdout)
+    assert "hello from 2 nodes: node1, node2" in result.stdout
+    assert (run_dir / "exit_code").read_text().strip() == "0"
+    job_script = (run_dir / "job.sh").read_text()
+    assert "#SBATCH --nodes=2" in job_script and "srun --nodes=2" in job_script
+    assert f"apptainer exec --no-home --bind {testbed.shared}" in job_script
+    for node in COMPUTE_NODES:
+        assert (run_dir / "logs" / node / "raylet.out").is_file(), f"no logs from {node}"
+    timing = json.loads((run_dir / "timing.json").read_text())
+    assert timing["nodes_joined"] == timing["nodes_expected"] == 2
+    assert_nothing_left(testbed)
+
+
+def test_job_exit_code_is_the_drivers(testbed):
+    result, run_dir = launch(testbed, "--driver", "python -c 'import sys; sys.exit(3)'")
+    assert result.returncode == 3, result.stdout[-3000:] + _job_out(run_dir)
+    assert (run_dir / "exit_code").read_text().strip() == "3"
+    assert_nothing_left(testbed)
+
+
+def test_walltime_stops_the_agents_cleanly(testbed):
+    """A driver that sleeps past a 1-minute limit: Slurm's warning signal (B:TERM, 30 s before)
+    reaches the agents through the job script and srun; they stop Ray and keep the logs."""
+    driver = "python -c 'import time; print(\"sleeping\", flush=True); time.sleep(600)'"
+    started = time.monotonic()
+    result, run_dir = launch(testbed, "--walltime", "1", "--driver", driver)
+    took = time.monotonic() - started
+    assert run_dir is not None, result.stdout + result.stderr
+    assert "sleeping" in result.stdout
+    assert result.returncode == 143, result.stdout[-3000:] + _job_out(run_dir)
+    assert took < 150, f"the job took {took:.0f} s: the walltime signal did not stop it"
+    for node in COMPUTE_NODES:
+        assert (run_dir / "logs" / node / "raylet.out").is_file(), f"no logs from {node}"
+        record = json.loads((run_dir / "nodes" / f"{node}.json").read_text())
+        assert record["state"] == "stopped", record
+    assert_nothing_left(testbed)
+
+
+def _job_out(run_dir: Path | None) -> str:
+    if run_dir is None or not (run_dir / "job.out").exists():
+        return ""
+    return "\n--- job.out ---\n" + (run_dir / "job.out").read_text()[-4000:]
