@@ -26,6 +26,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -330,6 +331,9 @@ class Head(Agent):
             address = self.start_head()
             if self.wait_for_nodes(address) and not self.stop_requested():
                 code = self.run_driver(address)
+            else:
+                code = 128 + (self.signalled or signal.SIGTERM)
+                error = "stopped before the driver ran (walltime warning, cancel or Ctrl-C)"
         except LaunchFailed as exc:
             error = str(exc)
             self.say(f"error: {error}")
@@ -415,6 +419,7 @@ class Head(Agent):
             self.driver = subprocess.Popen(command, shell=True, cwd=self.spec["shared"], env=env,
                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                            start_new_session=True)
+            threading.Thread(target=self._stop_driver_on_request, daemon=True).start()
             assert self.driver.stdout is not None
             for line in self.driver.stdout:
                 log.write(line)
@@ -426,6 +431,15 @@ class Head(Agent):
         code = 128 - code if code < 0 else code  # killed by signal N -> 128+N, as shells do
         self.say(f"driver exited with {code}")
         return code
+
+    def _stop_driver_on_request(self) -> None:
+        """A stop file from outside (the job script on the walltime warning) stops the driver."""
+        while self.driver and self.driver.poll() is None:
+            if (self.run_dir / "stop").exists():
+                self.say("stop requested: stopping the driver")
+                self.on_stop_request()
+                return
+            time.sleep(POLL_S)
 
     def teardown(self) -> None:
         atomic_write(self.run_dir / "stop", "stop\n")

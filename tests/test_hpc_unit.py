@@ -55,7 +55,8 @@ def test_slurm_asks_for_the_walltime_warning_and_scripts_forward_it():
     site = load_site("slurm")
     script = render_job_script(spec_for(site), site)
     assert "#SBATCH --signal=B:TERM@60\n" in script
-    assert "trap 'kill -TERM \"$step\" 2>/dev/null' TERM INT" in script
+    assert "trap 'echo walltime > /lus/proj/shared/runs/20260101-000000-abcd/stop' TERM INT" \
+        in script
     assert script.rstrip().endswith('exit "$code"')
 
 

@@ -20,9 +20,10 @@ cd /lus/proj/shared
 # One node agent per node, in the container; rank 0 becomes the Ray head.
 mpiexec -n 4 --ppn 1 --cpu-bind none apptainer exec --no-home --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
 step=$!
-# The walltime warning (or a cancel) comes here: pass it on, so that the agents stop
-# the driver and Ray on every node and keep the logs.
-trap 'kill -TERM "$step" 2>/dev/null' TERM INT
+# The walltime warning comes here. Tell the agents through the run directory (srun
+# would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on
+# every node and keep the logs.
+trap 'echo walltime > /lus/proj/shared/runs/20260101-000000-abcd/stop' TERM INT
 wait "$step"
 wait "$step" 2>/dev/null  # a trapped signal ends the first wait early
 code=$(cat /lus/proj/shared/runs/20260101-000000-abcd/exit_code 2>/dev/null || echo 1)
