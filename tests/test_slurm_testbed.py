@@ -51,8 +51,9 @@ def launch(bed: SlurmTestbed, *args: str) -> tuple[subprocess.CompletedProcess, 
     return result, Path(match.group(1)) if match else None
 
 
-def assert_nothing_left(bed: SlurmTestbed) -> None:
-    deadline = time.monotonic() + 30
+def assert_nothing_left(bed: SlurmTestbed, wait_s: float = 30) -> None:
+    """The queue empties (within wait_s) and no Ray process is left on any node."""
+    deadline = time.monotonic() + wait_s
     while bed.exec("controller", "squeue", "--noheader").stdout.strip():
         assert time.monotonic() < deadline, "the job is still in the queue"
         time.sleep(1)
@@ -110,3 +111,20 @@ def _job_out(run_dir: Path | None) -> str:
     if run_dir is None or not (run_dir / "job.out").exists():
         return ""
     return "\n--- job.out ---\n" + (run_dir / "job.out").read_text()[-4000:]
+
+
+def test_inside_an_allocation_it_runs_directly(testbed):
+    """`invoke launch` in a batch job of our own: no sbatch, the allocation's 2 nodes."""
+    inner = (f"python3 -m invoke -r {PROJECT_ROOT} launch --site {SITE} --shared "
+             f"{testbed.shared} --image {testbed.shared}/ray.sif --driver "
+             "'python examples/hello_nodes.py --ray-address={address}'")
+    output = testbed.shared / "allocation.out"
+    submitted = testbed.exec("controller", "sbatch", "--parsable", "--nodes=2",
+                             "--ntasks-per-node=1", f"--output={output}", "--wrap", inner,
+                             user="ray", workdir=str(testbed.shared))
+    assert submitted.returncode == 0, submitted.stderr
+    assert_nothing_left(testbed, wait_s=180)
+    text = output.read_text()
+    assert "rayhpc: inside a slurm allocation: running" in text, text[-3000:]
+    assert "hello from 2 nodes: node1, node2" in text, text[-3000:]
+    assert re.search(r"2/2 nodes, bring-up [\d.]+ s, .* exit code 0$", text.strip()), text[-2000:]
