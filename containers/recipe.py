@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from containers import RECIPES_DIR
+from containers.datafiles import check_keys, find_yaml, read_yaml
 from containers.errors import UserError
 
 IMAGE_REPOSITORY = "rayhpc"
@@ -85,28 +83,10 @@ class Recipe:
         return labels
 
 
-def recipe_path(name_or_path: str, recipes_dir: Path = RECIPES_DIR) -> Path:
-    """A recipe given by name (recipes/<name>.yaml) or by a path to a YAML file."""
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or "/" in name_or_path:
-        if not candidate.is_file():
-            raise UserError(f"recipe file {candidate} not found (--recipe)")
-        return candidate
-    path = recipes_dir / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in recipes_dir.glob("*.yaml"))
-        raise UserError(f"no recipe named {name_or_path!r} in {recipes_dir}; "
-                        f"known recipes: {', '.join(known) or 'none'} (--recipe)")
-    return path
-
-
 def load_recipe(name_or_path: str, recipes_dir: Path = RECIPES_DIR) -> Recipe:
-    path = recipe_path(name_or_path, recipes_dir)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {_one_line(exc)}") from None
-    return parse_recipe(data, path)
+    """A recipe by name (recipes/<name>.yaml) or by the path of a YAML file."""
+    path = find_yaml(name_or_path, recipes_dir, "recipe", "--recipe")
+    return parse_recipe(read_yaml(path), path)
 
 
 def parse_recipe(data: Any, path: Path) -> Recipe:
@@ -153,15 +133,6 @@ def parse_recipe(data: Any, path: Path) -> Recipe:
         labels=_str_map(data, "labels", path),
         path=path,
     )
-
-
-def check_keys(data: dict, allowed: tuple[str, ...], path: Path, where: str) -> None:
-    """Reject unknown keys, suggesting the closest allowed one (typos are the common case)."""
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
-            raise UserError(f"{path}: {where}{key}: unknown key; {hint}")
 
 
 def _parse_variants(raw: Any, path: Path, ray_version: str, python_tag: str) -> dict[str, Variant]:
@@ -222,7 +193,3 @@ def _str_map(data: dict, key: str, path: Path, key_re: re.Pattern | None = None)
             raise UserError(f"{path}: {key}.{k}: value must be a string or number")
         out[k] = str(v)
     return out
-
-
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())

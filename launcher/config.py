@@ -9,10 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from containers.datafiles import check_keys, find_yaml, read_yaml
 from containers.errors import UserError
-from containers.recipe import check_keys
 from launcher import SITES_DIR
 
 ENV_PREFIX = "RAYHPC_"
@@ -104,26 +102,10 @@ class Site:
         return self.options.get(key, SITE_OPTIONS[key]())
 
 
-def site_path(name_or_path: str, sites_dir: Path = SITES_DIR) -> Path:
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or os.sep in name_or_path:
-        if not candidate.is_file():
-            raise UserError(f"site file {candidate} not found (--site)")
-        return candidate
-    path = sites_dir / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in sites_dir.glob("*.yaml")))
-        raise UserError(f"unknown site {name_or_path!r} (--site); known sites: {known}, "
-                        "or give the path of a site YAML file")
-    return path
-
-
 def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
-    path = site_path(name_or_path, sites_dir)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    """A site profile by name (launcher/sites/<name>.yaml) or by the path of a YAML file."""
+    path = find_yaml(name_or_path, sites_dir, "site", "--site")
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: a site file is a YAML mapping (keys: {', '.join(SITE_KEYS)})")
     check_keys(data, SITE_KEYS, path, "")

@@ -56,7 +56,8 @@ def test_unknown_variant_lists_the_known_ones():
 
 
 def test_unknown_recipe_lists_known_recipes():
-    with pytest.raises(UserError, match="no recipe named 'nope'.*known recipes: .*ray"):
+    with pytest.raises(UserError,
+                       match=r"unknown recipe 'nope' \(--recipe\); known recipes: .*ray"):
         load_recipe("nope")
 
 

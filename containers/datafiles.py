@@ -1,0 +1,43 @@
+"""YAML data files of the project (recipes, site profiles): find by name or path, read, check
+keys; every problem is one UserError naming the file and the key."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from containers.errors import UserError
+
+
+def find_yaml(name_or_path: str, directory: Path, kind: str, flag: str) -> Path:
+    """<directory>/<name>.yaml for a name, or the file a path names."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        if not candidate.is_file():
+            raise UserError(f"{kind} file {candidate} not found ({flag})")
+        return candidate
+    path = directory / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml"))) or "none"
+        raise UserError(f"unknown {kind} {name_or_path!r} ({flag}); known {kind}s: {known}, "
+                        f"or give the path of a {kind} YAML file")
+    return path
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+
+
+def check_keys(data: dict, allowed: tuple[str, ...], path: Path, where: str) -> None:
+    """Reject unknown keys, suggesting the closest allowed one (typos are the common case)."""
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+            raise UserError(f"{path}: {where}{key}: unknown key; {hint}")
