@@ -17,6 +17,7 @@ driver.log, exit_code, timing.json, error, logs/<node>/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -43,7 +44,8 @@ RAY_SOCKET_SUFFIX = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/pla
 # tells them to stop sooner when it fails.
 HEAD_START_ALLOWANCE_S = 600
 FINAL_STATES = ("stopped", "lost-head", "failed")
-HEAD_PROBE_FAILURES = 3  # consecutive failed probes of the head's GCS before it counts as gone
+HEAD_PROBE_FAILURES = 3
+DRIVER_KILL_AFTER_S = 10  # consecutive failed probes of the head's GCS before it counts as gone
 POLL_S = 0.2
 
 
@@ -321,8 +323,22 @@ class Head(Agent):
                              "nodes_joined": 0}
 
     def on_stop_request(self) -> None:
-        if self.driver and self.driver.poll() is None:
-            os.killpg(self.driver.pid, signal.SIGTERM)
+        """SIGTERM to the driver's process group; SIGKILL if it is still there 10 s later (a
+        driver that ignores SIGTERM must not eat the walltime grace)."""
+        driver = self.driver
+        if driver is None or driver.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGTERM)
+
+        def kill_group() -> None:
+            # The whole group: the shell of `shell=True` may be gone while its child lives on.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(driver.pid, signal.SIGKILL)
+
+        timer = threading.Timer(DRIVER_KILL_AFTER_S, kill_group)
+        timer.daemon = True
+        timer.start()
 
     def run(self) -> int:
         code, error = 1, ""

@@ -88,7 +88,7 @@ class LocalLaunch:
             code = self._follow()
         except Interrupted as exc:
             self.say(f"{exc}: stopping the cluster (logs are kept)")
-            code = self._stop_gracefully(128 + exc.signum)
+            code = self._stop_gracefully(exc.signum)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -126,11 +126,13 @@ class LocalLaunch:
                     return 1
             time.sleep(POLL_S)
 
-    def _stop_gracefully(self, code: int) -> int:
-        """SIGTERM to the head's agent: it stops the driver and every node and harvests logs."""
+    def _stop_gracefully(self, signum: int) -> int:
+        """The same signal to the head's agent: it stops the driver and every node and harvests
+        the logs. Returns 128 + the signal, as a shell would."""
+        code = 128 + signum
         head = f"{self.spec.project}-{self.spec.node_names[0]}"
         try:
-            self.api.kill(head, signal="SIGTERM")
+            self.api.kill(head, signal=signum)
         except docker.errors.APIError:
             return code
         watcher = RunWatcher(self.spec.run_dir, self.out)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from launcher.compose import RUN_LABEL
 from launcher.manage import remove_run
-from tests.conftest import invoke
+from tests.conftest import PROJECT_ROOT, invoke
 
 pytestmark = pytest.mark.docker
 
@@ -169,3 +173,32 @@ def test_join_timeout_names_the_nodes_that_never_joined(docker_api, built_image,
     assert (run_dir / "exit_code").read_text().strip() == "1"
     assert not (run_dir / "driver.log").exists()
     assert leftovers(docker_api, run_dir.name) == []
+
+
+def test_ctrl_c_stops_gracefully_even_a_driver_that_ignores_sigterm(docker_api, built_image,
+                                                                    shared_dir):
+    image, _ = built_image
+    driver = ("python -c 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+              "print(\"ready\", flush=True); time.sleep(600)'")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "-r", str(PROJECT_ROOT), "launch", "--image", image,
+         "--shared", str(shared_dir), "--nodes", "2", "--driver", driver],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.strip() == "ready":
+            break
+    assert lines and lines[-1].strip() == "ready", "".join(lines)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)
+    took = time.monotonic() - started
+    output = "".join(lines) + rest
+    assert proc.returncode == 130, output[-3000:]
+    run_dir = shared_dir / "runs" / re.search(r"rayhpc: run (\S+):", output).group(1)
+    assert (run_dir / "exit_code").read_text().strip() == "130"
+    for node in ("head", "worker-1"):
+        assert (run_dir / "logs" / node / "raylet.out").is_file()
+    assert leftovers(docker_api, run_dir.name) == []
+    assert took < 60, f"stopping took {took:.0f} s"
