@@ -8,6 +8,7 @@ import sys
 from invoke import Exit, task
 
 from containers.errors import UserError
+from launcher.config import SETTINGS
 
 
 def user_errors(func):
@@ -99,20 +100,13 @@ def base(c, recipe="ray", os_image=None, mirror=None, tag=None, ca_bundle=None,
                              ca_bundle=ca_bundle, pip_index_url=pip_index_url))
 
 
+LAUNCH_FLAGS = ("nodes", "driver", "shared", "image", "join_timeout", "shm_size", "num_cpus",
+                "walltime", "queue", "account")
+
+
 @task(auto_shortflags=False, help={
     "site": "site profile name (see `invoke sites`) or path to a site YAML file (default: local)",
-    "nodes": "nodes in all, head included (default: 3)",
-    "driver": "command run on the head in the shared dir; {address} becomes the head's ip:port "
-              "and RAY_ADDRESS is set (default: the hello_nodes example)",
-    "shared": "directory mounted on every node; the run dir goes in <shared>/runs/ "
-              "(default: ./shared)",
-    "image": "container image (default: the ray recipe's cpu image, built on first use)",
-    "join_timeout": "seconds to wait for every node to join (default: 180)",
-    "shm_size": "shared memory per node, bounds Ray's object store (default: 2g)",
-    "num_cpus": "CPUs Ray may use per node (default: all it sees)",
-    "walltime": "batch job time limit, e.g. 00:30:00 (HPC sites)",
-    "queue": "batch queue or partition (HPC sites)",
-    "account": "project to charge (HPC sites)",
+    **{flag: SETTINGS[flag].help for flag in LAUNCH_FLAGS},
     "dry_run": "print the job script; submit nothing (HPC sites)",
     "wait": "after submitting, follow the job to its end and exit with the driver's code",
 })
@@ -128,9 +122,8 @@ def launch(c, site="local", nodes=None, driver=None, shared=None, image=None, jo
     """
     from launcher.launch import launch as run_launch
 
-    cli = dict(nodes=nodes, driver=driver, shared=shared, image=image,
-               join_timeout=join_timeout, shm_size=shm_size, num_cpus=num_cpus,
-               walltime=walltime, queue=queue, account=account)
+    values = locals()
+    cli = {flag: values[flag] for flag in LAUNCH_FLAGS}
     code = run_launch(site, cli, dry_run=dry_run, wait=wait)
     if code:
         raise Exit(code=code)

@@ -56,23 +56,30 @@ class Setting:
     help: str
 
 
+# Every setting with its help text (also the help of `invoke launch`'s flags).
 SETTINGS: dict[str, Setting] = {
     "nodes": Setting(_positive_int, None, "nodes in all, head included (default: the "
                      "allocation's inside one, else 3)"),
-    "shared": Setting(_text, "./shared", "directory mounted on every node; runs/ goes here"),
-    "driver": Setting(_text, DEFAULT_DRIVER, "command run on the head in the shared dir"),
-    "image": Setting(_text, None, "container image (default: the ray recipe's cpu image)"),
-    "join_timeout": Setting(_positive_int, 180, "seconds to wait for all nodes to join"),
+    "shared": Setting(_text, "./shared", "directory mounted on every node; the run dir goes in "
+                      "<shared>/runs/ (default: ./shared)"),
+    "driver": Setting(_text, DEFAULT_DRIVER, "command run on the head in the shared dir; "
+                      "{address} becomes the head's ip:port and RAY_ADDRESS is set (default: "
+                      "the hello_nodes example)"),
+    "image": Setting(_text, None, "container image: a tag on the local site (default: the ray "
+                     "recipe's cpu image, built on first use), a SIF path for Apptainer sites"),
+    "join_timeout": Setting(_positive_int, 180, "seconds to wait for every node to join "
+                            "(default: 180)"),
     "stop_timeout": Setting(_positive_int, 30, "seconds to wait for nodes to stop"),
-    "shm_size": Setting(_size, "2g", "shared memory per node (bounds Ray's object store)"),
+    "shm_size": Setting(_size, "2g", "shared memory per node, bounds Ray's object store "
+                        "(default: 2g)"),
     "object_store_memory": Setting(_positive_int, None, "object store bytes per node"),
     "dashboard_host": Setting(_text, "127.0.0.1", "address Ray's dashboard binds to"),
     "interface": Setting(_text, None, "network interface whose address Ray uses"),
     "temp_dir": Setting(_text, None, "node-local Ray temp dir (short: AF_UNIX limit)"),
-    "num_cpus": Setting(_positive_int, None, "CPUs Ray may use per node (default: all)"),
-    "walltime": Setting(_walltime, "00:30:00", "batch job time limit"),
-    "queue": Setting(_text, None, "batch queue / partition"),
-    "account": Setting(_text, None, "project / account to charge"),
+    "num_cpus": Setting(_positive_int, None, "CPUs Ray may use per node (default: all it sees)"),
+    "walltime": Setting(_walltime, "00:30:00", "batch job time limit, e.g. 00:30:00 (HPC sites)"),
+    "queue": Setting(_text, None, "batch queue or partition (HPC sites)"),
+    "account": Setting(_text, None, "project to charge (HPC sites)"),
     "stop_grace": Setting(_positive_int, 60, "seconds before the walltime to stop cleanly"),
 }
 # Site-file-only keys: how the machine works, not per-launch choices.
