@@ -9,6 +9,9 @@ GPU_FLAGS = {"nvidia": "--nv", "amd": "--rocm"}
 
 class Apptainer(Runtime):
     name = "apptainer"
+    bind_flag = "--bind {path}"
+    workdir_flag = "--pwd {path}"
+    env_flag = "--env {key}={value}"
 
     def exec_command(self, request: ExecRequest) -> list[str]:
         # Never the user's own home: rayproject/ray keeps its Python under /home/ray, which a
@@ -19,13 +22,7 @@ class Apptainer(Runtime):
                 *(["--home", request.home] if request.home else ["--no-home"])]
         if request.gpu:
             argv.append(GPU_FLAGS[request.gpu])
-        for path in request.binds:
-            argv += ["--bind", path]
-        if request.workdir:
-            argv += ["--pwd", request.workdir]
-        for key, value in request.env.items():
-            argv += ["--env", f"{key}={value}"]
-        return [*argv, request.image, *request.command]
+        return [*argv, *self.mapped(request), request.image, *request.command]
 
 
 class Singularity(Apptainer):

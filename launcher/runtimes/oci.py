@@ -8,36 +8,32 @@ from launcher.runtimes.base import ExecRequest, Runtime
 
 class Shifter(Runtime):
     name = "shifter"
+    bind_flag = "--volume={path}:{path}"
+    workdir_flag = "--workdir={path}"
+    env_flag = "--env={key}={value}"
     GPU_MODULES = {"nvidia": "gpu"}
 
     def exec_command(self, request: ExecRequest) -> list[str]:
         argv = ["shifter", f"--image={request.image}", *self.options]
         if request.gpu in self.GPU_MODULES:
             argv.append(f"--module={self.GPU_MODULES[request.gpu]}")
-        argv += [f"--volume={path}:{path}" for path in request.binds]
-        if request.workdir:
-            argv.append(f"--workdir={request.workdir}")
-        argv += [f"--env={key}={value}" for key, value in request.env.items()]
-        return [*argv, "--", *request.command]
+        return [*argv, *self.mapped(request), "--", *request.command]
 
 
 class Docker(Runtime):
     """`docker run` on each node: host network and IPC, so Ray nodes reach each other and the
     object store gets the node's shared memory."""
     name = "docker"
+    bind_flag = "--volume {path}:{path}"
+    workdir_flag = "--workdir {path}"
+    env_flag = "--env {key}={value}"
     GPU_FLAGS = {"nvidia": ["--gpus", "all"],
                  "amd": ["--device", "/dev/kfd", "--device", "/dev/dri"]}
 
     def exec_command(self, request: ExecRequest) -> list[str]:
-        argv = [self.name, "run", "--rm", "--init", "--network", "host", "--ipc", "host",
-                *self.options, *self.GPU_FLAGS.get(request.gpu, [])]
-        for path in request.binds:
-            argv += ["--volume", f"{path}:{path}"]
-        if request.workdir:
-            argv += ["--workdir", request.workdir]
-        for key, value in request.env.items():
-            argv += ["--env", f"{key}={value}"]
-        return [*argv, request.image, *request.command]
+        return [self.name, "run", "--rm", "--init", "--network", "host", "--ipc", "host",
+                *self.options, *self.GPU_FLAGS.get(request.gpu, []), *self.mapped(request),
+                request.image, *request.command]
 
 
 class PodmanHPC(Docker):
