@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from containers.errors import UserError
+from launcher.agent import AF_UNIX_MAX, temp_dir_fits
 from launcher.config import Site, load_site, resolve_settings
 from launcher.driver import check_driver
 from launcher.rundir import check_reachable, check_shared, stage_examples
@@ -31,6 +32,10 @@ def build_spec(site: Site, cli: dict[str, Any], owner: tuple[int, int] | None = 
         settings["nodes"] = allocated or DEFAULT_NODES
     nodes = settings["nodes"]
     local = site.scheduler == "local"
+    if settings["temp_dir"] and not temp_dir_fits(settings["temp_dir"]):
+        raise UserError(f"temp_dir: {settings['temp_dir']} is too long for Ray's AF_UNIX socket "
+                        f"paths ({AF_UNIX_MAX} bytes with Ray's own part); use a short node-local "
+                        "dir like /tmp/ray-$USER")
     return LaunchSpec(run_id=new_run_id(), site=site.name, scheduler=site.scheduler,
                       runtime=site.runtime, shared=shared,
                       node_names=node_names(nodes) if local else [],
