@@ -89,6 +89,8 @@ def build_image(api: docker.APIClient, dockerfile: str, tag: str, progress: Prog
     kwargs = dict(fileobj=fileobj, tag=tag, rm=True, forcerm=True, pull=False, decode=True,
                   labels=labels or {})
     image_id = ""
+    if secrets and secrets.ca_source:
+        progress.note(f"CA bundle for this build only: {secrets.ca_source}")
     with serve(secrets) if secrets else contextlib.nullcontext() as channel:
         if channel:
             # Host networking lets RUN steps reach the abstract socket of the host's namespace.

@@ -28,8 +28,6 @@ def build_recipe_image(recipe_name: str = DEFAULT_RECIPE, variant: str = "cpu",
     ensure_image(api, base, progress,
                  hint=f"on a host without registry access build a stand-in with `invoke base` "
                       f"and pass --base {standin_tag(recipe)}")
-    if secrets.ca_source:
-        progress.note(f"CA bundle for this build only: {secrets.ca_source}")
     labels = build_labels()
     labels["org.opencontainers.image.base.name"] = base
     build_image(api, render_dockerfile(recipe, variant, base), tag, progress, secrets, labels)
@@ -46,8 +44,6 @@ def build_standin_base(recipe_name: str = DEFAULT_RECIPE, os_image: str | None =
     tag = tag or standin_tag(recipe)
     secrets = BuildSecrets.resolve(ca_bundle, pip_index_url)
     api = connect()
-    if secrets.ca_source:
-        progress.note(f"CA bundle for this build only: {secrets.ca_source}")
     if os_image is None:
         os_image = OS_IMAGE
         if not image_exists(api, os_image):

@@ -482,18 +482,15 @@ class Worker(Agent):
                 self.record("stopped", reason="stopped before joining")
                 return 128 + self.signalled if self.signalled else 0
             reason = self.follow(head) if self.join(head) else "stop requested while joining"
+            state = "lost-head" if reason == "head gone" else "stopped"
         except LaunchFailed as exc:
             self.say(f"error: {exc}")
-            self.record("failed", reason=str(exc))
-            self.stop_ray()
-            self.harvest_logs()
-            return 1
+            state, reason = "failed", str(exc)
         self.stop_ray()
         self.harvest_logs()
-        state = "lost-head" if reason == "head gone" else "stopped"
         self.record(state, reason=reason)
-        self.say(f"stopped ({reason})")
-        return 1 if state == "lost-head" else 0
+        self.say(f"{state} ({reason})")
+        return 0 if state == "stopped" else 1
 
     def wait_for_head(self) -> dict | None:
         self.record("waiting")

@@ -22,7 +22,7 @@ def render_compose(spec: LaunchSpec, user: str = IMAGE_USER_UID) -> str:
         role = "head" if index == 0 else "worker"
         service = {
             "image": spec.image,
-            "container_name": f"{spec.project}-{node}",
+            "container_name": spec.container(node),
             "hostname": node,
             "init": True,  # reaps Ray's orphans and forwards SIGTERM to the agent
             "user": user,

@@ -56,18 +56,18 @@ def _launch_local(site: Site, cli: dict[str, Any]) -> int:
     from containers.engine import connect, image_exists
     from containers.images import ensure_recipe_image
     from containers.progress import Progress
-    from launcher.local import LocalLaunch, compose_command, container_user
+    from launcher.local import LocalLaunch, container_user
 
     spec = build_spec(site, cli, owner=container_user()[1])
     api = connect()
-    compose_command()  # fail on a missing compose before building or creating anything
+    local = LocalLaunch(spec, api)  # fails on a missing compose before anything is built
     if spec.image:
         if not image_exists(api, spec.image):
             raise UserError(f"--image: {spec.image} is not on this Docker engine; build it "
                             "with `invoke build` (or load it with `docker load`)")
     else:
         spec.image = ensure_recipe_image(progress=Progress())
-    return LocalLaunch(spec, api).run()
+    return local.run()
 
 
 def _launch_batch(site: Site, cli: dict[str, Any], dry_run: bool, wait: bool) -> int:

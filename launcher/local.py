@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import docker
 import docker.errors
@@ -61,6 +60,7 @@ class LocalLaunch:
         self.out = out or sys.stdout
         self.compose = compose_command()
         self.compose_file = spec.run_dir / "compose.yaml"
+        self.head = spec.container(spec.node_names[0])
 
     def _compose(self, *args: str) -> subprocess.CompletedProcess:
         cmd = [*self.compose, "-p", self.spec.project, "-f", str(self.compose_file), *args]
@@ -102,7 +102,6 @@ class LocalLaunch:
 
     def _follow(self) -> int:
         watcher = RunWatcher(self.spec.run_dir, self.out)
-        head = f"{self.spec.project}-{self.spec.node_names[0]}"
         announced, next_check = False, 0.0
         while True:
             watcher.poll()
@@ -115,10 +114,10 @@ class LocalLaunch:
                 return code
             if watcher.head and not announced:
                 announced = True
-                self._announce_dashboard(head)
+                self._announce_dashboard()
             if time.monotonic() > next_check:
                 next_check = time.monotonic() + 1.0
-                state = self._state(head)
+                state = self._state(self.head)
                 if state is not None and not state.get("Running"):
                     watcher.flush()
                     self.say(f"error: the head container exited (status {state.get('ExitCode')})"
@@ -130,15 +129,14 @@ class LocalLaunch:
         """The same signal to the head's agent: it stops the driver and every node and harvests
         the logs. Returns 128 + the signal, as a shell would."""
         code = 128 + signum
-        head = f"{self.spec.project}-{self.spec.node_names[0]}"
         try:
-            self.api.kill(head, signal=signum)
+            self.api.kill(self.head, signal=signum)
         except docker.errors.APIError:
             return code
         watcher = RunWatcher(self.spec.run_dir, self.out)
         deadline = time.monotonic() + self.spec.stop_timeout + 10
         while time.monotonic() < deadline and watcher.exit_code() is None:
-            state = self._state(head)
+            state = self._state(self.head)
             if state is not None and not state.get("Running"):
                 break
             time.sleep(POLL_S)
@@ -152,9 +150,9 @@ class LocalLaunch:
         except docker.errors.APIError:
             return None
 
-    def _announce_dashboard(self, head: str) -> None:
+    def _announce_dashboard(self) -> None:
         try:
-            bound = self.api.port(head, self.spec.ports["dashboard"])
+            bound = self.api.port(self.head, self.spec.ports["dashboard"])
         except docker.errors.APIError:
             return
         if bound:
@@ -174,7 +172,7 @@ class LocalLaunch:
 
     def _record_teardown(self) -> None:
         """The local launcher knows when the last container is gone: that ends the teardown."""
-        path = Path(self.spec.run_dir) / "timing.json"
+        path = self.spec.run_dir / "timing.json"
         timing = read_json(path) or {"t_submit": self.spec.t_submit,
                                      "nodes_expected": self.spec.nodes, "nodes_joined": 0}
         timing["t_teardown_done"] = time.time()

@@ -75,6 +75,10 @@ class LaunchSpec:
         """Name for everything this run creates (compose project, network, containers)."""
         return f"rayhpc-{self.run_id}"
 
+    def container(self, node: str) -> str:
+        """Name of a node's container on the local site."""
+        return f"{self.project}-{node}"
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["shared"] = str(self.shared)

@@ -44,14 +44,18 @@ class RunWatcher:
         except OSError:
             return ""
 
-    def _copy_driver_output(self) -> None:
+    def _unread(self) -> bytes:
+        """Driver output written since we last printed."""
         try:
             with open(self.run_dir / "driver.log", "rb") as log:
                 log.seek(self._driver_offset)
-                chunk = log.read()
+                return log.read()
         except OSError:
-            return
+            return b""
+
+    def _copy_driver_output(self) -> None:
         # Print whole lines only; a partial last line waits for its end.
+        chunk = self._unread()
         end = chunk.rfind(b"\n") + 1
         if end:
             self.out.write(chunk[:end].decode(errors="replace"))
@@ -60,15 +64,11 @@ class RunWatcher:
 
     def flush(self) -> None:
         """Print whatever driver output is left, partial last line included."""
-        self._copy_driver_output()
-        try:
-            with open(self.run_dir / "driver.log", "rb") as log:
-                log.seek(self._driver_offset)
-                rest = log.read()
-        except OSError:
-            return
+        rest = self._unread()
         if rest:
-            self.out.write(rest.decode(errors="replace") + "\n")
+            text = rest.decode(errors="replace")
+            self.out.write(text if text.endswith("\n") else text + "\n")
+            self.out.flush()
             self._driver_offset += len(rest)
 
     def _say(self, text: str) -> None:
