@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 import tarfile
 from pathlib import Path
 
 import docker
+
+
+def tar_bytes(files: dict[str, bytes]) -> bytes:
+    """An uncompressed tar archive of the given files, in memory."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 def save_image(api: docker.APIClient, ref: str, dest: Path) -> Path:

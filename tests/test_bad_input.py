@@ -3,7 +3,6 @@ flag, file or field and the fix, no traceback, and nothing left running or half-
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -93,7 +92,7 @@ def test_bad_input(docker_api, shared_dir, case, args, env, expected):
     if args[0] == "launch" and "--image" not in args and "--site" not in args:
         args += ["--image", TEST_IMAGE]
     try:
-        result = invoke(*args, env={**os.environ, **env}, timeout=120)
+        result = invoke(*args, env=env, timeout=120)
     finally:
         subprocess.run(["chattr", "-i", str(locked)], check=False)
     lines = result.stderr.strip().splitlines()

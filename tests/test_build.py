@@ -1,15 +1,13 @@
 """A real build of the cpu variant on the stand-in base (real engine, real pip through the
 network's intercepting proxy, which only works when the CA bundle reaches the build)."""
 
-import io
 import subprocess
-import tarfile
 
 import pytest
 
 from containers.engine import git_revision
 from tests.conftest import invoke
-from tests.image_scan import layers_containing, metadata_containing, save_image
+from tests.image_scan import layers_containing, metadata_containing, save_image, tar_bytes
 
 pytestmark = pytest.mark.docker
 
@@ -57,24 +55,11 @@ def test_ca_bundle_is_in_no_layer_history_or_config(built_image, docker_api, sta
 
 def test_layer_scan_finds_a_file_that_a_later_layer_deletes(tmp_path):
     """The scanner itself can fail: a secret copied in one layer and deleted later is found."""
-    def layer(files):
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            for name, data in files.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        return buf.getvalue()
-
     archive = tmp_path / "saved.tar"
-    layers = {"a/layer.tar": layer({"tmp/ca.pem": b"xx SECRET xx"}),
-              "b/layer.tar": layer({"tmp/.wh.ca.pem": b""})}
-    with tarfile.open(archive, "w") as tar:
-        manifest = b'[{"Layers": ["a/layer.tar", "b/layer.tar"]}]'
-        for name, data in {**layers, "manifest.json": manifest}.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    archive.write_bytes(tar_bytes({
+        "a/layer.tar": tar_bytes({"tmp/ca.pem": b"xx SECRET xx"}),
+        "b/layer.tar": tar_bytes({"tmp/.wh.ca.pem": b""}),
+        "manifest.json": b'[{"Layers": ["a/layer.tar", "b/layer.tar"]}]'}))
     assert layers_containing(archive, b"SECRET") == ["a/layer.tar:tmp/ca.pem"]
     assert layers_containing(archive, b"SECRET", skip_layers=1) == []
 

@@ -4,12 +4,10 @@ and bad input leaves no partial SIF."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import subprocess
-import tarfile
 import textwrap
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from containers.recipe import load_recipe
 from containers.sif import record_path
 from launcher.runtimes import ExecRequest, runtime
 from tests.conftest import PROJECT_ROOT, invoke
-from tests.image_scan import save_image
+from tests.image_scan import save_image, tar_bytes
 
 pytestmark = pytest.mark.docker
 
@@ -76,13 +74,8 @@ def write_mini_def(workspace: Path, name: str, **changes) -> str:
 
 def small_image(docker_api, marker: str) -> str:
     """A one-file image (quick to convert), tagged SMALL_IMAGE; a new marker is a new image."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        data = marker.encode()
-        info = tarfile.TarInfo("hello.txt")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    docker_api.import_image_from_data(buf.getvalue(), repository=SMALL_IMAGE.split(":")[0],
+    docker_api.import_image_from_data(tar_bytes({"hello.txt": marker.encode()}),
+                                      repository=SMALL_IMAGE.split(":")[0],
                                       tag=SMALL_IMAGE.split(":")[1])
     return docker_api.inspect_image(SMALL_IMAGE)["Id"]
 
