@@ -44,8 +44,12 @@ RAY_SOCKET_SUFFIX = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/pla
 # tells them to stop sooner when it fails.
 HEAD_START_ALLOWANCE_S = 600
 FINAL_STATES = ("stopped", "lost-head", "failed")
-HEAD_PROBE_FAILURES = 3
-DRIVER_KILL_AFTER_S = 10  # consecutive failed probes of the head's GCS before it counts as gone
+HEAD_PROBE_FAILURES = 3  # consecutive failed probes of the head's GCS before it counts as gone
+DRIVER_KILL_AFTER_S = 10  # SIGKILL a driver still there this long after SIGTERM
+# Seconds `ray stop` waits for Ray's processes to exit on SIGTERM before it SIGKILLs them. A
+# raylet whose head is gone waits for the GCS instead of exiting: no grace is of use there.
+RAY_STOP_GRACE_S = 5
+RAY_STOP_GRACE_HEADLESS_S = 1
 POLL_S = 0.2
 
 
@@ -195,6 +199,11 @@ def missing_nodes(expected: list[str], count: int, records: dict[str, dict]) -> 
     return described
 
 
+def lost_nodes(joined_ips: dict[str, str], alive_ips: set[str]) -> list[str]:
+    """Names of nodes that were in the cluster (ip -> name) and are no longer alive in it."""
+    return sorted(name for ip, name in joined_ips.items() if ip not in alive_ips)
+
+
 # ---------------------------------------------------------------------------------------------
 # The agent
 
@@ -212,8 +221,7 @@ class Agent:
         self._log = open(self.log_dir / "agent.log", "a", buffering=1)  # noqa: SIM115 (agent-long)
         self.ip = ""
         self.env = self._ray_env()
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        self.handle_signals()
 
     # -- plumbing
 
@@ -221,6 +229,10 @@ class Agent:
         line = f"[rayhpc {self.node} +{time.time() - self.t0:5.1f}s] {message}"
         print(line, flush=True)
         self._log.write(line + "\n")
+
+    def handle_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if self.signalled is None:
@@ -298,8 +310,8 @@ class Agent:
             raise LaunchFailed(f"Ray temp dir {self.spec['temp_dir']} is too long for Ray's "
                                f"AF_UNIX sockets ({AF_UNIX_MAX} bytes); use a shorter one")
 
-    def stop_ray(self) -> None:
-        self.ray("stop", f"--grace-period={self.spec.get('stop_grace', 5)}", check=False)
+    def stop_ray(self, grace_s: int = RAY_STOP_GRACE_S) -> None:
+        self.ray("stop", f"--grace-period={grace_s}", check=False)
 
     def harvest_logs(self) -> None:
         """Copy Ray's node-local logs into the run directory (they vanish with the node)."""
@@ -320,7 +332,8 @@ class Head(Agent):
         super().__init__(run_dir, node, spec)
         self.driver: subprocess.Popen | None = None
         self.timing: dict = {"t_submit": spec.get("t_submit"), "nodes_expected": spec["nodes"],
-                             "nodes_joined": 0}
+                             "nodes_joined": 0, "nodes_lost": []}
+        self.status: dict = {}
 
     def on_stop_request(self) -> None:
         """SIGTERM to the driver's process group; SIGKILL if it is still there 10 s later (a
@@ -388,42 +401,69 @@ class Head(Agent):
 
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
                  namespace="rayhpc-agent")
+        # Ray's core worker installs a crash handler that dies on SIGTERM: the agent's own
+        # handlers must win, or a stop from outside would skip the teardown.
+        self.handle_signals()
 
     def alive_nodes(self) -> list[dict]:
         import ray
 
         return [n for n in ray.nodes() if n.get("Alive")]
 
-    def wait_for_nodes(self, address: str) -> bool:
-        import ray
+    def publish_status(self, **changes: object) -> None:
+        self.status.update(changes)
+        write_json(self.run_dir / "status.json", self.status)
 
+    def node_records(self) -> dict[str, dict]:
+        return {p.stem: read_json(p) or {} for p in (self.run_dir / "nodes").glob("*.json")}
+
+    def watch_nodes(self) -> None:
+        """While the driver runs: notice workers that leave the cluster (a killed container, a
+        dead host) and say which, so that the summary can name them."""
+        names = {rec.get("ip"): name for name, rec in self.node_records().items()
+                 if rec.get("ip") and name != self.node}
+        joined = {n["NodeManagerAddress"]: names.get(n["NodeManagerAddress"],
+                                                     n["NodeManagerAddress"])
+                  for n in self.alive_nodes() if n["NodeManagerAddress"] != self.ip}
+        while self.driver and self.driver.poll() is None:
+            try:
+                alive = self.alive_nodes()
+            except Exception as exc:  # noqa: BLE001 (the GCS is the head's own: keep watching)
+                self.say(f"cannot list the nodes: {exc}")
+                alive = None
+            if alive is not None:
+                lost = lost_nodes(joined, {n["NodeManagerAddress"] for n in alive})
+                if lost != self.timing["nodes_lost"]:
+                    for name in sorted(set(lost) - set(self.timing["nodes_lost"])):
+                        self.say(f"node {name} left the cluster")
+                    self.timing["nodes_lost"] = lost
+                    self.publish_status(joined=len(alive), lost=lost)
+            time.sleep(1.0)
+
+    def wait_for_nodes(self, address: str) -> bool:
         expected = self.spec["nodes"]
         deadline = time.time() + self.spec.get("join_timeout", 180)
         joined = -1
-        try:
-            while not self.stop_requested():
-                alive = len(self.alive_nodes())
-                if alive != joined:
-                    joined = alive
-                    self.timing["nodes_joined"] = alive
-                    write_json(self.run_dir / "status.json",
-                               {"joined": alive, "expected": expected, "address": address})
-                    self.say(f"{alive}/{expected} nodes joined")
-                if alive >= expected:
-                    self.timing["t_all_joined"] = time.time()
-                    return True
-                if time.time() > deadline:
-                    records = {p.stem: read_json(p) or {} for p in
-                               (self.run_dir / "nodes").glob("*.json")}
-                    missing = missing_nodes(self.spec.get("node_names") or [], expected, records)
-                    raise LaunchFailed(
-                        f"timed out after {self.spec.get('join_timeout', 180)} s waiting for "
-                        f"{expected} nodes ({alive} joined); never joined: "
-                        f"{', '.join(missing) or 'unknown'}")
-                time.sleep(POLL_S)
-            return False
-        finally:
-            ray.shutdown()
+        self.status = {"joined": 0, "expected": expected, "address": address, "lost": []}
+        while not self.stop_requested():
+            alive = len(self.alive_nodes())
+            if alive != joined:
+                joined = alive
+                self.timing["nodes_joined"] = alive
+                self.publish_status(joined=alive)
+                self.say(f"{alive}/{expected} nodes joined")
+            if alive >= expected:
+                self.timing["t_all_joined"] = time.time()
+                return True
+            if time.time() > deadline:
+                missing = missing_nodes(self.spec.get("node_names") or [], expected,
+                                        self.node_records())
+                raise LaunchFailed(
+                    f"timed out after {self.spec.get('join_timeout', 180)} s waiting for "
+                    f"{expected} nodes ({alive} joined); never joined: "
+                    f"{', '.join(missing) or 'unknown'}")
+            time.sleep(POLL_S)
+        return False
 
     def run_driver(self, address: str) -> int:
         command = driver_command(self.spec["driver"], address)
@@ -436,6 +476,8 @@ class Head(Agent):
                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                            start_new_session=True)
             threading.Thread(target=self._stop_driver_on_request, daemon=True).start()
+            node_watch = threading.Thread(target=self.watch_nodes, daemon=True)
+            node_watch.start()
             assert self.driver.stdout is not None
             for line in self.driver.stdout:
                 log.write(line)
@@ -444,6 +486,7 @@ class Head(Agent):
                 sys.stdout.flush()
             code = self.driver.wait()
         self.timing["t_driver_end"] = time.time()
+        node_watch.join(timeout=5)  # before teardown drops the connection it lists nodes with
         code = 128 - code if code < 0 else code  # killed by signal N -> 128+N, as shells do
         self.say(f"driver exited with {code}")
         return code
@@ -458,15 +501,20 @@ class Head(Agent):
             time.sleep(POLL_S)
 
     def teardown(self) -> None:
+        import ray
+
         atomic_write(self.run_dir / "stop", "stop\n")
+        ray.shutdown()  # the agent's own connection, made in start_head
         self.stop_ray()
         self.harvest_logs()
         self.record("stopped")
         deadline = time.time() + self.spec.get("stop_timeout", 30)
         while time.time() < deadline:
-            # Batch nodes are named by host and known from their records only.
-            records = {p.stem: read_json(p) or {} for p in (self.run_dir / "nodes").glob("*.json")}
-            workers = set(self.spec.get("node_names") or records) - {self.node}
+            # Batch nodes are named by host and known from their records only; lost nodes
+            # cannot say they stopped.
+            records = self.node_records()
+            workers = (set(self.spec.get("node_names") or records) - {self.node}
+                       - set(self.timing["nodes_lost"]))
             if all(records.get(n, {}).get("state") in (None, *FINAL_STATES) for n in workers):
                 break
             time.sleep(POLL_S)
@@ -475,6 +523,7 @@ class Head(Agent):
 
 class Worker(Agent):
     def run(self) -> int:
+        head = None
         try:
             self.check_temp_dir()
             head = self.wait_for_head()
@@ -486,7 +535,10 @@ class Worker(Agent):
         except LaunchFailed as exc:
             self.say(f"error: {exc}")
             state, reason = "failed", str(exc)
-        self.stop_ray()
+        # A stop can come before the head's loss is noticed (the launcher saw it first).
+        headless = state == "lost-head" or (
+            head is not None and not probe(head["ip"], head["gcs_port"], timeout=0.5))
+        self.stop_ray(RAY_STOP_GRACE_HEADLESS_S if headless else RAY_STOP_GRACE_S)
         self.harvest_logs()
         self.record(state, reason=reason)
         self.say(f"{state} ({reason})")

@@ -10,9 +10,9 @@ from containers.errors import UserError
 from launcher.agent import AF_UNIX_MAX, temp_dir_fits
 from launcher.config import Site, load_site, resolve_settings
 from launcher.driver import check_driver
-from launcher.rundir import check_reachable, check_shared, stage_examples
+from launcher.rundir import busy_gcs_ports, check_reachable, check_shared, stage_examples
 from launcher.schedulers import current_allocation
-from launcher.spec import LaunchSpec, new_run_id, node_names
+from launcher.spec import LaunchSpec, node_names, unused_run_id
 
 DEFAULT_NODES = 3
 
@@ -36,8 +36,8 @@ def build_spec(site: Site, cli: dict[str, Any], owner: tuple[int, int] | None = 
         raise UserError(f"temp_dir: {settings['temp_dir']} is too long for Ray's AF_UNIX socket "
                         f"paths ({AF_UNIX_MAX} bytes with Ray's own part); use a short node-local "
                         "dir like /tmp/ray-$USER")
-    return LaunchSpec(run_id=new_run_id(), site=site.name, scheduler=site.scheduler,
-                      runtime=site.runtime, shared=shared,
+    return LaunchSpec(run_id=unused_run_id(busy_gcs_ports(shared)), site=site.name,
+                      scheduler=site.scheduler, runtime=site.runtime, shared=shared,
                       node_names=node_names(nodes) if local else [],
                       image=settings.pop("image") or "", **settings)
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 
 import docker
 import docker.errors
 
 from containers.errors import UserError
-from launcher.agent import read_json, write_json
+from launcher.agent import atomic_write, read_json, write_json
 from launcher.compose import IMAGE_USER_UID, render_compose
 from launcher.rundir import prepare_run_dir, remove_run_dir
 from launcher.spec import LaunchSpec
@@ -120,10 +122,32 @@ class LocalLaunch:
                 state = self._state(self.head)
                 if state is not None and not state.get("Running"):
                     watcher.flush()
-                    self.say(f"error: the head container exited (status {state.get('ExitCode')})"
-                             f" before the run finished; see {self.spec.run_dir}/logs/")
-                    return 1
+                    return self._head_died(state)
             time.sleep(POLL_S)
+
+    def _head_died(self, state: dict) -> int:
+        """The head's agent cannot report any more: say so, keep what it left, exit 1."""
+        error = (f"the head died: its container exited (status {state.get('ExitCode')}) "
+                 "before the run finished; the other nodes are being stopped")
+        self.say(f"error: {error}; logs in {self.spec.run_dir}/logs/")
+        for name, text in (("error", error), ("exit_code", "1")):
+            if not (self.spec.run_dir / name).exists():
+                atomic_write(self.spec.run_dir / name, text + "\n")
+        return 1
+
+    def _rescue_logs(self, node: str) -> None:
+        """Copy Ray's logs out of a node's stopped container: a killed agent harvests nothing."""
+        source = f"{self.spec.temp_dir}/session_latest/logs"
+        try:
+            stream, _ = self.api.get_archive(self.spec.container(node), source)
+            archive = io.BytesIO(b"".join(stream))
+        except docker.errors.APIError:
+            return  # the container is gone or Ray never wrote logs
+        with tarfile.open(fileobj=archive) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and "/" in m.name]
+            for member in members:
+                member.name = member.name.split("/", 1)[1]  # drop the leading "logs/"
+            tar.extractall(self.spec.run_dir / "logs" / node, members=members, filter="data")
 
     def _stop_gracefully(self, signum: int) -> int:
         """The same signal to the head's agent: it stops the driver and every node and harvests
@@ -160,6 +184,10 @@ class LocalLaunch:
                      f"(token: {self.spec.run_dir}/auth_token)")
 
     def _down(self) -> None:
+        for node in self.spec.node_names:
+            state = self._state(self.spec.container(node))
+            if state is not None and not state.get("Running"):
+                self._rescue_logs(node)
         # The containers' own output goes with them: keep it with the run.
         logs = self._compose("logs", "--no-color", "--timestamps")
         if logs.returncode == 0 and logs.stdout:
@@ -173,7 +201,10 @@ class LocalLaunch:
     def _record_teardown(self) -> None:
         """The local launcher knows when the last container is gone: that ends the teardown."""
         path = self.spec.run_dir / "timing.json"
+        # No timing.json: the head died before it could write one; its status says how far it got.
+        status = read_json(self.spec.run_dir / "status.json") or {}
         timing = read_json(path) or {"t_submit": self.spec.t_submit,
-                                     "nodes_expected": self.spec.nodes, "nodes_joined": 0}
+                                     "nodes_expected": self.spec.nodes,
+                                     "nodes_joined": status.get("joined", 0)}
         timing["t_teardown_done"] = time.time()
         write_json(path, timing)

@@ -11,7 +11,7 @@ from pathlib import Path
 from containers import PROJECT_ROOT
 from containers.errors import UserError
 from launcher import AGENT_FILE
-from launcher.agent import write_json
+from launcher.agent import read_json, write_json
 from launcher.spec import LaunchSpec
 
 EXAMPLES_DIR = PROJECT_ROOT / "examples"
@@ -63,6 +63,16 @@ def stage_examples(shared: Path) -> None:
         staging.rename(target)
     except OSError:  # another launch staged them first
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def busy_gcs_ports(shared: Path) -> set[int]:
+    """GCS ports of the runs in this shared dir that have not finished (no exit_code yet)."""
+    ports = set()
+    for spec_file in (shared / "runs").glob("*/spec.json"):
+        spec = read_json(spec_file)
+        if spec and not (spec_file.parent / "exit_code").exists():
+            ports.add(spec.get("ports", {}).get("gcs"))
+    return ports
 
 
 def prepare_run_dir(spec: LaunchSpec, owner: tuple[int, int] | None = None) -> Path:

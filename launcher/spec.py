@@ -23,6 +23,15 @@ def new_run_id(now: float | None = None) -> str:
     return f"{stamp}-{secrets.token_hex(2)}"
 
 
+def unused_run_id(busy_gcs_ports: set[int], tries: int = 100) -> str:
+    """A new run id whose port block no unfinished run holds (runs may share a node)."""
+    for _ in range(tries):
+        run_id = new_run_id()
+        if ports_for(run_id)["gcs"] not in busy_gcs_ports:
+            break
+    return run_id
+
+
 def ports_for(run_id: str) -> dict[str, int]:
     first, end, step = PORT_BLOCKS
     base = first + (zlib.crc32(run_id.encode()) % ((end - first) // step)) * step

@@ -18,16 +18,22 @@ class RunWatcher:
         self.out = out or sys.stdout
         self._driver_offset = 0
         self._joined = -1
+        self._lost: list[str] = []
         self.head: dict | None = None
 
     def poll(self) -> None:
         """Print what is new since the last call."""
         if self.head is None:
             self.head = read_json(self.run_dir / "head.json")
-        status = read_json(self.run_dir / "status.json")
-        if status and status.get("joined") != self._joined:
-            self._joined = status["joined"]
+        status = read_json(self.run_dir / "status.json") or {}
+        lost = status.get("lost") or []
+        if lost != self._lost:
+            for name in sorted(set(lost) - set(self._lost)):
+                self._say(f"node {name} left the cluster; the run goes on without it")
+            self._lost = lost
+        elif status.get("joined", self._joined) != self._joined:
             self._say(f"{status['joined']}/{status['expected']} nodes joined")
+        self._joined = status.get("joined", self._joined)
         self._copy_driver_output()
 
     def exit_code(self) -> int | None:
@@ -85,7 +91,9 @@ def summary(run_dir: Path, code: int) -> str:
             return f"{timing[end] - timing[start]:.1f} s"
         return "-"
 
+    lost = timing.get("nodes_lost")
     return (f"rayhpc: run {run_dir.name}: {timing.get('nodes_joined', 0)}/"
-            f"{timing.get('nodes_expected', '?')} nodes, bring-up "
+            f"{timing.get('nodes_expected', '?')} nodes"
+            f"{' (lost: ' + ', '.join(lost) + ')' if lost else ''}, bring-up "
             f"{span('t_submit', 't_all_joined')}, driver {span('t_driver_start', 't_driver_end')}, "
             f"teardown {span('t_driver_end', 't_teardown_done')}, exit code {code}")

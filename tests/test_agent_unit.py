@@ -1,11 +1,16 @@
-"""The node agent's logic that needs no cluster: rank, IP, sizes, ray start arguments."""
+"""The node agent's logic that needs no cluster: rank, IP, sizes, ray start arguments, and
+what the launcher makes of the run directory."""
 
+import io
 import socket
 
 import pytest
 
 from launcher import agent
+from launcher import spec as spec_module
+from launcher.rundir import busy_gcs_ports
 from launcher.spec import LaunchSpec, node_names
+from launcher.watch import RunWatcher, summary
 
 
 def spec_json(**kw):
@@ -98,3 +103,45 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
     assert agent.read_json(target) == {"address": "a:1"}
     assert [p.name for p in tmp_path.iterdir()] == ["head.json"]
     assert agent.read_json(tmp_path / "missing.json") is None
+
+
+def test_lost_nodes_are_those_no_longer_alive():
+    joined = {"10.0.0.2": "worker-1", "10.0.0.3": "worker-2", "10.0.0.4": "worker-3"}
+    assert agent.lost_nodes(joined, {"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"}) == []
+    assert agent.lost_nodes(joined, {"10.0.0.1", "10.0.0.2"}) == ["worker-2", "worker-3"]
+
+
+def test_watcher_reports_joins_then_losses_and_the_summary_names_them(tmp_path):
+    out = io.StringIO()
+    watcher = RunWatcher(tmp_path, out)
+    for status in ({"joined": 1, "expected": 3}, {"joined": 3, "expected": 3},
+                   {"joined": 3, "expected": 3},
+                   {"joined": 2, "expected": 3, "lost": ["worker-2"]}):
+        agent.write_json(tmp_path / "status.json", status)
+        watcher.poll()
+    assert out.getvalue().splitlines() == [
+        "rayhpc: 1/3 nodes joined", "rayhpc: 3/3 nodes joined",
+        "rayhpc: node worker-2 left the cluster; the run goes on without it"]
+    agent.write_json(tmp_path / "timing.json", {
+        "nodes_expected": 3, "nodes_joined": 3, "nodes_lost": ["worker-2"], "t_submit": 10.0,
+        "t_all_joined": 15.5, "t_driver_start": 16.0, "t_driver_end": 46.0,
+        "t_teardown_done": 48.0})
+    assert summary(tmp_path, 0) == (
+        f"rayhpc: run {tmp_path.name}: 3/3 nodes (lost: worker-2), bring-up 5.5 s, "
+        "driver 30.0 s, teardown 2.0 s, exit code 0")
+
+
+def test_a_new_run_id_avoids_the_ports_of_unfinished_runs(tmp_path, monkeypatch):
+    ids = iter(["20260101-000000-0001", "20260101-000000-0002"])
+    monkeypatch.setattr(spec_module, "new_run_id", lambda: next(ids))
+    busy = {spec_module.ports_for("20260101-000000-0001")["gcs"]}
+    assert spec_module.unused_run_id(busy) == "20260101-000000-0002"
+    # Only unfinished runs of the shared dir hold their ports.
+    for run_id, finished in (("20260101-000000-0001", False), ("20260101-000000-0003", True)):
+        spec = LaunchSpec(run_id=run_id, site="local", scheduler="local", runtime="docker",
+                          nodes=2, shared=tmp_path, driver="d", image="i")
+        spec.run_dir.mkdir(parents=True)
+        agent.write_json(spec.run_dir / "spec.json", spec.to_json())
+        if finished:
+            (spec.run_dir / "exit_code").write_text("0\n")
+    assert busy_gcs_ports(tmp_path) == busy

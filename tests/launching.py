@@ -1,0 +1,104 @@
+"""Helpers of the real-engine launch tests: run `invoke launch`, check what a run leaves."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from launcher.compose import RUN_LABEL
+from tests.conftest import PROJECT_ROOT, invoke
+
+TIMING_FIELDS = ("t_submit", "t_head_up", "t_all_joined", "t_driver_start", "t_driver_end",
+                 "t_teardown_done")
+
+
+def launch(image: str, shared: Path, *args: str) -> tuple:
+    """`invoke launch` on the local site to the end: the result and the run directory."""
+    result = invoke("launch", "--site", "local", "--image", image, "--shared", str(shared),
+                    *args, timeout=600)
+    return result, run_dir_of(result.stdout, shared)
+
+
+def run_dir_of(output: str, shared: Path) -> Path | None:
+    match = re.search(r"rayhpc: run (\S+): ", output)
+    return shared / "runs" / match.group(1) if match else None
+
+
+class Background:
+    """`invoke launch` running in the background, its output read line by line."""
+
+    def __init__(self, image: str, shared: Path, *args: str):
+        self.shared = shared
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "invoke", "-r", str(PROJECT_ROOT), "launch", "--site",
+             "local", "--image", image, "--shared", str(shared), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+
+    def wait_for_line(self, line: str | re.Pattern) -> None:
+        """Read output until a line that is ``line`` (the driver's cue) or matches it."""
+        assert self.proc.stdout is not None
+        for got in self.proc.stdout:
+            self.lines.append(got)
+            if (line.match(got) if isinstance(line, re.Pattern) else got.strip() == line):
+                return
+        raise AssertionError(f"launch ended before {line!r}:\n{self.output[-3000:]}")
+
+    def finish(self, timeout: float = 300) -> str:
+        rest, _ = self.proc.communicate(timeout=timeout)
+        self.lines.append(rest)
+        return self.output
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    @property
+    def run_dir(self) -> Path | None:
+        return run_dir_of(self.output, self.shared)
+
+
+def leftovers(api, run_id: str) -> list[str]:
+    """Containers, networks and volumes of the run still on the engine."""
+    project = f"rayhpc-{run_id}"
+    found = [c["Names"][0] for c in api.containers(all=True, filters={"label": RUN_LABEL})
+             if c["Labels"][RUN_LABEL] == run_id]
+    found += [c["Names"][0] for c in api.containers(
+        all=True, filters={"label": f"com.docker.compose.project={project}"})]
+    found += [n["Name"] for n in api.networks() if n["Name"].startswith(project)]
+    found += [v["Name"] for v in api.volumes(
+        filters={"label": f"com.docker.compose.project={project}"}).get("Volumes") or []]
+    return found
+
+
+def assert_clean_run(api, result, run_dir: Path, nodes: int, code: int = 0,
+                     lost: str = "") -> dict:
+    """What every finished run must leave: exit code, timing, harvested logs, nothing running.
+
+    ``lost``: the summary's list of nodes lost during the run ("worker-2"), if any.
+    """
+    assert run_dir is not None, result.stdout + result.stderr
+    assert result.returncode == code, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (run_dir / "exit_code").read_text().strip() == str(code)
+    timing = json.loads((run_dir / "timing.json").read_text())
+    times = [timing[name] for name in TIMING_FIELDS]
+    assert all(isinstance(t, float) for t in times), timing
+    assert times == sorted(times), f"timing out of order: {timing}"
+    assert timing["nodes_expected"] == timing["nodes_joined"] == nodes
+    names = ["head"] + [f"worker-{i}" for i in range(1, nodes)]
+    for node in names:
+        assert (run_dir / "logs" / node / "raylet.out").is_file(), f"no raylet log of {node}"
+    assert (run_dir / "logs" / "head" / "gcs_server.out").is_file()
+    head = json.loads((run_dir / "head.json").read_text())
+    assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+:\d+", head["address"])
+    assert oct((run_dir / "auth_token").stat().st_mode & 0o777) == "0o600"
+    assert leftovers(api, run_dir.name) == []
+    summary = result.stdout.strip().splitlines()[-1]
+    lost_part = rf" \(lost: {lost}\)" if lost else ""
+    assert re.match(rf"rayhpc: run {run_dir.name}: {nodes}/{nodes} nodes{lost_part}, bring-up "
+                    rf"[\d.]+ s, driver [\d.]+ s, teardown [\d.]+ s, exit code {code}$",
+                    summary), summary
+    return timing
