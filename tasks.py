@@ -34,16 +34,17 @@ def user_errors(func):
                  "$REQUESTS_CA_BUNDLE or $SSL_CERT_FILE); never stored in the image",
     "pip_index_url": "pip index URL for the build only (default: $PIP_INDEX_URL)",
     "sif": "also convert the image to a SIF for Apptainer/Singularity (see `convert`)",
+    "no_cache": "rebuild every layer instead of reusing the engine's cached ones",
 })
 @user_errors
 def build(c, recipe="ray", variant="cpu", base=None, tag=None, ca_bundle=None,
-          pip_index_url=None, sif=False):
+          pip_index_url=None, sif=False, no_cache=False):
     """Build a Docker image from a recipe; prints the image tag (and SIF path) last."""
     from containers.images import build_recipe_image
     from containers.sif import convert_image
 
     image = build_recipe_image(recipe, variant, base=base, tag=tag, ca_bundle=ca_bundle,
-                               pip_index_url=pip_index_url)
+                               pip_index_url=pip_index_url, no_cache=no_cache)
     print(image)
     if sif:
         print(convert_image(image))

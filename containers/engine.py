@@ -80,14 +80,14 @@ def build_labels() -> dict[str, str]:
 
 def build_image(api: docker.APIClient, dockerfile: str, tag: str, progress: Progress,
                 secrets: BuildSecrets | None = None,
-                labels: dict[str, str] | None = None) -> str:
+                labels: dict[str, str] | None = None, no_cache: bool = False) -> str:
     """Build ``dockerfile`` (no other context) as ``tag``, streaming progress; return the image id.
 
     Secrets are served for the length of the build and passed to it by channel name only.
     """
     fileobj = io.BytesIO(dockerfile.encode())
     kwargs = dict(fileobj=fileobj, tag=tag, rm=True, forcerm=True, pull=False, decode=True,
-                  labels=labels or {})
+                  labels=labels or {}, nocache=no_cache)
     image_id = ""
     if secrets and secrets.ca_source:
         progress.note(f"CA bundle for this build only: {secrets.ca_source}")

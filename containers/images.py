@@ -17,8 +17,8 @@ DEFAULT_RECIPE = "ray"
 def build_recipe_image(recipe_name: str = DEFAULT_RECIPE, variant: str = "cpu",
                        base: str | None = None, tag: str | None = None,
                        ca_bundle: str | None = None, pip_index_url: str | None = None,
-                       progress: Progress | None = None) -> str:
-    """Build one variant of a recipe; return its tag."""
+                       progress: Progress | None = None, no_cache: bool = False) -> str:
+    """Build one variant of a recipe; return its tag. ``no_cache``: rebuild every layer."""
     progress = progress or Progress()
     recipe = load_recipe(recipe_name)
     base = base or recipe.variant(variant).base
@@ -30,7 +30,8 @@ def build_recipe_image(recipe_name: str = DEFAULT_RECIPE, variant: str = "cpu",
                       f"and pass --base {standin_tag(recipe)}")
     labels = build_labels()
     labels["org.opencontainers.image.base.name"] = base
-    build_image(api, render_dockerfile(recipe, variant, base), tag, progress, secrets, labels)
+    build_image(api, render_dockerfile(recipe, variant, base), tag, progress, secrets, labels,
+                no_cache)
     return tag
 
 
