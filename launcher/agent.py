@@ -27,6 +27,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -207,6 +208,46 @@ def lost_nodes(joined_ips: dict[str, str], alive_ips: set[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # The agent
 
+# The Ray CLI in a process that imports Ray first and reads its arguments (a JSON list) from
+# stdin after: a worker pays the second of Ray's import while the head is still starting.
+RAY_CLI_ARGS_FROM_STDIN = ("import json, sys; from ray.scripts.scripts import cli; "
+                           "cli(args=json.loads(sys.stdin.readline()), prog_name='ray')")
+
+
+class RayCli:
+    """One `ray ...` command, started before its arguments are known."""
+
+    def __init__(self, env: dict):
+        # A file, not a pipe: nothing to drain while it runs. Closed by run() or cancel().
+        self.output = tempfile.TemporaryFile("w+")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-c", RAY_CLI_ARGS_FROM_STDIN], env=env,
+                                     stdin=subprocess.PIPE, stdout=self.output,
+                                     stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
+
+    def run(self, args: tuple[str, ...], give_up=None) -> tuple[int | None, str]:
+        """Exit code (None: ``give_up()`` became true first and it was killed) and output."""
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # it died early: its output says why
+            self.proc.stdin.write(json.dumps(list(args)) + "\n")
+            self.proc.stdin.close()
+        code = None
+        while (code := self.proc.poll()) is None:
+            if give_up and give_up():
+                self.cancel()
+                return None, ""
+            time.sleep(POLL_S / 4)
+        self.output.seek(0)
+        text = self.output.read()
+        self.output.close()
+        return code, text
+
+    def cancel(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.output.close()
+
 class Agent:
     def __init__(self, run_dir: Path, node: str, spec: dict):
         self.run_dir = run_dir
@@ -275,26 +316,18 @@ class Agent:
         os.environ.update({k: v for k, v in env.items() if k.startswith("RAY_")})
         return env
 
-    def ray(self, *args: str, check: bool = True, interruptible: bool = False) -> int | None:
-        """Run the Ray CLI; its output goes to agent.log. ``interruptible``: give up (and return
-        None) when a stop is requested meanwhile, e.g. a worker still joining a failed head."""
-        cmd = [sys.executable, "-m", "ray.scripts.scripts", *args]
-        with subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True) as proc:
-            while interruptible and proc.poll() is None:
-                if self.stop_requested():
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                    return None
-                time.sleep(POLL_S)
-            output = proc.communicate()[0]
+    def ray(self, *args: str, check: bool = True, interruptible: bool = False,
+            cli: RayCli | None = None) -> int | None:
+        """Run the Ray CLI (in ``cli`` when one was started ahead); its output goes to
+        agent.log. ``interruptible``: give up (and return None) when a stop is requested
+        meanwhile, e.g. a worker still joining a failed head."""
+        cli = cli or RayCli(self.env)
+        code, output = cli.run(args, self.stop_requested if interruptible else None)
         self._log.write(output)
-        if check and proc.returncode != 0:
+        if check and code is not None and code != 0:
             tail = " | ".join(output.strip().splitlines()[-2:])
-            raise LaunchFailed(f"`ray {args[0]}` failed on {self.node} (exit "
-                               f"{proc.returncode}): {tail}")
-        return proc.returncode
+            raise LaunchFailed(f"`ray {args[0]}` failed on {self.node} (exit {code}): {tail}")
+        return code
 
     def object_store(self) -> int | None:
         try:
@@ -382,13 +415,14 @@ class Head(Agent):
         self.say(f"starting Ray head on {self.ip}")
         self.ray(*ray_start_args(self.spec, self.ip, None, self.object_store()))
         address = f"{self.ip}:{self.spec['ports']['gcs']}"
-        self.connect(address)
+        # The GCS is up once `ray start` returns: workers may join while we connect.
         self.timing["t_head_up"] = time.time()
         write_json(self.run_dir / "head.json", {
             "address": address, "ip": self.ip, "node": self.node,
             "gcs_port": self.spec["ports"]["gcs"],
             "dashboard_port": self.spec["ports"]["dashboard"],
             "client_port": self.spec["ports"]["client"], "time": self.timing["t_head_up"]})
+        self.connect(address)
         self.record("joined")
         self.say(f"head up at {address}")
         return address
@@ -462,7 +496,7 @@ class Head(Agent):
                     f"timed out after {self.spec.get('join_timeout', 180)} s waiting for "
                     f"{expected} nodes ({alive} joined); never joined: "
                     f"{', '.join(missing) or 'unknown'}")
-            time.sleep(POLL_S)
+            time.sleep(POLL_S / 2)
         return False
 
     def run_driver(self, address: str) -> int:
@@ -526,11 +560,14 @@ class Worker(Agent):
         head = None
         try:
             self.check_temp_dir()
+            cli = RayCli(self.env)
             head = self.wait_for_head()
             if head is None:
+                cli.cancel()
                 self.record("stopped", reason="stopped before joining")
                 return 128 + self.signalled if self.signalled else 0
-            reason = self.follow(head) if self.join(head) else "stop requested while joining"
+            joined = self.join(head, cli)
+            reason = self.follow(head) if joined else "stop requested while joining"
             state = "lost-head" if reason == "head gone" else "stopped"
         except LaunchFailed as exc:
             self.say(f"error: {exc}")
@@ -557,12 +594,12 @@ class Worker(Agent):
             time.sleep(POLL_S / 2)
         return None
 
-    def join(self, head: dict) -> bool:
+    def join(self, head: dict, cli: RayCli) -> bool:
         self.ip = node_ip(self.spec.get("interface"), True)
         self.record("starting")
         self.say(f"joining {head['address']} from {self.ip}")
         if self.ray(*ray_start_args(self.spec, self.ip, head["address"], self.object_store()),
-                    interruptible=True) is None:
+                    interruptible=True, cli=cli) is None:
             return False
         self.record("joined")
         return True
