@@ -1,8 +1,10 @@
 """A real build of the cpu variant on the stand-in base (real engine, real pip through the
 network's intercepting proxy, which only works when the CA bundle reaches the build)."""
 
+import contextlib
 import subprocess
 
+import docker.errors
 import pytest
 
 from containers.engine import git_revision
@@ -70,3 +72,23 @@ def test_missing_base_points_to_invoke_base(docker_api):
     assert "rayhpc-test/no-such-base:1 is not here and cannot be pulled" in result.stderr
     assert "invoke base" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_rebuild_reuses_layers_and_no_cache_makes_them_anew(docker_api, standin_base,
+                                                              tmp_path):
+    tag = "rayhpc-test/cache:1"
+    recipe = tmp_path / "cache.yaml"
+    recipe.write_text(f"name: cache\nkind: tool\nvariants:\n  default:\n    base: {standin_base}"
+                      "\nenv:\n  CACHE_TEST: '1'\n")
+    args = ("build", "--recipe", str(recipe), "--variant", "default", "--tag", tag)
+    try:
+        ids = []
+        for extra in ((), (), ("--no-cache",)):
+            result = invoke(*args, *extra)
+            assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+            ids.append(docker_api.inspect_image(tag)["Id"])
+        assert ids[1] == ids[0], "an unchanged recipe should come from the cache"
+        assert ids[2] != ids[0], "--no-cache should build every layer anew"
+    finally:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_api.remove_image(tag, force=True)
