@@ -209,7 +209,7 @@ def lost_nodes(joined_ips: dict[str, str], alive_ips: set[str]) -> list[str]:
 # The agent
 
 # The Ray CLI in a process that imports Ray first and reads its arguments (a JSON list) from
-# stdin after: a worker pays the second of Ray's import while the head is still starting.
+# stdin after: a worker imports Ray (a second or more of CPU) while the head is still starting.
 RAY_CLI_ARGS_FROM_STDIN = ("import json, sys; from ray.scripts.scripts import cli; "
                            "cli(args=json.loads(sys.stdin.readline()), prog_name='ray')")
 
@@ -243,10 +243,13 @@ class RayCli:
         return code, text
 
     def cancel(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
+        """Kill it unless it has finished (then its group may hold the raylet it started)."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
         self.output.close()
+
 
 class Agent:
     def __init__(self, run_dir: Path, node: str, spec: dict):
@@ -535,10 +538,10 @@ class Head(Agent):
             time.sleep(POLL_S)
 
     def teardown(self) -> None:
-        import ray
-
         atomic_write(self.run_dir / "stop", "stop\n")
-        ray.shutdown()  # the agent's own connection, made in start_head
+        ray = sys.modules.get("ray")
+        if ray is not None:
+            ray.shutdown()  # the agent's own connection, made in start_head
         self.stop_ray()
         self.harvest_logs()
         self.record("stopped")
@@ -558,9 +561,9 @@ class Head(Agent):
 class Worker(Agent):
     def run(self) -> int:
         head = None
+        cli = RayCli(self.env)
         try:
             self.check_temp_dir()
-            cli = RayCli(self.env)
             head = self.wait_for_head()
             if head is None:
                 cli.cancel()
@@ -570,6 +573,7 @@ class Worker(Agent):
             reason = self.follow(head) if joined else "stop requested while joining"
             state = "lost-head" if reason == "head gone" else "stopped"
         except LaunchFailed as exc:
+            cli.cancel()
             self.say(f"error: {exc}")
             state, reason = "failed", str(exc)
         # A stop can come before the head's loss is noticed (the launcher saw it first).

@@ -2,6 +2,7 @@
 what the launcher makes of the run directory."""
 
 import io
+import os
 import socket
 
 import pytest
@@ -145,3 +146,19 @@ def test_a_new_run_id_avoids_the_ports_of_unfinished_runs(tmp_path, monkeypatch)
         if finished:
             (spec.run_dir / "exit_code").write_text("0\n")
     assert busy_gcs_ports(tmp_path) == busy
+
+
+def test_ray_cli_started_ahead_gets_its_arguments_later(monkeypatch):
+    monkeypatch.setattr(agent, "RAY_CLI_ARGS_FROM_STDIN",
+                        "import json, sys; args = json.loads(sys.stdin.readline()); "
+                        "print(' '.join(args)); sys.exit(len(args))")
+    cli = agent.RayCli(dict(os.environ))
+    assert cli.run(("start", "--address=10.0.0.1:6379")) == (2, "start --address=10.0.0.1:6379\n")
+
+
+def test_ray_cli_is_killed_when_the_caller_gives_up(monkeypatch):
+    monkeypatch.setattr(agent, "RAY_CLI_ARGS_FROM_STDIN", "import time; time.sleep(60)")
+    cli = agent.RayCli(dict(os.environ))
+    assert cli.run(("start",), give_up=lambda: True) == (None, "")
+    assert cli.proc.returncode == -9
+    cli.cancel()  # once finished, cancelling is a no-op
