@@ -90,15 +90,17 @@ def defs(c, recipe=None, out="defs"):
     "tag": "tag of the stand-in (default: rayhpc/ray-standin:<ray>-py<XY>-cpu)",
     "ca_bundle": "PEM CA bundle for pip during the build only (default as for build)",
     "pip_index_url": "pip index URL for the build only (default: $PIP_INDEX_URL)",
+    "no_cache": "rebuild every layer instead of reusing the engine's cached ones",
 })
 @user_errors
 def base(c, recipe="ray", os_image=None, mirror=None, tag=None, ca_bundle=None,
-         pip_index_url=None):
+         pip_index_url=None, no_cache=False):
     """Build a stand-in for rayproject/ray where no registry is reachable; prints its tag last."""
     from containers.images import build_standin_base
 
     print(build_standin_base(recipe, os_image=os_image, mirror=mirror, tag=tag,
-                             ca_bundle=ca_bundle, pip_index_url=pip_index_url))
+                             ca_bundle=ca_bundle, pip_index_url=pip_index_url,
+                             no_cache=no_cache))
 
 
 LAUNCH_FLAGS = ("nodes", "driver", "shared", "image", "join_timeout", "shm_size", "num_cpus",

@@ -35,7 +35,7 @@ def in_containers(image: str, nodes: int, workload: list[str]) -> dict:
     with shared_dir() as shared:
         result, _, _ = launch(image, shared, nodes, " ".join(["python", *workload]),
                               "--num-cpus", str(CPUS_PER_NODE),
-                              "--object-store-memory", str(OBJECT_STORE))
+                              settings={"RAYHPC_OBJECT_STORE_MEMORY": str(OBJECT_STORE)})
         return result_of(result.stdout)
 
 

@@ -38,7 +38,7 @@ def build_recipe_image(recipe_name: str = DEFAULT_RECIPE, variant: str = "cpu",
 def build_standin_base(recipe_name: str = DEFAULT_RECIPE, os_image: str | None = None,
                        mirror: str | None = None, tag: str | None = None,
                        ca_bundle: str | None = None, pip_index_url: str | None = None,
-                       progress: Progress | None = None) -> str:
+                       progress: Progress | None = None, no_cache: bool = False) -> str:
     """Build the stand-in for the recipe's rayproject/ray base; return its tag."""
     progress = progress or Progress()
     recipe = load_recipe(recipe_name)
@@ -52,7 +52,7 @@ def build_standin_base(recipe_name: str = DEFAULT_RECIPE, os_image: str | None =
     else:
         ensure_image(api, os_image, progress, hint="pass a Debian bookworm image you have")
     build_image(api, render_base_dockerfile(recipe, os_image), tag, progress, secrets,
-                build_labels())
+                build_labels(), no_cache)
     return tag
 
 

@@ -265,6 +265,7 @@ class Agent:
         self._log = open(self.log_dir / "agent.log", "a", buffering=1)  # noqa: SIM115 (agent-long)
         self.ip = ""
         self.env = self._ray_env()
+        self.stop_cli: RayCli | None = None
         self.handle_signals()
 
     # -- plumbing
@@ -346,8 +347,14 @@ class Agent:
             raise LaunchFailed(f"Ray temp dir {self.spec['temp_dir']} is too long for Ray's "
                                f"AF_UNIX sockets ({AF_UNIX_MAX} bytes); use a shorter one")
 
+    def prepare_stop(self) -> None:
+        """Start `ray stop` ahead, idle until needed: at the end every node would otherwise
+        import Ray at once, and the teardown waits for the slowest."""
+        self.stop_cli = RayCli(self.env)
+
     def stop_ray(self, grace_s: int = RAY_STOP_GRACE_S) -> None:
-        self.ray("stop", f"--grace-period={grace_s}", check=False)
+        cli, self.stop_cli = self.stop_cli, None
+        self.ray("stop", f"--grace-period={grace_s}", check=False, cli=cli)
 
     def harvest_logs(self) -> None:
         """Copy Ray's node-local logs into the run directory (they vanish with the node)."""
@@ -512,6 +519,7 @@ class Head(Agent):
             self.driver = subprocess.Popen(command, shell=True, cwd=self.spec["shared"], env=env,
                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                            start_new_session=True)
+            self.prepare_stop()
             threading.Thread(target=self._stop_driver_on_request, daemon=True).start()
             node_watch = threading.Thread(target=self.watch_nodes, daemon=True)
             node_watch.start()
@@ -606,6 +614,7 @@ class Worker(Agent):
                     interruptible=True, cli=cli) is None:
             return False
         self.record("joined")
+        self.prepare_stop()
         return True
 
     def follow(self, head: dict) -> str:
