@@ -111,6 +111,8 @@ def main() -> None:
           f"{'met' if worst <= 1.3 else 'NOT met'}")
     print(f"goal (c)/(a) >= 4 at N = {at_max[0]}: {at_max[5]:.2f} -> "
           f"{'met' if at_max[5] >= 4 else 'NOT met'}")
+    # The floor bounds what any launcher can reach on this machine.
+    print(f"for scale, (c)/(b) at N = {at_max[0]}: {at_max[3] / at_max[2]:.2f}")
 
 
 if __name__ == "__main__":
