@@ -78,6 +78,7 @@ def main() -> None:
                  [f"rebuild: pip {PIP_BEFORE} -> {PIP_AFTER}", rebuild, rebuild / full,
                   rebuild / cold],
                  ["rebuild: nothing changed", same, same / full, same / cold]])
+    print()
     for name, reference in (("cold with base", full), ("cold recipe alone", cold)):
         share = rebuild / reference
         print(f"goal rebuild <= {GOAL:.0%} of {name}: {share:.1%} -> "
