@@ -147,7 +147,9 @@ class LocalLaunch:
             members = [m for m in tar.getmembers() if m.isfile() and "/" in m.name]
             for member in members:
                 member.name = member.name.split("/", 1)[1]  # drop the leading "logs/"
-            tar.extractall(self.spec.run_dir / "logs" / node, members=members, filter="data")
+            # The "data" filter (Python 3.12, and security releases before) refuses odd paths.
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(self.spec.run_dir / "logs" / node, members=members, **safe)
 
     def _stop_gracefully(self, signum: int) -> int:
         """The same signal to the head's agent: it stops the driver and every node and harvests
@@ -185,6 +187,8 @@ class LocalLaunch:
 
     def _down(self) -> None:
         for node in self.spec.node_names:
+            if (self.spec.run_dir / "logs" / node / "raylet.out").exists():
+                continue  # harvested by its agent
             state = self._state(self.spec.container(node))
             if state is not None and not state.get("Running"):
                 self._rescue_logs(node)

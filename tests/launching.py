@@ -52,6 +52,10 @@ class Background:
         self.lines.append(rest)
         return self.output
 
+    def completed(self) -> subprocess.CompletedProcess:
+        """The finished launch, as `launch()` returns it (stderr is merged into stdout)."""
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, self.output, "")
+
     @property
     def output(self) -> str:
         return "".join(self.lines)

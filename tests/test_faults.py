@@ -39,9 +39,7 @@ def test_worker_killed_mid_driver_the_driver_finishes_and_the_loss_is_named(
     run.wait_for_line("ready")
     docker_api.kill(container(run.run_dir, "worker-2"))
     output = run.finish()
-    result = type("Result", (), {"returncode": run.proc.returncode, "stdout": output,
-                                 "stderr": ""})
-    assert_clean_run(docker_api, result, run.run_dir, nodes=3, lost="worker-2")
+    assert_clean_run(docker_api, run.completed(), run.run_dir, nodes=3, lost="worker-2")
     assert "done 24 tasks" in output
     assert "rayhpc: node worker-2 left the cluster; the run goes on without it" in output
     timing = json.loads((run.run_dir / "timing.json").read_text())
