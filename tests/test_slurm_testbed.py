@@ -107,6 +107,41 @@ def test_walltime_stops_the_agents_cleanly(testbed):
     assert_nothing_left(testbed)
 
 
+def test_scancel_of_the_batch_script_stops_every_node_and_keeps_the_logs(testbed):
+    """The clean way to stop a running job (README): `scancel --batch --signal=TERM` reaches the
+    job script's trap only, as the walltime warning does; the agents stop the driver and Ray on
+    every node and keep the logs. (A plain `scancel` signals every process of the step at once,
+    Apptainer's squashfuse too, and the containers lose their file system mid-teardown.)"""
+    driver = "python -c 'import time; print(\"sleeping\", flush=True); time.sleep(600)'"
+    submitted = testbed.exec("controller", "python3", "-m", "invoke", "-r", str(PROJECT_ROOT),
+                             "launch", "--site", str(SITE), "--shared", str(testbed.shared),
+                             "--image", f"{testbed.shared}/ray.sif", "--driver", driver,
+                             user="ray", workdir=str(testbed.shared))
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    match = re.search(r"submitted job (\d+) to slurm; run dir (\S+)", submitted.stdout)
+    job_id, run_dir = match.group(1), Path(match.group(2))
+    deadline = time.monotonic() + 180
+    while "sleeping" not in _read(run_dir / "driver.log"):
+        assert time.monotonic() < deadline, "the driver never started" + _job_out(run_dir)
+        time.sleep(0.5)
+    cancelled = testbed.exec("controller", "scancel", "--batch", "--signal=TERM", job_id,
+                             user="ray")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert_nothing_left(testbed, wait_s=60)
+    assert (run_dir / "exit_code").read_text().strip() == "143", _job_out(run_dir)
+    for node in COMPUTE_NODES:
+        assert (run_dir / "logs" / node / "raylet.out").is_file(), f"no logs from {node}"
+        record = json.loads((run_dir / "nodes" / f"{node}.json").read_text())
+        assert record["state"] == "stopped", record
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
 def _job_out(run_dir: Path | None) -> str:
     if run_dir is None or not (run_dir / "job.out").exists():
         return ""
