@@ -19,13 +19,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import docker
+
 ROOT = Path(__file__).resolve().parent.parent
 IN_NODE = Path(__file__).resolve().parent / "in_node"
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # the benchmarks import the project's packages after this module
 
-import docker  # noqa: E402
-
-DEFAULT_IMAGE = "rayhpc/ray:2.60.0-py311-cpu"
 BENCH_LABEL = "org.rayhpc.benchmark"
 
 
