@@ -86,15 +86,19 @@ def shared_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`invoke ARGS` from this checkout, output captured; ``env``: added to ours."""
+    return subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), *args],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
 def launch(image: str, shared: Path, nodes: int, driver: str, *extra: str,
            settings: dict[str, str] | None = None
            ) -> tuple[subprocess.CompletedProcess, Path, dict]:
     """`invoke launch --site local` to the end: the result, its run dir and timing.json.
     ``settings``: more settings, as their RAYHPC_* environment variables."""
-    result = subprocess.run(
-        [sys.executable, "-m", "invoke", "-r", str(ROOT), "launch", "--site", "local",
-         "--image", image, "--shared", str(shared), "--nodes", str(nodes), "--driver", driver,
-         *extra], capture_output=True, text=True, env={**os.environ, **(settings or {})})
+    result = invoke("launch", "--site", "local", "--image", image, "--shared", str(shared),
+                    "--nodes", str(nodes), "--driver", driver, *extra, env=settings)
     match = re.search(r"rayhpc: run (\S+): ", result.stdout)
     if result.returncode != 0 or not match:
         raise SystemExit(f"launch failed ({result.returncode}):\n{result.stdout[-2000:]}"

@@ -13,15 +13,13 @@ goes through `invoke`, from a copy of recipes/ray.yaml.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import docker
 import yaml
-from common import ROOT, machine, median, print_table
+from common import ROOT, invoke, machine, median, print_table
 
 GOAL = 0.15
 TAG = "rayhpc-bench/rebuild:cpu"
@@ -32,8 +30,7 @@ PIP_BEFORE, PIP_AFTER = "tqdm==4.66.5", "tqdm==4.67.1"
 
 def timed_invoke(*args: str) -> float:
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), *args],
-                            capture_output=True, text=True)
+    result = invoke(*args)
     if result.returncode != 0:
         raise SystemExit(f"invoke {args[0]} failed:\n{result.stdout[-2000:]}"
                          f"{result.stderr[-2000:]}")

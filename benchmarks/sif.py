@@ -12,13 +12,12 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import docker
-from common import ROOT, ensure_image, machine, median, print_table
+from common import ensure_image, invoke, machine, median, print_table
 
 from containers.images import ensure_recipe_image
 from containers.sif import CONVERTER_RECIPE, CONVERTER_UID, CONVERTER_VARIANT, host_runtime
@@ -28,9 +27,7 @@ GOAL = 1.2
 
 def with_invoke(image: str, out: Path) -> float:
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), "convert",
-                             "--image", image, "--out", str(out), "--force"],
-                            capture_output=True, text=True)
+    result = invoke("convert", "--image", image, "--out", str(out), "--force")
     if result.returncode != 0:
         raise SystemExit(f"invoke convert failed:\n{result.stdout[-2000:]}{result.stderr}")
     return time.monotonic() - started

@@ -27,10 +27,15 @@ def assert_golden(name: str, text: str) -> None:
     assert text == path.read_text(), f"{name} differs from its golden file (UPDATE_GOLDEN=1)"
 
 
+def invoke_argv(*args: str) -> list[str]:
+    """The command line of `invoke ARGS` from this checkout."""
+    return [sys.executable, "-m", "invoke", "-r", str(PROJECT_ROOT), *args]
+
+
 def invoke(*args: str, cwd: Path | None = None, timeout: float = 900,
            env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `invoke ARGS` as a user would, from this checkout."""
-    return subprocess.run([sys.executable, "-m", "invoke", "-r", str(PROJECT_ROOT), *args],
+    return subprocess.run(invoke_argv(*args),
                           cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
 

@@ -5,20 +5,22 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 from launcher.compose import RUN_LABEL
-from tests.conftest import PROJECT_ROOT, invoke
+from tests.conftest import invoke, invoke_argv
 
 TIMING_FIELDS = ("t_submit", "t_head_up", "t_all_joined", "t_driver_start", "t_driver_end",
                  "t_teardown_done")
 
 
+def launch_args(image: str, shared: Path, *args: str) -> tuple[str, ...]:
+    return ("launch", "--site", "local", "--image", image, "--shared", str(shared), *args)
+
+
 def launch(image: str, shared: Path, *args: str) -> tuple:
     """`invoke launch` on the local site to the end: the result and the run directory."""
-    result = invoke("launch", "--site", "local", "--image", image, "--shared", str(shared),
-                    *args, timeout=600)
+    result = invoke(*launch_args(image, shared, *args), timeout=600)
     return result, run_dir_of(result.stdout, shared)
 
 
@@ -32,10 +34,8 @@ class Background:
 
     def __init__(self, image: str, shared: Path, *args: str):
         self.shared = shared
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "invoke", "-r", str(PROJECT_ROOT), "launch", "--site",
-             "local", "--image", image, "--shared", str(shared), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(invoke_argv(*launch_args(image, shared, *args)),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
 
     def wait_for_line(self, line: str | re.Pattern) -> None:

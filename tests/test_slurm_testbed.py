@@ -41,11 +41,12 @@ def testbed(docker_api, converted):
         subprocess.run(["rm", "-rf", str(shared)], check=False)
 
 
-def launch(bed: SlurmTestbed, *args: str) -> tuple[subprocess.CompletedProcess, Path | None]:
-    """`invoke launch` on the login node, as the cluster user, following the job (--wait)."""
+def launch(bed: SlurmTestbed, *args: str,
+           wait: bool = True) -> tuple[subprocess.CompletedProcess, Path | None]:
+    """`invoke launch` on the login node, as the cluster user; ``wait``: follow the job."""
     result = bed.exec("controller", "python3", "-m", "invoke", "-r", str(PROJECT_ROOT), "launch",
                       "--site", str(SITE), "--shared", str(bed.shared),
-                      "--image", f"{bed.shared}/ray.sif", "--wait", *args,
+                      "--image", f"{bed.shared}/ray.sif", *(["--wait"] if wait else []), *args,
                       user="ray", workdir=str(bed.shared))
     match = re.search(r"run dir (\S+)", result.stdout)
     return result, Path(match.group(1)) if match else None
@@ -113,13 +114,9 @@ def test_scancel_of_the_batch_script_stops_every_node_and_keeps_the_logs(testbed
     every node and keep the logs. (A plain `scancel` signals every process of the step at once,
     Apptainer's squashfuse too, and the containers lose their file system mid-teardown.)"""
     driver = "python -c 'import time; print(\"sleeping\", flush=True); time.sleep(600)'"
-    submitted = testbed.exec("controller", "python3", "-m", "invoke", "-r", str(PROJECT_ROOT),
-                             "launch", "--site", str(SITE), "--shared", str(testbed.shared),
-                             "--image", f"{testbed.shared}/ray.sif", "--driver", driver,
-                             user="ray", workdir=str(testbed.shared))
+    submitted, run_dir = launch(testbed, "--driver", driver, wait=False)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    match = re.search(r"submitted job (\d+) to slurm; run dir (\S+)", submitted.stdout)
-    job_id, run_dir = match.group(1), Path(match.group(2))
+    job_id = re.search(r"submitted job (\d+) to slurm", submitted.stdout).group(1)
     deadline = time.monotonic() + 180
     while "sleeping" not in _read(run_dir / "driver.log"):
         assert time.monotonic() < deadline, "the driver never started" + _job_out(run_dir)
