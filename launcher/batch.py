@@ -95,8 +95,9 @@ class BatchLaunch:
         watcher.poll()
         watcher.flush()
         code = watcher.exit_code()
-        if watcher.error():
-            self.say(f"error: {watcher.error()}")
+        error = watcher.error()
+        if error:
+            self.say(f"error: {error}")
         if code is None:
             self.say(f"the job ended without an exit code; see {self.spec.run_dir}/job.out")
             code = 1

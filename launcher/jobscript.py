@@ -1,8 +1,9 @@
 """Render the batch job script of a launch (pure: data in, text out; golden-tested per site).
 
 The script starts one node agent per node through the site's launcher (srun, aprun, mpiexec,
-jsrun) inside the site's container runtime, passes the walltime warning (or a cancel) on to
-them as SIGTERM, and exits with the driver's exit code.
+jsrun) inside the site's container runtime, passes the walltime warning (or a SIGTERM sent to
+the batch script, e.g. `scancel --batch --signal=TERM`) on to them through the run directory's
+`stop` file, and exits with the driver's exit code.
 """
 
 from __future__ import annotations
