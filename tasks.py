@@ -7,7 +7,7 @@ import sys
 
 from invoke import Exit, task
 
-from containers.errors import UserError
+from common.errors import UserError
 from launcher.config import SETTINGS
 
 
@@ -175,10 +175,9 @@ def status(c, run=None):
 def sites(c):
     """List the site profiles with their scheduler and container runtime."""
     from launcher.config import list_sites
-    from launcher.schedulers import SCHEDULERS
 
-    rows = [(s.name, s.scheduler, SCHEDULERS[s.scheduler].launcher if s.scheduler in SCHEDULERS
-             else "compose", s.runtime, s.description) for s in list_sites()]
+    rows = [(s.name, s.scheduler, s.backend.node_launcher(s), s.runtime, s.description)
+            for s in list_sites()]
     width = max(len(r[0]) for r in rows)
     print(f"{'site':<{width}}  {'scheduler':<9}  {'launcher':<8}  {'runtime':<11}  description")
     for name, scheduler, launcher, runtime, description in rows:

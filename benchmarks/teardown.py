@@ -13,8 +13,8 @@ import argparse
 import time
 
 import docker
-from common import ensure_image, launch, machine, median, print_table, shared_dir
 
+from common import ensure_image, launch, machine, median, print_table, shared_dir
 from launcher.compose import RUN_LABEL
 
 GOAL_S = 5.0

@@ -25,9 +25,9 @@ from pathlib import Path
 from spython.main.parse.parsers import DockerParser
 from spython.main.parse.writers import SingularityWriter
 
+from common.errors import UserError
 from containers import RECIPES_DIR
 from containers.dockerfile import render_portable_dockerfile
-from containers.errors import UserError
 from containers.recipe import Recipe
 
 DOCKER_ENV = "/.singularity.d/env/10-docker2singularity.sh"

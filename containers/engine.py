@@ -13,8 +13,8 @@ from typing import IO
 import docker
 import docker.errors
 
-from containers import PROJECT_ROOT
-from containers.errors import UserError
+from common import PROJECT_ROOT
+from common.errors import UserError
 from containers.progress import Progress
 from containers.secrets import SECRETS_ARG, BuildSecrets, serve
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.datafiles import check_keys, find_yaml, read_yaml
+from common.errors import UserError
 from containers import RECIPES_DIR
-from containers.datafiles import check_keys, find_yaml, read_yaml
-from containers.errors import UserError
 
 IMAGE_REPOSITORY = "rayhpc"
 RECIPE_KEYS = ("name", "kind", "description", "ray_version", "python", "variants", "apt", "pip",

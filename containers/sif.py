@@ -21,8 +21,8 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from common.errors import UserError
 from containers.engine import connect
-from containers.errors import UserError
 from containers.progress import Progress
 
 CONVERTER_RECIPE = "apptainer"

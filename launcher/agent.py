@@ -10,8 +10,7 @@ shared file system; no MPI is needed.
   worker (rank>0): wait for head.json, join, follow the head; stop on the stop file, on
                    SIGTERM/SIGINT, or when the head is gone.
 
-Run directory files: spec.json (input), head.json, status.json, nodes/<node>.json, stop,
-driver.log, exit_code, timing.json, error, logs/<node>/.
+`RunPaths` below is the run-directory protocol: every file, and who writes it.
 """
 
 from __future__ import annotations
@@ -56,6 +55,82 @@ POLL_S = 0.2
 
 class LaunchFailed(Exception):
     """A failure of the launch itself (not of the driver): reported in `error`, exit 1."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The run-directory protocol: <shared>/runs/<run-id>/. One writer per file.
+
+class RunPaths:
+    """Every file of a run directory, and who writes it.
+
+    launcher (`invoke launch`, before any node starts; never changed after):
+      spec.json, node_agent.py, auth_token (0600), compose.yaml (local) or job.sh and
+      job_id (batch; job.out is the scheduler's)
+    head agent:
+      head.json (address, once), status.json (join progress, lost nodes), driver.log,
+      timing.json, error, exit_code (last: its presence means the run is over)
+    each node's agent:
+      nodes/<node>.json (its state), logs/<node>/ (agent.log, harvested Ray logs)
+    stop (a request, written once with O_EXCL by whoever asks first; the text says who):
+      the job script (walltime warning, scancel --batch), the launcher, or the head at teardown
+    the local launcher, only where no agent can any more:
+      logs/containers.log (the containers' own output); logs/<node>/ of a node whose agent
+      harvested nothing (Ray's logs copied out of its stopped container); and error,
+      exit_code and timing.json when the head's container exited before writing them.
+    """
+
+    def __init__(self, run_dir: Path | str):
+        self.dir = Path(run_dir)
+        self.spec = self.dir / "spec.json"
+        self.agent = self.dir / "node_agent.py"
+        self.auth_token = self.dir / "auth_token"
+        self.compose_file = self.dir / "compose.yaml"
+        self.job_script = self.dir / "job.sh"
+        self.job_id = self.dir / "job_id"
+        self.job_output = self.dir / "job.out"
+        self.head = self.dir / "head.json"
+        self.status = self.dir / "status.json"
+        self.driver_log = self.dir / "driver.log"
+        self.timing = self.dir / "timing.json"
+        self.error = self.dir / "error"
+        self.exit_code = self.dir / "exit_code"
+        self.stop = self.dir / "stop"
+        self.nodes = self.dir / "nodes"
+        self.logs = self.dir / "logs"
+        self.containers_log = self.logs / "containers.log"
+
+    def node_record(self, node: str) -> Path:
+        return self.nodes / f"{node}.json"
+
+    def node_logs(self, node: str) -> Path:
+        return self.logs / node
+
+    def agent_command(self, *args: str) -> list[str]:
+        """How a container starts the agent: `python node_agent.py --run-dir DIR [ARGS]`."""
+        return ["python", str(self.agent), "--run-dir", str(self.dir), *args]
+
+    def request_stop(self, who: str) -> bool:
+        """Create the stop file unless it exists; True if this call made it."""
+        try:
+            fd = os.open(self.stop, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as handle:
+            handle.write(who + "\n")
+        return True
+
+    def read_exit_code(self) -> int | None:
+        try:
+            text = self.exit_code.read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.lstrip("-").isdigit() else None
+
+    def read_error(self) -> str:
+        try:
+            return self.error.read_text().strip()
+        except OSError:
+            return ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,13 +210,13 @@ def ray_start_args(spec: dict, ip: str, head_address: str | None,
     if head_address is None:
         args += ["--head", f"--port={ports['gcs']}",
                  f"--ray-client-server-port={ports['client']}",
-                 f"--dashboard-host={spec.get('dashboard_host', '127.0.0.1')}",
+                 f"--dashboard-host={spec['dashboard_host']}",
                  f"--dashboard-port={ports['dashboard']}"]
     else:
         args.append(f"--address={head_address}")
     if object_store:
         args.append(f"--object-store-memory={object_store}")
-    if spec.get("num_cpus") is not None:
+    if spec["num_cpus"] is not None:
         args.append(f"--num-cpus={spec['num_cpus']}")
     return args
 
@@ -252,16 +327,15 @@ class RayCli:
 
 
 class Agent:
-    def __init__(self, run_dir: Path, node: str, spec: dict):
-        self.run_dir = run_dir
+    def __init__(self, paths: RunPaths, node: str, spec: dict):
+        self.paths = paths
         self.node = node
         self.spec = spec
         self.t0 = time.time()
         self.signalled: int | None = None
-        self.node_file = run_dir / "nodes" / f"{node}.json"
-        self.log_dir = run_dir / "logs" / node
+        self.node_file = paths.node_record(node)
+        self.log_dir = paths.node_logs(node)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "nodes").mkdir(exist_ok=True)
         self._log = open(self.log_dir / "agent.log", "a", buffering=1)  # noqa: SIM115 (agent-long)
         self.ip = ""
         self.env = self._ray_env()
@@ -289,7 +363,7 @@ class Agent:
         """Hook for the head: pass the stop on to the driver."""
 
     def stop_requested(self) -> bool:
-        return self.signalled is not None or (self.run_dir / "stop").exists()
+        return self.signalled is not None or self.paths.stop.exists()
 
     def record(self, state: str, **extra: object) -> None:
         write_json(self.node_file, {"node": self.node, "state": state, "ip": self.ip,
@@ -306,8 +380,8 @@ class Agent:
             env["HOME"] = os.environ["HOME"] = home
         env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
         env["RAY_USAGE_STATS_ENABLED"] = "0"
-        token = self.run_dir / "auth_token"
-        if self.spec.get("auth") == "token" and token.exists():
+        token = self.paths.auth_token
+        if self.spec["auth"] == "token" and token.exists():
             # From the package metadata: Ray reads RAY_AUTH_MODE once, when first imported.
             version = importlib.metadata.version("ray")
             if supports_token_auth(version):
@@ -340,7 +414,7 @@ class Agent:
         except OSError:
             shm_bytes = 0
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        return object_store_bytes(shm_bytes, mem, self.spec.get("object_store_memory"))
+        return object_store_bytes(shm_bytes, mem, self.spec["object_store_memory"])
 
     def check_temp_dir(self) -> None:
         if not temp_dir_fits(self.spec["temp_dir"]):
@@ -371,10 +445,10 @@ class Agent:
 
 
 class Head(Agent):
-    def __init__(self, run_dir: Path, node: str, spec: dict):
-        super().__init__(run_dir, node, spec)
+    def __init__(self, paths: RunPaths, node: str, spec: dict):
+        super().__init__(paths, node, spec)
         self.driver: subprocess.Popen | None = None
-        self.timing: dict = {"t_submit": spec.get("t_submit"), "nodes_expected": spec["nodes"],
+        self.timing: dict = {"t_submit": spec["t_submit"], "nodes_expected": spec["nodes"],
                              "nodes_joined": 0, "nodes_lost": []}
         self.status: dict = {}
 
@@ -410,24 +484,24 @@ class Head(Agent):
             error = str(exc)
             self.say(f"error: {error}")
         if error:
-            atomic_write(self.run_dir / "error", error + "\n")
+            atomic_write(self.paths.error, error + "\n")
         self.teardown()
         if self.signalled:
             code = 128 + self.signalled
-        write_json(self.run_dir / "timing.json", self.timing)
-        atomic_write(self.run_dir / "exit_code", f"{code}\n")
+        write_json(self.paths.timing, self.timing)
+        atomic_write(self.paths.exit_code, f"{code}\n")
         self.say(f"done: exit code {code}")
         return code
 
     def start_head(self) -> str:
-        self.ip = node_ip(self.spec.get("interface"), self.spec["nodes"] > 1)
+        self.ip = node_ip(self.spec["interface"], self.spec["nodes"] > 1)
         self.record("starting")
         self.say(f"starting Ray head on {self.ip}")
         self.ray(*ray_start_args(self.spec, self.ip, None, self.object_store()))
         address = f"{self.ip}:{self.spec['ports']['gcs']}"
         # The GCS is up once `ray start` returns: workers may join while we connect.
         self.timing["t_head_up"] = time.time()
-        write_json(self.run_dir / "head.json", {
+        write_json(self.paths.head, {
             "address": address, "ip": self.ip, "node": self.node,
             "gcs_port": self.spec["ports"]["gcs"],
             "dashboard_port": self.spec["ports"]["dashboard"],
@@ -456,10 +530,10 @@ class Head(Agent):
 
     def publish_status(self, **changes: object) -> None:
         self.status.update(changes)
-        write_json(self.run_dir / "status.json", self.status)
+        write_json(self.paths.status, self.status)
 
     def node_records(self) -> dict[str, dict]:
-        return {p.stem: read_json(p) or {} for p in (self.run_dir / "nodes").glob("*.json")}
+        return {p.stem: read_json(p) or {} for p in self.paths.nodes.glob("*.json")}
 
     def watch_nodes(self) -> None:
         """While the driver runs: notice workers that leave the cluster (a killed container, a
@@ -486,7 +560,7 @@ class Head(Agent):
 
     def wait_for_nodes(self, address: str) -> bool:
         expected = self.spec["nodes"]
-        deadline = time.time() + self.spec.get("join_timeout", 180)
+        deadline = time.time() + self.spec["join_timeout"]
         joined = -1
         self.status = {"joined": 0, "expected": expected, "address": address, "lost": []}
         while not self.stop_requested():
@@ -500,10 +574,10 @@ class Head(Agent):
                 self.timing["t_all_joined"] = time.time()
                 return True
             if time.time() > deadline:
-                missing = missing_nodes(self.spec.get("node_names") or [], expected,
+                missing = missing_nodes(self.spec["node_names"], expected,
                                         self.node_records())
                 raise LaunchFailed(
-                    f"timed out after {self.spec.get('join_timeout', 180)} s waiting for "
+                    f"timed out after {self.spec['join_timeout']} s waiting for "
                     f"{expected} nodes ({alive} joined); never joined: "
                     f"{', '.join(missing) or 'unknown'}")
             time.sleep(POLL_S / 2)
@@ -512,10 +586,10 @@ class Head(Agent):
     def run_driver(self, address: str) -> int:
         command = driver_command(self.spec["driver"], address)
         env = dict(self.env, RAY_ADDRESS=address, PYTHONUNBUFFERED="1",
-                   RAYHPC_RUN_DIR=str(self.run_dir), RAYHPC_NODES=str(self.spec["nodes"]))
+                   RAYHPC_RUN_DIR=str(self.paths.dir), RAYHPC_NODES=str(self.spec["nodes"]))
         self.say(f"running driver: {command}")
         self.timing["t_driver_start"] = time.time()
-        with open(self.run_dir / "driver.log", "wb") as log:
+        with open(self.paths.driver_log, "wb") as log:
             self.driver = subprocess.Popen(command, shell=True, cwd=self.spec["shared"], env=env,
                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                            start_new_session=True)
@@ -539,26 +613,26 @@ class Head(Agent):
     def _stop_driver_on_request(self) -> None:
         """A stop file from outside (the job script on the walltime warning) stops the driver."""
         while self.driver and self.driver.poll() is None:
-            if (self.run_dir / "stop").exists():
+            if self.paths.stop.exists():
                 self.say("stop requested: stopping the driver")
                 self.on_stop_request()
                 return
             time.sleep(POLL_S)
 
     def teardown(self) -> None:
-        atomic_write(self.run_dir / "stop", "stop\n")
+        self.paths.request_stop(f"head: {self.node} is tearing down")
         ray = sys.modules.get("ray")
         if ray is not None:
             ray.shutdown()  # the agent's own connection, made in start_head
         self.stop_ray()
         self.harvest_logs()
         self.record("stopped")
-        deadline = time.time() + self.spec.get("stop_timeout", 30)
+        deadline = time.time() + self.spec["stop_timeout"]
         while time.time() < deadline:
             # Batch nodes are named by host and known from their records only; lost nodes
             # cannot say they stopped.
             records = self.node_records()
-            workers = (set(self.spec.get("node_names") or records) - {self.node}
+            workers = (set(self.spec["node_names"] or records) - {self.node}
                        - set(self.timing["nodes_lost"]))
             if all(records.get(n, {}).get("state") in (None, *FINAL_STATES) for n in workers):
                 break
@@ -595,10 +669,10 @@ class Worker(Agent):
 
     def wait_for_head(self) -> dict | None:
         self.record("waiting")
-        wait_s = self.spec.get("join_timeout", 180) + HEAD_START_ALLOWANCE_S
+        wait_s = self.spec["join_timeout"] + HEAD_START_ALLOWANCE_S
         deadline = time.time() + wait_s
         while not self.stop_requested():
-            head = read_json(self.run_dir / "head.json")
+            head = read_json(self.paths.head)
             if head:
                 return head
             if time.time() > deadline:
@@ -607,7 +681,7 @@ class Worker(Agent):
         return None
 
     def join(self, head: dict, cli: RayCli) -> bool:
-        self.ip = node_ip(self.spec.get("interface"), True)
+        self.ip = node_ip(self.spec["interface"], True)
         self.record("starting")
         self.say(f"joining {head['address']} from {self.ip}")
         if self.ray(*ray_start_args(self.spec, self.ip, head["address"], self.object_store()),
@@ -638,9 +712,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: head for rank 0 of the launcher, else worker")
     parser.add_argument("--node-name", help="default: this host's name")
     args = parser.parse_args(argv)
-    spec = read_json(args.run_dir / "spec.json")
+    paths = RunPaths(args.run_dir)
+    spec = read_json(paths.spec)
     if spec is None:
-        print(f"rayhpc agent: cannot read {args.run_dir / 'spec.json'}", file=sys.stderr)
+        print(f"rayhpc agent: cannot read {paths.spec}", file=sys.stderr)
         return 2
     role = args.role
     if role is None:
@@ -651,14 +726,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         role = "head" if rank == 0 else "worker"
     node = args.node_name or socket.gethostname()
-    agent = (Head if role == "head" else Worker)(args.run_dir, node, spec)
+    agent = (Head if role == "head" else Worker)(paths, node, spec)
     try:
         return agent.run()
     except Exception:
         # A bug or an unforeseen Ray failure: keep the traceback with the run, tell the launcher.
         agent.say("agent failed:\n" + traceback.format_exc())
         if role == "head":
-            atomic_write(args.run_dir / "error", f"node agent on {node} failed: "
+            atomic_write(paths.error, f"node agent on {node} failed: "
                          f"{traceback.format_exc().strip().splitlines()[-1]} "
                          f"(traceback in logs/{node}/agent.log)\n")
         raise

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import yaml
 
+from launcher.agent import RunPaths
+from launcher.runtimes import ExecRequest
+from launcher.runtimes.oci import Docker
 from launcher.spec import LaunchSpec
 
 RUN_LABEL = "org.rayhpc.run"
@@ -16,29 +21,25 @@ def render_compose(spec: LaunchSpec, user: str = IMAGE_USER_UID) -> str:
 
     ``user`` is the uid[:gid] the containers run as: never root.
     """
-    shared, run_dir = str(spec.shared), str(spec.run_dir)
+    paths = RunPaths(spec.run_dir)
     services = {}
     for index, node in enumerate(spec.node_names):
         role = "head" if index == 0 else "worker"
+        request = ExecRequest(
+            image=spec.image, command=paths.agent_command("--role", role, "--node-name", node),
+            binds=[str(spec.shared)], workdir=str(spec.shared), env={"PYTHONUNBUFFERED": "1"},
+            # A uid the image does not know has no home: give Ray a writable one.
+            home=spec.temp_dir if user.split(":")[0] != IMAGE_USER_UID else "")
         service = {
-            "image": spec.image,
             "container_name": spec.container(node),
             "hostname": node,
-            "init": True,  # reaps Ray's orphans and forwards SIGTERM to the agent
             "user": user,
             "shm_size": spec.shm_size,
-            "working_dir": shared,
-            "command": ["python", f"{run_dir}/node_agent.py", "--run-dir", run_dir,
-                        "--role", role, "--node-name", node],
-            "environment": {"PYTHONUNBUFFERED": "1"},
-            "volumes": [{"type": "bind", "source": shared, "target": shared}],
+            **Docker.compose_service(request),
             "networks": ["ray"],
             "labels": {RUN_LABEL: spec.run_id, NODE_LABEL: node},
             "stop_grace_period": f"{spec.stop_timeout}s",
         }
-        if user.split(":")[0] != IMAGE_USER_UID:
-            # A uid the image does not know has no home: give Ray a writable one.
-            service["environment"]["HOME"] = spec.temp_dir
         if role == "head":
             # Dashboard reachable from this host only, on a port the engine picks (no clashes).
             service["ports"] = [f"127.0.0.1::{spec.ports['dashboard']}"]
@@ -49,5 +50,16 @@ def render_compose(spec: LaunchSpec, user: str = IMAGE_USER_UID) -> str:
     }
     header = (f"# Rendered by rayhpc for run {spec.run_id} ({spec.nodes} nodes). "
               "Do not edit: it is made anew by every launch.\n")
-    return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False,
-                                   width=1000)
+    return header + yaml.safe_dump(escape_interpolation(document), sort_keys=False,
+                                   default_flow_style=False, width=1000)
+
+
+def escape_interpolation(value: Any) -> Any:
+    """Compose expands `$NAME` in every value: a literal `$` (a path like /tmp/x$y) is `$$`."""
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, dict):
+        return {key: escape_interpolation(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [escape_interpolation(item) for item in value]
+    return value

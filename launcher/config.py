@@ -9,14 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from containers.datafiles import check_keys, find_yaml, read_yaml
-from containers.errors import UserError
+from common.datafiles import check_keys, find_yaml, read_yaml
+from common.errors import UserError
 from launcher import SITES_DIR
+from launcher.backends import Backend, backend_for
 
 ENV_PREFIX = "RAYHPC_"
 DEFAULT_DRIVER = "python examples/hello_nodes.py --ray-address={address}"
-SCHEDULERS = ("local", "slurm", "pbs", "cobalt", "lsf")
-RUNTIMES = ("docker", "apptainer", "singularity", "shifter", "podman-hpc", "bare")
 GPUS = ("", "nvidia", "amd")
 _SIZE_RE = re.compile(r"^\d+(\.\d+)?\s*([kmgt]i?b?|b)?$", re.I)
 
@@ -108,6 +107,10 @@ class Site:
     def option(self, key: str) -> Any:
         return self.options.get(key, SITE_OPTIONS[key]())
 
+    @property
+    def backend(self) -> Backend:
+        return backend_for(self.scheduler, self.runtime, f"{self.path}: ")
+
 
 def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
     """A site profile by name (launcher/sites/<name>.yaml) or by the path of a YAML file."""
@@ -116,14 +119,10 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
     if not isinstance(data, dict):
         raise UserError(f"{path}: a site file is a YAML mapping (keys: {', '.join(SITE_KEYS)})")
     check_keys(data, SITE_KEYS, path, "")
-    for key, allowed in (("scheduler", SCHEDULERS), ("runtime", RUNTIMES)):
-        if data.get(key) not in allowed:
-            raise UserError(f"{path}: {key}: {data.get(key)!r} is not supported; "
-                            f"one of: {', '.join(allowed)}")
-    if (data["scheduler"] == "local") != (data["runtime"] == "docker"):
-        raise UserError(f"{path}: runtime: the local scheduler runs docker compose (runtime: "
-                        "docker); batch schedulers run apptainer, singularity, shifter, "
-                        "podman-hpc or bare")
+    for key in ("scheduler", "runtime"):
+        if not isinstance(data.get(key), str):
+            raise UserError(f"{path}: {key}: required (a name, see `invoke sites`)")
+    backend_for(data["scheduler"], data["runtime"], f"{path}: ")
     settings = {}
     for key, setting in SETTINGS.items():
         if data.get(key) is not None:

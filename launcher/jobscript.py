@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 
+from launcher.agent import RunPaths
 from launcher.config import Site
 from launcher.runtimes import ExecRequest, runtime
 from launcher.schedulers import SCHEDULERS, Job, parse_walltime
@@ -18,16 +19,14 @@ from launcher.spec import LaunchSpec
 
 def job_for(spec: LaunchSpec, site: Site) -> Job:
     return Job(name=spec.project, nodes=spec.nodes, walltime_s=parse_walltime(spec.walltime),
-               output=f"{spec.run_dir}/job.out", queue=spec.queue or "",
+               output=str(RunPaths(spec.run_dir).job_output), queue=spec.queue or "",
                account=spec.account or "", stop_grace_s=spec.stop_grace,
                extra=site.option("scheduler_options"))
 
 
 def node_command(spec: LaunchSpec, site: Site) -> list[str]:
     """The node agent, in the image, through the site's container runtime."""
-    run_dir = str(spec.run_dir)
-    request = ExecRequest(image=spec.image,
-                          command=["python", f"{run_dir}/node_agent.py", "--run-dir", run_dir],
+    request = ExecRequest(image=spec.image, command=RunPaths(spec.run_dir).agent_command(),
                           binds=[str(spec.shared)], workdir=str(spec.shared),
                           gpu=site.option("gpu"))
     return runtime(site.runtime, site.option("runtime_options")).exec_command(request)
@@ -38,7 +37,8 @@ def render_job_script(spec: LaunchSpec, site: Site) -> str:
     job = job_for(spec, site)
     launch = scheduler.launch_command(job, node_command(spec, site),
                                       site.option("launcher_options"))
-    run_dir = shlex.quote(str(spec.run_dir))
+    paths = RunPaths(spec.run_dir)
+    run_dir = shlex.quote(str(paths.dir))
     lines = [
         "#!/bin/bash",
         *scheduler.directives(job),
@@ -58,10 +58,12 @@ def render_job_script(spec: LaunchSpec, site: Site) -> str:
         "# The walltime warning comes here. Tell the agents through the run directory (srun",
         "# would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on",
         "# every node and keep the logs.",
-        f"trap 'echo walltime > {run_dir}/stop' TERM INT",
+        "# (set -C: the stop file is made once, by whoever asks first.)",
+        f"trap '(set -C; echo job script: walltime or cancel > "
+        f"\"$RAYHPC_RUN_DIR/{paths.stop.name}\") 2>/dev/null' TERM INT",
         'wait "$step"',
         'wait "$step" 2>/dev/null  # a trapped signal ends the first wait early',
-        f"code=$(cat {run_dir}/exit_code 2>/dev/null || echo 1)",
+        f"code=$(cat \"$RAYHPC_RUN_DIR/{paths.exit_code.name}\" 2>/dev/null || echo 1)",
         'exit "$code"',
     ]
     return "\n".join(lines) + "\n"

@@ -8,28 +8,34 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from containers import PROJECT_ROOT
-from containers.errors import UserError
+from common import PROJECT_ROOT
+from common.errors import UserError
 from launcher import AGENT_FILE
-from launcher.agent import read_json, write_json
+from launcher.agent import RunPaths, read_json, write_json
 from launcher.spec import LaunchSpec
 
 EXAMPLES_DIR = PROJECT_ROOT / "examples"
 
 
-def check_shared(shared: Path) -> Path:
-    """The shared directory as an absolute path, created if missing, and writable."""
+def check_shared(shared: Path, owner: tuple[int, int] | None = None) -> Path:
+    """The shared directory as an absolute path, created if missing, and writable.
+
+    ``owner``: uid/gid the containers run as, when it is not ours (we are root): a directory
+    made here becomes theirs, so that drivers can write their results in it.
+    """
     shared = shared.expanduser().resolve()
+    missing = [p for p in [shared, *shared.parents] if not p.exists()]
     try:
         shared.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--shared: cannot create {shared}: {exc.strerror}") from None
+    if owner is not None:
+        for path in missing:
+            os.chown(path, *owner)
     if not shared.is_dir() or not os.access(shared, os.W_OK | os.X_OK):
         raise UserError(f"--shared: {shared} is not a writable directory; give one you can "
                         "write to (every node must see it at the same path)")
     return shared
-
-
 def check_reachable(shared: Path, uid: int, gid: int) -> None:
     """Fail unless uid:gid (who the containers run as) can reach the shared directory."""
     for path in [*reversed(shared.parents), shared]:
@@ -40,12 +46,16 @@ def check_reachable(shared: Path, uid: int, gid: int) -> None:
             bits = st.st_mode >> 3
         else:
             bits = st.st_mode
-        needed = 0o5 if path == shared else 0o1  # list the shared dir; traverse its parents
-        if bits & needed != needed:
+        if path != shared and bits & 0o1 != 0o1:  # traverse the parents
             raise UserError(f"--shared: {shared} cannot be reached by the containers' user "
                             f"(uid {uid}): {path} is mode {oct(st.st_mode & 0o777)}; "
                             "choose a directory others can enter (chmod o+rx) or run as "
                             "a non-root user")
+        if path == shared and bits & 0o7 != 0o7:  # drivers run in it and write their results
+            raise UserError(f"--shared: {shared} is not writable by the containers' user "
+                            f"(uid {uid}; it is owned by uid {st.st_uid}, mode "
+                            f"{oct(st.st_mode & 0o777)}); `chown {uid} {shared}`, or give a "
+                            "new directory (rayhpc makes it theirs)")
 
 
 def stage_examples(shared: Path) -> None:
@@ -68,10 +78,11 @@ def stage_examples(shared: Path) -> None:
 def busy_gcs_ports(shared: Path) -> set[int]:
     """GCS ports of the runs in this shared dir that have not finished (no exit_code yet)."""
     ports = set()
-    for spec_file in (shared / "runs").glob("*/spec.json"):
-        spec = read_json(spec_file)
-        if spec and not (spec_file.parent / "exit_code").exists():
-            ports.add(spec.get("ports", {}).get("gcs"))
+    for run_dir in (shared / "runs").glob("*/"):
+        paths = RunPaths(run_dir)
+        spec = read_json(paths.spec)
+        if spec and not paths.exit_code.exists():
+            ports.add(spec["ports"]["gcs"])
     return ports
 
 
@@ -80,22 +91,26 @@ def prepare_run_dir(spec: LaunchSpec, owner: tuple[int, int] | None = None) -> P
 
     ``owner``: uid/gid the containers run as, when it is not ours (we are root).
     """
-    run_dir = spec.run_dir
+    paths = RunPaths(spec.run_dir)
+    runs = paths.dir.parent
+    if runs.exists() and not runs.is_dir():
+        raise UserError(f"--shared: {runs} is a file, not the directory of runs; move it away")
+    made_runs = not runs.exists()
     try:
-        run_dir.mkdir(parents=True)
+        paths.dir.mkdir(parents=True)
     except FileExistsError:
-        raise UserError(f"run directory {run_dir} exists already; launch again") from None
-    for sub in ("nodes", "logs"):
-        (run_dir / sub).mkdir()
-    shutil.copyfile(AGENT_FILE, run_dir / "node_agent.py")
-    token = os.open(run_dir / "auth_token", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        raise UserError(f"run directory {paths.dir} exists already; launch again") from None
+    for sub in (paths.nodes, paths.logs):
+        sub.mkdir()
+    shutil.copyfile(AGENT_FILE, paths.agent)
+    token = os.open(paths.auth_token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(token, "w") as handle:
         handle.write(secrets.token_hex(32))
-    write_json(run_dir / "spec.json", spec.to_json())
+    write_json(paths.spec, spec.to_json())
     if owner is not None:
-        for path in [run_dir, *run_dir.rglob("*")]:
+        for path in [*([runs] if made_runs else []), paths.dir, *paths.dir.rglob("*")]:
             os.chown(path, *owner)
-    return run_dir
+    return paths.dir
 
 
 def remove_run_dir(run_dir: Path) -> None:

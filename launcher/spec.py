@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,14 @@ def new_run_id(now: float | None = None) -> str:
     return f"{stamp}-{secrets.token_hex(2)}"
 
 
-def unused_run_id(busy_gcs_ports: set[int], tries: int = 100) -> str:
-    """A new run id whose port block no unfinished run holds (runs may share a node)."""
+def unused_run_id(busy_gcs_ports: set[int], first: str = "", tries: int = 100) -> str:
+    """``first`` (else a new run id) unless an unfinished run holds its port block (runs may
+    share a node): then a new one that no such run holds."""
+    run_id = first or new_run_id()
     for _ in range(tries):
-        run_id = new_run_id()
         if ports_for(run_id)["gcs"] not in busy_gcs_ports:
             break
+        run_id = new_run_id()
     return run_id
 
 
@@ -38,12 +40,15 @@ def ports_for(run_id: str) -> dict[str, int]:
     return {name: base + offset for name, offset in PORT_OFFSETS.items()}
 
 
-def node_names(nodes: int) -> list[str]:
-    return ["head"] + [f"worker-{i}" for i in range(1, nodes)]
+def default_temp_dir(run_id: str) -> str:
+    """Short and node-local: Ray's socket paths under it must fit AF_UNIX's 107 bytes."""
+    return f"/tmp/rh-{run_id[-4:]}{ports_for(run_id)['gcs'] % 1000}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class LaunchSpec:
+    """Everything one launch needs, complete when made (see `launcher.launch.resolve_spec`);
+    the node agents read it as spec.json. Defaults live in `launcher.config.SETTINGS` only."""
     run_id: str
     site: str
     scheduler: str
@@ -52,28 +57,22 @@ class LaunchSpec:
     shared: Path
     driver: str
     image: str
-    join_timeout: int = 180
-    stop_timeout: int = 30
-    shm_size: str = "2g"
-    object_store_memory: int | None = None
-    dashboard_host: str = "127.0.0.1"
-    interface: str | None = None
-    temp_dir: str = ""
-    num_cpus: int | None = None
-    walltime: str = "00:30:00"
-    queue: str | None = None
-    account: str | None = None
-    stop_grace: int = 60
-    auth: str = "token"
-    t_submit: float | None = None
-    ports: dict[str, int] = field(default_factory=dict)
-    node_names: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.shared = Path(self.shared)
-        self.ports = self.ports or ports_for(self.run_id)
-        # Short and node-local: Ray's socket paths under it must fit AF_UNIX's 107 bytes.
-        self.temp_dir = self.temp_dir or f"/tmp/rh-{self.run_id[-4:]}{self.ports['gcs'] % 1000}"
+    join_timeout: int
+    stop_timeout: int
+    shm_size: str
+    object_store_memory: int | None
+    dashboard_host: str
+    interface: str | None
+    temp_dir: str
+    num_cpus: int | None
+    walltime: str
+    queue: str | None
+    account: str | None
+    stop_grace: int
+    auth: str
+    t_submit: float
+    ports: dict[str, int]
+    node_names: list[str]  # known before the start on the local site; [] on batch sites
 
     @property
     def run_dir(self) -> Path:

@@ -1,59 +1,132 @@
 """Follow a run through its run directory: join progress, the driver's output, the result.
 
-Works the same for every scheduler: it reads only what the node agents write.
+One loop for every backend: it reads only what the node agents write (`RunPaths`), and asks the
+backend two things: has the run ended without a word (a dead head container, a job gone from
+the queue), and how to stop it when a signal comes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
-from launcher.agent import read_json
+from launcher.agent import RunPaths, read_json
+
+POLL_S = 0.2
+CHECK_EVERY_S = 1.0  # how often the backend is asked whether the run still lives
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class FollowedRun(Protocol):
+    def ended(self) -> str:
+        """Why the run can report nothing more ("" while it can): its head is gone."""
+
+    def gone(self, why: str) -> int:
+        """The run ended without an exit code: record and say why; return the exit code."""
+
+    def stop(self, signum: int, again: bool) -> bool:
+        """A signal came (``again``: not the first). Pass it on; True to keep following until
+        the run has stopped, False to stop following now."""
 
 
 class RunWatcher:
     def __init__(self, run_dir: Path, out: TextIO | None = None):
-        self.run_dir = run_dir
-        self.out = out or sys.stdout
+        self.paths = RunPaths(run_dir)
+        self.out: TextIO | None = out or sys.stdout
         self._driver_offset = 0
         self._joined = -1
         self._lost: list[str] = []
         self.head: dict | None = None
+        self.signals: list[int] = []
+        self._holding = False
+
+    # -- following
+
+    def follow(self, run: FollowedRun, stop_timeout: float) -> int:
+        """Print progress and driver output until the run ends; always returns its exit code
+        (128 + N when signal N stopped it, as shells do), with the error and summary said."""
+        with self.holding_signals():
+            code = self._follow(run, stop_timeout)
+        self.say(summary(self.paths.dir, code), prefix=False)
+        return code
+
+    @contextlib.contextmanager
+    def holding_signals(self) -> Iterator[None]:
+        """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) are noted, not raised: the loop acts
+        on them, and a teardown under way runs to its end."""
+        if self._holding:
+            yield
+            return
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.signals.append(signum)
+
+    def _follow(self, run: FollowedRun, stop_timeout: float) -> int:
+        handled, deadline, next_check = 0, None, 0.0
+        while True:
+            if len(self.signals) > handled:
+                signum, again = self.signals[handled], handled > 0
+                handled = len(self.signals)
+                name = signal.Signals(signum).name
+                self.say(f"{name}: {'stopping now' if again else 'stopping the run'} "
+                         "(logs are kept)")
+                if not run.stop(signum, again):
+                    self.flush()
+                    return 128 + self.signals[0]
+                deadline = deadline or time.monotonic() + stop_timeout + 10
+            why = ""
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + CHECK_EVERY_S
+                why = run.ended()  # asked first: an exit code written meanwhile still counts
+            self.poll()
+            code = self.paths.read_exit_code()
+            if code is not None:
+                self.flush()
+                if error := self.paths.read_error():
+                    self.say(f"error: {error}")
+                return 128 + self.signals[0] if self.signals else code
+            if why:
+                self.flush()
+                return 128 + self.signals[0] if self.signals else run.gone(why)
+            if deadline and time.monotonic() > deadline:
+                self.say("the run did not stop in time; removing it")
+                return 128 + self.signals[0]
+            time.sleep(POLL_S)
+
+    # -- what is new in the run directory
 
     def poll(self) -> None:
         """Print what is new since the last call."""
         if self.head is None:
-            self.head = read_json(self.run_dir / "head.json")
-        status = read_json(self.run_dir / "status.json") or {}
+            self.head = read_json(self.paths.head)
+        status = read_json(self.paths.status) or {}
         lost = status.get("lost") or []
         if lost != self._lost:
             for name in sorted(set(lost) - set(self._lost)):
-                self._say(f"node {name} left the cluster; the run goes on without it")
+                self.say(f"node {name} left the cluster; the run goes on without it")
             self._lost = lost
         elif status.get("joined", self._joined) != self._joined:
-            self._say(f"{status['joined']}/{status['expected']} nodes joined")
+            self.say(f"{status['joined']}/{status['expected']} nodes joined")
         self._joined = status.get("joined", self._joined)
         self._copy_driver_output()
-
-    def exit_code(self) -> int | None:
-        """The run's exit code once the head has written it (after teardown), else None."""
-        try:
-            text = (self.run_dir / "exit_code").read_text().strip()
-        except OSError:
-            return None
-        return int(text) if text.lstrip("-").isdigit() else None
-
-    def error(self) -> str:
-        try:
-            return (self.run_dir / "error").read_text().strip()
-        except OSError:
-            return ""
 
     def _unread(self) -> bytes:
         """Driver output written since we last printed."""
         try:
-            with open(self.run_dir / "driver.log", "rb") as log:
+            with open(self.paths.driver_log, "rb") as log:
                 log.seek(self._driver_offset)
                 return log.read()
         except OSError:
@@ -64,8 +137,7 @@ class RunWatcher:
         chunk = self._unread()
         end = chunk.rfind(b"\n") + 1
         if end:
-            self.out.write(chunk[:end].decode(errors="replace"))
-            self.out.flush()
+            self._write(chunk[:end].decode(errors="replace"))
             self._driver_offset += end
 
     def flush(self) -> None:
@@ -73,18 +145,29 @@ class RunWatcher:
         rest = self._unread()
         if rest:
             text = rest.decode(errors="replace")
-            self.out.write(text if text.endswith("\n") else text + "\n")
-            self.out.flush()
+            self._write(text if text.endswith("\n") else text + "\n")
             self._driver_offset += len(rest)
 
-    def _say(self, text: str) -> None:
-        self.out.write(f"rayhpc: {text}\n")
-        self.out.flush()
+    def say(self, text: str, prefix: bool = True) -> None:
+        self._write(f"rayhpc: {text}\n" if prefix else text + "\n")
+
+    def _write(self, text: str) -> None:
+        """Output is for the user; a closed terminal or pipe (`| head`) must never stop the
+        run's teardown: once writing fails, stay quiet."""
+        if self.out is None:
+            return
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except (OSError, ValueError):
+            self.out = None
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout = open("/dev/null", "w")  # noqa: SIM115 (for the interpreter's exit)
 
 
 def summary(run_dir: Path, code: int) -> str:
     """One line: nodes, bring-up seconds, driver seconds, exit code."""
-    timing = read_json(run_dir / "timing.json") or {}
+    timing = read_json(RunPaths(run_dir).timing) or {}
 
     def span(start: str, end: str) -> str:
         if timing.get(start) and timing.get(end):

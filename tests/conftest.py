@@ -1,43 +1,19 @@
 """Shared fixtures: a real Docker engine (skip visibly, or fail under REQUIRE_DOCKER=1), the
-stand-in base and a test build of the cpu image, and golden-file comparison."""
+stand-in base and a test build of the cpu image, a SIF of it, a shared directory."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from containers import PROJECT_ROOT
+from tests.cli import invoke
 
-GOLDEN_DIR = Path(__file__).parent / "golden"
 TEST_IMAGE = "rayhpc-test/ray:2.60.0-py311-cpu"
-
-
-def assert_golden(name: str, text: str) -> None:
-    """Compare with tests/golden/<name>; UPDATE_GOLDEN=1 rewrites it (review the diff!)."""
-    path = GOLDEN_DIR / name
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        path.write_text(text)
-    assert path.exists(), f"no golden file {path}: run with UPDATE_GOLDEN=1 and review it"
-    assert text == path.read_text(), f"{name} differs from its golden file (UPDATE_GOLDEN=1)"
-
-
-def invoke_argv(*args: str) -> list[str]:
-    """The command line of `invoke ARGS` from this checkout."""
-    return [sys.executable, "-m", "invoke", "-r", str(PROJECT_ROOT), *args]
-
-
-def invoke(*args: str, cwd: Path | None = None, timeout: float = 900,
-           env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `invoke ARGS` as a user would, from this checkout."""
-    return subprocess.run(invoke_argv(*args),
-                          cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
 
 
 @pytest.fixture
@@ -46,6 +22,8 @@ def shared_dir():
     system (pytest's own tmp_path is private to root)."""
     path = Path(tempfile.mkdtemp(prefix="rayhpc-test-"))
     path.chmod(0o755)
+    if os.geteuid() == 0:
+        os.chown(path, 1000, 100)  # the containers' user writes its results there
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -71,10 +49,10 @@ def standin_base(docker_api) -> str:
     where a registry is reachable), else the stand-in (built here when missing)."""
     if os.environ.get("RAYHPC_TEST_BASE"):
         return os.environ["RAYHPC_TEST_BASE"]
-    from containers.base import standin_tag
     from containers.engine import image_exists
     from containers.images import build_standin_base
     from containers.recipe import load_recipe
+    from containers.standin import standin_tag
 
     tag = standin_tag(load_recipe("ray"))
     if not image_exists(docker_api, tag):

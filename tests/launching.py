@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from launcher.compose import RUN_LABEL
-from tests.conftest import invoke, invoke_argv
+from tests.cli import invoke, invoke_argv
 
 TIMING_FIELDS = ("t_submit", "t_head_up", "t_all_joined", "t_driver_start", "t_driver_end",
                  "t_teardown_done")

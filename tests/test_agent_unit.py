@@ -10,14 +10,12 @@ import pytest
 from launcher import agent
 from launcher import spec as spec_module
 from launcher.rundir import busy_gcs_ports
-from launcher.spec import LaunchSpec, node_names
 from launcher.watch import RunWatcher, summary
+from tests.specs import make_spec
 
 
-def spec_json(**kw):
-    return LaunchSpec(run_id="20260101-000000-abcd", site="local", scheduler="local",
-                      runtime="docker", nodes=3, shared="/s", driver="python d.py",
-                      image="img", node_names=node_names(3), **kw).to_json()
+def spec_json(**cli):
+    return make_spec("local", shared="/s", driver="python d.py", image="img", **cli).to_json()
 
 
 @pytest.mark.parametrize("environ, rank", [
@@ -56,7 +54,7 @@ def test_temp_dir_length_limit():
 
 
 def test_head_and_worker_ray_start_arguments():
-    spec = spec_json()
+    spec = make_spec("slurm", image="/x.sif").to_json()  # the dashboard's default: loopback
     head = agent.ray_start_args(spec, "10.0.0.1", None, 10 ** 9)
     ports = spec["ports"]
     assert "--head" in head and f"--port={ports['gcs']}" in head
@@ -139,8 +137,7 @@ def test_a_new_run_id_avoids_the_ports_of_unfinished_runs(tmp_path, monkeypatch)
     assert spec_module.unused_run_id(busy) == "20260101-000000-0002"
     # Only unfinished runs of the shared dir hold their ports.
     for run_id, finished in (("20260101-000000-0001", False), ("20260101-000000-0003", True)):
-        spec = LaunchSpec(run_id=run_id, site="local", scheduler="local", runtime="docker",
-                          nodes=2, shared=tmp_path, driver="d", image="i")
+        spec = make_spec("local", run_id=run_id, nodes=2, shared=str(tmp_path))
         spec.run_dir.mkdir(parents=True)
         agent.write_json(spec.run_dir / "spec.json", spec.to_json())
         if finished:

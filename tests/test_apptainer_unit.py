@@ -6,7 +6,7 @@ import pytest
 from containers.apptainer_def import render_def, split_sections
 from containers.recipe import load_recipe
 from launcher.runtimes import ExecRequest, runtime
-from tests.conftest import assert_golden
+from tests.golden import assert_golden
 
 
 @pytest.mark.parametrize("recipe, variant", [("ray", "cpu"), ("ray", "gpu"),

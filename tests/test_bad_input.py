@@ -5,100 +5,108 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from launcher.compose import RUN_LABEL
-from tests.conftest import TEST_IMAGE, invoke
+from tests.cli import invoke
+from tests.conftest import TEST_IMAGE
 
 pytestmark = pytest.mark.docker
 
 
-def site_file(shared: Path, text: str) -> str:
-    path = shared / "mysite.yaml"
-    path.write_text(text)
-    return str(path)
+SITE_FILE = "{shared}/mysite.yaml"
 
 
-# (case, arguments (with {shared}), environment, what the one line must say)
+class Case(NamedTuple):
+    name: str
+    args: list  # the command line; {shared} is the test's shared dir
+    env: dict  # extra environment
+    expected: str  # what the one error line must say
+    site_text: str = ""  # written to SITE_FILE first, when given
+
+
 CASES = [
-    ("unknown site", ["launch", "--site", "thetaa"], {},
-     "unknown site 'thetaa' (--site); known sites: aurora, frontier, local"),
-    ("malformed site yaml", ["launch", "--site", "{site:scheduler: [local}"], {},
-     "mysite.yaml: not valid YAML"),
-    ("mistyped site key", ["launch", "--site", "{site:scheduler: local\nruntime: docker\n"
-                                             "nodez: 2\n}"], {},
-     "mysite.yaml: nodez: unknown key; did you mean 'nodes'?"),
-    ("wrong runtime for site", ["launch", "--site", "{site:scheduler: slurm\nruntime: docker\n}"],
-     {}, "runtime: the local scheduler runs docker compose"),
-    ("nodes 0", ["launch", "--nodes", "0"], {}, "--nodes: '0': must be 1 or more"),
-    ("nodes negative", ["launch", "--nodes", "-2"], {}, "--nodes: '-2': must be 1 or more"),
-    ("nodes from env", ["launch"], {"RAYHPC_NODES": "many"},
-     "$RAYHPC_NODES: 'many': not a valid value"),
-    ("missing driver file", ["launch", "--driver", "python nope.py"], {},
-     "--driver: nope.py not found in the shared directory"),
-    ("empty driver", ["launch", "--driver", ""], {}, "--driver: '': must not be empty"),
-    ("unparsable driver", ["launch", "--driver", "python 'unclosed"], {},
-     "--driver: cannot parse"),
-    ("shared not writable", ["launch", "--shared", "{shared}/locked"], {},
-     "--shared: {shared}/locked is not a writable directory"),
-    ("temp dir too long", ["launch"], {"RAYHPC_TEMP_DIR": "/tmp/" + "x" * 70},
-     "temp_dir: /tmp/xxxx"),
-    ("bad shm size", ["launch", "--shm-size", "lots"], {},
-     "--shm-size: 'lots': must be a size like 512m or 2g"),
-    ("join timeout 0", ["launch", "--join-timeout", "0"], {},
-     "--join-timeout: '0': must be 1 or more"),
-    ("image missing", ["launch", "--image", "rayhpc-test/absent:0"], {},
-     "--image: rayhpc-test/absent:0 is not on this Docker engine; build it with `invoke build`"),
-    ("no docker engine", ["launch"], {"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
-     "no Docker engine reachable at unix:///nonexistent/docker.sock"),
-    ("compose missing", ["launch"], {"PATH": "/nonexistent"},
-     "docker compose not found: install the compose plugin"),
-    ("dry run on local", ["launch", "--dry-run"], {},
-     "--dry-run: the local site submits no job script"),
-    ("bad walltime", ["launch", "--site", "slurm", "--walltime", "soon", "--dry-run"], {},
-     "--walltime: 'soon': must be a walltime like 00:30:00"),
-    ("hpc site without image", ["launch", "--site", "slurm"], {},
-     "--image: site slurm runs apptainer: give the image to run"),
-    ("sif missing", ["launch", "--site", "slurm", "--image", "{shared}/nope.sif"], {},
-     "--image: {shared}/nope.sif is not a file; give the SIF path"),
-    ("no sbatch here", ["launch", "--site", "slurm", "--image", "{shared}/fake.sif"], {},
-     "sbatch not found: submit from a login node of slurm"),
-    ("unknown recipe", ["build", "--recipe", "nosuch"], {},
-     "unknown recipe 'nosuch' (--recipe); known recipes: apptainer, ray"),
-    ("unknown variant", ["build", "--variant", "tpu"], {},
-     "no variant 'tpu'; choose one of: cpu, gpu (--variant)"),
-    ("ca bundle missing", ["build", "--ca-bundle", "/nonexistent/ca.pem"], {},
-     "CA bundle /nonexistent/ca.pem (from --ca-bundle) cannot be read"),
-    ("base cannot be pulled", ["build", "--base", "rayhpc-test/no-such-base:1"], {},
-     "rayhpc-test/no-such-base:1 is not here and cannot be pulled"),
-    ("convert missing tag", ["convert", "--image", "rayhpc-test/never:0", "--out", "{shared}"],
-     {}, "--image: rayhpc-test/never:0 is not on this Docker engine"),
-    ("down unknown run", ["down", "--run", "19990101-000000-0000"], {},
-     "--run: no containers or networks of run '19990101-000000-0000' here"),
+    Case("unknown site", ["launch", "--site", "thetaa"], {},
+         "unknown site 'thetaa' (--site); known sites: aurora, frontier, local"),
+    Case("malformed site yaml", ["launch", "--site", SITE_FILE], {},
+         "mysite.yaml: not valid YAML", site_text="scheduler: [local"),
+    Case("mistyped site key", ["launch", "--site", SITE_FILE], {},
+         "mysite.yaml: nodez: unknown key; did you mean 'nodes'?",
+         site_text="scheduler: local\nruntime: docker\nnodez: 2\n"),
+    Case("wrong runtime for site", ["launch", "--site", SITE_FILE], {},
+         "runtime: 'docker' cannot run on scheduler 'slurm'; one of: apptainer, singularity",
+         site_text="scheduler: slurm\nruntime: docker\n"),
+    Case("nodes 0", ["launch", "--nodes", "0"], {}, "--nodes: '0': must be 1 or more"),
+    Case("nodes negative", ["launch", "--nodes", "-2"], {}, "--nodes: '-2': must be 1 or more"),
+    Case("nodes from env", ["launch"], {"RAYHPC_NODES": "many"},
+         "$RAYHPC_NODES: 'many': not a valid value"),
+    Case("missing driver file", ["launch", "--driver", "python nope.py"], {},
+         "--driver: nope.py not found in the shared directory"),
+    Case("empty driver", ["launch", "--driver", ""], {}, "--driver: '': must not be empty"),
+    Case("unparsable driver", ["launch", "--driver", "python 'unclosed"], {},
+         "--driver: cannot parse"),
+    Case("shared not writable", ["launch", "--shared", "{shared}/locked"], {},
+         "--shared: {shared}/locked is not a writable directory"),
+    Case("temp dir too long", ["launch"], {"RAYHPC_TEMP_DIR": "/tmp/" + "x" * 70},
+         "temp_dir: /tmp/xxxx"),
+    Case("bad shm size", ["launch", "--shm-size", "lots"], {},
+         "--shm-size: 'lots': must be a size like 512m or 2g"),
+    Case("join timeout 0", ["launch", "--join-timeout", "0"], {},
+         "--join-timeout: '0': must be 1 or more"),
+    Case("image missing", ["launch", "--image", "rayhpc-test/absent:0"], {},
+         "--image: rayhpc-test/absent:0 is not on this Docker engine; build it with `invoke build`"),
+    Case("no docker engine", ["launch"], {"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+         "no Docker engine reachable at unix:///nonexistent/docker.sock"),
+    Case("compose missing", ["launch"], {"PATH": "/nonexistent"},
+         "docker compose not found: install the compose plugin"),
+    Case("dry run on local", ["launch", "--dry-run"], {},
+         "--dry-run: the local site submits no job script"),
+    Case("bad walltime", ["launch", "--site", "slurm", "--walltime", "soon", "--dry-run"], {},
+         "--walltime: 'soon': must be a walltime like 00:30:00"),
+    Case("hpc site without image", ["launch", "--site", "slurm"], {},
+         "--image: site slurm runs apptainer: give the image to run"),
+    Case("sif missing", ["launch", "--site", "slurm", "--image", "{shared}/nope.sif"], {},
+         "--image: {shared}/nope.sif is not a file; give the SIF path"),
+    Case("no sbatch here", ["launch", "--site", "slurm", "--image", "{shared}/fake.sif"], {},
+         "sbatch not found: submit from a login node of slurm"),
+    Case("unknown recipe", ["build", "--recipe", "nosuch"], {},
+         "unknown recipe 'nosuch' (--recipe); known recipes: apptainer, ray"),
+    Case("unknown variant", ["build", "--variant", "tpu"], {},
+         "no variant 'tpu'; choose one of: cpu, gpu (--variant)"),
+    Case("ca bundle missing", ["build", "--ca-bundle", "/nonexistent/ca.pem"], {},
+         "CA bundle /nonexistent/ca.pem (from --ca-bundle) cannot be read"),
+    Case("base cannot be pulled", ["build", "--base", "rayhpc-test/no-such-base:1"], {},
+         "rayhpc-test/no-such-base:1 is not here and cannot be pulled"),
+    Case("convert missing tag", ["convert", "--image", "rayhpc-test/never:0", "--out", "{shared}"],
+         {}, "--image: rayhpc-test/never:0 is not on this Docker engine"),
+    Case("down unknown run", ["down", "--run", "19990101-000000-0000"], {},
+         "--run: no containers or networks of run '19990101-000000-0000' here"),
 ]
 
 
-@pytest.mark.parametrize("case, args, env, expected", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(docker_api, shared_dir, case, args, env, expected):
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(docker_api, shared_dir, case):
     locked = shared_dir / "locked"
     locked.mkdir()
     subprocess.run(["chattr", "+i", str(locked)], check=True)
     (shared_dir / "fake.sif").write_text("not really a SIF")
-    args = [site_file(shared_dir, a[6:-1]) if a.startswith("{site:") else
-            a.format(shared=shared_dir) for a in args]
+    if case.site_text:
+        Path(SITE_FILE.format(shared=shared_dir)).write_text(case.site_text)
+    args = [a.format(shared=shared_dir) for a in case.args]
     if args[0] == "launch" and "--shared" not in args:
         args += ["--shared", str(shared_dir)]
     if args[0] == "launch" and "--image" not in args and "--site" not in args:
         args += ["--image", TEST_IMAGE]
     try:
-        result = invoke(*args, env=env, timeout=120)
+        result = invoke(*args, env=case.env, timeout=120)
     finally:
         subprocess.run(["chattr", "-i", str(locked)], check=False)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert expected.format(shared=shared_dir) in lines[0], lines[0]
+    assert case.expected.format(shared=shared_dir) in lines[0], lines[0]
     assert "Traceback" not in result.stdout + result.stderr
     assert not (shared_dir / "runs").exists() or not any((shared_dir / "runs").iterdir())
     ours = [c["Names"][0] for c in docker_api.containers(all=True, filters={"label": RUN_LABEL})

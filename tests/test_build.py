@@ -8,7 +8,7 @@ import docker.errors
 import pytest
 
 from containers.engine import git_revision
-from tests.conftest import invoke
+from tests.cli import invoke
 from tests.image_scan import layers_containing, metadata_containing, save_image, tar_bytes
 
 pytestmark = pytest.mark.docker

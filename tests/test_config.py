@@ -1,8 +1,10 @@
 """Site profiles and config layering (CLI > RAYHPC_* env > site file > defaults)."""
 
+import os
+
 import pytest
 
-from containers.errors import UserError
+from common.errors import UserError
 from launcher.config import DEFAULT_DRIVER, list_sites, load_site, resolve_settings
 from launcher.driver import check_driver, driver_script
 
@@ -94,4 +96,9 @@ def test_shared_dir_the_container_user_cannot_enter_is_refused(shared_dir):
     with pytest.raises(UserError, match=rf"{private} is mode 0o700; choose a directory"):
         check_reachable(private / "shared", 1000, 100)
     private.chmod(0o755)
+    with pytest.raises(UserError, match=rf"{private}/shared is not writable by the containers' "
+                                        r"user \(uid 1000; it is owned by uid 0, mode 0o755\); "
+                                        rf"`chown 1000 {private}/shared`"):
+        check_reachable(private / "shared", 1000, 100)
+    os.chown(private / "shared", 1000, 100)
     check_reachable(private / "shared", 1000, 100)

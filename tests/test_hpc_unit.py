@@ -1,26 +1,22 @@
 """HPC pieces that cannot run here (Cobalt/ALPS, PBS/PALS, LSF/jsrun; and Slurm without the
 test bed): golden job scripts of every site, scheduler logic, runtime command lines."""
 
-import os
 
 import pytest
 
-from containers.errors import UserError
+from common.errors import UserError
 from launcher.config import list_sites, load_site
 from launcher.jobscript import render_job_script
 from launcher.runtimes import ExecRequest, runtime
 from launcher.schedulers import SCHEDULERS, current_allocation, parse_walltime
-from launcher.spec import LaunchSpec
-from tests.conftest import assert_golden
+from tests.golden import assert_golden
+from tests.specs import make_spec
 
 HPC_SITES = sorted(s.name for s in list_sites() if s.scheduler != "local")
 
 
 def spec_for(site, nodes=4):
-    return LaunchSpec(run_id="20260101-000000-abcd", site=site.name, scheduler=site.scheduler,
-                      runtime=site.runtime, nodes=nodes, shared="/lus/proj/shared",
-                      driver="python examples/hello_nodes.py --ray-address={address}",
-                      image="/lus/proj/ray.sif", **site.settings)
+    return make_spec(site.name, nodes=nodes, shared="/lus/proj/shared", image="/lus/proj/ray.sif")
 
 
 @pytest.mark.parametrize("name", HPC_SITES)
@@ -55,8 +51,9 @@ def test_slurm_asks_for_the_walltime_warning_and_scripts_forward_it():
     site = load_site("slurm")
     script = render_job_script(spec_for(site), site)
     assert "#SBATCH --signal=B:TERM@60\n" in script
-    assert "trap 'echo walltime > /lus/proj/shared/runs/20260101-000000-abcd/stop' TERM INT" \
-        in script
+    assert "export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd\n" in script
+    assert "trap '(set -C; echo job script: walltime or cancel > \"$RAYHPC_RUN_DIR/stop\") " \
+           "2>/dev/null' TERM INT" in script
     assert script.rstrip().endswith('exit "$code"')
 
 
@@ -124,7 +121,8 @@ def test_runtimes_command_lines():
 def test_user_site_file_with_wrong_values(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("scheduler: slurm\nruntime: docker\n")
-    with pytest.raises(UserError, match="runtime: the local scheduler runs docker compose"):
+    with pytest.raises(UserError, match="runtime: 'docker' cannot run on scheduler 'slurm'; "
+                                        "one of: apptainer, singularity, shifter, podman-hpc"):
         load_site(str(path))
     path.write_text("scheduler: slurm\nruntime: apptainer\ngpu: intel\n")
     with pytest.raises(UserError, match=r"gpu: 'intel' is not one of: nvidia, amd"):
@@ -148,9 +146,8 @@ def test_dry_run_prints_the_script_and_creates_nothing(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-def test_inside_an_allocation_nodes_default_to_the_allocation(tmp_path, monkeypatch):
-    from launcher.launch import build_spec
-
-    monkeypatch.setattr(os, "environ", {"SLURM_JOB_ID": "9", "SLURM_JOB_NUM_NODES": "6"})
-    spec = build_spec(load_site("slurm"), {"shared": str(tmp_path), "image": "/x.sif"})
+def test_inside_an_allocation_nodes_default_to_the_allocation():
+    spec = make_spec("slurm", environ={"SLURM_JOB_ID": "9", "SLURM_JOB_NUM_NODES": "6"},
+                     image="/x.sif")
     assert spec.nodes == 6
+    assert make_spec("slurm", environ={}, image="/x.sif").nodes == 3

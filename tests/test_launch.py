@@ -9,7 +9,7 @@ import pytest
 
 from launcher.compose import RUN_LABEL
 from launcher.manage import remove_run
-from tests.conftest import invoke
+from tests.cli import invoke
 from tests.launching import assert_clean_run, launch, leftovers
 
 pytestmark = pytest.mark.docker

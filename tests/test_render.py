@@ -3,21 +3,18 @@
 import pytest
 import yaml
 
-from containers.base import render_base_dockerfile
+from common.errors import UserError
 from containers.dockerfile import render_dockerfile
-from containers.errors import UserError
 from containers.recipe import load_recipe
 from containers.secrets import BuildSecrets
+from containers.standin import render_base_dockerfile
 from launcher.compose import render_compose
-from launcher.spec import LaunchSpec, node_names
-from tests.conftest import assert_golden
+from tests.golden import assert_golden
+from tests.specs import make_spec
 
 
-def spec(nodes=3, **kw):
-    return LaunchSpec(run_id="20260101-000000-abcd", site="local", scheduler="local",
-                      runtime="docker", nodes=nodes, shared="/data/shared",
-                      driver="python examples/hello_nodes.py --ray-address={address}",
-                      image="rayhpc/ray:2.60.0-py311-cpu", node_names=node_names(nodes), **kw)
+def spec(nodes=3, shared="/data/shared", **cli):
+    return make_spec("local", shared=shared, nodes=nodes, **cli)
 
 
 @pytest.mark.parametrize("variant", ["cpu", "gpu"])
@@ -75,12 +72,17 @@ def test_compose_for_a_non_image_user_gives_a_home():
 
 
 def test_two_runs_share_no_name_port_or_temp_dir():
-    a = spec()
-    b = LaunchSpec(**{**a.__dict__, "run_id": "20260101-000000-beef", "ports": {},
-                      "temp_dir": ""})
+    a, b = spec(), make_spec("local", run_id="20260101-000000-beef")
     assert a.project != b.project
     assert a.temp_dir != b.temp_dir
     assert set(a.ports.values()).isdisjoint(b.ports.values())
+
+
+def test_compose_escapes_what_compose_would_interpolate():
+    doc = yaml.safe_load(render_compose(spec(shared="/data/x$HOME/${USER}")))
+    head = doc["services"]["head"]
+    assert head["working_dir"] == "/data/x$$HOME/$${USER}"
+    assert head["volumes"][0]["source"] == "/data/x$$HOME/$${USER}"
 
 
 def test_secrets_script_carries_ca_and_pip_settings_only_in_the_script(tmp_path):

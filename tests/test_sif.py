@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from common import PROJECT_ROOT
 from containers.apptainer_def import render_def
 from containers.recipe import load_recipe
 from containers.sif import record_path
 from launcher.runtimes import ExecRequest, runtime
-from tests.conftest import PROJECT_ROOT, invoke
+from tests.cli import invoke
 from tests.image_scan import save_image, tar_bytes
 
 pytestmark = pytest.mark.docker

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from containers import PROJECT_ROOT
+from common import PROJECT_ROOT
 from tests.testbed.harness import COMPUTE_NODES, RECIPE, SlurmTestbed
 
 pytestmark = pytest.mark.docker

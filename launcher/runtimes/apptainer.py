@@ -9,6 +9,9 @@ GPU_FLAGS = {"nvidia": "--nv", "amd": "--rocm"}
 
 class Apptainer(Runtime):
     name = "apptainer"
+    image_kind = "sif"
+    image_hint = ("give the SIF path (`invoke build --sif` or `invoke convert` makes one), on a "
+                  "file system every node sees")
     bind_flag = "--bind {path}"
     workdir_flag = "--pwd {path}"
     env_flag = "--env {key}={value}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,13 @@ class ExecRequest:
 
 class Runtime:
     name = ""
+    # What it runs: "sif" (a SIF file on a file system every node sees) or "oci" (an image
+    # name the node's container engine knows).
+    image_kind = "oci"
+    # How to get an image of the right kind, for the error that names a wrong one.
+    image_hint = ""
+    # Whether it runs on batch nodes (docker runs only the local site, through compose).
+    batch = True
     # How this runtime spells a bind mount (same path inside), the working dir and a variable.
     bind_flag = ""
     workdir_flag = ""
@@ -28,6 +36,18 @@ class Runtime:
 
     def exec_command(self, request: ExecRequest) -> list[str]:
         raise NotImplementedError
+
+    def image_problem(self, image: str, on_this_host: bool) -> str:
+        """Why ``image`` is not an image this runtime runs ("" when it is). ``on_this_host``:
+        the launch runs from here (not --dry-run), so a SIF must exist now."""
+        if self.image_kind == "sif":
+            if on_this_host and not Path(image).is_file():
+                return f"{image} is not a file; {self.image_hint}"
+            if not image.endswith(".sif") and not Path(image).is_file():
+                return f"{self.name} runs a SIF file, not {image}; {self.image_hint}"
+        elif image.endswith(".sif"):
+            return f"{self.name} runs an image name, not a SIF file ({image}); {self.image_hint}"
+        return ""
 
     def mapped(self, request: ExecRequest) -> list[str]:
         """The request's binds, working dir and environment, as this runtime's flags."""

@@ -8,6 +8,7 @@ from launcher.runtimes.base import ExecRequest, Runtime
 
 class Shifter(Runtime):
     name = "shifter"
+    image_hint = "give the name Shifter knows it by (`shifterimg pull NAME`)"
     bind_flag = "--volume={path}:{path}"
     workdir_flag = "--workdir={path}"
     env_flag = "--env={key}={value}"
@@ -24,6 +25,8 @@ class Docker(Runtime):
     """`docker run` on each node: host network and IPC, so Ray nodes reach each other and the
     object store gets the node's shared memory."""
     name = "docker"
+    image_hint = "give an image tag on the engine (`invoke build` makes one)"
+    batch = False
     bind_flag = "--volume {path}:{path}"
     workdir_flag = "--workdir {path}"
     env_flag = "--env {key}={value}"
@@ -35,15 +38,35 @@ class Docker(Runtime):
                 *self.options, *self.GPU_FLAGS.get(request.gpu, []), *self.mapped(request),
                 request.image, *request.command]
 
+    @staticmethod
+    def compose_service(request: ExecRequest) -> dict:
+        """The same request as a docker compose service (the local site's form)."""
+        service = {
+            "image": request.image,
+            "init": True,  # reaps Ray's orphans and forwards SIGTERM to the agent
+            "working_dir": request.workdir,
+            "command": request.command,
+            "environment": dict(request.env),
+            "volumes": [{"type": "bind", "source": path, "target": path}
+                        for path in request.binds],
+        }
+        if request.home:
+            service["environment"]["HOME"] = request.home
+        return service
+
 
 class PodmanHPC(Docker):
     name = "podman-hpc"
+    image_hint = "give the image name after `podman-hpc migrate NAME`"
+    batch = True
     GPU_FLAGS = {"nvidia": ["--gpu"]}
 
 
 class Bare(Runtime):
     """No container: the node's own Python with Ray installed (for sites that forbid them)."""
     name = "bare"
+    image_kind = "none"
+    image_hint = "the bare runtime runs no image: leave --image out"
 
     def exec_command(self, request: ExecRequest) -> list[str]:
         env = [f"{key}={value}" for key, value in request.env.items()]

@@ -17,8 +17,9 @@ step=$!
 # The walltime warning comes here. Tell the agents through the run directory (srun
 # would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on
 # every node and keep the logs.
-trap 'echo walltime > /lus/proj/shared/runs/20260101-000000-abcd/stop' TERM INT
+# (set -C: the stop file is made once, by whoever asks first.)
+trap '(set -C; echo job script: walltime or cancel > "$RAYHPC_RUN_DIR/stop") 2>/dev/null' TERM INT
 wait "$step"
 wait "$step" 2>/dev/null  # a trapped signal ends the first wait early
-code=$(cat /lus/proj/shared/runs/20260101-000000-abcd/exit_code 2>/dev/null || echo 1)
+code=$(cat "$RAYHPC_RUN_DIR/exit_code" 2>/dev/null || echo 1)
 exit "$code"

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from containers.errors import UserError
+from common.errors import UserError
 
 
 def find_yaml(name_or_path: str, directory: Path, kind: str, flag: str) -> Path:
