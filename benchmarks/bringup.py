@@ -19,7 +19,7 @@ import secrets
 import threading
 import time
 
-from common import (
+from harness import (
     PlainCluster,
     ensure_image,
     launch,

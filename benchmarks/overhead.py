@@ -17,7 +17,7 @@ import re
 import subprocess
 import sys
 
-from common import IN_NODE, ensure_image, launch, machine, median, print_table, shared_dir
+from harness import IN_NODE, ensure_image, launch, machine, median, print_table, shared_dir
 
 GOAL = 0.9
 CPUS_PER_NODE = 2

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import docker
 import yaml
-
-from common import ROOT, invoke, machine, median, print_table
+from harness import ROOT, invoke, machine, median, print_table
 
 GOAL = 0.15
 TAG = "rayhpc-bench/rebuild:cpu"

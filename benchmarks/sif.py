@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import docker
+from harness import ensure_image, invoke, machine, median, print_table
 
-from common import ensure_image, invoke, machine, median, print_table
 from containers.images import ensure_recipe_image
 from containers.sif import CONVERTER_RECIPE, CONVERTER_UID, CONVERTER_VARIANT, host_runtime
 

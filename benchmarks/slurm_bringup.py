@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import docker
+from harness import IN_NODE, ROOT, machine, median, print_table, stamp
 
-from common import IN_NODE, ROOT, machine, median, print_table, stamp
 from containers.images import ensure_recipe_image
 from containers.sif import convert_image
 from tests.testbed.harness import RECIPE, SlurmTestbed

@@ -12,6 +12,11 @@ import yaml
 from common.errors import UserError
 
 
+def yaml_names(directory: Path) -> list[str]:
+    """The names of the YAML data files in a directory (recipes/, launcher/sites/), sorted."""
+    return sorted(path.stem for path in directory.glob("*.yaml"))
+
+
 def find_yaml(name_or_path: str, directory: Path, kind: str, flag: str) -> Path:
     """<directory>/<name>.yaml for a name, or the file a path names."""
     candidate = Path(name_or_path)
@@ -21,7 +26,7 @@ def find_yaml(name_or_path: str, directory: Path, kind: str, flag: str) -> Path:
         return candidate
     path = directory / f"{name_or_path}.yaml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml"))) or "none"
+        known = ", ".join(yaml_names(directory)) or "none"
         raise UserError(f"unknown {kind} {name_or_path!r} ({flag}); known {kind}s: {known}, "
                         f"or give the path of a {kind} YAML file")
     return path

@@ -26,9 +26,8 @@ from spython.main.parse.parsers import DockerParser
 from spython.main.parse.writers import SingularityWriter
 
 from common.errors import UserError
-from containers import RECIPES_DIR
 from containers.dockerfile import render_portable_dockerfile
-from containers.recipe import Recipe
+from containers.recipe import Recipe, list_recipes, load_recipe
 
 DOCKER_ENV = "/.singularity.d/env/10-docker2singularity.sh"
 APT_OPTIONS = "-o APT::Sandbox::User=root"
@@ -106,13 +105,10 @@ def render_def(recipe: Recipe, variant: str, base: str | None = None,
 
 def write_defs(recipe_name: str | None, out_dir: str | Path) -> list[Path]:
     """Write <recipe>-<variant>.def for each variant of one recipe (default: every Ray recipe)."""
-    from containers.recipe import load_recipe
-
     if recipe_name:
         recipes = [load_recipe(recipe_name)]
     else:
-        recipes = [r for r in map(load_recipe, sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
-                   if r.kind == "ray"]
+        recipes = [r for r in map(load_recipe, list_recipes()) if r.kind == "ray"]
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

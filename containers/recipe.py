@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.datafiles import check_keys, find_yaml, read_yaml
+from common.datafiles import check_keys, find_yaml, read_yaml, yaml_names
 from common.errors import UserError
 from containers import RECIPES_DIR
 
@@ -73,6 +73,8 @@ class Recipe:
             "org.opencontainers.image.base.name": self.variant(variant).base,
             "org.rayhpc.recipe": self.name,
             "org.rayhpc.variant": variant,
+            # Whether the image carries a GPU stack (CUDA): what sites' GPU flags need.
+            "org.rayhpc.gpu": str(self.variant(variant).gpu).lower(),
         }
         if self.kind == "ray":
             labels["org.rayhpc.ray-version"] = self.ray_version
@@ -81,6 +83,11 @@ class Recipe:
             labels["org.opencontainers.image.description"] = self.description
         labels.update(self.labels)
         return labels
+
+
+def list_recipes(recipes_dir: Path = RECIPES_DIR) -> list[str]:
+    """Names of the project's recipes (recipes/*.yaml)."""
+    return yaml_names(recipes_dir)
 
 
 def load_recipe(name_or_path: str, recipes_dir: Path = RECIPES_DIR) -> Recipe:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.datafiles import check_keys, find_yaml, read_yaml
+from common.datafiles import check_keys, find_yaml, read_yaml, yaml_names
 from common.errors import UserError
 from launcher import SITES_DIR
 from launcher.backends import Backend, backend_for
@@ -143,7 +143,7 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
 
 
 def list_sites(sites_dir: Path = SITES_DIR) -> list[Site]:
-    return [load_site(str(p)) for p in sorted(sites_dir.glob("*.yaml"))]
+    return [load_site(str(sites_dir / f"{name}.yaml")) for name in yaml_names(sites_dir)]
 
 
 def resolve_settings(site: Site, cli: Mapping[str, Any],

@@ -4,13 +4,15 @@ line, and the host-runtime path's exact command line."""
 import pytest
 
 from containers.apptainer_def import render_def, split_sections
-from containers.recipe import load_recipe
+from containers.recipe import list_recipes, load_recipe
 from launcher.runtimes import ExecRequest, runtime
 from tests.golden import assert_golden
 
+RECIPE_VARIANTS = [(recipe.name, variant) for recipe in map(load_recipe, list_recipes())
+                   for variant in recipe.variants]
 
-@pytest.mark.parametrize("recipe, variant", [("ray", "cpu"), ("ray", "gpu"),
-                                             ("apptainer", "default")])
+
+@pytest.mark.parametrize("recipe, variant", RECIPE_VARIANTS)
 def test_def_file_golden(recipe, variant):
     assert_golden(f"{recipe}-{variant}.def", render_def(load_recipe(recipe), variant))
 
@@ -22,6 +24,7 @@ def test_def_file_keeps_base_environment_and_labels():
     labels = dict(line.strip().split(" ", 1) for line in sections["labels"] if line.strip())
     assert labels["org.rayhpc.ray-version"] == "2.60.0"
     assert labels["org.rayhpc.variant"] == "gpu"
+    assert labels["org.rayhpc.gpu"] == "true"
     post = "\n".join(sections["post"])
     assert "10-docker2singularity.sh" in post.splitlines()[1]  # before any package step
     assert "su " not in post and "USER" not in post and "RAYHPC_SECRETS" not in post

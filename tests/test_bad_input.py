@@ -56,7 +56,8 @@ CASES = [
     Case("join timeout 0", ["launch", "--join-timeout", "0"], {},
          "--join-timeout: '0': must be 1 or more"),
     Case("image missing", ["launch", "--image", "rayhpc-test/absent:0"], {},
-         "--image: rayhpc-test/absent:0 is not on this Docker engine; build it with `invoke build`"),
+         "--image: rayhpc-test/absent:0 is not on this Docker engine; build it with "
+         "`invoke build`"),
     Case("no docker engine", ["launch"], {"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
          "no Docker engine reachable at unix:///nonexistent/docker.sock"),
     Case("compose missing", ["launch"], {"PATH": "/nonexistent"},

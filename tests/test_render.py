@@ -17,7 +17,7 @@ def spec(nodes=3, shared="/data/shared", **cli):
     return make_spec("local", shared=shared, nodes=nodes, **cli)
 
 
-@pytest.mark.parametrize("variant", ["cpu", "gpu"])
+@pytest.mark.parametrize("variant", list(load_recipe("ray").variants))
 def test_recipe_dockerfile_golden(variant):
     assert_golden(f"Dockerfile.ray-{variant}", render_dockerfile(load_recipe("ray"), variant))
 
