@@ -20,7 +20,10 @@ def yaml_names(directory: Path) -> list[str]:
 def find_yaml(name_or_path: str, directory: Path, kind: str, flag: str) -> Path:
     """<directory>/<name>.yaml for a name, or the file a path names."""
     candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or "/" in name_or_path:
+    if candidate.suffix in (".yaml", ".yml") or "/" in name_or_path or candidate.exists():
+        if candidate.is_dir():
+            raise UserError(f"{kind} file {candidate} is a directory ({flag}); give the "
+                            f"{kind} YAML file in it")
         if not candidate.is_file():
             raise UserError(f"{kind} file {candidate} not found ({flag})")
         return candidate
@@ -34,7 +37,12 @@ def find_yaml(name_or_path: str, directory: Path, kind: str, flag: str) -> Path:
 
 def read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 "
+                        "YAML") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
 

@@ -33,12 +33,30 @@ def connect() -> docker.APIClient:
     return api
 
 
+# Docker's image reference grammar (distribution/reference): [host[:port]/]path[:tag][@digest],
+# path components lower case.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+# A first component is a registry host only with a dot, a port, or as localhost.
+_HOST = r"(?:(?:localhost|[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+)(?::[0-9]+)?/|[a-zA-Z0-9-]+:[0-9]+/)"
+_REFERENCE_RE = re.compile(rf"{_HOST}?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?"
+                           r"(?:@[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,})?")
+
+
+def check_image_ref(ref: str, flag: str) -> None:
+    """UserError naming ``flag`` unless ``ref`` is a valid image reference."""
+    if not _REFERENCE_RE.fullmatch(ref):
+        raise UserError(f"{flag}: {ref!r} is not a valid image reference; use "
+                        "[registry/]name[:tag] in lower case, e.g. rayhpc/ray:2.60.0-py311-cpu")
+
+
 def image_exists(api: docker.APIClient, ref: str) -> bool:
     try:
         api.inspect_image(ref)
         return True
     except docker.errors.ImageNotFound:
         return False
+    except docker.errors.APIError as exc:  # the engine refused the reference itself
+        raise UserError(f"image {ref!r}: {_short(exc)}") from None
 
 
 def ensure_image(api: docker.APIClient, ref: str, progress: Progress, hint: str) -> None:

@@ -22,7 +22,7 @@ import docker
 import docker.errors
 
 from common.errors import UserError
-from containers.engine import connect
+from containers.engine import check_image_ref, connect
 from containers.progress import Progress
 
 CONVERTER_RECIPE = "apptainer"
@@ -61,6 +61,7 @@ def convert_image(tag: str, out: str | Path | None = None, progress: Progress | 
                         "apptainer nor singularity is installed; start Docker, or install "
                         "Apptainer (https://apptainer.org/docs/admin/main/installation.html)"
                         ) from None
+    check_image_ref(tag, "--image")
     try:
         image_id = api.inspect_image(tag)["Id"]
     except docker.errors.ImageNotFound:

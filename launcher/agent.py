@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib.metadata
 import json
 import os
@@ -46,6 +47,7 @@ HEAD_START_ALLOWANCE_S = 600
 FINAL_STATES = ("stopped", "lost-head", "failed")
 HEAD_PROBE_FAILURES = 3  # consecutive failed probes of the head's GCS before it counts as gone
 DRIVER_KILL_AFTER_S = 10  # SIGKILL a driver still there this long after SIGTERM
+LEFTOVER_GRACE_S = 3  # what the driver left running gets this long after SIGTERM
 # Seconds `ray stop` waits for Ray's processes to exit on SIGTERM before it SIGKILLs them. A
 # raylet whose head is gone waits for the GCS instead of exiting: no grace is of use there.
 RAY_STOP_GRACE_S = 5
@@ -228,11 +230,23 @@ def driver_command(template: str, address: str) -> str:
 def atomic_write(path: Path, text: str) -> None:
     """Write whole or not at all: readers on other nodes never see half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # a full disk leaves no half-written temp file behind
+        raise
+
+
+def run_dir_problem(exc: OSError) -> str:
+    """What a failed write to the shared run directory means, in words."""
+    what = {errno.ENOSPC: "is full", errno.EDQUOT: "is over its quota",
+            errno.EROFS: "became read-only"}.get(exc.errno or 0, "cannot be written")
+    return f"the run directory {what} ({exc.strerror}: {exc.filename})"
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -273,6 +287,56 @@ def missing_nodes(expected: list[str], count: int, records: dict[str, dict]) -> 
     if not expected and unnamed > 0:
         described.append(f"{unnamed} more node(s) whose agent never started")
     return described
+
+
+def copy_lines(source, log) -> None:
+    """The driver's output to driver.log (the launcher follows it) and to our own output (the
+    job's output file on batch sites, the container's log on the local site)."""
+    for line in source:
+        if log is not None:
+            try:
+                log.write(line)
+                log.flush()
+            except (OSError, ValueError):  # a full run directory: keep draining the pipe
+                log = None
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+
+
+def session_processes(session: int) -> list[int]:
+    """Processes of a session (from /proc), except its leader."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == session:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            continue  # gone meanwhile
+        # pid (comm) state ppid pgrp session ...: comm may hold spaces and parentheses.
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[3]) == session and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def process_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            words = handle.read().split(b"\0")
+    except OSError:
+        return str(pid)
+    return " ".join(w.decode(errors="replace") for w in words if w)[:60] or str(pid)
+
+
+def first_few(items: list[str], rest_hint: str, shown: int = 5) -> str:
+    """A short list for a one-line message: the first few, then how many more and where."""
+    text = ", ".join(items[:shown])
+    if len(items) > shown:
+        text += f" and {len(items) - shown} more ({rest_hint})"
+    return text
 
 
 def lost_nodes(joined_ips: dict[str, str], alive_ips: set[str]) -> list[str]:
@@ -370,6 +434,13 @@ class Agent:
                                     "hostname": socket.gethostname(), "pid": os.getpid(),
                                     "time": time.time(), **extra})
 
+    def record_last(self, state: str, **extra: object) -> None:
+        """The node's last record: a run directory that fails now must not stop the ending."""
+        try:
+            self.record(state, **extra)
+        except OSError as exc:
+            self.say(f"state {state} not recorded: {run_dir_problem(exc)}")
+
     def _ray_env(self) -> dict:
         env = dict(os.environ)
         home = env.get("HOME", "")
@@ -438,8 +509,11 @@ class Agent:
         try:
             shutil.copytree(session_logs.resolve(), self.log_dir, dirs_exist_ok=True,
                             ignore_dangling_symlinks=True)
-        except shutil.Error as exc:  # a file that vanished mid-copy: keep the rest
-            self.say(f"some logs were not copied: {len(exc.args[0])} file(s)")
+        except shutil.Error as exc:  # files that vanished mid-copy, or a full disk
+            self.say(f"some logs were not copied: {len(exc.args[0])} file(s), e.g. "
+                     f"{exc.args[0][0][2]}")
+        except OSError as exc:
+            self.say(f"logs not copied: {run_dir_problem(exc)}")
         # The node's temp dir is the run's alone (HPC nodes keep /tmp between jobs).
         shutil.rmtree(self.spec["temp_dir"], ignore_errors=True)
 
@@ -483,13 +557,20 @@ class Head(Agent):
         except LaunchFailed as exc:
             error = str(exc)
             self.say(f"error: {error}")
-        if error:
-            atomic_write(self.paths.error, error + "\n")
+        except OSError as exc:  # the shared run directory failing mid-run
+            error = run_dir_problem(exc)
+            self.say(f"error: {error}")
         self.teardown()
         if self.signalled:
             code = 128 + self.signalled
-        write_json(self.paths.timing, self.timing)
-        atomic_write(self.paths.exit_code, f"{code}\n")
+        try:
+            if error:
+                atomic_write(self.paths.error, error + "\n")
+            write_json(self.paths.timing, self.timing)
+            atomic_write(self.paths.exit_code, f"{code}\n")
+        except OSError as exc:
+            self.say(f"error: {run_dir_problem(exc)}: exit code not recorded")
+        # The launcher reads this line from the head's output when exit_code cannot be written.
         self.say(f"done: exit code {code}")
         return code
 
@@ -579,7 +660,7 @@ class Head(Agent):
                 raise LaunchFailed(
                     f"timed out after {self.spec['join_timeout']} s waiting for "
                     f"{expected} nodes ({alive} joined); never joined: "
-                    f"{', '.join(missing) or 'unknown'}")
+                    f"{first_few(missing, f'see {self.paths.nodes}/') or 'unknown'}")
             time.sleep(POLL_S / 2)
         return False
 
@@ -593,22 +674,40 @@ class Head(Agent):
             self.driver = subprocess.Popen(command, shell=True, cwd=self.spec["shared"], env=env,
                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                            start_new_session=True)
+            copier = threading.Thread(target=copy_lines, args=(self.driver.stdout, log),
+                                      daemon=True)
+            copier.start()
             self.prepare_stop()
             threading.Thread(target=self._stop_driver_on_request, daemon=True).start()
             node_watch = threading.Thread(target=self.watch_nodes, daemon=True)
             node_watch.start()
-            assert self.driver.stdout is not None
-            for line in self.driver.stdout:
-                log.write(line)
-                log.flush()
-                sys.stdout.buffer.write(line)
-                sys.stdout.flush()
+            # The driver's end is its own exit, not the end of its output: a background
+            # process it left behind may hold the pipe open for ever.
             code = self.driver.wait()
-        self.timing["t_driver_end"] = time.time()
+            self.timing["t_driver_end"] = time.time()
+            self.stop_leftovers(self.driver.pid)
+            copier.join(timeout=LEFTOVER_GRACE_S)
         node_watch.join(timeout=5)  # before teardown drops the connection it lists nodes with
         code = 128 - code if code < 0 else code  # killed by signal N -> 128+N, as shells do
         self.say(f"driver exited with {code}")
         return code
+
+    def stop_leftovers(self, session: int) -> None:
+        """Stop what the driver left running in its session (`cmd &`): TERM, then KILL."""
+        left = session_processes(session)
+        if not left:
+            return
+        names = ", ".join(sorted({process_name(pid) for pid in left[:5]}))
+        self.say(f"the driver left {len(left)} process(es) running ({names}): stopping them")
+        deadline = time.monotonic() + LEFTOVER_GRACE_S
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            while (left := session_processes(session)) and time.monotonic() < deadline:
+                time.sleep(POLL_S / 2)
+            if not left:
+                return
 
     def _stop_driver_on_request(self) -> None:
         """A stop file from outside (the job script on the walltime warning) stops the driver."""
@@ -620,14 +719,19 @@ class Head(Agent):
             time.sleep(POLL_S)
 
     def teardown(self) -> None:
-        self.paths.request_stop(f"head: {self.node} is tearing down")
+        try:
+            self.paths.request_stop(f"head: {self.node} is tearing down")
+            told = True
+        except OSError as exc:  # the workers stop when the head is gone instead
+            self.say(f"cannot tell the workers to stop: {run_dir_problem(exc)}")
+            told = False
         ray = sys.modules.get("ray")
         if ray is not None:
             ray.shutdown()  # the agent's own connection, made in start_head
         self.stop_ray()
         self.harvest_logs()
-        self.record("stopped")
-        deadline = time.time() + self.spec["stop_timeout"]
+        self.record_last("stopped")
+        deadline = time.time() + (self.spec["stop_timeout"] if told else 0)
         while time.time() < deadline:
             # Batch nodes are named by host and known from their records only; lost nodes
             # cannot say they stopped.
@@ -654,16 +758,17 @@ class Worker(Agent):
             joined = self.join(head, cli)
             reason = self.follow(head) if joined else "stop requested while joining"
             state = "lost-head" if reason == "head gone" else "stopped"
-        except LaunchFailed as exc:
+        except (LaunchFailed, OSError) as exc:
             cli.cancel()
-            self.say(f"error: {exc}")
-            state, reason = "failed", str(exc)
+            reason = run_dir_problem(exc) if isinstance(exc, OSError) else str(exc)
+            self.say(f"error: {reason}")
+            state = "failed"
         # A stop can come before the head's loss is noticed (the launcher saw it first).
         headless = state == "lost-head" or (
             head is not None and not probe(head["ip"], head["gcs_port"], timeout=0.5))
         self.stop_ray(RAY_STOP_GRACE_HEADLESS_S if headless else RAY_STOP_GRACE_S)
         self.harvest_logs()
-        self.record(state, reason=reason)
+        self.record_last(state, reason=reason)
         self.say(f"{state} ({reason})")
         return 0 if state == "stopped" else 1
 

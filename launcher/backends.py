@@ -26,6 +26,7 @@ class Backend:
     name = ""
     schedulers: tuple[str, ...] = ()
     runtimes: tuple[str, ...] = ()
+    options: tuple[str, ...] | None = None  # the site-file options it uses (None: all)
 
     def node_names(self, nodes: int) -> list[str]:
         """Node names known before the start ([] where hosts name themselves)."""
@@ -60,6 +61,7 @@ class LocalBackend(Backend):
     name = "local"
     schedulers = ("local",)
     runtimes = (Docker.name,)
+    options = ("environment",)  # no job script: no setup lines, launcher or scheduler flags
 
     def node_names(self, nodes: int) -> list[str]:
         return ["head"] + [f"worker-{i}" for i in range(1, nodes)]
@@ -79,10 +81,11 @@ class LocalBackend(Backend):
         return container_user()[1]
 
     def ready_image(self, spec: LaunchSpec, site: Site, dry_run: bool) -> None:
-        from containers.engine import connect, image_exists
+        from containers.engine import check_image_ref, connect, image_exists
         from containers.images import ensure_recipe_image
         from containers.progress import Progress
 
+        check_image_ref(spec.image, "--image")
         if spec.image == self.default_image():
             ensure_recipe_image(progress=Progress())
         elif not image_exists(connect(), spec.image):
@@ -93,7 +96,7 @@ class LocalBackend(Backend):
         from containers.engine import connect
         from launcher.local import LocalLaunch
 
-        return LocalLaunch(spec, connect()).run()
+        return LocalLaunch(spec, connect(), site.option("environment")).run()
 
 
 class BatchBackend(Backend):

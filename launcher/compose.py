@@ -16,10 +16,12 @@ NODE_LABEL = "org.rayhpc.node"
 IMAGE_USER_UID = "1000"
 
 
-def render_compose(spec: LaunchSpec, user: str = IMAGE_USER_UID) -> str:
+def render_compose(spec: LaunchSpec, user: str = IMAGE_USER_UID,
+                   environment: dict[str, str] | None = None) -> str:
     """One service per node (head first), all on the run's own network.
 
-    ``user`` is the uid[:gid] the containers run as: never root.
+    ``user`` is the uid[:gid] the containers run as: never root. ``environment``: the site's,
+    set on every node.
     """
     paths = RunPaths(spec.run_dir)
     services = {}
@@ -27,7 +29,8 @@ def render_compose(spec: LaunchSpec, user: str = IMAGE_USER_UID) -> str:
         role = "head" if index == 0 else "worker"
         request = ExecRequest(
             image=spec.image, command=paths.agent_command("--role", role, "--node-name", node),
-            binds=[str(spec.shared)], workdir=str(spec.shared), env={"PYTHONUNBUFFERED": "1"},
+            binds=[str(spec.shared)], workdir=str(spec.shared),
+            env={**(environment or {}), "PYTHONUNBUFFERED": "1"},
             # A uid the image does not know has no home: give Ray a writable one.
             home=spec.temp_dir if user.split(":")[0] != IMAGE_USER_UID else "")
         service = {

@@ -31,6 +31,8 @@ def _size(value: Any) -> str:
     text = str(value).strip()
     if not _SIZE_RE.match(text):
         raise ValueError("must be a size like 512m or 2g")
+    if not float(re.match(r"[\d.]+", text).group()):
+        raise ValueError("must be more than 0")
     return text
 
 
@@ -42,6 +44,8 @@ def _walltime(value: Any) -> str:
 
 
 def _text(value: Any) -> str:
+    if not isinstance(value, (str, int, float)):
+        raise ValueError(f"must be one string, not a {type(value).__name__}")
     text = str(value)
     if not text.strip():
         raise ValueError("must not be empty")
@@ -122,7 +126,7 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
     for key in ("scheduler", "runtime"):
         if not isinstance(data.get(key), str):
             raise UserError(f"{path}: {key}: required (a name, see `invoke sites`)")
-    backend_for(data["scheduler"], data["runtime"], f"{path}: ")
+    backend = backend_for(data["scheduler"], data["runtime"], f"{path}: ")
     settings = {}
     for key, setting in SETTINGS.items():
         if data.get(key) is not None:
@@ -133,6 +137,10 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
             continue
         if not isinstance(data[key], kind):
             raise UserError(f"{path}: {key}: must be a {kind.__name__}")
+        if backend.options is not None and key not in backend.options:
+            raise UserError(f"{path}: {key}: not used on a {backend.name} site (it takes: "
+                            f"{', '.join(backend.options) or 'none of the site options'}); "
+                            "remove it")
         options[key] = data[key]
     if options.get("gpu", "") not in GPUS:
         raise UserError(f"{path}: gpu: {options['gpu']!r} is not one of: nvidia, amd")
@@ -166,6 +174,6 @@ def resolve_settings(site: Site, cli: Mapping[str, Any],
 def _parse(setting: Setting, value: Any, where: str) -> Any:
     try:
         return setting.parse(value)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         message = str(exc) if "must" in str(exc) else "not a valid value"
         raise UserError(f"{where}: {value!r}: {message}") from None

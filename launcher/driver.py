@@ -47,3 +47,8 @@ def check_driver(command: str, shared: Path) -> None:
         raise UserError(f"--driver: {script} not found in the shared directory {shared} "
                         "(the driver runs there, on the head node): put the script there "
                         "or fix --driver")
+    real = path.resolve()
+    if real != path.absolute() and shared.resolve() not in real.parents:
+        # The containers mount the shared directory only: a link out of it leads nowhere.
+        raise UserError(f"--driver: {script} is a link to {real}, outside the shared directory "
+                        f"{shared} that the nodes see; copy the script into it")

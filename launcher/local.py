@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,13 +15,24 @@ import docker
 import docker.errors
 
 from common.errors import UserError
-from launcher.agent import RunPaths, atomic_write, read_json, write_json
+from launcher.agent import RunPaths, atomic_write, read_json, run_dir_problem, write_json
 from launcher.compose import IMAGE_USER_UID, render_compose
 from launcher.rundir import prepare_run_dir, remove_run_dir
 from launcher.spec import LaunchSpec
 from launcher.watch import RunWatcher
 
+# More local nodes than this per core start too slowly to be of use (a warning says so).
+OVERLOAD_NODES_PER_CORE = 2
 FORCED_STOP_S = 2  # compose down's grace once the user asked twice
+AGENT_PREFIX = re.compile(r"^\[rayhpc [^]]*\] ")  # "[rayhpc head +  5.1s] " (Agent.say)
+
+
+def recorded_exit_code(said: list[str]) -> int | None:
+    """The exit code a head agent said last ("done: exit code N"), if it got that far."""
+    for line in reversed(said):
+        if match := re.fullmatch(r"done: exit code (\d+)", line):
+            return int(match.group(1))
+    return None
 
 
 def compose_command() -> list[str]:
@@ -51,9 +63,11 @@ def container_user() -> tuple[str, tuple[int, int] | None]:
 class LocalLaunch:
     """One run on this machine; follows the `FollowedRun` protocol of `launcher.watch`."""
 
-    def __init__(self, spec: LaunchSpec, api: docker.APIClient, out=None):
+    def __init__(self, spec: LaunchSpec, api: docker.APIClient,
+                 environment: dict | None = None, out=None):
         self.spec = spec
         self.api = api
+        self.environment = {str(k): str(v) for k, v in (environment or {}).items()}
         self.paths = RunPaths(spec.run_dir)
         self.watcher = RunWatcher(spec.run_dir, out)
         self.compose = compose_command()
@@ -68,9 +82,14 @@ class LocalLaunch:
         """Bring the cluster up, follow it, always tear it down; the driver's exit code."""
         user, owner = container_user()
         prepare_run_dir(self.spec, owner)
-        self.paths.compose_file.write_text(render_compose(self.spec, user))
+        self.paths.compose_file.write_text(render_compose(self.spec, user, self.environment))
         self.watcher.say(f"run {self.spec.run_id}: {self.spec.nodes} nodes of "
                          f"{self.spec.image}; run dir {self.paths.dir}")
+        cores = os.cpu_count() or 1
+        if self.spec.nodes > OVERLOAD_NODES_PER_CORE * cores:
+            self.watcher.say(f"warning: {self.spec.nodes} nodes on {cores} cores: each Ray node "
+                             "takes about a core to start, so bring-up will be slow and may "
+                             "reach the join timeout (--join-timeout); use fewer nodes here")
         # Signals are noted by the watcher, not raised, from here to the end of the teardown;
         # every way out (a signal, a full disk, a bug) ends with the cluster gone.
         with self.watcher.holding_signals():
@@ -93,20 +112,41 @@ class LocalLaunch:
         return f"its container exited (status {state.get('ExitCode')})"
 
     def gone(self, why: str) -> int:
-        """The head's agent cannot report any more: say so, keep what it left, exit 1."""
-        error = (f"the head died: {why} before the run finished; the other nodes are being "
-                 "stopped")
+        """The head's agent can report no more: say why, keep what it left, return its code."""
+        said = self._output_tail(self.head)
+        code = recorded_exit_code(said)
+        if code is not None:  # it finished but could not write the run directory
+            errors = [line.split("error: ", 1)[1] for line in said if "error: " in line]
+            error = (errors or ["the head could not record its result"])[-1]
+            error += f"; exit code {code} from the head's output"
+        else:
+            code = 1
+            error = (f"the head died: {why} before the run finished; the other nodes are "
+                     "being stopped")
+            if said:
+                error += f"; its last output: {' | '.join(said[-3:])}"
         self.watcher.say(f"error: {error}; logs in {self.paths.logs}/")
-        # In the head's stead (see RunPaths): it wrote none of these.
-        status = read_json(self.paths.status) or {}
-        if not self.paths.timing.exists():
-            write_json(self.paths.timing, {"t_submit": self.spec.t_submit,
-                                           "nodes_expected": self.spec.nodes,
-                                           "nodes_joined": status.get("joined", 0)})
-        for path, text in ((self.paths.error, error), (self.paths.exit_code, "1")):
-            if not path.exists():
-                atomic_write(path, text + "\n")
-        return 1
+        try:  # in the head's stead (see RunPaths): it wrote none of these
+            status = read_json(self.paths.status) or {}
+            if not self.paths.timing.exists():
+                write_json(self.paths.timing, {"t_submit": self.spec.t_submit,
+                                               "nodes_expected": self.spec.nodes,
+                                               "nodes_joined": status.get("joined", 0)})
+            for path, text in ((self.paths.error, error), (self.paths.exit_code, str(code))):
+                if not path.exists():
+                    atomic_write(path, text + "\n")
+        except OSError as exc:
+            self.watcher.say(f"error: {run_dir_problem(exc)}: the result is not recorded")
+        return code
+
+    def _output_tail(self, container: str, lines: int = 20) -> list[str]:
+        """The last lines a node's container printed (its agent's messages), without the
+        agent's prefix."""
+        try:
+            raw = self.api.logs(container, tail=lines).decode(errors="replace")
+        except docker.errors.APIError:
+            return []
+        return [AGENT_PREFIX.sub("", line).strip() for line in raw.splitlines() if line.strip()]
 
     def stop(self, signum: int, again: bool) -> bool:
         """The same signal to the head's agent: it stops the driver and every node and harvests

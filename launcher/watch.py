@@ -81,7 +81,7 @@ class RunWatcher:
                 signum, again = self.signals[handled], handled > 0
                 handled = len(self.signals)
                 name = signal.Signals(signum).name
-                self.say(f"{name}: {'stopping now' if again else 'stopping the run'} "
+                self.say(f"{name}: {'stopping now' if again else 'stopping the cluster'} "
                          "(logs are kept)")
                 if not run.stop(signum, again):
                     self.flush()
