@@ -445,6 +445,18 @@ def test_engine_installed_but_stopped_is_only_started(machine):
     assert machine.actions() == ["dockerd "]
 
 
+def test_engine_without_compose_on_bookworm_gets_only_compose_v2(machine):
+    machine.have("dockerd")
+    machine.engine_up()
+    for tool in ("debootstrap", "openssl"):
+        (machine.bin / tool).write_text("#!/bin/sh\n")
+        (machine.bin / tool).chmod(0o755)
+    result = machine.run("--install")
+    assert result.returncode == 0, result.stderr
+    assert machine.actions() == [APT_BOOKWORM[0], APT_BOOKWORM[2]]
+    assert (machine.apt / "preferences.d" / "rayhpc-trixie-low").read_text() == TRIXIE_PIN
+
+
 def test_under_systemd_the_docker_service_is_started(machine):
     machine.have("dockerd", "systemctl")
     machine.flag("compose_v2")
