@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# One command from a fresh checkout to a finished run: installs the project into .venv, builds the
-# image on first use (on a stand-in base where rayproject/ray cannot be pulled), then runs
-# 1 head + 2 workers in containers with the hello example. Extra arguments go to `invoke launch`.
+# One command from a fresh checkout to a finished run: makes sure a Docker engine with compose
+# is reachable (bin/engine: on Debian/Ubuntu it installs and starts one, asking first on a
+# terminal; RAYHPC_INSTALL_ENGINE=1 says yes without asking), installs the project into .venv,
+# builds the image on first use (on a stand-in base where rayproject/ray cannot be pulled), then
+# runs 1 head + 2 workers in containers with the hello example. Extra arguments go to
+# `invoke launch`.
 set -euo pipefail
-bin="$("$(dirname "$0")/bin/venv")"
-exec "$bin/invoke" -r "$(dirname "$0")" launch --site local "$@"
+here="$(dirname "$0")"
+host="$("$here/bin/engine" --quiet)" || exit $?
+if [ -n "$host" ]; then export DOCKER_HOST="$host"; fi  # a rootless engine
+bin="$("$here/bin/venv")"
+exec "$bin/invoke" -r "$here" launch --site local "$@"

@@ -56,28 +56,51 @@ def build_standin_base(recipe_name: str = DEFAULT_RECIPE, os_image: str | None =
     return tag
 
 
+# Rough durations of the first-run steps, said before each so that a first launch does not look
+# hung. From the figures on the project's 2-core test machines: debootstrap ~25 s; the Ray
+# stand-in about 90 s from nothing (debootstrap, then Python, ray[default] and numpy: the cold
+# Ray base alone ~45 s in benchmarks/README.md "Rebuild"); the ray recipe on its base ~6 s cold.
+FIRST_RUN_STANDIN = "debootstrap, Python, Ray; about 90 s, once"
+FIRST_RUN_STANDIN_ON_OS = "Python, Ray; about 45 s, once"  # the Debian base is there already
+FIRST_RUN_DEBOOTSTRAP = "about 30 s, once"
+FIRST_RUN_RECIPE = {"ray": "about 10 s"}
+
+
 def ensure_recipe_image(recipe_name: str = DEFAULT_RECIPE, variant: str = "cpu",
                         progress: Progress | None = None) -> str:
     """The recipe's image, built on first use: from the real base when it can be had, else from
-    a stand-in (built too when missing). For one-command use without a registry."""
+    a stand-in (built too when missing). For one-command use without a registry.
+
+    Says what it builds and roughly how long that takes before each long step; says nothing
+    when the image is there."""
     progress = progress or Progress()
     recipe = load_recipe(recipe_name)
     tag = recipe.image_tag(variant)
     api = connect()
     if image_exists(api, tag):
         return tag
-    progress.note(f"image {tag} not built yet: building it now (once)")
+    progress.note(f"rayhpc: image {tag} is not built yet: building it now, once (later runs "
+                  "skip this)")
     base = recipe.variant(variant).base
     try:
         ensure_image(api, base, progress, hint="")
     except UserError:
         wanted, base = base, standin_for(recipe, base)
-        progress.note(f"{wanted} cannot be pulled here; using the stand-in base {base}")
-        if not image_exists(api, base):
-            if recipe.kind == "ray":
-                build_standin_base(recipe_name, progress=progress)
-            else:
-                debootstrap_image(api, base, debian_suite(wanted), None, progress)
+        if image_exists(api, base):
+            progress.note(f"rayhpc: {wanted} cannot be pulled here; using the stand-in base "
+                          f"{base}")
+        elif recipe.kind == "ray":
+            took = FIRST_RUN_STANDIN_ON_OS if image_exists(api, OS_IMAGE) else FIRST_RUN_STANDIN
+            progress.note(f"rayhpc: {wanted} cannot be pulled here: building the stand-in Ray "
+                          f"base {base} first ({took})")
+            build_standin_base(recipe_name, progress=progress)
+        else:
+            progress.note(f"rayhpc: {wanted} cannot be pulled here: building the stand-in "
+                          f"{base} by debootstrap first ({FIRST_RUN_DEBOOTSTRAP})")
+            debootstrap_image(api, base, debian_suite(wanted), None, progress)
+    took = FIRST_RUN_RECIPE.get(recipe.kind)
+    progress.note(f"rayhpc: building image {tag} from recipe {recipe.name}"
+                  + (f" ({took})" if took else ""))
     return build_recipe_image(recipe_name, variant, base=base, progress=progress)
 
 
