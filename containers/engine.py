@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import subprocess
@@ -152,3 +153,58 @@ def _show_build_chunk(chunk: dict, progress: Progress) -> str:
 def _short(exc: BaseException) -> str:
     text = getattr(exc, "explanation", None) or str(exc)
     return " ".join(str(text).split())[:300]
+
+
+# What the node agent needs of an image: `python` on PATH with Ray installed. Reading the
+# package metadata is quick (no `import ray`).
+_RAY_PROBE = ("import importlib.metadata as m, sys; print('python', sys.version.split()[0]); "
+              "print('ray', m.version('ray'))")
+
+
+def ray_in_image(api: docker.APIClient, image: str, flag: str = "--image") -> str:
+    """The Ray version in ``image`` (checked once per image id, then remembered); UserError
+    naming the image and what is missing."""
+    image_id = api.inspect_image(image)["Id"]
+    cache = _cache_dir() / "images.json"
+    known = _read_json(cache)
+    if image_id in known:
+        return known[image_id]
+    container = None
+    try:
+        container = api.create_container(image, command=["python", "-c", _RAY_PROBE])
+        api.start(container)
+        status = api.wait(container, timeout=120)["StatusCode"]
+        output = api.logs(container).decode(errors="replace")
+    except docker.errors.APIError as exc:
+        if "executable file not found" in str(exc):
+            raise UserError(f"{flag}: {image} has no `python` on its PATH, and every node runs "
+                            "the node agent with it; use an image built from rayproject/ray "
+                            "(`invoke build`)") from None
+        raise UserError(f"{flag}: {image} cannot run here: {_short(exc)}") from None
+    finally:
+        if container is not None:
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_container(container, force=True)
+    versions = dict(line.split(" ", 1) for line in output.splitlines() if line.count(" ") == 1)
+    if status != 0 or "ray" not in versions:
+        if "python" in versions:
+            raise UserError(f"{flag}: {image} has Python {versions['python']} but no Ray "
+                            "(package ray not installed); use an image built from "
+                            "rayproject/ray (`invoke build`), or add ray[default] to it")
+        raise UserError(f"{flag}: {image}: `python` failed (exit {status}): "
+                        f"{' '.join(output.split())[-200:]}")
+    with contextlib.suppress(OSError):
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({**known, image_id: versions["ray"]}))
+    return versions["ray"]
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rayhpc"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

@@ -246,7 +246,8 @@ def run_dir_problem(exc: OSError) -> str:
     """What a failed write to the shared run directory means, in words."""
     what = {errno.ENOSPC: "is full", errno.EDQUOT: "is over its quota",
             errno.EROFS: "became read-only"}.get(exc.errno or 0, "cannot be written")
-    return f"the run directory {what} ({exc.strerror}: {exc.filename})"
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"the run directory {what} ({exc.strerror}{where})"
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -411,11 +412,15 @@ class Agent:
     def say(self, message: str) -> None:
         line = f"[rayhpc {self.node} +{time.time() - self.t0:5.1f}s] {message}"
         print(line, flush=True)
-        self._log.write(line + "\n")
+        if self._log is not None:
+            try:
+                self._log.write(line + "\n")
+            except OSError:  # a full run directory: the container's output still has it
+                self._log = None
 
     def handle_signals(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if self.signalled is None:
@@ -472,7 +477,9 @@ class Agent:
         meanwhile, e.g. a worker still joining a failed head."""
         cli = cli or RayCli(self.env)
         code, output = cli.run(args, self.stop_requested if interruptible else None)
-        self._log.write(output)
+        if self._log is not None:
+            with contextlib.suppress(OSError):
+                self._log.write(output)
         if check and code is not None and code != 0:
             tail = " | ".join(output.strip().splitlines()[-2:])
             raise LaunchFailed(f"`ray {args[0]}` failed on {self.node} (exit {code}): {tail}")
@@ -613,6 +620,12 @@ class Head(Agent):
         self.status.update(changes)
         write_json(self.paths.status, self.status)
 
+    def note(self, message: str) -> None:
+        """Say something the user should see on the launcher's console too (status.json)."""
+        self.say(message)
+        with contextlib.suppress(OSError):
+            self.publish_status(notes=[*self.status.get("notes", []), message])
+
     def node_records(self) -> dict[str, dict]:
         return {p.stem: read_json(p) or {} for p in self.paths.nodes.glob("*.json")}
 
@@ -670,7 +683,8 @@ class Head(Agent):
                    RAYHPC_RUN_DIR=str(self.paths.dir), RAYHPC_NODES=str(self.spec["nodes"]))
         self.say(f"running driver: {command}")
         self.timing["t_driver_start"] = time.time()
-        with open(self.paths.driver_log, "wb") as log:
+        # Unbuffered: a full run directory fails a write (handled), never the close.
+        with open(self.paths.driver_log, "wb", buffering=0) as log:
             self.driver = subprocess.Popen(command, shell=True, cwd=self.spec["shared"], env=env,
                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                            start_new_session=True)
@@ -698,7 +712,7 @@ class Head(Agent):
         if not left:
             return
         names = ", ".join(sorted({process_name(pid) for pid in left[:5]}))
-        self.say(f"the driver left {len(left)} process(es) running ({names}): stopping them")
+        self.note(f"the driver left {len(left)} process(es) running ({names}): stopping them")
         deadline = time.monotonic() + LEFTOVER_GRACE_S
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in left:

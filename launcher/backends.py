@@ -81,16 +81,18 @@ class LocalBackend(Backend):
         return container_user()[1]
 
     def ready_image(self, spec: LaunchSpec, site: Site, dry_run: bool) -> None:
-        from containers.engine import check_image_ref, connect, image_exists
+        from containers.engine import check_image_ref, connect, image_exists, ray_in_image
         from containers.images import ensure_recipe_image
         from containers.progress import Progress
 
         check_image_ref(spec.image, "--image")
+        api = connect()
         if spec.image == self.default_image():
             ensure_recipe_image(progress=Progress())
-        elif not image_exists(connect(), spec.image):
+        elif not image_exists(api, spec.image):
             raise UserError(f"--image: {spec.image} is not on this Docker engine; build it "
                             "with `invoke build` (or load it with `docker load`)")
+        ray_in_image(api, spec.image)  # before any node starts: python and Ray are there
 
     def run(self, spec: LaunchSpec, site: Site, wait: bool) -> int:
         from containers.engine import connect

@@ -41,6 +41,7 @@ class RunWatcher:
         self._driver_offset = 0
         self._joined = -1
         self._lost: list[str] = []
+        self._notes = 0  # the head's notes printed so far
         self.head: dict | None = None
         self.signals: list[int] = []
         self._holding = False
@@ -121,6 +122,10 @@ class RunWatcher:
         elif status.get("joined", self._joined) != self._joined:
             self.say(f"{status['joined']}/{status['expected']} nodes joined")
         self._joined = status.get("joined", self._joined)
+        notes = status.get("notes") or []
+        for note in notes[self._notes:]:
+            self.say(note)
+        self._notes = max(self._notes, len(notes))
         self._copy_driver_output()
 
     def _unread(self) -> bytes:

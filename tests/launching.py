@@ -18,9 +18,9 @@ def launch_args(image: str, shared: Path, *args: str) -> tuple[str, ...]:
     return ("launch", "--site", "local", "--image", image, "--shared", str(shared), *args)
 
 
-def launch(image: str, shared: Path, *args: str) -> tuple:
+def launch(image: str, shared: Path, *args: str, env: dict | None = None) -> tuple:
     """`invoke launch` on the local site to the end: the result and the run directory."""
-    result = invoke(*launch_args(image, shared, *args), timeout=600)
+    result = invoke(*launch_args(image, shared, *args), timeout=600, env=env)
     return result, run_dir_of(result.stdout, shared)
 
 

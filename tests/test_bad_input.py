@@ -24,7 +24,9 @@ class Case(NamedTuple):
     args: list  # the command line; {shared} is the test's shared dir
     env: dict  # extra environment
     expected: str  # what the one error line must say
-    site_text: str = ""  # written to SITE_FILE first, when given
+    site_text: str | bytes = ""  # written to SITE_FILE first, when given
+    files: dict | None = None  # {path in the shared dir: text} made first
+    links: dict | None = None  # {path in the shared dir: where the link points} made first
 
 
 CASES = [
@@ -84,6 +86,36 @@ CASES = [
          {}, "--image: rayhpc-test/never:0 is not on this Docker engine"),
     Case("down unknown run", ["down", "--run", "19990101-000000-0000"], {},
          "--run: no containers or networks of run '19990101-000000-0000' here"),
+    # Hardening: values that used to give a traceback, do nothing, or fail late.
+    Case("image reference upper case", ["launch", "--image", "Rayhpc/Ray:1"], {},
+         "--image: 'Rayhpc/Ray:1' is not a valid image reference; use [registry/]name[:tag]"),
+    Case("image reference tag then path", ["launch", "--image", "name:tag/x"], {},
+         "--image: 'name:tag/x' is not a valid image reference"),
+    Case("image reference bad digest", ["launch", "--image", "ray@sha256:abc"], {},
+         "--image: 'ray@sha256:abc' is not a valid image reference"),
+    Case("convert bad reference", ["convert", "--image", "name:tag/x", "--out", "{shared}"], {},
+         "--image: 'name:tag/x' is not a valid image reference"),
+    Case("site file not utf-8", ["launch", "--site", SITE_FILE], {},
+         "mysite.yaml: not UTF-8 text (byte 49); save it as UTF-8 YAML",
+         site_text="scheduler: local\nruntime: docker\ndescription: caf\xe9\n".encode("latin-1")),
+    Case("site file is a directory", ["launch", "--site", "{shared}"], {},
+         "site file {shared} is a directory (--site); give the site YAML file in it"),
+    Case("runs is a file", ["launch"], {},
+         "--shared: {shared}/runs is a file, not the directory of runs; move it away",
+         files={"runs": "not a directory"}),
+    Case("shared dir the containers cannot write", ["launch", "--shared", "{shared}/mine"], {},
+         "--shared: {shared}/mine is not writable by the containers' user (uid 1000; it is "
+         "owned by uid 0, mode 0o755); `chown 1000 {shared}/mine`", files={"mine/.keep": ""}),
+    Case("setup on the local site", ["launch", "--site", SITE_FILE], {},
+         "mysite.yaml: setup: not used on a local site (it takes: environment); remove it",
+         site_text="scheduler: local\nruntime: docker\nsetup: [module load x]\n"),
+    Case("driver as a yaml list", ["launch", "--site", SITE_FILE], {},
+         "mysite.yaml: driver: ['python', 'x.py']: must be one string, not a list",
+         site_text="scheduler: local\nruntime: docker\ndriver: [python, x.py]\n"),
+    Case("shm size 0", ["launch", "--shm-size", "0"], {}, "--shm-size: '0': must be more than 0"),
+    Case("driver linked out of the shared dir", ["launch", "--driver", "python link.py"], {},
+         "--driver: link.py is a link to /etc/hostname, outside the shared directory",
+         links={"link.py": "/etc/hostname"}),
 ]
 
 
@@ -93,8 +125,16 @@ def test_bad_input(docker_api, shared_dir, case):
     locked.mkdir()
     subprocess.run(["chattr", "+i", str(locked)], check=True)
     (shared_dir / "fake.sif").write_text("not really a SIF")
-    if case.site_text:
-        Path(SITE_FILE.format(shared=shared_dir)).write_text(case.site_text)
+    site = Path(SITE_FILE.format(shared=shared_dir))
+    if isinstance(case.site_text, bytes):
+        site.write_bytes(case.site_text)
+    elif case.site_text:
+        site.write_text(case.site_text)
+    for name, text in (case.files or {}).items():
+        (shared_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (shared_dir / name).write_text(text)
+    for name, target in (case.links or {}).items():
+        (shared_dir / name).symlink_to(target)
     args = [a.format(shared=shared_dir) for a in case.args]
     if args[0] == "launch" and "--shared" not in args:
         args += ["--shared", str(shared_dir)]
@@ -109,7 +149,8 @@ def test_bad_input(docker_api, shared_dir, case):
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert case.expected.format(shared=shared_dir) in lines[0], lines[0]
     assert "Traceback" not in result.stdout + result.stderr
-    assert not (shared_dir / "runs").exists() or not any((shared_dir / "runs").iterdir())
+    runs = shared_dir / "runs"
+    assert not runs.is_dir() or not any(runs.iterdir())
     ours = [c["Names"][0] for c in docker_api.containers(all=True, filters={"label": RUN_LABEL})
             if str(shared_dir) in c["Command"]]
     assert ours == [], f"containers of this test's runs: {ours}"
