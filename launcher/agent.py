@@ -2,31 +2,48 @@
 """rayhpc node agent: runs in every container of a launch and does the node's work.
 
 Standard library and Ray only, so any stock rayproject/ray image runs it as delivered (the
-launcher copies this file into the run directory). Rendezvous is through the run directory on the
-shared file system; no MPI is needed.
+launcher copies this file into the run directory). No MPI is needed.
 
-  head (rank 0):   start Ray's head, publish head.json, wait for every node, run the driver,
-                   write exit_code and timing.json, stop every node, harvest logs.
-  worker (rank>0): wait for head.json, join, follow the head; stop on the stop file, on
-                   SIGTERM/SIGINT, or when the head is gone.
+  head (rank 0):   listen for the workers' agents, start Ray's head, publish head.json, wait for
+                   every node, run the driver, stop every node, write exit_code and timing.json.
+  worker (rank>0): reach the head's agent over TCP, join Ray, follow the head; stop when the
+                   head says so, on SIGTERM/SIGINT/SIGHUP, or when the connection to it closes.
 
-`RunPaths` below is the run-directory protocol: every file, and who writes it.
+The control plane is the network, not the shared file system (at 1024 nodes, every file a node
+polls is a metadata server's load): workers find the head by probing its agent port (backoff
+0.1 s to 2 s, jittered), get its address, report their state and get "stop" over that one
+connection, and a closed connection means the head is gone. On the shared run directory each
+node reads spec.json and the token once, writes one log archive and one record at its end; only
+the head watches the `stop` file (once a second). `RunPaths` below names every file.
 """
 
 from __future__ import annotations
 
-import argparse
+import os
+import sys
+
+# This file runs from the run directory on the shared file system: Python's import system would
+# list and stat that directory for every module imported from here on, on every node. Nothing
+# is imported from it; take it off the path before anything else is imported.
+if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
+import argparse  # noqa: E402
 import contextlib
 import errno
+import hashlib
 import importlib.metadata
+import io
 import json
-import os
+import random
+import select
+import selectors
 import shutil
 import signal
 import socket
 import struct
 import subprocess
-import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -45,14 +62,30 @@ RAY_SOCKET_SUFFIX = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/pla
 # tells them to stop sooner when it fails.
 HEAD_START_ALLOWANCE_S = 600
 FINAL_STATES = ("stopped", "lost-head", "failed")
-HEAD_PROBE_FAILURES = 3  # consecutive failed probes of the head's GCS before it counts as gone
 DRIVER_KILL_AFTER_S = 10  # SIGKILL a driver still there this long after SIGTERM
 LEFTOVER_GRACE_S = 3  # what the driver left running gets this long after SIGTERM
-# Seconds `ray stop` waits for Ray's processes to exit on SIGTERM before it SIGKILLs them. A
-# raylet whose head is gone waits for the GCS instead of exiting: no grace is of use there.
+# Seconds Ray's processes get to exit on SIGTERM before SIGKILL. A raylet whose head is gone
+# waits for the GCS instead of exiting: no grace is of use there.
 RAY_STOP_GRACE_S = 5
 RAY_STOP_GRACE_HEADLESS_S = 1
 POLL_S = 0.2
+# Finding the head: probe its agent port with backoff from 0.1 s to 2 s (x0.5-1.5 jitter);
+# the run directory is looked at only every FILE_CHECK_S (the stop file; head.json when the
+# head's host is not known in advance).
+PROBE_FIRST_S, PROBE_MAX_S = 0.1, 2.0
+FILE_CHECK_S = 15.0
+STOP_FILE_EVERY_S = 1.0  # the head looks at the stop file at most this often
+STATUS_EVERY_S = 1.0  # status.json is rewritten at most this often (and at once when all joined)
+RAY_START_TRIES = 3  # `ray start` on a worker, with jittered backoff between tries
+# Keepalive on the control connection: a dead host (no FIN) is noticed in about 90 s.
+KEEPALIVE = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 6}
+# Ray's published scalability envelope (release/benchmarks/README.md in ray-project/ray): the
+# launcher warns above it.
+RAY_TESTED_NODES = 2000
+# Log harvest: Ray's daemons' logs always go first; per-process worker logs only from the head
+# and failed nodes, or while the cap leaves room.
+WORKER_LOG_PREFIXES = ("worker-", "python-core-worker-", "python-core-driver-",
+                       "runtime_env_setup-")
 
 
 class LaunchFailed(Exception):
@@ -69,15 +102,16 @@ class RunPaths:
       spec.json, node_agent.py, auth_token (0600), compose.yaml (local) or job.sh and
       job_id (batch; job.out is the scheduler's)
     head agent:
-      head.json (address, once), status.json (join progress, lost nodes), driver.log,
-      timing.json, error, exit_code (last: its presence means the run is over)
-    each node's agent:
-      nodes/<node>.json (its state), logs/<node>/ (agent.log, harvested Ray logs)
+      head.json (address, once), status.json (join progress, lost nodes, notes; at most once a
+      second), driver.log, timing.json, error, exit_code (last: the run is over)
+    each node's agent, once, at its end:
+      logs/<node>.tar.gz (its agent.log and Ray's logs, capped; MANIFEST.json inside says what
+      was kept and dropped), then nodes/<node>.json (its final state and the archive's summary)
     stop (a request, written once with O_EXCL by whoever asks first; the text says who):
       the job script (walltime warning, scancel --batch), the launcher, or the head at teardown
     the local launcher, only where no agent can any more:
-      logs/containers.log (the containers' own output); logs/<node>/ of a node whose agent
-      harvested nothing (Ray's logs copied out of its stopped container); and error,
+      logs/containers.log (the containers' own output); logs/<node>.tar.gz of a node whose
+      agent wrote none (Ray's logs copied out of its stopped container); and error,
       exit_code and timing.json when the head's container exited before writing them.
     """
 
@@ -104,8 +138,8 @@ class RunPaths:
     def node_record(self, node: str) -> Path:
         return self.nodes / f"{node}.json"
 
-    def node_logs(self, node: str) -> Path:
-        return self.logs / node
+    def node_archive(self, node: str) -> Path:
+        return self.logs / f"{node}.tar.gz"
 
     def agent_command(self, *args: str) -> list[str]:
         """How a container starts the agent: `python node_agent.py --run-dir DIR [ARGS]`."""
@@ -189,7 +223,10 @@ def interface_ip(name: str) -> str:
 
 
 def node_ip(interface: str | None, multi_node: bool) -> str:
-    """This node's address for Ray: by interface when the site names one, else by hostname."""
+    """This node's address for Ray: $RAYHPC_NODE_IP when set, by interface when the site names
+    one, else by hostname."""
+    if os.environ.get("RAYHPC_NODE_IP"):
+        return os.environ["RAYHPC_NODE_IP"]
     ip = interface_ip(interface) if interface else socket.gethostbyname(socket.gethostname())
     if ip.startswith("127.") and multi_node:
         raise LaunchFailed(f"hostname {socket.gethostname()} resolves to {ip}: other nodes "
@@ -198,8 +235,12 @@ def node_ip(interface: str | None, multi_node: bool) -> str:
 
 
 def ray_start_args(spec: dict, ip: str, head_address: str | None,
-                   object_store: int | None) -> list[str]:
-    """Arguments of `ray start` for the head (head_address None) or a worker."""
+                   object_store: int | None, usable_cpus: int | None = None) -> list[str]:
+    """Arguments of `ray start` for the head (head_address None) or a worker.
+
+    ``usable_cpus``: the CPUs this process may run on, when fewer than the node has (a
+    launcher's CPU binding): Ray would otherwise count the whole node's.
+    """
     ports = spec["ports"]
     args = ["start", f"--node-ip-address={ip}", f"--temp-dir={spec['temp_dir']}",
             f"--node-manager-port={ports['node_manager']}",
@@ -218,8 +259,11 @@ def ray_start_args(spec: dict, ip: str, head_address: str | None,
         args.append(f"--address={head_address}")
     if object_store:
         args.append(f"--object-store-memory={object_store}")
-    if spec["num_cpus"] is not None:
-        args.append(f"--num-cpus={spec['num_cpus']}")
+    cpus = spec["num_cpus"] if spec["num_cpus"] is not None else usable_cpus
+    if head_address is None and spec["head_cpus"] is not None:
+        cpus = spec["head_cpus"]  # 0 keeps tasks off the head (Ray's large-cluster advice)
+    if cpus is not None:
+        args.append(f"--num-cpus={cpus}")
     return args
 
 
@@ -261,12 +305,45 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
-def probe(host: str, port: int, timeout: float = 1.0) -> bool:
+def usable_cpus() -> int | None:
+    """CPUs this process may run on, when a launcher bound it to fewer than the node has."""
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+        allowed = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    return allowed if allowed < (os.cpu_count() or allowed) else None
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Soft open-files limit up to the hard one (Ray holds many sockets per node; its large
+    cluster guide asks for 65535 or more). Returns (soft, hard) after."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft, hard
+
+
+def backoff(attempt: int, first: float = PROBE_FIRST_S, most: float = PROBE_MAX_S) -> float:
+    """Seconds before try ``attempt`` + 1: doubling from ``first`` up to ``most``, jittered
+    (x0.5-1.5) so that a thousand nodes do not knock at once."""
+    return min(most, first * 2 ** attempt) * random.uniform(0.5, 1.5)
+
+
+def nodes_poll_s(nodes: int, during_driver: bool = False) -> float:
+    """How often the head asks Ray's GCS for every node's record: each answer carries all N
+    records, so the rate falls as N grows (and is lower while the driver runs)."""
+    if during_driver:
+        return max(2.0, nodes / 32)
+    return min(10.0, max(0.5, nodes / 100))
+
+
+def secret_of(token: str) -> str:
+    """What a worker shows the head agent: proof that it holds the run's token."""
+    return hashlib.sha256(("rayhpc-agent:" + token).encode()).hexdigest()
 
 
 def missing_nodes(expected: list[str], count: int, records: dict[str, dict]) -> list[str]:
@@ -279,15 +356,48 @@ def missing_nodes(expected: list[str], count: int, records: dict[str, dict]) -> 
             continue
         rec = records.get(name)
         state = rec.get("state") if rec else None
-        why = {None: "agent never started", "waiting": "agent waiting for the head",
+        why = {None: "its agent never reached the head", "waiting": "agent waiting for the head",
                "starting": "ray start did not finish"}.get(state, f"state {state}")
         if rec and rec.get("reason"):
             why += f": {rec['reason']}"
         described.append(f"{name} ({why})")
     unnamed = count - len(joined) - len(described)
     if not expected and unnamed > 0:
-        described.append(f"{unnamed} more node(s) whose agent never started")
+        described.append(f"{unnamed} more node(s) whose agent never reached the head")
     return described
+
+
+def first_few(items: list[str], rest_hint: str, shown: int = 5) -> str:
+    """A short list for a one-line message: the first few, then how many more and where."""
+    text = ", ".join(items[:shown])
+    if len(items) > shown:
+        text += f" and {len(items) - shown} more ({rest_hint})"
+    return text
+
+
+def lost_nodes(joined_ips: dict[str, str], alive_ips: set[str]) -> list[str]:
+    """Names of nodes that were in the cluster (ip -> name) and are no longer alive in it."""
+    return sorted(name for ip, name in joined_ips.items() if ip not in alive_ips)
+
+
+def plan_archive(files: list[tuple[str, int]], cap: int, full: bool
+                 ) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, str]]]:
+    """Which log files go into a node's archive: (name, size, bytes kept: the file's tail)
+    and (name, size, why dropped). Ray's daemons' logs first, smallest first; per-process
+    worker logs only for ``full`` nodes (the head, a failed node); at most ``cap`` bytes."""
+    def is_worker_log(name: str) -> bool:
+        return Path(name).name.startswith(WORKER_LOG_PREFIXES)
+
+    kept, dropped, room = [], [], cap
+    for name, size in sorted(files, key=lambda f: (is_worker_log(f[0]), f[1], f[0])):
+        if is_worker_log(name) and not full:
+            dropped.append((name, size, "worker process log of a node that ended cleanly"))
+        elif room <= 0:
+            dropped.append((name, size, f"over the cap of {cap} bytes"))
+        else:
+            kept.append((name, size, min(size, room)))
+            room -= min(size, room)
+    return kept, dropped
 
 
 def copy_lines(source, log) -> None:
@@ -332,17 +442,209 @@ def process_name(pid: int) -> str:
     return " ".join(w.decode(errors="replace") for w in words if w)[:60] or str(pid)
 
 
-def first_few(items: list[str], rest_hint: str, shown: int = 5) -> str:
-    """A short list for a one-line message: the first few, then how many more and where."""
-    text = ", ".join(items[:shown])
-    if len(items) > shown:
-        text += f" and {len(items) - shown} more ({rest_hint})"
-    return text
+def stop_session(session: int, grace_s: float) -> list[str]:
+    """SIGTERM every process of a session, SIGKILL what is left after ``grace_s``; the names
+    of those that were running. A session holds one node's Ray (started by `ray start` in a
+    session of its own) or one driver's leftovers: nothing else of the user on the node."""
+    left = session_processes(session)
+    names = sorted({process_name(pid) for pid in left[:5]})
+    deadline = time.monotonic() + grace_s
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        while (left := session_processes(session)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not left:
+            break
+    return names
 
 
-def lost_nodes(joined_ips: dict[str, str], alive_ips: set[str]) -> list[str]:
-    """Names of nodes that were in the cluster (ip -> name) and are no longer alive in it."""
-    return sorted(name for ip, name in joined_ips.items() if ip not in alive_ips)
+# ---------------------------------------------------------------------------------------------
+# The control plane: JSON lines over TCP between each worker's agent and the head's agent
+
+class Channel:
+    """One connection: send messages (thread-safe), read them as they come."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self._buffer = b""
+        self._lock = threading.Lock()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in KEEPALIVE.items():
+            if hasattr(socket, name):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+    def send(self, **message: object) -> bool:
+        data = (json.dumps(message) + "\n").encode()
+        try:
+            with self._lock:
+                self.sock.sendall(data)
+            return True
+        except OSError:
+            return False
+
+    def read(self) -> list[dict] | None:
+        """What has arrived (the socket is readable): messages, or None once it closed."""
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            return None
+        if not data:
+            return None
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        messages = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                message = json.loads(line)
+                if isinstance(message, dict):
+                    messages.append(message)
+        return messages
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class Peer:
+    """A worker's agent as the head sees it."""
+
+    def __init__(self, name: str, channel: Channel):
+        self.name = name
+        self.channel = channel
+        self.state = "waiting"
+        self.reason = ""
+        self.ip = ""
+        self.connected = True
+
+    def record(self) -> dict:
+        return {"state": self.state, "reason": self.reason, "ip": self.ip}
+
+
+class ControlServer:
+    """The head agent's side: accepts the workers' agents (who must show the run's token),
+    tracks what each says, tells them the head's address and, at the end, to stop. One thread,
+    one selector, whatever the node count."""
+
+    def __init__(self, port: int, secret: str):
+        self.secret = secret
+        self.listener = socket.create_server(("", port), backlog=4096)
+        self.listener.setblocking(False)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ)
+        self.peers: dict[str, Peer] = {}
+        self._by_channel: dict[Channel, Peer] = {}
+        self.changed = threading.Condition()
+        self.version = 0  # bumped on every change of a peer
+        self.head_message: dict | None = None
+        self._closing = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        unnamed: dict[Channel, None] = {}
+        while not self._closing:
+            try:
+                events = self.selector.select(timeout=1.0)
+            except OSError:
+                return
+            for key, _ in events:
+                if key.fileobj is self.listener:
+                    with contextlib.suppress(OSError):
+                        sock, _ = self.listener.accept()
+                        sock.setblocking(False)
+                        channel = Channel(sock)
+                        unnamed[channel] = None
+                        self.selector.register(sock, selectors.EVENT_READ, channel)
+                    continue
+                channel = key.data
+                messages = channel.read()
+                if messages is None:
+                    self.selector.unregister(channel.sock)
+                    unnamed.pop(channel, None)
+                    self._closed(channel)
+                    channel.close()
+                    continue
+                for message in messages:
+                    if channel in unnamed:
+                        if not self._hello(channel, message):
+                            self.selector.unregister(channel.sock)
+                            channel.close()
+                            break
+                        del unnamed[channel]
+                    else:
+                        self._update(channel, message)
+
+    def _hello(self, channel: Channel, message: dict) -> bool:
+        if message.get("secret") != self.secret or not message.get("node"):
+            return False  # not one of this run's agents
+        with self.changed:
+            peer = Peer(str(message["node"]), channel)
+            old = self.peers.get(peer.name)
+            if old is not None and old.connected:
+                peer.name = f"{peer.name}#{len(self.peers)}"  # two agents, one host name
+            self.peers[peer.name] = peer
+            self._by_channel[channel] = peer
+            self._bump()
+        if self.head_message is not None:
+            channel.send(**self.head_message)
+        return True
+
+    def _update(self, channel: Channel, message: dict) -> None:
+        with self.changed:
+            peer = self._by_channel.get(channel)
+            if peer is None:
+                return
+            peer.state = str(message.get("state", peer.state))
+            peer.reason = str(message.get("reason", peer.reason))
+            peer.ip = str(message.get("ip", peer.ip))
+            self._bump()
+
+    def _closed(self, channel: Channel) -> None:
+        with self.changed:
+            peer = self._by_channel.pop(channel, None)
+            if peer is not None:
+                peer.connected = False
+                if peer.state not in FINAL_STATES:
+                    peer.state, peer.reason = "gone", "its agent's connection closed"
+                self._bump()
+
+    def _bump(self) -> None:
+        self.version += 1
+        self.changed.notify_all()
+
+    def announce(self, **message: object) -> None:
+        """Tell every worker (and every one that connects later) ``message``."""
+        self.head_message = message
+        self.broadcast(**message)
+
+    def broadcast(self, **message: object) -> None:
+        with self.changed:
+            peers = [p for p in self.peers.values() if p.connected]
+        for peer in peers:
+            peer.channel.send(**message)
+
+    def count(self, state: str) -> int:
+        with self.changed:
+            return sum(1 for p in self.peers.values() if p.state == state)
+
+    def records(self) -> dict[str, dict]:
+        with self.changed:
+            return {name: p.record() for name, p in self.peers.items()}
+
+    def wait(self, version: int, timeout: float) -> int:
+        """Until something changed after ``version`` (or ``timeout``); the version now."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.version != version, timeout=timeout)
+            return self.version
+
+    def close(self) -> None:
+        self._closing = True
+        with contextlib.suppress(OSError):
+            self.listener.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,7 +657,9 @@ RAY_CLI_ARGS_FROM_STDIN = ("import json, sys; from ray.scripts.scripts import cl
 
 
 class RayCli:
-    """One `ray ...` command, started before its arguments are known."""
+    """One `ray ...` command, started before its arguments are known, in a session of its own:
+    what `ray start` starts (the node's Ray) stays in that session, so that stopping this
+    run's Ray stops nothing else of the user's on the node."""
 
     def __init__(self, env: dict):
         # A file, not a pipe: nothing to drain while it runs. Closed by run() or cancel().
@@ -364,6 +668,10 @@ class RayCli:
                                      stdin=subprocess.PIPE, stdout=self.output,
                                      stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
+
+    @property
+    def session(self) -> int:
+        return self.proc.pid
 
     def run(self, args: tuple[str, ...], give_up=None) -> tuple[int | None, str]:
         """Exit code (None: ``give_up()`` became true first and it was killed) and output."""
@@ -383,7 +691,7 @@ class RayCli:
         return code, text
 
     def cancel(self) -> None:
-        """Kill it unless it has finished (then its group may hold the raylet it started)."""
+        """Kill it unless it has finished (then its session holds the Ray it started)."""
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -398,13 +706,18 @@ class Agent:
         self.spec = spec
         self.t0 = time.time()
         self.signalled: int | None = None
-        self.node_file = paths.node_record(node)
-        self.log_dir = paths.node_logs(node)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_dir / "agent.log", "a", buffering=1)  # noqa: SIM115 (agent-long)
+        # $RAYHPC_NODE_TEMP_DIR: several agents of one run on one host (the scale simulator).
+        self.temp_dir = Path(os.environ.get("RAYHPC_NODE_TEMP_DIR") or spec["temp_dir"])
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        # Node-local: it goes into the node's log archive at the end (the container's or
+        # job's output has every line too).
+        self._log = open(self.temp_dir / "agent.log", "a", buffering=1)  # noqa: SIM115
         self.ip = ""
+        self.ray_session: int | None = None  # the session of this node's Ray processes
+        self.failed = False
+        raise_fd_limit()
+        self.token = self._read_token()
         self.env = self._ray_env()
-        self.stop_cli: RayCli | None = None
         self.handle_signals()
 
     # -- plumbing
@@ -415,7 +728,7 @@ class Agent:
         if self._log is not None:
             try:
                 self._log.write(line + "\n")
-            except OSError:  # a full run directory: the container's output still has it
+            except OSError:
                 self._log = None
 
     def handle_signals(self) -> None:
@@ -431,38 +744,44 @@ class Agent:
     def on_stop_request(self) -> None:
         """Hook for the head: pass the stop on to the driver."""
 
-    def stop_requested(self) -> bool:
-        return self.signalled is not None or self.paths.stop.exists()
-
     def record(self, state: str, **extra: object) -> None:
-        write_json(self.node_file, {"node": self.node, "state": state, "ip": self.ip,
-                                    "hostname": socket.gethostname(), "pid": os.getpid(),
-                                    "time": time.time(), **extra})
-
-    def record_last(self, state: str, **extra: object) -> None:
-        """The node's last record: a run directory that fails now must not stop the ending."""
+        """The node's record: written once, at its end (or on failure)."""
         try:
-            self.record(state, **extra)
+            write_json(self.paths.node_record(self.node), {
+                "node": self.node, "state": state, "ip": self.ip,
+                "hostname": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
+                **extra})
         except OSError as exc:
             self.say(f"state {state} not recorded: {run_dir_problem(exc)}")
+
+    def _read_token(self) -> str:
+        try:
+            return self.paths.auth_token.read_text().strip()
+        except OSError:
+            return ""
 
     def _ray_env(self) -> dict:
         env = dict(os.environ)
         home = env.get("HOME", "")
         if not home or not os.access(home, os.W_OK):
             # A read-only image home (apptainer --no-home): Ray and drivers write ~/.ray.
-            home = os.path.join(self.spec["temp_dir"], "home")
+            home = str(self.temp_dir / "home")
             os.makedirs(home, exist_ok=True)
             env["HOME"] = os.environ["HOME"] = home
         env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
         env["RAY_USAGE_STATS_ENABLED"] = "0"
-        token = self.paths.auth_token
-        if self.spec["auth"] == "token" and token.exists():
+        if self.spec["auth"] == "token" and self.token:
             # From the package metadata: Ray reads RAY_AUTH_MODE once, when first imported.
             version = importlib.metadata.version("ray")
             if supports_token_auth(version):
+                # A node-local copy: every Ray process of the node reads it, and the shared
+                # file system should see one read per node, not one per process.
+                local = self.temp_dir / "auth_token"
+                fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(self.token)
                 env["RAY_AUTH_MODE"] = "token"
-                env["RAY_AUTH_TOKEN_PATH"] = str(token)
+                env["RAY_AUTH_TOKEN_PATH"] = str(local)
             else:
                 self.say(f"Ray {version} has no token authentication (2.52+): "
                          "cluster runs without it")
@@ -470,20 +789,24 @@ class Agent:
         os.environ.update({k: v for k, v in env.items() if k.startswith("RAY_")})
         return env
 
-    def ray(self, *args: str, check: bool = True, interruptible: bool = False,
-            cli: RayCli | None = None) -> int | None:
+    def ray(self, *args: str, cli: RayCli | None = None, interruptible: bool = False) -> str:
         """Run the Ray CLI (in ``cli`` when one was started ahead); its output goes to
-        agent.log. ``interruptible``: give up (and return None) when a stop is requested
-        meanwhile, e.g. a worker still joining a failed head."""
+        agent.log. ``interruptible``: give up when a stop is requested meanwhile (LaunchFailed
+        is not raised then: the caller sees stop_requested())."""
         cli = cli or RayCli(self.env)
+        if args[0] == "start":
+            self.ray_session = cli.session
         code, output = cli.run(args, self.stop_requested if interruptible else None)
         if self._log is not None:
             with contextlib.suppress(OSError):
                 self._log.write(output)
-        if check and code is not None and code != 0:
+        if code is not None and code != 0:
             tail = " | ".join(output.strip().splitlines()[-2:])
             raise LaunchFailed(f"`ray {args[0]}` failed on {self.node} (exit {code}): {tail}")
-        return code
+        return output
+
+    def stop_requested(self) -> bool:
+        raise NotImplementedError
 
     def object_store(self) -> int | None:
         try:
@@ -495,34 +818,77 @@ class Agent:
         return object_store_bytes(shm_bytes, mem, self.spec["object_store_memory"])
 
     def check_temp_dir(self) -> None:
-        if not temp_dir_fits(self.spec["temp_dir"]):
-            raise LaunchFailed(f"Ray temp dir {self.spec['temp_dir']} is too long for Ray's "
+        if not temp_dir_fits(str(self.temp_dir)):
+            raise LaunchFailed(f"Ray temp dir {self.temp_dir} is too long for Ray's "
                                f"AF_UNIX sockets ({AF_UNIX_MAX} bytes); use a shorter one")
 
-    def prepare_stop(self) -> None:
-        """Start `ray stop` ahead, idle until needed: at the end every node would otherwise
-        import Ray at once, and the teardown waits for the slowest."""
-        self.stop_cli = RayCli(self.env)
+    def start_args(self, head_address: str | None) -> list[str]:
+        spec = {**self.spec, "temp_dir": str(self.temp_dir)}
+        return ray_start_args(spec, self.ip, head_address, self.object_store(), usable_cpus())
 
-    def stop_ray(self, grace_s: int = RAY_STOP_GRACE_S) -> None:
-        cli, self.stop_cli = self.stop_cli, None
-        self.ray("stop", f"--grace-period={grace_s}", check=False, cli=cli)
+    def stop_ray(self, grace_s: float = RAY_STOP_GRACE_S) -> None:
+        """Stop this node's Ray: the processes of `ray start`'s session, nothing else."""
+        if self.ray_session is not None:
+            stop_session(self.ray_session, grace_s)
+            self.ray_session = None
 
-    def harvest_logs(self) -> None:
-        """Copy Ray's node-local logs into the run directory (they vanish with the node)."""
-        session_logs = Path(self.spec["temp_dir"]) / "session_latest" / "logs"
-        if not session_logs.is_dir():
-            return
+    def harvest_logs(self) -> dict:
+        """One archive of this node's logs in the run directory, written once (a temp name,
+        then renamed); Ray's node-local temp dir is removed after. Returns its summary."""
+        session_logs = self.temp_dir / "session_latest" / "logs"
+        files = [(str(p.relative_to(session_logs)), p.stat().st_size)
+                 for p in (session_logs.rglob("*") if session_logs.is_dir() else [])
+                 if p.is_file()]
+        kept, dropped = plan_archive(files, self.spec["log_cap"],
+                                     full=self.failed or isinstance(self, Head))
+        manifest = {"kept": [{"file": n, "bytes": size, "kept_bytes": part}
+                             for n, size, part in kept],
+                    "dropped": [{"file": n, "bytes": size, "why": why}
+                                for n, size, why in dropped]}
+        summary = {"archive": self.paths.node_archive(self.node).name, "files_kept": len(kept),
+                   "bytes_kept": sum(k[2] for k in kept), "files_dropped": len(dropped),
+                   "bytes_dropped": sum(d[1] for d in dropped)}
+        if self._log is not None:
+            with contextlib.suppress(OSError):
+                self._log.close()
+            self._log = None
+        target = self.paths.node_archive(self.node)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
-            shutil.copytree(session_logs.resolve(), self.log_dir, dirs_exist_ok=True,
-                            ignore_dangling_symlinks=True)
-        except shutil.Error as exc:  # files that vanished mid-copy, or a full disk
-            self.say(f"some logs were not copied: {len(exc.args[0])} file(s), e.g. "
-                     f"{exc.args[0][0][2]}")
+            with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
+                add_file(tar, "agent.log", self.temp_dir / "agent.log")
+                for name, size, part in kept:
+                    add_file(tar, name, session_logs / name, skip=size - part)
+                data = json.dumps(manifest, indent=1).encode()
+                add_bytes(tar, "MANIFEST.json", data)
+            os.replace(tmp, target)
         except OSError as exc:
-            self.say(f"logs not copied: {run_dir_problem(exc)}")
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            summary = {"archive": None, "error": run_dir_problem(exc)}
+            print(f"[rayhpc {self.node}] logs not kept: {summary['error']}", flush=True)
         # The node's temp dir is the run's alone (HPC nodes keep /tmp between jobs).
-        shutil.rmtree(self.spec["temp_dir"], ignore_errors=True)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return summary
+
+
+def add_file(tar: tarfile.TarFile, name: str, path: Path, skip: int = 0) -> None:
+    """A file into the archive; ``skip``: leave out its first bytes (keep the tail)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(skip)
+            data = handle.read()
+    except OSError:
+        return  # vanished meanwhile
+    add_bytes(tar, name, data)
+
+
+def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = int(time.time())
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
 
 
 class Head(Agent):
@@ -531,7 +897,11 @@ class Head(Agent):
         self.driver: subprocess.Popen | None = None
         self.timing: dict = {"t_submit": spec["t_submit"], "nodes_expected": spec["nodes"],
                              "nodes_joined": 0, "nodes_lost": []}
-        self.status: dict = {}
+        self.status: dict = {"joined": 0, "expected": spec["nodes"], "lost": []}
+        self._status_written = 0.0
+        self._stop_seen = False
+        self._stop_checked = 0.0
+        self.server = ControlServer(spec["ports"]["agent"], secret_of(self.token))
 
     def on_stop_request(self) -> None:
         """SIGTERM to the driver's process group; SIGKILL if it is still there 10 s later (a
@@ -551,10 +921,25 @@ class Head(Agent):
         timer.daemon = True
         timer.start()
 
+    def stop_requested(self) -> bool:
+        """A signal, or the stop file (the job script's walltime warning, a cancel): the file
+        is looked at once a second at most, by the head alone."""
+        if self.signalled is not None or self._stop_seen:
+            return True
+        now = time.monotonic()
+        if now - self._stop_checked >= STOP_FILE_EVERY_S:
+            self._stop_checked = now
+            self._stop_seen = self.paths.stop.exists()
+        return self._stop_seen
+
     def run(self) -> int:
         code, error = 1, ""
         try:
             self.check_temp_dir()
+            if self.spec["nodes"] > RAY_TESTED_NODES:
+                self.note(f"{self.spec['nodes']} nodes is beyond what Ray's own scalability "
+                          f"envelope covers ({RAY_TESTED_NODES}): expect a slow bring-up; "
+                          "consider head_cpus: 0")
             address = self.start_head()
             if self.wait_for_nodes(address) and not self.stop_requested():
                 code = self.run_driver(address)
@@ -567,6 +952,7 @@ class Head(Agent):
         except OSError as exc:  # the shared run directory failing mid-run
             error = run_dir_problem(exc)
             self.say(f"error: {error}")
+        self.failed = bool(error)
         self.teardown()
         if self.signalled:
             code = 128 + self.signalled
@@ -583,19 +969,18 @@ class Head(Agent):
 
     def start_head(self) -> str:
         self.ip = node_ip(self.spec["interface"], self.spec["nodes"] > 1)
-        self.record("starting")
         self.say(f"starting Ray head on {self.ip}")
-        self.ray(*ray_start_args(self.spec, self.ip, None, self.object_store()))
+        self.ray(*self.start_args(None))
         address = f"{self.ip}:{self.spec['ports']['gcs']}"
         # The GCS is up once `ray start` returns: workers may join while we connect.
         self.timing["t_head_up"] = time.time()
-        write_json(self.paths.head, {
-            "address": address, "ip": self.ip, "node": self.node,
-            "gcs_port": self.spec["ports"]["gcs"],
-            "dashboard_port": self.spec["ports"]["dashboard"],
-            "client_port": self.spec["ports"]["client"], "time": self.timing["t_head_up"]})
+        head = {"address": address, "ip": self.ip, "node": self.node,
+                "gcs_port": self.spec["ports"]["gcs"], "agent_port": self.spec["ports"]["agent"],
+                "dashboard_port": self.spec["ports"]["dashboard"],
+                "client_port": self.spec["ports"]["client"], "time": self.timing["t_head_up"]}
+        self.server.announce(head=head)
+        write_json(self.paths.head, head)
         self.connect(address)
-        self.record("joined")
         self.say(f"head up at {address}")
         return address
 
@@ -616,65 +1001,54 @@ class Head(Agent):
 
         return [n for n in ray.nodes() if n.get("Alive")]
 
-    def publish_status(self, **changes: object) -> None:
+    def publish_status(self, force: bool = False, **changes: object) -> None:
+        """status.json for the launcher: at most once a second, unless ``force``."""
         self.status.update(changes)
-        write_json(self.paths.status, self.status)
+        now = time.monotonic()
+        if force or now - self._status_written >= STATUS_EVERY_S:
+            self._status_written = now
+            write_json(self.paths.status, self.status)
 
     def note(self, message: str) -> None:
         """Say something the user should see on the launcher's console too (status.json)."""
         self.say(message)
         with contextlib.suppress(OSError):
-            self.publish_status(notes=[*self.status.get("notes", []), message])
-
-    def node_records(self) -> dict[str, dict]:
-        return {p.stem: read_json(p) or {} for p in self.paths.nodes.glob("*.json")}
-
-    def watch_nodes(self) -> None:
-        """While the driver runs: notice workers that leave the cluster (a killed container, a
-        dead host) and say which, so that the summary can name them."""
-        names = {rec.get("ip"): name for name, rec in self.node_records().items()
-                 if rec.get("ip") and name != self.node}
-        joined = {n["NodeManagerAddress"]: names.get(n["NodeManagerAddress"],
-                                                     n["NodeManagerAddress"])
-                  for n in self.alive_nodes() if n["NodeManagerAddress"] != self.ip}
-        while self.driver and self.driver.poll() is None:
-            try:
-                alive = self.alive_nodes()
-            except Exception as exc:  # noqa: BLE001 (the GCS is the head's own: keep watching)
-                self.say(f"cannot list the nodes: {exc}")
-                alive = None
-            if alive is not None:
-                lost = lost_nodes(joined, {n["NodeManagerAddress"] for n in alive})
-                if lost != self.timing["nodes_lost"]:
-                    for name in sorted(set(lost) - set(self.timing["nodes_lost"])):
-                        self.say(f"node {name} left the cluster")
-                    self.timing["nodes_lost"] = lost
-                    self.publish_status(joined=len(alive), lost=lost)
-            time.sleep(1.0)
+            self.publish_status(force=True, notes=[*self.status.get("notes", []), message])
 
     def wait_for_nodes(self, address: str) -> bool:
+        """Until every node has joined: the workers say so over the control connection; Ray's
+        own node list confirms it (asked rarely while they come, and at the end)."""
         expected = self.spec["nodes"]
         deadline = time.time() + self.spec["join_timeout"]
-        joined = -1
-        self.status = {"joined": 0, "expected": expected, "address": address, "lost": []}
+        self.status["address"] = address
+        version, shown, next_gcs, alive = -1, -1, 0.0, 1
         while not self.stop_requested():
-            alive = len(self.alive_nodes())
-            if alive != joined:
-                joined = alive
-                self.timing["nodes_joined"] = alive
-                self.publish_status(joined=alive)
-                self.say(f"{alive}/{expected} nodes joined")
+            joined = 1 + self.server.count("joined")  # what the workers' agents said
+            if time.monotonic() >= next_gcs or joined >= expected:
+                alive = len(self.alive_nodes())  # what Ray says
+                next_gcs = time.monotonic() + (0.1 if joined >= expected
+                                               else nodes_poll_s(expected))
+            # All joined only once Ray confirms it; progress from whichever knows more.
+            progress = max(joined, alive) if alive >= expected else min(max(joined, alive),
+                                                                        expected - 1)
+            if progress != shown:
+                shown = progress
+                self.timing["nodes_joined"] = progress
+                self.publish_status(force=progress >= expected, joined=progress)
+                self.say(f"{progress}/{expected} nodes joined")
             if alive >= expected:
                 self.timing["t_all_joined"] = time.time()
                 return True
             if time.time() > deadline:
-                missing = missing_nodes(self.spec["node_names"], expected,
-                                        self.node_records())
+                missing = missing_nodes(self.spec["node_names"][1:], expected - 1,
+                                        self.server.records())
                 raise LaunchFailed(
                     f"timed out after {self.spec['join_timeout']} s waiting for "
                     f"{expected} nodes ({alive} joined); never joined: "
-                    f"{first_few(missing, f'see {self.paths.nodes}/') or 'unknown'}")
-            time.sleep(POLL_S / 2)
+                    f"{first_few(missing, f'states in {self.paths.status.name}') or 'unknown'}")
+            version = self.server.wait(version, timeout=min(STOP_FILE_EVERY_S,
+                                                            max(0.0, next_gcs
+                                                                - time.monotonic())))
         return False
 
     def run_driver(self, address: str) -> int:
@@ -691,137 +1065,232 @@ class Head(Agent):
             copier = threading.Thread(target=copy_lines, args=(self.driver.stdout, log),
                                       daemon=True)
             copier.start()
-            self.prepare_stop()
-            threading.Thread(target=self._stop_driver_on_request, daemon=True).start()
             node_watch = threading.Thread(target=self.watch_nodes, daemon=True)
             node_watch.start()
             # The driver's end is its own exit, not the end of its output: a background
             # process it left behind may hold the pipe open for ever.
-            code = self.driver.wait()
+            asked = False
+            while (code := self.driver.poll()) is None:
+                if not asked and self.signalled is None and self.stop_requested():
+                    asked = True  # the stop file (a signal has stopped the driver already)
+                    self.say("stop requested: stopping the driver")
+                    self.on_stop_request()
+                time.sleep(POLL_S)
             self.timing["t_driver_end"] = time.time()
-            self.stop_leftovers(self.driver.pid)
+            left = stop_session(self.driver.pid, LEFTOVER_GRACE_S)
+            if left:
+                self.note(f"the driver left {len(left)} process(es) running "
+                          f"({', '.join(left)}): stopped them")
             copier.join(timeout=LEFTOVER_GRACE_S)
         node_watch.join(timeout=5)  # before teardown drops the connection it lists nodes with
         code = 128 - code if code < 0 else code  # killed by signal N -> 128+N, as shells do
         self.say(f"driver exited with {code}")
         return code
 
-    def stop_leftovers(self, session: int) -> None:
-        """Stop what the driver left running in its session (`cmd &`): TERM, then KILL."""
-        left = session_processes(session)
-        if not left:
-            return
-        names = ", ".join(sorted({process_name(pid) for pid in left[:5]}))
-        self.note(f"the driver left {len(left)} process(es) running ({names}): stopping them")
-        deadline = time.monotonic() + LEFTOVER_GRACE_S
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
-            while (left := session_processes(session)) and time.monotonic() < deadline:
-                time.sleep(POLL_S / 2)
-            if not left:
-                return
-
-    def _stop_driver_on_request(self) -> None:
-        """A stop file from outside (the job script on the walltime warning) stops the driver."""
+    def watch_nodes(self) -> None:
+        """While the driver runs: notice workers that leave the cluster (a killed container, a
+        dead host) and say which. Their agent's connection closing says it at once; Ray's node
+        list, asked rarely, catches a node whose Ray died under a living agent."""
+        by_ip = {r["ip"]: name for name, r in self.server.records().items() if r["ip"]}
+        next_gcs = time.monotonic() + nodes_poll_s(self.spec["nodes"], during_driver=True)
+        version = -1
         while self.driver and self.driver.poll() is None:
-            if self.paths.stop.exists():
-                self.say("stop requested: stopping the driver")
-                self.on_stop_request()
-                return
-            time.sleep(POLL_S)
+            lost = {name for name, r in self.server.records().items() if r["state"] == "gone"}
+            if time.monotonic() >= next_gcs:
+                next_gcs = time.monotonic() + nodes_poll_s(self.spec["nodes"], True)
+                try:
+                    alive = {n["NodeManagerAddress"] for n in self.alive_nodes()}
+                    lost |= set(lost_nodes(by_ip, alive))
+                except Exception as exc:  # noqa: BLE001 (the GCS is the head's own)
+                    self.say(f"cannot list the nodes: {exc}")
+            if sorted(lost) != self.timing["nodes_lost"]:
+                for name in sorted(lost - set(self.timing["nodes_lost"])):
+                    self.note(f"node {name} left the cluster; the run goes on without it")
+                self.timing["nodes_lost"] = sorted(lost)
+                with contextlib.suppress(OSError):
+                    self.publish_status(force=True, joined=self.spec["nodes"] - len(lost),
+                                        lost=sorted(lost))
+            version = self.server.wait(version, timeout=1.0)
 
     def teardown(self) -> None:
+        """Tell every worker to stop (over the network; the stop file too, for any that never
+        reached us), stop our Ray, keep the logs, wait for the workers to say they stopped."""
+        self.server.broadcast(stop="the head is tearing down")
         try:
             self.paths.request_stop(f"head: {self.node} is tearing down")
-            told = True
-        except OSError as exc:  # the workers stop when the head is gone instead
-            self.say(f"cannot tell the workers to stop: {run_dir_problem(exc)}")
-            told = False
+        except OSError as exc:
+            self.say(f"cannot write the stop file: {run_dir_problem(exc)}")
         ray = sys.modules.get("ray")
         if ray is not None:
             ray.shutdown()  # the agent's own connection, made in start_head
         self.stop_ray()
-        self.harvest_logs()
-        self.record_last("stopped")
-        deadline = time.time() + (self.spec["stop_timeout"] if told else 0)
-        while time.time() < deadline:
-            # Batch nodes are named by host and known from their records only; lost nodes
-            # cannot say they stopped.
-            records = self.node_records()
-            workers = (set(self.spec["node_names"] or records) - {self.node}
-                       - set(self.timing["nodes_lost"]))
-            if all(records.get(n, {}).get("state") in (None, *FINAL_STATES) for n in workers):
+        summary = self.harvest_logs()
+        self.record("failed" if self.failed else "stopped", logs=summary)
+        deadline = time.monotonic() + self.spec["stop_timeout"]
+        version = -1
+        while time.monotonic() < deadline:
+            records = self.server.records()
+            if all(r["state"] in (*FINAL_STATES, "gone") for r in records.values()):
                 break
-            time.sleep(POLL_S)
+            version = self.server.wait(version, timeout=max(0.0, deadline - time.monotonic()))
+        self.server.close()
         self.timing["t_teardown_done"] = time.time()
 
 
 class Worker(Agent):
+    def __init__(self, paths: RunPaths, node: str, spec: dict):
+        super().__init__(paths, node, spec)
+        self.channel: Channel | None = None
+        self.head: dict | None = None
+        self.told_stop = threading.Event()
+        self.head_gone = threading.Event()
+        self.head_known = threading.Event()
+
+    def stop_requested(self) -> bool:
+        return self.signalled is not None or self.told_stop.is_set() or self.head_gone.is_set()
+
     def run(self) -> int:
-        head = None
-        cli = RayCli(self.env)
+        cli = RayCli(self.env)  # imports Ray while we look for the head
+        state, reason = "failed", ""
         try:
             self.check_temp_dir()
-            head = self.wait_for_head()
-            if head is None:
+            if not self.reach_head():
                 cli.cancel()
-                self.record("stopped", reason="stopped before joining")
-                return 128 + self.signalled if self.signalled else 0
-            joined = self.join(head, cli)
-            reason = self.follow(head) if joined else "stop requested while joining"
-            state = "lost-head" if reason == "head gone" else "stopped"
+                reason = "stopped before reaching the head"
+                state = "stopped"
+            elif not self.wait_for_head_up():
+                cli.cancel()
+                state, reason = self.ending("before joining")
+            else:
+                self.join(cli)
+                self.follow()
+                state, reason = self.ending("")
         except (LaunchFailed, OSError) as exc:
             cli.cancel()
             reason = run_dir_problem(exc) if isinstance(exc, OSError) else str(exc)
             self.say(f"error: {reason}")
-            state = "failed"
-        # A stop can come before the head's loss is noticed (the launcher saw it first).
-        headless = state == "lost-head" or (
-            head is not None and not probe(head["ip"], head["gcs_port"], timeout=0.5))
-        self.stop_ray(RAY_STOP_GRACE_HEADLESS_S if headless else RAY_STOP_GRACE_S)
-        self.harvest_logs()
-        self.record_last(state, reason=reason)
+            self.failed = True
+            self.tell(state="failed", reason=reason)
+        self.stop_ray(RAY_STOP_GRACE_HEADLESS_S if self.head_gone.is_set() else RAY_STOP_GRACE_S)
+        summary = self.harvest_logs()
+        self.record(state, reason=reason, logs=summary)
+        self.tell(state=state, reason=reason)
         self.say(f"{state} ({reason})")
+        if self.channel is not None:
+            self.channel.close()
+        if self.signalled:
+            return 128 + self.signalled
         return 0 if state == "stopped" else 1
 
-    def wait_for_head(self) -> dict | None:
-        self.record("waiting")
-        wait_s = self.spec["join_timeout"] + HEAD_START_ALLOWANCE_S
-        deadline = time.time() + wait_s
-        while not self.stop_requested():
-            head = read_json(self.paths.head)
-            if head:
-                return head
-            if time.time() > deadline:
-                raise LaunchFailed(f"no head.json after {wait_s} s: the head never came up")
-            time.sleep(POLL_S / 2)
-        return None
+    def ending(self, when: str) -> tuple[str, str]:
+        if self.head_gone.is_set():
+            return "lost-head", "the head's agent is gone" + (f" ({when})" if when else "")
+        if self.signalled is not None:
+            return "stopped", f"got {signal.Signals(self.signalled).name}"
+        return "stopped", "the head said stop" + (f" {when}" if when else "")
 
-    def join(self, head: dict, cli: RayCli) -> bool:
-        self.ip = node_ip(self.spec["interface"], True)
-        self.record("starting")
-        self.say(f"joining {head['address']} from {self.ip}")
-        if self.ray(*ray_start_args(self.spec, self.ip, head["address"], self.object_store()),
-                    interruptible=True, cli=cli) is None:
-            return False
-        self.record("joined")
-        self.prepare_stop()
-        return True
+    def tell(self, **message: object) -> None:
+        if self.channel is not None:
+            self.channel.send(**message)
 
-    def follow(self, head: dict) -> str:
-        failures, next_probe = 0, 0.0
+    def head_host(self) -> str:
+        """Where the head's agent listens: given by the launcher (the job script's first host,
+        the local head's name), else learned from head.json."""
+        return (os.environ.get("RAYHPC_HEAD_HOST")
+                or (self.spec["node_names"][0] if self.spec["node_names"] else ""))
+
+    def reach_head(self) -> bool:
+        """Connect to the head's agent: probe its port with jittered backoff; look at the run
+        directory only every FILE_CHECK_S (a stop before we got through; head.json where the
+        head's host is not known). False: stopped first."""
+        host, port = self.head_host(), self.spec["ports"]["agent"]
+        deadline = time.monotonic() + self.spec["join_timeout"] + HEAD_START_ALLOWANCE_S
+        next_file_check = time.monotonic() + FILE_CHECK_S * random.uniform(0.5, 1.0)
+        attempt = 0
+        while self.signalled is None:
+            if host:
+                try:
+                    sock = socket.create_connection((host, port), timeout=2.0)
+                except OSError:
+                    pass
+                else:
+                    self.channel = Channel(sock)
+                    self.channel.send(node=self.node, secret=secret_of(self.token))
+                    threading.Thread(target=self._listen, daemon=True).start()
+                    return True
+            if time.monotonic() >= next_file_check:
+                next_file_check = time.monotonic() + FILE_CHECK_S * random.uniform(0.75, 1.25)
+                if self.paths.stop.exists():
+                    return False
+                if not os.environ.get("RAYHPC_HEAD_HOST"):
+                    head = read_json(self.paths.head)
+                    host = head["ip"] if head else host
+            if time.monotonic() > deadline:
+                raise LaunchFailed(f"could not reach the head's agent at {host or '?'}:{port} "
+                                   f"in {self.spec['join_timeout'] + HEAD_START_ALLOWANCE_S} s")
+            time.sleep(backoff(attempt))
+            attempt += 1
+        return False
+
+    def _listen(self) -> None:
+        """Messages from the head: its address, then stop; the connection's end: head gone."""
+        assert self.channel is not None
+        sock = self.channel.sock
         while True:
-            if self.stop_requested():
-                return "stop requested"
-            if time.monotonic() >= next_probe:
-                next_probe = time.monotonic() + 1.0
-                failures = 0 if probe(head["ip"], head["gcs_port"]) else failures + 1
-                if failures >= HEAD_PROBE_FAILURES:
-                    self.say("head is gone: stopping")
-                    return "head gone"
-            time.sleep(POLL_S)
+            try:
+                readable, _, _ = select.select([sock], [], [], 5.0)
+            except (OSError, ValueError):
+                readable = True
+            if not readable:
+                continue
+            messages = self.channel.read()
+            if messages is None:
+                if not self.told_stop.is_set():
+                    self.say("the head's agent is gone: stopping")
+                self.head_gone.set()
+                return
+            for message in messages:
+                if "head" in message:
+                    self.head = message["head"]
+                    self.head_known.set()
+                if "stop" in message:
+                    self.say(f"the head says stop ({message['stop']})")
+                    self.told_stop.set()
+
+    def wait_for_head_up(self) -> bool:
+        """Until the head's GCS is up (the head tells us its address). False: stopped first."""
+        self.tell(state="waiting")
+        while not self.stop_requested():
+            if self.head_known.wait(timeout=POLL_S):
+                return True
+        return False
+
+    def join(self, cli: RayCli) -> None:
+        """`ray start` against the head; tried again with jittered backoff when it fails (a GCS
+        busy with a thousand registrations can refuse some)."""
+        assert self.head is not None
+        self.ip = node_ip(self.spec["interface"], True)
+        self.tell(state="starting", ip=self.ip)
+        self.say(f"joining {self.head['address']} from {self.ip}")
+        for attempt in range(RAY_START_TRIES):
+            try:
+                self.ray(*self.start_args(self.head["address"]), cli=cli, interruptible=True)
+                break
+            except LaunchFailed as exc:
+                self.stop_ray(RAY_STOP_GRACE_HEADLESS_S)  # whatever the failed try started
+                if attempt + 1 == RAY_START_TRIES or self.stop_requested():
+                    raise
+                wait = backoff(attempt, first=1.0, most=8.0)
+                self.say(f"{exc}; trying again in {wait:.1f} s")
+                time.sleep(wait)
+                cli = RayCli(self.env)
+        if not self.stop_requested():
+            self.tell(state="joined", ip=self.ip)
+
+    def follow(self) -> None:
+        """Until the head says stop, its agent is gone, or a signal: no polling of anything."""
+        while not self.stop_requested():
+            self.told_stop.wait(timeout=POLL_S)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -852,9 +1321,10 @@ def main(argv: list[str] | None = None) -> int:
         # A bug or an unforeseen Ray failure: keep the traceback with the run, tell the launcher.
         agent.say("agent failed:\n" + traceback.format_exc())
         if role == "head":
-            atomic_write(paths.error, f"node agent on {node} failed: "
-                         f"{traceback.format_exc().strip().splitlines()[-1]} "
-                         f"(traceback in logs/{node}/agent.log)\n")
+            with contextlib.suppress(OSError):
+                atomic_write(paths.error, f"node agent on {node} failed: "
+                             f"{traceback.format_exc().strip().splitlines()[-1]} "
+                             "(traceback in the head's output)\n")
         raise
 
 

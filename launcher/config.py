@@ -27,6 +27,22 @@ def _positive_int(value: Any) -> int:
     return number
 
 
+def _non_negative_int(value: Any) -> int:
+    number = int(str(value).strip())
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
+def _bytes(value: Any) -> int:
+    """A size like 64m or 1g as bytes."""
+    text = _size(value).lower().rstrip("b").rstrip("i")
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(float(text))
+
+
 def _size(value: Any) -> str:
     text = str(value).strip()
     if not _SIZE_RE.match(text):
@@ -84,6 +100,11 @@ SETTINGS: dict[str, Setting] = {
     "queue": Setting(_text, None, "batch queue or partition (HPC sites)"),
     "account": Setting(_text, None, "project to charge (HPC sites)"),
     "stop_grace": Setting(_positive_int, 60, "seconds before the walltime to stop cleanly"),
+    "head_cpus": Setting(_non_negative_int, None, "CPUs Ray may use on the head (default: as "
+                         "on the workers; 0 keeps tasks off the head, for large clusters)"),
+    "log_cap": Setting(_bytes, 64 << 20, "most log bytes kept per node, e.g. 64m (Ray's "
+                       "daemons' logs first; worker process logs only from the head and "
+                       "failed nodes)"),
 }
 # Site-file-only keys: how the machine works, not per-launch choices.
 SITE_OPTIONS: dict[str, type] = {

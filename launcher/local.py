@@ -180,20 +180,24 @@ class LocalLaunch:
                              f"(token: {self.paths.auth_token})")
 
     def _rescue_logs(self, node: str) -> None:
-        """Copy Ray's logs out of a node's stopped container: a killed agent harvests nothing."""
+        """Ray's logs out of a node's stopped container, as the node's archive: a killed agent
+        wrote none."""
         source = f"{self.spec.temp_dir}/session_latest/logs"
         try:
             stream, _ = self.api.get_archive(self.spec.container(node), source)
             archive = io.BytesIO(b"".join(stream))
         except docker.errors.APIError:
             return  # the container is gone or Ray never wrote logs
-        with tarfile.open(fileobj=archive) as tar:
-            members = [m for m in tar.getmembers() if m.isfile() and "/" in m.name]
-            for member in members:
-                member.name = member.name.split("/", 1)[1]  # drop the leading "logs/"
-            # The "data" filter (Python 3.12, and security releases before) refuses odd paths.
-            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tar.extractall(self.paths.node_logs(node), members=members, **safe)
+        target = self.paths.node_archive(node)
+        tmp = target.with_name(f".{target.name}.rescue.tmp")
+        with tarfile.open(fileobj=archive) as source_tar, \
+                tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
+            for member in source_tar.getmembers():
+                if member.isfile() and "/" in member.name:
+                    data = source_tar.extractfile(member)
+                    member.name = member.name.split("/", 1)[1]  # drop the leading "logs/"
+                    tar.addfile(member, data)
+        os.replace(tmp, target)
 
     def _down(self) -> None:
         try:
@@ -209,7 +213,7 @@ class LocalLaunch:
 
     def _keep_logs(self) -> None:
         for node in self.spec.node_names:
-            if (self.paths.node_logs(node) / "raylet.out").exists():
+            if self.paths.node_archive(node).exists():
                 continue  # harvested by its agent
             state = self._state(self.spec.container(node))
             if state is not None and not state.get("Running"):

@@ -13,7 +13,7 @@ from typing import Any
 # host network) do not collide; worker processes take free ports from Ray's own range.
 PORT_OFFSETS = {"gcs": 0, "dashboard": 1, "client": 2, "node_manager": 3, "object_manager": 4,
                 "metrics_export": 5, "dashboard_agent_grpc": 6, "dashboard_agent_listen": 7,
-                "runtime_env_agent": 8}
+                "runtime_env_agent": 8, "agent": 9}
 PORT_BLOCKS = (20000, 30000, 10)  # first port, end, block size
 
 
@@ -69,6 +69,8 @@ class LaunchSpec:
     queue: str | None
     account: str | None
     stop_grace: int
+    head_cpus: int | None
+    log_cap: int
     auth: str
     t_submit: float
     ports: dict[str, int]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import tarfile
 from pathlib import Path
 
 from launcher.compose import RUN_LABEL
@@ -65,6 +66,15 @@ class Background:
         return run_dir_of(self.output, self.shared)
 
 
+def archived(run_dir: Path, node: str) -> dict[str, bytes]:
+    """The files of a node's log archive (logs/<node>.tar.gz), by name."""
+    path = run_dir / "logs" / f"{node}.tar.gz"
+    if not path.is_file():
+        return {}
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
 def leftovers(api, run_id: str) -> list[str]:
     """Containers, networks and volumes of the run still on the engine."""
     project = f"rayhpc-{run_id}"
@@ -94,8 +104,8 @@ def assert_clean_run(api, result, run_dir: Path, nodes: int, code: int = 0,
     assert timing["nodes_expected"] == timing["nodes_joined"] == nodes
     names = ["head"] + [f"worker-{i}" for i in range(1, nodes)]
     for node in names:
-        assert (run_dir / "logs" / node / "raylet.out").is_file(), f"no raylet log of {node}"
-    assert (run_dir / "logs" / "head" / "gcs_server.out").is_file()
+        assert "raylet.out" in archived(run_dir, node), f"no raylet log of {node}"
+    assert "gcs_server.out" in archived(run_dir, "head")
     head = json.loads((run_dir / "head.json").read_text())
     assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+:\d+", head["address"])
     assert oct((run_dir / "auth_token").stat().st_mode & 0o777) == "0o600"

@@ -77,10 +77,10 @@ def test_driver_address_substitution():
 def test_missing_nodes_are_named_with_what_they_were_doing():
     records = {"head": {"state": "joined"}, "worker-1": {"state": "waiting"}}
     assert agent.missing_nodes(["head", "worker-1", "worker-2"], 3, records) == [
-        "worker-1 (agent waiting for the head)", "worker-2 (agent never started)"]
+        "worker-1 (agent waiting for the head)", "worker-2 (its agent never reached the head)"]
     # HPC ranks have no names in advance: count the ones that never showed up.
     assert agent.missing_nodes([], 4, {"n1": {"state": "joined"}, "n2": {"state": "starting"}}) \
-        == ["n2 (ray start did not finish)", "2 more node(s) whose agent never started"]
+        == ["n2 (ray start did not finish)", "2 more node(s) whose agent never reached the head"]
 
 
 def test_node_ip_never_loopback_for_multi_node(monkeypatch):

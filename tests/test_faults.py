@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.launching import Background, assert_clean_run, launch, leftovers
+from tests.launching import Background, archived, assert_clean_run, launch, leftovers
 
 pytestmark = pytest.mark.docker
 
@@ -69,8 +69,8 @@ def test_head_killed_every_node_is_down_within_10_s(docker_api, built_image, sha
     assert (run_dir / "exit_code").read_text().strip() == "1"
     # Logs kept: the head's copied out of its dead container, the workers' harvested.
     for node in ("head", "worker-1", "worker-2"):
-        assert (run_dir / "logs" / node / "raylet.out").is_file(), node
-    assert (run_dir / "logs" / "head" / "gcs_server.out").is_file()
+        assert "raylet.out" in archived(run_dir, node), node
+    assert "gcs_server.out" in archived(run_dir, "head")
     assert "ready" in (run_dir / "logs" / "containers.log").read_text()
     assert re.search(rf"rayhpc: run {run_dir.name}: 3/3 nodes, .* exit code 1$", output.strip())
 
@@ -91,7 +91,7 @@ def test_stop_during_the_driver_is_graceful_even_if_the_driver_ignores_sigterm(
     assert f"rayhpc: {name}: stopping the cluster (logs are kept)" in output
     assert (run.run_dir / "exit_code").read_text().strip() == str(code)
     for node in ("head", "worker-1"):
-        assert (run.run_dir / "logs" / node / "raylet.out").is_file()
+        assert "raylet.out" in archived(run.run_dir, node)
     assert leftovers(docker_api, run.run_dir.name) == []
     # The driver's process group is SIGKILLed 10 s after it ignored SIGTERM.
     assert took < 40, f"stopping took {took:.0f} s"

@@ -21,7 +21,14 @@ import pytest
 
 from launcher.compose import RUN_LABEL
 from tests.cli import invoke_argv
-from tests.launching import Background, assert_clean_run, launch, leftovers, run_dir_of
+from tests.launching import (
+    Background,
+    archived,
+    assert_clean_run,
+    launch,
+    leftovers,
+    run_dir_of,
+)
 from tests.test_faults import with_driver
 
 pytestmark = pytest.mark.docker
@@ -101,7 +108,7 @@ def test_sighup_stops_the_run_like_sigterm(docker_api, built_image, shared_dir):
     assert "rayhpc: SIGHUP: stopping the cluster (logs are kept)" in output
     assert (run.run_dir / "exit_code").read_text().strip() == "129"
     for node in ("head", "worker-1"):
-        assert (run.run_dir / "logs" / node / "raylet.out").is_file()
+        assert "raylet.out" in archived(run.run_dir, node)
     assert leftovers(docker_api, run.run_dir.name) == []
 
 

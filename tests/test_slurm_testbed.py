@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from common import PROJECT_ROOT
+from tests.launching import archived
 from tests.testbed.harness import COMPUTE_NODES, RECIPE, SlurmTestbed
 
 pytestmark = pytest.mark.docker
@@ -75,7 +76,7 @@ def test_two_node_ray_cluster_under_sbatch_and_srun(testbed):
     assert "#SBATCH --nodes=2" in job_script and "srun --nodes=2" in job_script
     assert f"apptainer exec --no-home --bind {testbed.shared}" in job_script
     for node in COMPUTE_NODES:
-        assert (run_dir / "logs" / node / "raylet.out").is_file(), f"no logs from {node}"
+        assert "raylet.out" in archived(run_dir, node), f"no logs from {node}"
     timing = json.loads((run_dir / "timing.json").read_text())
     assert timing["nodes_joined"] == timing["nodes_expected"] == 2
     assert_nothing_left(testbed)
@@ -102,7 +103,7 @@ def test_walltime_stops_the_agents_cleanly(testbed):
     assert "DUE TO TIME LIMIT" not in _job_out(run_dir), "Slurm had to kill the job"
     assert took < 120 + 30, f"the job took {took:.0f} s: the walltime signal did not stop it"
     for node in COMPUTE_NODES:
-        assert (run_dir / "logs" / node / "raylet.out").is_file(), f"no logs from {node}"
+        assert "raylet.out" in archived(run_dir, node), f"no logs from {node}"
         record = json.loads((run_dir / "nodes" / f"{node}.json").read_text())
         assert record["state"] == "stopped", record
     assert_nothing_left(testbed)
@@ -127,7 +128,7 @@ def test_scancel_of_the_batch_script_stops_every_node_and_keeps_the_logs(testbed
     assert_nothing_left(testbed, wait_s=60)
     assert (run_dir / "exit_code").read_text().strip() == "143", _job_out(run_dir)
     for node in COMPUTE_NODES:
-        assert (run_dir / "logs" / node / "raylet.out").is_file(), f"no logs from {node}"
+        assert "raylet.out" in archived(run_dir, node), f"no logs from {node}"
         record = json.loads((run_dir / "nodes" / f"{node}.json").read_text())
         assert record["state"] == "stopped", record
 

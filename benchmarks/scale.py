@@ -1,0 +1,214 @@
+"""Scale simulator: N node agents as plain processes against a stand-in for Ray that starts at
+once (benchmarks/sim_ray), the run directory on local disk, every metadata operation on it
+counted per phase (see sim_ray/README.md for how).
+
+For each N it prints the run directory's metadata operations per second in each phase summed
+over all nodes, the operations per node over the whole run, the head's `ray.nodes()` calls per
+second, the time from the head's GCS being up to "all joined" as a launcher sees it
+(status.json polled every 0.2 s, as RunWatcher does), and the launcher's own delay from the
+last node registering to that moment. Goals (issue 11): at N = 1024, <= 200 ops/s in every
+phase, <= 10 ops per node, delay <= 1 s.
+
+    .venv/bin/python benchmarks/scale.py [--nodes 64 256 1024] [--agent PATH] [--driver-s 10]
+
+--agent runs another version of the agent (e.g. `git show REV:launcher/agent.py > old.py`) for
+before/after figures. Workers start first and wait --wait-s seconds for the head (the waiting
+phase), as they would while a real head starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from harness import machine, print_table  # noqa: E402
+
+from launcher.agent import RunPaths, read_json  # noqa: E402
+from launcher.config import load_site  # noqa: E402
+from launcher.launch import resolve_spec  # noqa: E402
+from launcher.rundir import prepare_run_dir  # noqa: E402
+from launcher.spec import new_run_id  # noqa: E402
+
+SIM_RAY = Path(__file__).resolve().parent / "sim_ray"
+BUCKET_S = 0.1
+GOAL_OPS_S, GOAL_PER_NODE, GOAL_DELAY_S = 200, 10, 1.0
+PHASES = ("waiting", "joining", "driver", "teardown")
+
+
+def node_ip(index: int) -> str:
+    """A loopback address of its own per simulated node (127.0.0.0/8 is all loopback)."""
+    return f"127.0.{index // 250 + 1}.{index % 250 + 1}"
+
+
+class Simulation:
+    def __init__(self, nodes: int, work: Path, agent: Path | None, driver_s: float,
+                 wait_s: float):
+        self.nodes = nodes
+        self.work = work
+        self.wait_s = wait_s
+        shared = work / "shared"
+        shared.mkdir()
+        self.spec = resolve_spec(
+            load_site("slurm"),
+            {"nodes": nodes, "shared": str(shared), "image": "/sim/ray.sif",
+             "driver": f"python -c 'import time; time.sleep({driver_s})'",
+             "join_timeout": 900, "stop_timeout": 120},
+            {}, run_id=new_run_id(), now=time.time())
+        self.paths = RunPaths(prepare_run_dir(self.spec))
+        if agent is not None:
+            shutil.copyfile(agent, self.paths.agent)
+        self.counts = work / "counts"
+        self.counts.mkdir()
+        self.procs: list[subprocess.Popen] = []
+        self.seen_all: float | None = None
+
+    def env(self, index: int) -> dict:
+        return {**os.environ, "PYTHONPATH": str(SIM_RAY), "RAYHPC_SIM_COUNT": str(self.counts),
+                "RAYHPC_SIM_RUN_DIR": str(self.paths.dir), "RAYHPC_HEAD_HOST": node_ip(0),
+                "RAYHPC_NODE_IP": node_ip(index),
+                "RAYHPC_NODE_TEMP_DIR": f"/tmp/rs{os.getpid() % 1000}/{index}",
+                "HOME": str(self.work / "home")}
+
+    def start(self, index: int) -> None:
+        role = "head" if index == 0 else "worker"
+        self.procs.append(subprocess.Popen(
+            [sys.executable, str(self.paths.agent), "--run-dir", str(self.paths.dir),
+             "--role", role, "--node-name", f"sim-{index:05d}"],
+            env=self.env(index), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True))
+
+    def watch(self) -> None:
+        """The launcher's view: status.json every 0.2 s until it says all joined."""
+        while self.seen_all is None:
+            status = read_json(self.paths.status) or {}
+            if status.get("joined") == self.nodes:
+                self.seen_all = time.time()
+            elif self.paths.exit_code.exists():
+                return
+            time.sleep(0.2)
+
+    def run(self) -> dict:
+        (self.work / "home").mkdir()
+        t_spawn = time.time()
+        for index in range(1, self.nodes):
+            self.start(index)
+        t_workers = time.time()
+        time.sleep(self.wait_s)
+        t_head = time.time()
+        self.start(0)
+        watcher = threading.Thread(target=self.watch, daemon=True)
+        watcher.start()
+        deadline = time.monotonic() + 1800
+        for proc in self.procs:
+            proc.wait(timeout=max(1, deadline - time.monotonic()))
+        watcher.join(timeout=5)
+        return self.figures(t_spawn, t_workers, t_head)
+
+    def figures(self, t_spawn: float, t_workers: float, t_head: float) -> dict:
+        timing = read_json(self.paths.timing) or {}
+        buckets: dict[int, int] = {}
+        total = 0
+        for path in self.counts.glob("[0-9]*.json"):
+            data = json.loads(path.read_text())
+            for second, count in data["per_second"].items():
+                buckets[int(second)] = buckets.get(int(second), 0) + count
+                total += count
+        gcs = read_json(self.counts / "gcs.json") or {"registered": {}, "nodes_calls": []}
+        windows = {
+            # The second half of the wait: every worker has started (a Python start-up of its
+            # own on a few cores takes a while at large N) and waits for the head.
+            "waiting": (t_head - self.wait_s / 2, t_head),
+            "joining": (timing.get("t_head_up"), timing.get("t_all_joined")),
+            "driver": (timing.get("t_driver_start"), timing.get("t_driver_end")),
+            "teardown": (timing.get("t_driver_end"), timing.get("t_teardown_done")),
+        }
+        rates, calls = {}, {}
+        for phase, (start, end) in windows.items():
+            if not start or not end or end <= start:
+                rates[phase] = calls[phase] = None
+                continue
+            # Whole seconds overlapping the window, weighted by the overlap.
+            ops = sum(count * overlap(second, start, end) for second, count in buckets.items())
+            rates[phase] = ops / (end - start)
+            calls[phase] = sum(1 for t in gcs["nodes_calls"] if start <= t < end) / (end - start)
+        last = max(gcs["registered"].values(), default=None)
+        return {
+            "nodes": self.nodes, "exit_code": self.paths.read_exit_code(),
+            "joined": timing.get("nodes_joined"), "rates": rates, "nodes_calls": calls,
+            "per_node": total / self.nodes,
+            "join_s": (self.seen_all - timing["t_head_up"]
+                       if self.seen_all and timing.get("t_head_up") else None),
+            "delay_s": self.seen_all - last if self.seen_all and last else None,
+            "spawn_s": t_workers - t_spawn,
+        }
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        # Stand-in GCS processes left by an agent that does not stop its node's Ray.
+        subprocess.run(["pkill", "-9", "-f", f"ray._gcs {node_ip(0)} {self.spec.ports['gcs']}"],
+                       check=False)
+        shutil.rmtree(f"/tmp/rs{os.getpid() % 1000}", ignore_errors=True)
+
+
+def overlap(second: int, start: float, end: float) -> float:
+    """How much of the second [second, second+1) lies in [start, end), as a fraction."""
+    return max(0.0, min(second + 1, end) - max(second, start))
+
+
+def simulate(nodes: int, agent: Path | None = None, driver_s: float = 10,
+             wait_s: float = 10) -> dict:
+    with tempfile.TemporaryDirectory(prefix="rayhpc-scale-") as work:
+        sim = Simulation(nodes, Path(work), agent, driver_s, wait_s)
+        try:
+            return sim.run()
+        finally:
+            sim.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--agent", type=Path, help="agent file to run (default: this checkout's)")
+    parser.add_argument("--driver-s", type=float, default=10, help="seconds the driver runs")
+    parser.add_argument("--wait-s", type=float,
+                        help="seconds the workers wait for the head before it starts (default: "
+                             "10, or 0.2 s per node: their own start-up must be over by half)")
+    args = parser.parse_args()
+    print(f"machine: {machine()}\nagent: {args.agent or 'launcher/agent.py (this checkout)'}")
+    rows = []
+    for nodes in args.nodes:
+        result = simulate(nodes, args.agent, args.driver_s, args.wait_s or max(10, nodes * 0.2))
+        rows.append([nodes, *(result["rates"][p] for p in PHASES), result["per_node"],
+                     result["nodes_calls"]["joining"], result["nodes_calls"]["driver"],
+                     result["join_s"], result["delay_s"], result["exit_code"]])
+        print(json.dumps(result), flush=True)
+    print_table("run-directory metadata ops/s (all nodes), per node, head-side nodes() calls/s",
+                ["N", *(f"{p} ops/s" for p in PHASES), "ops/node", "nodes()/s join",
+                 "nodes()/s driver", "GCS up->all joined s", "last reg->seen s", "exit"], rows)
+    big = [r for r in rows if r[0] >= 1024] or rows[-1:]
+    for row in big:
+        worst = max(v for v in row[1:5] if v is not None)
+        met = worst <= GOAL_OPS_S and row[5] <= GOAL_PER_NODE and (row[9] or 0) <= GOAL_DELAY_S
+        print(f"\ngoal at N={row[0]}: <= {GOAL_OPS_S} ops/s in every phase (worst {worst:.0f}), "
+              f"<= {GOAL_PER_NODE} ops per node ({row[5]:.1f}), launcher delay <= "
+              f"{GOAL_DELAY_S:.0f} s ({row[9] if row[9] is None else round(row[9], 2)}) -> "
+              f"{'met' if met else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Scale simulator: count this process's metadata operations on the run directory."""
+
+import os
+
+_COUNT_DIR = os.environ.get("RAYHPC_SIM_COUNT")
+_RUN_DIR = os.environ.get("RAYHPC_SIM_RUN_DIR", "")
+
+if _COUNT_DIR and _RUN_DIR:
+    import atexit
+    import json
+    import signal
+    import sys
+    import time
+
+    _counts: dict = {}
+    _kinds: dict = {}
+    _trace: list = []  # the first operations with their time, for a look at what they were
+    _EVENTS = {"open", "os.listdir", "os.scandir", "os.mkdir", "os.rename", "os.remove",
+               "os.rmdir", "os.chmod", "os.utime", "os.symlink", "os.link", "os.truncate"}
+
+    def _count(kind: str, path) -> None:
+        try:
+            text = os.fsdecode(path) if not isinstance(path, int) else ""
+        except TypeError:
+            return
+        if text.startswith(_RUN_DIR):
+            second = int(time.time())
+            _counts[second] = _counts.get(second, 0) + 1
+            _kinds[kind] = _kinds.get(kind, 0) + 1
+            if len(_trace) < 100:
+                _trace.append((round(time.time(), 2), kind, text[len(_RUN_DIR):]))
+
+    def _hook(event: str, args: tuple) -> None:
+        if event in _EVENTS and args:
+            _count(event, args[0])
+
+    def _wrap(name: str):
+        real = getattr(os, name)
+
+        def counted(path, *args, **kwargs):
+            _count(f"os.{name}", path)
+            return real(path, *args, **kwargs)
+
+        setattr(os, name, counted)
+
+    for _name in ("stat", "lstat", "access"):
+        _wrap(_name)
+    sys.addaudithook(_hook)
+
+    def _dump(*_args) -> None:
+        if not _counts:
+            return
+        path = os.path.join(_COUNT_DIR, f"{os.getpid()}.json")
+        with open(path + ".tmp", "w") as handle:
+            json.dump({"per_second": _counts, "kinds": _kinds, "trace": _trace}, handle)
+        os.replace(path + ".tmp", path)
+
+    atexit.register(_dump)
+    _previous = signal.getsignal(signal.SIGTERM)
+
+    def _on_term(signum, frame):  # the stub GCS is stopped by SIGTERM
+        _dump()
+        os._exit(0)
+
+    if _previous in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _on_term)
