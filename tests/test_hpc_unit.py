@@ -574,3 +574,9 @@ def test_inside_an_allocation_nodes_default_to_the_allocation():
                      image="/x.sif")
     assert spec.nodes == 6
     assert make_spec("slurm", environ={}, image="/x.sif").nodes == 3
+
+
+def test_no_queue_of_aurora_takes_a_day_and_more():
+    with pytest.raises(UserError, match=r"^--nodes 40 --walltime 1-02:00:00: no queue of site "
+                                        r"aurora takes this job \(debug "):
+        spec_for(load_site("aurora"), nodes=40, walltime="1-02")
