@@ -766,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
         rank = detect_rank()
         if rank is None:
             print("rayhpc agent: no --role and no rank variable "
-                  f"({', '.join(RANK_ENV_VARS)})", file=sys.stderr)
+                  f"({', '.join(rank_vars())})", file=sys.stderr)
             return 2
         role = "head" if rank == 0 else "worker"
     node = args.node_name or socket.gethostname()

@@ -312,9 +312,14 @@ def test_lsf_warns_before_the_walltime_and_gives_jsrun_every_cpu_and_gpu(tmp_pat
            "--nv " in gpu_script
 
 
-def test_site_directives_pass_through():
+def test_site_directives_pass_through(tmp_path):
     script = script_for("polaris")
     assert "#PBS -A PROJ\n#PBS -l singularity_fakeroot=true\n" in script
+    path = tmp_path / "mine.yaml"
+    path.write_text("scheduler: slurm\nruntime: apptainer\ndirectives:\n"
+                    "  - --reservation=ray\n  - '#SBATCH --comment=raw'\n")
+    script = render_job_script(make_spec(str(path), image="/x.sif"), load_site(str(path)))
+    assert "#SBATCH --exclusive\n#SBATCH --reservation=ray\n#SBATCH --comment=raw\n\n" in script
 
 
 # -- the job script's own logic, run in bash with stand-ins for the launcher and runtime

@@ -37,8 +37,7 @@ class Docker(Runtime):
     workdir_flag = "--workdir {path}"
     env_flag = "--env {key}={value}"
     GPU_FLAGS = {"nvidia": ["--gpus", "all"],
-                 "amd": ["--device", "/dev/kfd", "--device", "/dev/dri"],
-                 "intel": ["--device", "/dev/dri"]}
+                 "amd": ["--device", "/dev/kfd", "--device", "/dev/dri"]}
     gpus = tuple(GPU_FLAGS)
 
     def exec_command(self, request: ExecRequest) -> list[str]:
