@@ -539,6 +539,8 @@ def test_user_site_file_with_wrong_values(tmp_path):
         ("scheduler: slurm\nruntime: apptainer\nsetup: module load x\n", "setup: must be a list"),
         ("scheduler: slurm\nruntime: apptainer\nwalltime: soon\n",
          "walltime: 'soon': must be a walltime in one of Slurm's forms"),
+        ("scheduler: slurm\nruntime: apptainer\nwalltime: 2:60:00\n",
+         "walltime: '2:60:00': ambiguous: its minutes (60) must be below 60"),
         ("scheduler: slurm\nruntime: apptainer\nscheduler_options:\n  qoss: x\n",
          "scheduler_options: qoss: unknown key; did you mean 'qos'?"),
         ("scheduler: pbs\nruntime: apptainer\nscheduler_options:\n  qos: x\n",
