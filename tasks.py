@@ -104,7 +104,7 @@ def base(c, recipe="ray", os_image=None, mirror=None, tag=None, ca_bundle=None,
 
 
 LAUNCH_FLAGS = ("nodes", "driver", "shared", "image", "join_timeout", "shm_size", "num_cpus",
-                "walltime", "queue", "account")
+                "num_gpus", "walltime", "queue", "account")
 
 
 @task(auto_shortflags=False, help={
@@ -115,7 +115,7 @@ LAUNCH_FLAGS = ("nodes", "driver", "shared", "image", "join_timeout", "shm_size"
 })
 @user_errors
 def launch(c, site="local", nodes=None, driver=None, shared=None, image=None, join_timeout=None,
-           shm_size=None, num_cpus=None, walltime=None, queue=None, account=None,
+           shm_size=None, num_cpus=None, num_gpus=None, walltime=None, queue=None, account=None,
            dry_run=False, wait=False):
     """Run a Ray cluster (1 head + N-1 workers) in containers, run the driver, tear down.
 
@@ -173,15 +173,18 @@ def status(c, run=None):
 @task(auto_shortflags=False)
 @user_errors
 def sites(c):
-    """List the site profiles with their scheduler and container runtime."""
+    """List the site profiles: scheduler, launcher, container runtime, and the documentation
+    each follows."""
     from launcher.config import list_sites
 
-    rows = [(s.name, s.scheduler, s.backend.node_launcher(s), s.runtime, s.description)
-            for s in list_sites()]
-    width = max(len(r[0]) for r in rows)
+    found = list_sites()
+    width = max(len(s.name) for s in found)
     print(f"{'site':<{width}}  {'scheduler':<9}  {'launcher':<8}  {'runtime':<11}  description")
-    for name, scheduler, launcher, runtime, description in rows:
-        print(f"{name:<{width}}  {scheduler:<9}  {launcher:<8}  {runtime:<11}  {description}")
+    for s in found:
+        print(f"{s.name:<{width}}  {s.scheduler:<9}  {s.backend.node_launcher(s):<8}  "
+              f"{s.runtime:<11}  {s.description}")
+        for doc in s.docs:
+            print(f"{'':<{width}}  docs: {doc}")
 
 
 @task(auto_shortflags=False, help={"k": "only tests matching this pytest -k expression",

@@ -35,9 +35,22 @@ def find_yaml(name_or_path: str, directory: Path, kind: str, flag: str) -> Path:
     return path
 
 
+class DataLoader(yaml.SafeLoader):
+    """YAML as people write it in data files: a plain ``30:00`` or ``1:00:00`` is text, not
+    YAML 1.1's base-60 number (PyYAML reads ``walltime: 30:00`` as the integer 1800, which a
+    walltime parser would then take for 1800 minutes)."""
+
+    def resolve(self, kind, value, implicit):
+        tag = super().resolve(kind, value, implicit)
+        if (kind is yaml.ScalarNode and implicit[0] and ":" in value
+                and tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")):
+            return "tag:yaml.org,2002:str"
+        return tag
+
+
 def read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=DataLoader)  # noqa: S506
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 "
                         "YAML") from None
@@ -52,5 +65,6 @@ def check_keys(data: dict, allowed: tuple[str, ...], path: Path, where: str) -> 
     for key in data:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+            hint = (f"did you mean {close[0]!r}?" if close
+                    else f"allowed: {', '.join(allowed) or 'none'}")
             raise UserError(f"{path}: {where}{key}: unknown key; {hint}")

@@ -50,7 +50,10 @@ import time
 import traceback
 from pathlib import Path
 
-# Rank variables of the launchers, in the order they are trusted.
+# The job script names the launcher's rank variable(s) here (comma-separated; each scheduler
+# module declares its own). Without it (the agent started by other means, no --role), the
+# launchers' rank variables below, in the order they are trusted.
+RANK_VARS_ENV = "RAYHPC_RANK_VARS"
 RANK_ENV_VARS = ("SLURM_PROCID", "ALPS_APP_PE", "PMI_RANK", "PALS_RANKID",
                  "OMPI_COMM_WORLD_RANK", "JSM_NAMESPACE_RANK")
 TOKEN_AUTH_SINCE = (2, 52)
@@ -108,7 +111,10 @@ class RunPaths:
       logs/<node>.tar.gz (its agent.log and Ray's logs, capped; MANIFEST.json inside says what
       was kept and dropped), then nodes/<node>.json (its final state and the archive's summary)
     stop (a request, written once with O_EXCL by whoever asks first; the text says who):
-      the job script (walltime warning, scancel --batch), the launcher, or the head at teardown
+      the job script (walltime warning or its own walltime timer, scancel --batch), the
+      launcher, or the head at teardown
+    the job script, only when no agent can start (the container runtime is not on PATH after
+      the site's setup): error, then exit_code
     the local launcher, only where no agent can any more:
       logs/containers.log (the containers' own output); logs/<node>.tar.gz of a node whose
       agent wrote none (Ray's logs copied out of its stopped container); and error,
@@ -172,12 +178,43 @@ class RunPaths:
 # ---------------------------------------------------------------------------------------------
 # Small pure helpers (unit-tested on the host)
 
+def rank_vars(environ: dict | os._Environ = os.environ) -> tuple[str, ...]:
+    """The variables that hold this task's rank: the ones the job script names, else all the
+    launchers' known ones."""
+    named = tuple(v for v in environ.get(RANK_VARS_ENV, "").split(",") if v.strip())
+    return named or RANK_ENV_VARS
+
+
 def detect_rank(environ: dict | os._Environ = os.environ) -> int | None:
-    for var in RANK_ENV_VARS:
-        value = environ.get(var, "")
+    for var in rank_vars(environ):
+        value = environ.get(var.strip(), "")
         if value.strip().isdigit():
             return int(value)
     return None
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: what srun, aprun, mpiexec or jsrun
+    gave the task), not the node's count that Ray would take by itself."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def without_proxy(environ: dict, *hosts: str) -> dict:
+    """Where the site sets an outbound proxy, the cluster's own addresses must bypass it:
+    ``hosts`` are added to no_proxy/NO_PROXY (the job script sets the site's own list)."""
+    if not any(environ.get(v) for v in ("http_proxy", "https_proxy", "HTTP_PROXY",
+                                        "HTTPS_PROXY")):
+        return environ
+    current = environ.get("no_proxy") or environ.get("NO_PROXY") or ""
+    entries = [e for e in current.split(",") if e]
+    for host in ("localhost", "127.0.0.1", *hosts):
+        if host and host not in entries:
+            entries.append(host)
+    value = ",".join(entries)
+    return {**environ, "no_proxy": value, "NO_PROXY": value}
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -235,12 +272,10 @@ def node_ip(interface: str | None, multi_node: bool) -> str:
 
 
 def ray_start_args(spec: dict, ip: str, head_address: str | None,
-                   object_store: int | None, usable_cpus: int | None = None) -> list[str]:
-    """Arguments of `ray start` for the head (head_address None) or a worker.
-
-    ``usable_cpus``: the CPUs this process may run on, when fewer than the node has (a
-    launcher's CPU binding): Ray would otherwise count the whole node's.
-    """
+                   object_store: int | None, cpus: int | None = None) -> list[str]:
+    """Arguments of `ray start` for the head (head_address None) or a worker. ``cpus``: the
+    CPUs the agent may use, Ray's CPU count unless the spec sets num_cpus (or head_cpus, on
+    the head)."""
     ports = spec["ports"]
     args = ["start", f"--node-ip-address={ip}", f"--temp-dir={spec['temp_dir']}",
             f"--node-manager-port={ports['node_manager']}",
@@ -259,11 +294,13 @@ def ray_start_args(spec: dict, ip: str, head_address: str | None,
         args.append(f"--address={head_address}")
     if object_store:
         args.append(f"--object-store-memory={object_store}")
-    cpus = spec["num_cpus"] if spec["num_cpus"] is not None else usable_cpus
+    num_cpus = spec["num_cpus"] if spec["num_cpus"] is not None else cpus
     if head_address is None and spec["head_cpus"] is not None:
-        cpus = spec["head_cpus"]  # 0 keeps tasks off the head (Ray's large-cluster advice)
-    if cpus is not None:
-        args.append(f"--num-cpus={cpus}")
+        num_cpus = spec["head_cpus"]  # 0 keeps tasks off the head (Ray's large-cluster advice)
+    if num_cpus is not None:
+        args.append(f"--num-cpus={num_cpus}")
+    if spec.get("num_gpus") is not None:
+        args.append(f"--num-gpus={spec['num_gpus']}")
     return args
 
 
@@ -303,15 +340,6 @@ def read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def usable_cpus() -> int | None:
-    """CPUs this process may run on, when a launcher bound it to fewer than the node has."""
-    try:
-        allowed = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return None
-    return allowed if allowed < (os.cpu_count() or allowed) else None
 
 
 def raise_fd_limit() -> tuple[int, int]:
@@ -970,6 +998,8 @@ class Head(Agent):
     def start_head(self) -> str:
         self.ip = node_ip(self.spec["interface"], self.spec["nodes"] > 1)
         self.say(f"starting Ray head on {self.ip}")
+        # The driver (and Ray's head) reach the head's address without the site's proxy.
+        self.env = without_proxy(self.env, self.ip)
         self.ray(*self.start_args(None))
         address = f"{self.ip}:{self.spec['ports']['gcs']}"
         # The GCS is up once `ray start` returns: workers may join while we connect.
@@ -1310,7 +1340,7 @@ def main(argv: list[str] | None = None) -> int:
         rank = detect_rank()
         if rank is None:
             print("rayhpc agent: no --role and no rank variable "
-                  f"({', '.join(RANK_ENV_VARS)})", file=sys.stderr)
+                  f"({', '.join(rank_vars())})", file=sys.stderr)
             return 2
         role = "head" if rank == 0 else "worker"
     node = args.node_name or socket.gethostname()

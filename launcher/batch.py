@@ -59,8 +59,10 @@ class BatchLaunch:
         job_id = self.scheduler.parse_job_id(result.stdout) if result.returncode == 0 else ""
         if not job_id:
             remove_run_dir(self.paths.dir)
+            said = " | ".join(line.strip() for line in
+                              (result.stderr or result.stdout).strip().splitlines())
             raise UserError(f"{cmd[0]} refused the job (exit {result.returncode}): "
-                            f"{(result.stderr or result.stdout).strip()[-600:]}")
+                            f"{said[-600:] or 'no job id in its output'}")
         self.paths.job_id.write_text(job_id + "\n")
         return job_id
 
@@ -99,10 +101,8 @@ class Submitted:
         self.watcher = watcher
 
     def ended(self) -> str:
-        result = subprocess.run(self.scheduler.job_active_command(self.job_id),
-                                capture_output=True, text=True)
-        active = result.returncode == 0 and bool(result.stdout.strip())
-        return "" if active else f"job {self.job_id} left the queue"
+        return "" if self.scheduler.job_active(self.job_id) else \
+            f"job {self.job_id} left the queue"
 
     def gone(self, why: str) -> int:
         return ended_without_code(self.watcher, why)

@@ -13,10 +13,15 @@ from common.datafiles import check_keys, find_yaml, read_yaml, yaml_names
 from common.errors import UserError
 from launcher import SITES_DIR
 from launcher.backends import Backend, backend_for
+from launcher.queues import Queue, parse_queues
+from launcher.runtimes import RUNTIMES
+from launcher.schedulers import SCHEDULERS, WALLTIME_FORMS
 
 ENV_PREFIX = "RAYHPC_"
 DEFAULT_DRIVER = "python examples/hello_nodes.py --ray-address={address}"
-GPUS = ("", "nvidia", "amd")
+GPUS = ("nvidia", "amd", "intel")
+TYPE_WORDS = {int: "a whole number", str: "a string", dict: "a mapping", list: "a list",
+              bool: "true or false"}
 _SIZE_RE = re.compile(r"^\d+(\.\d+)?\s*([kmgt]i?b?|b)?$", re.I)
 
 
@@ -52,11 +57,11 @@ def _size(value: Any) -> str:
     return text
 
 
-def _walltime(value: Any) -> str:
+def _walltime(value: Any) -> int:
+    """Seconds, from Slurm's forms with Slurm's meaning (see launcher.schedulers.base)."""
     from launcher.schedulers import parse_walltime
 
-    parse_walltime(str(value))
-    return str(value).strip()
+    return parse_walltime(value)
 
 
 def _text(value: Any) -> str:
@@ -95,9 +100,14 @@ SETTINGS: dict[str, Setting] = {
     "dashboard_host": Setting(_text, "127.0.0.1", "address Ray's dashboard binds to"),
     "interface": Setting(_text, None, "network interface whose address Ray uses"),
     "temp_dir": Setting(_text, None, "node-local Ray temp dir (short: AF_UNIX limit)"),
-    "num_cpus": Setting(_positive_int, None, "CPUs Ray may use per node (default: all it sees)"),
-    "walltime": Setting(_walltime, "00:30:00", "batch job time limit, e.g. 00:30:00 (HPC sites)"),
-    "queue": Setting(_text, None, "batch queue or partition (HPC sites)"),
+    "num_cpus": Setting(_positive_int, None, "CPUs Ray may use per node (default: the CPUs "
+                        "the node agent may run on)"),
+    "num_gpus": Setting(_positive_int, None, "GPUs Ray may use per node (default: what Ray "
+                        "detects; Intel GPUs need it)"),
+    "walltime": Setting(_walltime, 1800, f"batch job time limit in Slurm's forms and meaning: "
+                        f"{WALLTIME_FORMS} (30:00 is 30 minutes; default: 00:30:00)"),
+    "queue": Setting(_text, None, "batch queue, partition or QOS (default: the site's queue "
+                     "table picks one by node count, else the scheduler's default)"),
     "account": Setting(_text, None, "project to charge (HPC sites)"),
     "stop_grace": Setting(_positive_int, 60, "seconds before the walltime to stop cleanly"),
     "head_cpus": Setting(_non_negative_int, None, "CPUs Ray may use on the head (default: as "
@@ -108,15 +118,20 @@ SETTINGS: dict[str, Setting] = {
 }
 # Site-file-only keys: how the machine works, not per-launch choices.
 SITE_OPTIONS: dict[str, type] = {
-    "gpu": str,                 # "", nvidia (--nv) or amd (--rocm)
+    "gpu": str,                 # nvidia, amd or intel: the nodes' GPUs, passed into containers
     "runtime_options": list,    # extra flags of the container runtime
     "launcher_options": list,   # extra flags of srun / aprun / mpiexec / jsrun
-    "scheduler_options": dict,  # qos, constraint, gpus_per_node (Slurm); system, filesystems
-                                # (PBS); attrs (Cobalt)
+    "scheduler_options": dict,  # the scheduler's own keys (each scheduler module lists them)
+    "directives": list,         # raw scheduler directive lines, passed through
     "setup": list,              # shell lines run first in the job (module loads, ulimit)
     "environment": dict,        # exported in the job, seen by every node
+    "queues": dict,             # queue table: name -> min_nodes, max_nodes, max_walltime, auto
+    "requires_account": bool,   # the site refuses jobs without a project (--account)
+    "shared_nodes": bool,       # nodes may be shared with other jobs: ask for no exclusivity
+    "proxy": str,               # outbound proxy of the compute nodes (http_proxy, https_proxy)
+    "no_proxy": list,           # hosts reached without the proxy (the head's address is added)
 }
-SITE_KEYS = ("name", "description", "scheduler", "runtime", *SETTINGS, *SITE_OPTIONS)
+SITE_KEYS = ("name", "description", "docs", "scheduler", "runtime", *SETTINGS, *SITE_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -128,6 +143,8 @@ class Site:
     description: str
     settings: dict[str, Any]
     options: dict[str, Any]
+    docs: tuple[str, ...] = ()  # the documentation the profile follows (URLs, repo paths)
+    queues: tuple[Queue, ...] = ()
 
     def option(self, key: str) -> Any:
         return self.options.get(key, SITE_OPTIONS[key]())
@@ -163,12 +180,44 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
                             f"{', '.join(backend.options) or 'none of the site options'}); "
                             "remove it")
         options[key] = data[key]
-    if options.get("gpu", "") not in GPUS:
-        raise UserError(f"{path}: gpu: {options['gpu']!r} is not one of: nvidia, amd")
+    _check_gpu(options.get("gpu", ""), data["runtime"], path)
+    _check_scheduler_options(options.get("scheduler_options", {}), data["scheduler"], path)
+    docs = data.get("docs") or []
+    if isinstance(docs, str):
+        docs = [docs]
+    if not isinstance(docs, list) or not all(isinstance(d, str) for d in docs):
+        raise UserError(f"{path}: docs: must be a list of URLs or repository paths")
+    queues = parse_queues(options["queues"], path) if "queues" in options else []
     return Site(name=str(data.get("name") or path.stem), path=path,
                 scheduler=data["scheduler"], runtime=data["runtime"],
                 description=str(data.get("description") or ""), settings=settings,
-                options=options)
+                options=options, docs=tuple(docs), queues=tuple(queues))
+
+
+def _check_gpu(gpu: str, runtime_name: str, path: Path) -> None:
+    if not gpu:
+        return
+    if gpu not in GPUS:
+        raise UserError(f"{path}: gpu: {gpu!r} is not one of: {', '.join(GPUS)}")
+    passes = RUNTIMES[runtime_name].gpus
+    if gpu not in passes:
+        raise UserError(f"{path}: gpu: {gpu!r}: runtime {runtime_name} cannot pass {gpu} GPUs "
+                        f"into its containers (it passes: {', '.join(passes) or 'none'}); "
+                        "use a runtime that can (apptainer passes nvidia, amd and intel)")
+
+
+def _check_scheduler_options(options: dict, scheduler_name: str, path: Path) -> None:
+    """Each scheduler's own keys only (a typo gets the closest valid key), of their types."""
+    scheduler = SCHEDULERS.get(scheduler_name)
+    known = scheduler.options if scheduler else {}
+    check_keys(options, tuple(known), path, "scheduler_options: ")
+    for key, value in options.items():
+        if not isinstance(value, known[key]) or isinstance(value, bool):
+            kinds = " or ".join(TYPE_WORDS[kind] for kind in known[key])
+            raise UserError(f"{path}: scheduler_options: {key}: must be {kinds}")
+    problem = scheduler.option_problem(options) if scheduler else ""
+    if problem:
+        raise UserError(f"{path}: scheduler_options: {problem}")
 
 
 def list_sites(sites_dir: Path = SITES_DIR) -> list[Site]:

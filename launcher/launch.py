@@ -14,8 +14,9 @@ from common.errors import UserError
 from launcher.agent import AF_UNIX_MAX, temp_dir_fits
 from launcher.config import Site, load_site, resolve_settings
 from launcher.driver import check_driver
+from launcher.queues import choose_queue
 from launcher.rundir import busy_gcs_ports, check_reachable, check_shared, stage_examples
-from launcher.schedulers import current_allocation
+from launcher.schedulers import current_allocation, format_walltime
 from launcher.spec import LaunchSpec, default_temp_dir, new_run_id, ports_for, unused_run_id
 
 DEFAULT_NODES = 3
@@ -35,6 +36,17 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
         allocation = current_allocation(environ)
         allocated = allocation.allocated_nodes(environ) if allocation else None
         settings["nodes"] = allocated or DEFAULT_NODES
+    walltime_s = settings.pop("walltime")
+    if settings["stop_grace"] >= walltime_s:
+        raise UserError(f"--walltime: {format_walltime(walltime_s)} leaves no time to run: the "
+                        f"agents are told to stop {settings['stop_grace']} s (stop_grace) "
+                        "before the end; give a longer walltime")
+    settings["queue"] = choose_queue(list(site.queues), settings["queue"], settings["nodes"],
+                                     walltime_s, site.name)
+    if site.option("requires_account") and not settings["account"]:
+        raise UserError(f"--account: site {site.name} refuses jobs without a project to "
+                        "charge; give --account PROJECT, set RAYHPC_ACCOUNT=PROJECT, or put "
+                        f"`account: PROJECT` in the site file {site.path}")
     if settings["temp_dir"] and not temp_dir_fits(settings["temp_dir"]):
         raise UserError(f"temp_dir: {settings['temp_dir']} is too long for Ray's AF_UNIX socket "
                         f"paths ({AF_UNIX_MAX} bytes with Ray's own part); use a short node-local "
@@ -45,8 +57,8 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
         **{**settings, "shared": shared_path(settings),
            "image": settings["image"] or backend.default_image(),
            "temp_dir": settings["temp_dir"] or default_temp_dir(run_id)},
-        run_id=run_id, site=site.name, scheduler=site.scheduler, runtime=site.runtime,
-        auth=AUTH, t_submit=now, ports=ports_for(run_id),
+        walltime_s=walltime_s, run_id=run_id, site=site.name, scheduler=site.scheduler,
+        runtime=site.runtime, auth=AUTH, t_submit=now, ports=ports_for(run_id),
         node_names=backend.node_names(settings["nodes"]))
 
 

@@ -65,7 +65,8 @@ class LaunchSpec:
     interface: str | None
     temp_dir: str
     num_cpus: int | None
-    walltime: str
+    num_gpus: int | None
+    walltime_s: int  # seconds (parsed once, from Slurm's forms; each scheduler renders its own)
     queue: str | None
     account: str | None
     stop_grace: int

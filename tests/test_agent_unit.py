@@ -33,6 +33,34 @@ def test_rank_from_each_launcher(environ, rank):
     assert agent.detect_rank(environ) == rank
 
 
+@pytest.mark.parametrize("environ, rank", [
+    ({"RAYHPC_RANK_VARS": "PALS_RANKID,PMI_RANK", "PALS_RANKID": "3", "SLURM_PROCID": "0"}, 3),
+    ({"RAYHPC_RANK_VARS": "PALS_RANKID,PMI_RANK", "PMI_RANK": "2"}, 2),
+    # A stray variable of another launcher (an outer Slurm job) does not decide the role.
+    ({"RAYHPC_RANK_VARS": "PALS_RANKID,PMI_RANK", "SLURM_PROCID": "0"}, None),
+    ({"RAYHPC_RANK_VARS": "", "SLURM_PROCID": "4"}, 4),
+])
+def test_rank_from_the_variable_the_job_script_names(environ, rank):
+    assert agent.detect_rank(environ) == rank
+
+
+def test_cpus_default_to_what_the_agent_may_run_on(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert agent.usable_cpus() == 3
+    spec = make_spec("slurm", image="/x.sif").to_json()
+    assert "--num-cpus=3" in agent.ray_start_args(spec, "10.0.0.1", None, None, cpus=3)
+    spec = make_spec("slurm", image="/x.sif", num_cpus=8, num_gpus=12).to_json()
+    args = agent.ray_start_args(spec, "10.0.0.1", None, None, cpus=3)
+    assert "--num-cpus=8" in args and "--num-cpus=3" not in args and "--num-gpus=12" in args
+
+
+def test_the_cluster_bypasses_the_sites_proxy():
+    assert agent.without_proxy({"PATH": "/bin"}, "10.1.2.3") == {"PATH": "/bin"}
+    env = agent.without_proxy({"http_proxy": "http://proxy:3128",
+                               "no_proxy": "*.alcf.anl.gov,localhost"}, "10.1.2.3")
+    assert env["no_proxy"] == env["NO_PROXY"] == "*.alcf.anl.gov,localhost,127.0.0.1,10.1.2.3"
+
+
 @pytest.mark.parametrize("version, supported", [
     ("2.60.0", True), ("2.52.0", True), ("2.51.2", False), ("3.0.0rc1", True), ("2.9.3", False),
 ])

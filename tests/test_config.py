@@ -102,3 +102,18 @@ def test_shared_dir_the_container_user_cannot_enter_is_refused(shared_dir):
         check_reachable(private / "shared", 1000, 100)
     os.chown(private / "shared", 1000, 100)
     check_reachable(private / "shared", 1000, 100)
+
+
+def test_invoke_sites_shows_the_documentation_each_site_follows():
+    from tests.cli import invoke
+
+    result = invoke("sites", timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    polaris = next(i for i, line in enumerate(lines) if line.startswith("polaris "))
+    assert lines[polaris + 1].split() == [
+        "docs:", "https://docs.alcf.anl.gov/polaris/containers/containers/", "(argonne-lcf/"
+        "user-guides", "docs/polaris/containers/containers.md)"]
+    for site in list_sites():
+        if site.scheduler != "local":
+            assert all(f"docs: {doc}" in result.stdout for doc in site.docs)

@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+IMAGE_KINDS = {
+    "sif": "a SIF file",
+    "oci": "an image name",
+    "none": "no image",
+}
+
 
 @dataclass(frozen=True)
 class ExecRequest:
@@ -13,19 +19,26 @@ class ExecRequest:
     binds: list[str] = field(default_factory=list)  # host paths, mounted at the same path
     env: dict[str, str] = field(default_factory=dict)
     workdir: str = ""
-    gpu: str = ""  # "", "nvidia" or "amd"
+    gpu: str = ""  # "", "nvidia", "amd" or "intel"
     home: str = ""  # a writable node-local directory for HOME ("" : the runtime's choice)
+    # Host variables the command needs (names, or PREFIX* for every one with that prefix):
+    # only runtimes that pass no host environment (podman-hpc) have to be told.
+    pass_env: list[str] = field(default_factory=list)
 
 
 class Runtime:
     name = ""
-    # What it runs: "sif" (a SIF file on a file system every node sees) or "oci" (an image
-    # name the node's container engine knows).
+    # The program the node runs (the job script checks it is on PATH after the site's setup).
+    program = ""
+    # What it runs: "sif" (a SIF file on a file system every node sees), "oci" (an image name
+    # the node's container engine knows) or "none".
     image_kind = "oci"
     # How to get an image of the right kind, for the error that names a wrong one.
     image_hint = ""
     # Whether it runs on batch nodes (docker runs only the local site, through compose).
     batch = True
+    # The site `gpu` values whose devices it can pass into a container.
+    gpus: tuple[str, ...] = ()
     # How this runtime spells a bind mount (same path inside), the working dir and a variable.
     bind_flag = ""
     workdir_flag = ""
@@ -45,8 +58,10 @@ class Runtime:
                 return f"{image} is not a file; {self.image_hint}"
             if not image.endswith(".sif") and not Path(image).is_file():
                 return f"{self.name} runs a SIF file, not {image}; {self.image_hint}"
-        elif image.endswith(".sif"):
-            return f"{self.name} runs an image name, not a SIF file ({image}); {self.image_hint}"
+        elif self.image_kind == "oci" and (image.endswith(".sif") or image.startswith(("/", "."))):
+            # An image name never starts with / or . (a path) nor ends with .sif.
+            return (f"{self.name} runs an image name, not a file ({image}); "
+                    f"{self.image_hint}")
         return ""
 
     def mapped(self, request: ExecRequest) -> list[str]:

@@ -1,11 +1,78 @@
-"""The scheduler interface: directives, the per-node launch command, submission, allocation."""
+"""The scheduler interface: directives, the per-node launch command, submission, following,
+the allocation (node count, rank variable), and the one walltime parser."""
 
 from __future__ import annotations
 
 import math
 import re
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+# The one form of a walltime a user gives (flag, RAYHPC_WALLTIME, site file), with Slurm's
+# meaning (sbatch(1) --time: "minutes", "minutes:seconds", "hours:minutes:seconds",
+# "days-hours", "days-hours:minutes" and "days-hours:minutes:seconds"). Every scheduler renders
+# the seconds in its own syntax. Note `30:00` is 30 minutes (not 30 hours, as LSF's -W and
+# OLCF's "hours:minutes" would read it) and `2-12` is 2 days and 12 hours.
+WALLTIME_FORMS = "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
+WALLTIME_RE = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")
+
+
+def parse_walltime(text: object) -> int:
+    """Seconds from a walltime in Slurm's forms and meaning (see WALLTIME_FORMS).
+
+    ValueError (its text says "must") for a malformed one, and for an ambiguous one: a field
+    after the first that is out of its range (`1:75`, `1:90:00`, `1-30`), which other
+    conventions would read differently."""
+    value = str(text).strip()
+    match = WALLTIME_RE.fullmatch(value)
+    if not match:
+        raise ValueError(f"must be a walltime in one of Slurm's forms: {WALLTIME_FORMS} "
+                         "(30:00 is 30 minutes, 2-12 is 2 days 12 hours)")
+    days, first, second, third = (None if g is None else int(g) for g in match.groups())
+    if days is None:
+        if second is None:  # MM
+            units = [(first, 60, None, "minutes")]
+        elif third is None:  # MM:SS
+            units = [(first, 60, None, "minutes"), (second, 1, 60, "seconds")]
+        else:  # HH:MM:SS
+            units = [(first, 3600, None, "hours"), (second, 60, 60, "minutes"),
+                     (third, 1, 60, "seconds")]
+    else:  # D-HH[:MM[:SS]]
+        units = [(days, 86400, None, "days"), (first, 3600, 24, "hours")]
+        if second is not None:
+            units.append((second, 60, 60, "minutes"))
+        if third is not None:
+            units.append((third, 1, 60, "seconds"))
+    for number, _, limit, name in units:
+        if limit is not None and number >= limit:
+            raise ValueError(f"ambiguous: its {name} ({number}) must be below {limit} in "
+                             f"Slurm's forms {WALLTIME_FORMS} (30:00 is 30 minutes)")
+    seconds = sum(number * scale for number, scale, _, _ in units)
+    if seconds <= 0:
+        raise ValueError("must be more than zero")
+    return seconds
+
+
+def hms(seconds: int) -> str:
+    """HH:MM:SS, hours past 24 included (PBS's walltime=, Slurm's --time= below a day)."""
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def minutes(seconds: int) -> int:
+    """Whole minutes, rounded up (schedulers that count in minutes must not cut a job short)."""
+    return max(1, math.ceil(seconds / 60))
+
+
+def format_walltime(seconds: int) -> str:
+    """A walltime as users read it in messages (HH:MM:SS, D-HH:MM:SS past a day)."""
+    days, rest = divmod(seconds, 86400)
+    return f"{days}-{hms(rest)}" if days else hms(rest)
+
+
+class Shell(str):
+    """A word of the launch command that the job script's shell expands (rendered unquoted),
+    e.g. a CPU count the script computes from the allocation."""
 
 
 @dataclass(frozen=True)
@@ -18,29 +85,11 @@ class Job:
     queue: str = ""
     account: str = ""
     stop_grace_s: int = 60
-    extra: dict = field(default_factory=dict)  # scheduler-specific site keys
-
-
-def parse_walltime(text: str) -> int:
-    """Seconds from [[D-]HH:]MM[:SS] or a number of minutes, as schedulers write walltimes."""
-    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(text).strip())
-    if not match:
-        raise ValueError("must be a walltime like 00:30:00 or 30 (minutes)")
-    days, a, b, c = match.groups()
-    if b is None:  # plain minutes
-        seconds = int(a) * 60
-    elif c is None:  # HH:MM
-        seconds = int(a) * 3600 + int(b) * 60
-    else:
-        seconds = int(a) * 3600 + int(b) * 60 + int(c)
-    seconds += int(days or 0) * 86400
-    if seconds <= 0:
-        raise ValueError("must be more than zero")
-    return seconds
-
-
-def hms(seconds: int) -> str:
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    extra: dict = field(default_factory=dict)  # the site's scheduler_options
+    gpu: str = ""  # "", nvidia, amd or intel: the nodes' GPUs
+    exclusive: bool = True  # whole nodes, shared with no other job (site: shared_nodes)
+    paths: tuple[str, ...] = ()  # file system paths the job uses (shared dir, image file)
+    directives: tuple[str, ...] = ()  # the site's raw `directives`, passed through
 
 
 class Scheduler:
@@ -48,9 +97,37 @@ class Scheduler:
     launcher = ""  # the program that starts one task per node
     job_id_var = ""  # set inside an allocation
     directive = ""  # the job script's directive prefix
+    # The launcher's rank variables (rank 0 becomes the head), in the order trusted. The job
+    # script names them to the agent (RAYHPC_RANK_VARS) and runtimes that pass no host
+    # environment pass them on.
+    rank_vars: tuple[str, ...] = ()
+    # Host variables a container that passes no host environment (podman-hpc) must be given
+    # for the launcher's tasks to work (`-e NAME`, `-e PREFIX*`).
+    env_passthrough: tuple[str, ...] = ()
+    # The site file's scheduler_options this scheduler knows, with the types they take.
+    options: dict[str, tuple[type, ...]] = {}
+    # True where the scheduler itself signals the job before the walltime kill (Slurm's
+    # --signal, LSF's -wa/-wt); elsewhere a timer in the job script asks the agents to stop.
+    warns_before_walltime = False
 
     def directives(self, job: Job) -> list[str]:
+        """The scheduler's own directive lines (without the site's raw ones)."""
         raise NotImplementedError
+
+    def render_directives(self, job: Job) -> list[str]:
+        """Every directive line of the job script: the scheduler's, then the site's own
+        `directives` (prefixed here unless the line already is)."""
+        raw = [line if line.startswith(self.directive) else f"{self.directive} {line}"
+               for line in job.directives]
+        return [*self.directives(job), *raw]
+
+    def option_problem(self, options: Mapping[str, object]) -> str:
+        """Why the site's scheduler_options do not make sense together ("" : they do)."""
+        return ""
+
+    def prologue(self, job: Job) -> list[str]:
+        """Job script lines run before the launch command (e.g. computing a CPU count)."""
+        return []
 
     def launch_command(self, job: Job, command: list[str], options: list[str]) -> list[str]:
         """One task per node, each running ``command``."""
@@ -64,8 +141,16 @@ class Scheduler:
         return output.strip().splitlines()[-1].strip() if output.strip() else ""
 
     def job_active_command(self, job_id: str) -> list[str]:
-        """A command whose output is empty once the job has left the queue."""
+        """A command that tells whether the job is still queued or running."""
         raise NotImplementedError
+
+    def is_active(self, returncode: int, output: str, job_id: str) -> bool:
+        """Whether the job is still there, from the job_active_command's exit code and output."""
+        return returncode == 0 and bool(output.strip())
+
+    def job_active(self, job_id: str) -> bool:
+        result = subprocess.run(self.job_active_command(job_id), capture_output=True, text=True)
+        return self.is_active(result.returncode, result.stdout, job_id)
 
     def in_allocation(self, environ: Mapping[str, str]) -> bool:
         return bool(environ.get(self.job_id_var))
@@ -74,5 +159,16 @@ class Scheduler:
         raise NotImplementedError
 
 
-def minutes(seconds: int) -> int:
-    return max(1, math.ceil(seconds / 60))
+def filesystem_names(paths: tuple[str, ...], always: list[str],
+                     mounts: Mapping[str, str]) -> list[str]:
+    """The names of the file systems a job uses (ALCF's `filesystems=`): ``always``, then the
+    one of each path by its longest mount prefix in ``mounts`` (prefix -> name)."""
+    names = list(always)
+    for path in paths:
+        matches = [prefix for prefix in mounts
+                   if path == prefix or path.startswith(prefix.rstrip("/") + "/")]
+        if matches:
+            name = mounts[max(matches, key=len)]
+            if name not in names:
+                names.append(name)
+    return names

@@ -1,10 +1,14 @@
-"""Cobalt (ALCF Theta, Cray XC40): #COBALT, qsub, aprun (ALPS)."""
+"""Cobalt (ALCF Theta, Cray XC40; retired at the end of 2023): #COBALT, qsub, aprun (ALPS).
+
+Source: argonne-lcf/user-guides docs/theta/queueing-and-running-jobs/job-and-queue-scheduling.md
+and example-job-scripts.md.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from launcher.schedulers.base import Job, Scheduler, minutes
+from launcher.schedulers.base import Job, Scheduler, filesystem_names, minutes
 
 
 class Cobalt(Scheduler):
@@ -12,27 +16,58 @@ class Cobalt(Scheduler):
     launcher = "aprun"
     job_id_var = "COBALT_JOBID"
     directive = "#COBALT"
+    # ALPS's rank of the task (not in the stored ALCF docs; Cray's aprun sets it).
+    rank_vars = ("ALPS_APP_PE",)
+    env_passthrough = ("ALPS_*", "PMI_*")
+    options = {
+        "attrs": (str,),  # --attrs, colon-separated (e.g. mcdram=cache:numa=quad)
+        "filesystems": (str,),  # file systems always asked for, comma-separated (ALCF)
+        "filesystem_mounts": (dict,),  # path prefix -> file system name (see PBS)
+    }
 
     def directives(self, job: Job) -> list[str]:
+        # "-t time - running time (-t 5 for 5 minutes ...)": whole minutes, rounded up.
         lines = [f"-t {minutes(job.walltime_s)}", f"-n {job.nodes}", f"-o {job.output}",
                  f"-e {job.output}", f"--jobname {job.name}"]
         if job.queue:
             lines.append(f"-q {job.queue}")
         if job.account:
             lines.append(f"-A {job.account}")
+        # "Specifying Filesystems": `--attrs filesystems=home,grand` (comma-delimited); other
+        # attrs follow, colon-delimited. Without it "the job will be tagged as requesting all
+        # filesystems" (and held while any is down).
+        always = [n for n in str(job.extra.get("filesystems") or "").split(",") if n]
+        names = filesystem_names(job.paths, always, job.extra.get("filesystem_mounts") or {})
+        attrs = [f"filesystems={','.join(names)}"] if names else []
         if job.extra.get("attrs"):
-            lines.append(f"--attrs {job.extra['attrs']}")
+            attrs.append(job.extra["attrs"])
+        if attrs:
+            lines.append(f"--attrs {':'.join(attrs)}")
         return [f"{self.directive} {line}" for line in lines]
 
     def launch_command(self, job: Job, command: list[str], options: list[str]) -> list[str]:
+        # One PE per node (-N 1), unbound (--cc none: not in ALCF's docs, which show -cc depth;
+        # ALCF staff scripts use it).
         return ["aprun", "-n", str(job.nodes), "-N", "1", "--cc", "none", *options, *command]
 
     def submit_command(self, script: str) -> tuple[list[str], bool]:
         return ["qsub", script], False
 
+    def parse_job_id(self, output: str) -> str:
+        # qsub may print informational lines first ("Job routed to queue ...", ALCF's
+        # affinity-theta.md transcript): the job id is the last number.
+        numbers = [word for word in output.split() if word.isdigit()]
+        return numbers[-1] if numbers else ""
+
     def job_active_command(self, job_id: str) -> list[str]:
-        return ["qstat", "--header", "JobID", job_id]
+        return ["qstat", "--header", "JobID:State", job_id]
+
+    def is_active(self, returncode: int, output: str, job_id: str) -> bool:
+        # The header line is printed whether or not the job is still there.
+        return returncode == 0 and job_id in output.split()
 
     def allocated_nodes(self, environ: Mapping[str, str]) -> int | None:
+        # COBALT_JOBSIZE: ALCF's example-job-scripts.md ("COBALT_JOBSIZE (nodes)");
+        # COBALT_PARTSIZE is not in ALCF's docs (ALCF staff scripts use it).
         value = environ.get("COBALT_PARTSIZE") or environ.get("COBALT_JOBSIZE")
         return int(value) if value and value.isdigit() else None

@@ -1,4 +1,9 @@
-"""LSF (IBM Spectrum LSF with jsrun, e.g. Summit-class machines): #BSUB, bsub, jsrun."""
+"""LSF with jsrun (IBM Spectrum LSF + CSM, e.g. OLCF Summit): #BSUB, bsub, jsrun.
+
+Sources: IBM's bsub reference (https://www.ibm.com/docs/en/SSWRJV_10.1.0/lsf_command_ref/
+bsub.__w.1.html, bsub.wa.1.html, bsub.wt.1.html) and OLCF's Summit guide (olcf/olcf-user-docs
+systems/summit_user_guide.rst, "Batch Scripts", "Common jsrun Options").
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,37 @@ from collections.abc import Mapping
 
 from launcher.schedulers.base import Job, Scheduler, minutes
 
+FINISHED_STATES = ("DONE", "EXIT")
+
+
+def lsf_minutes(seconds: int) -> str:
+    """bsub -W / -wt: [hour:]minute, rounded up to whole minutes."""
+    hours, mins = divmod(minutes(seconds), 60)
+    return f"{hours}:{mins:02d}"
+
 
 class LSF(Scheduler):
     name = "lsf"
     launcher = "jsrun"
     job_id_var = "LSB_JOBID"
     directive = "#BSUB"
+    # Not in IBM's or OLCF's stored docs: PyTorch Lightning and HPCToolkit read
+    # JSM_NAMESPACE_RANK under jsrun; Spectrum MPI (Open MPI) sets OMPI_COMM_WORLD_RANK.
+    rank_vars = ("JSM_NAMESPACE_RANK", "OMPI_COMM_WORLD_RANK")
+    env_passthrough = ("JSM_*", "OMPI_*", "PMIX_*")
+    options: dict[str, tuple[type, ...]] = {}
+    # bsub -wa TERM -wt <grace>: "LSF sends the warning action to the job before the actual
+    # control action is taken" (bsub.wa.1); the job script traps TERM.
+    warns_before_walltime = True
 
     def directives(self, job: Job) -> list[str]:
-        hours, mins = divmod(minutes(job.walltime_s), 60)
-        lines = [f"-J {job.name}", f"-nnodes {job.nodes}", f"-W {hours}:{mins:02d}",
-                 f"-o {job.output}", f"-e {job.output}"]
+        # -W [hour:]minute: "The format is [hours:]minutes, not [[hours:]minutes:]seconds"
+        # (OLCF Summit guide); -nnodes "specified with only one hyphen".
+        lines = [f"-J {job.name}", f"-nnodes {job.nodes}", f"-W {lsf_minutes(job.walltime_s)}",
+                 f"-o {job.output}", f"-e {job.output}",
+                 # "A job warning action must be specified with a job action warning time"
+                 # (bsub.wa.1); -wt '[hour:]minute' before the run limit (bsub.wt.1).
+                 "-wa TERM", f"-wt {minutes(job.stop_grace_s)}"]
         if job.queue:
             lines.append(f"-q {job.queue}")
         if job.account:
@@ -24,8 +49,14 @@ class LSF(Scheduler):
         return [f"{self.directive} {line}" for line in lines]
 
     def launch_command(self, job: Job, command: list[str], options: list[str]) -> list[str]:
-        return ["jsrun", "-n", str(job.nodes), "-r", "1", "-a", "1", "-c", "ALL_CPUS", *options,
-                *command]
+        # One resource set per host (-r 1) with one task (-a 1), all its CPUs and GPUs, the
+        # task bound to its whole resource set (-b rs). OLCF's defaults would give one core
+        # (-c 1, -b packed:1) and no GPU (-g 0). ALL_CPUS / ALL_GPUS are not in the stored
+        # IBM/OLCF docs; LLNL's Flux and RADICAL's scripts use `-c ALL_CPUS -g ALL_GPUS`.
+        argv = ["jsrun", "-n", str(job.nodes), "-r", "1", "-a", "1", "-c", "ALL_CPUS"]
+        if job.gpu:
+            argv += ["-g", "ALL_GPUS"]
+        return [*argv, "-b", "rs", *options, *command]
 
     def submit_command(self, script: str) -> tuple[list[str], bool]:
         return ["bsub"], True  # #BSUB lines are read only from standard input
@@ -37,6 +68,11 @@ class LSF(Scheduler):
 
     def job_active_command(self, job_id: str) -> list[str]:
         return ["bjobs", "-noheader", "-o", "stat", job_id]
+
+    def is_active(self, returncode: int, output: str, job_id: str) -> bool:
+        # bjobs keeps finished jobs for a while, as DONE or EXIT.
+        state = output.strip().split()[-1] if output.strip() else ""
+        return returncode == 0 and bool(state) and state not in FINISHED_STATES
 
     def allocated_nodes(self, environ: Mapping[str, str]) -> int | None:
         # LSB_MCPU_HOSTS: "launch 1 node1 42 node2 42": compute hosts after the launch node.

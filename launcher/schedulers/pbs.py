@@ -1,11 +1,17 @@
-"""PBS Pro (ALCF Polaris, Aurora): #PBS, qsub, mpiexec (PALS / Cray MPICH)."""
+"""PBS Pro with Cray PALS (ALCF Polaris, Aurora; HPE Cray EX): #PBS, qsub, PALS mpiexec.
+
+The launch command is Cray PALS's mpiexec (`--ppn`, `--cpu-bind`): other mpiexecs (Open MPI,
+MPICH/Intel Hydra) take other flags. Sources: ALCF user guides (argonne-lcf/user-guides
+docs/running-jobs/job-and-queue-scheduling.md, docs/polaris/running-jobs/index.md) and OpenPBS's
+qsub(1B) and pbs_resources(7B) (openpbs/openpbs doc/man1/).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
 
-from launcher.schedulers.base import Job, Scheduler, hms
+from launcher.schedulers.base import Job, Scheduler, filesystem_names, hms
 
 
 class PBS(Scheduler):
@@ -13,15 +19,35 @@ class PBS(Scheduler):
     launcher = "mpiexec"
     job_id_var = "PBS_JOBID"
     directive = "#PBS"
+    # PALS sets both (SchedMD/slurm src/plugins/mpi/cray_shasta/mpi_cray_shasta.c, Slurm's
+    # emulation of PALS: PALS_RANKID is the global task id; PMI_RANK too). ALCF's Aurora docs
+    # use PALS_RANKID (docs/aurora/data-science/frameworks/dask.md), its Polaris docs PMI_RANK.
+    rank_vars = ("PALS_RANKID", "PMI_RANK")
+    # What podman-hpc's --mpi module passes for PALS tasks (NERSC/podman-hpc
+    # etc/modules.d/mpich.yaml: `-e PALS_*`, `-e PMI_*`).
+    env_passthrough = ("PALS_*", "PMI_*")
+    options = {
+        "system": (str,),  # select=N:system=<name> (ALCF: polaris, aurora)
+        "filesystems": (str,),  # file systems always asked for, colon-separated (ALCF)
+        # path prefix -> file system name: the shared dir's and the image's file systems are
+        # added to `filesystems` (ALCF holds jobs whose file systems are not declared)
+        "filesystem_mounts": (dict,),
+    }
 
     def directives(self, job: Job) -> list[str]:
         select = f"select={job.nodes}"
         if job.extra.get("system"):
             select += f":system={job.extra['system']}"
-        lines = [f"-N {job.name[:15]}", f"-l {select}", "-l place=scatter",
+        # qsub(1B): place=[arrangement][:sharing]; scatter: one chunk per host; excl: "Only
+        # this job uses the vnodes chosen" (Ray sizes itself from the whole node).
+        place = "scatter:excl" if job.exclusive else "scatter"
+        lines = [f"-N {job.name[:15]}", f"-l {select}", f"-l place={place}",
+                 # pbs_resources(7B) walltime: a duration; ALCF: walltime=HH:MM:SS.
                  f"-l walltime={hms(job.walltime_s)}", f"-o {job.output}", "-j oe"]
-        if job.extra.get("filesystems"):
-            lines.append(f"-l filesystems={job.extra['filesystems']}")
+        always = [n for n in str(job.extra.get("filesystems") or "").split(":") if n]
+        names = filesystem_names(job.paths, always, job.extra.get("filesystem_mounts") or {})
+        if names:
+            lines.append(f"-l filesystems={':'.join(names)}")
         if job.queue:
             lines.append(f"-q {job.queue}")
         if job.account:
@@ -29,13 +55,19 @@ class PBS(Scheduler):
         return [f"{self.directive} {line}" for line in lines]
 
     def launch_command(self, job: Job, command: list[str], options: list[str]) -> list[str]:
+        # PALS mpiexec: -n total ranks, --ppn ranks per node, --cpu-bind (ALCF Polaris docs,
+        # "Running MPI+OpenMP Applications"). `none`: the one rank per node is not bound to a
+        # core (the PALS man page is not in the stored docs; ALCF's Balsam uses cpu_bind
+        # "none" on Polaris).
         return ["mpiexec", "-n", str(job.nodes), "--ppn", "1", "--cpu-bind", "none", *options,
                 *command]
 
     def submit_command(self, script: str) -> tuple[list[str], bool]:
+        # qsub(1B): prints "<sequence number>.<server name>".
         return ["qsub", script], False
 
     def job_active_command(self, job_id: str) -> list[str]:
+        # qstat exits non-zero for a job that has finished (without -x) or is unknown.
         return ["qstat", job_id]
 
     def allocated_nodes(self, environ: Mapping[str, str]) -> int | None:

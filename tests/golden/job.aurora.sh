@@ -1,24 +1,52 @@
 #!/bin/bash
 #PBS -N rayhpc-20260101
-#PBS -l select=4:system=aurora
-#PBS -l place=scatter
+#PBS -l select=4
+#PBS -l place=scatter:excl
 #PBS -l walltime=01:00:00
-#PBS -o /lus/proj/shared/runs/20260101-000000-abcd/job.out
+#PBS -o /lus/flare/projects/PROJ/runs/20260101-000000-abcd/job.out
 #PBS -j oe
-#PBS -l filesystems=home:flare
-#PBS -q debug
+#PBS -l filesystems=flare
+#PBS -q debug-scaling
+#PBS -A PROJ
 
 # Rendered by rayhpc for run 20260101-000000-abcd on site aurora (4 nodes).
 # Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
 set -u
-module load apptainer 2>/dev/null || true
+export RAYHPC_RUN_DIR=/lus/flare/projects/PROJ/runs/20260101-000000-abcd
+# No signal comes from pbs before its walltime kill: this timer asks the agents to stop
+# 60 s before the walltime (01:00:00, counted from the script's start),
+# as a Slurm job's --signal would.
+(
+  sleep 3540 & sleeper=$!
+  trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+  wait "$sleeper" && (set -C; echo "job script: walltime in 60 s" > "$RAYHPC_RUN_DIR/stop") 2>/dev/null
+) &
+timer=$!
+trap 'kill "$timer" 2>/dev/null' EXIT  # the timer ends with the script
+# The site's setup (set +u: module scripts may read unset variables).
+set +u
+module load apptainer
+set -u
+export ZE_FLAT_DEVICE_HIERARCHY=FLAT
 export LC_ALL=C.UTF-8
 export LANG=C.UTF-8
-export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
-cd /lus/proj/shared
+export http_proxy=http://proxy.alcf.anl.gov:3128
+export https_proxy=http://proxy.alcf.anl.gov:3128
+export ftp_proxy=http://proxy.alcf.anl.gov:3128
+export HTTP_PROXY=http://proxy.alcf.anl.gov:3128
+export HTTPS_PROXY=http://proxy.alcf.anl.gov:3128
+export no_proxy='admin,*.hostmgmt.cm.aurora.alcf.anl.gov,*.alcf.anl.gov,localhost'
+export NO_PROXY='admin,*.hostmgmt.cm.aurora.alcf.anl.gov,*.alcf.anl.gov,localhost'
+export RAYHPC_RANK_VARS=PALS_RANKID,PMI_RANK
+if ! command -v apptainer >/dev/null 2>&1; then
+  echo 'rayhpc: site aurora: apptainer is not on PATH after the site setup (modules: module load apptainer); fix `setup` in the site file' | tee "$RAYHPC_RUN_DIR/error" >&2
+  echo 1 > "$RAYHPC_RUN_DIR/exit_code"
+  exit 1
+fi
+cd /lus/flare/projects/PROJ
 
 # One node agent per node, in the container; rank 0 becomes the Ray head.
-mpiexec -n 4 --ppn 1 --cpu-bind none apptainer exec --no-home --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
+mpiexec -n 4 --ppn 1 --cpu-bind none apptainer exec --fakeroot --no-home --bind /lus/flare/projects/PROJ --pwd /lus/flare/projects/PROJ /lus/flare/projects/PROJ/ray.sif python /lus/flare/projects/PROJ/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/flare/projects/PROJ/runs/20260101-000000-abcd &
 step=$!
 # The walltime warning comes here. Tell the agents through the run directory (srun
 # would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on

@@ -5,17 +5,25 @@
 #SBATCH --time=01:00:00
 #SBATCH --output=/lus/proj/shared/runs/20260101-000000-abcd/job.out
 #SBATCH --signal=B:TERM@60
+#SBATCH --exclusive
+#SBATCH --account=PROJ
 #SBATCH --partition=batch
+#SBATCH --gpus-per-node=8
 
 # Rendered by rayhpc for run 20260101-000000-abcd on site frontier (4 nodes).
 # Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
 set -u
-module load olcf-container-tools apptainer-enable-mpi 2>/dev/null || true
 export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
+export RAYHPC_RANK_VARS=SLURM_PROCID
+if ! command -v apptainer >/dev/null 2>&1; then
+  echo 'rayhpc: site frontier: apptainer is not on PATH after the site setup (the site setup loads no module); fix `setup` in the site file' | tee "$RAYHPC_RUN_DIR/error" >&2
+  echo 1 > "$RAYHPC_RUN_DIR/exit_code"
+  exit 1
+fi
 cd /lus/proj/shared
 
 # One node agent per node, in the container; rank 0 becomes the Ray head.
-srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --kill-on-bad-exit=0 apptainer exec --no-home --rocm --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
+srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --cpus-per-task=56 --cpu-bind=none --gpus-per-node=8 --kill-on-bad-exit=0 apptainer exec --no-home --rocm --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
 step=$!
 # The walltime warning comes here. Tell the agents through the run directory (srun
 # would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on

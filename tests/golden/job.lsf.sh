@@ -4,15 +4,24 @@
 #BSUB -W 0:30
 #BSUB -o /lus/proj/shared/runs/20260101-000000-abcd/job.out
 #BSUB -e /lus/proj/shared/runs/20260101-000000-abcd/job.out
+#BSUB -wa TERM
+#BSUB -wt 1
+#BSUB -P PROJ
 
 # Rendered by rayhpc for run 20260101-000000-abcd on site lsf (4 nodes).
 # Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
 set -u
 export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
+export RAYHPC_RANK_VARS=JSM_NAMESPACE_RANK,OMPI_COMM_WORLD_RANK
+if ! command -v apptainer >/dev/null 2>&1; then
+  echo 'rayhpc: site lsf: apptainer is not on PATH after the site setup (the site setup loads no module); fix `setup` in the site file' | tee "$RAYHPC_RUN_DIR/error" >&2
+  echo 1 > "$RAYHPC_RUN_DIR/exit_code"
+  exit 1
+fi
 cd /lus/proj/shared
 
 # One node agent per node, in the container; rank 0 becomes the Ray head.
-jsrun -n 4 -r 1 -a 1 -c ALL_CPUS apptainer exec --no-home --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
+jsrun -n 4 -r 1 -a 1 -c ALL_CPUS -b rs apptainer exec --no-home --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
 step=$!
 # The walltime warning comes here. Tell the agents through the run directory (srun
 # would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on

@@ -1,15 +1,32 @@
 #!/bin/bash
 #PBS -N rayhpc-20260101
 #PBS -l select=4
-#PBS -l place=scatter
+#PBS -l place=scatter:excl
 #PBS -l walltime=00:30:00
 #PBS -o /lus/proj/shared/runs/20260101-000000-abcd/job.out
 #PBS -j oe
+#PBS -A PROJ
 
 # Rendered by rayhpc for run 20260101-000000-abcd on site pbs (4 nodes).
 # Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
 set -u
 export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
+# No signal comes from pbs before its walltime kill: this timer asks the agents to stop
+# 60 s before the walltime (00:30:00, counted from the script's start),
+# as a Slurm job's --signal would.
+(
+  sleep 1740 & sleeper=$!
+  trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+  wait "$sleeper" && (set -C; echo "job script: walltime in 60 s" > "$RAYHPC_RUN_DIR/stop") 2>/dev/null
+) &
+timer=$!
+trap 'kill "$timer" 2>/dev/null' EXIT  # the timer ends with the script
+export RAYHPC_RANK_VARS=PALS_RANKID,PMI_RANK
+if ! command -v apptainer >/dev/null 2>&1; then
+  echo 'rayhpc: site pbs: apptainer is not on PATH after the site setup (the site setup loads no module); fix `setup` in the site file' | tee "$RAYHPC_RUN_DIR/error" >&2
+  echo 1 > "$RAYHPC_RUN_DIR/exit_code"
+  exit 1
+fi
 cd /lus/proj/shared
 
 # One node agent per node, in the container; rank 0 becomes the Ray head.

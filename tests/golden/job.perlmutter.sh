@@ -5,7 +5,8 @@
 #SBATCH --time=01:00:00
 #SBATCH --output=/lus/proj/shared/runs/20260101-000000-abcd/job.out
 #SBATCH --signal=B:TERM@60
-#SBATCH --partition=regular
+#SBATCH --exclusive
+#SBATCH --account=PROJ
 #SBATCH --qos=regular
 #SBATCH --constraint=gpu
 #SBATCH --gpus-per-node=4
@@ -14,10 +15,21 @@
 # Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
 set -u
 export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
+export RAYHPC_RANK_VARS=SLURM_PROCID
+if ! command -v podman-hpc >/dev/null 2>&1; then
+  echo 'rayhpc: site perlmutter: podman-hpc is not on PATH after the site setup (the site setup loads no module); fix `setup` in the site file' | tee "$RAYHPC_RUN_DIR/error" >&2
+  echo 1 > "$RAYHPC_RUN_DIR/exit_code"
+  exit 1
+fi
 cd /lus/proj/shared
+# srun gives each task one CPU unless told: since Slurm 22.05 it does not inherit
+# --cpus-per-task (sbatch(1) --cpus-per-task NOTE). Every CPU the allocation has on
+# its smallest node: SLURM_JOB_CPUS_PER_NODE is CPU_count[(xnodes)][,...], e.g.
+# 72(x2),36 (sbatch(1) OUTPUT ENVIRONMENT).
+cpus=$(echo "${SLURM_JOB_CPUS_PER_NODE:-1}" | tr ',' '\n' | sed 's/(.*//' | sort -n | head -n 1)
 
 # One node agent per node, in the container; rank 0 becomes the Ray head.
-srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --kill-on-bad-exit=0 podman-hpc run --rm --init --network host --ipc host --gpu --volume /lus/proj/shared:/lus/proj/shared --workdir /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
+srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --cpus-per-task="$cpus" --cpu-bind=none --gpus-per-node=4 --kill-on-bad-exit=0 podman-hpc run --rm --init --network host --ipc host --userns=keep-id --gpu --volume /lus/proj/shared:/lus/proj/shared --workdir /lus/proj/shared -e 'SLURM_*' -e RAYHPC_RANK_VARS rayhpc/ray:2.60.0-py311-gpu python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
 step=$!
 # The walltime warning comes here. Tell the agents through the run directory (srun
 # would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on

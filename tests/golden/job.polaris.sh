@@ -1,25 +1,56 @@
 #!/bin/bash
 #PBS -N rayhpc-20260101
 #PBS -l select=4:system=polaris
-#PBS -l place=scatter
+#PBS -l place=scatter:excl
 #PBS -l walltime=01:00:00
-#PBS -o /lus/proj/shared/runs/20260101-000000-abcd/job.out
+#PBS -o /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd/job.out
 #PBS -j oe
 #PBS -l filesystems=home:eagle
-#PBS -q debug
+#PBS -q debug-scaling
+#PBS -A PROJ
+#PBS -l singularity_fakeroot=true
 
 # Rendered by rayhpc for run 20260101-000000-abcd on site polaris (4 nodes).
 # Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
 set -u
-module use /soft/modulefiles 2>/dev/null || true
-module load apptainer 2>/dev/null || true
+export RAYHPC_RUN_DIR=/lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd
+# No signal comes from pbs before its walltime kill: this timer asks the agents to stop
+# 60 s before the walltime (01:00:00, counted from the script's start),
+# as a Slurm job's --signal would.
+(
+  sleep 3540 & sleeper=$!
+  trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+  wait "$sleeper" && (set -C; echo "job script: walltime in 60 s" > "$RAYHPC_RUN_DIR/stop") 2>/dev/null
+) &
+timer=$!
+trap 'kill "$timer" 2>/dev/null' EXIT  # the timer ends with the script
+# The site's setup (set +u: module scripts may read unset variables).
+set +u
+module use /soft/modulefiles
+module load spack-pe-base/0.8.1
+module use /soft/spack/testing/0.8.1/modulefiles
+module load apptainer/main
+module load e2fsprogs
+set -u
 export LC_ALL=C.UTF-8
 export LANG=C.UTF-8
-export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
-cd /lus/proj/shared
+export http_proxy=http://proxy.alcf.anl.gov:3128
+export https_proxy=http://proxy.alcf.anl.gov:3128
+export ftp_proxy=http://proxy.alcf.anl.gov:3128
+export HTTP_PROXY=http://proxy.alcf.anl.gov:3128
+export HTTPS_PROXY=http://proxy.alcf.anl.gov:3128
+export no_proxy='admin,polaris-adminvm-01,localhost,*.cm.polaris.alcf.anl.gov,polaris-*,*.polaris.alcf.anl.gov,*.alcf.anl.gov'
+export NO_PROXY='admin,polaris-adminvm-01,localhost,*.cm.polaris.alcf.anl.gov,polaris-*,*.polaris.alcf.anl.gov,*.alcf.anl.gov'
+export RAYHPC_RANK_VARS=PALS_RANKID,PMI_RANK
+if ! command -v apptainer >/dev/null 2>&1; then
+  echo 'rayhpc: site polaris: apptainer is not on PATH after the site setup (modules: module use /soft/modulefiles; module load spack-pe-base/0.8.1; module use /soft/spack/testing/0.8.1/modulefiles; module load apptainer/main; module load e2fsprogs); fix `setup` in the site file' | tee "$RAYHPC_RUN_DIR/error" >&2
+  echo 1 > "$RAYHPC_RUN_DIR/exit_code"
+  exit 1
+fi
+cd /lus/eagle/projects/PROJ/shared
 
 # One node agent per node, in the container; rank 0 becomes the Ray head.
-mpiexec -n 4 --ppn 1 --cpu-bind none apptainer exec --no-home --nv --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
+mpiexec -n 4 --ppn 1 --cpu-bind none apptainer exec --fakeroot --no-home --nv --bind /lus/eagle/projects/PROJ/shared --pwd /lus/eagle/projects/PROJ/shared /lus/eagle/projects/PROJ/shared/ray.sif python /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd &
 step=$!
 # The walltime warning comes here. Tell the agents through the run directory (srun
 # would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on

@@ -1,26 +1,46 @@
 #!/bin/bash
 #COBALT -t 30
 #COBALT -n 4
-#COBALT -o /lus/proj/shared/runs/20260101-000000-abcd/job.out
-#COBALT -e /lus/proj/shared/runs/20260101-000000-abcd/job.out
+#COBALT -o /lus/grand/projects/PROJ/shared/runs/20260101-000000-abcd/job.out
+#COBALT -e /lus/grand/projects/PROJ/shared/runs/20260101-000000-abcd/job.out
 #COBALT --jobname rayhpc-20260101-000000-abcd
 #COBALT -q debug-cache-quad
-#COBALT --attrs mcdram=cache:numa=quad
+#COBALT -A PROJ
+#COBALT --attrs filesystems=home,grand:mcdram=cache:numa=quad
 
 # Rendered by rayhpc for run 20260101-000000-abcd on site theta (4 nodes).
 # Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
 set -u
-module unload trackdeps darshan xalt 2>/dev/null || true
+export RAYHPC_RUN_DIR=/lus/grand/projects/PROJ/shared/runs/20260101-000000-abcd
+# No signal comes from cobalt before its walltime kill: this timer asks the agents to stop
+# 60 s before the walltime (00:30:00, counted from the script's start),
+# as a Slurm job's --signal would.
+(
+  sleep 1740 & sleeper=$!
+  trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+  wait "$sleeper" && (set -C; echo "job script: walltime in 60 s" > "$RAYHPC_RUN_DIR/stop") 2>/dev/null
+) &
+timer=$!
+trap 'kill "$timer" 2>/dev/null' EXIT  # the timer ends with the script
+# The site's setup (set +u: module scripts may read unset variables).
+set +u
+module unload trackdeps darshan xalt
 ulimit -c 0
+set -u
 export PMI_NO_FORK=1
 export KMP_AFFINITY=disabled
 export LC_ALL=C.UTF-8
 export LANG=C.UTF-8
-export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
-cd /lus/proj/shared
+export RAYHPC_RANK_VARS=ALPS_APP_PE
+if ! command -v singularity >/dev/null 2>&1; then
+  echo 'rayhpc: site theta: singularity is not on PATH after the site setup (modules: module unload trackdeps darshan xalt); fix `setup` in the site file' | tee "$RAYHPC_RUN_DIR/error" >&2
+  echo 1 > "$RAYHPC_RUN_DIR/exit_code"
+  exit 1
+fi
+cd /lus/grand/projects/PROJ/shared
 
 # One node agent per node, in the container; rank 0 becomes the Ray head.
-aprun -n 4 -N 1 --cc none singularity exec --no-home --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
+aprun -n 4 -N 1 --cc none singularity exec --no-home --bind /lus/grand/projects/PROJ/shared --pwd /lus/grand/projects/PROJ/shared /lus/grand/projects/PROJ/shared/ray.sif python /lus/grand/projects/PROJ/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/grand/projects/PROJ/shared/runs/20260101-000000-abcd &
 step=$!
 # The walltime warning comes here. Tell the agents through the run directory (srun
 # would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on
