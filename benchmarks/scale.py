@@ -54,17 +54,18 @@ def node_ip(index: int) -> str:
 
 class Simulation:
     def __init__(self, nodes: int, work: Path, agent: Path | None, driver_s: float,
-                 wait_s: float):
+                 wait_s: float, join_timeout: int = 900, hang: frozenset[int] = frozenset()):
         self.nodes = nodes
         self.work = work
         self.wait_s = wait_s
+        self.hang = hang  # nodes whose `ray start` never registers
         shared = work / "shared"
         shared.mkdir()
         self.spec = resolve_spec(
             load_site("slurm"),
             {"nodes": nodes, "shared": str(shared), "image": "/sim/ray.sif",
              "driver": f"python -c 'import time; time.sleep({driver_s})'",
-             "join_timeout": 900, "stop_timeout": 120},
+             "join_timeout": join_timeout, "stop_timeout": 120},
             {}, run_id=new_run_id(), now=time.time())
         self.paths = RunPaths(prepare_run_dir(self.spec))
         if agent is not None:
@@ -75,7 +76,9 @@ class Simulation:
         self.seen_all: float | None = None
 
     def env(self, index: int) -> dict:
-        return {**os.environ, "PYTHONPATH": str(SIM_RAY), "RAYHPC_SIM_COUNT": str(self.counts),
+        hang = {"RAYHPC_SIM_HANG_START": "1"} if index in self.hang else {}
+        return {**os.environ, **hang, "PYTHONPATH": str(SIM_RAY),
+                "RAYHPC_SIM_COUNT": str(self.counts),
                 "RAYHPC_SIM_RUN_DIR": str(self.paths.dir), "RAYHPC_HEAD_HOST": node_ip(0),
                 "RAYHPC_NODE_IP": node_ip(index),
                 "RAYHPC_NODE_TEMP_DIR": f"/tmp/rs{os.getpid() % 1000}/{index}",
@@ -99,7 +102,8 @@ class Simulation:
                 return
             time.sleep(0.2)
 
-    def run(self) -> dict:
+    def bring_up(self) -> tuple[float, float, float]:
+        """Workers first, then (after the wait) the head; the three moments."""
         (self.work / "home").mkdir()
         t_spawn = time.time()
         for index in range(1, self.nodes):
@@ -108,13 +112,24 @@ class Simulation:
         time.sleep(self.wait_s)
         t_head = time.time()
         self.start(0)
-        watcher = threading.Thread(target=self.watch, daemon=True)
-        watcher.start()
-        deadline = time.monotonic() + 1800
+        threading.Thread(target=self.watch, daemon=True).start()
+        return t_spawn, t_workers, t_head
+
+    def wait(self, timeout: float = 1800) -> None:
+        deadline = time.monotonic() + timeout
         for proc in self.procs:
             proc.wait(timeout=max(1, deadline - time.monotonic()))
-        watcher.join(timeout=5)
-        return self.figures(t_spawn, t_workers, t_head)
+
+    @property
+    def head(self) -> subprocess.Popen:
+        return self.procs[-1]
+
+    def run(self) -> dict:
+        moments = self.bring_up()
+        self.wait()
+        time.sleep(0.3)  # the watcher's last look
+        self.cleanup()
+        return self.figures(*moments)
 
     def figures(self, t_spawn: float, t_workers: float, t_head: float) -> dict:
         timing = read_json(self.paths.timing) or {}
@@ -158,9 +173,12 @@ class Simulation:
         for proc in self.procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
-        # Stand-in GCS processes left by an agent that does not stop its node's Ray.
-        subprocess.run(["pkill", "-9", "-f", f"ray._gcs {node_ip(0)} {self.spec.ports['gcs']}"],
-                       check=False)
+        # A stand-in GCS left by an agent that does not stop its node's Ray (the old agent's
+        # `ray stop` is a no-op here): SIGTERM lets it write its figures first.
+        gcs = f"ray._gcs {node_ip(0)} {self.spec.ports['gcs']}"
+        if subprocess.run(["pkill", "-f", gcs], check=False).returncode == 0:
+            time.sleep(1)
+            subprocess.run(["pkill", "-9", "-f", gcs], check=False)
         shutil.rmtree(f"/tmp/rs{os.getpid() % 1000}", ignore_errors=True)
 
 

@@ -25,7 +25,8 @@ import sys
 # This file runs from the run directory on the shared file system: Python's import system would
 # list and stat that directory for every module imported from here on, on every node. Nothing
 # is imported from it; take it off the path before anything else is imported.
-if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
+if __name__ == "__main__" and sys.path and sys.path[0] == os.path.dirname(
+        os.path.abspath(__file__)):
     del sys.path[0]
 
 import argparse  # noqa: E402
@@ -77,8 +78,10 @@ POLL_S = 0.2
 # head's host is not known in advance).
 PROBE_FIRST_S, PROBE_MAX_S = 0.1, 2.0
 FILE_CHECK_S = 15.0
+HEAD_HOST_ENV = "RAYHPC_HEAD_HOST"  # the head's host, where the job script knows it
 STOP_FILE_EVERY_S = 1.0  # the head looks at the stop file at most this often
 STATUS_EVERY_S = 1.0  # status.json is rewritten at most this often (and at once when all joined)
+HARVEST_OPS_PER_S = 150  # the run directory operations per second the archives may cost
 RAY_START_TRIES = 3  # `ray start` on a worker, with jittered backoff between tries
 # Keepalive on the control connection: a dead host (no FIN) is noticed in about 90 s.
 KEEPALIVE = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 6}
@@ -109,7 +112,9 @@ class RunPaths:
       second), driver.log, timing.json, error, exit_code (last: the run is over)
     each node's agent, once, at its end:
       logs/<node>.tar.gz (its agent.log and Ray's logs, capped; MANIFEST.json inside says what
-      was kept and dropped), then nodes/<node>.json (its final state and the archive's summary)
+      was kept and dropped); its final record goes to the head over the network, and the head
+      writes every node's in nodes.json; a node that cannot tell the head (it never reached it,
+      or the head is gone) writes its own, nodes/<node>.json
     stop (a request, written once with O_EXCL by whoever asks first; the text says who):
       the job script (walltime warning or its own walltime timer, scancel --batch), the
       launcher, or the head at teardown
@@ -138,6 +143,7 @@ class RunPaths:
         self.exit_code = self.dir / "exit_code"
         self.stop = self.dir / "stop"
         self.nodes = self.dir / "nodes"
+        self.nodes_file = self.dir / "nodes.json"
         self.logs = self.dir / "logs"
         self.containers_log = self.logs / "containers.log"
 
@@ -361,6 +367,14 @@ def backoff(attempt: int, first: float = PROBE_FIRST_S, most: float = PROBE_MAX_
     return min(most, first * 2 ** attempt) * random.uniform(0.5, 1.5)
 
 
+def harvest_spread_s(nodes: int, stop_timeout: float) -> float:
+    """Over how many seconds the workers spread the writing of their log archives (each picks
+    a moment at random): on a cluster every node ends at once, and a thousand archives (two
+    metadata operations each) at once would be a burst the file system feels. Well inside the
+    head's wait for them."""
+    return min(nodes * 2 / HARVEST_OPS_PER_S, stop_timeout / 2)
+
+
 def nodes_poll_s(nodes: int, during_driver: bool = False) -> float:
     """How often the head asks Ray's GCS for every node's record: each answer carries all N
     records, so the rate falls as N grows (and is lower while the driver runs)."""
@@ -548,9 +562,10 @@ class Peer:
         self.reason = ""
         self.ip = ""
         self.connected = True
+        self.final: dict | None = None  # its last record, sent when it stopped
 
     def record(self) -> dict:
-        return {"state": self.state, "reason": self.reason, "ip": self.ip}
+        return {"state": self.state, "reason": self.reason, "ip": self.ip, "final": self.final}
 
 
 class ControlServer:
@@ -629,6 +644,8 @@ class ControlServer:
             peer.state = str(message.get("state", peer.state))
             peer.reason = str(message.get("reason", peer.reason))
             peer.ip = str(message.get("ip", peer.ip))
+            if isinstance(message.get("final"), dict):
+                peer.final = message["final"]
             self._bump()
 
     def _closed(self, channel: Channel) -> None:
@@ -772,15 +789,18 @@ class Agent:
     def on_stop_request(self) -> None:
         """Hook for the head: pass the stop on to the driver."""
 
-    def record(self, state: str, **extra: object) -> None:
-        """The node's record: written once, at its end (or on failure)."""
-        try:
-            write_json(self.paths.node_record(self.node), {
-                "node": self.node, "state": state, "ip": self.ip,
+    def final_record(self, state: str, **extra: object) -> dict:
+        return {"node": self.node, "state": state, "ip": self.ip,
                 "hostname": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
-                **extra})
+                **extra}
+
+    def write_record(self, record: dict) -> None:
+        """A node's own record file: only where the head cannot collect it."""
+        try:
+            self.paths.nodes.mkdir(exist_ok=True)
+            write_json(self.paths.node_record(self.node), record)
         except OSError as exc:
-            self.say(f"state {state} not recorded: {run_dir_problem(exc)}")
+            self.say(f"state {record['state']} not recorded: {run_dir_problem(exc)}")
 
     def _read_token(self) -> str:
         try:
@@ -1155,7 +1175,6 @@ class Head(Agent):
             ray.shutdown()  # the agent's own connection, made in start_head
         self.stop_ray()
         summary = self.harvest_logs()
-        self.record("failed" if self.failed else "stopped", logs=summary)
         deadline = time.monotonic() + self.spec["stop_timeout"]
         version = -1
         while time.monotonic() < deadline:
@@ -1164,6 +1183,16 @@ class Head(Agent):
                 break
             version = self.server.wait(version, timeout=max(0.0, deadline - time.monotonic()))
         self.server.close()
+        # Every node's final record in one file: one write for the whole cluster.
+        records = {self.node: self.final_record("failed" if self.failed else "stopped",
+                                                logs=summary)}
+        for name, peer in self.server.records().items():
+            records[name] = peer["final"] or {"node": name, "state": peer["state"],
+                                              "reason": peer["reason"], "ip": peer["ip"]}
+        try:
+            write_json(self.paths.nodes_file, records)
+        except OSError as exc:
+            self.say(f"node records not written: {run_dir_problem(exc)}")
         self.timing["t_teardown_done"] = time.time()
 
 
@@ -1202,9 +1231,13 @@ class Worker(Agent):
             self.failed = True
             self.tell(state="failed", reason=reason)
         self.stop_ray(RAY_STOP_GRACE_HEADLESS_S if self.head_gone.is_set() else RAY_STOP_GRACE_S)
-        summary = self.harvest_logs()
-        self.record(state, reason=reason, logs=summary)
-        self.tell(state=state, reason=reason)
+        time.sleep(random.uniform(0, harvest_spread_s(self.spec["nodes"],
+                                                      self.spec["stop_timeout"])))
+        record = self.final_record(state, reason=reason, logs=self.harvest_logs())
+        # The head writes every node's record at once; ours ourselves only if it cannot.
+        if self.head_gone.is_set() or not (self.channel and self.channel.send(
+                state=state, reason=reason, final=record)):
+            self.write_record(record)
         self.say(f"{state} ({reason})")
         if self.channel is not None:
             self.channel.close()
@@ -1226,7 +1259,7 @@ class Worker(Agent):
     def head_host(self) -> str:
         """Where the head's agent listens: given by the launcher (the job script's first host,
         the local head's name), else learned from head.json."""
-        return (os.environ.get("RAYHPC_HEAD_HOST")
+        return (os.environ.get(HEAD_HOST_ENV)
                 or (self.spec["node_names"][0] if self.spec["node_names"] else ""))
 
     def reach_head(self) -> bool:
@@ -1252,7 +1285,7 @@ class Worker(Agent):
                 next_file_check = time.monotonic() + FILE_CHECK_S * random.uniform(0.75, 1.25)
                 if self.paths.stop.exists():
                     return False
-                if not os.environ.get("RAYHPC_HEAD_HOST"):
+                if not os.environ.get(HEAD_HOST_ENV):
                     head = read_json(self.paths.head)
                     host = head["ip"] if head else host
             if time.monotonic() > deadline:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shlex
 
-from launcher.agent import RANK_VARS_ENV, RunPaths
+from launcher.agent import HEAD_HOST_ENV, RANK_VARS_ENV, RunPaths
 from launcher.config import Site
 from launcher.runtimes import ExecRequest, runtime
 from launcher.schedulers import SCHEDULERS, Job, Scheduler, Shell, format_walltime
@@ -60,7 +60,8 @@ def node_command(spec: LaunchSpec, site: Site) -> list[str]:
                           binds=[str(spec.shared)], workdir=str(spec.shared),
                           gpu=site.option("gpu"),
                           pass_env=[*scheduler.env_passthrough,
-                                    *job_environment(site, scheduler)])
+                                    *job_environment(site, scheduler),
+                                    *([HEAD_HOST_ENV] if scheduler.head_host else [])])
     return runtime(site.runtime, site.option("runtime_options")).exec_command(request)
 
 
@@ -130,6 +131,11 @@ def render_job_script(spec: LaunchSpec, site: Site) -> str:
            "set +u", *setup, "set -u"] if setup else []),
         *(f"export {key}={shlex.quote(value)}"
           for key, value in job_environment(site, scheduler).items()),
+        *(["# Where the head's agent listens (rank 0's host): workers reach it over the "
+           "network,",
+           "# not by polling the shared file system.",
+           f"export {HEAD_HOST_ENV}=\"$({scheduler.head_host})\""]
+          if scheduler.head_host else []),
         *runtime_check(site, paths),
         f"cd {shlex.quote(str(spec.shared))}",
         *scheduler.prologue(job),

@@ -2,8 +2,10 @@
 what the launcher makes of the run directory."""
 
 import io
+import json
 import os
 import socket
+import time
 
 import pytest
 
@@ -187,3 +189,78 @@ def test_ray_cli_is_killed_when_the_caller_gives_up(monkeypatch):
     assert cli.run(("start",), give_up=lambda: True) == (None, "")
     assert cli.proc.returncode == -9
     cli.cancel()  # once finished, cancelling is a no-op
+
+
+def test_log_archive_keeps_daemons_first_and_worker_logs_only_where_needed():
+    files = [("raylet.out", 400), ("gcs_server.out", 300), ("worker-aa-01-1.out", 200),
+             ("python-core-worker-aa_1.log", 100), ("dashboard_agent.log", 50)]
+    kept, dropped = agent.plan_archive(files, cap=10_000, full=False)
+    assert [k[0] for k in kept] == ["dashboard_agent.log", "gcs_server.out", "raylet.out"]
+    assert {d[0]: d[2] for d in dropped} == {
+        "worker-aa-01-1.out": "worker process log of a node that ended cleanly",
+        "python-core-worker-aa_1.log": "worker process log of a node that ended cleanly"}
+    # A failed node (or the head) keeps them; the cap keeps the tail of the last file it
+    # reaches and drops the rest.
+    kept, dropped = agent.plan_archive(files, cap=700, full=True)
+    assert kept == [("dashboard_agent.log", 50, 50), ("gcs_server.out", 300, 300),
+                    ("raylet.out", 400, 350)]
+    assert [d[0] for d in dropped] == ["python-core-worker-aa_1.log", "worker-aa-01-1.out"]
+    assert all(d[2] == "over the cap of 700 bytes" for d in dropped)
+
+
+@pytest.mark.parametrize("nodes, joining, driving", [
+    (3, 0.5, 2.0), (100, 1.0, 3.125), (1024, 10.0, 32.0), (4096, 10.0, 128.0)])
+def test_nodes_list_is_asked_less_often_as_the_cluster_grows(nodes, joining, driving):
+    assert agent.nodes_poll_s(nodes) == joining
+    assert agent.nodes_poll_s(nodes, during_driver=True) == driving
+
+
+def test_probing_backs_off_with_jitter_up_to_its_cap():
+    waits = [agent.backoff(attempt) for attempt in range(12)]
+    assert 0.05 <= waits[0] <= 0.15
+    assert all(w <= agent.PROBE_MAX_S * 1.5 for w in waits)
+    assert waits[-1] >= agent.PROBE_MAX_S * 0.5
+
+
+def test_log_archives_are_spread_within_the_heads_wait():
+    assert agent.harvest_spread_s(3, 30) < 0.1  # small clusters: no delay worth the name
+    spread = agent.harvest_spread_s(1024, 30)
+    assert 2 * 1024 / spread <= agent.HARVEST_OPS_PER_S  # ops/s of the archives, all nodes
+    assert agent.harvest_spread_s(100_000, 30) == 15  # never past half the head's wait
+
+
+def test_control_channel_carries_json_lines_both_ways():
+    left, right = socket.socketpair()
+    a, b = agent.Channel(left), agent.Channel(right)
+    assert a.send(node="n1", secret="s") and a.send(state="joined")
+    time.sleep(0.05)
+    assert b.read() == [{"node": "n1", "secret": "s"}, {"state": "joined"}]
+    a.close()
+    assert b.read() is None  # closed: the other side is gone
+
+
+def test_the_head_accepts_only_agents_holding_the_token():
+    server = agent.ControlServer(0, agent.secret_of("token"))
+    port = server.listener.getsockname()[1]
+    try:
+        good = agent.Channel(socket.create_connection(("127.0.0.1", port)))
+        good.send(node="w1", secret=agent.secret_of("token"))
+        good.send(state="joined", ip="10.0.0.2")
+        bad = socket.create_connection(("127.0.0.1", port))
+        bad.sendall(b'{"node": "w2", "secret": "guess"}\n')
+        deadline = time.monotonic() + 5
+        while server.count("joined") < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.records() == {"w1": {"state": "joined", "reason": "", "ip": "10.0.0.2",
+                                           "final": None}}
+        bad.settimeout(5)
+        assert bad.recv(10) == b""  # refused: closed by the head
+        server.announce(head={"address": "10.0.0.1:6379"})
+        good.sock.settimeout(5)
+        assert json.loads(good.sock.recv(1000)) == {"head": {"address": "10.0.0.1:6379"}}
+        good.close()
+        while server.records()["w1"]["state"] != "gone" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.records()["w1"]["state"] == "gone"  # a closed connection: node lost
+    finally:
+        server.close()

@@ -165,3 +165,53 @@ def test_two_launches_at_once_share_nothing(docker_api, built_image, shared_dir)
     assert not set(spec(run_a)["ports"].values()) & set(spec(run_b)["ports"].values())
     assert spec(run_a)["temp_dir"] != spec(run_b)["temp_dir"]
     assert (run_a / "auth_token").read_text() != (run_b / "auth_token").read_text()
+
+
+STOP_ONE_OF_TWO = """
+import json, os, socket, sys, time
+sys.path.insert(0, "/agent")
+import agent
+ip = socket.gethostbyname(socket.gethostname())
+env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+sessions = []
+for args in json.loads(sys.argv[1]):
+    cli = agent.RayCli(env)
+    code, output = cli.run(tuple(a.replace("IP", ip) for a in args))
+    assert code == 0, output
+    sessions.append(cli.session)
+before = [len(agent.session_processes(s)) for s in sessions]
+stopped = agent.stop_session(sessions[0], 5)
+after = [len(agent.session_processes(s)) for s in sessions]
+agent.stop_session(sessions[1], 5)
+print(json.dumps({"before": before, "after": after, "stopped": stopped}))
+"""
+
+
+def test_stopping_one_runs_ray_leaves_another_runs_ray_on_the_node_alone(docker_api,
+                                                                         built_image):
+    """Two runs' Ray on one node (one container, no PID namespace between them, as Apptainer
+    gives): ending one stops its processes and nothing of the other."""
+    from launcher import AGENT_FILE
+    from launcher.agent import ray_start_args
+    from tests.specs import make_spec
+
+    image, _ = built_image
+    starts = [ray_start_args(make_spec("slurm", run_id=run_id, image="/x.sif").to_json(), "IP",
+                             None, 100 * 1024 * 1024)
+              + ["--include-dashboard=false"]
+              for run_id in ("20260101-000000-aaaa", "20260101-000000-bbbb")]
+    output = docker_api.create_container(
+        image, command=["python", "-c", STOP_ONE_OF_TWO, json.dumps(starts)],
+        host_config=docker_api.create_host_config(
+            binds={str(AGENT_FILE.parent): {"bind": "/agent", "mode": "ro"}}, shm_size="1g"))
+    try:
+        docker_api.start(output)
+        assert docker_api.wait(output, timeout=300)["StatusCode"] == 0, \
+            docker_api.logs(output).decode()[-3000:]
+        result = json.loads(docker_api.logs(output, stderr=False).decode().strip().splitlines()[-1])
+    finally:
+        docker_api.remove_container(output, force=True)
+    assert all(count >= 3 for count in result["before"]), result  # gcs, raylet, agents...
+    assert result["after"][0] == 0, result  # the first run's Ray is gone
+    assert result["after"][1] == result["before"][1], result  # the second's untouched
+    assert any("gcs_server" in name or "raylet" in name for name in result["stopped"]), result

@@ -287,7 +287,8 @@ def test_perlmutter_queue_is_a_qos_and_podman_hpc_gets_the_rank_and_runs_as_the_
     assert "#SBATCH --qos=regular\n" in script and "--partition" not in script
     assert ("podman-hpc run --rm --init --network host --ipc host --userns=keep-id --gpu "
             "--volume /lus/proj/shared:/lus/proj/shared --workdir /lus/proj/shared "
-            "-e 'SLURM_*' -e RAYHPC_RANK_VARS rayhpc/ray:2.60.0-py311-gpu python ") in script
+            "-e 'SLURM_*' -e RAYHPC_RANK_VARS -e RAYHPC_HEAD_HOST "
+            "rayhpc/ray:2.60.0-py311-gpu python ") in script
 
 
 def test_perlmutter_refuses_a_sif(tmp_path):

@@ -104,7 +104,7 @@ def test_walltime_stops_the_agents_cleanly(testbed):
     assert took < 120 + 30, f"the job took {took:.0f} s: the walltime signal did not stop it"
     for node in COMPUTE_NODES:
         assert "raylet.out" in archived(run_dir, node), f"no logs from {node}"
-        record = json.loads((run_dir / "nodes" / f"{node}.json").read_text())
+        record = json.loads((run_dir / "nodes.json").read_text())[node]
         assert record["state"] == "stopped", record
     assert_nothing_left(testbed)
 
@@ -129,7 +129,7 @@ def test_scancel_of_the_batch_script_stops_every_node_and_keeps_the_logs(testbed
     assert (run_dir / "exit_code").read_text().strip() == "143", _job_out(run_dir)
     for node in COMPUTE_NODES:
         assert "raylet.out" in archived(run_dir, node), f"no logs from {node}"
-        record = json.loads((run_dir / "nodes" / f"{node}.json").read_text())
+        record = json.loads((run_dir / "nodes.json").read_text())[node]
         assert record["state"] == "stopped", record
 
 

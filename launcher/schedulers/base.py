@@ -101,6 +101,10 @@ class Scheduler:
     # script names them to the agent (RAYHPC_RANK_VARS) and runtimes that pass no host
     # environment pass them on.
     rank_vars: tuple[str, ...] = ()
+    # A shell command printing the host where rank 0 (the head) runs, the allocation's first:
+    # workers reach the head's agent there without reading the shared file system. ""
+    # (unknown): they learn it from head.json, looked at every 15 s.
+    head_host = ""
     # Host variables a container that passes no host environment (podman-hpc) must be given
     # for the launcher's tasks to work (`-e NAME`, `-e PREFIX*`).
     env_passthrough: tuple[str, ...] = ()

@@ -28,6 +28,11 @@ class LSF(Scheduler):
     # Not in IBM's or OLCF's stored docs: PyTorch Lightning and HPCToolkit read
     # JSM_NAMESPACE_RANK under jsrun; Spectrum MPI (Open MPI) sets OMPI_COMM_WORLD_RANK.
     rank_vars = ("JSM_NAMESPACE_RANK", "OMPI_COMM_WORLD_RANK")
+    # The first compute host: LSB_MCPU_HOSTS lists the launch node first, then the compute
+    # hosts with their slot counts (as allocated_nodes below reads it). Rank 0 on it is jsrun's
+    # packed default (OLCF Summit user guide, "Common jsrun Options": --launch_distribution
+    # default packed); not stated for resource-set order, so workers fall back to head.json.
+    head_host = 'echo "$LSB_MCPU_HOSTS" | awk \'{print $3}\''
     env_passthrough = ("JSM_*", "OMPI_*", "PMIX_*")
     options: dict[str, tuple[type, ...]] = {}
     # bsub -wa TERM -wt <grace>: "LSF sends the warning action to the job before the actual

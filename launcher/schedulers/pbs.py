@@ -23,6 +23,10 @@ class PBS(Scheduler):
     # emulation of PALS: PALS_RANKID is the global task id; PMI_RANK too). ALCF's Aurora docs
     # use PALS_RANKID (docs/aurora/data-science/frameworks/dask.md), its Polaris docs PMI_RANK.
     rank_vars = ("PALS_RANKID", "PMI_RANK")
+    # Rank 0 runs on the first host of mpiexec's host file, $PBS_NODEFILE by default (ALCF
+    # Polaris "Running Jobs", mpiexec options: "--hostfile (the default is --hostfile
+    # $PBS_NODEFILE)").
+    head_host = 'head -n 1 "$PBS_NODEFILE"'
     # What podman-hpc's --mpi module passes for PALS tasks (NERSC/podman-hpc
     # etc/modules.d/mpich.yaml: `-e PALS_*`, `-e PMI_*`).
     env_passthrough = ("PALS_*", "PMI_*")

@@ -27,6 +27,11 @@ class Slurm(Scheduler):
     # srun(1) OUTPUT ENVIRONMENT: SLURM_PROCID "The MPI rank (or relative process ID) of the
     # current process".
     rank_vars = ("SLURM_PROCID",)
+    # Task 0 runs on the allocation's first node: srun distributes tasks in blocks by default
+    # (srun(1) --distribution, slurm.schedmd.com/srun.html#OPT_distribution; OLCF Frontier user
+    # guide, "Srun": "-m ... The default values are block:cyclic:cyclic"); `scontrol show
+    # hostnames` expands SLURM_JOB_NODELIST (sbatch(1) OUTPUT ENVIRONMENT).
+    head_host = 'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1'
     # What podman-hpc's own --mpi module passes for Slurm tasks (NERSC/podman-hpc
     # etc/modules.d/mpich.yaml: `-e SLURM_*`).
     env_passthrough = ("SLURM_*",)

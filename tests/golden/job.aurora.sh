@@ -38,6 +38,9 @@ export HTTPS_PROXY=http://proxy.alcf.anl.gov:3128
 export no_proxy='admin,*.hostmgmt.cm.aurora.alcf.anl.gov,*.alcf.anl.gov,localhost'
 export NO_PROXY='admin,*.hostmgmt.cm.aurora.alcf.anl.gov,*.alcf.anl.gov,localhost'
 export RAYHPC_RANK_VARS=PALS_RANKID,PMI_RANK
+# Where the head's agent listens (rank 0's host): workers reach it over the network,
+# not by polling the shared file system.
+export RAYHPC_HEAD_HOST="$(head -n 1 "$PBS_NODEFILE")"
 if ! command -v apptainer >/dev/null 2>&1; then
   echo 'rayhpc: site aurora: apptainer is not on PATH after the site setup (modules: module load apptainer); fix `setup` in the site file' | tee "$RAYHPC_RUN_DIR/error" >&2
   echo 1 > "$RAYHPC_RUN_DIR/exit_code"

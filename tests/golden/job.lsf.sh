@@ -13,6 +13,9 @@
 set -u
 export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
 export RAYHPC_RANK_VARS=JSM_NAMESPACE_RANK,OMPI_COMM_WORLD_RANK
+# Where the head's agent listens (rank 0's host): workers reach it over the network,
+# not by polling the shared file system.
+export RAYHPC_HEAD_HOST="$(echo "$LSB_MCPU_HOSTS" | awk '{print $3}')"
 if ! command -v apptainer >/dev/null 2>&1; then
   echo 'rayhpc: site lsf: apptainer is not on PATH after the site setup (the site setup loads no module); fix `setup` in the site file' | tee "$RAYHPC_RUN_DIR/error" >&2
   echo 1 > "$RAYHPC_RUN_DIR/exit_code"

@@ -22,6 +22,9 @@ export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
 timer=$!
 trap 'kill "$timer" 2>/dev/null' EXIT  # the timer ends with the script
 export RAYHPC_RANK_VARS=PALS_RANKID,PMI_RANK
+# Where the head's agent listens (rank 0's host): workers reach it over the network,
+# not by polling the shared file system.
+export RAYHPC_HEAD_HOST="$(head -n 1 "$PBS_NODEFILE")"
 if ! command -v apptainer >/dev/null 2>&1; then
   echo 'rayhpc: site pbs: apptainer is not on PATH after the site setup (the site setup loads no module); fix `setup` in the site file' | tee "$RAYHPC_RUN_DIR/error" >&2
   echo 1 > "$RAYHPC_RUN_DIR/exit_code"

@@ -14,6 +14,9 @@
 set -u
 export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
 export RAYHPC_RANK_VARS=SLURM_PROCID
+# Where the head's agent listens (rank 0's host): workers reach it over the network,
+# not by polling the shared file system.
+export RAYHPC_HEAD_HOST="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
 if ! command -v apptainer >/dev/null 2>&1; then
   echo 'rayhpc: site slurm: apptainer is not on PATH after the site setup (the site setup loads no module); fix `setup` in the site file' | tee "$RAYHPC_RUN_DIR/error" >&2
   echo 1 > "$RAYHPC_RUN_DIR/exit_code"

@@ -55,6 +55,8 @@ def cli(args: list[str], prog_name: str = "ray") -> None:
         register(f"{ip}:{port}", ip)
         write_logs(opts["temp-dir"], head=True)
     elif command == "start":
+        if os.environ.get("RAYHPC_SIM_HANG_START"):  # a node whose Ray never registers
+            time.sleep(3600)
         register(opts["address"], opts["node-ip-address"])
         write_logs(opts["temp-dir"], head=False)
     # `ray stop` (the agent of old stopped Ray with it): nothing of the stand-in to stop here.

@@ -1,0 +1,77 @@
+"""The control plane at N = 32 in the scale simulator (benchmarks/scale.py): real node agents as
+plain processes, a stand-in for Ray that starts at once. Every node joins and is told to stop,
+a killed head is noticed by every worker, a node whose Ray never registers is named, and each
+node's work on the run directory stays a handful of operations."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+from scale import Simulation  # noqa: E402
+
+NODES = 32
+
+
+@pytest.fixture
+def sim(tmp_path):
+    made = []
+
+    def make(**options) -> Simulation:
+        options = {"agent": None, "driver_s": 1, "wait_s": 3, **options}
+        made.append(Simulation(NODES, tmp_path, **options))
+        return made[-1]
+
+    yield make
+    for simulation in made:
+        simulation.cleanup()
+
+
+def test_every_node_joins_runs_and_is_told_to_stop(sim):
+    simulation = sim()
+    result = simulation.run()
+    assert result["exit_code"] == 0 and result["joined"] == NODES, result
+    records = json.loads(simulation.paths.nodes_file.read_text())
+    assert len(records) == NODES
+    workers = {name: r for name, r in records.items() if name != "sim-00000"}
+    assert {r["state"] for r in workers.values()} == {"stopped"}
+    assert {r["reason"] for r in workers.values()} == {"the head said stop"}
+    assert all(r["logs"]["archive"] == f"{name}.tar.gz" for name, r in workers.items())
+    # One read of spec and token, one archive, the interpreter's own reads of the script: the
+    # rest is the head's (its files, the stop file once a second).
+    assert result["per_node"] <= 10, result
+    assert result["delay_s"] is not None and result["delay_s"] <= 1.0, result
+
+
+def test_a_killed_head_is_noticed_by_every_worker(sim):
+    simulation = sim(driver_s=600)
+    simulation.bring_up()
+    deadline = time.monotonic() + 120
+    while simulation.seen_all is None:
+        assert time.monotonic() < deadline, "the nodes never all joined"
+        time.sleep(0.2)
+    simulation.head.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    simulation.wait(timeout=60)
+    assert time.monotonic() - killed < 30
+    # The head cannot collect their records: each worker writes its own.
+    records = [json.loads(p.read_text()) for p in simulation.paths.nodes.glob("*.json")]
+    assert len(records) == NODES - 1
+    assert {r["state"] for r in records} == {"lost-head"}
+
+
+def test_a_node_whose_ray_never_registers_is_named(sim):
+    simulation = sim(join_timeout=8, hang=frozenset({7}))
+    result = simulation.run()
+    assert result["exit_code"] == 1
+    error = simulation.paths.read_error()
+    assert error.startswith(f"timed out after 8 s waiting for {NODES} nodes "
+                            f"({NODES - 1} joined); never joined: sim-00007 (ray start did "
+                            "not finish)"), error
