@@ -3,7 +3,8 @@ once (benchmarks/sim_ray), the run directory on local disk, every metadata opera
 counted per phase (see sim_ray/README.md for how).
 
 For each N it prints the run directory's metadata operations per second in each phase summed
-over all nodes, the operations per node over the whole run, the head's `ray.nodes()` calls per
+over all nodes, the one-time operations per node (all but the periodic looks at the stop
+file), the head's `ray.nodes()` calls per
 second, the time from the head's GCS being up to "all joined" as a launcher sees it
 (status.json polled every 0.2 s, as RunWatcher does), and the launcher's own delay from the
 last node registering to that moment. Goals (issue 11): at N = 1024, <= 200 ops/s in every
@@ -54,13 +55,15 @@ def node_ip(index: int) -> str:
 
 class Simulation:
     def __init__(self, nodes: int, work: Path, agent: Path | None, driver_s: float,
-                 wait_s: float, join_timeout: int = 900, hang: frozenset[int] = frozenset()):
+                 wait_s: float, join_timeout: int = 900, hang: frozenset[int] = frozenset(),
+                 environ: dict | None = None):
         self.nodes = nodes
         self.work = work
         self.wait_s = wait_s
         self.hang = hang  # nodes whose `ray start` never registers
+        self.environ = environ or {}  # for every agent, e.g. RAYHPC_SIM_GCS_DELAY_S
         shared = work / "shared"
-        shared.mkdir()
+        shared.mkdir(exist_ok=True)
         self.spec = resolve_spec(
             load_site("slurm"),
             {"nodes": nodes, "shared": str(shared), "image": "/sim/ray.sif",
@@ -77,7 +80,7 @@ class Simulation:
 
     def env(self, index: int) -> dict:
         hang = {"RAYHPC_SIM_HANG_START": "1"} if index in self.hang else {}
-        return {**os.environ, **hang, "PYTHONPATH": str(SIM_RAY),
+        return {**os.environ, **self.environ, **hang, "PYTHONPATH": str(SIM_RAY),
                 "RAYHPC_SIM_COUNT": str(self.counts),
                 "RAYHPC_SIM_RUN_DIR": str(self.paths.dir), "RAYHPC_HEAD_HOST": node_ip(0),
                 "RAYHPC_NODE_IP": node_ip(index),
@@ -134,12 +137,16 @@ class Simulation:
     def figures(self, t_spawn: float, t_workers: float, t_head: float) -> dict:
         timing = read_json(self.paths.timing) or {}
         buckets: dict[int, int] = {}
-        total = 0
+        total = periodic = 0
         for path in self.counts.glob("[0-9]*.json"):
             data = json.loads(path.read_text())
             for second, count in data["per_second"].items():
                 buckets[int(second)] = buckets.get(int(second), 0) + count
                 total += count
+            # The agent's only stat calls on the run directory are its looks at the stop file
+            # (workers every 15 s while they wait, the head once a second): periodic, not
+            # one-time work.
+            periodic += data["kinds"].get("os.stat", 0)
         gcs = read_json(self.counts / "gcs.json") or {"registered": {}, "nodes_calls": []}
         windows = {
             # The second half of the wait: every worker has started (a Python start-up of its
@@ -162,7 +169,7 @@ class Simulation:
         return {
             "nodes": self.nodes, "exit_code": self.paths.read_exit_code(),
             "joined": timing.get("nodes_joined"), "rates": rates, "nodes_calls": calls,
-            "per_node": total / self.nodes,
+            "per_node": total / self.nodes, "one_time_per_node": (total - periodic) / self.nodes,
             "join_s": (self.seen_all - timing["t_head_up"]
                        if self.seen_all and timing.get("t_head_up") else None),
             "delay_s": self.seen_all - last if self.seen_all and last else None,
@@ -211,19 +218,19 @@ def main() -> None:
     rows = []
     for nodes in args.nodes:
         result = simulate(nodes, args.agent, args.driver_s, args.wait_s or max(10, nodes * 0.2))
-        rows.append([nodes, *(result["rates"][p] for p in PHASES), result["per_node"],
+        rows.append([nodes, *(result["rates"][p] for p in PHASES), result["one_time_per_node"],
                      result["nodes_calls"]["joining"], result["nodes_calls"]["driver"],
                      result["join_s"], result["delay_s"], result["exit_code"]])
         print(json.dumps(result), flush=True)
     print_table("run-directory metadata ops/s (all nodes), per node, head-side nodes() calls/s",
-                ["N", *(f"{p} ops/s" for p in PHASES), "ops/node", "nodes()/s join",
+                ["N", *(f"{p} ops/s" for p in PHASES), "one-time ops/node", "nodes()/s join",
                  "nodes()/s driver", "GCS up->all joined s", "last reg->seen s", "exit"], rows)
     big = [r for r in rows if r[0] >= 1024] or rows[-1:]
     for row in big:
         worst = max(v for v in row[1:5] if v is not None)
         met = worst <= GOAL_OPS_S and row[5] <= GOAL_PER_NODE and (row[9] or 0) <= GOAL_DELAY_S
         print(f"\ngoal at N={row[0]}: <= {GOAL_OPS_S} ops/s in every phase (worst {worst:.0f}), "
-              f"<= {GOAL_PER_NODE} ops per node ({row[5]:.1f}), launcher delay <= "
+              f"<= {GOAL_PER_NODE} one-time ops per node ({row[5]:.1f}), launcher delay <= "
               f"{GOAL_DELAY_S:.0f} s ({row[9] if row[9] is None else round(row[9], 2)}) -> "
               f"{'met' if met else 'NOT met'}")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ def test_every_node_joins_runs_and_is_told_to_stop(sim):
     assert all(r["logs"]["archive"] == f"{name}.tar.gz" for name, r in workers.items())
     # One read of spec and token, one archive, the interpreter's own reads of the script: the
     # rest is the head's (its files, the stop file once a second).
-    assert result["per_node"] <= 10, result
+    assert result["one_time_per_node"] <= 10, result
     assert result["delay_s"] is not None and result["delay_s"] <= 1.0, result
 
 
@@ -75,3 +76,35 @@ def test_a_node_whose_ray_never_registers_is_named(sim):
     assert error.startswith(f"timed out after 8 s waiting for {NODES} nodes "
                             f"({NODES - 1} joined); never joined: sim-00007 (ray start did "
                             "not finish)"), error
+
+
+def test_a_slow_gcs_is_not_taken_for_a_dead_head(sim):
+    """Every answer of the GCS takes a second (a head busy with a large cluster): workers do
+    not ask it anything, so none of them gives up; the cluster comes up and ends cleanly."""
+    simulation = sim(environ={"RAYHPC_SIM_GCS_DELAY_S": "1"})
+    result = simulation.run()
+    assert result["exit_code"] == 0 and result["joined"] == NODES, result
+    records = json.loads(simulation.paths.nodes_file.read_text())
+    assert {r["state"] for r in records.values()} == {"stopped"}
+
+
+def test_a_run_directory_that_cannot_be_written_any_more_ends_every_node(sim):
+    """The run directory refuses new files while the driver runs (made immutable: a file
+    system gone read-only or over quota does the same): no node can keep its logs or record;
+    every agent still ends, nothing is left running."""
+    simulation = sim(driver_s=6)
+    simulation.bring_up()
+    deadline = time.monotonic() + 120
+    while simulation.seen_all is None:
+        assert time.monotonic() < deadline, "the nodes never all joined"
+        time.sleep(0.2)
+    locked = [simulation.paths.dir, simulation.paths.logs, simulation.paths.nodes]
+    subprocess.run(["chattr", "+i", *map(str, locked)], check=True)
+    try:
+        simulation.wait(timeout=120)
+        assert all(proc.returncode is not None for proc in simulation.procs)
+        assert simulation.paths.read_exit_code() is None  # it could not be written
+        assert not list(simulation.paths.logs.glob("*.tar.gz"))
+        assert not list(simulation.paths.dir.rglob(".*.tmp"))  # no half-written file
+    finally:
+        subprocess.run(["chattr", "-i", *map(str, locked)], check=False)

@@ -32,6 +32,8 @@ def answer(request: dict) -> object:
         return {"ok": True}
     if request.get("op") == "nodes":
         nodes_calls.append(time.time())
+        # A GCS busy with a large cluster: every answer slow (and registrations wait too).
+        time.sleep(float(os.environ.get("RAYHPC_SIM_GCS_DELAY_S", "0")))
         return [{"NodeManagerAddress": ip, "Alive": True} for ip in nodes]
     return {"ok": True}
 
