@@ -4,7 +4,7 @@ counted per phase (see sim_ray/README.md for how).
 
 For each N it prints the run directory's metadata operations per second in each phase summed
 over all nodes, the one-time operations per node (all but the periodic looks at the stop
-file), the head's `ray.nodes()` calls per
+file and head.json and the head's status.json), the head's `ray.nodes()` calls per
 second, the time from the head's GCS being up to "all joined" as a launcher sees it
 (status.json polled every 0.2 s, as RunWatcher does), and the launcher's own delay from the
 last node registering to that moment. Goals (issue 11): at N = 1024, <= 200 ops/s in every
@@ -143,10 +143,10 @@ class Simulation:
             for second, count in data["per_second"].items():
                 buckets[int(second)] = buckets.get(int(second), 0) + count
                 total += count
-            # The agent's only stat calls on the run directory are its looks at the stop file
-            # (workers every 15 s while they wait, the head once a second): periodic, not
-            # one-time work.
-            periodic += data["kinds"].get("os.stat", 0)
+            # Periodic, not one-time: the looks at the stop file (workers every 15 s while
+            # they wait, the head once a second), a waiting worker's looks at head.json, the
+            # head's status.json (see sim_ray/sitecustomize.py).
+            periodic += data["kinds"].get("periodic", 0)
         gcs = read_json(self.counts / "gcs.json") or {"registered": {}, "nodes_calls": []}
         windows = {
             # The second half of the wait: every worker has started (a Python start-up of its

@@ -85,9 +85,10 @@ HARVEST_OPS_PER_S = 150  # the run directory operations per second the archives 
 RAY_START_TRIES = 3  # `ray start` on a worker, with jittered backoff between tries
 # Keepalive on the control connection: a dead host (no FIN) is noticed in about 90 s.
 KEEPALIVE = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 6}
-# Ray's published scalability envelope (release/benchmarks/README.md in ray-project/ray): the
-# launcher warns above it.
-RAY_TESTED_NODES = 2000
+# Ray's published scalability envelope ("Ray Scalability Envelope", release/benchmarks/
+# README.md in ray-project/ray: "# nodes in cluster (with trivial task workload) | 3k+"); the
+# head says so above it.
+RAY_TESTED_NODES = 3000
 # Log harvest: Ray's daemons' logs always go first; per-process worker logs only from the head
 # and failed nodes, or while the cap leaves room.
 WORKER_LOG_PREFIXES = ("worker-", "python-core-worker-", "python-core-driver-",
@@ -1265,11 +1266,11 @@ class Worker(Agent):
     def reach_head(self) -> bool:
         """Connect to the head's agent: probe its port with jittered backoff; look at the run
         directory only every FILE_CHECK_S (a stop before we got through; head.json where the
-        head's host is not known). False: stopped first."""
+        head's host is not known, or not answering after a while). False: stopped first."""
         host, port = self.head_host(), self.spec["ports"]["agent"]
         deadline = time.monotonic() + self.spec["join_timeout"] + HEAD_START_ALLOWANCE_S
         next_file_check = time.monotonic() + FILE_CHECK_S * random.uniform(0.5, 1.0)
-        attempt = 0
+        attempt, started = 0, time.monotonic()
         while self.signalled is None:
             if host:
                 try:
@@ -1285,7 +1286,9 @@ class Worker(Agent):
                 next_file_check = time.monotonic() + FILE_CHECK_S * random.uniform(0.75, 1.25)
                 if self.paths.stop.exists():
                     return False
-                if not os.environ.get(HEAD_HOST_ENV):
+                # No host given, or none reached there for a while (the head runs elsewhere
+                # than the job script thought): its own word, once written.
+                if not host or time.monotonic() - started > 2 * FILE_CHECK_S:
                     head = read_json(self.paths.head)
                     host = head["ip"] if head else host
             if time.monotonic() > deadline:

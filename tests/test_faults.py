@@ -215,3 +215,21 @@ def test_stopping_one_runs_ray_leaves_another_runs_ray_on_the_node_alone(docker_
     assert result["after"][0] == 0, result  # the first run's Ray is gone
     assert result["after"][1] == result["before"][1], result  # the second's untouched
     assert any("gcs_server" in name or "raylet" in name for name in result["stopped"]), result
+
+
+def test_a_head_that_never_comes_up_stops_every_node_with_one_line(docker_api, built_image,
+                                                                 shared_dir):
+    """Ray refuses to start on the head (an object store below Ray's minimum): the workers,
+    already connected to the head's agent, are told to stop; one error line, exit 1."""
+    image, _ = built_image
+    started = time.monotonic()
+    result, run_dir = launch(image, shared_dir, "--nodes", "3",
+                             env={"RAYHPC_OBJECT_STORE_MEMORY": "1000"})
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    errors = re.findall(r"rayhpc: error: (.*)", result.stdout)
+    assert len(errors) == 1 and errors[0].startswith("`ray start` failed on head (exit "), errors
+    assert (run_dir / "error").read_text().strip() == errors[0]
+    records = json.loads((run_dir / "nodes.json").read_text())
+    assert {records[w]["state"] for w in ("worker-1", "worker-2")} == {"stopped"}, records
+    assert leftovers(docker_api, run_dir.name) == []
+    assert time.monotonic() - started < 120

@@ -21,6 +21,13 @@ from scale import Simulation  # noqa: E402
 NODES = 32
 
 
+def wait_all_joined(simulation: Simulation, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while simulation.seen_all is None:
+        assert time.monotonic() < deadline, "the nodes never all joined"
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def sim(tmp_path):
     made = []
@@ -54,10 +61,7 @@ def test_every_node_joins_runs_and_is_told_to_stop(sim):
 def test_a_killed_head_is_noticed_by_every_worker(sim):
     simulation = sim(driver_s=600)
     simulation.bring_up()
-    deadline = time.monotonic() + 120
-    while simulation.seen_all is None:
-        assert time.monotonic() < deadline, "the nodes never all joined"
-        time.sleep(0.2)
+    wait_all_joined(simulation)
     simulation.head.send_signal(signal.SIGKILL)
     killed = time.monotonic()
     simulation.wait(timeout=60)
@@ -94,10 +98,7 @@ def test_a_run_directory_that_cannot_be_written_any_more_ends_every_node(sim):
     every agent still ends, nothing is left running."""
     simulation = sim(driver_s=6)
     simulation.bring_up()
-    deadline = time.monotonic() + 120
-    while simulation.seen_all is None:
-        assert time.monotonic() < deadline, "the nodes never all joined"
-        time.sleep(0.2)
+    wait_all_joined(simulation)
     locked = [simulation.paths.dir, simulation.paths.logs, simulation.paths.nodes]
     subprocess.run(["chattr", "+i", *map(str, locked)], check=True)
     try:

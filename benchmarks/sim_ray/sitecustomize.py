@@ -27,6 +27,11 @@ if _COUNT_DIR and _RUN_DIR:
             second = int(time.time())
             _counts[second] = _counts.get(second, 0) + 1
             _kinds[kind] = _kinds.get(kind, 0) + 1
+            name = text[len(_RUN_DIR):]
+            # Repeated by design, not one-time: looks at the stop file, a waiting worker's
+            # look at head.json, the head's rewrites of status.json.
+            if name in ("/stop", "/head.json") or name.startswith("/.status.json"):
+                _kinds["periodic"] = _kinds.get("periodic", 0) + 1
             if len(_trace) < 100:
                 _trace.append((round(time.time(), 2), kind, text[len(_RUN_DIR):]))
 
