@@ -91,6 +91,8 @@ KEEPALIVE = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 6}
 RAY_TESTED_NODES = 3000
 # Log harvest: Ray's daemons' logs always go first; per-process worker logs only from the head
 # and failed nodes, or while the cap leaves room.
+# The order `ray stop` stops a node's processes in (None: every other one).
+STOP_ORDER = ("raylet", None, "gcs_server")
 WORKER_LOG_PREFIXES = ("worker-", "python-core-worker-", "python-core-driver-",
                        "runtime_env_setup-")
 
@@ -476,31 +478,62 @@ def session_processes(session: int) -> list[int]:
     return found
 
 
-def process_name(pid: int) -> str:
+def process_command(pid: int) -> list[str]:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             words = handle.read().split(b"\0")
     except OSError:
-        return str(pid)
-    return " ".join(w.decode(errors="replace") for w in words if w)[:60] or str(pid)
+        return []
+    return [w.decode(errors="replace") for w in words if w]
+
+
+def process_name(pid: int) -> str:
+    return " ".join(process_command(pid))[:60] or str(pid)
+
+
+def program_of(pid: int) -> str:
+    """The program a process runs (its first word's last part: raylet, gcs_server, python)."""
+    command = process_command(pid)
+    return command[0].rsplit("/", 1)[-1] if command else ""
 
 
 def stop_session(session: int, grace_s: float) -> list[str]:
-    """SIGTERM every process of a session, SIGKILL what is left after ``grace_s``; the names
-    of those that were running. A session holds one node's Ray (started by `ray start` in a
-    session of its own) or one driver's leftovers: nothing else of the user on the node."""
-    left = session_processes(session)
-    names = sorted({process_name(pid) for pid in left[:5]})
-    deadline = time.monotonic() + grace_s
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in left:
+    """Stop every process of a session; the names of those that were running. A session holds
+    one node's Ray (started by `ray start` in a session of its own) or one driver's leftovers:
+    nothing else of the user's on the node. Ray's processes go in `ray stop`'s order: the
+    raylet first, the GCS last (a raylet whose GCS is gone waits for it instead of exiting);
+    each group gets SIGTERM, then SIGKILL after ``grace_s``."""
+    names = sorted({process_name(pid) for pid in session_processes(session)[:5]})
+    for group in STOP_ORDER:
+        members = [pid for pid in session_processes(session)
+                   if group is None or program_of(pid) == group]
+        if group is None:  # everything but the GCS
+            members = [pid for pid in members if program_of(pid) != STOP_ORDER[-1]]
+        signal_until_gone(members, grace_s)
+    return names
+
+
+def signal_until_gone(pids: list[int], grace_s: float) -> None:
+    """SIGTERM, wait up to ``grace_s`` for them to go, SIGKILL the rest (and wait for that)."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 2.0)):
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
-        while (left := session_processes(session)) and time.monotonic() < deadline:
+        deadline = time.monotonic() + wait_s
+        while (pids := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if not left:
-            break
-    return names
+        if not pids:
+            return
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie has ended: only its parent's wait is missing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            stat = handle.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:].split()[0] != "Z"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def test_a_driver_that_leaves_a_background_process_ends_with_its_own_exit(
     took = time.monotonic() - started
     assert_clean_run(docker_api, result, run_dir, nodes=2, code=3)
     assert "started" in result.stdout
-    assert re.search(r"rayhpc: the driver left 1 process\(es\) running \(sleep 300\): stopping "
+    assert re.search(r"rayhpc: the driver left 1 process\(es\) running \(sleep 300\): stopped "
                      r"them\n", result.stdout), result.stdout[-2000:]
     timing = json.loads((run_dir / "timing.json").read_text())
     assert timing["t_driver_end"] - timing["t_driver_start"] < 5, timing
