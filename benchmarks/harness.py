@@ -75,11 +75,14 @@ def ensure_image(image: str | None) -> str:
 
 @contextmanager
 def shared_dir() -> Iterator[Path]:
-    """A shared directory the containers' user (uid 1000) can enter."""
+    """A shared directory the containers' user (uid 1000) can enter and write in."""
     path = Path(tempfile.mkdtemp(prefix="rayhpc-bench-"))
     path.chmod(0o755)
     for script in IN_NODE.glob("*.py"):
         shutil.copy(script, path / script.name)
+    if os.geteuid() == 0:
+        for item in [path, *path.iterdir()]:
+            os.chown(item, 1000, 100)
     try:
         yield path
     finally:
