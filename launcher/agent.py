@@ -5,8 +5,9 @@ Standard library and Ray only, so any stock rayproject/ray image runs it as deli
 launcher copies this file into the run directory). Rendezvous is through the run directory on the
 shared file system; no MPI is needed.
 
-  head (rank 0):   start Ray's head, publish head.json, wait for every node, run the driver,
-                   write exit_code and timing.json, stop every node, harvest logs.
+  head (rank 0):   start Ray's head, publish head.json, wait for every node, run the driver
+                   (or, with no driver, publish connect.txt and keep the cluster up until a
+                   stop), write exit_code and timing.json, stop every node, harvest logs.
   worker (rank>0): wait for head.json, join, follow the head; stop on the stop file, on
                    SIGTERM/SIGINT, or when the head is gone.
 
@@ -70,6 +71,7 @@ class RunPaths:
       job_id (batch; job.out is the scheduler's)
     head agent:
       head.json (address, once), status.json (join progress, lost nodes), driver.log,
+      connect.txt (interactive clusters: how to connect, once every node joined),
       timing.json, error, exit_code (last: its presence means the run is over)
     each node's agent:
       nodes/<node>.json (its state), logs/<node>/ (agent.log, harvested Ray logs)
@@ -93,6 +95,7 @@ class RunPaths:
         self.head = self.dir / "head.json"
         self.status = self.dir / "status.json"
         self.driver_log = self.dir / "driver.log"
+        self.connect = self.dir / "connect.txt"
         self.timing = self.dir / "timing.json"
         self.error = self.dir / "error"
         self.exit_code = self.dir / "exit_code"
@@ -212,7 +215,7 @@ def ray_start_args(spec: dict, ip: str, head_address: str | None,
     if head_address is None:
         args += ["--head", f"--port={ports['gcs']}",
                  f"--ray-client-server-port={ports['client']}",
-                 f"--dashboard-host={spec['dashboard_host']}",
+                 f"--dashboard-host={spec['dashboard_host'] or ip}",
                  f"--dashboard-port={ports['dashboard']}"]
     else:
         args.append(f"--address={head_address}")
@@ -343,6 +346,43 @@ def first_few(items: list[str], rest_hint: str, shown: int = 5) -> str:
 def lost_nodes(joined_ips: dict[str, str], alive_ips: set[str]) -> list[str]:
     """Names of nodes that were in the cluster (ip -> name) and are no longer alive in it."""
     return sorted(name for ip, name in joined_ips.items() if ip not in alive_ips)
+
+
+# ---------------------------------------------------------------------------------------------
+# Interactive clusters (no driver): how to reach one, as connect.txt says it
+
+DASHBOARD_LOCAL_PORT = 8265  # the laptop's end of the SSH tunnel (Ray's usual dashboard port)
+
+
+def dashboard_url(spec: dict, head_ip: str) -> str:
+    """Where the user reaches the dashboard: its published port on this host (local site), else
+    the address it binds on the head (the cluster network)."""
+    if spec.get("published_dashboard"):
+        return f"http://127.0.0.1:{spec['published_dashboard']}"
+    host = spec["dashboard_host"] or head_ip
+    host = head_ip if host == "0.0.0.0" else host
+    return f"http://{host}:{spec['ports']['dashboard']}"
+
+
+def connect_text(spec: dict, head_ip: str, token_path: str) -> str:
+    """connect.txt: comments and `export` lines, so that `. connect.txt` works in a shell."""
+    address = f"{head_ip}:{spec['ports']['gcs']}"
+    url = dashboard_url(spec, head_ip)
+    lines = [
+        f"# rayhpc run {spec['run_id']}: {spec['nodes']} nodes up; stop it with "
+        f"`invoke down --run {spec['run_id']}`",
+        f"# Python: with the RAY_AUTH_* lines below exported, ray.init(\"{address}\")",
+        "# Jobs: `invoke submit --run ID -- CMD`, or `ray job submit` with these lines:",
+        f"export RAY_ADDRESS={url}",
+        "export RAY_AUTH_MODE=token",
+        f"export RAY_AUTH_TOKEN_PATH={token_path}",
+        f"# dashboard: {url} (it asks for the token: the content of {token_path})",
+    ]
+    if not spec.get("published_dashboard"):
+        login = spec.get("login") or "<you>@<login node>"
+        lines.append(f"# from your laptop: ssh -N -L {DASHBOARD_LOCAL_PORT}:{url.split('//')[1]} "
+                     f"{login}   then open http://localhost:{DASHBOARD_LOCAL_PORT}")
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,7 +597,9 @@ class Head(Agent):
             self.check_temp_dir()
             address = self.start_head()
             if self.wait_for_nodes(address) and not self.stop_requested():
-                code = self.run_driver(address)
+                # No driver: an interactive cluster, up until a stop (see serve).
+                interactive = self.spec["driver"] is None
+                code = self.serve() if interactive else self.run_driver(address)
             else:
                 code = 128 + (self.signalled or signal.SIGTERM)
                 error = "stopped before the driver ran (walltime warning, cancel or Ctrl-C)"
@@ -629,15 +671,17 @@ class Head(Agent):
     def node_records(self) -> dict[str, dict]:
         return {p.stem: read_json(p) or {} for p in self.paths.nodes.glob("*.json")}
 
-    def watch_nodes(self) -> None:
-        """While the driver runs: notice workers that leave the cluster (a killed container, a
-        dead host) and say which, so that the summary can name them."""
+    def watch_nodes(self, running=None) -> None:
+        """While the driver runs (or ``running()`` is true): notice workers that leave the
+        cluster (a killed container, a dead host) and say which, so that the summary can name
+        them."""
+        running = running or (lambda: self.driver is not None and self.driver.poll() is None)
         names = {rec.get("ip"): name for name, rec in self.node_records().items()
                  if rec.get("ip") and name != self.node}
         joined = {n["NodeManagerAddress"]: names.get(n["NodeManagerAddress"],
                                                      n["NodeManagerAddress"])
                   for n in self.alive_nodes() if n["NodeManagerAddress"] != self.ip}
-        while self.driver and self.driver.poll() is None:
+        while running():
             try:
                 alive = self.alive_nodes()
             except Exception as exc:  # noqa: BLE001 (the GCS is the head's own: keep watching)
@@ -705,6 +749,19 @@ class Head(Agent):
         code = 128 - code if code < 0 else code  # killed by signal N -> 128+N, as shells do
         self.say(f"driver exited with {code}")
         return code
+
+    def serve(self) -> int:
+        """Interactive (no driver): say how to connect (connect.txt), then keep the cluster up
+        until a stop comes (`invoke down`, the walltime warning, a cancel, Ctrl-C). Ray jobs
+        come and go meanwhile; the exit code is that of the stop (143, or 128 + the signal)."""
+        self.timing["t_driver_start"] = time.time()
+        atomic_write(self.paths.connect,
+                     connect_text(self.spec, self.ip, str(self.paths.auth_token)))
+        self.say(f"cluster up, interactive: {self.paths.connect}")
+        self.watch_nodes(running=lambda: not self.stop_requested())
+        self.timing["t_driver_end"] = time.time()
+        self.say("stop requested: stopping the cluster")
+        return 128 + (self.signalled or signal.SIGTERM)
 
     def stop_leftovers(self, session: int) -> None:
         """Stop what the driver left running in its session (`cmd &`): TERM, then KILL."""

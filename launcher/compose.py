@@ -44,8 +44,10 @@ def render_compose(spec: LaunchSpec, user: str = IMAGE_USER_UID,
             "stop_grace_period": f"{spec.stop_timeout}s",
         }
         if role == "head":
-            # Dashboard reachable from this host only, on a port the engine picks (no clashes).
-            service["ports"] = [f"127.0.0.1::{spec.ports['dashboard']}"]
+            # Dashboard reachable from this host only, on the port picked when the run was
+            # prepared (a free one; connect.txt names it), else on one the engine picks.
+            host_port = spec.published_dashboard or ""
+            service["ports"] = [f"127.0.0.1:{host_port}:{spec.ports['dashboard']}"]
         services[node] = service
     document = {
         "services": services,

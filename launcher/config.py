@@ -15,7 +15,6 @@ from launcher import SITES_DIR
 from launcher.backends import Backend, backend_for
 
 ENV_PREFIX = "RAYHPC_"
-DEFAULT_DRIVER = "python examples/hello_nodes.py --ray-address={address}"
 GPUS = ("", "nvidia", "amd")
 _SIZE_RE = re.compile(r"^\d+(\.\d+)?\s*([kmgt]i?b?|b)?$", re.I)
 
@@ -65,9 +64,9 @@ SETTINGS: dict[str, Setting] = {
                      "allocation's inside one, else 3)"),
     "shared": Setting(_text, "./shared", "directory mounted on every node; the run dir goes in "
                       "<shared>/runs/ (default: ./shared)"),
-    "driver": Setting(_text, DEFAULT_DRIVER, "command run on the head in the shared dir; "
-                      "{address} becomes the head's ip:port and RAY_ADDRESS is set (default: "
-                      "the hello_nodes example)"),
+    "driver": Setting(_text, None, "command run on the head in the shared dir; {address} "
+                      "becomes the head's ip:port and RAY_ADDRESS is set (default: none, an "
+                      "interactive cluster that stays up; see --interactive)"),
     "image": Setting(_text, None, "container image: a tag on the local site (default: the ray "
                      "recipe's cpu image, built on first use), a SIF path for Apptainer sites"),
     "join_timeout": Setting(_positive_int, 180, "seconds to wait for every node to join "
@@ -76,7 +75,8 @@ SETTINGS: dict[str, Setting] = {
     "shm_size": Setting(_size, "2g", "shared memory per node, bounds Ray's object store "
                         "(default: 2g)"),
     "object_store_memory": Setting(_positive_int, None, "object store bytes per node"),
-    "dashboard_host": Setting(_text, "127.0.0.1", "address Ray's dashboard binds to"),
+    "dashboard_host": Setting(_text, None, "address Ray's dashboard binds to (default: the "
+                              "head's cluster address; token-protected)"),
     "interface": Setting(_text, None, "network interface whose address Ray uses"),
     "temp_dir": Setting(_text, None, "node-local Ray temp dir (short: AF_UNIX limit)"),
     "num_cpus": Setting(_positive_int, None, "CPUs Ray may use per node (default: all it sees)"),

@@ -63,8 +63,24 @@ class Scheduler:
     def parse_job_id(self, output: str) -> str:
         return output.strip().splitlines()[-1].strip() if output.strip() else ""
 
-    def job_active_command(self, job_id: str) -> list[str]:
-        """A command whose output is empty once the job has left the queue."""
+    # The job's state: `state_command`'s output, read by `parse_state` (the scheduler's own
+    # word, e.g. RUNNING, R, RUN, running; "" once the job left the queue or finished).
+    running_states: tuple[str, ...] = ()  # the job script runs: it can be signalled
+    finished_states: tuple[str, ...] = ()  # still listed a while, but over
+
+    def state_command(self, job_id: str) -> list[str]:
+        raise NotImplementedError
+
+    def parse_state(self, output: str) -> str:
+        """The last line's last word (one job asked about, one line of state)."""
+        lines = [line.split() for line in output.strip().splitlines() if line.strip()]
+        state = lines[-1][-1] if lines and lines[-1] else ""
+        return "" if state in self.finished_states else state
+
+    def cancel_command(self, job_id: str, running: bool) -> list[str]:
+        """Stop the job the clean way: while it runs, SIGTERM to its job script alone (its trap
+        asks the agents to stop and keep the logs, as on the walltime warning); a job still in
+        the queue is removed."""
         raise NotImplementedError
 
     def in_allocation(self, environ: Mapping[str, str]) -> bool:

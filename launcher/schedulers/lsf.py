@@ -35,8 +35,21 @@ class LSF(Scheduler):
         start, end = output.find("<"), output.find(">")
         return output[start + 1:end] if 0 <= start < end else ""
 
-    def job_active_command(self, job_id: str) -> list[str]:
+    running_states = ("RUN",)
+    finished_states = ("DONE", "EXIT")
+
+    def state_command(self, job_id: str) -> list[str]:
         return ["bjobs", "-noheader", "-o", "stat", job_id]
+
+    def cancel_command(self, job_id: str, running: bool) -> list[str]:
+        # bkill(1): "-s signal_value | signal_name: Sends the specified signal to specified
+        # jobs"; without -s it sends SIGINT and SIGTERM, then SIGKILL after
+        # JOB_TERMINATE_INTERVAL; "You cannot send arbitrary signals to a pending job ...
+        # LSF does allow you to kill ... pending jobs" (IBM Spectrum LSF 10.1 command
+        # reference, https://www.ibm.com/docs/en/SSWRJV_10.1.0/lsf_command_ref/bkill.1.html).
+        if running:
+            return ["bkill", "-s", "TERM", job_id]
+        return ["bkill", job_id]
 
     def allocated_nodes(self, environ: Mapping[str, str]) -> int | None:
         # LSB_MCPU_HOSTS: "launch 1 node1 42 node2 42": compute hosts after the launch node.
