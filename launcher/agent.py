@@ -357,28 +357,38 @@ DASHBOARD_LOCAL_PORT = 8265  # the laptop's end of the SSH tunnel (Ray's usual d
 def dashboard_url(spec: dict, head_ip: str) -> str:
     """Where the user reaches the dashboard: its published port on this host (local site), else
     the address it binds on the head (the cluster network)."""
-    if spec.get("published_dashboard"):
-        return f"http://127.0.0.1:{spec['published_dashboard']}"
+    published = spec.get("published") or {}
+    if published.get("dashboard"):
+        return f"http://127.0.0.1:{published['dashboard']}"
     host = spec["dashboard_host"] or head_ip
     host = head_ip if host == "0.0.0.0" else host
     return f"http://{host}:{spec['ports']['dashboard']}"
 
 
+def client_address(spec: dict, head_ip: str) -> str:
+    """Ray Client's address (`ray.init("ray://...")` from outside the cluster)."""
+    published = spec.get("published") or {}
+    if published.get("client"):
+        return f"ray://127.0.0.1:{published['client']}"
+    return f"ray://{head_ip}:{spec['ports']['client']}"
+
+
 def connect_text(spec: dict, head_ip: str, token_path: str) -> str:
     """connect.txt: comments and `export` lines, so that `. connect.txt` works in a shell."""
-    address = f"{head_ip}:{spec['ports']['gcs']}"
     url = dashboard_url(spec, head_ip)
     lines = [
         f"# rayhpc run {spec['run_id']}: {spec['nodes']} nodes up; stop it with "
         f"`invoke down --run {spec['run_id']}`",
-        f"# Python: with the RAY_AUTH_* lines below exported, ray.init(\"{address}\")",
-        "# Jobs: `invoke submit --run ID -- CMD`, or `ray job submit` with these lines:",
+        "# Python (Ray and Python as in the image), with the RAY_AUTH_* lines below exported:",
+        f"#   ray.init(\"{client_address(spec, head_ip)}\")   (inside a Ray job: ray.init())",
+        f"# Jobs: `invoke submit --run {spec['run_id']} -- CMD`, or `ray job submit -- CMD` "
+        "with these lines:",
         f"export RAY_ADDRESS={url}",
         "export RAY_AUTH_MODE=token",
         f"export RAY_AUTH_TOKEN_PATH={token_path}",
         f"# dashboard: {url} (it asks for the token: the content of {token_path})",
     ]
-    if not spec.get("published_dashboard"):
+    if not (spec.get("published") or {}).get("dashboard"):
         login = spec.get("login") or "<you>@<login node>"
         lines.append(f"# from your laptop: ssh -N -L {DASHBOARD_LOCAL_PORT}:{url.split('//')[1]} "
                      f"{login}   then open http://localhost:{DASHBOARD_LOCAL_PORT}")

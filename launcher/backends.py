@@ -131,7 +131,7 @@ class LocalBackend(Backend):
     def run_facts(self, spec: LaunchSpec) -> dict:
         from launcher.local import free_local_port
 
-        return {"published_dashboard": free_local_port()}
+        return {"published": {"dashboard": free_local_port(), "client": free_local_port()}}
 
     def run(self, spec: LaunchSpec, site: Site, wait: bool = False, detach: bool = False) -> int:
         from containers.engine import connect

@@ -136,7 +136,8 @@ class JobsClient:
         query = urllib.parse.urlencode({"node_ip": node_ip})
         answer = self.json("GET", f"/api/v0/logs?{query}")
         groups = (answer.get("data") or {}).get("result") or {}
-        return sorted({name for names in groups.values() for name in names})
+        return sorted({name for names in groups.values() for name in names
+                       if not name.endswith("/")})
 
 
 def zip_dir(directory: Path) -> bytes:
@@ -186,7 +187,9 @@ def follow_job(client: JobsClient, job_id: str, write: Callable[[str], None],
             if logs and not logs.endswith("\n"):
                 write("\n")
             code = 128 + signals[0] if signals else exit_code_of(info)
-            return JobResult(job_id, info["status"], code, info.get("message") or "")
+            # Ray's message repeats the logs after its first line: keep that line.
+            message = (info.get("message") or "").strip().split("\n")[0]
+            return JobResult(job_id, info["status"], code, message.rstrip(":, "))
         time.sleep(POLL_S)
 
 

@@ -326,7 +326,8 @@ def _file(run: Run, path: Path, write, follow: bool, signals) -> int:
 def _harvested_job_logs(run: Run) -> dict[str, Path]:
     """Job id -> the job's output kept with the head's Ray logs (once the run ended)."""
     found = run.paths.node_logs(run.head_node).glob("job-driver-*.log")
-    return {p.name[len("job-driver-"):-len(".log")]: p for p in sorted(found)}
+    return {p.name[len("job-driver-"):-len(".log")]: p
+            for p in sorted(found, key=lambda p: p.stat().st_mtime)}
 
 
 def _job_logs(run: Run, job: str, write, follow: bool, signals) -> int:
@@ -392,5 +393,7 @@ def _ray_log(run: Run, node: str, record: dict, file: str, write, follow: bool,
             write(text[printed:])
             printed = len(text)
         if not follow or signals or not run.up:
+            if text and not text.endswith("\n"):
+                write("\n")
             return 0
         time.sleep(1.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 import zlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,8 @@ class LaunchSpec:
     ports: dict[str, int]
     node_names: list[str]  # known before the start on the local site; [] on batch sites
     # Set when the run is prepared (not by resolve_spec, which is pure):
-    published_dashboard: int | None = None  # the dashboard's port on 127.0.0.1 (local site)
+    # Ports published on 127.0.0.1 (local site): {"dashboard": port, "client": port}.
+    published: dict[str, int] = field(default_factory=dict)
     login: str = ""  # user@host that submitted a batch job (for the SSH tunnel to the head)
 
     @property
