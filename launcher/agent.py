@@ -770,7 +770,11 @@ class Head(Agent):
         self.say(f"cluster up, interactive: {self.paths.connect}")
         self.watch_nodes(running=lambda: not self.stop_requested())
         self.timing["t_driver_end"] = time.time()
-        self.say("stop requested: stopping the cluster")
+        who = signal.Signals(self.signalled).name if self.signalled else "the stop file"
+        if not self.signalled:
+            with contextlib.suppress(OSError):
+                who = self.paths.stop.read_text().strip() or who
+        self.note(f"stopping the cluster ({who})")
         return 128 + (self.signalled or signal.SIGTERM)
 
     def stop_leftovers(self, session: int) -> None:

@@ -10,7 +10,7 @@ outside a backend, a scheduler or a runtime module compares their names.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from common.errors import UserError
 from launcher.runtimes import RUNTIMES, runtime
@@ -64,7 +64,8 @@ class Backend:
         """What the run's spec gets once it is prepared, known only on this machine now."""
         return {}
 
-    def run(self, spec: LaunchSpec, site: Site, wait: bool = False, detach: bool = False) -> int:
+    def run(self, spec: LaunchSpec, site: Site, wait: bool = False, detach: bool = False,
+            out: TextIO | None = None) -> int:
         raise NotImplementedError
 
     # -- runs already launched (`invoke status`, `down`, `submit`, `logs`; `launcher.runs`)
@@ -133,11 +134,12 @@ class LocalBackend(Backend):
 
         return {"published": {"dashboard": free_local_port(), "client": free_local_port()}}
 
-    def run(self, spec: LaunchSpec, site: Site, wait: bool = False, detach: bool = False) -> int:
+    def run(self, spec: LaunchSpec, site: Site, wait: bool = False, detach: bool = False,
+            out: TextIO | None = None) -> int:
         from containers.engine import connect
         from launcher.local import LocalLaunch
 
-        return LocalLaunch(spec, connect(), site.option("environment")).run(detach=detach)
+        return LocalLaunch(spec, connect(), site.option("environment"), out).run(detach=detach)
 
     def describe(self, run: Run) -> list[str]:
         from launcher.local import container_states
@@ -201,10 +203,11 @@ class BatchBackend(Backend):
 
         return {"login": login_name()}
 
-    def run(self, spec: LaunchSpec, site: Site, wait: bool = False, detach: bool = False) -> int:
+    def run(self, spec: LaunchSpec, site: Site, wait: bool = False, detach: bool = False,
+            out: TextIO | None = None) -> int:
         from launcher.batch import BatchLaunch
 
-        return BatchLaunch(spec, site).run(wait=wait)
+        return BatchLaunch(spec, site, out).run(wait=wait)
 
     def describe(self, run: Run) -> list[str]:
         from launcher.batch import describe_job

@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from common.errors import UserError
 from launcher.agent import AF_UNIX_MAX, temp_dir_fits
@@ -90,11 +90,13 @@ def launch(site_name: str, cli: dict[str, Any], dry_run: bool = False, wait: boo
 
 
 def start(site_name: str, cli: dict[str, Any], dry_run: bool = False, wait: bool = False,
-          interactive: bool = False, detach: bool = False) -> tuple[int, LaunchSpec | None]:
+          interactive: bool = False, detach: bool = False, up: bool = False,
+          out: TextIO | None = None) -> tuple[int, LaunchSpec | None]:
     """Launch; the exit code and the spec of the run (None: nothing was launched).
 
     ``detach`` (an interactive cluster on the local site) and ``wait`` (on an HPC site) return
-    once every node joined, with exit code 0 and the cluster up."""
+    once every node joined, with exit code 0 and the cluster up; ``up`` does what either does
+    on its site (the Python `Cluster`). ``out``: where progress goes (default: stdout)."""
     site = load_site(site_name)
     backend = site.backend
     spec = resolve_spec(site, cli, os.environ, now=time.time(), interactive=interactive)
@@ -103,4 +105,4 @@ def start(site_name: str, cli: dict[str, Any], dry_run: bool = False, wait: bool
         print(backend.dry_run(spec, site), end="")
         return 0, None
     spec = prepare(spec, site)
-    return backend.run(spec, site, wait=wait, detach=detach), spec
+    return backend.run(spec, site, wait=wait or up, detach=detach or up, out=out), spec
