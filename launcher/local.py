@@ -76,7 +76,10 @@ def container_states(spec: LaunchSpec) -> dict[str, str]:
     from containers.engine import connect
 
     found = connect().containers(all=True, filters={"label": f"{RUN_LABEL}={spec.run_id}"})
-    return {c["Labels"].get("org.rayhpc.node", c["Names"][0]): c["State"] for c in found}
+    states = {c["Labels"].get("org.rayhpc.node", c["Names"][0]): c["State"] for c in found}
+    order = {node: i for i, node in enumerate(spec.node_names)}
+    return dict(sorted(states.items(), key=lambda item: (order.get(item[0], len(order)),
+                                                         item[0])))
 
 
 def stop_run(spec: LaunchSpec, say: Callable[[str], None]) -> None:
