@@ -6,12 +6,13 @@ from __future__ import annotations
 import contextlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-
-import docker
-import docker.errors
+from typing import TYPE_CHECKING
 
 from common.errors import UserError
 from launcher.compose import NODE_LABEL, RUN_LABEL
+
+if TYPE_CHECKING:  # docker-py is needed only where there is an engine (not on a login node)
+    import docker
 
 
 @dataclass
@@ -30,11 +31,11 @@ def engine_runs(api: docker.APIClient | None = None) -> dict[str, RunState]:
     """`runs` of this machine's engine; none where no engine answers (e.g. an HPC login
     node)."""
     if api is None:
-        from containers.engine import connect
-
         try:
+            from containers.engine import connect
+
             api = connect()
-        except UserError:
+        except (ImportError, UserError):
             return {}
     return runs(api)
 
@@ -57,6 +58,8 @@ def runs(api: docker.APIClient) -> dict[str, RunState]:
 
 def remove_run(api: docker.APIClient | None, run_id: str) -> tuple[int, int]:
     """Remove the run's containers (force) and networks; return how many of each."""
+    import docker.errors
+
     if api is None:
         from containers.engine import connect
 
