@@ -104,12 +104,14 @@ class BatchLaunch:
         job_id = self._submit()
         self.watcher.say(f"submitted job {job_id} to {self.scheduler.name}; run dir "
                          f"{self.paths.dir}")
-        self.watcher.say(f"job output: {self.paths.job_output}; driver output: "
-                         f"{self.paths.driver_log}")
+        if self.spec.interactive:
+            self.watcher.say(f"job output: {self.paths.job_output}; how to connect: "
+                             f"{self.paths.connect} (once every node joined; `invoke status "
+                             f"--run {self.spec.run_id}`)")
+        else:
+            self.watcher.say(f"job output: {self.paths.job_output}; driver output: "
+                             f"{self.paths.driver_log}")
         if not wait:
-            if self.spec.interactive:
-                self.watcher.say(f"once it runs, {self.paths.connect} says how to connect; "
-                                 f"`invoke status --run {self.spec.run_id}` shows it")
             return 0
         # An interactive cluster: --wait returns once it is up; a driver run: at its end.
         code = self.watcher.follow(Submitted(self.scheduler, job_id, self.watcher),
