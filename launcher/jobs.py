@@ -187,8 +187,10 @@ def follow_job(client: JobsClient, job_id: str, write: Callable[[str], None],
             if logs and not logs.endswith("\n"):
                 write("\n")
             code = 128 + signals[0] if signals else exit_code_of(info)
+            # Why it failed, where its driver's exit code does not say (e.g. its runtime env);
             # Ray's message repeats the logs after its first line: keep that line.
-            message = (info.get("message") or "").strip().split("\n")[0]
+            message = "" if isinstance(info.get("driver_exit_code"), int) else \
+                (info.get("message") or "").strip().split("\n")[0]
             return JobResult(job_id, info["status"], code, message.rstrip(":, "))
         time.sleep(POLL_S)
 

@@ -253,8 +253,11 @@ def test_follow_job_prints_the_output_once_and_returns_the_drivers_code(monkeypa
     out = []
     result = follow_job(FakeJobs("FAILED", 5), "raysubmit_x", out.append)
     assert "".join(out) == "line 1\nline 2\n"
-    assert (result.status, result.exit_code) == ("FAILED", 5)
-    assert result.message == "Job entrypoint command failed with exit code 5, last available logs"
+    assert (result.status, result.exit_code, result.message) == ("FAILED", 5, "")
+    # Without a driver's exit code, Ray's message says why (its first line).
+    result = follow_job(FakeJobs("FAILED", None), "raysubmit_x", out.append)
+    assert (result.exit_code, result.message) == (
+        1, "Job entrypoint command failed with exit code 5, last available logs")
 
 
 def test_a_signal_stops_the_job_and_its_code_is_128_plus_n(monkeypatch):
