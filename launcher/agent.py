@@ -765,6 +765,7 @@ class Head(Agent):
         until a stop comes (`invoke down`, the walltime warning, a cancel, Ctrl-C). Ray jobs
         come and go meanwhile; the exit code is that of the stop (143, or 128 + the signal)."""
         self.timing["t_driver_start"] = time.time()
+        self.prepare_stop()
         atomic_write(self.paths.connect,
                      connect_text(self.spec, self.ip, str(self.paths.auth_token)))
         self.say(f"cluster up, interactive: {self.paths.connect}")
