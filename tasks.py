@@ -160,8 +160,10 @@ LAUNCH_FLAGS = ("nodes", "driver", "shared", "image", "join_timeout", "shm_size"
 def launch(c, site="local", nodes=None, driver=None, shared=None, image=None, join_timeout=None,
            shm_size=None, num_cpus=None, walltime=None, queue=None, account=None,
            dry_run=False, wait=False, interactive=False, detach=False):
-    """Run a Ray cluster (1 head + N-1 workers) in containers: with a driver, run it and tear
-    down; without one (--interactive), keep the cluster up for Ray jobs.
+    """Run a Ray cluster in containers: the driver, then teardown; no driver: keep it up.
+
+    1 head + N-1 workers. With a driver, run it and tear down; without one (--interactive),
+    keep the cluster up for Ray jobs (`invoke submit`).
 
     Settings come from the flags, else RAYHPC_<SETTING> variables, else the site file, else
     defaults. On the local site it exits with the driver's exit code (interactive: it stays in
@@ -220,8 +222,11 @@ def submit(c, run=None, working_dir=None, site="local", shared=None):
 })
 @user_errors
 def logs(c, run=None, node=None, file=None, job=None, follow=False, site="local", shared=None):
-    """Print a run's output: the driver's (an interactive cluster: each Ray job's), a node's
-    agent log (--node), or a node's Ray log (--node N --file F); local and batch runs alike."""
+    """Print a run's output, a node's agent log, or one of a node's Ray logs.
+
+    The driver's output (an interactive cluster: each Ray job's), a node's agent log (--node),
+    or a node's Ray log (--node N --file F); local and batch runs alike, finished ones too.
+    """
     from launcher.runs import logs as run_logs
     from launcher.watch import noting_signals
 
@@ -240,9 +245,12 @@ def logs(c, run=None, node=None, file=None, job=None, follow=False, site="local"
 })
 @user_errors
 def down(c, run=None, site="local", shared=None):
-    """Stop a run cleanly and wait until every node stopped (batch: the scheduler's clean
-    cancel, e.g. `scancel --batch --signal=TERM`); without --run, remove the containers and
-    networks that local launches left behind."""
+    """Stop a run cleanly and wait until every node stopped (or remove leftovers).
+
+    Batch runs: the scheduler's clean cancel, e.g. `scancel --batch --signal=TERM`. Without
+    --run: remove the containers and networks that local launches left behind (forcibly,
+    running ones too).
+    """
     from launcher.manage import engine_runs, remove_run
     from launcher.runs import Run, shared_dir
     from launcher.runs import down as stop_run
@@ -285,8 +293,11 @@ def down(c, run=None, site="local", shared=None):
 })
 @user_errors
 def status(c, run=None, site="local", shared=None):
-    """Show the runs that have not finished: phase, nodes joined and lost, uptime, the batch
-    job's state and time left, the local containers; and containers that runs left here."""
+    """Show the runs that have not finished, and what runs left on this engine.
+
+    Each run: phase, nodes joined and lost, uptime; a batch job's state and time left; the
+    local containers' states.
+    """
     from launcher.manage import engine_runs
     from launcher.runs import Run, all_runs, find_run, shared_dir, status_line
 
