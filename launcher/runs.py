@@ -202,6 +202,10 @@ def down(run: Run, say: Say, timeout: float | None = None) -> int:
         if time.monotonic() > next_check:
             next_check = time.monotonic() + STATE_CHECK_S
             if backend.running(run) is False and run.exit_code is None:
+                if not run.head:  # removed from the queue before its nodes started
+                    say(f"run {run.run_id} stopped before its cluster started")
+                    backend.cleanup(run, say)
+                    return 0
                 say(f"run {run.run_id} ended without an exit code; see {run.paths.dir}")
                 backend.cleanup(run, say)
                 return 1

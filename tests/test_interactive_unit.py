@@ -341,3 +341,28 @@ def test_status_line_of_a_run_not_up_yet(tmp_path):
     assert line.endswith("launched inside an allocation")
     with pytest.raises(UserError, match=r"is not up yet \(1/2 nodes joined\)"):
         run.require_up()
+
+
+def test_down_of_a_job_still_in_the_queue_removes_it(tmp_path, monkeypatch):
+    run = batch_run(tmp_path, "slurm", up=False)
+    run.paths.head.unlink()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    # squeue: PENDING until scancel removed it (then nothing); scancel: records only.
+    (bin_dir / "squeue").write_text(f"""#!/bin/sh
+[ -e {tmp_path}/cancelled ] && exit 0
+echo PENDING
+""")
+    (bin_dir / "scancel").write_text(f"""#!/bin/sh
+echo "scancel $*" >> {log}
+touch {tmp_path}/cancelled
+""")
+    for name in ("squeue", "scancel"):
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr("launcher.runs.STATE_CHECK_S", 0.1)
+    said = []
+    assert down(run, said.append) == 0
+    assert log.read_text() == "scancel 42\n"
+    assert said[-1] == f"run {run.run_id} stopped before its cluster started"
