@@ -366,3 +366,32 @@ touch {tmp_path}/cancelled
     assert down(run, said.append) == 0
     assert log.read_text() == "scancel 42\n"
     assert said[-1] == f"run {run.run_id} stopped before its cluster started"
+
+
+def test_logs_of_a_batch_run_from_the_run_directory(tmp_path):
+    """Driver output and agent logs come from the run directory (the shared file system): the
+    login node needs no access to the nodes."""
+    from launcher.runs import logs
+
+    spec = make_spec("slurm", shared=str(tmp_path / "shared"), image="/x.sif", nodes=2,
+                     driver="python d.py")
+    prepare_run_dir(spec)
+    run = Run.load(spec.run_dir)
+    run.paths.driver_log.write_text("first\nsecond\n")
+    agent.write_json(run.paths.node_record("node2"), {"state": "stopped"})
+    (run.paths.node_logs("node2")).mkdir(parents=True)
+    (run.paths.node_logs("node2") / "agent.log").write_text("[rayhpc node2] joining\n")
+    (run.paths.node_logs("node2") / "raylet.out").write_text("raylet says\n")
+    run.paths.exit_code.write_text("0\n")
+    out = []
+    assert logs(run, out.append, follow=True) == 0  # finished: no waiting
+    assert "".join(out) == "first\nsecond\n"
+    out.clear()
+    logs(run, out.append, node="node2")
+    assert "".join(out) == "[rayhpc node2] joining\n"
+    out.clear()
+    logs(run, out.append, node="node2", file="raylet.out")
+    assert "".join(out) == "raylet says\n"
+    with pytest.raises(UserError, match=r"--file: no 'gcs.out' among the logs kept of node2 "
+                                        r"\(there: agent.log, raylet.out\)"):
+        logs(run, out.append, node="node2", file="gcs.out")
