@@ -12,7 +12,9 @@ from launcher.config import SETTINGS
 
 
 def user_errors(func):
-    """Print a UserError as one line (no traceback) and exit 2."""
+    """Print a UserError as one line (no traceback) and exit 2; a cluster that does not answer
+    as it should (ClusterError) as one line too, exit 1."""
+    from launcher.jobs import ClusterError
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -21,8 +23,43 @@ def user_errors(func):
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise Exit(code=2) from None
+        except ClusterError as exc:
+            print(f"rayhpc: error: {exc}", file=sys.stderr)
+            raise Exit(code=1) from None
 
     return wrapper
+
+
+def say(text: str) -> None:
+    print(f"rayhpc: {text}", flush=True)
+
+
+def write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+RUN_HELP = {
+    "run": "the run id (`invoke launch` prints it; its directory is <shared>/runs/ID)",
+    "site": "site profile whose shared dir holds the run (default: local)",
+    "shared": "the shared dir the run was launched with (default: $RAYHPC_SHARED, else the "
+              "site's, else ./shared)",
+}
+
+
+def find(run: str | None, site: str, shared: str | None):
+    from launcher.runs import find_run, shared_dir
+
+    if not run:
+        raise UserError("--run: give the run id (`invoke status` lists the runs)")
+    return find_run(run, shared_dir(site, shared))
+
+
+def command_after_dashes() -> list[str]:
+    """The words after a standalone `--`, as given (invoke's own remainder loses quoting)."""
+    if "--" not in sys.argv:
+        return []
+    return sys.argv[sys.argv.index("--") + 1:]
 
 
 @task(auto_shortflags=False, help={
@@ -111,63 +148,180 @@ LAUNCH_FLAGS = ("nodes", "driver", "shared", "image", "join_timeout", "shm_size"
     "site": "site profile name (see `invoke sites`) or path to a site YAML file (default: local)",
     **{flag: SETTINGS[flag].help for flag in LAUNCH_FLAGS},
     "dry_run": "print the job script; submit nothing (HPC sites)",
-    "wait": "after submitting, follow the job to its end and exit with the driver's code",
+    "wait": "after submitting, follow the job: to its end with a driver (exit code: the "
+            "driver's), until the cluster is up without one (HPC sites)",
+    "interactive": "no driver: keep the cluster up for Ray jobs (`invoke submit`) until "
+                   "`invoke down`, the walltime or Ctrl-C (also what a launch without any "
+                   "driver does)",
+    "detach": "interactive, local site: return once the cluster is up and leave it running "
+              "(`invoke down --run ID` stops it)",
 })
 @user_errors
 def launch(c, site="local", nodes=None, driver=None, shared=None, image=None, join_timeout=None,
            shm_size=None, num_cpus=None, num_gpus=None, walltime=None, queue=None, account=None,
-           dry_run=False, wait=False):
-    """Run a Ray cluster (1 head + N-1 workers) in containers, run the driver, tear down.
+           dry_run=False, wait=False, interactive=False, detach=False):
+    """Run a Ray cluster in containers: the driver, then teardown; no driver: keep it up.
+
+    1 head + N-1 workers. With a driver, run it and tear down; without one (--interactive),
+    keep the cluster up for Ray jobs (`invoke submit`).
 
     Settings come from the flags, else RAYHPC_<SETTING> variables, else the site file, else
-    defaults. On the local site it exits with the driver's exit code. On an HPC site it writes
+    defaults. On the local site it exits with the driver's exit code (interactive: it stays in
+    the foreground until Ctrl-C or `invoke down`, unless --detach). On an HPC site it writes
     the job script into the run directory and submits it (inside an allocation: runs it).
     """
     from launcher.launch import launch as run_launch
 
     values = locals()
     cli = {flag: values[flag] for flag in LAUNCH_FLAGS}
-    code = run_launch(site, cli, dry_run=dry_run, wait=wait)
+    code = run_launch(site, cli, dry_run=dry_run, wait=wait, interactive=interactive,
+                      detach=detach)
     if code:
         raise Exit(code=code)
 
 
-@task(auto_shortflags=False,
-      help={"run": "run id to remove (default: every run of this project on this engine)"})
+@task(auto_shortflags=False, help={
+    **RUN_HELP,
+    "working_dir": "the job's working directory on every node: one in the shared dir is used "
+                   "in place; elsewhere it is sent along (local site only) (default: the "
+                   "shared dir)",
+})
 @user_errors
-def down(c, run=None):
-    """Remove the containers and networks that launches left behind."""
-    from containers.engine import connect
-    from launcher.manage import remove_run, runs
+def submit(c, run=None, working_dir=None, site="local", shared=None):
+    """Submit a Ray job to an interactive cluster: `invoke submit --run ID -- CMD ARGS...`.
 
-    api = connect()
-    found = runs(api)
-    if run and run not in found:
-        raise UserError(f"--run: no containers or networks of run {run!r} here; "
-                        f"runs present: {', '.join(found) or 'none'}")
-    targets = [run] if run else list(found)
-    for run_id in targets:
-        containers, networks = remove_run(api, run_id)
-        print(f"removed run {run_id}: {containers} container(s), {networks} network(s)")
-    if not targets:
-        print("nothing to remove")
+    The command runs on the head as a Ray job (Ray's Jobs API, with the run's token); its
+    output is followed here and the exit code is the job's. Ctrl-C stops the job.
+    """
+    from launcher.runs import submit as submit_job
+    from launcher.runs import wait_for_job
+    from launcher.watch import noting_signals
+
+    command = command_after_dashes()
+    if not command:
+        raise UserError("missing command after --: `invoke submit --run ID -- python "
+                        "my_job.py ...`")
+    found = find(run, site, shared)
+    job_id = submit_job(found, command, working_dir, say)
+    with noting_signals() as signals:
+        result = wait_for_job(found, job_id, write, signals)
+    message = f": {result.message}" if result.message and result.exit_code else ""
+    say(f"job {job_id} {result.status.lower()}, exit code {result.exit_code}{message}")
+    if result.exit_code:
+        raise Exit(code=result.exit_code)
 
 
-@task(auto_shortflags=False, help={"run": "show only this run id"})
+@task(auto_shortflags=False, help={
+    **RUN_HELP,
+    "node": "a node's agent log (its name: head, worker-1, ... locally; the host name on HPC "
+            "sites; `invoke status` lists them)",
+    "file": "with --node: one of the node's Ray log files instead (raylet.out, "
+            "gcs_server.out, ...)",
+    "job": "one Ray job's output (its id: raysubmit_...)",
+    "follow": "keep printing what is added, until the run (or the job) ends",
+})
 @user_errors
-def status(c, run=None):
-    """Show the runs with containers on this machine and the state of their nodes."""
-    from containers.engine import connect
-    from launcher.manage import runs
+def logs(c, run=None, node=None, file=None, job=None, follow=False, site="local", shared=None):
+    """Print a run's output, a node's agent log, or one of a node's Ray logs.
 
-    found = runs(connect())
+    The driver's output (an interactive cluster: each Ray job's), a node's agent log (--node),
+    or a node's Ray log (--node N --file F); local and batch runs alike, finished ones too.
+    """
+    from launcher.runs import logs as run_logs
+    from launcher.watch import noting_signals
+
+    found = find(run, site, shared)
+    with noting_signals() as signals:
+        code = run_logs(found, write, node=node, file=file, job=job, follow=follow,
+                        signals=signals)
+    if code:
+        raise Exit(code=code)
+
+
+@task(auto_shortflags=False, help={
+    **RUN_HELP,
+    "run": "the run to stop cleanly (interactive clusters, batch jobs) or whose leftovers to "
+           "remove (default: remove what every run left on this machine's engine)",
+})
+@user_errors
+def down(c, run=None, site="local", shared=None):
+    """Stop a run cleanly and wait until every node stopped (or remove leftovers).
+
+    Batch runs: the scheduler's clean cancel, e.g. `scancel --batch --signal=TERM`. Without
+    --run: remove the containers and networks that local launches left behind (forcibly,
+    running ones too).
+    """
+    from launcher.manage import engine_runs, remove_run
+    from launcher.runs import Run, shared_dir
+    from launcher.runs import down as stop_run
+
+    if not run:
+        from containers.engine import connect
+
+        api = connect()
+        targets = list(engine_runs(api))
+        for run_id in targets:
+            containers, networks = remove_run(api, run_id)
+            print(f"removed run {run_id}: {containers} container(s), {networks} network(s)")
+        if not targets:
+            print("nothing to remove")
+        return
+    shared_path = shared_dir(site, shared)
+    found = Run.load(shared_path / "runs" / run) if run.strip(".") and "/" not in run else None
+    if found is not None and found.exit_code is None:
+        stop_run(found, say)
+        return
+    leftovers = engine_runs()
+    if run in leftovers:  # a finished run (or one of another shared dir) left containers
+        if found is not None:
+            found.backend.cleanup(found, say)
+            print(f"removed what run {run} left")
+        else:
+            containers, networks = remove_run(None, run)
+            print(f"removed run {run}: {containers} container(s), {networks} network(s)")
+        return
+    if found is not None:
+        found.require_unfinished()
+    raise UserError(f"--run: no containers or networks of run {run!r} here, and no run "
+                    f"{run!r} in {shared_path / 'runs'}; give --shared DIR where it was launched "
+                    f"(runs with containers here: {', '.join(leftovers) or 'none'})")
+
+
+@task(auto_shortflags=False, help={
+    **RUN_HELP,
+    "run": "show only this run",
+})
+@user_errors
+def status(c, run=None, site="local", shared=None):
+    """Show the runs that have not finished, and what runs left on this engine.
+
+    Each run: phase, nodes joined and lost, uptime; a batch job's state and time left; the
+    local containers' states.
+    """
+    from launcher.manage import engine_runs
+    from launcher.runs import Run, all_runs, find_run, shared_dir, status_line
+
+    shared_path = shared_dir(site, shared)
+    leftovers = engine_runs()
+    lines = []
     if run:
-        found = {k: v for k, v in found.items() if k == run}
-    if not found:
-        print("no runs" + (f" with id {run}" if run else ""))
-    for run_id, state in found.items():
-        nodes = ", ".join(f"{node}: {st}" for node, st in sorted(state.nodes.items()))
-        print(f"{run_id}  {len(state.nodes)} node(s)  {nodes or '(network only)'}")
+        found = Run.load(shared_path / "runs" / run) if run.strip(".") and "/" not in run \
+            else None
+        if found is not None:
+            found.require_unfinished()
+            lines.append(status_line(found))
+        elif run in leftovers:
+            lines.append(leftovers[run].line())
+        else:
+            find_run(run, shared_path)  # says what is there
+    else:
+        for found in all_runs(shared_path):
+            if found.exit_code is None:
+                lines.append(status_line(found))
+        listed = {line.split()[0] for line in lines}
+        lines += [state.line() for run_id, state in leftovers.items() if run_id not in listed]
+    print("\n".join(lines) if lines else f"no runs (in {shared_path / 'runs'} or on this "
+          "machine's engine)")
 
 
 @task(auto_shortflags=False)

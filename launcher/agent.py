@@ -5,7 +5,8 @@ Standard library and Ray only, so any stock rayproject/ray image runs it as deli
 launcher copies this file into the run directory). No MPI is needed.
 
   head (rank 0):   listen for the workers' agents, start Ray's head, publish head.json, wait for
-                   every node, run the driver, stop every node, write exit_code and timing.json.
+                   every node, run the driver (or, with no driver, write connect.txt and keep
+                   the cluster up until a stop), stop every node, write exit_code and timing.json.
   worker (rank>0): reach the head's agent over TCP, join Ray, follow the head; stop when the
                    head says so, on SIGTERM/SIGINT/SIGHUP, or when the connection to it closes.
 
@@ -112,7 +113,8 @@ class RunPaths:
       job_id (batch; job.out is the scheduler's)
     head agent:
       head.json (address, once), status.json (join progress, lost nodes, notes; at most once a
-      second), driver.log, timing.json, error, exit_code (last: the run is over)
+      second), driver.log, connect.txt (interactive clusters: how to connect, once every node
+      joined), timing.json, error, exit_code (last: the run is over)
     each node's agent, once, at its end:
       logs/<node>.tar.gz (its agent.log and Ray's logs, capped; MANIFEST.json inside says what
       was kept and dropped); its final record goes to the head over the network, and the head
@@ -141,6 +143,7 @@ class RunPaths:
         self.head = self.dir / "head.json"
         self.status = self.dir / "status.json"
         self.driver_log = self.dir / "driver.log"
+        self.connect = self.dir / "connect.txt"
         self.timing = self.dir / "timing.json"
         self.error = self.dir / "error"
         self.exit_code = self.dir / "exit_code"
@@ -297,7 +300,7 @@ def ray_start_args(spec: dict, ip: str, head_address: str | None,
     if head_address is None:
         args += ["--head", f"--port={ports['gcs']}",
                  f"--ray-client-server-port={ports['client']}",
-                 f"--dashboard-host={spec['dashboard_host']}",
+                 f"--dashboard-host={spec['dashboard_host'] or ip}",
                  f"--dashboard-port={ports['dashboard']}"]
     else:
         args.append(f"--address={head_address}")
@@ -727,6 +730,53 @@ class ControlServer:
 
 
 # ---------------------------------------------------------------------------------------------
+# Interactive clusters (no driver): how to reach one, as connect.txt says it
+
+DASHBOARD_LOCAL_PORT = 8265  # the laptop's end of the SSH tunnel (Ray's usual dashboard port)
+
+
+def dashboard_url(spec: dict, head_ip: str) -> str:
+    """Where the user reaches the dashboard: its published port on this host (local site), else
+    the address it binds on the head (the cluster network)."""
+    published = spec.get("published") or {}
+    if published.get("dashboard"):
+        return f"http://127.0.0.1:{published['dashboard']}"
+    host = spec["dashboard_host"] or head_ip
+    host = head_ip if host == "0.0.0.0" else host
+    return f"http://{host}:{spec['ports']['dashboard']}"
+
+
+def client_address(spec: dict, head_ip: str) -> str:
+    """Ray Client's address (`ray.init("ray://...")` from outside the cluster)."""
+    published = spec.get("published") or {}
+    if published.get("client"):
+        return f"ray://127.0.0.1:{published['client']}"
+    return f"ray://{head_ip}:{spec['ports']['client']}"
+
+
+def connect_text(spec: dict, head_ip: str, token_path: str) -> str:
+    """connect.txt: comments and `export` lines, so that `. connect.txt` works in a shell."""
+    url = dashboard_url(spec, head_ip)
+    lines = [
+        f"# rayhpc run {spec['run_id']}: {spec['nodes']} nodes up; stop it with "
+        f"`invoke down --run {spec['run_id']}`",
+        "# Python (Ray and Python as in the image), with the RAY_AUTH_* lines below exported:",
+        f"#   ray.init(\"{client_address(spec, head_ip)}\")   (inside a Ray job: ray.init())",
+        f"# Jobs: `invoke submit --run {spec['run_id']} -- CMD`, or `ray job submit -- CMD` "
+        "with these lines:",
+        f"export RAY_ADDRESS={url}",
+        "export RAY_AUTH_MODE=token",
+        f"export RAY_AUTH_TOKEN_PATH={token_path}",
+        f"# dashboard: {url} (it asks for the token: the content of {token_path})",
+    ]
+    if not (spec.get("published") or {}).get("dashboard"):
+        login = spec.get("login") or "<you>@<login node>"
+        lines.append(f"# from your laptop: ssh -N -L {DASHBOARD_LOCAL_PORT}:{url.split('//')[1]} "
+                     f"{login}   then open http://localhost:{DASHBOARD_LOCAL_PORT}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
 # The agent
 
 # The Ray CLI in a process that imports Ray first and reads its arguments (a JSON list) from
@@ -1024,7 +1074,9 @@ class Head(Agent):
                           "consider head_cpus: 0")
             address = self.start_head()
             if self.wait_for_nodes(address) and not self.stop_requested():
-                code = self.run_driver(address)
+                # No driver: an interactive cluster, up until a stop (see serve).
+                interactive = self.spec["driver"] is None
+                code = self.serve() if interactive else self.run_driver(address)
             else:
                 code = 128 + (self.signalled or signal.SIGTERM)
                 error = "stopped before the driver ran (walltime warning, cancel or Ctrl-C)"
@@ -1171,14 +1223,33 @@ class Head(Agent):
         self.say(f"driver exited with {code}")
         return code
 
-    def watch_nodes(self) -> None:
-        """While the driver runs: notice workers that leave the cluster (a killed container, a
-        dead host) and say which. Their agent's connection closing says it at once; Ray's node
-        list, asked rarely, catches a node whose Ray died under a living agent."""
+    def serve(self) -> int:
+        """Interactive (no driver): say how to connect (connect.txt), then keep the cluster up
+        until a stop comes (`invoke down`, the walltime warning, a cancel, Ctrl-C). Ray jobs
+        come and go meanwhile; the exit code is that of the stop (143, or 128 + the signal)."""
+        self.timing["t_driver_start"] = time.time()
+        atomic_write(self.paths.connect,
+                     connect_text(self.spec, self.ip, str(self.paths.auth_token)))
+        self.say(f"cluster up, interactive: {self.paths.connect}")
+        self.watch_nodes(running=lambda: not self.stop_requested())
+        self.timing["t_driver_end"] = time.time()
+        who = signal.Signals(self.signalled).name if self.signalled else "the stop file"
+        if not self.signalled:
+            with contextlib.suppress(OSError):
+                who = self.paths.stop.read_text().strip() or who
+        self.note(f"stopping the cluster ({who})")
+        return 128 + (self.signalled or signal.SIGTERM)
+
+    def watch_nodes(self, running=None) -> None:
+        """While the driver runs (or ``running()`` is true): notice workers that leave the
+        cluster (a killed container, a dead host) and say which. Their agent's connection
+        closing says it at once; Ray's node list, asked rarely, catches a node whose Ray died
+        under a living agent."""
+        running = running or (lambda: self.driver is not None and self.driver.poll() is None)
         by_ip = {r["ip"]: name for name, r in self.server.records().items() if r["ip"]}
         next_gcs = time.monotonic() + nodes_poll_s(self.spec["nodes"], during_driver=True)
         version = -1
-        while self.driver and self.driver.poll() is None:
+        while running():
             lost = {name for name, r in self.server.records().items() if r["state"] == "gone"}
             if time.monotonic() >= next_gcs:
                 next_gcs = time.monotonic() + nodes_poll_s(self.spec["nodes"], True)

@@ -10,7 +10,7 @@ outside a backend, a scheduler or a runtime module compares their names.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from common.errors import UserError
 from launcher.runtimes import RUNTIMES, runtime
@@ -19,6 +19,7 @@ from launcher.schedulers import SCHEDULERS
 
 if TYPE_CHECKING:
     from launcher.config import Site
+    from launcher.runs import Run
     from launcher.spec import LaunchSpec
 
 
@@ -53,8 +54,42 @@ class Backend:
         """The job script as it would be submitted; writes nothing."""
         raise UserError(f"--dry-run: the {self.name} site submits no job script; drop --dry-run")
 
-    def run(self, spec: LaunchSpec, site: Site, wait: bool) -> int:
+    def check_modes(self, spec: LaunchSpec, wait: bool, detach: bool, dry_run: bool) -> None:
+        """Refuse flags that do not fit this backend or the launch (UserError naming them)."""
+        if detach and not spec.interactive:
+            raise UserError("--detach: only an interactive cluster (no --driver) is left "
+                            "running; drop --detach or --driver")
+
+    def run_facts(self, spec: LaunchSpec) -> dict:
+        """What the run's spec gets once it is prepared, known only on this machine now."""
+        return {}
+
+    def run(self, spec: LaunchSpec, site: Site, wait: bool = False, detach: bool = False,
+            out: TextIO | None = None) -> int:
         raise NotImplementedError
+
+    # -- runs already launched (`invoke status`, `down`, `submit`, `logs`; `launcher.runs`)
+
+    def describe(self, run: Run) -> list[str]:
+        """What the backend knows of a run beyond its run directory: the scheduler's job state,
+        the containers' states (short phrases for `invoke status`)."""
+        return []
+
+    def running(self, run: Run) -> bool | None:
+        """Whether the run's nodes still run (None: cannot tell from here)."""
+        return None
+
+    def stop(self, run: Run, say) -> None:
+        """Ask a run that has not ended to stop cleanly (the agents keep the logs)."""
+        raise NotImplementedError
+
+    def cleanup(self, run: Run, say) -> None:
+        """After the run ended: remove what it left here (containers, networks)."""
+
+    def working_dir_upload(self) -> bool:
+        """Whether `invoke submit --working-dir` may upload a directory the nodes cannot see
+        (else it must be in the shared directory)."""
+        return False
 
 
 class LocalBackend(Backend):
@@ -94,11 +129,43 @@ class LocalBackend(Backend):
                             "with `invoke build` (or load it with `docker load`)")
         ray_in_image(api, spec.image)  # before any node starts: python and Ray are there
 
-    def run(self, spec: LaunchSpec, site: Site, wait: bool) -> int:
+    def run_facts(self, spec: LaunchSpec) -> dict:
+        from launcher.local import free_local_port
+
+        return {"published": {"dashboard": free_local_port(), "client": free_local_port()}}
+
+    def run(self, spec: LaunchSpec, site: Site, wait: bool = False, detach: bool = False,
+            out: TextIO | None = None) -> int:
         from containers.engine import connect
         from launcher.local import LocalLaunch
 
-        return LocalLaunch(spec, connect(), site.option("environment")).run()
+        return LocalLaunch(spec, connect(), site.option("environment"), out).run(detach=detach)
+
+    def describe(self, run: Run) -> list[str]:
+        from launcher.local import container_states
+
+        states = container_states(run.spec)
+        return [", ".join(f"{node}: {state}" for node, state in states.items())
+                or "no containers"]
+
+    def running(self, run: Run) -> bool | None:
+        from launcher.local import container_states
+
+        return container_states(run.spec).get(run.spec.node_names[0]) == "running"
+
+    def stop(self, run: Run, say) -> None:
+        from launcher.local import stop_run
+
+        stop_run(run.spec, say)
+
+    def cleanup(self, run: Run, say) -> None:
+        from containers.engine import connect
+        from launcher.local import LocalLaunch
+
+        LocalLaunch(run.spec, connect()).teardown()
+
+    def working_dir_upload(self) -> bool:
+        return True  # the dashboard is on this machine: a directory of it can be sent along
 
 
 class BatchBackend(Backend):
@@ -126,10 +193,36 @@ class BatchBackend(Backend):
         self.ready_image(spec, site, dry_run=True)
         return render_job_script(spec, site)
 
-    def run(self, spec: LaunchSpec, site: Site, wait: bool) -> int:
+    def check_modes(self, spec: LaunchSpec, wait: bool, detach: bool, dry_run: bool) -> None:
+        if detach:
+            raise UserError("--detach: HPC launches return once the job is submitted (--wait: "
+                            "once its cluster is up); drop --detach")
+
+    def run_facts(self, spec: LaunchSpec) -> dict:
+        from launcher.batch import login_name
+
+        return {"login": login_name()}
+
+    def run(self, spec: LaunchSpec, site: Site, wait: bool = False, detach: bool = False,
+            out: TextIO | None = None) -> int:
         from launcher.batch import BatchLaunch
 
-        return BatchLaunch(spec, site).run(wait=wait)
+        return BatchLaunch(spec, site, out).run(wait=wait)
+
+    def describe(self, run: Run) -> list[str]:
+        from launcher.batch import describe_job
+
+        return describe_job(run)
+
+    def running(self, run: Run) -> bool | None:
+        from launcher.batch import job_state
+
+        return bool(job_state(run.spec.scheduler, run.job_id)) if run.job_id else None
+
+    def stop(self, run: Run, say) -> None:
+        from launcher.batch import cancel_job
+
+        cancel_job(run, say)
 
 
 BACKENDS: tuple[Backend, ...] = (LocalBackend(), BatchBackend())

@@ -2,19 +2,79 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
+import socket
 import subprocess
-from typing import TextIO
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TextIO
 
 from common.errors import UserError
 from launcher.agent import RunPaths
 from launcher.config import Site
 from launcher.jobscript import render_job_script
 from launcher.rundir import prepare_run_dir, remove_run_dir
-from launcher.schedulers import SCHEDULERS, Scheduler, current_allocation
+from launcher.schedulers import SCHEDULERS, Scheduler, current_allocation, parse_walltime
 from launcher.spec import LaunchSpec
 from launcher.watch import RunWatcher
+
+if TYPE_CHECKING:
+    from launcher.runs import Run
+
+
+def login_name() -> str:
+    """user@host of this machine when it submits (the login node: the SSH tunnel's middle);
+    "" inside an allocation, where this host is a compute node."""
+    if current_allocation(os.environ) is not None:
+        return ""
+    return f"{getpass.getuser()}@{socket.getfqdn()}"
+
+
+def job_state(scheduler_name: str, job_id: str) -> str:
+    """The scheduler's word for the job's state (RUNNING, R, RUN, ...); "" once it left the
+    queue."""
+    scheduler = SCHEDULERS[scheduler_name]
+    try:
+        result = subprocess.run(scheduler.state_command(job_id), capture_output=True, text=True)
+    except OSError as exc:
+        raise UserError(f"{scheduler.state_command(job_id)[0]} not found ({exc.strerror}): "
+                        f"ask about {scheduler.name} jobs from a login node") from None
+    return scheduler.parse_state(result.stdout) if result.returncode == 0 else ""
+
+
+def describe_job(run: Run) -> list[str]:
+    """The job's state in the queue and about how much of its walltime is left."""
+    from launcher.runs import duration
+
+    if not run.job_id:
+        return ["launched inside an allocation"]
+    state = job_state(run.spec.scheduler, run.job_id)
+    parts = [f"job {run.job_id} {state or 'not in the queue'}"]
+    started = run.head.get("time")
+    if state and started:  # the head came up seconds after the job started: about right
+        left = parse_walltime(run.spec.walltime) - (time.time() - started)
+        parts.append(f"~{duration(left)} left of {run.spec.walltime}")
+    return parts
+
+
+def cancel_job(run: Run, say: Callable[[str], None]) -> None:
+    """Stop a batch run the clean way: its job script gets SIGTERM, as on the walltime warning,
+    and the agents stop Ray and keep the logs (a job still waiting in the queue is just
+    removed). Inside an allocation (no job id): the stop file asks the head directly."""
+    if not run.job_id:
+        run.paths.request_stop("invoke down")
+        say("asked the head to stop (stop file): the run was launched inside an allocation")
+        return
+    scheduler = SCHEDULERS[run.spec.scheduler]
+    state = job_state(scheduler.name, run.job_id)
+    cmd = scheduler.cancel_command(run.job_id, running=state in scheduler.running_states)
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0 and job_state(scheduler.name, run.job_id):
+        raise UserError(f"`{' '.join(cmd)}` failed (exit {result.returncode}): "
+                        f"{(result.stderr or result.stdout).strip()[-400:]}")
+    say(f"{' '.join(cmd)}: job {run.job_id} ({state or 'left the queue'}) told to stop")
 
 
 class BatchLaunch:
@@ -44,12 +104,23 @@ class BatchLaunch:
         job_id = self._submit()
         self.watcher.say(f"submitted job {job_id} to {self.scheduler.name}; run dir "
                          f"{self.paths.dir}")
-        self.watcher.say(f"job output: {self.paths.job_output}; driver output: "
-                         f"{self.paths.driver_log}")
+        if self.spec.interactive:
+            self.watcher.say(f"job output: {self.paths.job_output}; how to connect: "
+                             f"{self.paths.connect} (once every node joined; `invoke status "
+                             f"--run {self.spec.run_id}`)")
+        else:
+            self.watcher.say(f"job output: {self.paths.job_output}; driver output: "
+                             f"{self.paths.driver_log}")
         if not wait:
             return 0
-        return self.watcher.follow(Submitted(self.scheduler, job_id, self.watcher),
-                                   self.spec.stop_timeout)
+        # An interactive cluster: --wait returns once it is up; a driver run: at its end.
+        code = self.watcher.follow(Submitted(self.scheduler, job_id, self.watcher),
+                                   self.spec.stop_timeout, until_up=self.spec.interactive)
+        if code is None:
+            self.watcher.say(f"job {job_id} keeps the cluster up until its walltime; "
+                             f"`invoke down --run {self.spec.run_id}` stops it")
+            return 0
+        return code
 
     def _submit(self) -> str:
         script = self.paths.job_script

@@ -44,8 +44,11 @@ def render_compose(spec: LaunchSpec, user: str = IMAGE_USER_UID,
             "stop_grace_period": f"{spec.stop_timeout}s",
         }
         if role == "head":
-            # Dashboard reachable from this host only, on a port the engine picks (no clashes).
-            service["ports"] = [f"127.0.0.1::{spec.ports['dashboard']}"]
+            # The dashboard (and Ray Client's port, for `ray.init("ray://...")` from this
+            # host) reachable from this host only, on the ports picked when the run was
+            # prepared (free ones; connect.txt names them), else on ones the engine picks.
+            service["ports"] = [f"127.0.0.1:{spec.published.get(name, '')}:{spec.ports[name]}"
+                                for name in ("dashboard", "client")]
         services[node] = service
     document = {
         "services": services,

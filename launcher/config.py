@@ -18,7 +18,6 @@ from launcher.runtimes import RUNTIMES
 from launcher.schedulers import SCHEDULERS, WALLTIME_FORMS
 
 ENV_PREFIX = "RAYHPC_"
-DEFAULT_DRIVER = "python examples/hello_nodes.py --ray-address={address}"
 GPUS = ("nvidia", "amd", "intel")
 TYPE_WORDS = {int: "a whole number", str: "a string", dict: "a mapping", list: "a list",
               bool: "true or false"}
@@ -86,9 +85,9 @@ SETTINGS: dict[str, Setting] = {
                      "allocation's inside one, else 3)"),
     "shared": Setting(_text, "./shared", "directory mounted on every node; the run dir goes in "
                       "<shared>/runs/ (default: ./shared)"),
-    "driver": Setting(_text, DEFAULT_DRIVER, "command run on the head in the shared dir; "
-                      "{address} becomes the head's ip:port and RAY_ADDRESS is set (default: "
-                      "the hello_nodes example)"),
+    "driver": Setting(_text, None, "command run on the head in the shared dir; {address} "
+                      "becomes the head's ip:port and RAY_ADDRESS is set (default: none, an "
+                      "interactive cluster that stays up; see --interactive)"),
     "image": Setting(_text, None, "container image: a tag on the local site (default: the ray "
                      "recipe's cpu image, built on first use), a SIF path for Apptainer sites"),
     "join_timeout": Setting(_positive_int, 180, "seconds to wait for every node to join "
@@ -97,7 +96,8 @@ SETTINGS: dict[str, Setting] = {
     "shm_size": Setting(_size, "2g", "shared memory per node, bounds Ray's object store "
                         "(default: 2g)"),
     "object_store_memory": Setting(_positive_int, None, "object store bytes per node"),
-    "dashboard_host": Setting(_text, "127.0.0.1", "address Ray's dashboard binds to"),
+    "dashboard_host": Setting(_text, None, "address Ray's dashboard binds to (default: the "
+                              "head's cluster address; token-protected)"),
     "interface": Setting(_text, None, "network interface whose address Ray uses"),
     "temp_dir": Setting(_text, None, "node-local Ray temp dir (short: AF_UNIX limit)"),
     "num_cpus": Setting(_positive_int, None, "CPUs Ray may use per node (default: the CPUs "

@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from common.errors import UserError
 from launcher.agent import AF_UNIX_MAX, temp_dir_fits
@@ -28,10 +28,19 @@ def shared_path(settings: Mapping[str, Any]) -> Path:
 
 
 def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
-                 run_id: str | None = None, now: float = 0.0) -> LaunchSpec:
+                 run_id: str | None = None, now: float = 0.0,
+                 interactive: bool = False) -> LaunchSpec:
     """The complete spec of a launch from the site, the flags and the environment. Pure: it
-    reads and writes nothing (the run id is new unless given; ``now`` is t_submit)."""
+    reads and writes nothing (the run id is new unless given; ``now`` is t_submit).
+
+    No driver (none given anywhere, or ``interactive``: --interactive wins over a driver from
+    the environment or the site file) makes an interactive cluster."""
+    if interactive and cli.get("driver") is not None:
+        raise UserError("--interactive: an interactive cluster runs no --driver; drop one of "
+                        "them (submit drivers later with `invoke submit --run ID -- CMD`)")
     settings = resolve_settings(site, cli, environ)
+    if interactive:
+        settings["driver"] = None
     if settings["nodes"] is None:
         allocation = current_allocation(environ)
         allocated = allocation.allocated_nodes(environ) if allocation else None
@@ -65,31 +74,47 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
 def prepare(spec: LaunchSpec, site: Site) -> LaunchSpec:
     """Ready what the run needs before anything starts: the shared dir (created, reachable by
     the containers' user, examples staged), the driver script, the image, a free port block.
-    Returns the spec with its final run id and submit time."""
+    Returns the spec with its final run id, submit time and the backend's facts (the local
+    dashboard's port, the login host)."""
     backend = site.backend
     owner = backend.container_owner()
     shared = check_shared(spec.shared, owner)
     if owner is not None:
         check_reachable(shared, *owner)
     stage_examples(shared)
-    check_driver(spec.driver, shared)
+    if spec.driver is not None:
+        check_driver(spec.driver, shared)
     backend.ready_image(spec, site, dry_run=False)
     run_id = unused_run_id(busy_gcs_ports(shared), first=spec.run_id)
-    renamed = {}
+    changes = backend.run_facts(spec)  # what only this machine knows now
     if run_id != spec.run_id:
-        renamed = {"run_id": run_id, "ports": ports_for(run_id)}
+        changes.update(run_id=run_id, ports=ports_for(run_id))
         if spec.temp_dir == default_temp_dir(spec.run_id):
-            renamed["temp_dir"] = default_temp_dir(run_id)
+            changes["temp_dir"] = default_temp_dir(run_id)
     # Bring-up is counted from here: building the image on first use is not part of it.
-    return dataclasses.replace(spec, **renamed, t_submit=time.time())
+    return dataclasses.replace(spec, **changes, t_submit=time.time())
 
 
-def launch(site_name: str, cli: dict[str, Any], dry_run: bool = False,
-           wait: bool = False) -> int:
+def launch(site_name: str, cli: dict[str, Any], dry_run: bool = False, wait: bool = False,
+           interactive: bool = False, detach: bool = False) -> int:
+    """`invoke launch`: the exit code."""
+    return start(site_name, cli, dry_run, wait, interactive, detach)[0]
+
+
+def start(site_name: str, cli: dict[str, Any], dry_run: bool = False, wait: bool = False,
+          interactive: bool = False, detach: bool = False, up: bool = False,
+          out: TextIO | None = None) -> tuple[int, LaunchSpec | None]:
+    """Launch; the exit code and the spec of the run (None: nothing was launched).
+
+    ``detach`` (an interactive cluster on the local site) and ``wait`` (on an HPC site) return
+    once every node joined, with exit code 0 and the cluster up; ``up`` does what either does
+    on its site (the Python `Cluster`). ``out``: where progress goes (default: stdout)."""
     site = load_site(site_name)
     backend = site.backend
-    spec = resolve_spec(site, cli, os.environ, now=time.time())
+    spec = resolve_spec(site, cli, os.environ, now=time.time(), interactive=interactive)
+    backend.check_modes(spec, wait=wait, detach=detach, dry_run=dry_run)
     if dry_run:  # writes nothing: the script as it would be submitted
         print(backend.dry_run(spec, site), end="")
-        return 0
-    return backend.run(prepare(spec, site), site, wait)
+        return 0, None
+    spec = prepare(spec, site)
+    return backend.run(spec, site, wait=wait or up, detach=detach or up, out=out), spec

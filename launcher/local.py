@@ -7,16 +7,19 @@ import io
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 
 import docker
 import docker.errors
 
 from common.errors import UserError
 from launcher.agent import RunPaths, atomic_write, read_json, run_dir_problem, write_json
-from launcher.compose import IMAGE_USER_UID, render_compose
+from launcher.compose import IMAGE_USER_UID, RUN_LABEL, render_compose
 from launcher.rundir import prepare_run_dir, remove_run_dir
 from launcher.spec import LaunchSpec
 from launcher.watch import RunWatcher
@@ -60,6 +63,38 @@ def container_user() -> tuple[str, tuple[int, int] | None]:
     return f"{os.geteuid()}:{os.getegid()}", None
 
 
+def free_local_port() -> int:
+    """A port on 127.0.0.1 that is free now (for the dashboard, named in connect.txt before the
+    containers start; the engine would pick one only once they run)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def container_states(spec: LaunchSpec) -> dict[str, str]:
+    """node -> its container's state (running, exited, ...), for the run's containers here."""
+    from containers.engine import connect
+
+    found = connect().containers(all=True, filters={"label": f"{RUN_LABEL}={spec.run_id}"})
+    states = {c["Labels"].get("org.rayhpc.node", c["Names"][0]): c["State"] for c in found}
+    order = {node: i for i, node in enumerate(spec.node_names)}
+    return dict(sorted(states.items(), key=lambda item: (order.get(item[0], len(order)),
+                                                         item[0])))
+
+
+def stop_run(spec: LaunchSpec, say: Callable[[str], None]) -> None:
+    """Ask a local run to stop as Ctrl-C would: SIGTERM to its head's agent (it stops every
+    node and keeps the logs; the stop file says who asked)."""
+    from containers.engine import connect
+
+    RunPaths(spec.run_dir).request_stop("invoke down")
+    try:
+        connect().kill(spec.container(spec.node_names[0]), signal=signal.SIGTERM)
+    except docker.errors.APIError as exc:
+        say(f"the head's container could not be signalled ({exc.explanation}); the stop file "
+            "asks it")
+
+
 class LocalLaunch:
     """One run on this machine; follows the `FollowedRun` protocol of `launcher.watch`."""
 
@@ -78,8 +113,12 @@ class LocalLaunch:
         cmd = [*self.compose, "-p", self.spec.project, "-f", str(self.paths.compose_file), *args]
         return subprocess.run(cmd, capture_output=True, text=True)
 
-    def run(self) -> int:
-        """Bring the cluster up, follow it, always tear it down; the driver's exit code."""
+    def run(self, detach: bool = False) -> int:
+        """Bring the cluster up, follow it, always tear it down; the driver's exit code.
+
+        ``detach`` (an interactive cluster): return 0 once every node joined and leave the
+        cluster up (`invoke down --run ID` stops it); it is torn down only if it fails or a
+        signal comes before that."""
         user, owner = container_user()
         prepare_run_dir(self.spec, owner)
         self.paths.compose_file.write_text(render_compose(self.spec, user, self.environment))
@@ -93,13 +132,21 @@ class LocalLaunch:
         # Signals are noted by the watcher, not raised, from here to the end of the teardown;
         # every way out (a signal, a full disk, a bug) ends with the cluster gone.
         with self.watcher.holding_signals():
+            left_up = False
             try:
                 up = self._compose("up", "-d", "--no-build")
                 if up.returncode == 0:
                     self._announce_dashboard()
-                    return self.watcher.follow(self, self.spec.stop_timeout)
+                    code = self.watcher.follow(self, self.spec.stop_timeout, until_up=detach)
+                    if code is None:
+                        left_up = True
+                        self.watcher.say(f"run {self.spec.run_id} stays up: `invoke down --run "
+                                         f"{self.spec.run_id}` stops it")
+                        return 0
+                    return code
             finally:
-                self._down()
+                if not left_up:
+                    self.teardown()
         remove_run_dir(self.paths.dir)  # nothing ran
         raise UserError(f"docker compose up failed: {up.stderr.strip()[-800:]}")
 
@@ -199,7 +246,8 @@ class LocalLaunch:
                     tar.addfile(member, data)
         os.replace(tmp, target)
 
-    def _down(self) -> None:
+    def teardown(self) -> None:
+        """Keep what the containers leave (logs) and remove them and the network."""
         try:
             self._keep_logs()
         except OSError as exc:  # a full or read-only shared dir must not stop the teardown

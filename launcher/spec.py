@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +55,13 @@ class LaunchSpec:
     runtime: str
     nodes: int
     shared: Path
-    driver: str
+    driver: str | None  # None: an interactive cluster (no driver; Ray jobs come and go)
     image: str
     join_timeout: int
     stop_timeout: int
     shm_size: str
     object_store_memory: int | None
-    dashboard_host: str
+    dashboard_host: str | None  # None: the head's cluster address
     interface: str | None
     temp_dir: str
     num_cpus: int | None
@@ -76,6 +76,14 @@ class LaunchSpec:
     t_submit: float
     ports: dict[str, int]
     node_names: list[str]  # known before the start on the local site; [] on batch sites
+    # Set when the run is prepared (not by resolve_spec, which is pure):
+    # Ports published on 127.0.0.1 (local site): {"dashboard": port, "client": port}.
+    published: dict[str, int] = field(default_factory=dict)
+    login: str = ""  # user@host that submitted a batch job (for the SSH tunnel to the head)
+
+    @property
+    def interactive(self) -> bool:
+        return self.driver is None
 
     @property
     def run_dir(self) -> Path:
@@ -94,3 +102,11 @@ class LaunchSpec:
         data = asdict(self)
         data["shared"] = str(self.shared)
         return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LaunchSpec:
+        """The spec of a run from its spec.json (keys it does not know are left out)."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        values["shared"] = Path(values["shared"])
+        return cls(**values)

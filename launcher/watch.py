@@ -34,6 +34,19 @@ class FollowedRun(Protocol):
         the run has stopped, False to stop following now."""
 
 
+@contextlib.contextmanager
+def noting_signals() -> Iterator[list[int]]:
+    """Ctrl-C, SIGTERM and SIGHUP are noted in the list yielded, not raised, meanwhile."""
+    noted: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: noted.append(signum))
+                for sig in STOP_SIGNALS}
+    try:
+        yield noted
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 class RunWatcher:
     def __init__(self, run_dir: Path, out: TextIO | None = None):
         self.paths = RunPaths(run_dir)
@@ -42,18 +55,23 @@ class RunWatcher:
         self._joined = -1
         self._lost: list[str] = []
         self._notes = 0  # the head's notes printed so far
+        self.connected = False  # connect.txt printed (an interactive cluster is up)
         self.head: dict | None = None
         self.signals: list[int] = []
         self._holding = False
 
     # -- following
 
-    def follow(self, run: FollowedRun, stop_timeout: float) -> int:
+    def follow(self, run: FollowedRun, stop_timeout: float, until_up: bool = False) -> int | None:
         """Print progress and driver output until the run ends; always returns its exit code
-        (128 + N when signal N stopped it, as shells do), with the error and summary said."""
+        (128 + N when signal N stopped it, as shells do), with the error and summary said.
+
+        ``until_up``: return None as soon as an interactive cluster is up (connect.txt, printed)
+        instead; an exit code still comes back when the run ends before that."""
         with self.holding_signals():
-            code = self._follow(run, stop_timeout)
-        self.say(summary(self.paths.dir, code), prefix=False)
+            code = self._follow(run, stop_timeout, until_up)
+        if code is not None:
+            self.say(summary(self.paths.dir, code), prefix=False)
         return code
 
     @contextlib.contextmanager
@@ -75,7 +93,7 @@ class RunWatcher:
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.signals.append(signum)
 
-    def _follow(self, run: FollowedRun, stop_timeout: float) -> int:
+    def _follow(self, run: FollowedRun, stop_timeout: float, until_up: bool) -> int | None:
         handled, deadline, next_check = 0, None, 0.0
         while True:
             if len(self.signals) > handled:
@@ -102,6 +120,8 @@ class RunWatcher:
             if why:
                 self.flush()
                 return 128 + self.signals[0] if self.signals else run.gone(why)
+            if until_up and self.connected and not self.signals:
+                return None
             if deadline and time.monotonic() > deadline:
                 self.say("the run did not stop in time; removing it")
                 return 128 + self.signals[0]
@@ -127,6 +147,18 @@ class RunWatcher:
             self.say(note)
         self._notes = max(self._notes, len(notes))
         self._copy_driver_output()
+        if not self.connected:
+            self._print_connect()
+
+    def _print_connect(self) -> None:
+        """An interactive cluster is up: how to connect, as the head wrote it (shell lines)."""
+        try:
+            text = self.paths.connect.read_text()
+        except OSError:
+            return
+        self.connected = True
+        self.say(f"cluster up; {self.paths.connect}:")
+        self._write(text)
 
     def _unread(self) -> bytes:
         """Driver output written since we last printed."""
@@ -180,8 +212,11 @@ def summary(run_dir: Path, code: int) -> str:
         return "-"
 
     lost = timing.get("nodes_lost")
+    spec = read_json(RunPaths(run_dir).spec) or {}
+    # An interactive cluster has no driver: the span is the time it was up for Ray jobs.
+    ran = "up" if "driver" in spec and spec["driver"] is None else "driver"
     return (f"rayhpc: run {run_dir.name}: {timing.get('nodes_joined', 0)}/"
             f"{timing.get('nodes_expected', '?')} nodes"
             f"{' (lost: ' + ', '.join(lost) + ')' if lost else ''}, bring-up "
-            f"{span('t_submit', 't_all_joined')}, driver {span('t_driver_start', 't_driver_end')}, "
+            f"{span('t_submit', 't_all_joined')}, {ran} {span('t_driver_start', 't_driver_end')}, "
             f"teardown {span('t_driver_end', 't_teardown_done')}, exit code {code}")

@@ -84,13 +84,14 @@ def test_temp_dir_length_limit():
 
 
 def test_head_and_worker_ray_start_arguments():
-    spec = make_spec("slurm", image="/x.sif").to_json()  # the dashboard's default: loopback
+    # The dashboard's default: the head's cluster address (token-protected; never 0.0.0.0).
+    spec = make_spec("slurm", image="/x.sif").to_json()
     head = agent.ray_start_args(spec, "10.0.0.1", None, 10 ** 9)
     ports = spec["ports"]
     assert "--head" in head and f"--port={ports['gcs']}" in head
     assert "--node-ip-address=10.0.0.1" in head
     assert f"--temp-dir={spec['temp_dir']}" in head
-    assert "--dashboard-host=127.0.0.1" in head
+    assert "--dashboard-host=10.0.0.1" in head
     assert "--object-store-memory=1000000000" in head
     assert "--disable-usage-stats" in head
     worker = agent.ray_start_args(spec, "10.0.0.2", f"10.0.0.1:{ports['gcs']}", None)

@@ -3,6 +3,7 @@ flag, file or field and the fix, no traceback, and nothing left running or half-
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import NamedTuple
@@ -12,11 +13,37 @@ import pytest
 from launcher.compose import RUN_LABEL
 from tests.cli import invoke
 from tests.conftest import TEST_IMAGE
+from tests.specs import make_spec
 
 pytestmark = pytest.mark.docker
 
 
 SITE_FILE = "{shared}/mysite.yaml"
+
+# Runs that `submit`, `logs`, `status` and `down` find (their files; {shared}: the shared dir).
+FINISHED, STARTING, HPC_UP, DRIVER_RUN = ("20260101-000000-fini", "20260101-000000-strt",
+                                         "20260101-000000-hpcu", "20260101-000000-drvr")
+
+
+def run_files(run_id: str, site: str = "local", up: bool = True, exit_code: str = "",
+              **cli: object) -> dict:
+    spec = make_spec(site, run_id=run_id, image="/x.sif", nodes=3, **cli).to_json()
+    spec["shared"] = "{shared}"
+    files = {f"runs/{run_id}/spec.json": json.dumps(spec),
+             f"runs/{run_id}/status.json": json.dumps({"joined": 3 if up else 1,
+                                                       "expected": 3, "lost": []}),
+             f"runs/{run_id}/auth_token": "0" * 64,
+             f"runs/{run_id}/nodes/head.json": json.dumps({"state": "joined", "ip": "10.9.9.9"})}
+    if up:
+        files[f"runs/{run_id}/connect.txt"] = "# up\n"
+    if exit_code:
+        files[f"runs/{run_id}/exit_code"] = exit_code + "\n"
+    return files
+
+
+FINISHED_RUN = run_files(FINISHED, exit_code="143")
+RUNS = {**FINISHED_RUN, **run_files(STARTING, up=False), **run_files(HPC_UP, site="slurm"),
+        **run_files(DRIVER_RUN, driver="python x.py")}
 
 
 class Case(NamedTuple):
@@ -126,6 +153,68 @@ CASES = [
          {}, "--image: rayhpc-test/never:0 is not on this Docker engine"),
     Case("down unknown run", ["down", "--run", "19990101-000000-0000"], {},
          "--run: no containers or networks of run '19990101-000000-0000' here"),
+    # Interactive clusters: launch flags, and runs that cannot take the command.
+    Case("interactive with a driver", ["launch", "--interactive", "--driver", "python x.py"],
+         {}, "--interactive: an interactive cluster runs no --driver; drop one of them"),
+    Case("detach with a driver", ["launch", "--detach", "--driver", "python x.py"], {},
+         "--detach: only an interactive cluster (no --driver) is left running"),
+    Case("detach on an hpc site", ["launch", "--site", "slurm", "--detach"], {},
+         "--detach: HPC launches return once the job is submitted (--wait: once its cluster "
+         "is up); drop --detach"),
+    Case("submit unknown run", ["submit", "--run", "19990101-000000-0000", "--shared",
+                                "{shared}", "--", "python", "x.py"], {},
+         "--run: no run '19990101-000000-0000' in {shared}/runs (latest there: none); give "
+         "--shared DIR where it was launched"),
+    Case("logs unknown run", ["logs", "--run", "19990101-000000-0000", "--shared", "{shared}"],
+         {}, "--run: no run '19990101-000000-0000' in {shared}/runs (latest there: 20260101",
+         files=RUNS),
+    Case("status unknown run", ["status", "--run", "19990101-000000-0000", "--shared",
+                                "{shared}"], {}, "--run: no run '19990101-000000-0000' in",
+         files=RUNS),
+    Case("down unknown run with runs there", ["down", "--run", "19990101-000000-0000",
+                                              "--shared", "{shared}"], {},
+         "--run: no containers or networks of run '19990101-000000-0000' here, and no run "
+         "'19990101-000000-0000' in {shared}/runs", files=RUNS),
+    Case("submit without a run", ["submit", "--", "python", "x.py"], {},
+         "--run: give the run id (`invoke status` lists the runs)"),
+    Case("submit finished run", ["submit", "--run", FINISHED, "--shared", "{shared}", "--",
+                                 "python", "x.py"], {},
+         f"--run: run {FINISHED} has finished (exit code 143); launch a new cluster",
+         files=RUNS),
+    Case("status finished run", ["status", "--run", FINISHED, "--shared", "{shared}"], {},
+         f"--run: run {FINISHED} has finished: 0/? nodes", files=RUNS),
+    Case("down finished run", ["down", "--run", FINISHED, "--shared", "{shared}"], {},
+         f"--run: run {FINISHED} has finished: 0/? nodes", files=RUNS),
+    Case("submit before the cluster is up", ["submit", "--run", STARTING, "--shared",
+                                             "{shared}", "--", "python", "x.py"], {},
+         f"--run: the cluster of run {STARTING} is not up yet (1/3 nodes joined); wait for "
+         f"{{shared}}/runs/{STARTING}/connect.txt", files=RUNS),
+    Case("submit without a command", ["submit", "--run", FINISHED, "--shared", "{shared}"], {},
+         "missing command after --: `invoke submit --run ID -- python my_job.py ...`",
+         files=RUNS),
+    Case("submit with nothing after --", ["submit", "--run", FINISHED, "--shared", "{shared}",
+                                          "--"], {}, "missing command after --", files=RUNS),
+    Case("submit working dir outside the shared dir on an hpc site",
+         ["submit", "--run", HPC_UP, "--site", "slurm", "--shared", "{shared}",
+          "--working-dir", "/etc", "--", "python", "x.py"], {},
+         "--working-dir: /etc is outside the shared directory {shared}, which is all the nodes "
+         "of site slurm see; put it there (e.g. {shared}/etc) and pass that", files=RUNS),
+    Case("submit working dir missing", ["submit", "--run", HPC_UP, "--site", "slurm",
+                                        "--shared", "{shared}", "--working-dir", "/nonexistent",
+                                        "--", "python", "x.py"], {},
+         "--working-dir: /nonexistent is not a directory", files=RUNS),
+    Case("submit to a driver run", ["submit", "--run", DRIVER_RUN, "--shared", "{shared}",
+                                    "--", "python", "x.py"], {},
+         f"--run: run {DRIVER_RUN} runs its own driver, not Ray jobs", files=RUNS),
+    Case("logs of an unknown node", ["logs", "--run", FINISHED, "--shared", "{shared}",
+                                     "--node", "nope"], {},
+         f"--node: run {FINISHED} has no node 'nope'; its nodes: head", files=RUNS),
+    Case("logs follow of every job", ["logs", "--run", HPC_UP, "--site", "slurm", "--shared",
+                                      "{shared}", "--follow"], {},
+         "--follow: an interactive cluster runs many jobs; give one with --job ID", files=RUNS),
+    Case("logs of an unknown job", ["logs", "--run", FINISHED, "--shared", "{shared}", "--job",
+                                    "raysubmit_nope"], {},
+         "--job: no output of job 'raysubmit_nope' in run " + FINISHED, files=RUNS),
     # Hardening: values that used to give a traceback, do nothing, or fail late.
     Case("image reference upper case", ["launch", "--image", "Rayhpc/Ray:1"], {},
          "--image: 'Rayhpc/Ray:1' is not a valid image reference; use [registry/]name[:tag]"),
@@ -172,10 +261,11 @@ def test_bad_input(docker_api, shared_dir, case):
         site.write_text(case.site_text)
     for name, text in (case.files or {}).items():
         (shared_dir / name).parent.mkdir(parents=True, exist_ok=True)
-        (shared_dir / name).write_text(text)
+        (shared_dir / name).write_text(text.replace("{shared}", str(shared_dir)))
     for name, target in (case.links or {}).items():
         (shared_dir / name).symlink_to(target)
     args = [a.format(shared=shared_dir) for a in case.args]
+    before = snapshot(shared_dir / "runs")
     if args[0] == "launch" and "--shared" not in args:
         args += ["--shared", str(shared_dir)]
     if args[0] == "launch" and "--image" not in args and "--site" not in args:
@@ -189,9 +279,16 @@ def test_bad_input(docker_api, shared_dir, case):
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert case.expected.format(shared=shared_dir) in lines[0], lines[0]
     assert "Traceback" not in result.stdout + result.stderr
-    runs = shared_dir / "runs"
-    assert not runs.is_dir() or not any(runs.iterdir())
+    assert snapshot(shared_dir / "runs") == before, "the runs changed"
     ours = [c["Names"][0] for c in docker_api.containers(all=True, filters={"label": RUN_LABEL})
             if str(shared_dir) in c["Command"]]
     assert ours == [], f"containers of this test's runs: {ours}"
     assert not list(shared_dir.glob(".rayhpc-*")) and not list(shared_dir.glob("*.sif.json"))
+
+
+def snapshot(runs: Path) -> dict:
+    """Every file under runs/ with its content: nothing made, changed or removed."""
+    if not runs.is_dir():
+        return {}
+    return {str(p.relative_to(runs)): p.read_bytes() if p.is_file() else None
+            for p in sorted(runs.rglob("*"))}

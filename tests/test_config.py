@@ -5,7 +5,7 @@ import os
 import pytest
 
 from common.errors import UserError
-from launcher.config import DEFAULT_DRIVER, list_sites, load_site, resolve_settings
+from launcher.config import list_sites, load_site, resolve_settings
 from launcher.driver import check_driver, driver_script
 
 
@@ -20,7 +20,7 @@ def test_layering_cli_over_env_over_site_over_default(tmp_path):
     assert values["nodes"] == 2             # CLI
     assert values["join_timeout"] == 30     # environment
     assert values["shm_size"] == "1g"       # site file
-    assert values["driver"] == DEFAULT_DRIVER  # default
+    assert values["driver"] is None         # default: none, an interactive cluster
     assert resolve_settings(site, {}, {})["nodes"] == 5
 
 

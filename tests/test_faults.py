@@ -100,7 +100,8 @@ def test_stop_during_the_driver_is_graceful_even_if_the_driver_ignores_sigterm(
 def test_node_cut_off_the_network_is_named_at_the_join_timeout(docker_api, built_image,
                                                                 shared_dir):
     image, _ = built_image
-    run = Background(image, shared_dir, "--nodes", "3", "--join-timeout", "20")
+    run = Background(image, shared_dir, "--nodes", "3", "--join-timeout", "20", "--driver",
+                     "python examples/hello_nodes.py")
     run.wait_for_line(re.compile(r"rayhpc: run \S+: 3 nodes of "))
     victim = container(run.run_dir, "worker-2")
     deadline = time.monotonic() + 60
@@ -123,7 +124,8 @@ def test_join_timeout_names_the_nodes_that_never_joined(docker_api, built_image,
     """Six nodes need seconds to join on a small machine; a 1 s join timeout cannot be met.
     (With 3 nodes it sometimes was: workers join while the head connects.)"""
     image, _ = built_image
-    result, run_dir = launch(image, shared_dir, "--nodes", "6", "--join-timeout", "1")
+    result, run_dir = launch(image, shared_dir, "--nodes", "6", "--join-timeout", "1",
+                             "--driver", "python examples/hello_nodes.py")
     assert result.returncode == 1, result.stdout[-2000:]
     message = re.search(r"rayhpc: error: (.*)", result.stdout).group(1)
     assert re.fullmatch(r"timed out after 1 s waiting for 6 nodes \([1-5] joined\); never "

@@ -134,7 +134,8 @@ def test_dollar_signs_in_the_shared_path_are_taken_literally(docker_api, built_i
                                                             shared_dir):
     image, _ = built_image
     odd = shared_dir / "x$NOPE" / "at$HOSTNAME"
-    result, run_dir = launch(image, odd, "--nodes", "2")
+    result, run_dir = launch(image, odd, "--nodes", "2", "--driver",
+                             "python examples/hello_nodes.py")
     assert_clean_run(docker_api, result, run_dir, nodes=2)
     assert "hello from 2 nodes: head, worker-1" in result.stdout
     assert (odd / "runs" / run_dir.name).is_dir()
@@ -209,7 +210,8 @@ def test_more_local_nodes_than_the_cores_can_start_are_warned_about(docker_api, 
                                                                     shared_dir):
     image, _ = built_image
     nodes = 2 * (os.cpu_count() or 1) + 1
-    run = Background(image, shared_dir, "--nodes", str(nodes), "--join-timeout", "1")
+    run = Background(image, shared_dir, "--nodes", str(nodes), "--join-timeout", "1",
+                     "--driver", "python examples/hello_nodes.py")
     output = run.finish(timeout=600)
     assert re.search(rf"rayhpc: warning: {nodes} nodes on {os.cpu_count()} cores: each Ray "
                      r"node takes about a core to start", output), output[-2000:]

@@ -161,3 +161,75 @@ def test_inside_an_allocation_it_runs_directly(testbed):
     assert "rayhpc: inside a slurm allocation: running" in text, text[-3000:]
     assert "hello from 2 nodes: node1, node2" in text, text[-3000:]
     assert re.search(r"2/2 nodes, bring-up [\d.]+ s, .* exit code 0$", text.strip()), text[-2000:]
+
+
+def cli(bed: SlurmTestbed, *args: str) -> subprocess.CompletedProcess:
+    """`invoke ARGS` on the login node as the cluster user, for a run in the shared dir."""
+    return bed.exec("controller", "python3", "-m", "invoke", "-r", str(PROJECT_ROOT), *args,
+                    user="ray", workdir=str(bed.shared))
+
+
+def test_interactive_cluster_stays_up_takes_jobs_and_goes_down_cleanly(testbed):
+    """Submitted from the login node without a driver: --wait returns once both nodes joined
+    (connect.txt says how to reach the head, with the SSH tunnel through the login node);
+    `invoke submit` from the login node runs a Ray job on both nodes; `invoke status` shows
+    the job running with 2/2 nodes; `invoke down` cancels it the clean way (exit 143, the
+    logs of every node, an empty queue, no Ray left)."""
+    result, run_dir = launch(testbed, "--interactive")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:] + _job_out(run_dir)
+    run_id = run_dir.name
+    job_id = re.search(r"submitted job (\d+) to slurm", result.stdout).group(1)
+    connect = (run_dir / "connect.txt").read_text()
+    assert connect in result.stdout
+    head = json.loads((run_dir / "head.json").read_text())
+    dashboard = f"{head['ip']}:{head['dashboard_port']}"
+    assert f"export RAY_ADDRESS=http://{dashboard}\n" in connect
+    assert f"ssh -N -L 8265:{dashboard} ray@controller" in connect
+    assert f"job {job_id} keeps the cluster up until its walltime" in result.stdout
+    time.sleep(5)  # it stays up with nothing to do
+    assert (run_dir / "exit_code").exists() is False
+
+    job = cli(testbed, "submit", "--run", run_id, "--shared", str(testbed.shared), "--",
+              "python", "examples/hello_nodes.py")
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "hello from 2 nodes: node1, node2" in job.stdout
+    assert re.search(r"rayhpc: job raysubmit_\w+ succeeded, exit code 0", job.stdout)
+
+    status = cli(testbed, "status", "--run", run_id, "--shared", str(testbed.shared))
+    assert status.returncode == 0, status.stderr
+    assert re.match(rf"{run_id}  testbed  up \(interactive\)  2/2 nodes joined  up \d+:\d\d:\d\d"
+                    rf"  job {job_id} RUNNING  ~0:0\d:\d\d left of 00:05:00$",
+                    status.stdout.strip()), status.stdout
+
+    down = cli(testbed, "down", "--run", run_id, "--shared", str(testbed.shared))
+    assert down.returncode == 0, down.stdout + down.stderr + _job_out(run_dir)
+    assert f"scancel --batch --signal=TERM {job_id}: job {job_id} (RUNNING) told to stop" \
+        in down.stdout
+    assert re.search(rf"run {run_id}: 2/2 nodes, .* exit code 143; logs in ", down.stdout)
+    assert (run_dir / "exit_code").read_text().strip() == "143"
+    for node in COMPUTE_NODES:
+        assert (run_dir / "logs" / node / "raylet.out").is_file(), f"no logs from {node}"
+        record = json.loads((run_dir / "nodes" / f"{node}.json").read_text())
+        assert record["state"] == "stopped", record
+    assert list((run_dir / "logs").glob("*/job-driver-raysubmit_*.log"))
+    assert_nothing_left(testbed)
+
+
+def test_the_walltime_ends_an_interactive_cluster_cleanly(testbed):
+    started = time.monotonic()
+    result, run_dir = launch(testbed, "--interactive", "--walltime", "2")
+    assert result.returncode == 0, result.stdout[-3000:] + _job_out(run_dir)
+    deadline = time.monotonic() + 240
+    while not (run_dir / "exit_code").exists():
+        assert time.monotonic() < deadline, "the walltime did not end it" + _job_out(run_dir)
+        time.sleep(1)
+    assert_nothing_left(testbed, wait_s=60)
+    took = time.monotonic() - started
+    assert (run_dir / "exit_code").read_text().strip() == "143", _job_out(run_dir)
+    assert "DUE TO TIME LIMIT" not in _job_out(run_dir), "Slurm had to kill the job"
+    assert took < 120 + 60, f"{took:.0f} s"
+    for node in COMPUTE_NODES:
+        assert (run_dir / "logs" / node / "raylet.out").is_file(), f"no logs from {node}"
+        record = json.loads((run_dir / "nodes" / f"{node}.json").read_text())
+        assert record["state"] == "stopped", record

@@ -148,6 +148,26 @@ class Scheduler:
         """A command that tells whether the job is still queued or running."""
         raise NotImplementedError
 
+    # The job's state: `state_command`'s output, read by `parse_state` (the scheduler's own
+    # word, e.g. RUNNING, R, RUN, running; "" once the job left the queue or finished).
+    running_states: tuple[str, ...] = ()  # the job script runs: it can be signalled
+    finished_states: tuple[str, ...] = ()  # still listed a while, but over
+
+    def state_command(self, job_id: str) -> list[str]:
+        raise NotImplementedError
+
+    def parse_state(self, output: str) -> str:
+        """The last line's last word (one job asked about, one line of state)."""
+        lines = [line.split() for line in output.strip().splitlines() if line.strip()]
+        state = lines[-1][-1] if lines and lines[-1] else ""
+        return "" if state in self.finished_states else state
+
+    def cancel_command(self, job_id: str, running: bool) -> list[str]:
+        """Stop the job the clean way: while it runs, SIGTERM to its job script alone (its trap
+        asks the agents to stop and keep the logs, as on the walltime warning); a job still in
+        the queue is removed."""
+        raise NotImplementedError
+
     def is_active(self, returncode: int, output: str, job_id: str) -> bool:
         """Whether the job is still there, from the job_active_command's exit code and output."""
         return returncode == 0 and bool(output.strip())

@@ -65,6 +65,23 @@ class Cobalt(Scheduler):
     def is_active(self, returncode: int, output: str, job_id: str) -> bool:
         # The header line is printed whether or not the job is still there.
         return returncode == 0 and job_id in output.split()
+    running_states = ("running",)
+
+    def state_command(self, job_id: str) -> list[str]:
+        # "JobID  State" / "=====" / "12345  running"
+        return ["qstat", "--header", "JobID:State", job_id]
+
+    def parse_state(self, output: str) -> str:
+        rows = [line.split() for line in output.strip().splitlines()]
+        rows = [row for row in rows if len(row) == 2 and row[0].isdigit()]
+        return rows[-1][1] if rows else ""
+
+    def cancel_command(self, job_id: str, running: bool) -> list[str]:
+        # Cobalt has no command that signals the job script alone: `qdel JOBID` is how ALCF
+        # documents stopping a job (Cobalt Job Control on XC40,
+        # https://www.alcf.anl.gov/user-guides/cobalt-job-control-xc40); the script gets
+        # SIGTERM before the kill, and its trap asks the agents to stop, as on the walltime.
+        return ["qdel", job_id]
 
     def allocated_nodes(self, environ: Mapping[str, str]) -> int | None:
         # COBALT_JOBSIZE: ALCF's example-job-scripts.md ("COBALT_JOBSIZE (nodes)");

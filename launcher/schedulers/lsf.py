@@ -11,9 +11,6 @@ from collections.abc import Mapping
 
 from launcher.schedulers.base import Job, Scheduler, minutes
 
-FINISHED_STATES = ("DONE", "EXIT")
-
-
 def lsf_minutes(seconds: int) -> str:
     """bsub -W / -wt: [hour:]minute, rounded up to whole minutes."""
     hours, mins = divmod(minutes(seconds), 60)
@@ -71,13 +68,29 @@ class LSF(Scheduler):
         start, end = output.find("<"), output.find(">")
         return output[start + 1:end] if 0 <= start < end else ""
 
-    def job_active_command(self, job_id: str) -> list[str]:
+    running_states = ("RUN",)
+    finished_states = ("DONE", "EXIT")
+
+    def state_command(self, job_id: str) -> list[str]:
         return ["bjobs", "-noheader", "-o", "stat", job_id]
+
+    def job_active_command(self, job_id: str) -> list[str]:
+        return self.state_command(job_id)
 
     def is_active(self, returncode: int, output: str, job_id: str) -> bool:
         # bjobs keeps finished jobs for a while, as DONE or EXIT.
         state = output.strip().split()[-1] if output.strip() else ""
-        return returncode == 0 and bool(state) and state not in FINISHED_STATES
+        return returncode == 0 and bool(state) and state not in self.finished_states
+
+    def cancel_command(self, job_id: str, running: bool) -> list[str]:
+        # bkill(1): "-s signal_value | signal_name: Sends the specified signal to specified
+        # jobs"; without -s it sends SIGINT and SIGTERM, then SIGKILL after
+        # JOB_TERMINATE_INTERVAL; "You cannot send arbitrary signals to a pending job ...
+        # LSF does allow you to kill ... pending jobs" (IBM Spectrum LSF 10.1 command
+        # reference, https://www.ibm.com/docs/en/SSWRJV_10.1.0/lsf_command_ref/bkill.1.html).
+        if running:
+            return ["bkill", "-s", "TERM", job_id]
+        return ["bkill", job_id]
 
     def allocated_nodes(self, environ: Mapping[str, str]) -> int | None:
         # LSB_MCPU_HOSTS: "launch 1 node1 42 node2 42": compute hosts after the launch node.

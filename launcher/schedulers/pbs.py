@@ -74,6 +74,29 @@ class PBS(Scheduler):
         # qstat exits non-zero for a job that has finished (without -x) or is unknown.
         return ["qstat", job_id]
 
+    running_states = ("R",)
+    finished_states = ("F",)
+
+    def state_command(self, job_id: str) -> list[str]:
+        # "Job id  Name  User  Time Use  S  Queue": the state is the fifth column.
+        return ["qstat", job_id]
+
+    def parse_state(self, output: str) -> str:
+        rows = [line.split() for line in output.strip().splitlines()]
+        row = rows[-1] if rows else []
+        state = row[4] if len(row) >= 6 and not set(row[0]) <= {"-"} else ""
+        return "" if state in self.finished_states else state
+
+    def cancel_command(self, job_id: str, running: bool) -> list[str]:
+        # qsig(1B): "The qsig command requests that a signal be sent to executing batch jobs.
+        # The signal is sent to the session leader of the job" (the job script), and is
+        # refused for a job that is not running; qdel(1B) removes a queued job (a running one
+        # would get SIGTERM, then SIGKILL after the queue's delay).
+        # (PBS Professional Reference Guide, qsig and qdel; https://linux.die.net/man/1/qsig)
+        if running:
+            return ["qsig", "-s", "TERM", job_id]
+        return ["qdel", job_id]
+
     def allocated_nodes(self, environ: Mapping[str, str]) -> int | None:
         nodefile = environ.get("PBS_NODEFILE")
         if not nodefile or not Path(nodefile).is_file():

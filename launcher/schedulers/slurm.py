@@ -113,6 +113,22 @@ class Slurm(Scheduler):
         # Empty once the job has left the queue; an error for a job id Slurm forgot.
         return ["squeue", "--noheader", "--jobs", job_id]
 
+    running_states = ("RUNNING",)
+    finished_states = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
+                       "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
+
+    def state_command(self, job_id: str) -> list[str]:
+        return ["squeue", "--noheader", "--format=%T", "--jobs", job_id]
+
+    def cancel_command(self, job_id: str, running: bool) -> list[str]:
+        # scancel(1): "-b, --batch: Signal only the batch step (the shell script), but not any
+        # other steps nor any children of the shell script. This is useful when the shell
+        # script has to trap the signal..." (https://slurm.schedmd.com/scancel.html). A plain
+        # scancel would signal srun's tasks too (and Apptainer's squashfuse): see README.
+        if running:
+            return ["scancel", "--batch", "--signal=TERM", job_id]
+        return ["scancel", job_id]
+
     def allocated_nodes(self, environ: Mapping[str, str]) -> int | None:
         value = environ.get("SLURM_JOB_NUM_NODES") or environ.get("SLURM_NNODES")
         return int(value) if value and value.isdigit() else None

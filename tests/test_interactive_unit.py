@@ -1,0 +1,397 @@
+"""Interactive clusters without an engine or a scheduler: connect.txt, the interactive rule,
+the schedulers' state and clean-cancel command lines (recording fakes on PATH, run by
+`invoke down`/`status` as a user would), Ray job results, working directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from common.errors import UserError
+from launcher import agent
+from launcher.jobs import JobsClient, exit_code_of, follow_job
+from launcher.rundir import prepare_run_dir
+from launcher.runs import Run, down, entrypoint_of, status_line, working_dir_uri
+from launcher.schedulers import SCHEDULERS
+from tests.cli import invoke
+from tests.specs import make_spec
+
+# -- the interactive rule
+
+def test_no_driver_anywhere_is_an_interactive_cluster():
+    assert make_spec("local").interactive
+    assert make_spec("slurm", image="/x.sif").driver is None
+    assert not make_spec("local", driver="python x.py").interactive
+
+
+def test_interactive_wins_over_a_driver_from_the_environment_or_site():
+    from launcher.config import load_site
+    from launcher.launch import resolve_spec
+
+    spec = resolve_spec(load_site("local"), {}, {"RAYHPC_DRIVER": "python x.py"},
+                        interactive=True)
+    assert spec.interactive
+    with pytest.raises(UserError, match="--interactive: an interactive cluster runs no "
+                                        "--driver; drop one of them"):
+        resolve_spec(load_site("local"), {"driver": "python x.py"}, {}, interactive=True)
+
+
+# -- connect.txt
+
+def test_connect_text_on_the_local_site_names_the_published_ports():
+    spec = make_spec("local", nodes=3).to_json()
+    spec["published"] = {"dashboard": 40001, "client": 40002}
+    text = agent.connect_text(spec, "172.18.0.2", "/s/runs/R/auth_token")
+    assert "export RAY_ADDRESS=http://127.0.0.1:40001\n" in text
+    assert "export RAY_AUTH_MODE=token\n" in text
+    assert "export RAY_AUTH_TOKEN_PATH=/s/runs/R/auth_token\n" in text
+    assert 'ray.init("ray://127.0.0.1:40002")' in text
+    assert "ssh" not in text  # nothing to tunnel on this machine
+    assert all(line.startswith(("#", "export ")) for line in text.splitlines())
+
+
+def test_connect_text_on_an_hpc_site_tunnels_the_dashboard_through_the_login_node():
+    spec = make_spec("slurm", image="/x.sif").to_json()
+    spec["login"] = "alice@login1.example.org"
+    ports = spec["ports"]
+    text = agent.connect_text(spec, "10.1.2.3", "/lus/s/runs/R/auth_token")
+    assert f"export RAY_ADDRESS=http://10.1.2.3:{ports['dashboard']}\n" in text
+    assert f'ray.init("ray://10.1.2.3:{ports["client"]}")' in text
+    assert (f"# from your laptop: ssh -N -L 8265:10.1.2.3:{ports['dashboard']} "
+            "alice@login1.example.org   then open http://localhost:8265") in text
+
+
+def test_the_dashboard_binds_the_heads_cluster_address_by_default():
+    spec = make_spec("local").to_json()
+    assert "--dashboard-host=172.18.0.2" in agent.ray_start_args(spec, "172.18.0.2", None, None)
+    spec["dashboard_host"] = "127.0.0.1"  # a site file may still keep it on the head alone
+    assert "--dashboard-host=127.0.0.1" in agent.ray_start_args(spec, "172.18.0.2", None, None)
+
+
+def test_compose_publishes_dashboard_and_client_on_loopback_only():
+    import dataclasses
+
+    import yaml
+
+    from launcher.compose import render_compose
+
+    spec = dataclasses.replace(make_spec("local", shared="/s", image="img"),
+                               published={"dashboard": 40001, "client": 40002})
+    head = yaml.safe_load(render_compose(spec))["services"]["head"]
+    assert head["ports"] == [f"127.0.0.1:40001:{spec.ports['dashboard']}",
+                             f"127.0.0.1:40002:{spec.ports['client']}"]
+
+
+# -- schedulers: state and the clean cancel
+
+@pytest.mark.parametrize("name, running, pending", [
+    ("slurm", ["scancel", "--batch", "--signal=TERM", "42"], ["scancel", "42"]),
+    ("pbs", ["qsig", "-s", "TERM", "42"], ["qdel", "42"]),
+    ("lsf", ["bkill", "-s", "TERM", "42"], ["bkill", "42"]),
+    ("cobalt", ["qdel", "42"], ["qdel", "42"]),
+])
+def test_cancel_commands(name, running, pending):
+    scheduler = SCHEDULERS[name]
+    assert scheduler.cancel_command("42", running=True) == running
+    assert scheduler.cancel_command("42", running=False) == pending
+
+
+# What each scheduler's state command prints for a running job, and the state read from it.
+STATE_OUTPUT = {
+    "slurm": ("RUNNING\n", "RUNNING"),
+    "pbs": ("Job id            Name             User              Time Use S Queue\n"
+            "----------------  ---------------- ----------------  -------- - -----\n"
+            "42.pbs01          rayhpc-x         alice             00:00:05 R debug\n", "R"),
+    "lsf": ("RUN\n", "RUN"),
+    "cobalt": ("JobID  State\n=============\n42     running\n", "running"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STATE_OUTPUT))
+def test_state_parsing(name):
+    scheduler = SCHEDULERS[name]
+    output, state = STATE_OUTPUT[name]
+    assert scheduler.parse_state(output) == state
+    assert state in scheduler.running_states
+    assert scheduler.parse_state("") == ""
+
+
+def test_finished_states_count_as_gone():
+    assert SCHEDULERS["slurm"].parse_state("COMPLETED\n") == ""
+    assert SCHEDULERS["lsf"].parse_state("DONE\n") == ""
+    assert SCHEDULERS["slurm"].parse_state("PENDING\n") == "PENDING"
+
+
+def fake_scheduler(bin_dir: Path, name: str, run_dir: Path, state: str, log: Path) -> None:
+    """Recording fakes of the scheduler's state and cancel commands: state prints ``state``
+    until the run has an exit code; cancel records its argv and ends the run as the agents
+    would (records stopped, exit code 143)."""
+    scheduler = SCHEDULERS[name]
+    output = STATE_OUTPUT[name][0].replace(STATE_OUTPUT[name][1], state)
+    state_cmd = scheduler.state_command("42")[0]
+    cancels = {scheduler.cancel_command("42", r)[0] for r in (True, False)}
+    scripts = {state_cmd: f"""#!/bin/sh
+echo "$0 $*" >> {log}
+[ -e {run_dir}/exit_code ] && exit 1
+printf '%s' '{output}'
+"""}
+    for cancel in cancels:
+        scripts[cancel] = f"""#!/bin/sh
+echo "$0 $*" >> {log}
+echo '{{"state": "stopped"}}' > {run_dir}/nodes/node1.json
+echo '{{"state": "stopped"}}' > {run_dir}/nodes/node2.json
+echo '{{"t_submit": 1.0, "nodes_expected": 2, "nodes_joined": 2}}' > {run_dir}/timing.json
+echo 143 > {run_dir}/exit_code
+"""
+    for command, text in scripts.items():
+        path = bin_dir / command
+        path.write_text(text)
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+def batch_run(tmp_path: Path, name: str, up: bool = True) -> Run:
+    site = {"slurm": "slurm", "pbs": "pbs", "lsf": "lsf", "cobalt": "theta"}[name]
+    spec = make_spec(site, shared=str(tmp_path / "shared"), image="/x.sif", nodes=2)
+    prepare_run_dir(spec)
+    paths = agent.RunPaths(spec.run_dir)
+    paths.job_id.write_text("42\n")
+    agent.write_json(paths.head, {"address": "10.0.0.1:1", "ip": "10.0.0.1", "node": "node1",
+                                  "time": time.time() - 60})
+    agent.write_json(paths.status, {"joined": 2, "expected": 2, "lost": []})
+    for node in ("node1", "node2"):
+        agent.write_json(paths.node_record(node), {"state": "joined", "ip": "10.0.0.9"})
+    if up:
+        paths.connect.write_text("# up\n")
+    return Run.load(spec.run_dir)
+
+
+@pytest.mark.parametrize("name, state, cancel", [
+    ("slurm", "RUNNING", "scancel --batch --signal=TERM 42"),
+    ("slurm", "PENDING", "scancel 42"),
+    ("pbs", "R", "qsig -s TERM 42"),
+    ("pbs", "Q", "qdel 42"),
+    ("lsf", "RUN", "bkill -s TERM 42"),
+    ("lsf", "PEND", "bkill 42"),
+    ("cobalt", "running", "qdel 42"),
+])
+def test_invoke_down_cancels_a_batch_job_the_clean_way(tmp_path, name, state, cancel):
+    run = batch_run(tmp_path, name)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    fake_scheduler(bin_dir, name, run.paths.dir, state, log)
+    result = invoke("down", "--run", run.run_id, "--site", run.spec.site, "--shared",
+                    str(run.spec.shared), env={"PATH": f"{bin_dir}:{os.environ['PATH']}"},
+                    timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = [line.split(" ", 1) for line in log.read_text().splitlines()]
+    assert [Path(c[0]).name + " " + c[1] for c in calls if Path(c[0]).name in cancel] \
+        == [cancel]
+    assert "exit code 143" in result.stdout
+
+
+def test_status_of_a_batch_run_shows_the_job_nodes_and_time_left(tmp_path):
+    run = batch_run(tmp_path, "slurm")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_scheduler(bin_dir, "slurm", run.paths.dir, "RUNNING", tmp_path / "calls.log")
+    # As on a login node: no Docker engine (its runs are not listed, and no error).
+    result = invoke("status", "--site", "slurm", "--shared", str(run.spec.shared),
+                    env={"PATH": f"{bin_dir}:{os.environ['PATH']}",
+                         "DOCKER_HOST": "unix:///nonexistent/docker.sock"}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert line.startswith(f"{run.run_id}  slurm  up (interactive)  2/2 nodes joined  up 0:01:")
+    assert "job 42 RUNNING  ~0:28:" in line and line.endswith("left of 00:30:00")
+
+
+def test_down_waits_until_every_node_stopped(tmp_path, monkeypatch):
+    run = batch_run(tmp_path, "slurm")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_scheduler(bin_dir, "slurm", run.paths.dir, "RUNNING", tmp_path / "calls.log")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    said = []
+    assert down(run, said.append) == 143
+    assert all(rec["state"] == "stopped" for rec in run.nodes().values())
+    with pytest.raises(UserError, match=f"--run: run {run.run_id} has finished: 2/2 nodes"):
+        down(run, said.append)
+
+
+# -- Ray jobs
+
+class FakeJobs:
+    """The Jobs API of a job that prints two lines and ends with ``status``/``code``."""
+
+    def __init__(self, status="SUCCEEDED", code=0):
+        self.calls = 0
+        self.status, self.code = status, code
+        self.stopped = False
+
+    def info(self, job_id):
+        self.calls += 1
+        done = self.calls >= 3
+        return {"status": self.status if done else "RUNNING",
+                "driver_exit_code": self.code if done else None,
+                "message": "Job entrypoint command failed with exit code 5, last available "
+                           "logs:\nline 1\n"}
+
+    def logs(self, job_id):
+        return "line 1\n" if self.calls < 2 else "line 1\nline 2"
+
+    def stop(self, job_id):
+        self.stopped = True
+
+
+def test_follow_job_prints_the_output_once_and_returns_the_drivers_code(monkeypatch):
+    monkeypatch.setattr("launcher.jobs.POLL_S", 0)
+    out = []
+    result = follow_job(FakeJobs("FAILED", 5), "raysubmit_x", out.append)
+    assert "".join(out) == "line 1\nline 2\n"
+    assert (result.status, result.exit_code, result.message) == ("FAILED", 5, "")
+    # Without a driver's exit code, Ray's message says why (its first line).
+    result = follow_job(FakeJobs("FAILED", None), "raysubmit_x", out.append)
+    assert (result.exit_code, result.message) == (
+        1, "Job entrypoint command failed with exit code 5, last available logs")
+
+
+def test_a_signal_stops_the_job_and_its_code_is_128_plus_n(monkeypatch):
+    monkeypatch.setattr("launcher.jobs.POLL_S", 0)
+    jobs = FakeJobs("STOPPED", None)
+    result = follow_job(jobs, "raysubmit_x", lambda _: None, signals=[2])
+    assert jobs.stopped and result.exit_code == 130
+
+
+@pytest.mark.parametrize("info, code", [
+    ({"status": "SUCCEEDED", "driver_exit_code": 0}, 0),
+    ({"status": "FAILED", "driver_exit_code": 3}, 3),
+    ({"status": "FAILED", "driver_exit_code": -9}, 137),
+    ({"status": "FAILED", "driver_exit_code": None}, 1),  # e.g. its runtime env failed
+    ({"status": "STOPPED", "driver_exit_code": None}, 143),
+])
+def test_job_exit_codes(info, code):
+    assert exit_code_of(info) == code
+
+
+def test_entrypoint_keeps_the_words_quoted():
+    assert entrypoint_of(["python", "-c", "print('a b')"]) == "python -c 'print('\"'\"'a b'\"'\"')'"
+    with pytest.raises(UserError, match="missing command after --"):
+        entrypoint_of([])
+
+
+def test_requests_carry_the_token(monkeypatch):
+    seen = {}
+
+    class Response:
+        status = 200
+
+        def read(self):
+            return json.dumps({"submission_id": "raysubmit_1"}).encode()
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *args):
+            return False
+
+    def urlopen(request, timeout):
+        seen.update(headers=dict(request.header_items()), url=request.full_url,
+                    body=json.loads(request.data))
+        return Response()
+
+    monkeypatch.setattr("urllib.request.urlopen", urlopen)
+    client = JobsClient("http://127.0.0.1:1/", "sekret")
+    assert client.submit("python x.py", {"working_dir": "local:///s"}, {}) == "raysubmit_1"
+    assert seen["headers"]["Authorization"] == "Bearer sekret"
+    assert seen["url"] == "http://127.0.0.1:1/api/jobs/"
+    assert seen["body"]["runtime_env"] == {"working_dir": "local:///s"}
+
+
+# -- working directories
+
+def test_a_working_dir_in_the_shared_dir_is_used_in_place(tmp_path):
+    run = batch_run(tmp_path, "slurm")
+    project = run.spec.shared / "project"
+    project.mkdir()
+    assert working_dir_uri(run, str(project)) == f"local://{project.resolve()}"
+    assert working_dir_uri(run, None) == f"local://{run.spec.shared.resolve()}"
+
+
+def test_a_working_dir_outside_the_shared_dir_is_refused_on_hpc_sites(tmp_path):
+    run = batch_run(tmp_path, "slurm")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.raises(UserError, match=f"--working-dir: {elsewhere} is outside the shared "
+                                        f"directory {run.spec.shared}, which is all the nodes "
+                                        "of site slurm see"):
+        working_dir_uri(run, str(elsewhere))
+
+
+def test_status_line_of_a_run_not_up_yet(tmp_path):
+    run = batch_run(tmp_path, "slurm", up=False)
+    agent.write_json(run.paths.status, {"joined": 1, "expected": 2, "lost": []})
+    run.paths.job_id.unlink()  # launched inside an allocation: no scheduler to ask
+    line = status_line(run)
+    assert f"{run.run_id}  slurm  joining  1/2 nodes joined" in line
+    assert line.endswith("launched inside an allocation")
+    with pytest.raises(UserError, match=r"is not up yet \(1/2 nodes joined\)"):
+        run.require_up()
+
+
+def test_down_of_a_job_still_in_the_queue_removes_it(tmp_path, monkeypatch):
+    run = batch_run(tmp_path, "slurm", up=False)
+    run.paths.head.unlink()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    # squeue: PENDING until scancel removed it (then nothing); scancel: records only.
+    (bin_dir / "squeue").write_text(f"""#!/bin/sh
+[ -e {tmp_path}/cancelled ] && exit 0
+echo PENDING
+""")
+    (bin_dir / "scancel").write_text(f"""#!/bin/sh
+echo "scancel $*" >> {log}
+touch {tmp_path}/cancelled
+""")
+    for name in ("squeue", "scancel"):
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr("launcher.runs.STATE_CHECK_S", 0.1)
+    said = []
+    assert down(run, said.append) == 0
+    assert log.read_text() == "scancel 42\n"
+    assert said[-1] == f"run {run.run_id} stopped before its cluster started"
+
+
+def test_logs_of_a_batch_run_from_the_run_directory(tmp_path):
+    """Driver output and agent logs come from the run directory (the shared file system): the
+    login node needs no access to the nodes."""
+    from launcher.runs import logs
+
+    spec = make_spec("slurm", shared=str(tmp_path / "shared"), image="/x.sif", nodes=2,
+                     driver="python d.py")
+    prepare_run_dir(spec)
+    run = Run.load(spec.run_dir)
+    run.paths.driver_log.write_text("first\nsecond\n")
+    agent.write_json(run.paths.node_record("node2"), {"state": "stopped"})
+    (run.paths.node_logs("node2")).mkdir(parents=True)
+    (run.paths.node_logs("node2") / "agent.log").write_text("[rayhpc node2] joining\n")
+    (run.paths.node_logs("node2") / "raylet.out").write_text("raylet says\n")
+    run.paths.exit_code.write_text("0\n")
+    out = []
+    assert logs(run, out.append, follow=True) == 0  # finished: no waiting
+    assert "".join(out) == "first\nsecond\n"
+    out.clear()
+    logs(run, out.append, node="node2")
+    assert "".join(out) == "[rayhpc node2] joining\n"
+    out.clear()
+    logs(run, out.append, node="node2", file="raylet.out")
+    assert "".join(out) == "raylet says\n"
+    with pytest.raises(UserError, match=r"--file: no 'gcs.out' among the logs kept of node2 "
+                                        r"\(there: agent.log, raylet.out\)"):
+        logs(run, out.append, node="node2", file="gcs.out")
