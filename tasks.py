@@ -251,40 +251,12 @@ def down(c, run=None, site="local", shared=None):
     --run: remove the containers and networks that local launches left behind (forcibly,
     running ones too).
     """
-    from launcher.manage import engine_runs, remove_run
-    from launcher.runs import Run, shared_dir
-    from launcher.runs import down as stop_run
+    from launcher.runs import down_by_id, remove_leftovers, shared_dir
 
     if not run:
-        from containers.engine import connect
-
-        api = connect()
-        targets = list(engine_runs(api))
-        for run_id in targets:
-            containers, networks = remove_run(api, run_id)
-            print(f"removed run {run_id}: {containers} container(s), {networks} network(s)")
-        if not targets:
-            print("nothing to remove")
+        remove_leftovers(print)
         return
-    shared_path = shared_dir(site, shared)
-    found = Run.load(shared_path / "runs" / run) if run.strip(".") and "/" not in run else None
-    if found is not None and found.exit_code is None:
-        stop_run(found, say)
-        return
-    leftovers = engine_runs()
-    if run in leftovers:  # a finished run (or one of another shared dir) left containers
-        if found is not None:
-            found.backend.cleanup(found, say)
-            print(f"removed what run {run} left")
-        else:
-            containers, networks = remove_run(None, run)
-            print(f"removed run {run}: {containers} container(s), {networks} network(s)")
-        return
-    if found is not None:
-        found.require_unfinished()
-    raise UserError(f"--run: no containers or networks of run {run!r} here, and no run "
-                    f"{run!r} in {shared_path / 'runs'}; give --shared DIR where it was launched "
-                    f"(runs with containers here: {', '.join(leftovers) or 'none'})")
+    down_by_id(run, shared_dir(site, shared), say)
 
 
 @task(auto_shortflags=False, help={
@@ -298,28 +270,10 @@ def status(c, run=None, site="local", shared=None):
     Each run: phase, nodes joined and lost, uptime; a batch job's state and time left; the
     local containers' states.
     """
-    from launcher.manage import engine_runs
-    from launcher.runs import Run, all_runs, find_run, shared_dir, status_line
+    from launcher.runs import shared_dir, status_lines
 
     shared_path = shared_dir(site, shared)
-    leftovers = engine_runs()
-    lines = []
-    if run:
-        found = Run.load(shared_path / "runs" / run) if run.strip(".") and "/" not in run \
-            else None
-        if found is not None:
-            found.require_unfinished()
-            lines.append(status_line(found))
-        elif run in leftovers:
-            lines.append(leftovers[run].line())
-        else:
-            find_run(run, shared_path)  # says what is there
-    else:
-        for found in all_runs(shared_path):
-            if found.exit_code is None:
-                lines.append(status_line(found))
-        listed = {line.split()[0] for line in lines}
-        lines += [state.line() for run_id, state in leftovers.items() if run_id not in listed]
+    lines = status_lines(shared_path, run)
     print("\n".join(lines) if lines else f"no runs (in {shared_path / 'runs'} or on this "
           "machine's engine)")
 

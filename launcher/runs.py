@@ -163,6 +163,13 @@ def all_runs(shared: Path) -> list[Run]:
     return [run for run in found if run is not None]
 
 
+def load_run(run_id: str, shared: Path) -> Run | None:
+    """The run with this id in <shared>/runs/, if there is one (no error)."""
+    if not run_id.strip(".") or "/" in run_id:
+        return None
+    return Run.load(shared / "runs" / run_id)
+
+
 # -- invoke status
 
 def status_line(run: Run, now: float | None = None) -> str:
@@ -183,7 +190,65 @@ def status_line(run: Run, now: float | None = None) -> str:
     return "  ".join(parts)
 
 
+def status_lines(shared: Path, run_id: str | None = None) -> list[str]:
+    """`invoke status`: the runs in the shared dir that have not finished (or the one asked
+    for), and runs known only by what they left on this machine's engine."""
+    from launcher.manage import engine_runs
+
+    leftovers = engine_runs()
+    if run_id:
+        found = load_run(run_id, shared)
+        if found is not None:
+            found.require_unfinished()
+            return [status_line(found)]
+        if run_id in leftovers:
+            return [leftovers[run_id].line()]
+        find_run(run_id, shared)  # says what is there
+    lines = [status_line(run) for run in all_runs(shared) if run.exit_code is None]
+    listed = {line.split()[0] for line in lines}
+    return lines + [state.line() for rid, state in leftovers.items() if rid not in listed]
+
+
 # -- invoke down
+
+def remove_leftovers(say: Say) -> None:
+    """`invoke down` without a run: remove what every local run left on this engine
+    (forcibly, running ones too)."""
+    from containers.engine import connect
+    from launcher.manage import engine_runs, remove_run
+
+    api = connect()
+    targets = list(engine_runs(api))
+    for run_id in targets:
+        containers, networks = remove_run(api, run_id)
+        say(f"removed run {run_id}: {containers} container(s), {networks} network(s)")
+    if not targets:
+        say("nothing to remove")
+
+
+def down_by_id(run_id: str, shared: Path, say: Say) -> int:
+    """`invoke down --run ID`: stop the run if it has not finished; else remove what it left on
+    this machine's engine (a run whose launcher died); else say why there is nothing to do."""
+    from launcher.manage import engine_runs, remove_run
+
+    found = load_run(run_id, shared)
+    if found is not None and found.exit_code is None:
+        return down(found, say)
+    leftovers = engine_runs()
+    if run_id in leftovers:
+        if found is not None:
+            found.backend.cleanup(found, say)
+            say(f"removed what run {run_id} left")
+        else:
+            containers, networks = remove_run(None, run_id)
+            say(f"removed run {run_id}: {containers} container(s), {networks} network(s)")
+        return 0
+    if found is not None:
+        found.require_unfinished()
+    raise UserError(f"--run: no containers or networks of run {run_id!r} here, and no run "
+                    f"{run_id!r} in {shared / 'runs'}; give --shared DIR where it was launched "
+                    f"(runs with containers here: {', '.join(leftovers) or 'none'})")
+
 
 def down(run: Run, say: Say, timeout: float | None = None) -> int:
     """Stop a run that has not finished, the clean way (the agents stop Ray and keep the

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -128,6 +129,12 @@ def test_interactive_cluster_takes_jobs_and_drivers_until_down(docker_api, built
                for out in outputs]
         for job_id, out in zip(ids, outputs):
             assert re.search(rf"^rayhpc: job {job_id} succeeded, exit code 0$", out, re.M), out
+        # A working dir the nodes cannot see (not in the shared dir): sent along, locally.
+        with tempfile.TemporaryDirectory() as elsewhere:
+            (Path(elsewhere) / "job.py").write_text("print('sent along', flush=True)\n")
+            sent = invoke("submit", "--run", run_id, "--shared", str(shared_dir),
+                          "--working-dir", elsewhere, "--", "python", "job.py")
+        assert sent.returncode == 0 and "sent along" in sent.stdout, sent.stdout + sent.stderr
         failing = invoke("submit", "--run", run_id, "--shared", str(shared_dir), "--",
                          "python", "-c", "import sys; print('failing now'); sys.exit(7)")
         assert failing.returncode == 7, failing.stdout + failing.stderr
@@ -176,7 +183,7 @@ def test_interactive_cluster_takes_jobs_and_drivers_until_down(docker_api, built
             assert record["state"] == "stopped", record
             assert (run_dir / "logs" / node / "raylet.out").is_file()
         kept = sorted(p.name for p in (run_dir / "logs" / "head").glob("job-driver-*.log"))
-        assert len(kept) == 3 and all(f"job-driver-{i}.log" in kept for i in ids)
+        assert len(kept) == 4 and all(f"job-driver-{i}.log" in kept for i in ids)
         after = invoke("logs", "--run", run_id, "--shared", str(shared_dir), "--job", ids[0])
         assert "hello from 3 nodes" in after.stdout  # kept with the run
     finally:
