@@ -116,8 +116,9 @@ class RunPaths:
       second), driver.log, connect.txt (interactive clusters: how to connect, once every node
       joined), timing.json, error, exit_code (last: the run is over)
     each node's agent, once, at its end:
-      logs/<node>.tar.gz (its agent.log and Ray's logs, capped; MANIFEST.json inside says what
-      was kept and dropped); its final record goes to the head over the network, and the head
+      logs/<node>.log (its agent's lines, opened once and appended to as it goes)
+      logs/<node>.tar.gz (Ray's logs, capped; MANIFEST.json inside says what was kept and
+      dropped); its final record goes to the head over the network, and the head
       writes every node's in nodes.json; a node that cannot tell the head (it never reached it,
       or the head is gone) writes its own, nodes/<node>.json
     stop (a request, written once with O_EXCL by whoever asks first; the text says who):
@@ -158,6 +159,10 @@ class RunPaths:
 
     def node_archive(self, node: str) -> Path:
         return self.logs / f"{node}.tar.gz"
+
+    def node_log(self, node: str) -> Path:
+        """A node's agent log, appended to as it goes (one open per node)."""
+        return self.logs / f"{node}.log"
 
     def agent_command(self, *args: str) -> list[str]:
         """How a container starts the agent: `python node_agent.py --run-dir DIR [ARGS]`."""
@@ -838,9 +843,13 @@ class Agent:
         # $RAYHPC_NODE_TEMP_DIR: several agents of one run on one host (the scale simulator).
         self.temp_dir = Path(os.environ.get("RAYHPC_NODE_TEMP_DIR") or spec["temp_dir"])
         self.temp_dir.mkdir(parents=True, exist_ok=True)
-        # Node-local: it goes into the node's log archive at the end (the container's or
-        # job's output has every line too).
-        self._log = open(self.temp_dir / "agent.log", "a", buffering=1)  # noqa: SIM115
+        # In the run directory (one open; its lines are appended as they come, so that `invoke
+        # logs --node` shows them while the run lives); the container's or job's output has
+        # every line too.
+        try:
+            self._log = open(paths.node_log(node), "a", buffering=1)  # noqa: SIM115
+        except OSError:
+            self._log = None
         self.ip = ""
         self.ray_session: int | None = None  # the session of this node's Ray processes
         self.failed = False
@@ -988,7 +997,6 @@ class Agent:
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
             with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
-                add_file(tar, "agent.log", self.temp_dir / "agent.log")
                 for name, size, part in kept:
                     add_file(tar, name, session_logs / name, skip=size - part)
                 data = json.dumps(manifest, indent=1).encode()
@@ -1138,8 +1146,12 @@ class Head(Agent):
         return [n for n in ray.nodes() if n.get("Alive")]
 
     def publish_status(self, force: bool = False, **changes: object) -> None:
-        """status.json for the launcher: at most once a second, unless ``force``."""
+        """status.json for the launcher: at most once a second, unless ``force``. It names
+        every node with its state and address (`invoke status` and `logs` read them)."""
         self.status.update(changes)
+        self.status["nodes"] = {self.node: {"state": "joined", "ip": self.ip},
+                                **{name: {"state": r["state"], "ip": r["ip"]}
+                                   for name, r in self.server.records().items()}}
         now = time.monotonic()
         if force or now - self._status_written >= STATUS_EVERY_S:
             self._status_written = now

@@ -16,7 +16,8 @@ from launcher.agent import RunPaths
 from launcher.config import Site
 from launcher.jobscript import render_job_script
 from launcher.rundir import prepare_run_dir, remove_run_dir
-from launcher.schedulers import SCHEDULERS, Scheduler, current_allocation, parse_walltime
+from launcher.schedulers import SCHEDULERS, Scheduler, current_allocation
+from launcher.schedulers.base import format_walltime
 from launcher.spec import LaunchSpec
 from launcher.watch import RunWatcher
 
@@ -54,8 +55,8 @@ def describe_job(run: Run) -> list[str]:
     parts = [f"job {run.job_id} {state or 'not in the queue'}"]
     started = run.head.get("time")
     if state and started:  # the head came up seconds after the job started: about right
-        left = parse_walltime(run.spec.walltime) - (time.time() - started)
-        parts.append(f"~{duration(left)} left of {run.spec.walltime}")
+        left = run.spec.walltime_s - (time.time() - started)
+        parts.append(f"~{duration(left)} left of {format_walltime(run.spec.walltime_s)}")
     return parts
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import tarfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -103,8 +104,20 @@ class Run:
         return "starting"
 
     def nodes(self) -> dict[str, dict]:
-        """Each node's record (nodes/<node>.json), by name."""
-        return {p.stem: read_json(p) or {} for p in sorted(self.paths.nodes.glob("*.json"))}
+        """Each node's record by name: the final ones (nodes.json, and nodes/<node>.json of a
+        node that could not tell the head) once the run ended, else the head's status."""
+        final = read_json(self.paths.nodes_file) or {}
+        final.update({p.stem: read_json(p) or {} for p in self.paths.nodes.glob("*.json")})
+        return final or dict(self.status.get("nodes") or {})
+
+    def archived(self, node: str) -> dict[str, bytes]:
+        """The Ray log files kept in a node's archive (logs/<node>.tar.gz), by name."""
+        try:
+            with tarfile.open(self.paths.node_archive(node)) as tar:
+                return {m.name: tar.extractfile(m).read() for m in tar.getmembers()
+                        if m.isfile() and m.name != "MANIFEST.json"}
+        except (OSError, tarfile.TarError):
+            return {}
 
     def dashboard(self) -> str:
         return dashboard_url(self.spec.to_json(), self.head.get("ip", ""))
@@ -287,6 +300,8 @@ def down(run: Run, say: Say, timeout: float | None = None) -> int:
 
 def _wait_for_nodes_stopped(run: Run, deadline: float) -> None:
     while time.monotonic() < deadline:
+        if run.paths.nodes_file.exists():  # the head wrote every node's final record
+            return
         lost = set(run.status.get("lost") or [])
         if all(rec.get("state") in FINAL_STATES for name, rec in run.nodes().items()
                if name not in lost):
@@ -365,7 +380,7 @@ def logs(run: Run, write: Callable[[str], None], node: str | None = None,
         raise UserError(f"--node: run {run.run_id} has no node {node!r}; its nodes: "
                         f"{', '.join(nodes) or 'none has started yet'}")
     if not file:
-        return _file(run, run.paths.node_logs(node) / "agent.log", write, follow, signals)
+        return _file(run, run.paths.node_log(node), write, follow, signals)
     return _ray_log(run, node, nodes[node], file, write, follow, signals)
 
 
@@ -392,11 +407,11 @@ def _file(run: Run, path: Path, write, follow: bool, signals) -> int:
         time.sleep(0.3)
 
 
-def _harvested_job_logs(run: Run) -> dict[str, Path]:
+def _harvested_job_logs(run: Run) -> dict[str, str]:
     """Job id -> the job's output kept with the head's Ray logs (once the run ended)."""
-    found = run.paths.node_logs(run.head_node).glob("job-driver-*.log")
-    return {p.name[len("job-driver-"):-len(".log")]: p
-            for p in sorted(found, key=lambda p: p.stat().st_mtime)}
+    return {name[len("job-driver-"):-len(".log")]: data.decode(errors="replace")
+            for name, data in run.archived(run.head_node).items()
+            if name.startswith("job-driver-") and name.endswith(".log")}
 
 
 def _job_logs(run: Run, job: str, write, follow: bool, signals) -> int:
@@ -415,7 +430,7 @@ def _job_logs(run: Run, job: str, write, follow: bool, signals) -> int:
     if job not in kept:
         raise UserError(f"--job: no output of job {job!r} in run {run.run_id} (kept: "
                         f"{', '.join(kept) or 'none'})")
-    write(kept[job].read_text(errors="replace"))
+    write(kept[job])
     return 0
 
 
@@ -431,24 +446,24 @@ def _all_job_logs(run: Run, write) -> int:
             write(f"rayhpc: no jobs submitted to run {run.run_id} yet\n")
         return 0
     kept = _harvested_job_logs(run)
-    for job, path in kept.items():
+    for job, text in kept.items():
         write(f"== job {job}\n")
-        write(path.read_text(errors="replace"))
+        write(text)
     if not kept:
-        write(f"rayhpc: no job output kept in {run.paths.node_logs(run.head_node)} ("
+        write(f"rayhpc: no job output kept in {run.paths.node_archive(run.head_node)} ("
               f"{run.phase()})\n")
     return 0
 
 
 def _ray_log(run: Run, node: str, record: dict, file: str, write, follow: bool,
              signals) -> int:
-    kept = run.paths.node_logs(node) / file
-    if kept.is_file() or not run.up:
-        if not kept.is_file():
-            names = sorted(p.name for p in run.paths.node_logs(node).glob("*") if p.is_file())
+    kept = run.archived(node)
+    if kept or not run.up:
+        if file not in kept:
             raise UserError(f"--file: no {file!r} among the logs kept of {node} (there: "
-                            f"{', '.join(names[:12]) or 'none'})")
-        return _file(run, kept, write, follow=False, signals=signals)
+                            f"{', '.join(sorted(kept)[:12]) or 'none'})")
+        write(kept[file].decode(errors="replace"))
+        return 0
     client = run.client()
     files = client.node_log_files(record.get("ip", ""))
     if file not in files:

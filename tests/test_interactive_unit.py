@@ -4,9 +4,11 @@ the schedulers' state and clean-cancel command lines (recording fakes on PATH, r
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
+import tarfile
 import time
 from pathlib import Path
 
@@ -156,7 +158,8 @@ echo 143 > {run_dir}/exit_code
 
 def batch_run(tmp_path: Path, name: str, up: bool = True) -> Run:
     site = {"slurm": "slurm", "pbs": "pbs", "lsf": "lsf", "cobalt": "theta"}[name]
-    spec = make_spec(site, shared=str(tmp_path / "shared"), image="/x.sif", nodes=2)
+    spec = make_spec(site, shared=str(tmp_path / "shared"), image="/x.sif", nodes=2,
+                     account="proj")
     prepare_run_dir(spec)
     paths = agent.RunPaths(spec.run_dir)
     paths.job_id.write_text("42\n")
@@ -379,9 +382,12 @@ def test_logs_of_a_batch_run_from_the_run_directory(tmp_path):
     run = Run.load(spec.run_dir)
     run.paths.driver_log.write_text("first\nsecond\n")
     agent.write_json(run.paths.node_record("node2"), {"state": "stopped"})
-    (run.paths.node_logs("node2")).mkdir(parents=True)
-    (run.paths.node_logs("node2") / "agent.log").write_text("[rayhpc node2] joining\n")
-    (run.paths.node_logs("node2") / "raylet.out").write_text("raylet says\n")
+    run.paths.node_log("node2").write_text("[rayhpc node2] joining\n")
+    with tarfile.open(run.paths.node_archive("node2"), "w:gz") as tar:
+        for name, text in (("raylet.out", b"raylet says\n"), ("MANIFEST.json", b"{}")):
+            info = tarfile.TarInfo(name)
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text))
     run.paths.exit_code.write_text("0\n")
     out = []
     assert logs(run, out.append, follow=True) == 0  # finished: no waiting
@@ -393,5 +399,5 @@ def test_logs_of_a_batch_run_from_the_run_directory(tmp_path):
     logs(run, out.append, node="node2", file="raylet.out")
     assert "".join(out) == "raylet says\n"
     with pytest.raises(UserError, match=r"--file: no 'gcs.out' among the logs kept of node2 "
-                                        r"\(there: agent.log, raylet.out\)"):
+                                        r"\(there: raylet.out\)"):
         logs(run, out.append, node="node2", file="gcs.out")

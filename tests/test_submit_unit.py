@@ -118,7 +118,7 @@ def calls(log: Path) -> list[list[str]]:
 def launch_on(scheduler: str, shared: Path, wait: bool) -> tuple[int, str, Path]:
     site_name = CASES[scheduler][0]
     spec = make_spec(site_name, shared=str(shared), image=f"{shared}/ray.sif", account="P",
-                     nodes=2)
+                     nodes=2, driver="python examples/hello_nodes.py")
     out = io.StringIO()
     code = BatchLaunch(spec, load_site(site_name), out).run(wait=wait)
     return code, out.getvalue(), spec.run_dir

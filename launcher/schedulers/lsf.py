@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from launcher.schedulers.base import Job, Scheduler, minutes
 
+
 def lsf_minutes(seconds: int) -> str:
     """bsub -W / -wt: [hour:]minute, rounded up to whole minutes."""
     hours, mins = divmod(minutes(seconds), 60)
