@@ -20,7 +20,7 @@ import pytest
 from common import PROJECT_ROOT
 from launcher.manage import remove_run
 from tests.cli import invoke, invoke_argv
-from tests.launching import Background, launch, leftovers
+from tests.launching import Background, archived, launch, leftovers
 
 pytestmark = pytest.mark.docker
 
@@ -179,10 +179,10 @@ def test_interactive_cluster_takes_jobs_and_drivers_until_down(docker_api, built
         assert (run_dir / "exit_code").read_text().strip() == "143"
         assert (run_dir / "stop").read_text().strip() == "invoke down"
         for node in ("head", "worker-1", "worker-2"):
-            record = json.loads((run_dir / "nodes" / f"{node}.json").read_text())
+            record = json.loads((run_dir / "nodes.json").read_text())[node]
             assert record["state"] == "stopped", record
-            assert (run_dir / "logs" / node / "raylet.out").is_file()
-        kept = sorted(p.name for p in (run_dir / "logs" / "head").glob("job-driver-*.log"))
+            assert "raylet.out" in archived(run_dir, node)
+        kept = sorted(name for name in archived(run_dir, "head") if name.startswith("job-driver-"))
         assert len(kept) == 4 and all(f"job-driver-{i}.log" in kept for i in ids)
         after = invoke("logs", "--run", run_id, "--shared", str(shared_dir), "--job", ids[0])
         assert "hello from 3 nodes" in after.stdout  # kept with the run
@@ -203,7 +203,7 @@ def test_ctrl_c_stops_a_foreground_interactive_cluster(docker_api, built_image, 
                          output.strip()), output[-1000:]
         assert (run.run_dir / "exit_code").read_text().strip() == "130"
         for node in ("head", "worker-1"):
-            assert (run.run_dir / "logs" / node / "raylet.out").is_file()
+            assert "raylet.out" in archived(run.run_dir, node)
         assert leftovers(docker_api, run.run_dir.name) == []
     finally:
         if run.proc.poll() is None:
@@ -237,6 +237,6 @@ with Cluster.launch(site="local", nodes=2, shared={str(shared_dir)!r}, image={im
         assert leftovers(docker_api, run_id) == []
         run_dir = shared_dir / "runs" / run_id
         assert (run_dir / "exit_code").read_text().strip() == "143"
-        assert (run_dir / "logs" / "worker-1" / "raylet.out").is_file()
+        assert "raylet.out" in archived(run_dir, "worker-1")
     finally:
         remove_run(docker_api, run_id)

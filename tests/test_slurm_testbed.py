@@ -209,10 +209,11 @@ def test_interactive_cluster_stays_up_takes_jobs_and_goes_down_cleanly(testbed):
     assert re.search(rf"run {run_id}: 2/2 nodes, .* exit code 143; logs in ", down.stdout)
     assert (run_dir / "exit_code").read_text().strip() == "143"
     for node in COMPUTE_NODES:
-        assert (run_dir / "logs" / node / "raylet.out").is_file(), f"no logs from {node}"
-        record = json.loads((run_dir / "nodes" / f"{node}.json").read_text())
+        assert "raylet.out" in archived(run_dir, node), f"no logs from {node}"
+        record = json.loads((run_dir / "nodes.json").read_text())[node]
         assert record["state"] == "stopped", record
-    assert list((run_dir / "logs").glob("*/job-driver-raysubmit_*.log"))
+    assert any(name.startswith("job-driver-raysubmit_")
+               for node in COMPUTE_NODES for name in archived(run_dir, node))
     assert_nothing_left(testbed)
 
 
@@ -230,6 +231,6 @@ def test_the_walltime_ends_an_interactive_cluster_cleanly(testbed):
     assert "DUE TO TIME LIMIT" not in _job_out(run_dir), "Slurm had to kill the job"
     assert took < 120 + 60, f"{took:.0f} s"
     for node in COMPUTE_NODES:
-        assert (run_dir / "logs" / node / "raylet.out").is_file(), f"no logs from {node}"
-        record = json.loads((run_dir / "nodes" / f"{node}.json").read_text())
+        assert "raylet.out" in archived(run_dir, node), f"no logs from {node}"
+        record = json.loads((run_dir / "nodes.json").read_text())[node]
         assert record["state"] == "stopped", record
