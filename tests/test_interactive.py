@@ -50,12 +50,22 @@ def http_status(url: str, token: str | None = None, data: bytes | None = None) -
         return exc.code
 
 
+# Ray's proxier sometimes loses the per-client server it forks ("Starting Ray client server
+# failed", empty logs; ray-project/ray#63202, open): a user connects again, and so do we.
+RAY_CLIENT_FORK_RACE = "Starting Ray client server failed"
+
+
 def ray_client(image: str, address: str, token: str, network: str) -> subprocess.CompletedProcess:
     """A driver outside the cluster (Ray Client) in a container of the image on ``network``."""
-    return subprocess.run(["docker", "run", "--rm", "--network", network,
-                           "-e", "RAY_AUTH_MODE=token", "-e", f"RAY_AUTH_TOKEN={token}", image,
-                           "python", "-c", RAY_CLIENT_DRIVER.format(address=address)],
-                          capture_output=True, text=True, timeout=180)
+    for _ in range(3):
+        result = subprocess.run(["docker", "run", "--rm", "--network", network,
+                                 "-e", "RAY_AUTH_MODE=token", "-e", f"RAY_AUTH_TOKEN={token}",
+                                 image, "python", "-c",
+                                 RAY_CLIENT_DRIVER.format(address=address)],
+                                capture_output=True, text=True, timeout=180)
+        if RAY_CLIENT_FORK_RACE not in result.stderr:
+            break
+    return result
 
 
 def submit(shared: Path, run_id: str, *command: str, wd: str | None = None) -> subprocess.Popen:
