@@ -56,7 +56,6 @@ class RunWatcher:
         self._lost: list[str] = []
         self._notes = 0  # the head's notes printed so far
         self.connected = False  # connect.txt printed (an interactive cluster is up)
-        self.head: dict | None = None
         self.signals: list[int] = []
         self._holding = False
 
@@ -131,8 +130,6 @@ class RunWatcher:
 
     def poll(self) -> None:
         """Print what is new since the last call."""
-        if self.head is None:
-            self.head = read_json(self.paths.head)
         status = read_json(self.paths.status) or {}
         lost = status.get("lost") or []
         if lost != self._lost:
