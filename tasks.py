@@ -144,9 +144,12 @@ LAUNCH_FLAGS = ("nodes", "driver", "shared", "image", "join_timeout", "shm_size"
                 "num_gpus", "walltime", "queue", "account")
 
 
-@task(auto_shortflags=False, help={
+@task(auto_shortflags=False, iterable=["group"], help={
     "site": "site profile name (see `invoke sites`) or path to a site YAML file (default: local)",
     **{flag: SETTINGS[flag].help for flag in LAUNCH_FLAGS},
+    "group": "a node group NAME:NODES[:IMAGE][,KEY=VALUE...], repeated for each group (e.g. "
+             "--group head:1 --group gpu:4:ray-gpu.sif,gpu=nvidia,resources.trainer=1); "
+             "instead of the site file's `groups` and of --nodes",
     "dry_run": "print the job script; submit nothing (HPC sites)",
     "wait": "after submitting, follow the job: to its end with a driver (exit code: the "
             "driver's), until the cluster is up without one (HPC sites)",
@@ -159,7 +162,7 @@ LAUNCH_FLAGS = ("nodes", "driver", "shared", "image", "join_timeout", "shm_size"
 @user_errors
 def launch(c, site="local", nodes=None, driver=None, shared=None, image=None, join_timeout=None,
            shm_size=None, num_cpus=None, num_gpus=None, walltime=None, queue=None, account=None,
-           dry_run=False, wait=False, interactive=False, detach=False):
+           group=None, dry_run=False, wait=False, interactive=False, detach=False):
     """Run a Ray cluster in containers: the driver, then teardown; no driver: keep it up.
 
     1 head + N-1 workers. With a driver, run it and tear down; without one (--interactive),
@@ -174,6 +177,7 @@ def launch(c, site="local", nodes=None, driver=None, shared=None, image=None, jo
 
     values = locals()
     cli = {flag: values[flag] for flag in LAUNCH_FLAGS}
+    cli["group"] = group or []
     code = run_launch(site, cli, dry_run=dry_run, wait=wait, interactive=interactive,
                       detach=detach)
     if code:

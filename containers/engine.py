@@ -161,13 +161,13 @@ _RAY_PROBE = ("import importlib.metadata as m, sys; print('python', sys.version.
               "print('ray', m.version('ray'))")
 
 
-def ray_in_image(api: docker.APIClient, image: str, flag: str = "--image") -> str:
-    """The Ray version in ``image`` (checked once per image id, then remembered); UserError
-    naming the image and what is missing."""
+def ray_in_image(api: docker.APIClient, image: str, flag: str = "--image") -> dict[str, str]:
+    """The Ray and Python versions in ``image`` ({"ray": ..., "python": ...}; checked once per
+    image id, then remembered); UserError naming the image and what is missing."""
     image_id = api.inspect_image(image)["Id"]
     cache = _cache_dir() / "images.json"
     known = _read_json(cache)
-    if image_id in known:
+    if isinstance(known.get(image_id), dict):
         return known[image_id]
     container = None
     try:
@@ -195,8 +195,19 @@ def ray_in_image(api: docker.APIClient, image: str, flag: str = "--image") -> st
                         f"{' '.join(output.split())[-200:]}")
     with contextlib.suppress(OSError):
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({**known, image_id: versions["ray"]}))
-    return versions["ray"]
+        cache.write_text(json.dumps({**known, image_id: versions}))
+    return versions
+
+
+def engine_gpus(api: docker.APIClient) -> set[str]:
+    """The GPU kinds this engine can give containers: nvidia with NVIDIA's container runtime
+    registered (what compose's GPU reservations use), amd with the ROCm device files here."""
+    kinds = set()
+    if "nvidia" in (api.info().get("Runtimes") or {}):
+        kinds.add("nvidia")
+    if os.path.exists("/dev/kfd"):
+        kinds.add("amd")
+    return kinds
 
 
 def _cache_dir() -> Path:

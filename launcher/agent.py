@@ -59,6 +59,10 @@ RANK_VARS_ENV = "RAYHPC_RANK_VARS"
 RANK_ENV_VARS = ("SLURM_PROCID", "ALPS_APP_PE", "PMI_RANK", "PALS_RANKID",
                  "OMPI_COMM_WORLD_RANK", "JSM_NAMESPACE_RANK")
 TOKEN_AUTH_SINCE = (2, 52)
+# `ray start --labels key=value,...`: Ray's docs, "Use labels to control scheduling": "In Ray
+# version 2.49.0 and above, you can use labels" (docs.ray.io ray-core/scheduling/labels.html).
+LABELS_SINCE = (2, 49)
+NODE_LABEL = "rayhpc.io/node"  # which node this is (the launcher adds group and image labels)
 MIN_OBJECT_STORE = 80 * 1024 * 1024  # Ray refuses less than 75 MiB
 AF_UNIX_MAX = 107
 # The longest tail Ray appends to its temp dir for a socket path (session name, sockets/...).
@@ -289,10 +293,13 @@ def node_ip(interface: str | None, multi_node: bool) -> str:
 
 
 def ray_start_args(spec: dict, ip: str, head_address: str | None,
-                   object_store: int | None, cpus: int | None = None) -> list[str]:
+                   object_store: int | None, cpus: int | None = None,
+                   group: dict | None = None, labels: dict | None = None) -> list[str]:
     """Arguments of `ray start` for the head (head_address None) or a worker. ``cpus``: the
     CPUs the agent may use, Ray's CPU count unless the spec sets num_cpus (or head_cpus, on
-    the head)."""
+    the head). ``group``: the node's group (its num_cpus, num_gpus and resources win);
+    ``labels``: Ray node labels (only where this Ray takes them)."""
+    group = group or {}
     ports = spec["ports"]
     args = ["start", f"--node-ip-address={ip}", f"--temp-dir={spec['temp_dir']}",
             f"--node-manager-port={ports['node_manager']}",
@@ -311,14 +318,98 @@ def ray_start_args(spec: dict, ip: str, head_address: str | None,
         args.append(f"--address={head_address}")
     if object_store:
         args.append(f"--object-store-memory={object_store}")
-    num_cpus = spec["num_cpus"] if spec["num_cpus"] is not None else cpus
+    num_cpus = next((n for n in (group.get("num_cpus"), spec["num_cpus"]) if n is not None),
+                    cpus)
     if head_address is None and spec["head_cpus"] is not None:
         num_cpus = spec["head_cpus"]  # 0 keeps tasks off the head (Ray's large-cluster advice)
     if num_cpus is not None:
         args.append(f"--num-cpus={num_cpus}")
-    if spec.get("num_gpus") is not None:
-        args.append(f"--num-gpus={spec['num_gpus']}")
+    num_gpus = next((n for n in (group.get("num_gpus"), spec.get("num_gpus")) if n is not None),
+                    None)
+    if num_gpus is not None:
+        args.append(f"--num-gpus={num_gpus}")
+    if group.get("resources"):
+        args.append(f"--resources={json.dumps(group['resources'], sort_keys=True)}")
+    if labels:
+        args.append("--labels=" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())))
     return args
+
+
+def node_resources(ray_nodes: list[dict], names_by_ip: dict[str, str]) -> dict[str, dict]:
+    """What each node brought to Ray (from `ray.nodes()`), by node name: CPUs, GPUs and their
+    kind, memory and object store bytes, custom resources. A node is known by its label, else
+    by its address."""
+    found = {}
+    for info in ray_nodes:
+        labels = info.get("Labels") or {}
+        name = labels.get(NODE_LABEL) or names_by_ip.get(info.get("NodeManagerAddress", ""))
+        if not name:
+            continue
+        res = info.get("Resources") or {}
+        kinds = sorted(k.split(":", 1)[1] for k in res if k.startswith("accelerator_type:"))
+        found[name] = {
+            "cpus": res.get("CPU", 0), "gpus": res.get("GPU", 0),
+            "gpu_kind": ",".join(kinds) or labels.get("ray.io/accelerator-type", ""),
+            "memory": int(res.get("memory", 0)),
+            "object_store": int(res.get("object_store_memory", 0)),
+            "custom": {k: v for k, v in sorted(res.items())
+                       if k not in ("CPU", "GPU", "memory", "object_store_memory")
+                       and not k.startswith(("node:", "accelerator_type:"))}}
+    return found
+
+
+def gpu_shortfall(groups: list[dict], group_of: dict[str, str],
+                  resources: dict[str, dict]) -> str:
+    """Why the launch must fail ("" : it need not): a group that asked for GPUs (`gpu`, and no
+    num_gpus of 0) has nodes that brought none to Ray. A GPU job silently on CPUs is worse."""
+    for group in groups:
+        if not group.get("gpu") or group.get("num_gpus") == 0:
+            continue
+        without = sorted(node for node, owner in group_of.items()
+                         if owner == group["name"] and not resources.get(node, {}).get("gpus"))
+        if without:
+            return (f"group {group['name']} asked for {group['gpu']} GPUs, but Ray found none "
+                    f"on {first_few(without, 'and more')} ({len(without)} of {group['nodes']} "
+                    "nodes): check the group's scheduler resources (e.g. gpus_per_node), the "
+                    "runtime's GPU flags and the image's GPU stack")
+    return ""
+
+
+def group_totals(groups: list[dict], group_of: dict[str, str],
+                 resources: dict[str, dict]) -> dict[str, dict]:
+    """Per group: nodes that reported, CPUs, GPUs (and kinds), memory and object store."""
+    totals = {}
+    for group in groups:
+        nodes = [resources[n] for n, owner in group_of.items()
+                 if owner == group["name"] and n in resources]
+        totals[group["name"]] = {
+            "nodes": len(nodes), "image": group.get("image", ""),
+            **{key: sum(r[key] for r in nodes)
+               for key in ("cpus", "gpus", "memory", "object_store")},
+            "gpu_kind": ",".join(sorted({r["gpu_kind"] for r in nodes if r["gpu_kind"]})),
+            "custom": {k: sum(r["custom"].get(k, 0) for r in nodes)
+                       for k in sorted({k for r in nodes for k in r["custom"]})}}
+    return totals
+
+
+def size_text(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"
+
+
+def resources_line(group: str, total: dict) -> str:
+    """One console line of what a group's nodes brought: nodes, CPUs, GPUs, memory, object
+    store, custom resources."""
+    gpus = f"{total['gpus']:g} GPUs" + (f" ({total['gpu_kind']})" if total["gpu_kind"] else "")
+    custom = "".join(f", {name} {amount:g}" for name, amount in total["custom"].items())
+    who = f"group {group}: " if group else ""
+    image = f" of {total['image']}" if group and total["image"] else ""
+    return (f"{who}{total['nodes']} node{'s' if total['nodes'] != 1 else ''}{image}: "
+            f"{total['cpus']:g} CPUs, {gpus}, {size_text(total['memory'])} memory, "
+            f"{size_text(total['object_store'])} object store{custom}")
 
 
 def driver_command(template: str, address: str) -> str:
@@ -603,11 +694,13 @@ class Peer:
         self.state = "waiting"
         self.reason = ""
         self.ip = ""
+        self.group = ""
         self.connected = True
         self.final: dict | None = None  # its last record, sent when it stopped
 
     def record(self) -> dict:
-        return {"state": self.state, "reason": self.reason, "ip": self.ip, "final": self.final}
+        return {"state": self.state, "reason": self.reason, "ip": self.ip, "group": self.group,
+                "final": self.final}
 
 
 class ControlServer:
@@ -668,6 +761,7 @@ class ControlServer:
             return False  # not one of this run's agents
         with self.changed:
             peer = Peer(str(message["node"]), channel)
+            peer.group = str(message.get("group") or "")
             old = self.peers.get(peer.name)
             if old is not None and old.connected:
                 peer.name = f"{peer.name}#{len(self.peers)}"  # two agents, one host name
@@ -834,10 +928,12 @@ class RayCli:
 
 
 class Agent:
-    def __init__(self, paths: RunPaths, node: str, spec: dict):
+    def __init__(self, paths: RunPaths, node: str, spec: dict, group: str = ""):
         self.paths = paths
         self.node = node
         self.spec = spec
+        # The node's group (a launch with groups; {} otherwise): its resources, labels, GPUs.
+        self.group = next((g for g in spec.get("groups") or [] if g["name"] == group), {})
         self.t0 = time.time()
         self.signalled: int | None = None
         # $RAYHPC_NODE_TEMP_DIR: several agents of one run on one host (the scale simulator).
@@ -965,7 +1061,16 @@ class Agent:
 
     def start_args(self, head_address: str | None) -> list[str]:
         spec = {**self.spec, "temp_dir": str(self.temp_dir)}
-        return ray_start_args(spec, self.ip, head_address, self.object_store(), usable_cpus())
+        labels = None
+        if self.group:
+            labels = {**self.group.get("labels", {}), NODE_LABEL: self.node}
+            version = importlib.metadata.version("ray")
+            if version_tuple(version) < LABELS_SINCE:
+                self.say(f"Ray {version} takes no node labels (2.49+): the group's labels are "
+                         "not set; target the group by its resources")
+                labels = None
+        return ray_start_args(spec, self.ip, head_address, self.object_store(), usable_cpus(),
+                              self.group, labels)
 
     def stop_ray(self, grace_s: float = RAY_STOP_GRACE_S) -> None:
         """Stop this node's Ray: the processes of `ray start`'s session, nothing else."""
@@ -1032,8 +1137,8 @@ def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 class Head(Agent):
-    def __init__(self, paths: RunPaths, node: str, spec: dict):
-        super().__init__(paths, node, spec)
+    def __init__(self, paths: RunPaths, node: str, spec: dict, group: str = ""):
+        super().__init__(paths, node, spec, group)
         self.driver: subprocess.Popen | None = None
         self.timing: dict = {"t_submit": spec["t_submit"], "nodes_expected": spec["nodes"],
                              "nodes_joined": 0, "nodes_lost": []}
@@ -1042,6 +1147,8 @@ class Head(Agent):
         self._stop_seen = False
         self._stop_checked = 0.0
         self.server = ControlServer(spec["ports"]["agent"], secret_of(self.token))
+        self.ray_nodes: list[dict] = []  # Ray's node list when every node had joined
+        self.resources: dict[str, dict] = {}  # node -> what it brought to Ray
 
     def on_stop_request(self) -> None:
         """SIGTERM to the driver's process group; SIGKILL if it is still there 10 s later (a
@@ -1082,6 +1189,7 @@ class Head(Agent):
                           "consider head_cpus: 0")
             address = self.start_head()
             if self.wait_for_nodes(address) and not self.stop_requested():
+                self.report_resources()
                 # No driver: an interactive cluster, up until a stop (see serve).
                 interactive = self.spec["driver"] is None
                 code = self.serve() if interactive else self.run_driver(address)
@@ -1149,13 +1257,39 @@ class Head(Agent):
         """status.json for the launcher: at most once a second, unless ``force``. It names
         every node with its state and address (`invoke status` and `logs` read them)."""
         self.status.update(changes)
-        self.status["nodes"] = {self.node: {"state": "joined", "ip": self.ip},
-                                **{name: {"state": r["state"], "ip": r["ip"]}
-                                   for name, r in self.server.records().items()}}
+        nodes = {self.node: {"state": "joined", "ip": self.ip, "group": self.group.get("name")},
+                 **{name: {"state": r["state"], "ip": r["ip"], "group": r["group"] or None}
+                    for name, r in self.server.records().items()}}
+        for name, node in nodes.items():
+            if not node["group"]:
+                del node["group"]
+            if name in self.resources:
+                node["resources"] = self.resources[name]
+        self.status["nodes"] = nodes
         now = time.monotonic()
         if force or now - self._status_written >= STATUS_EVERY_S:
             self._status_written = now
             write_json(self.paths.status, self.status)
+
+    def report_resources(self) -> None:
+        """What every node brought to Ray, from Ray's node list at the join (no extra call):
+        one line per group on the console, each node's in status.json, the groups' totals in
+        timing.json (the summary). A GPU group whose nodes brought no GPU fails the launch."""
+        records = self.server.records()
+        names_by_ip = {self.ip: self.node, **{r["ip"]: name for name, r in records.items()
+                                              if r["ip"]}}
+        self.resources = node_resources(self.ray_nodes, names_by_ip)
+        groups = self.spec.get("groups") or [{"name": "", "nodes": self.spec["nodes"],
+                                              "image": self.spec["image"]}]
+        group_of = {self.node: self.group.get("name", ""),
+                    **{name: r["group"] for name, r in records.items()}}
+        totals = group_totals(groups, group_of, self.resources)
+        self.timing["groups"] = totals
+        for name, total in totals.items():
+            self.note(resources_line(name, total))
+        problem = gpu_shortfall(groups, group_of, self.resources)
+        if problem:
+            raise LaunchFailed(problem)
 
     def note(self, message: str) -> None:
         """Say something the user should see on the launcher's console too (status.json)."""
@@ -1173,7 +1307,8 @@ class Head(Agent):
         while not self.stop_requested():
             joined = 1 + self.server.count("joined")  # what the workers' agents said
             if time.monotonic() >= next_gcs or joined >= expected:
-                alive = len(self.alive_nodes())  # what Ray says
+                self.ray_nodes = self.alive_nodes()
+                alive = len(self.ray_nodes)  # what Ray says
                 next_gcs = time.monotonic() + (0.1 if joined >= expected
                                                else nodes_poll_s(expected))
             # All joined only once Ray confirms it; progress from whichever knows more.
@@ -1314,8 +1449,8 @@ class Head(Agent):
 
 
 class Worker(Agent):
-    def __init__(self, paths: RunPaths, node: str, spec: dict):
-        super().__init__(paths, node, spec)
+    def __init__(self, paths: RunPaths, node: str, spec: dict, group: str = ""):
+        super().__init__(paths, node, spec, group)
         self.channel: Channel | None = None
         self.head: dict | None = None
         self.told_stop = threading.Event()
@@ -1395,7 +1530,8 @@ class Worker(Agent):
                     pass
                 else:
                     self.channel = Channel(sock)
-                    self.channel.send(node=self.node, secret=secret_of(self.token))
+                    self.channel.send(node=self.node, secret=secret_of(self.token),
+                                      group=self.group.get("name", ""))
                     threading.Thread(target=self._listen, daemon=True).start()
                     return True
             if time.monotonic() >= next_file_check:
@@ -1481,11 +1617,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--role", choices=("head", "worker"),
                         help="default: head for rank 0 of the launcher, else worker")
     parser.add_argument("--node-name", help="default: this host's name")
+    parser.add_argument("--group", default="", help="the node's group (a launch with groups)")
     args = parser.parse_args(argv)
     paths = RunPaths(args.run_dir)
     spec = read_json(paths.spec)
     if spec is None:
         print(f"rayhpc agent: cannot read {paths.spec}", file=sys.stderr)
+        return 2
+    if args.group and args.group not in {g["name"] for g in spec.get("groups") or []}:
+        print(f"rayhpc agent: no group {args.group!r} in {paths.spec}", file=sys.stderr)
         return 2
     role = args.role
     if role is None:
@@ -1496,7 +1636,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         role = "head" if rank == 0 else "worker"
     node = args.node_name or socket.gethostname()
-    agent = (Head if role == "head" else Worker)(paths, node, spec)
+    agent = (Head if role == "head" else Worker)(paths, node, spec, args.group)
     try:
         return agent.run()
     except Exception:

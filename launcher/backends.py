@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, TextIO
 
 from common.errors import UserError
+from launcher.groups import NodeGroup, group_node_names, version_mismatch
 from launcher.runtimes import RUNTIMES, runtime
 from launcher.runtimes.oci import Docker
 from launcher.schedulers import SCHEDULERS
@@ -29,7 +30,7 @@ class Backend:
     runtimes: tuple[str, ...] = ()
     options: tuple[str, ...] | None = None  # the site-file options it uses (None: all)
 
-    def node_names(self, nodes: int) -> list[str]:
+    def node_names(self, nodes: int, groups: tuple[NodeGroup, ...] = ()) -> list[str]:
         """Node names known before the start ([] where hosts name themselves)."""
         return []
 
@@ -96,9 +97,12 @@ class LocalBackend(Backend):
     name = "local"
     schedulers = ("local",)
     runtimes = (Docker.name,)
-    options = ("environment",)  # no job script: no setup lines, launcher or scheduler flags
+    # No job script: no setup lines, launcher or scheduler flags.
+    options = ("environment", "groups")
 
-    def node_names(self, nodes: int) -> list[str]:
+    def node_names(self, nodes: int, groups: tuple[NodeGroup, ...] = ()) -> list[str]:
+        if groups:
+            return group_node_names(groups)
         return ["head"] + [f"worker-{i}" for i in range(1, nodes)]
 
     def node_launcher(self, site: Site) -> str:
@@ -116,18 +120,36 @@ class LocalBackend(Backend):
         return container_user()[1]
 
     def ready_image(self, spec: LaunchSpec, site: Site, dry_run: bool) -> None:
-        from containers.engine import check_image_ref, connect, image_exists, ray_in_image
+        from containers.engine import (
+            check_image_ref,
+            connect,
+            engine_gpus,
+            image_exists,
+            ray_in_image,
+        )
         from containers.images import ensure_recipe_image
         from containers.progress import Progress
 
-        check_image_ref(spec.image, "--image")
+        versions = {}
         api = connect()
-        if spec.image == self.default_image():
-            ensure_recipe_image(progress=Progress())
-        elif not image_exists(api, spec.image):
-            raise UserError(f"--image: {spec.image} is not on this Docker engine; build it "
-                            "with `invoke build` (or load it with `docker load`)")
-        ray_in_image(api, spec.image)  # before any node starts: python and Ray are there
+        for image, flag in images_to_check(spec):
+            check_image_ref(image, flag)
+            if image == self.default_image():
+                ensure_recipe_image(progress=Progress())
+            elif not image_exists(api, image):
+                raise UserError(f"{flag}: {image} is not on this Docker engine; build it "
+                                "with `invoke build` (or load it with `docker load`)")
+            # Before any node starts: python and Ray are there, the same in every image.
+            versions[image] = ray_in_image(api, image, flag)
+        check_versions(versions)
+        wanted = {group.gpu for group in spec.groups if group.gpu}
+        missing = wanted - engine_gpus(api) if wanted else set()
+        if missing:
+            names = [group.name for group in spec.groups if group.gpu in missing]
+            raise UserError(f"group {names[0]}: gpu: {sorted(missing)[0]}: this Docker engine "
+                            "has no such GPUs (no NVIDIA container runtime in `docker info`, "
+                            "no /dev/kfd for AMD); run the group without `gpu` here, or on "
+                            "a machine with GPUs")
 
     def run_facts(self, spec: LaunchSpec) -> dict:
         from launcher.local import free_local_port
@@ -178,14 +200,19 @@ class BatchBackend(Backend):
 
     def ready_image(self, spec: LaunchSpec, site: Site, dry_run: bool) -> None:
         node_runtime = runtime(site.runtime)
-        if not spec.image:
-            if node_runtime.image_kind == "none":
-                return
-            raise UserError(f"--image: site {site.name} runs {site.runtime}: give the image to "
-                            f"run; {node_runtime.image_hint}")
-        problem = node_runtime.image_problem(spec.image, on_this_host=not dry_run)
-        if problem:
-            raise UserError(f"--image: {problem}")
+        versions = {}
+        for image, flag in images_to_check(spec):
+            if not image:
+                if node_runtime.image_kind == "none":
+                    continue
+                raise UserError(f"{flag}: site {site.name} runs {site.runtime}: give the image "
+                                f"to run; {node_runtime.image_hint}")
+            problem = node_runtime.image_problem(image, on_this_host=not dry_run)
+            if problem:
+                raise UserError(f"{flag}: {problem}")
+            if not dry_run and len(spec.groups) > 1:
+                versions[image] = node_runtime.image_versions(image)
+        check_versions({image: found for image, found in versions.items() if found})
 
     def dry_run(self, spec: LaunchSpec, site: Site) -> str:
         from launcher.jobscript import render_job_script
@@ -223,6 +250,22 @@ class BatchBackend(Backend):
         from launcher.batch import cancel_job
 
         cancel_job(run, say)
+
+
+def images_to_check(spec: LaunchSpec) -> list[tuple[str, str]]:
+    """Each image the launch runs, with the flag (or group) that names it."""
+    if not spec.groups:
+        return [(spec.image, "--image")]
+    seen: dict[str, str] = {}
+    for group in spec.groups:
+        seen.setdefault(group.image, f"group {group.name}: image")
+    return list(seen.items())
+
+
+def check_versions(versions: dict[str, dict[str, str]]) -> None:
+    problem = version_mismatch(versions)
+    if problem:
+        raise UserError(f"groups: {problem}")
 
 
 BACKENDS: tuple[Backend, ...] = (LocalBackend(), BatchBackend())

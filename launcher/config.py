@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -13,12 +14,12 @@ from common.datafiles import check_keys, find_yaml, read_yaml, yaml_names
 from common.errors import UserError
 from launcher import SITES_DIR
 from launcher.backends import Backend, backend_for
+from launcher.groups import GPUS, NodeGroup, parse_groups
 from launcher.queues import Queue, parse_queues
 from launcher.runtimes import RUNTIMES
 from launcher.schedulers import SCHEDULERS, WALLTIME_FORMS
 
 ENV_PREFIX = "RAYHPC_"
-GPUS = ("nvidia", "amd", "intel")
 TYPE_WORDS = {int: "a whole number", str: "a string", dict: "a mapping", list: "a list",
               bool: "true or false"}
 _SIZE_RE = re.compile(r"^\d+(\.\d+)?\s*([kmgt]i?b?|b)?$", re.I)
@@ -130,6 +131,7 @@ SITE_OPTIONS: dict[str, type] = {
     "shared_nodes": bool,       # nodes may be shared with other jobs: ask for no exclusivity
     "proxy": str,               # outbound proxy of the compute nodes (http_proxy, https_proxy)
     "no_proxy": list,           # hosts reached without the proxy (the head's address is added)
+    "groups": dict,             # node groups: name -> nodes, image, gpu, resources, ... (groups.py)
 }
 SITE_KEYS = ("name", "description", "docs", "scheduler", "runtime", *SETTINGS, *SITE_OPTIONS)
 
@@ -145,6 +147,7 @@ class Site:
     options: dict[str, Any]
     docs: tuple[str, ...] = ()  # the documentation the profile follows (URLs, repo paths)
     queues: tuple[Queue, ...] = ()
+    groups: tuple[NodeGroup, ...] = ()
 
     def option(self, key: str) -> Any:
         return self.options.get(key, SITE_OPTIONS[key]())
@@ -180,44 +183,73 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
                             f"{', '.join(backend.options) or 'none of the site options'}); "
                             "remove it")
         options[key] = data[key]
-    _check_gpu(options.get("gpu", ""), data["runtime"], path)
-    _check_scheduler_options(options.get("scheduler_options", {}), data["scheduler"], path)
+    _check_gpu(options.get("gpu", ""), data["runtime"], f"{path}: ")
+    _check_scheduler_options(options.get("scheduler_options", {}), data["scheduler"], f"{path}: ")
     docs = data.get("docs") or []
     if isinstance(docs, str):
         docs = [docs]
     if not isinstance(docs, list) or not all(isinstance(d, str) for d in docs):
         raise UserError(f"{path}: docs: must be a list of URLs or repository paths")
     queues = parse_queues(options["queues"], path) if "queues" in options else []
-    return Site(name=str(data.get("name") or path.stem), path=path,
+    site = Site(name=str(data.get("name") or path.stem), path=path,
                 scheduler=data["scheduler"], runtime=data["runtime"],
                 description=str(data.get("description") or ""), settings=settings,
                 options=options, docs=tuple(docs), queues=tuple(queues))
+    if "groups" not in options:
+        return site
+    groups = parse_groups(options.pop("groups"), f"{path}: groups")
+    check_groups(groups, site, f"{path}: groups")
+    return dataclasses.replace(site, groups=groups)
 
 
-def _check_gpu(gpu: str, runtime_name: str, path: Path) -> None:
+def check_groups(groups: tuple[NodeGroup, ...], site: Site, where: str) -> None:
+    """What the site can do with node groups: its scheduler must express them, its runtime
+    pass each group's GPUs, its scheduler know each group's scheduler_options."""
+    problem = SCHEDULERS[site.scheduler].groups_unsupported if site.scheduler in SCHEDULERS \
+        else ""
+    if problem:
+        raise UserError(f"{where}: site {site.name} runs {site.scheduler}, which cannot run "
+                        f"node groups: {problem}")
+    for group in groups:
+        at = f"{where}: {group.name}"
+        if group.gpu:
+            _check_gpu(group.gpu, site.runtime, f"{at}: ")
+            if site.option("gpu") and group.gpu != site.option("gpu"):
+                raise UserError(f"{at}: gpu: {group.gpu}: site {site.name} has "
+                                f"{site.option('gpu')} GPUs (its `gpu`), not {group.gpu}")
+        if group.scheduler_options:
+            if site.scheduler not in SCHEDULERS:
+                raise UserError(f"{at}: scheduler_options: the {site.scheduler} site has no "
+                                "scheduler; remove them")
+            _check_scheduler_options(group.scheduler_options, site.scheduler, f"{at}: ")
+        if group.queue and site.scheduler not in SCHEDULERS:
+            raise UserError(f"{at}: queue: the {site.scheduler} site has no queues; remove it")
+
+
+def _check_gpu(gpu: str, runtime_name: str, where: str) -> None:
     if not gpu:
         return
     if gpu not in GPUS:
-        raise UserError(f"{path}: gpu: {gpu!r} is not one of: {', '.join(GPUS)}")
+        raise UserError(f"{where}gpu: {gpu!r} is not one of: {', '.join(GPUS)}")
     passes = RUNTIMES[runtime_name].gpus
     if gpu not in passes:
-        raise UserError(f"{path}: gpu: {gpu!r}: runtime {runtime_name} cannot pass {gpu} GPUs "
+        raise UserError(f"{where}gpu: {gpu!r}: runtime {runtime_name} cannot pass {gpu} GPUs "
                         f"into its containers (it passes: {', '.join(passes) or 'none'}); "
                         "use a runtime that can (apptainer passes nvidia, amd and intel)")
 
 
-def _check_scheduler_options(options: dict, scheduler_name: str, path: Path) -> None:
+def _check_scheduler_options(options: dict, scheduler_name: str, where: str) -> None:
     """Each scheduler's own keys only (a typo gets the closest valid key), of their types."""
     scheduler = SCHEDULERS.get(scheduler_name)
     known = scheduler.options if scheduler else {}
-    check_keys(options, tuple(known), path, "scheduler_options: ")
+    check_keys(options, tuple(known), where.rstrip(": "), "scheduler_options: ")
     for key, value in options.items():
         if not isinstance(value, known[key]) or isinstance(value, bool):
             kinds = " or ".join(TYPE_WORDS[kind] for kind in known[key])
-            raise UserError(f"{path}: scheduler_options: {key}: must be {kinds}")
+            raise UserError(f"{where}scheduler_options: {key}: must be {kinds}")
     problem = scheduler.option_problem(options) if scheduler else ""
     if problem:
-        raise UserError(f"{path}: scheduler_options: {problem}")
+        raise UserError(f"{where}scheduler_options: {problem}")
 
 
 def list_sites(sites_dir: Path = SITES_DIR) -> list[Site]:

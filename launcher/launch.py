@@ -12,8 +12,9 @@ from typing import Any, TextIO
 
 from common.errors import UserError
 from launcher.agent import AF_UNIX_MAX, temp_dir_fits
-from launcher.config import Site, load_site, resolve_settings
+from launcher.config import Site, check_groups, load_site, resolve_settings
 from launcher.driver import check_driver
+from launcher.groups import NodeGroup, group_flags, resolved_groups
 from launcher.queues import choose_queue
 from launcher.rundir import busy_gcs_ports, check_reachable, check_shared, stage_examples
 from launcher.schedulers import current_allocation, format_walltime
@@ -41,6 +42,9 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
     settings = resolve_settings(site, cli, environ)
     if interactive:
         settings["driver"] = None
+    groups = launch_groups(site, cli)
+    if groups:
+        settings["nodes"] = sum(group.nodes for group in groups)
     if settings["nodes"] is None:
         allocation = current_allocation(environ)
         allocated = allocation.allocated_nodes(environ) if allocation else None
@@ -62,13 +66,32 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
                         "dir like /tmp/ray-$USER")
     backend = site.backend
     run_id = run_id or new_run_id(now or None)
+    image = settings["image"]
+    if groups:
+        groups = resolved_groups(groups, image or ("" if all(g.image for g in groups)
+                                                   else backend.default_image()))
+        image = groups[0].image  # the head's
     return LaunchSpec(
         **{**settings, "shared": shared_path(settings),
-           "image": settings["image"] or backend.default_image(),
+           "image": image or backend.default_image(),
            "temp_dir": settings["temp_dir"] or default_temp_dir(run_id)},
         walltime_s=walltime_s, run_id=run_id, site=site.name, scheduler=site.scheduler,
         runtime=site.runtime, auth=AUTH, t_submit=now, ports=ports_for(run_id),
-        node_names=backend.node_names(settings["nodes"]))
+        node_names=backend.node_names(settings["nodes"], groups), groups=groups)
+
+
+def launch_groups(site: Site, cli: Mapping[str, Any]) -> tuple[NodeGroup, ...]:
+    """The launch's node groups: --group flags (all of them) instead of the site file's."""
+    groups = site.groups
+    if cli.get("group"):
+        groups = group_flags(cli["group"])
+        check_groups(groups, site, "--group")
+    if groups and cli.get("nodes") is not None:
+        total = sum(group.nodes for group in groups)
+        counts = " + ".join(f"{group.name} {group.nodes}" for group in groups)
+        raise UserError(f"--nodes: the node groups give the node count ({counts} = {total}); "
+                        "drop --nodes, or change the groups' `nodes`")
+    return groups
 
 
 def prepare(spec: LaunchSpec, site: Site) -> LaunchSpec:

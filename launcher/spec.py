@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from launcher.groups import NodeGroup
+
 # Fixed-port Ray components, offsets in a per-run block so that two runs sharing a node (or a
 # host network) do not collide; worker processes take free ports from Ray's own range.
 PORT_OFFSETS = {"gcs": 0, "dashboard": 1, "client": 2, "node_manager": 3, "object_manager": 4,
@@ -76,6 +78,8 @@ class LaunchSpec:
     t_submit: float
     ports: dict[str, int]
     node_names: list[str]  # known before the start on the local site; [] on batch sites
+    # The node groups, the head's first (() : one kind of node, every setting above applies).
+    groups: tuple[NodeGroup, ...] = ()
     # Set when the run is prepared (not by resolve_spec, which is pure):
     # Ports published on 127.0.0.1 (local site): {"dashboard": port, "client": port}.
     published: dict[str, int] = field(default_factory=dict)
@@ -109,4 +113,8 @@ class LaunchSpec:
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
         values["shared"] = Path(values["shared"])
+        values["groups"] = tuple(NodeGroup(**group) for group in values.get("groups", ()))
         return cls(**values)
+
+    def group(self, name: str) -> NodeGroup:
+        return next(group for group in self.groups if group.name == name)

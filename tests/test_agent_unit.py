@@ -253,7 +253,7 @@ def test_the_head_accepts_only_agents_holding_the_token():
         while server.count("joined") < 1 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert server.records() == {"w1": {"state": "joined", "reason": "", "ip": "10.0.0.2",
-                                           "final": None}}
+                                           "group": "", "final": None}}
         bad.settimeout(5)
         assert bad.recv(10) == b""  # refused: closed by the head
         server.announce(head={"address": "10.0.0.1:6379"})

@@ -547,7 +547,8 @@ def test_user_site_file_with_wrong_values(tmp_path):
         ("scheduler: pbs\nruntime: apptainer\nscheduler_options:\n  qos: x\n",
          "scheduler_options: qos: unknown key; allowed: system, filesystems, filesystem_mounts"),
         ("scheduler: local\nruntime: docker\nscheduler_options:\n  qos: x\n",
-         "scheduler_options: not used on a local site (it takes: environment); remove it"),
+         "scheduler_options: not used on a local site (it takes: environment, groups); "
+         "remove it"),
         ("scheduler: slurm\nruntime: apptainer\nscheduler_options:\n  gpus_per_node: four\n",
          "scheduler_options: gpus_per_node: must be a whole number"),
         ("scheduler: slurm\nruntime: apptainer\nscheduler_options:\n  queue_option: part\n",

@@ -50,6 +50,11 @@ class Runtime:
     def exec_command(self, request: ExecRequest) -> list[str]:
         raise NotImplementedError
 
+    def image_versions(self, image: str) -> dict[str, str] | None:
+        """The Ray and Python versions in ``image`` ({"ray": ..., "python": ...}) where this
+        host can read them (None: it cannot; groups' images are then not compared)."""
+        return None
+
     def image_problem(self, image: str, on_this_host: bool) -> str:
         """Why ``image`` is not an image this runtime runs ("" when it is). ``on_this_host``:
         the launch runs from here (not --dry-run), so a SIF must exist now."""

@@ -76,6 +76,17 @@ class Shell(str):
 
 
 @dataclass(frozen=True)
+class JobGroup:
+    """One node group of a job (see `launcher.groups`): its nodes run ``command``."""
+    name: str
+    nodes: int
+    command: list[str]  # the node agent in this group's image, through the runtime
+    queue: str = ""  # this group's partition / queue ("" : the job's)
+    extra: dict = field(default_factory=dict)  # the site's scheduler_options, then the group's
+    gpu: str = ""  # "", nvidia, amd or intel: the GPUs this group's nodes bring
+
+
+@dataclass(frozen=True)
 class Job:
     """What a job script needs, resolved from the site, the flags and the launch."""
     name: str
@@ -90,6 +101,7 @@ class Job:
     exclusive: bool = True  # whole nodes, shared with no other job (site: shared_nodes)
     paths: tuple[str, ...] = ()  # file system paths the job uses (shared dir, image file)
     directives: tuple[str, ...] = ()  # the site's raw `directives`, passed through
+    groups: tuple[JobGroup, ...] = ()  # node groups, the head's first (() : one kind of node)
 
 
 class Scheduler:
@@ -113,6 +125,9 @@ class Scheduler:
     # True where the scheduler itself signals the job before the walltime kill (Slurm's
     # --signal, LSF's -wa/-wt); elsewhere a timer in the job script asks the agents to stop.
     warns_before_walltime = False
+    # Why the scheduler cannot run node groups (each its own kind of node and image), naming
+    # what it would take; "" where it can (see `launcher.groups`).
+    groups_unsupported = ""
 
     def directives(self, job: Job) -> list[str]:
         """The scheduler's own directive lines (without the site's raw ones)."""
