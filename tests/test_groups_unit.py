@@ -243,3 +243,11 @@ def test_version_mismatch_names_both_images():
     assert version_mismatch(same) == ""
     ray = {"a": {"ray": "2.60.0", "python": "3.11"}, "b": {"ray": "2.59.1", "python": "3.11"}}
     assert version_mismatch(ray).startswith("Ray 2.60.0 in a but Ray 2.59.1 in b")
+
+
+def test_the_hybrid_example_site_loads_with_a_cpu_head_and_gpu_workers():
+    site = load_site("examples/sites/hybrid.yaml")
+    head, gpu = site.groups
+    assert (head.name, head.head, head.gpu, head.queue) == ("head", True, "", "cpu")
+    assert (gpu.gpu, gpu.queue, gpu.resources) == ("nvidia", "gpu", {"trainer": 1})
+    assert head.image.endswith("-cpu.sif") and gpu.image.endswith("-gpu.sif")
