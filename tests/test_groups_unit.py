@@ -8,6 +8,7 @@ import json
 import pytest
 import yaml
 
+from common import PROJECT_ROOT
 from common.errors import UserError
 from launcher.agent import (
     gpu_shortfall,
@@ -246,7 +247,7 @@ def test_version_mismatch_names_both_images():
 
 
 def test_the_hybrid_example_site_loads_with_a_cpu_head_and_gpu_workers():
-    site = load_site("examples/sites/hybrid.yaml")
+    site = load_site(str(PROJECT_ROOT / "examples/sites/hybrid.yaml"))
     head, gpu = site.groups
     assert (head.name, head.head, head.gpu, head.queue) == ("head", True, "", "cpu")
     assert (gpu.gpu, gpu.queue, gpu.resources) == ("nvidia", "gpu", {"trainer": 1})
