@@ -335,14 +335,25 @@ def ray_start_args(spec: dict, ip: str, head_address: str | None,
     return args
 
 
-def node_resources(ray_nodes: list[dict], names_by_ip: dict[str, str]) -> dict[str, dict]:
+def label_value(text: str) -> str:
+    """``text`` as a Ray label value (Kubernetes' syntax: at most 63 of [-_.A-Za-z0-9],
+    alphanumeric at both ends): other characters become `_`, and the end (a tag, a file name,
+    a host's number) is kept when it is too long."""
+    value = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in text)
+    return value[-63:].strip("-_.")
+
+
+def node_resources(ray_nodes: list[dict], names: list[str],
+                   names_by_ip: dict[str, str]) -> dict[str, dict]:
     """What each node brought to Ray (from `ray.nodes()`), by node name: CPUs, GPUs and their
-    kind, memory and object store bytes, custom resources. A node is known by its label, else
-    by its address."""
+    kind, memory and object store bytes, custom resources. A node is known by its label (one
+    of ``names``), else by its address."""
+    by_label = {label_value(name): name for name in names}
     found = {}
     for info in ray_nodes:
         labels = info.get("Labels") or {}
-        name = labels.get(NODE_LABEL) or names_by_ip.get(info.get("NodeManagerAddress", ""))
+        name = (by_label.get(labels.get(NODE_LABEL, ""))
+                or names_by_ip.get(info.get("NodeManagerAddress", "")))
         if not name:
             continue
         res = info.get("Resources") or {}
@@ -1063,7 +1074,7 @@ class Agent:
         spec = {**self.spec, "temp_dir": str(self.temp_dir)}
         labels = None
         if self.group:
-            labels = {**self.group.get("labels", {}), NODE_LABEL: self.node}
+            labels = {**self.group.get("labels", {}), NODE_LABEL: label_value(self.node)}
             version = importlib.metadata.version("ray")
             if version_tuple(version) < LABELS_SINCE:
                 self.say(f"Ray {version} takes no node labels (2.49+): the group's labels are "
@@ -1278,7 +1289,7 @@ class Head(Agent):
         records = self.server.records()
         names_by_ip = {self.ip: self.node, **{r["ip"]: name for name, r in records.items()
                                               if r["ip"]}}
-        self.resources = node_resources(self.ray_nodes, names_by_ip)
+        self.resources = node_resources(self.ray_nodes, [self.node, *records], names_by_ip)
         groups = self.spec.get("groups") or [{"name": "", "nodes": self.spec["nodes"],
                                               "image": self.spec["image"]}]
         group_of = {self.node: self.group.get("name", ""),

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from common.datafiles import check_keys
 from common.errors import UserError
+from launcher.agent import label_value
 
 HEAD_GROUP_NAME = "head"  # a group of this name holds the head unless another says head: true
 GPUS = ("nvidia", "amd", "intel")
@@ -222,19 +223,13 @@ def with_head_first(groups: tuple[NodeGroup, ...], where: str) -> tuple[NodeGrou
                         f"it {HEAD_GROUP_NAME}), e.g. {{head: {{nodes: 1}}, gpu: {{nodes: 4}}}}")
     head = marked[0]
     rest = tuple(group for group in groups if group is not head)
-    return (_replace(head, head=True), *rest)
-
-
-def _replace(group: NodeGroup, **changes: Any) -> NodeGroup:
-    from dataclasses import replace
-
-    return replace(group, **changes)
+    return (replace(head, head=True), *rest)
 
 
 def resolved_groups(groups: tuple[NodeGroup, ...], image: str) -> tuple[NodeGroup, ...]:
     """Every group with its image (its own, else the launch's) and the labels every node of
     it carries: its group's name and its image."""
-    return tuple(_replace(group, image=group.image or image,
+    return tuple(replace(group, image=group.image or image,
                           labels={**group.labels, GROUP_LABEL: group.name,
                                   IMAGE_LABEL: image_label(group.image or image)})
                  for group in groups)
@@ -259,10 +254,8 @@ def nodes_by_group(groups: tuple[NodeGroup, ...], names: list[str]) -> dict[str,
 
 
 def image_label(image: str) -> str:
-    """An image reference as a Ray label value: characters labels cannot hold become `_`, and
-    the end (the tag, the file name) is kept when it is too long."""
-    text = re.sub(r"[^-_.A-Za-z0-9]", "_", image)[-63:]
-    return text.strip("-_.") or "image"
+    """An image reference as a Ray label value (`launcher.agent.label_value`)."""
+    return label_value(image) or "image"
 
 
 def version_mismatch(versions: Mapping[str, Mapping[str, str]]) -> str:

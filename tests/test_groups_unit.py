@@ -13,6 +13,7 @@ from common.errors import UserError
 from launcher.agent import (
     gpu_shortfall,
     group_totals,
+    label_value,
     node_resources,
     ray_start_args,
     resources_line,
@@ -198,7 +199,7 @@ GROUP_OF = {"head": "cpu", "g1": "gpu", "g2": "gpu"}
 def test_node_resources_by_label_else_by_address():
     nodes = [ray_node("10.0.0.1", 64), ray_node("10.0.0.2", 32, 4, node="g1", trainer=1),
              ray_node("10.0.0.9", 1)]
-    found = node_resources(nodes, {"10.0.0.1": "head"})
+    found = node_resources(nodes, ["head", "g1", "g2"], {"10.0.0.1": "head"})
     assert set(found) == {"head", "g1"}  # 10.0.0.9: no label, unknown address
     assert found["g1"] == {"cpus": 32, "gpus": 4, "gpu_kind": "A100", "memory": 8 << 30,
                            "object_store": 2 << 30, "custom": {"trainer": 1}}
@@ -207,7 +208,7 @@ def test_node_resources_by_label_else_by_address():
 
 def test_a_gpu_group_whose_nodes_bring_no_gpu_fails_naming_group_and_nodes():
     resources = node_resources([ray_node("1", 64, node="head"), ray_node("2", 32, 4, node="g1"),
-                                ray_node("3", 32, node="g2")], {})
+                                ray_node("3", 32, node="g2")], list(GROUP_OF), {})
     problem = gpu_shortfall(GROUPS, GROUP_OF, resources)
     assert problem.startswith("group gpu asked for nvidia GPUs, but Ray found none on g2 "
                               "(1 of 2 nodes)")
@@ -222,7 +223,7 @@ def test_a_gpu_group_whose_nodes_bring_no_gpu_fails_naming_group_and_nodes():
 def test_group_totals_and_the_console_line():
     resources = node_resources([ray_node("1", 64, node="head"),
                                 ray_node("2", 32, 4, node="g1", trainer=1),
-                                ray_node("3", 32, 4, node="g2", trainer=1)], {})
+                                ray_node("3", 32, 4, node="g2", trainer=1)], list(GROUP_OF), {})
     totals = group_totals(GROUPS, GROUP_OF, resources)
     assert totals["gpu"]["nodes"] == 2 and totals["gpu"]["gpus"] == 8
     assert resources_line("gpu", totals["gpu"]) == (
@@ -230,6 +231,13 @@ def test_group_totals_and_the_console_line():
         "object store, trainer 2")
     assert resources_line("", totals["cpu"]) == (
         "1 node: 64 CPUs, 0 GPUs, 8.0 GiB memory, 2.0 GiB object store")
+
+
+def test_a_long_host_name_is_still_found_by_its_label():
+    host = "x3006c0s13b0n0.hsn.cm.polaris.alcf.anl.gov.example.org.a.long.domain"
+    assert len(host) > 63 and len(label_value(host)) == 63
+    found = node_resources([ray_node("10.0.0.5", 8, node=label_value(host))], [host], {})
+    assert list(found) == [host]
 
 
 def test_image_labels_fit_rays_label_syntax():
