@@ -209,8 +209,9 @@ def summary(run_dir: Path, code: int) -> str:
         return "-"
 
     lost = timing.get("nodes_lost")
-    groups = ", ".join(f"{name} {total['nodes']}" for name, total in
-                       (timing.get("groups") or {}).items() if name)
+    groups = "; ".join(f"{name}: {total['nodes']} node{'s' if total['nodes'] != 1 else ''}, "
+                       f"{total['cpus']:g} CPUs, {total['gpus']:g} GPUs"
+                       for name, total in (timing.get("groups") or {}).items() if name)
     spec = read_json(RunPaths(run_dir).spec) or {}
     # An interactive cluster has no driver: the span is the time it was up for Ray jobs.
     ran = "up" if "driver" in spec and spec["driver"] is None else "driver"

@@ -93,7 +93,7 @@ def assert_clean_run(api, result, run_dir: Path, nodes: int, code: int = 0,
     """What every finished run must leave: exit code, timing, harvested logs, nothing running.
 
     ``lost``: the summary's list of nodes lost during the run ("worker-2"), if any;
-    ``groups``: its node groups ("head 1, worker 2"), if any.
+    ``groups``: a pattern of its node groups ("head: 1 node, 2 CPUs, 0 GPUs; ..."), if any.
     """
     assert run_dir is not None, result.stdout + result.stderr
     assert result.returncode == code, result.stdout[-3000:] + result.stderr[-3000:]

@@ -39,7 +39,8 @@ def test_head_and_workers_of_different_images_place_work_by_group(docker_api, bu
         "--group", f"worker:2:{worker_image},resources.trainer=1,labels.tier=cpu",
         "--driver", "python examples/hello_groups.py --ray-address={address} "
                     "--resource trainer")
-    assert_clean_run(docker_api, result, run_dir, nodes=3, groups="head 1, worker 2")
+    groups = r"head: 1 node, [\d.]+ CPUs, 0 GPUs; worker: 2 nodes, [\d.]+ CPUs, 0 GPUs"
+    assert_clean_run(docker_api, result, run_dir, nodes=3, groups=groups)
     out = result.stdout
     # Each node runs its group's image, and Ray sees it: the image label of each node.
     compose = yaml.safe_load((run_dir / "compose.yaml").read_text())["services"]
