@@ -40,10 +40,12 @@ class Cluster:
     def launch(cls, site: str = "local", verbose: bool = True, **settings: Any) -> Cluster:
         """Bring a cluster up and return once every node joined (local: it stays up after this
         returns; HPC sites: the job is submitted and waited for). ``settings`` are the flags of
-        `invoke launch`: nodes, shared, image, walltime, account, queue, join_timeout, ..."""
+        `invoke launch`: nodes, shared, image, walltime, account, queue, join_timeout, ...;
+        ``group``: node groups as a list in --group's form (["head:1", "gpu:4:IMAGE,gpu=nvidia"]).
+        """
         if settings.get("driver") is not None:
             raise ValueError("Cluster.launch runs no driver: submit jobs with cluster.submit()")
-        cli = {key: (str(value) if value is not None else None)
+        cli = {key: (value if value is None or isinstance(value, (list, tuple)) else str(value))
                for key, value in settings.items()}
         code, spec = start(site, cli, interactive=True, up=True,
                            out=None if verbose else io.StringIO())

@@ -7,12 +7,14 @@ from typing import Any
 import yaml
 
 from launcher.agent import RunPaths
+from launcher.groups import nodes_by_group
 from launcher.runtimes import ExecRequest
 from launcher.runtimes.oci import Docker
 from launcher.spec import LaunchSpec
 
 RUN_LABEL = "org.rayhpc.run"
 NODE_LABEL = "org.rayhpc.node"
+GROUP_LABEL = "org.rayhpc.group"
 IMAGE_USER_UID = "1000"
 
 
@@ -25,11 +27,16 @@ def render_compose(spec: LaunchSpec, user: str = IMAGE_USER_UID,
     """
     paths = RunPaths(spec.run_dir)
     services = {}
+    group_of = nodes_by_group(spec.groups, spec.node_names) if spec.groups else {}
     for index, node in enumerate(spec.node_names):
         role = "head" if index == 0 else "worker"
+        group = spec.group(group_of[node]) if group_of else None
         request = ExecRequest(
-            image=spec.image, command=paths.agent_command("--role", role, "--node-name", node),
+            image=group.image if group else spec.image,
+            command=paths.agent_command("--role", role, "--node-name", node,
+                                        *(["--group", group.name] if group else [])),
             binds=[str(spec.shared)], workdir=str(spec.shared),
+            gpu=group.gpu if group else "",
             env={**(environment or {}), "PYTHONUNBUFFERED": "1"},
             # A uid the image does not know has no home: give Ray a writable one.
             home=spec.temp_dir if user.split(":")[0] != IMAGE_USER_UID else "")
@@ -40,7 +47,8 @@ def render_compose(spec: LaunchSpec, user: str = IMAGE_USER_UID,
             "shm_size": spec.shm_size,
             **Docker.compose_service(request),
             "networks": ["ray"],
-            "labels": {RUN_LABEL: spec.run_id, NODE_LABEL: node},
+            "labels": {RUN_LABEL: spec.run_id, NODE_LABEL: node,
+                       **({GROUP_LABEL: group.name} if group else {})},
             "stop_grace_period": f"{spec.stop_timeout}s",
         }
         if role == "head":
@@ -54,7 +62,8 @@ def render_compose(spec: LaunchSpec, user: str = IMAGE_USER_UID,
         "services": services,
         "networks": {"ray": {"name": spec.project, "labels": {RUN_LABEL: spec.run_id}}},
     }
-    header = (f"# Rendered by rayhpc for run {spec.run_id} ({spec.nodes} nodes). "
+    groups = "".join(f", {g.name} {g.nodes}" for g in spec.groups)
+    header = (f"# Rendered by rayhpc for run {spec.run_id} ({spec.nodes} nodes{groups}). "
               "Do not edit: it is made anew by every launch.\n")
     return header + yaml.safe_dump(escape_interpolation(document), sort_keys=False,
                                    default_flow_style=False, width=1000)

@@ -232,8 +232,12 @@ def _replace(group: NodeGroup, **changes: Any) -> NodeGroup:
 
 
 def resolved_groups(groups: tuple[NodeGroup, ...], image: str) -> tuple[NodeGroup, ...]:
-    """Every group with its image: its own, else the launch's."""
-    return tuple(_replace(group, image=group.image or image) for group in groups)
+    """Every group with its image (its own, else the launch's) and the labels every node of
+    it carries: its group's name and its image."""
+    return tuple(_replace(group, image=group.image or image,
+                          labels={**group.labels, GROUP_LABEL: group.name,
+                                  IMAGE_LABEL: image_label(group.image or image)})
+                 for group in groups)
 
 
 def group_node_names(groups: tuple[NodeGroup, ...]) -> list[str]:

@@ -200,7 +200,7 @@ class RunWatcher:
 
 
 def summary(run_dir: Path, code: int) -> str:
-    """One line: nodes, bring-up seconds, driver seconds, exit code."""
+    """One line: nodes (per group), bring-up seconds, driver seconds, exit code."""
     timing = read_json(RunPaths(run_dir).timing) or {}
 
     def span(start: str, end: str) -> str:
@@ -209,11 +209,14 @@ def summary(run_dir: Path, code: int) -> str:
         return "-"
 
     lost = timing.get("nodes_lost")
+    groups = ", ".join(f"{name} {total['nodes']}" for name, total in
+                       (timing.get("groups") or {}).items() if name)
     spec = read_json(RunPaths(run_dir).spec) or {}
     # An interactive cluster has no driver: the span is the time it was up for Ray jobs.
     ran = "up" if "driver" in spec and spec["driver"] is None else "driver"
     return (f"rayhpc: run {run_dir.name}: {timing.get('nodes_joined', 0)}/"
             f"{timing.get('nodes_expected', '?')} nodes"
+            f"{' (' + groups + ')' if groups else ''}"
             f"{' (lost: ' + ', '.join(lost) + ')' if lost else ''}, bring-up "
             f"{span('t_submit', 't_all_joined')}, {ran} {span('t_driver_start', 't_driver_end')}, "
             f"teardown {span('t_driver_end', 't_teardown_done')}, exit code {code}")

@@ -89,10 +89,11 @@ def leftovers(api, run_id: str) -> list[str]:
 
 
 def assert_clean_run(api, result, run_dir: Path, nodes: int, code: int = 0,
-                     lost: str = "") -> dict:
+                     lost: str = "", groups: str = "") -> dict:
     """What every finished run must leave: exit code, timing, harvested logs, nothing running.
 
-    ``lost``: the summary's list of nodes lost during the run ("worker-2"), if any.
+    ``lost``: the summary's list of nodes lost during the run ("worker-2"), if any;
+    ``groups``: its node groups ("head 1, worker 2"), if any.
     """
     assert run_dir is not None, result.stdout + result.stderr
     assert result.returncode == code, result.stdout[-3000:] + result.stderr[-3000:]
@@ -102,7 +103,8 @@ def assert_clean_run(api, result, run_dir: Path, nodes: int, code: int = 0,
     assert all(isinstance(t, float) for t in times), timing
     assert times == sorted(times), f"timing out of order: {timing}"
     assert timing["nodes_expected"] == timing["nodes_joined"] == nodes
-    names = ["head"] + [f"worker-{i}" for i in range(1, nodes)]
+    names = json.loads((run_dir / "spec.json").read_text())["node_names"]
+    assert len(names) == nodes and names[0] == "head"
     for node in names:
         assert "raylet.out" in archived(run_dir, node), f"no raylet log of {node}"
     assert "gcs_server.out" in archived(run_dir, "head")
@@ -112,7 +114,9 @@ def assert_clean_run(api, result, run_dir: Path, nodes: int, code: int = 0,
     assert leftovers(api, run_dir.name) == []
     summary = result.stdout.strip().splitlines()[-1]
     lost_part = rf" \(lost: {lost}\)" if lost else ""
-    assert re.match(rf"rayhpc: run {run_dir.name}: {nodes}/{nodes} nodes{lost_part}, bring-up "
+    groups_part = rf" \({groups}\)" if groups else ""
+    assert re.match(rf"rayhpc: run {run_dir.name}: {nodes}/{nodes} nodes{groups_part}{lost_part}, "
+                    rf"bring-up "
                     rf"[\d.]+ s, driver [\d.]+ s, teardown [\d.]+ s, exit code {code}$",
                     summary), summary
     return timing

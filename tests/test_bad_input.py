@@ -236,7 +236,8 @@ CASES = [
          "--shared: {shared}/mine is not writable by the containers' user (uid 1000; it is "
          "owned by uid 0, mode 0o755); `chown 1000 {shared}/mine`", files={"mine/.keep": ""}),
     Case("setup on the local site", ["launch", "--site", SITE_FILE], {},
-         "mysite.yaml: setup: not used on a local site (it takes: environment); remove it",
+         "mysite.yaml: setup: not used on a local site (it takes: environment, groups); "
+         "remove it",
          site_text="scheduler: local\nruntime: docker\nsetup: [module load x]\n"),
     Case("driver as a yaml list", ["launch", "--site", SITE_FILE], {},
          "mysite.yaml: driver: ['python', 'x.py']: must be one string, not a list",
@@ -245,6 +246,35 @@ CASES = [
     Case("driver linked out of the shared dir", ["launch", "--driver", "python link.py"], {},
          "--driver: link.py is a link to /etc/hostname, outside the shared directory",
          links={"link.py": "/etc/hostname"}),
+    # Node groups (issue 13).
+    Case("two head groups", ["launch", "--group", "a:1,head=true", "--group", "b:1,head=true"],
+         {}, "--group: groups a and b both say head: true; the head runs in exactly one group"),
+    Case("no head group", ["launch", "--group", "cpu:1", "--group", "gpu:2"], {},
+         "--group: no group holds the head: mark one `head: true` (or name it head)"),
+    Case("group of 0 nodes", ["launch", "--site", SITE_FILE], {},
+         "mysite.yaml: groups: gpu: nodes: 0: a group has 1 node or more",
+         site_text="scheduler: local\nruntime: docker\ngroups:\n  head: {nodes: 1}\n"
+                   "  gpu: {nodes: 0}\n"),
+    Case("unknown group key", ["launch", "--site", SITE_FILE], {},
+         "mysite.yaml: groups: head: imgae: unknown key; did you mean 'image'?",
+         site_text="scheduler: local\nruntime: docker\ngroups:\n  head: {nodes: 1, imgae: x}\n"),
+    Case("gpu group on an engine without GPUs",
+         ["launch", "--group", "head:1", "--group", "gpu:1,gpu=nvidia"], {},
+         "group gpu: gpu: nvidia: this Docker engine has no such GPUs"),
+    Case("gpu group the site's runtime cannot pass", ["launch", "--site", SITE_FILE,
+                                                      "--dry-run"], {},
+         "mysite.yaml: groups: gpu: gpu: 'amd': runtime shifter cannot pass amd GPUs",
+         site_text="scheduler: slurm\nruntime: shifter\ngroups:\n  head: {nodes: 1}\n"
+                   "  gpu: {nodes: 2, gpu: amd}\n"),
+    Case("groups on a scheduler that cannot run them",
+         ["launch", "--site", "theta", "--dry-run", "--image", "/x.sif", "--group", "head:1",
+          "--group", "big:2"], {}, "--group: site theta runs cobalt, which cannot run node "
+                                   "groups: "),
+    Case("nodes and groups", ["launch", "--nodes", "3", "--group", "head:1", "--group",
+                              "worker:1"], {},
+         "--nodes: the node groups give the node count (head 1 + worker 1 = 2); drop --nodes"),
+    Case("group flag without a node count", ["launch", "--group", "gpu"], {},
+         "--group: 'gpu': give NAME:NODES[:IMAGE][,KEY=VALUE...]"),
 ]
 
 

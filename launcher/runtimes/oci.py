@@ -36,8 +36,9 @@ class Docker(Runtime):
     bind_flag = "--volume {path}:{path}"
     workdir_flag = "--workdir {path}"
     env_flag = "--env {key}={value}"
+    GPU_DEVICES = {"amd": ("/dev/kfd", "/dev/dri")}  # ROCm's device files
     GPU_FLAGS = {"nvidia": ["--gpus", "all"],
-                 "amd": ["--device", "/dev/kfd", "--device", "/dev/dri"]}
+                 "amd": [arg for path in GPU_DEVICES["amd"] for arg in ("--device", path)]}
     gpus = tuple(GPU_FLAGS)
 
     def exec_command(self, request: ExecRequest) -> list[str]:
@@ -68,6 +69,14 @@ class Docker(Runtime):
         }
         if request.home:
             service["environment"]["HOME"] = request.home
+        if request.gpu == "nvidia":
+            # Compose's GPU access: the `devices` reservation of the Deploy specification,
+            # `capabilities: [gpu]` ("You must set this field"; docs.docker.com/compose/
+            # gpu-support, "Enabling GPU access to service containers").
+            service["deploy"] = {"resources": {"reservations": {"devices": [
+                {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]}}}
+        elif request.gpu:
+            service["devices"] = [f"{path}:{path}" for path in Docker.GPU_DEVICES[request.gpu]]
         return service
 
 
