@@ -3,6 +3,7 @@ Slurm (a heterogeneous job) and PBS (one chunk and one mpiexec per group), the j
 own host split run in bash, schedulers that refuse groups, Apptainer's image versions, and
 `invoke launch --dry-run --group` through the real CLI."""
 
+import io
 import json
 import os
 import shutil
@@ -11,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from common.errors import UserError
+from launcher.batch import BatchLaunch
 from launcher.config import load_site
 from launcher.jobscript import render_job_script
 from launcher.runtimes import runtime
 from launcher.runtimes.apptainer import versions_from_inspect
+from launcher.schedulers import SCHEDULERS
 from tests.cli import invoke
 from tests.golden import assert_golden
 from tests.specs import make_spec
@@ -269,3 +272,26 @@ def test_dry_run_with_groups_prints_the_heterogeneous_job(tmp_path):
     assert "#SBATCH hetjob\n#SBATCH --nodes=2\n" in result.stdout
     assert " : --het-group=1 --nodes=2 " in result.stdout
     assert not list(tmp_path.glob("runs/*"))  # a dry run writes nothing
+
+
+def test_slurm_allocation_for_groups_must_be_a_heterogeneous_job_of_as_many_components():
+    slurm = SCHEDULERS["slurm"]
+    assert slurm.allocation_problem(0, {"SLURM_JOB_ID": "1"}) == ""
+    assert slurm.allocation_problem(2, {"SLURM_JOB_ID": "1", "SLURM_HET_SIZE": "2"}) == ""
+    assert "this allocation is not a heterogeneous job; launch from a login node" in \
+        slurm.allocation_problem(2, {"SLURM_JOB_ID": "1"})
+    assert "this allocation is a heterogeneous job of 3 components" in \
+        slurm.allocation_problem(2, {"SLURM_JOB_ID": "1", "SLURM_HET_SIZE": "3"})
+
+
+def test_groups_inside_a_plain_slurm_allocation_are_refused_before_anything_runs(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.delenv("SLURM_HET_SIZE", raising=False)
+    spec = make_spec("slurm", shared=str(tmp_path), group=["head:1:/s/a.sif", "w:1:/s/b.sif"])
+    with pytest.raises(UserError, match=r"^groups: inside a slurm allocation: a launch with 2 "
+                                        r"node groups runs as a heterogeneous job of 2 "
+                                        r"components, and this allocation is not a "
+                                        r"heterogeneous job"):
+        BatchLaunch(spec, load_site("slurm"), io.StringIO()).run()
+    assert not (tmp_path / "runs").exists()

@@ -213,6 +213,11 @@ class Scheduler:
     def allocated_nodes(self, environ: Mapping[str, str]) -> int | None:
         raise NotImplementedError
 
+    def allocation_problem(self, groups: int, environ: Mapping[str, str]) -> str:
+        """Why the job script of a launch with ``groups`` node groups (0: none) cannot run in
+        the allocation we are in ("" : it can)."""
+        return ""
+
 
 def filesystem_names(paths: tuple[str, ...], always: list[str],
                      mounts: Mapping[str, str]) -> list[str]:

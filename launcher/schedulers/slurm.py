@@ -244,3 +244,15 @@ class Slurm(Scheduler):
     def allocated_nodes(self, environ: Mapping[str, str]) -> int | None:
         value = environ.get("SLURM_JOB_NUM_NODES") or environ.get("SLURM_NNODES")
         return int(value) if value and value.isdigit() else None
+
+    def allocation_problem(self, groups: int, environ: Mapping[str, str]) -> str:
+        # The grouped script's step spans one component per group: the allocation must be a
+        # heterogeneous job of as many components (HJ: SLURM_HET_SIZE "Set to count of
+        # components in heterogeneous job"; unset in a job of one component).
+        size = environ.get("SLURM_HET_SIZE", "")
+        if not groups or size == str(groups):
+            return ""
+        has = f"a heterogeneous job of {size} components" if size else "not a heterogeneous job"
+        return (f"a launch with {groups} node groups runs as a heterogeneous job of {groups} "
+                f"components, and this allocation is {has}; launch from a login node (sbatch "
+                "makes the job), or drop the groups")
