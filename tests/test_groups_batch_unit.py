@@ -152,7 +152,7 @@ exit 0
 """
 
 
-def test_pbs_groups_run_on_their_share_of_the_node_file(tmp_path):
+def test_pbs_groups_run_on_their_share_of_the_node_file(tmp_path, monkeypatch):
     """Run the rendered PBS script in bash with a stand-in mpiexec: each group's mpiexec gets
     the next hosts of $PBS_NODEFILE (each host once, head's group first), both run, the
     script waits for both and exits with the driver's code."""
@@ -161,11 +161,8 @@ def test_pbs_groups_run_on_their_share_of_the_node_file(tmp_path):
     script = render_job_script(spec, load_site("pbs"))
     nodefile = tmp_path / "nodefile"
     nodefile.write_text("h1\nh1\nh2\nh2\nh3\nh3\n")  # ncpus chunks list a host per CPU
-    os.environ["PBS_NODEFILE"] = str(nodefile)
-    try:
-        result, _ = run_script(tmp_path, script, "mpiexec", "apptainer", MPIEXEC_RECORDS)
-    finally:
-        del os.environ["PBS_NODEFILE"]
+    monkeypatch.setenv("PBS_NODEFILE", str(nodefile))
+    result, _ = run_script(tmp_path, script, "mpiexec", "apptainer", MPIEXEC_RECORDS)
     run_dir = tmp_path / "runs/20260101-000000-abcd"
     assert result.returncode == 7, result.stdout + result.stderr
     head = (run_dir / "launch.head").read_text().splitlines()
@@ -176,17 +173,14 @@ def test_pbs_groups_run_on_their_share_of_the_node_file(tmp_path):
     assert gpu[0].endswith("--group gpu --role worker") and " --nv " in gpu[0]
 
 
-def test_pbs_too_few_hosts_for_the_groups_fails_saying_so(tmp_path):
+def test_pbs_too_few_hosts_for_the_groups_fails_saying_so(tmp_path, monkeypatch):
     spec = make_spec("pbs", shared=str(tmp_path), account="P",
                      group=["head:1:/s/cpu.sif", "gpu:2:/s/gpu.sif"])
     nodefile = tmp_path / "nodefile"
     nodefile.write_text("h1\nh2\n")
-    os.environ["PBS_NODEFILE"] = str(nodefile)
-    try:
-        result, _ = run_script(tmp_path, render_job_script(spec, load_site("pbs")), "mpiexec",
-                               "apptainer", 'touch "$RAYHPC_RUN_DIR/launched"\n')
-    finally:
-        del os.environ["PBS_NODEFILE"]
+    monkeypatch.setenv("PBS_NODEFILE", str(nodefile))
+    result, _ = run_script(tmp_path, render_job_script(spec, load_site("pbs")), "mpiexec",
+                           "apptainer", 'touch "$RAYHPC_RUN_DIR/launched"\n')
     run_dir = tmp_path / "runs/20260101-000000-abcd"
     message = (f"rayhpc: the job has fewer than 3 hosts in {nodefile}; the groups need "
                "head 1 + gpu 2")
