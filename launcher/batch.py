@@ -88,6 +88,10 @@ class BatchLaunch:
 
     def run(self, wait: bool = False) -> int:
         allocation = current_allocation(os.environ)
+        problem = allocation.allocation_problem(len(self.spec.groups), os.environ) \
+            if allocation is not None else ""
+        if problem:
+            raise UserError(f"groups: inside a {allocation.name} allocation: {problem}")
         if allocation is None:
             submit, _ = self.scheduler.submit_command(str(self.paths.job_script))
             if not shutil.which(submit[0]):

@@ -15,8 +15,10 @@ import shlex
 
 from launcher.agent import HEAD_HOST_ENV, RANK_VARS_ENV, RunPaths
 from launcher.config import Site
+from launcher.groups import NodeGroup
 from launcher.runtimes import ExecRequest, runtime
-from launcher.schedulers import SCHEDULERS, Job, Scheduler, Shell, format_walltime
+from launcher.schedulers import SCHEDULERS, Job, Scheduler, format_walltime
+from launcher.schedulers.base import JobGroup
 from launcher.spec import LaunchSpec
 
 PROXY_VARS = ("http_proxy", "https_proxy", "ftp_proxy", "HTTP_PROXY", "HTTPS_PROXY")
@@ -24,14 +26,27 @@ NO_PROXY_VARS = ("no_proxy", "NO_PROXY")
 
 
 def job_for(spec: LaunchSpec, site: Site) -> Job:
-    # The file systems the job touches: the shared dir (run dir, driver) and a SIF image.
-    paths = (str(spec.shared), *([spec.image] if spec.image.startswith("/") else []))
+    # The file systems the job touches: the shared dir (run dir, driver) and the SIF images.
+    images = [group.image for group in spec.groups] or [spec.image]
+    paths = (str(spec.shared),
+             *dict.fromkeys(image for image in images if image.startswith("/")))
+    groups = tuple(job_group(spec, site, group) for group in spec.groups)
     return Job(name=spec.project, nodes=spec.nodes, walltime_s=spec.walltime_s,
                output=str(RunPaths(spec.run_dir).job_output), queue=spec.queue or "",
                account=spec.account or "", stop_grace_s=spec.stop_grace,
                extra=site.option("scheduler_options"), gpu=site.option("gpu"),
                exclusive=not site.option("shared_nodes"), paths=paths,
-               directives=tuple(site.option("directives")))
+               directives=tuple(site.option("directives")), groups=groups)
+
+
+def job_group(spec: LaunchSpec, site: Site, group: NodeGroup) -> JobGroup:
+    """One node group as the scheduler sees it: its nodes, queue, scheduler options (the
+    site's, then the group's) and its agent command (in its image, with its GPUs)."""
+    return JobGroup(name=group.name, nodes=group.nodes,
+                    command=node_command(spec, site, group),
+                    queue=group.queue or spec.queue or "",
+                    extra={**site.option("scheduler_options"), **group.scheduler_options},
+                    gpu=group.gpu)
 
 
 def proxy_environment(site: Site) -> dict[str, str]:
@@ -53,21 +68,24 @@ def job_environment(site: Site, scheduler: Scheduler) -> dict[str, str]:
             **proxy_environment(site), RANK_VARS_ENV: ",".join(scheduler.rank_vars)}
 
 
-def node_command(spec: LaunchSpec, site: Site) -> list[str]:
-    """The node agent, in the image, through the site's container runtime."""
+def node_command(spec: LaunchSpec, site: Site, group: NodeGroup | None = None) -> list[str]:
+    """The node agent, in the image, through the site's container runtime. In a group: the
+    group's image, GPUs and runtime options (after the site's), the agent told its group and,
+    outside the head's group, that it is a worker (each group's launcher may count its ranks
+    from 0: PBS runs one mpiexec per group)."""
     scheduler = SCHEDULERS[site.scheduler]
-    request = ExecRequest(image=spec.image, command=RunPaths(spec.run_dir).agent_command(),
+    args = []
+    if group is not None:
+        args = ["--group", group.name, *([] if group.head else ["--role", "worker"])]
+    request = ExecRequest(image=group.image if group else spec.image,
+                          command=RunPaths(spec.run_dir).agent_command(*args),
                           binds=[str(spec.shared)], workdir=str(spec.shared),
-                          gpu=site.option("gpu"),
+                          gpu=group.gpu if group else site.option("gpu"),
                           pass_env=[*scheduler.env_passthrough,
                                     *job_environment(site, scheduler),
                                     *([HEAD_HOST_ENV] if scheduler.head_host else [])])
-    return runtime(site.runtime, site.option("runtime_options")).exec_command(request)
-
-
-def shell_join(argv: list[str]) -> str:
-    """A command line for the script: every word quoted, except the ones the shell expands."""
-    return " ".join(word if isinstance(word, Shell) else shlex.quote(word) for word in argv)
+    options = [*site.option("runtime_options"), *(group.runtime_options if group else [])]
+    return runtime(site.runtime, options).exec_command(request)
 
 
 def walltime_timer(spec: LaunchSpec, scheduler: Scheduler, stop_name: str) -> list[str]:
@@ -111,8 +129,10 @@ def runtime_check(site: Site, paths: RunPaths) -> list[str]:
 def render_job_script(spec: LaunchSpec, site: Site) -> str:
     scheduler = SCHEDULERS[site.scheduler]
     job = job_for(spec, site)
-    launch = scheduler.launch_command(job, node_command(spec, site),
-                                      site.option("launcher_options"))
+    launch = scheduler.launch_lines(job, [] if job.groups else node_command(spec, site),
+                                    site.option("launcher_options"))
+    head_host = scheduler.head_host_for(job)
+    groups = " + ".join(f"{group.name} {group.nodes}" for group in job.groups)
     paths = RunPaths(spec.run_dir)
     run_dir = shlex.quote(str(paths.dir))
     timer = [] if scheduler.warns_before_walltime else walltime_timer(spec, scheduler,
@@ -122,7 +142,8 @@ def render_job_script(spec: LaunchSpec, site: Site) -> str:
         "#!/bin/bash",
         *scheduler.render_directives(job),
         "",
-        f"# Rendered by rayhpc for run {spec.run_id} on site {site.name} ({spec.nodes} nodes).",
+        f"# Rendered by rayhpc for run {spec.run_id} on site {site.name} ({spec.nodes} nodes"
+        f"{f': {groups}' if groups else ''}).",
         "# Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.",
         "set -u",
         f"export RAYHPC_RUN_DIR={run_dir}",
@@ -134,15 +155,16 @@ def render_job_script(spec: LaunchSpec, site: Site) -> str:
         *(["# Where the head's agent listens (rank 0's host): workers reach it over the "
            "network,",
            "# not by polling the shared file system.",
-           f"export {HEAD_HOST_ENV}=\"$({scheduler.head_host})\""]
-          if scheduler.head_host else []),
+           f"export {HEAD_HOST_ENV}=\"$({head_host})\""]
+          if head_host else []),
         *runtime_check(site, paths),
         f"cd {shlex.quote(str(spec.shared))}",
         *scheduler.prologue(job),
         "",
-        "# One node agent per node, in the container; rank 0 becomes the Ray head.",
-        shell_join(launch) + " &",
-        "step=$!",
+        ("# One node agent per node, in its group's container; rank 0 (the head's group) "
+         "is the Ray head." if job.groups else
+         "# One node agent per node, in the container; rank 0 becomes the Ray head."),
+        *launch,
         "# The walltime warning comes here. Tell the agents through the run directory (srun",
         "# would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on",
         "# every node and keep the logs.",

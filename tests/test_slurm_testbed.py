@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 from common import PROJECT_ROOT
+from launcher.groups import image_label
+from launcher.runtimes import runtime
+from launcher.runtimes.apptainer import versions_from_inspect
 from tests.launching import archived
 from tests.testbed.harness import COMPUTE_NODES, RECIPE, SlurmTestbed
 
@@ -144,6 +147,50 @@ def _job_out(run_dir: Path | None) -> str:
     if run_dir is None or not (run_dir / "job.out").exists():
         return ""
     return "\n--- job.out ---\n" + (run_dir / "job.out").read_text()[-4000:]
+
+
+def test_node_groups_run_as_a_heterogeneous_job(testbed):
+    """`--group head:1:ray.sif --group worker:1:ray-worker.sif,resources.trainer=1`: a
+    heterogeneous job of two 1-node components, one srun step whose segments run each group's
+    SIF. ray-worker.sif is a copy of ray.sif under another name (the test bed has one Ray
+    image; what matters is that each node runs the file its group names, seen in its image
+    label). The driver (tests/drivers/groups_probe.py) reads each node's group and image labels
+    from ray.nodes() and places a task needing the worker group's `trainer` resource."""
+    shared = testbed.shared
+    # The login node's apptainer reads the SIF's version labels, as the launch does to
+    # compare the groups' images (launcher/runtimes/apptainer.py): the real output parses.
+    inspect = testbed.exec("controller", *runtime("apptainer").inspect_command(
+        f"{shared}/ray.sif"), user="ray", workdir=str(shared))
+    assert inspect.returncode == 0, inspect.stderr
+    versions = versions_from_inspect(inspect.stdout)
+    assert versions and versions["ray"].startswith("2."), inspect.stdout[-2000:]
+    shutil.copyfile(shared / "ray.sif", shared / "ray-worker.sif")
+    (shared / "ray-worker.sif").chmod(0o644)
+    shutil.copyfile(PROJECT_ROOT / "tests/drivers/groups_probe.py", shared / "groups_probe.py")
+    (shared / "groups_probe.py").chmod(0o644)
+    try:
+        result, run_dir = launch(testbed, "--group", f"head:1:{shared}/ray.sif",
+                                 "--group", f"worker:1:{shared}/ray-worker.sif,"
+                                            "resources.trainer=1",
+                                 "--driver", "python groups_probe.py")
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-4000:] + _job_out(run_dir)
+        job_script = (run_dir / "job.sh").read_text()
+        assert "#SBATCH hetjob\n" in job_script and " : --het-group=1 " in job_script
+        head = re.search(r"^group head on (node[12]): image (\S+)$", result.stdout, re.M)
+        worker = re.search(r"^group worker on (node[12]): image (\S+)$", result.stdout, re.M)
+        assert head and worker, result.stdout[-3000:]
+        assert head.group(1) != worker.group(1)
+        assert head.group(2) == image_label(f"{shared}/ray.sif")
+        assert worker.group(2) == image_label(f"{shared}/ray-worker.sif")
+        assert f"trainer task ran on {worker.group(1)}" in result.stdout.splitlines()
+        assert (run_dir / "exit_code").read_text().strip() == "0"
+        for node in COMPUTE_NODES:
+            assert "raylet.out" in archived(run_dir, node), f"no logs from {node}"
+        assert_nothing_left(testbed)
+    finally:
+        for name in ("ray-worker.sif", "groups_probe.py"):
+            (shared / name).unlink(missing_ok=True)
 
 
 def test_inside_an_allocation_it_runs_directly(testbed):

@@ -6,7 +6,16 @@ the launcher's rank variables and the site's environment reach the agent without
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+
 from launcher.runtimes.base import ExecRequest, Runtime
+
+# The image's versions, as our images label them (containers/recipe.py `oci_labels`; a SIF
+# converted from a Docker image keeps its labels, a def file from a recipe writes them in
+# %labels).
+VERSION_LABELS = {"ray": "org.rayhpc.ray-version", "python": "org.rayhpc.python-version"}
 
 # --nv: NVIDIA; --rocm: AMD ("The --rocm flag is required to support AMD GPUs inside the
 # container", OLCF olcf/olcf_containers_examples frontier/.../gpu_aware_mpi_example/submit.sbatch).
@@ -35,6 +44,46 @@ class Apptainer(Runtime):
                 *(["--home", request.home] if request.home else ["--no-home"])]
         argv += GPU_FLAGS.get(request.gpu, [])
         return [*argv, *self.mapped(request), request.image, *request.command]
+
+    def inspect_command(self, image: str) -> list[str]:
+        # `apptainer inspect` "--labels: show the labels for the image (default)", "--json:
+        # print structured json instead of sections" (Apptainer CLI reference, "apptainer
+        # inspect", https://apptainer.org/docs/user/latest/cli/apptainer_inspect.html). The
+        # JSON is {"data": {"attributes": {"labels": {...}}}, "type": "container"}
+        # (spython's inspect reads it so: singularityhub/singularity-cli
+        # spython/main/inspect.py).
+        return [self.program, "inspect", "--labels", "--json", image]
+
+    def image_versions(self, image: str) -> dict[str, str] | None:
+        if not shutil.which(self.program):
+            return None
+        try:
+            result = subprocess.run(self.inspect_command(image), capture_output=True,
+                                    text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if result.returncode != 0:
+            return None
+        return versions_from_inspect(result.stdout)
+
+
+def versions_from_inspect(output: str) -> dict[str, str] | None:
+    """{"ray": ..., "python": ...} from `inspect --labels --json` output (None: not JSON, or a
+    version label is missing). Older Singularity prints the labels alone, at the top level."""
+    try:
+        data = json.loads(output)
+    except ValueError:
+        return None
+    labels = data
+    if isinstance(labels, dict) and "data" in labels:
+        for key in ("data", "attributes", "labels"):
+            labels = labels.get(key) if isinstance(labels, dict) else None
+    if not isinstance(labels, dict):
+        return None
+    versions = {key: labels.get(label) for key, label in VERSION_LABELS.items()}
+    if not all(isinstance(value, str) and value for value in versions.values()):
+        return None
+    return versions
 
 
 class Singularity(Apptainer):

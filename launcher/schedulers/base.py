@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -73,6 +74,11 @@ def format_walltime(seconds: int) -> str:
 class Shell(str):
     """A word of the launch command that the job script's shell expands (rendered unquoted),
     e.g. a CPU count the script computes from the allocation."""
+
+
+def shell_join(argv: list[str]) -> str:
+    """A command line for the script: every word quoted, except the ones the shell expands."""
+    return " ".join(word if isinstance(word, Shell) else shlex.quote(word) for word in argv)
 
 
 @dataclass(frozen=True)
@@ -144,9 +150,19 @@ class Scheduler:
         """Why the site's scheduler_options do not make sense together ("" : they do)."""
         return ""
 
+    def head_host_for(self, job: Job) -> str:
+        """The shell command printing the head's host for ``job`` ("" : unknown)."""
+        return self.head_host
+
     def prologue(self, job: Job) -> list[str]:
         """Job script lines run before the launch command (e.g. computing a CPU count)."""
         return []
+
+    def launch_lines(self, job: Job, command: list[str], options: list[str]) -> list[str]:
+        """Job script lines that start every node's agent in the background and leave the
+        PID to wait for in ``step``. ``command``: the agent of a job without groups (a grouped
+        job's commands are in ``job.groups``)."""
+        return [shell_join(self.launch_command(job, command, options)) + " &", "step=$!"]
 
     def launch_command(self, job: Job, command: list[str], options: list[str]) -> list[str]:
         """One task per node, each running ``command``."""
@@ -196,6 +212,11 @@ class Scheduler:
 
     def allocated_nodes(self, environ: Mapping[str, str]) -> int | None:
         raise NotImplementedError
+
+    def allocation_problem(self, groups: int, environ: Mapping[str, str]) -> str:
+        """Why the job script of a launch with ``groups`` node groups (0: none) cannot run in
+        the allocation we are in ("" : it can)."""
+        return ""
 
 
 def filesystem_names(paths: tuple[str, ...], always: list[str],

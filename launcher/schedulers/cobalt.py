@@ -24,6 +24,14 @@ class Cobalt(Scheduler):
         "filesystems": (str,),  # file systems always asked for, comma-separated (ALCF)
         "filesystem_mounts": (dict,),  # path prefix -> file system name (see PBS)
     }
+    # ALCF's Theta guide ("Submit a job": `qsub -A <project_name> -t <mins> -n <nodes> --mode
+    # script`, attributes such as `--attrs mcdram=cache:numa=quad` for the whole job) has one
+    # node count of one kind per job, and no per-group syntax.
+    groups_unsupported = ("a Cobalt job asks for one count of one kind of node (qsub -n, "
+                          "--attrs for the whole job), so groups would need separate jobs or "
+                          "a split of $COBALT_NODEFILE with one aprun per part, which rayhpc "
+                          "does not do; run one image for every node, or split the work into "
+                          "separate launches")
 
     def directives(self, job: Job) -> list[str]:
         # "-t time - running time (-t 5 for 5 minutes ...)": whole minutes, rounded up.

@@ -33,6 +33,16 @@ class LSF(Scheduler):
     head_host = 'echo "$LSB_MCPU_HOSTS" | awk \'{print $3}\''
     env_passthrough = ("JSM_*", "OMPI_*", "PMIX_*")
     options: dict[str, tuple[type, ...]] = {}
+    # OLCF's Summit guide: nodes are asked for by count alone (`#BSUB -nnodes`) and "All
+    # resource sets are the same for a single jsrun" (olcf-tutorials jsrun_quick_start_guide);
+    # a layout per kind of node takes compound -R requirements (IBM bsub -R: "compound
+    # (applying to the specified number of slots)") and an ERF file (jsrun --erf_input, IBM
+    # "erf_format": "Rank layout of both SPMD and MPMD applications").
+    groups_unsupported = ("an LSF/jsrun job here asks for nodes by count alone (bsub -nnodes) "
+                          "and one jsrun runs the same resource set on every node, so groups "
+                          "would need compound -R requirements and a jsrun ERF file "
+                          "(--erf_input), which rayhpc does not write; run one image for every "
+                          "node, or split the work into separate launches")
     # bsub -wa TERM -wt <grace>: "LSF sends the warning action to the job before the actual
     # control action is taken" (bsub.wa.1); the job script traps TERM.
     warns_before_walltime = True

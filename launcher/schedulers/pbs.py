@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from launcher.schedulers.base import Job, Scheduler, filesystem_names, hms
+from common.errors import UserError
+from launcher.agent import RunPaths
+from launcher.schedulers.base import Job, Scheduler, Shell, filesystem_names, hms, shell_join
+
+# Where a grouped job's script keeps each group's host file (on the node running the script,
+# where mpiexec reads it).
+HOSTS_DIR = "$hosts_dir"
 
 
 class PBS(Scheduler):
@@ -42,6 +48,22 @@ class PBS(Scheduler):
         select = f"select={job.nodes}"
         if job.extra.get("system"):
             select += f":system={job.extra['system']}"
+        if job.groups:
+            # One chunk per group, the head's first: pbs_resources(7B) "Requesting Resources
+            # in Chunks": "-l select=[<N>:]<chunk>[+[<N>:]<chunk> ...]", "No spaces are
+            # allowed between chunks"; ALCF "Resource Selection and Job Placement" asks for
+            # nodes of two systems this way ("...:gputype=A100+32:ncpus=64:...").
+            select = "select=" + "+".join(
+                f"{group.nodes}" + (f":system={group.extra['system']}"
+                                    if group.extra.get("system") else "")
+                for group in job.groups)
+            queues = {group.queue for group in job.groups}
+            if len(queues) > 1:
+                named = ", ".join(f"{group.name}: {group.queue or '(none)'}"
+                                  for group in job.groups)
+                raise UserError(f"groups: queue: a PBS job runs in one queue, the groups ask "
+                                f"for several ({named}); give every group the same queue, or "
+                                "none (the launch's --queue)")
         # qsub(1B): place=[arrangement][:sharing]; scatter: one chunk per host; excl: "Only
         # this job uses the vnodes chosen" (Ray sizes itself from the whole node).
         place = "scatter:excl" if job.exclusive else "scatter"
@@ -52,8 +74,9 @@ class PBS(Scheduler):
         names = filesystem_names(job.paths, always, job.extra.get("filesystem_mounts") or {})
         if names:
             lines.append(f"-l filesystems={':'.join(names)}")
-        if job.queue:
-            lines.append(f"-q {job.queue}")
+        queue = job.groups[0].queue if job.groups else job.queue
+        if queue:
+            lines.append(f"-q {queue}")
         if job.account:
             lines.append(f"-A {job.account}")
         return [f"{self.directive} {line}" for line in lines]
@@ -65,6 +88,53 @@ class PBS(Scheduler):
         # "none" on Polaris).
         return ["mpiexec", "-n", str(job.nodes), "--ppn", "1", "--cpu-bind", "none", *options,
                 *command]
+
+    def prologue(self, job: Job) -> list[str]:
+        if not job.groups:
+            return []
+        total = sum(group.nodes for group in job.groups)
+        paths = RunPaths("$RAYHPC_RUN_DIR")
+        message = (f"rayhpc: the job has fewer than {total} hosts in $PBS_NODEFILE; the groups "
+                   "need " + " + ".join(f"{group.name} {group.nodes}" for group in job.groups))
+        lines = [
+            "# Each group's hosts, in a host file of its own: ALCF \"Multi-node Ensemble",
+            "# Calculations Example\" (argonne-lcf/user-guides docs/running-jobs/",
+            "# example-job-scripts.md) splits $PBS_NODEFILE and gives each mpiexec its part",
+            "# (--hostfile). Group by group, the head's first, each takes the next hosts of",
+            "# $PBS_NODEFILE (each host once, in the file's order).",
+            "# NOTE: that the node file lists the hosts of select's chunks in chunk order is",
+            "# not in the documentation we follow (pbs_resources(7B), ALCF's guides). Where the",
+            "# groups' chunks differ (system=...), check it on the site once: compare",
+            "# `qstat -f $PBS_JOBID` (exec_vnode, in chunk order) with $PBS_NODEFILE.",
+            "hosts_dir=$(mktemp -d)",
+            f"awk '!seen[$0]++' \"$PBS_NODEFILE\" > \"{HOSTS_DIR}/all\"",
+            f"if [ \"$(wc -l < \"{HOSTS_DIR}/all\")\" -lt {total} ]; then",
+            f"  echo \"{message}\" | tee \"{paths.error}\" >&2",
+            f"  echo 1 > \"{paths.exit_code}\"",
+            "  exit 1",
+            "fi",
+        ]
+        first = 1
+        for group in job.groups:
+            last = first + group.nodes - 1
+            lines.append(f"sed -n '{first},{last}p' \"{HOSTS_DIR}/all\" > "
+                         f"\"{HOSTS_DIR}/{group.name}\"")
+            first = last + 1
+        return lines
+
+    def launch_lines(self, job: Job, command: list[str], options: list[str]) -> list[str]:
+        if not job.groups:
+            return super().launch_lines(job, command, options)
+        # One mpiexec per group on its host file, all in the background, and one PID to wait
+        # for: the subshell that waits for them all (ALCF's ensemble example: `&` per
+        # mpiexec, then `wait`). Each mpiexec counts its ranks from 0: the agents outside the
+        # head's group are told --role worker.
+        launches = [
+            "  " + shell_join(["mpiexec", "-n", str(group.nodes), "--ppn", "1", "--hostfile",
+                               Shell(f'"{HOSTS_DIR}/{group.name}"'), "--cpu-bind", "none",
+                               *options, *group.command]) + " &"
+            for group in job.groups]
+        return ["(", *launches, "  wait", ") &", "step=$!"]
 
     def submit_command(self, script: str) -> tuple[list[str], bool]:
         # qsub(1B): prints "<sequence number>.<server name>".

@@ -3,6 +3,13 @@
 Sources: sbatch(1) and srun(1) (https://slurm.schedmd.com/sbatch.html, /srun.html; SchedMD/slurm
 doc/man/man1/), and Ray's "Deploying on Slurm" (ray-project/ray
 doc/source/cluster/vms/user-guides/community/slurm.rst: one task per node, --exclusive).
+
+A launch with node groups is a heterogeneous job, one component per group, the head's first
+("HJ" below: Slurm's "Heterogeneous Job Support", https://slurm.schedmd.com/heterogeneous_jobs.html,
+SchedMD/slurm doc/html/heterogeneous_jobs.shtml, as of Slurm 24.11). The cluster must allow steps
+that span components (slurm.conf SchedulerParameters: enable_hetjob_steps, the default since
+Slurm 20.02; disable_hetjob_steps turns them off) and schedule with the backfill plugin (HJ
+"Limitations": "Heterogeneous jobs are only scheduled by the backfill scheduler plugin").
 """
 
 from __future__ import annotations
@@ -17,6 +24,13 @@ QUEUE_OPTIONS = ("partition", "qos")
 def slurm_time(seconds: int) -> str:
     """sbatch --time: HH:MM:SS, or days-hours:minutes:seconds from a day on."""
     return format_walltime(seconds) if seconds >= 86400 else hms(seconds)
+
+
+def gpus_per_node(extra: Mapping, gpu: str | None) -> bool:
+    """Whether to ask for the `gpus_per_node` option's GPUs: always for a job without groups
+    (``gpu`` None); in a group only when the group has GPUs (its `gpu`), so that a CPU group
+    on a GPU site's options does not ask for GPUs its nodes lack."""
+    return bool(extra.get("gpus_per_node")) and (gpu is None or bool(gpu))
 
 
 class Slurm(Scheduler):
@@ -55,12 +69,67 @@ class Slurm(Scheduler):
         return ""
 
     def directives(self, job: Job) -> list[str]:
-        extra = job.extra
         lines = [f"--job-name={job.name}", f"--nodes={job.nodes}", "--ntasks-per-node=1",
                  f"--time={slurm_time(job.walltime_s)}", f"--output={job.output}",
                  # SIGTERM to the batch shell before the kill: the agents stop and keep logs.
                  # sbatch(1) --signal: "B:" signals only the batch shell.
-                 f"--signal=B:TERM@{job.stop_grace_s}"]
+                 f"--signal=B:TERM@{job.stop_grace_s}",
+                 *self.node_directives(job, job.queue, job.extra, None, True)]
+        return [f"{self.directive} {line}" for line in lines]
+
+    def head_host_for(self, job: Job) -> str:
+        if not job.groups:
+            return self.head_host
+        # HJ "Environment Variables": the job's variables are "set independently for each
+        # component of the job by appending "_HET_GROUP_" and a sequence number", e.g.
+        # SLURM_JOB_NODELIST_HET_GROUP_0; the head's group is component 0, and its task 0
+        # (global rank 0) runs on its first node.
+        return 'scontrol show hostnames "$SLURM_JOB_NODELIST_HET_GROUP_0" | head -n 1'
+
+    def render_directives(self, job: Job) -> list[str]:
+        if not job.groups:
+            return super().render_directives(job)
+        # The site's raw directives go with the first component: HJ "Submitting Jobs": "Some
+        # options should be specified only in the first hetjob component" (the batch script
+        # runs there; licenses and --mail-type are the leader's alone).
+        components = self.component_directives(job)
+        raw = [line if line.startswith(self.directive) else f"{self.directive} {line}"
+               for line in job.directives]
+        lines = [*components[0], *raw]
+        for component in components[1:]:
+            # HJ "Submitting Jobs": "Each component should be separated by a line containing
+            # the line "#SBATCH hetjob"".
+            lines += [f"{self.directive} hetjob", *component]
+        return lines
+
+    def component_directives(self, job: Job) -> list[list[str]]:
+        """The directives of each component of a heterogeneous job (one per group, the head's
+        first). Job-wide options only in the first: HJ "Submitting Jobs" ("--job-name [is]
+        propagated"; an --output given later leaves "the first hetjob component (where the
+        batch script executes) using the default output file name"). Per component what
+        is not propagated (HJ's list of propagated options leaves out --nodes, --partition,
+        --constraint, --gpus-per-node and --exclusive) and what a group may change (its own
+        --qos, --mem)."""
+        components = []
+        for index, group in enumerate(job.groups):
+            extra = group.extra
+            lines = []
+            if index == 0:
+                lines += [f"--job-name={job.name}"]
+            lines += [f"--nodes={group.nodes}", "--ntasks-per-node=1"]
+            if index == 0:
+                lines += [f"--time={slurm_time(job.walltime_s)}", f"--output={job.output}",
+                          f"--signal=B:TERM@{job.stop_grace_s}"]
+            lines += self.node_directives(job, group.queue, extra, group.gpu, index == 0)
+            components.append([f"{self.directive} {line}" for line in lines])
+        return components
+
+    def node_directives(self, job: Job, queue: str, extra: Mapping, gpu: str | None,
+                        first: bool) -> list[str]:
+        """--exclusive, --mem, --account (first component only), the queue, --qos,
+        --constraint, --gpus-per-node: of the job, or of one group (``gpu``: the group's GPUs;
+        None: not a group)."""
+        lines = []
         if job.exclusive:
             # Ray sizes its CPUs and object store from the node: the node must be ours alone.
             # sbatch(1) --exclusive: "The job allocation can not share nodes with other
@@ -69,18 +138,20 @@ class Slurm(Scheduler):
             lines.append("--exclusive")
         if "mem" in extra:
             lines.append(f"--mem={extra['mem']}")
-        if job.account:
+        if job.account and first:
             lines.append(f"--account={job.account}")
-        if job.queue:
-            lines.append(f"--{extra.get('queue_option', 'partition')}={job.queue}")
+        if queue:
+            lines.append(f"--{extra.get('queue_option', 'partition')}={queue}")
         for key in ("qos", "constraint"):
             if extra.get(key):
                 lines.append(f"--{key}={extra[key]}")
-        if extra.get("gpus_per_node"):
+        if gpus_per_node(extra, gpu):
             lines.append(f"--gpus-per-node={extra['gpus_per_node']}")
-        return [f"{self.directive} {line}" for line in lines]
+        return lines
 
     def prologue(self, job: Job) -> list[str]:
+        if job.groups:
+            return self.group_prologue(job)
         if job.extra.get("cpus_per_task"):
             return []
         return [
@@ -92,16 +163,57 @@ class Slurm(Scheduler):
             "| sort -n | head -n 1)",
         ]
 
+    def group_prologue(self, job: Job) -> list[str]:
+        counted = [(index, group) for index, group in enumerate(job.groups)
+                   if not group.extra.get("cpus_per_task")]
+        if not counted:
+            return []
+        return [
+            "# srun gives each task one CPU unless told: since Slurm 22.05 it does not inherit",
+            "# --cpus-per-task (sbatch(1) --cpus-per-task NOTE). Every CPU each component has",
+            "# on its smallest node: SLURM_JOB_CPUS_PER_NODE_HET_GROUP_<n> (HJ \"Environment",
+            "# Variables\") is CPU_count[(xnodes)][,...], e.g. 72(x2),36 (sbatch(1) OUTPUT",
+            "# ENVIRONMENT).",
+            *(f"cpus_{index}=$(echo \"${{SLURM_JOB_CPUS_PER_NODE_HET_GROUP_{index}:-1}}\" "
+              "| tr ',' '\\n' | sed 's/(.*//' | sort -n | head -n 1)  "
+              f"# {group.name}" for index, group in counted),
+        ]
+
     def launch_command(self, job: Job, command: list[str], options: list[str]) -> list[str]:
-        cpus = job.extra.get("cpus_per_task")
-        argv = ["srun", f"--nodes={job.nodes}", f"--ntasks={job.nodes}", "--ntasks-per-node=1",
-                f"--cpus-per-task={cpus}" if cpus else Shell('--cpus-per-task="$cpus"'),
+        if job.groups:
+            # One step over every component: srun(1) SYNOPSIS "srun [OPTIONS(0)...
+            # [executable(0) [args(0)...]]] [ : [OPTIONS(N)...]] executable(N)"; HJ "Job
+            # Steps": this "includes the ability to execute different applications and
+            # arguments for each job component", and the tasks are "combined into one
+            # MPI_COMM_WORLD with non-overlapping task IDs" (SLURM_PROCID is global: the
+            # head's group, component 0, holds rank 0). --het-group names each segment's
+            # component (srun(1) --het-group) rather than leaning on the order.
+            argv: list[str] = ["srun"]
+            for index, group in enumerate(job.groups):
+                if index:
+                    argv.append(":")
+                argv += [f"--het-group={index}",
+                         *self.task_options(group.nodes, group.extra, group.gpu,
+                                            Shell(f'--cpus-per-task="$cpus_{index}"')),
+                         *options, *group.command]
+            return argv
+        return ["srun", *self.task_options(job.nodes, job.extra, None,
+                                           Shell('--cpus-per-task="$cpus"')),
+                *options, *command]
+
+    def task_options(self, nodes: int, extra: Mapping, gpu: str | None,
+                     counted_cpus: str) -> list[str]:
+        """srun's options for one task per node on ``nodes`` nodes (of the job, or of one
+        group: ``gpu`` its GPUs; None: not a group)."""
+        cpus = extra.get("cpus_per_task")
+        argv = [f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1",
+                f"--cpus-per-task={cpus}" if cpus else counted_cpus,
                 # The one task per node may use every CPU it was given, unbound (srun(1)
                 # --cpu-bind=none; "Used only when the task/affinity plugin is enabled").
                 "--cpu-bind=none"]
-        if job.extra.get("gpus_per_node"):
-            argv.append(f"--gpus-per-node={job.extra['gpus_per_node']}")
-        return [*argv, "--kill-on-bad-exit=0", *options, *command]
+        if gpus_per_node(extra, gpu):
+            argv.append(f"--gpus-per-node={extra['gpus_per_node']}")
+        return [*argv, "--kill-on-bad-exit=0"]
 
     def submit_command(self, script: str) -> tuple[list[str], bool]:
         return ["sbatch", "--parsable", script], False
@@ -132,3 +244,15 @@ class Slurm(Scheduler):
     def allocated_nodes(self, environ: Mapping[str, str]) -> int | None:
         value = environ.get("SLURM_JOB_NUM_NODES") or environ.get("SLURM_NNODES")
         return int(value) if value and value.isdigit() else None
+
+    def allocation_problem(self, groups: int, environ: Mapping[str, str]) -> str:
+        # The grouped script's step spans one component per group: the allocation must be a
+        # heterogeneous job of as many components (HJ: SLURM_HET_SIZE "Set to count of
+        # components in heterogeneous job"; unset in a job of one component).
+        size = environ.get("SLURM_HET_SIZE", "")
+        if not groups or size == str(groups):
+            return ""
+        has = f"a heterogeneous job of {size} components" if size else "not a heterogeneous job"
+        return (f"a launch with {groups} node groups runs as a heterogeneous job of {groups} "
+                f"components, and this allocation is {has}; launch from a login node (sbatch "
+                "makes the job), or drop the groups")
