@@ -78,13 +78,14 @@ def test_a_launch_without_groups_is_as_before():
 def test_group_flag_short_form():
     group = parse_group_flag("gpu:4:host:5000/ray:tag,gpu=nvidia,num_cpus=8,"
                              "resources.trainer=1,resources.disk=0.5,labels.tier=fast,"
-                             "scheduler_options.constraint=gpu,queue=gpuq,head=false")
+                             "scheduler_options.constraint=gpu,scheduler_options.gpus_per_node=4,"
+                             "queue=gpuq,head=false")
     assert (group.name, group.nodes, group.image, group.gpu) == \
         ("gpu", 4, "host:5000/ray:tag", "nvidia")
     assert group.num_cpus == 8 and group.queue == "gpuq" and group.head is False
     assert group.resources == {"trainer": 1, "disk": 0.5}
     assert group.labels == {"tier": "fast"}
-    assert group.scheduler_options == {"constraint": "gpu"}
+    assert group.scheduler_options == {"constraint": "gpu", "gpus_per_node": 4}
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -134,7 +134,8 @@ class PBS(Scheduler):
                                Shell(f'"{HOSTS_DIR}/{group.name}"'), "--cpu-bind", "none",
                                *options, *group.command]) + " &"
             for group in job.groups]
-        return ["(", *launches, "  wait", ") &", "step=$!"]
+        return ["(", *launches, "  wait", '  rm -rf "$hosts_dir"  # node-local, made above', ") &",
+                "step=$!"]
 
     def submit_command(self, script: str) -> tuple[list[str], bool]:
         # qsub(1B): prints "<sequence number>.<server name>".
