@@ -177,7 +177,7 @@ class Submitted:
         self.watcher = watcher
 
     def ended(self) -> str:
-        return "" if self.scheduler.job_active(self.job_id) else \
+        return "" if job_state(self.scheduler.name, self.job_id) else \
             f"job {self.job_id} left the queue"
 
     def gone(self, why: str) -> int:

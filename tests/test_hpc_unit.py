@@ -459,16 +459,20 @@ def test_lsf_takes_the_script_on_standard_input():
         ["sbatch", "--parsable", "/r/job.sh"], False)
 
 
-@pytest.mark.parametrize("scheduler, code, output, active", [
-    ("slurm", 0, "  4242 debug rayhpc ray R 0:01 2 node[1-2]\n", True), ("slurm", 0, "", False),
-    ("slurm", 1, "", False), ("pbs", 0, "1234.pbs rayhpc user 0 R debug\n", True),
-    ("pbs", 35, "", False), ("cobalt", 0, "JobID  State\n=====\n295130  running\n", True),
-    ("cobalt", 0, "JobID  State\n=====\n", False), ("lsf", 0, "RUN\n", True),
-    ("lsf", 0, "PEND\n", True), ("lsf", 0, "DONE\n", False), ("lsf", 0, "EXIT\n", False),
-    ("lsf", 255, "", False)])
-def test_whether_a_job_is_still_there(scheduler, code, output, active):
-    job_id = {"slurm": "4242", "pbs": "1234.pbs", "cobalt": "295130", "lsf": "98765"}[scheduler]
-    assert SCHEDULERS[scheduler].is_active(code, output, job_id) is active
+@pytest.mark.parametrize("scheduler, output, active", [
+    ("slurm", "RUNNING\n", True), ("slurm", "PENDING\n", True), ("slurm", "", False),
+    ("slurm", "COMPLETED\n", False),
+    ("pbs", "Job id  Name  User  Time Use S Queue\n------ ---- ---- -------- - -----\n"
+            "1234.pbs rayhpc user 0 R debug\n", True),
+    ("pbs", "Job id  Name  User  Time Use S Queue\n------ ---- ---- -------- - -----\n"
+            "1234.pbs rayhpc user 0 F debug\n", False), ("pbs", "", False),
+    ("cobalt", "JobID  State\n=====\n295130  running\n", True),
+    ("cobalt", "JobID  State\n=====\n", False), ("lsf", "RUN\n", True),
+    ("lsf", "PEND\n", True), ("lsf", "DONE\n", False), ("lsf", "EXIT\n", False),
+    ("lsf", "", False)])
+def test_whether_a_job_is_still_there(scheduler, output, active):
+    """One job state for following (--wait), status and down: "" once it is over or gone."""
+    assert bool(SCHEDULERS[scheduler].parse_state(output)) is active
 
 
 @pytest.mark.parametrize("environ, scheduler, nodes", [

@@ -58,7 +58,7 @@ if count == 1 and not os.environ.get("FAKE_GONE"):
     (run_dir / "driver.log").write_text("hello from the fake job\n")
     (run_dir / "exit_code").write_text("7\n")
 if scheduler == "slurm":
-    print("" if gone else "  4242 debug rayhpc-x ray R 0:01 2 node[1-2]")
+    print("" if gone else "RUNNING")
 elif scheduler == "pbs":
     if gone:
         print(f"qstat: {sys.argv[-1]} Job has finished, use -x or -H", file=sys.stderr)
@@ -77,7 +77,7 @@ elif scheduler == "lsf":
 CASES = {
     # site, the job id, the submit command (script path as {script}), the status command
     "slurm": ("slurm", "4242", ["sbatch", "--parsable", "{script}"],
-              ["squeue", "--noheader", "--jobs", "4242"]),
+              ["squeue", "--noheader", "--format=%T", "--jobs", "4242"]),
     "pbs": ("polaris", "1234.polaris-pbs-01.hsn.cm.polaris.alcf.anl.gov", ["qsub", "{script}"],
             ["qstat", "1234.polaris-pbs-01.hsn.cm.polaris.alcf.anl.gov"]),
     "cobalt": ("theta", "295130", ["qsub", "{script}"],

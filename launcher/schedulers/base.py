@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import re
 import shlex
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -175,10 +174,6 @@ class Scheduler:
     def parse_job_id(self, output: str) -> str:
         return output.strip().splitlines()[-1].strip() if output.strip() else ""
 
-    def job_active_command(self, job_id: str) -> list[str]:
-        """A command that tells whether the job is still queued or running."""
-        raise NotImplementedError
-
     # The job's state: `state_command`'s output, read by `parse_state` (the scheduler's own
     # word, e.g. RUNNING, R, RUN, running; "" once the job left the queue or finished).
     running_states: tuple[str, ...] = ()  # the job script runs: it can be signalled
@@ -198,14 +193,6 @@ class Scheduler:
         asks the agents to stop and keep the logs, as on the walltime warning); a job still in
         the queue is removed."""
         raise NotImplementedError
-
-    def is_active(self, returncode: int, output: str, job_id: str) -> bool:
-        """Whether the job is still there, from the job_active_command's exit code and output."""
-        return returncode == 0 and bool(output.strip())
-
-    def job_active(self, job_id: str) -> bool:
-        result = subprocess.run(self.job_active_command(job_id), capture_output=True, text=True)
-        return self.is_active(result.returncode, result.stdout, job_id)
 
     def in_allocation(self, environ: Mapping[str, str]) -> bool:
         return bool(environ.get(self.job_id_var))

@@ -67,16 +67,11 @@ class Cobalt(Scheduler):
         numbers = [word for word in output.split() if word.isdigit()]
         return numbers[-1] if numbers else ""
 
-    def job_active_command(self, job_id: str) -> list[str]:
-        return ["qstat", "--header", "JobID:State", job_id]
-
-    def is_active(self, returncode: int, output: str, job_id: str) -> bool:
-        # The header line is printed whether or not the job is still there.
-        return returncode == 0 and job_id in output.split()
     running_states = ("running",)
 
     def state_command(self, job_id: str) -> list[str]:
-        # "JobID  State" / "=====" / "12345  running"
+        # "JobID  State" / "=====" / "12345  running"; the header is printed whether or not
+        # the job is still there.
         return ["qstat", "--header", "JobID:State", job_id]
 
     def parse_state(self, output: str) -> str:

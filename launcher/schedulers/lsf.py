@@ -80,18 +80,10 @@ class LSF(Scheduler):
         return output[start + 1:end] if 0 <= start < end else ""
 
     running_states = ("RUN",)
-    finished_states = ("DONE", "EXIT")
+    finished_states = ("DONE", "EXIT")  # bjobs keeps finished jobs for a while
 
     def state_command(self, job_id: str) -> list[str]:
         return ["bjobs", "-noheader", "-o", "stat", job_id]
-
-    def job_active_command(self, job_id: str) -> list[str]:
-        return self.state_command(job_id)
-
-    def is_active(self, returncode: int, output: str, job_id: str) -> bool:
-        # bjobs keeps finished jobs for a while, as DONE or EXIT.
-        state = output.strip().split()[-1] if output.strip() else ""
-        return returncode == 0 and bool(state) and state not in self.finished_states
 
     def cancel_command(self, job_id: str, running: bool) -> list[str]:
         # bkill(1): "-s signal_value | signal_name: Sends the specified signal to specified

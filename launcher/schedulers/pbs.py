@@ -141,15 +141,12 @@ class PBS(Scheduler):
         # qsub(1B): prints "<sequence number>.<server name>".
         return ["qsub", script], False
 
-    def job_active_command(self, job_id: str) -> list[str]:
-        # qstat exits non-zero for a job that has finished (without -x) or is unknown.
-        return ["qstat", job_id]
-
     running_states = ("R",)
     finished_states = ("F",)
 
     def state_command(self, job_id: str) -> list[str]:
-        # "Job id  Name  User  Time Use  S  Queue": the state is the fifth column.
+        # "Job id  Name  User  Time Use  S  Queue": the state is the fifth column. qstat exits
+        # non-zero for a job that has finished (without -x) or is unknown.
         return ["qstat", job_id]
 
     def parse_state(self, output: str) -> str:

@@ -221,15 +221,12 @@ class Slurm(Scheduler):
     def parse_job_id(self, output: str) -> str:
         return super().parse_job_id(output).split(";")[0]  # --parsable: id[;cluster]
 
-    def job_active_command(self, job_id: str) -> list[str]:
-        # Empty once the job has left the queue; an error for a job id Slurm forgot.
-        return ["squeue", "--noheader", "--jobs", job_id]
-
     running_states = ("RUNNING",)
     finished_states = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
                        "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
 
     def state_command(self, job_id: str) -> list[str]:
+        # Empty once the job has left the queue; an error for a job id Slurm forgot.
         return ["squeue", "--noheader", "--format=%T", "--jobs", job_id]
 
     def cancel_command(self, job_id: str, running: bool) -> list[str]:
