@@ -36,7 +36,6 @@ GROUP_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
 # The labels every node gets from rayhpc (a driver can target a group, or see its image).
 GROUP_LABEL = "rayhpc.io/group"
 IMAGE_LABEL = "rayhpc.io/image"
-NODE_LABEL = "rayhpc.io/node"
 RESERVED_LABEL_PREFIXES = ("ray.io/", "rayhpc.io/")
 
 
