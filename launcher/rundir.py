@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -58,11 +59,32 @@ def check_reachable(shared: Path, uid: int, gid: int) -> None:
                             "new directory (rayhpc makes it theirs)")
 
 
+def add_missing(source: Path, target: Path) -> None:
+    """Copy the files of ``source`` that ``target`` lacks (each whole: a temp name, then
+    renamed); what is there already is left alone."""
+    for path in source.rglob("*"):
+        if not path.is_file() or "__pycache__" in path.parts:
+            continue
+        dest = target / path.relative_to(source)
+        if dest.exists():
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        shutil.copyfile(path, tmp)
+        tmp.chmod(0o644)
+        tmp.replace(dest)
+
+
 def stage_examples(shared: Path) -> None:
     """Copy the bundled examples into the shared dir (once), so `--driver "python
     examples/actors.py"` works from any shared dir. Atomic: launches started together never see
-    a half-copied directory."""
+    a half-copied directory. A shared dir staged by an older version gets the examples it
+    lacks (the user's own edits of the others are kept)."""
     target = shared / "examples"
+    if target.is_dir():
+        with contextlib.suppress(OSError):  # best effort: not ours to write, say
+            add_missing(EXAMPLES_DIR, target)
+        return
     if target.exists():
         return
     staging = Path(tempfile.mkdtemp(prefix=".examples-", dir=shared))

@@ -261,3 +261,17 @@ def test_the_hybrid_example_site_loads_with_a_cpu_head_and_gpu_workers():
     assert (head.name, head.head, head.gpu, head.queue) == ("head", True, "", "cpu")
     assert (gpu.gpu, gpu.queue, gpu.resources) == ("nvidia", "gpu", {"trainer": 1})
     assert head.image.endswith("-cpu.sif") and gpu.image.endswith("-gpu.sif")
+
+
+def test_a_shared_dir_staged_before_gets_the_new_examples_and_keeps_edits(tmp_path):
+    from launcher.rundir import stage_examples
+
+    stage_examples(tmp_path)
+    examples = tmp_path / "examples"
+    (examples / "hello_groups.py").unlink()  # as staged by a version without it
+    (examples / "hello_nodes.py").write_text("# my edit\n")
+    stage_examples(tmp_path)
+    bundled = (PROJECT_ROOT / "examples/hello_groups.py").read_text()
+    assert (examples / "hello_groups.py").read_text() == bundled
+    assert (examples / "hello_nodes.py").read_text() == "# my edit\n"
+    assert not list(examples.glob(".*.tmp"))
