@@ -33,6 +33,7 @@ if __name__ == "__main__" and sys.path and sys.path[0] == os.path.dirname(
 import argparse  # noqa: E402
 import contextlib
 import errno
+import functools
 import hashlib
 import importlib.metadata
 import io
@@ -1002,6 +1003,12 @@ class Agent:
         except OSError as exc:
             self.say(f"state {record['state']} not recorded: {run_dir_problem(exc)}")
 
+    @functools.cached_property
+    def ray_version(self) -> str:
+        """From the package metadata, read once: Ray itself is not imported for it (Ray reads
+        RAY_AUTH_MODE when first imported)."""
+        return importlib.metadata.version("ray")
+
     def _read_token(self) -> str:
         try:
             return self.paths.auth_token.read_text().strip()
@@ -1019,8 +1026,7 @@ class Agent:
         env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
         env["RAY_USAGE_STATS_ENABLED"] = "0"
         if self.spec["auth"] == "token" and self.token:
-            # From the package metadata: Ray reads RAY_AUTH_MODE once, when first imported.
-            version = importlib.metadata.version("ray")
+            version = self.ray_version
             if supports_token_auth(version):
                 # A node-local copy: every Ray process of the node reads it, and the shared
                 # file system should see one read per node, not one per process.
@@ -1075,10 +1081,9 @@ class Agent:
         labels = None
         if self.group:
             labels = {**self.group.get("labels", {}), NODE_LABEL: label_value(self.node)}
-            version = importlib.metadata.version("ray")
-            if version_tuple(version) < LABELS_SINCE:
-                self.say(f"Ray {version} takes no node labels (2.49+): the group's labels are "
-                         "not set; target the group by its resources")
+            if version_tuple(self.ray_version) < LABELS_SINCE:
+                self.say(f"Ray {self.ray_version} takes no node labels (2.49+): the group's "
+                         "labels are not set; target the group by its resources")
                 labels = None
         return ray_start_args(spec, self.ip, head_address, self.object_store(), usable_cpus(),
                               self.group, labels)
