@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import UserError
-from launcher.batch import BatchLaunch
-from launcher.config import load_site
-from launcher.jobscript import render_job_script
+from containers.errors import UserError
+from launcher.backends.batch.jobscript import render_job_script
+from launcher.backends.batch.launch import BatchLaunch
+from launcher.resolve.config import load_site
 from launcher.runtimes import runtime
 from launcher.runtimes.apptainer import versions_from_inspect
 from launcher.schedulers import SCHEDULERS

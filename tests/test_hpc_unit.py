@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+from launcher.times import parse_walltime
 
-from common.errors import UserError
-from launcher.config import list_sites, load_site
-from launcher.jobscript import render_job_script
+from containers.errors import UserError
+from launcher.backends.batch.jobscript import render_job_script
+from launcher.resolve.config import list_sites, load_site
 from launcher.runtimes import ExecRequest, runtime
-from launcher.schedulers import SCHEDULERS, Job, current_allocation, parse_walltime
+from launcher.schedulers import SCHEDULERS, Job, current_allocation
 from tests.golden import assert_golden
 from tests.specs import make_spec
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from common.errors import UserError
-from launcher.agent import RunPaths
-from launcher.schedulers.base import Job, Scheduler, Shell, filesystem_names, hms, shell_join
+from containers.errors import UserError
+from launcher.contract import RunPaths
+from launcher.schedulers.base import Job, Scheduler, Shell, filesystem_names, shell_join
+from launcher.times import hms
 
 # Where a grouped job's script keeps each group's host file (on the node running the script,
 # where mpiexec reads it).
