@@ -72,7 +72,7 @@ class Simulation:
             {}, run_id=new_run_id(), now=time.time())
         self.paths = RunPaths(prepare_run_dir(self.spec))
         if agent is not None:
-            shutil.copyfile(agent, self.paths.agent)
+            shutil.copyfile(agent, self.paths.node_program)
         self.counts = work / "counts"
         self.counts.mkdir()
         self.procs: list[subprocess.Popen] = []
@@ -90,7 +90,7 @@ class Simulation:
     def start(self, index: int) -> None:
         role = "head" if index == 0 else "worker"
         self.procs.append(subprocess.Popen(
-            [sys.executable, str(self.paths.agent), "--run-dir", str(self.paths.dir),
+            [sys.executable, str(self.paths.node_program), "--run-dir", str(self.paths.dir),
              "--role", role, "--node-name", f"sim-{index:05d}"],
             env=self.env(index), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True))

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from containers.errors import UserError
+from launcher.backends import backend_for
 from launcher.resolve.config import list_sites, load_site, resolve_settings
 from launcher.resolve.driver import check_driver, driver_script
 
@@ -46,10 +47,11 @@ def test_bad_settings_name_their_source(cli, env, message):
     ("scheduler: [local\n", "not valid YAML"),
 ])
 def test_bad_site_file_names_file_and_key(tmp_path, text, message):
+    """At load, or where the site's backend is chosen (what every command does next)."""
     path = tmp_path / "site.yaml"
     path.write_text(text)
     with pytest.raises(UserError) as err:
-        load_site(str(path))
+        backend_for(load_site(str(path)))
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
 
 

@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from launcher.backends.bundle import node_program
+from launcher.node.ray_start import ray_start_args
 from tests.launching import Background, archived, assert_clean_run, launch, leftovers
+from tests.specs import make_spec
 
 pytestmark = pytest.mark.docker
 
@@ -171,41 +174,39 @@ def test_two_launches_at_once_share_nothing(docker_api, built_image, shared_dir)
 
 STOP_ONE_OF_TWO = """
 import json, os, socket, sys, time
-sys.path.insert(0, "/agent")
-import agent
+sys.path.insert(0, "/agent/node_agent.pyz")  # the node program as the nodes get it
+from launcher.node import processes
 ip = socket.gethostbyname(socket.gethostname())
 env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
 sessions = []
 for args in json.loads(sys.argv[1]):
-    cli = agent.RayCli(env)
+    cli = processes.RayCli(env)
     code, output = cli.run(tuple(a.replace("IP", ip) for a in args))
     assert code == 0, output
     sessions.append(cli.session)
-before = [len(agent.session_processes(s)) for s in sessions]
-stopped = agent.stop_session(sessions[0], 5)
-after = [len(agent.session_processes(s)) for s in sessions]
-agent.stop_session(sessions[1], 5)
+before = [len(processes.session_processes(s)) for s in sessions]
+stopped = processes.stop_session(sessions[0], 5)
+after = [len(processes.session_processes(s)) for s in sessions]
+processes.stop_session(sessions[1], 5)
 print(json.dumps({"before": before, "after": after, "stopped": stopped}))
 """
 
 
 def test_stopping_one_runs_ray_leaves_another_runs_ray_on_the_node_alone(docker_api,
-                                                                         built_image):
+                                                                         built_image, tmp_path):
     """Two runs' Ray on one node (one container, no PID namespace between them, as Apptainer
     gives): ending one stops its processes and nothing of the other."""
-    from launcher import AGENT_FILE
-    from launcher.node.ray_start import ray_start_args
-    from tests.specs import make_spec
-
     image, _ = built_image
-    starts = [ray_start_args(make_spec("slurm", run_id=run_id, image="/x.sif").to_json(), "IP",
-                             None, 100 * 1024 * 1024)
-              + ["--include-dashboard=false"]
-              for run_id in ("20260101-000000-aaaa", "20260101-000000-bbbb")]
+    tmp_path.chmod(0o755)
+    (tmp_path / "node_agent.pyz").write_bytes(node_program())
+    specs = [make_spec("slurm", run_id=run_id, image="/x.sif")
+             for run_id in ("20260101-000000-aaaa", "20260101-000000-bbbb")]
+    starts = [ray_start_args(spec, "IP", None, 100 * 1024 * 1024, spec.temp_dir)
+              + ["--include-dashboard=false"] for spec in specs]
     output = docker_api.create_container(
         image, command=["python", "-c", STOP_ONE_OF_TWO, json.dumps(starts)],
         host_config=docker_api.create_host_config(
-            binds={str(AGENT_FILE.parent): {"bind": "/agent", "mode": "ro"}}, shm_size="1g"))
+            binds={str(tmp_path): {"bind": "/agent", "mode": "ro"}}, shm_size="1g"))
     try:
         docker_api.start(output)
         assert docker_api.wait(output, timeout=300)["StatusCode"] == 0, \

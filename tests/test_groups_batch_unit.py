@@ -71,7 +71,7 @@ def test_slurm_one_step_one_segment_per_group_in_its_image():
     [step] = [line for line in script.splitlines() if line.startswith("srun ")]
     head, worker = step.removesuffix(" &").split(" : ")
     run_dir = "/lus/proj/shared/runs/20260101-000000-abcd"
-    agent = f"python {run_dir}/node_agent.py --run-dir {run_dir}"
+    agent = f"python {run_dir}/node_agent.pyz --run-dir {run_dir}"
     assert head.startswith("srun --het-group=0 --nodes=1 --ntasks=1 --ntasks-per-node=1 "
                            '--cpus-per-task="$cpus_0" ')
     assert head.endswith(f" /lus/proj/cpu.sif {agent} --group head")

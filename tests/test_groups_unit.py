@@ -4,6 +4,7 @@ compose file, `ray start` per group, and the checks at the join on fake Ray node
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -11,19 +12,11 @@ import yaml
 from containers import PROJECT_ROOT
 from containers.errors import UserError
 from launcher.backends.local.compose import render_compose
-from launcher.contract import (
-    LaunchSpec,
-    gpu_shortfall,
-    group_totals,
-    label_value,
-    node_resources,
-    resources_line,
-)
+from launcher.contract import RAY_GROUP_LABEL, RAY_IMAGE_LABEL, LaunchSpec, NodeGroup, label_value
 from launcher.node.ray_start import ray_start_args
+from launcher.node.report import gpu_shortfall, group_totals, node_resources, resources_line
 from launcher.resolve.config import load_site
 from launcher.resolve.groups import (
-    GROUP_LABEL,
-    IMAGE_LABEL,
     group_flags,
     image_label,
     parse_group_flag,
@@ -54,7 +47,7 @@ def test_site_groups_resolve_head_first_with_images_labels_and_node_names(tmp_pa
     assert spec.node_names == ["head", "cpu-1", "gpu-1", "gpu-2"]
     cpu, gpu = spec.groups
     assert cpu.image == "ray:cpu" and gpu.image == "ray:gpu"
-    assert gpu.labels == {"tier": "gpu", GROUP_LABEL: "gpu", IMAGE_LABEL: "ray_gpu"}
+    assert gpu.labels == {"tier": "gpu", RAY_GROUP_LABEL: "gpu", RAY_IMAGE_LABEL: "ray_gpu"}
     assert gpu.resources == {"trainer": 1} and gpu.gpu == "nvidia"
     # spec.json carries them to the agents, and back.
     again = LaunchSpec.from_json(json.loads(json.dumps(spec.to_json())))
@@ -161,25 +154,21 @@ def test_compose_runs_each_node_in_its_groups_image_with_its_gpus(tmp_path):
     assert "deploy" not in services["head"] and "ports" in services["head"]
 
 
-SPEC = {"ports": {name: 1000 + i for i, name in enumerate(
-    ("gcs", "dashboard", "client", "node_manager", "object_manager", "metrics_export",
-     "dashboard_agent_grpc", "dashboard_agent_listen", "runtime_env_agent", "agent"))},
-        "temp_dir": "/tmp/r", "dashboard_host": None, "num_cpus": None, "num_gpus": 1,
-        "head_cpus": None}
+SPEC = make_spec("slurm", image="/x.sif", num_gpus=1)
 
 
 def test_ray_start_takes_the_groups_cpus_gpus_resources_and_labels():
-    group = {"name": "gpu", "num_cpus": 8, "num_gpus": 4, "resources": {"trainer": 1}}
-    args = ray_start_args(SPEC, "10.0.0.2", "10.0.0.1:6379", None, cpus=64, group=group,
-                          labels={"rayhpc.io/group": "gpu", "tier": "fast"})
+    group = NodeGroup(name="gpu", nodes=2, num_cpus=8, num_gpus=4, resources={"trainer": 1})
+    args = ray_start_args(SPEC, "10.0.0.2", "10.0.0.1:6379", None, "/tmp/r", cpus=64,
+                          group=group, labels={"rayhpc.io/group": "gpu", "tier": "fast"})
     assert args[-4:] == ["--num-cpus=8", "--num-gpus=4", '--resources={"trainer": 1}',
                          "--labels=rayhpc.io/group=gpu,tier=fast"]
     # Without a group, as before: the launch's settings.
-    plain = ray_start_args(SPEC, "10.0.0.2", "10.0.0.1:6379", None, cpus=64)
+    plain = ray_start_args(SPEC, "10.0.0.2", "10.0.0.1:6379", None, "/tmp/r", cpus=64)
     assert plain[-2:] == ["--num-cpus=64", "--num-gpus=1"]
     # head_cpus still keeps tasks off the head of a group.
-    head = ray_start_args({**SPEC, "head_cpus": 0}, "10.0.0.1", None, None, cpus=64,
-                          group=group)
+    head = ray_start_args(replace(SPEC, head_cpus=0), "10.0.0.1", None, None, "/tmp/r",
+                          cpus=64, group=group)
     assert "--num-cpus=0" in head
 
 
@@ -192,8 +181,8 @@ def ray_node(ip: str, cpus: float, gpus: float = 0, node: str = "", **custom: fl
             "Labels": {"rayhpc.io/node": node} if node else {}}
 
 
-GROUPS = [{"name": "cpu", "nodes": 1, "image": "cpu.sif", "gpu": ""},
-          {"name": "gpu", "nodes": 2, "image": "gpu.sif", "gpu": "nvidia", "num_gpus": None}]
+GROUPS = [NodeGroup(name="cpu", nodes=1, image="cpu.sif"),
+          NodeGroup(name="gpu", nodes=2, image="gpu.sif", gpu="nvidia")]
 GROUP_OF = {"head": "cpu", "g1": "gpu", "g2": "gpu"}
 
 
@@ -218,7 +207,7 @@ def test_a_gpu_group_whose_nodes_bring_no_gpu_fails_naming_group_and_nodes():
     # A node that never reported counts as none; num_gpus 0 asks for none.
     del resources["g1"]
     assert "on g1 (1 of 2" in gpu_shortfall(GROUPS, GROUP_OF, resources)
-    assert gpu_shortfall([{**GROUPS[1], "num_gpus": 0}], GROUP_OF, resources) == ""
+    assert gpu_shortfall([replace(GROUPS[1], num_gpus=0)], GROUP_OF, resources) == ""
 
 
 def test_group_totals_and_the_console_line():

@@ -11,13 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from launcher.times import parse_walltime
 
 from containers.errors import UserError
+from launcher.backends import backend_for
 from launcher.backends.batch.jobscript import render_job_script
 from launcher.resolve.config import list_sites, load_site
 from launcher.runtimes import ExecRequest, runtime
 from launcher.schedulers import SCHEDULERS, Job, current_allocation
+from launcher.times import parse_walltime
 from tests.golden import assert_golden
 from tests.specs import make_spec
 
@@ -77,7 +78,7 @@ def test_one_agent_per_node_in_the_site_runtime_with_all_its_cpus(name, launcher
     script = script_for(name)
     assert f"\n{launcher} " in script
     run_dir = f"{SHARED.get(name, '/lus/proj/shared')}/runs/20260101-000000-abcd"
-    assert f"{run_dir}/node_agent.py --run-dir {run_dir}" in script
+    assert f"{run_dir}/node_agent.pyz --run-dir {run_dir}" in script
 
 
 def test_slurm_asks_for_the_walltime_warning_and_scripts_forward_it():
@@ -568,7 +569,7 @@ def test_user_site_file_with_wrong_values(tmp_path):
     for text, message in cases:
         path.write_text(text)
         with pytest.raises(UserError) as err:
-            load_site(str(path))
+            backend_for(load_site(str(path)))  # at load, or where its backend is chosen
         assert str(err.value).startswith(f"{path}: {message}"), (text, str(err.value))
 
 

@@ -197,7 +197,7 @@ def test_interactive_cluster_takes_jobs_and_drivers_until_down(docker_api, built
         after = invoke("logs", "--run", run_id, "--shared", str(shared_dir), "--job", ids[0])
         assert "hello from 3 nodes" in after.stdout  # kept with the run
     finally:
-        remove_run(docker_api, run_id)
+        remove_run(run_id)
 
 
 def test_ctrl_c_stops_a_foreground_interactive_cluster(docker_api, built_image, shared_dir):
@@ -219,7 +219,7 @@ def test_ctrl_c_stops_a_foreground_interactive_cluster(docker_api, built_image, 
         if run.proc.poll() is None:
             run.proc.kill()
         if run.run_dir is not None:
-            remove_run(docker_api, run.run_dir.name)
+            remove_run(run.run_dir.name)
 
 
 def test_the_python_api_leaves_nothing_when_the_body_raises(docker_api, built_image,
@@ -249,4 +249,4 @@ with Cluster.launch(site="local", nodes=2, shared={str(shared_dir)!r}, image={im
         assert (run_dir / "exit_code").read_text().strip() == "143"
         assert "raylet.out" in archived(run_dir, "worker-1")
     finally:
-        remove_run(docker_api, run_id)
+        remove_run(run_id)

@@ -10,20 +10,25 @@ import os
 import stat
 import tarfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from launcher.runs.stop import down
-from launcher.runs.submit import entrypoint_of, working_dir_uri
 
 from containers.errors import UserError
-from launcher import contract
 from launcher.backends.rundir import prepare_run_dir
+from launcher.contract import RunPaths, write_json
+from launcher.node.connect import connect_text
+from launcher.node.ray_start import ray_start_args
 from launcher.runs.jobs import JobsClient, exit_code_of, follow_job
 from launcher.runs.run import Run, status_line
+from launcher.runs.stop import down
+from launcher.runs.submit import entrypoint_of, working_dir_uri
 from launcher.schedulers import SCHEDULERS
 from tests.cli import invoke
 from tests.specs import make_spec
+
+TEMP = "/tmp/rh-test"
 
 # -- the interactive rule
 
@@ -48,9 +53,8 @@ def test_interactive_wins_over_a_driver_from_the_environment_or_site():
 # -- connect.txt
 
 def test_connect_text_on_the_local_site_names_the_published_ports():
-    spec = make_spec("local", nodes=3).to_json()
-    spec["published"] = {"dashboard": 40001, "client": 40002}
-    text = agent.connect_text(spec, "172.18.0.2", "/s/runs/R/auth_token")
+    spec = replace(make_spec("local", nodes=3), published={"dashboard": 40001, "client": 40002})
+    text = connect_text(spec, "172.18.0.2", "/s/runs/R/auth_token")
     assert "export RAY_ADDRESS=http://127.0.0.1:40001\n" in text
     assert "export RAY_AUTH_MODE=token\n" in text
     assert "export RAY_AUTH_TOKEN_PATH=/s/runs/R/auth_token\n" in text
@@ -60,10 +64,9 @@ def test_connect_text_on_the_local_site_names_the_published_ports():
 
 
 def test_connect_text_on_an_hpc_site_tunnels_the_dashboard_through_the_login_node():
-    spec = make_spec("slurm", image="/x.sif").to_json()
-    spec["login"] = "alice@login1.example.org"
-    ports = spec["ports"]
-    text = agent.connect_text(spec, "10.1.2.3", "/lus/s/runs/R/auth_token")
+    spec = replace(make_spec("slurm", image="/x.sif"), login="alice@login1.example.org")
+    ports = spec.ports
+    text = connect_text(spec, "10.1.2.3", "/lus/s/runs/R/auth_token")
     assert f"export RAY_ADDRESS=http://10.1.2.3:{ports['dashboard']}\n" in text
     assert f'ray.init("ray://10.1.2.3:{ports["client"]}")' in text
     assert (f"# from your laptop: ssh -N -L 8265:10.1.2.3:{ports['dashboard']} "
@@ -71,10 +74,10 @@ def test_connect_text_on_an_hpc_site_tunnels_the_dashboard_through_the_login_nod
 
 
 def test_the_dashboard_binds_the_heads_cluster_address_by_default():
-    spec = make_spec("local").to_json()
-    assert "--dashboard-host=172.18.0.2" in agent.ray_start_args(spec, "172.18.0.2", None, None)
-    spec["dashboard_host"] = "127.0.0.1"  # a site file may still keep it on the head alone
-    assert "--dashboard-host=127.0.0.1" in agent.ray_start_args(spec, "172.18.0.2", None, None)
+    spec = make_spec("local")
+    assert "--dashboard-host=172.18.0.2" in ray_start_args(spec, "172.18.0.2", None, None, TEMP)
+    spec = replace(spec, dashboard_host="127.0.0.1")  # a site file may keep it on the head
+    assert "--dashboard-host=127.0.0.1" in ray_start_args(spec, "172.18.0.2", None, None, TEMP)
 
 
 def test_compose_publishes_dashboard_and_client_on_loopback_only():
@@ -163,13 +166,13 @@ def batch_run(tmp_path: Path, name: str, up: bool = True) -> Run:
     spec = make_spec(site, shared=str(tmp_path / "shared"), image="/x.sif", nodes=2,
                      account="proj")
     prepare_run_dir(spec)
-    paths = agent.RunPaths(spec.run_dir)
+    paths = RunPaths(spec.run_dir)
     paths.job_id.write_text("42\n")
-    agent.write_json(paths.head, {"address": "10.0.0.1:1", "ip": "10.0.0.1", "node": "node1",
+    write_json(paths.head, {"address": "10.0.0.1:1", "ip": "10.0.0.1", "node": "node1",
                                   "time": time.time() - 60})
-    agent.write_json(paths.status, {"joined": 2, "expected": 2, "lost": []})
+    write_json(paths.status, {"joined": 2, "expected": 2, "lost": []})
     for node in ("node1", "node2"):
-        agent.write_json(paths.node_record(node), {"state": "joined", "ip": "10.0.0.9"})
+        write_json(paths.node_record(node), {"state": "joined", "ip": "10.0.0.9"})
     if up:
         paths.connect.write_text("# up\n")
     return Run.load(spec.run_dir)
@@ -254,7 +257,7 @@ class FakeJobs:
 
 
 def test_follow_job_prints_the_output_once_and_returns_the_drivers_code(monkeypatch):
-    monkeypatch.setattr("launcher.jobs.POLL_S", 0)
+    monkeypatch.setattr("launcher.runs.jobs.POLL_S", 0)
     out = []
     result = follow_job(FakeJobs("FAILED", 5), "raysubmit_x", out.append)
     assert "".join(out) == "line 1\nline 2\n"
@@ -266,7 +269,7 @@ def test_follow_job_prints_the_output_once_and_returns_the_drivers_code(monkeypa
 
 
 def test_a_signal_stops_the_job_and_its_code_is_128_plus_n(monkeypatch):
-    monkeypatch.setattr("launcher.jobs.POLL_S", 0)
+    monkeypatch.setattr("launcher.runs.jobs.POLL_S", 0)
     jobs = FakeJobs("STOPPED", None)
     result = follow_job(jobs, "raysubmit_x", lambda _: None, signals=[2])
     assert jobs.stopped and result.exit_code == 130
@@ -339,7 +342,7 @@ def test_a_working_dir_outside_the_shared_dir_is_refused_on_hpc_sites(tmp_path):
 
 def test_status_line_of_a_run_not_up_yet(tmp_path):
     run = batch_run(tmp_path, "slurm", up=False)
-    agent.write_json(run.paths.status, {"joined": 1, "expected": 2, "lost": []})
+    write_json(run.paths.status, {"joined": 1, "expected": 2, "lost": []})
     run.paths.job_id.unlink()  # launched inside an allocation: no scheduler to ask
     line = status_line(run)
     assert f"{run.run_id}  slurm  joining  1/2 nodes joined" in line
@@ -366,7 +369,7 @@ touch {tmp_path}/cancelled
     for name in ("squeue", "scancel"):
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setattr("launcher.runs.STATE_CHECK_S", 0.1)
+    monkeypatch.setattr("launcher.runs.stop.STATE_CHECK_S", 0.1)
     said = []
     assert down(run, said.append) == 0
     assert log.read_text() == "scancel 42\n"
@@ -383,7 +386,7 @@ def test_logs_of_a_batch_run_from_the_run_directory(tmp_path):
     prepare_run_dir(spec)
     run = Run.load(spec.run_dir)
     run.paths.driver_log.write_text("first\nsecond\n")
-    agent.write_json(run.paths.node_record("node2"), {"state": "stopped"})
+    write_json(run.paths.node_record("node2"), {"state": "stopped"})
     run.paths.node_log("node2").write_text("[rayhpc node2] joining\n")
     with tarfile.open(run.paths.node_archive("node2"), "w:gz") as tar:
         for name, text in (("raylet.out", b"raylet says\n"), ("MANIFEST.json", b"{}")):

@@ -85,4 +85,4 @@ def test_down_and_status_find_leftovers_by_run(docker_api, built_image):
         assert again.returncode == 2 and f"no containers or networks of run '{run_id}'" in \
             again.stderr
     finally:
-        remove_run(docker_api, run_id)  # idempotent: whatever the test left
+        remove_run(run_id)  # idempotent: whatever the test left

@@ -23,7 +23,7 @@ from tests.testbed.harness import COMPUTE_NODES, RECIPE, SlurmTestbed
 
 pytestmark = pytest.mark.docker
 SITE = PROJECT_ROOT / "tests/testbed/site.yaml"
-RAY_PROCESSES = "raylet|gcs_server|ray::|dashboard|default_worker|node_agent.py"
+RAY_PROCESSES = "raylet|gcs_server|ray::|dashboard|default_worker|node_agent.pyz"
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from containers.errors import UserError
-from launcher import watch
+from launcher.backends import watch
 from launcher.backends.batch.launch import BatchLaunch
 from launcher.resolve.config import load_site
 from tests.specs import RUN_ID, make_spec

@@ -2,7 +2,7 @@
 
 Standard library and Ray only, so any stock rayproject/ray image runs it as delivered: the
 launcher bundles this package and `launcher.contract` into one file in the run directory,
-node_agent.pyz (`launcher.backends.rundir`), which Python runs directly. No MPI is needed.
+node_agent.pyz (`launcher.backends.bundle`), which Python runs directly. No MPI is needed.
 
   head (rank 0):   `head.Head`: listen for the workers' agents, start Ray's head, publish
                    head.json, wait for every node, run the driver (or keep an interactive

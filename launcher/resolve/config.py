@@ -172,7 +172,9 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
             raise UserError(f"{path}: {key}: must be a {kind.__name__}")
         options[key] = data[key]
     _check_gpu(options.get("gpu", ""), data["runtime"], f"{path}: ")
-    _check_scheduler_options(options.get("scheduler_options", {}), data["scheduler"], f"{path}: ")
+    if data["scheduler"] in SCHEDULERS:  # other sites take none: their backend says so
+        _check_scheduler_options(options.get("scheduler_options", {}), data["scheduler"],
+                                 f"{path}: ")
     docs = data.get("docs") or []
     if isinstance(docs, str):
         docs = [docs]

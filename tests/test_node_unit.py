@@ -1,5 +1,5 @@
-"""The node agent's logic that needs no cluster: rank, IP, sizes, ray start arguments, and
-what the launcher makes of the run directory."""
+"""The node program's logic that needs no cluster: rank, IP, sizes, ray start arguments, the
+control channel, and what the launcher makes of the run directory."""
 
 import io
 import json
@@ -9,56 +9,58 @@ import time
 
 import pytest
 
-from launcher import contract
-from launcher import spec as spec_module
 from launcher.backends.rundir import busy_gcs_ports
 from launcher.backends.watch import RunWatcher, summary
+from launcher.contract import RANK_VARS_ENV, read_json, temp_dir_fits, write_json
+from launcher.node import channel, harvest, processes, ray_start, report
+from launcher.node.errors import LaunchFailed
+from launcher.node.head import driver_command
+from launcher.node.main import detect_rank
+from launcher.resolve import spec as spec_module
+from launcher.schedulers import SCHEDULERS
 from tests.specs import make_spec
 
-
-def spec_json(**cli):
-    return make_spec("local", shared="/s", driver="python d.py", image="img", **cli).to_json()
+TEMP = "/tmp/rh-test"
 
 
-@pytest.mark.parametrize("environ, rank", [
-    ({"SLURM_PROCID": "0"}, 0),
-    ({"ALPS_APP_PE": "3"}, 3),
-    ({"PMI_RANK": "2"}, 2),
-    ({"PALS_RANKID": "5"}, 5),
-    ({"OMPI_COMM_WORLD_RANK": "1"}, 1),
-    ({"JSM_NAMESPACE_RANK": "7"}, 7),
-    ({"SLURM_PROCID": "1", "PMI_RANK": "0"}, 1),  # the scheduler's own variable wins
-    ({"PMI_RANK": ""}, None),
-    ({}, None),
-])
-def test_rank_from_each_launcher(environ, rank):
-    assert agent.detect_rank(environ) == rank
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+def test_rank_from_the_variables_each_scheduler_declares(scheduler):
+    """The job script names its launcher's rank variables (the scheduler module declares them);
+    the node program reads the first that holds a rank, and knows none of its own."""
+    names = ",".join(SCHEDULERS[scheduler].rank_vars)
+    for var in SCHEDULERS[scheduler].rank_vars:
+        assert detect_rank({RANK_VARS_ENV: names, var: "3"}) == 3
+    assert detect_rank({RANK_VARS_ENV: names}) is None
 
 
 @pytest.mark.parametrize("environ, rank", [
     ({"RAYHPC_RANK_VARS": "PALS_RANKID,PMI_RANK", "PALS_RANKID": "3", "SLURM_PROCID": "0"}, 3),
     ({"RAYHPC_RANK_VARS": "PALS_RANKID,PMI_RANK", "PMI_RANK": "2"}, 2),
+    ({"RAYHPC_RANK_VARS": "SLURM_PROCID,PMI_RANK", "SLURM_PROCID": "1", "PMI_RANK": "0"}, 1),
     # A stray variable of another launcher (an outer Slurm job) does not decide the role.
     ({"RAYHPC_RANK_VARS": "PALS_RANKID,PMI_RANK", "SLURM_PROCID": "0"}, None),
-    ({"RAYHPC_RANK_VARS": "", "SLURM_PROCID": "4"}, 4),
+    ({"RAYHPC_RANK_VARS": "PMI_RANK", "PMI_RANK": ""}, None),
+    # No variable named: no rank (the node program is told its role with --role then).
+    ({"RAYHPC_RANK_VARS": "", "SLURM_PROCID": "4"}, None),
+    ({"SLURM_PROCID": "4"}, None),
 ])
 def test_rank_from_the_variable_the_job_script_names(environ, rank):
-    assert agent.detect_rank(environ) == rank
+    assert detect_rank(environ) == rank
 
 
 def test_cpus_default_to_what_the_agent_may_run_on(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
-    assert agent.usable_cpus() == 3
-    spec = make_spec("slurm", image="/x.sif").to_json()
-    assert "--num-cpus=3" in agent.ray_start_args(spec, "10.0.0.1", None, None, cpus=3)
-    spec = make_spec("slurm", image="/x.sif", num_cpus=8, num_gpus=12).to_json()
-    args = agent.ray_start_args(spec, "10.0.0.1", None, None, cpus=3)
+    assert ray_start.usable_cpus() == 3
+    spec = make_spec("slurm", image="/x.sif")
+    assert "--num-cpus=3" in ray_start.ray_start_args(spec, "10.0.0.1", None, None, TEMP, cpus=3)
+    spec = make_spec("slurm", image="/x.sif", num_cpus=8, num_gpus=12)
+    args = ray_start.ray_start_args(spec, "10.0.0.1", None, None, TEMP, cpus=3)
     assert "--num-cpus=8" in args and "--num-cpus=3" not in args and "--num-gpus=12" in args
 
 
 def test_the_cluster_bypasses_the_sites_proxy():
-    assert agent.without_proxy({"PATH": "/bin"}, "10.1.2.3") == {"PATH": "/bin"}
-    env = agent.without_proxy({"http_proxy": "http://proxy:3128",
+    assert ray_start.without_proxy({"PATH": "/bin"}, "10.1.2.3") == {"PATH": "/bin"}
+    env = ray_start.without_proxy({"http_proxy": "http://proxy:3128",
                                "no_proxy": "*.alcf.anl.gov,localhost"}, "10.1.2.3")
     assert env["no_proxy"] == env["NO_PROXY"] == "*.alcf.anl.gov,localhost,127.0.0.1,10.1.2.3"
 
@@ -67,78 +69,78 @@ def test_the_cluster_bypasses_the_sites_proxy():
     ("2.60.0", True), ("2.52.0", True), ("2.51.2", False), ("3.0.0rc1", True), ("2.9.3", False),
 ])
 def test_token_auth_only_where_ray_has_it(version, supported):
-    assert agent.supports_token_auth(version) is supported
+    assert ray_start.supports_token_auth(version) is supported
 
 
 def test_object_store_fits_in_shm():
     gib = 1024 ** 3
-    assert agent.object_store_bytes(shm_bytes=2 * gib, mem_bytes=64 * gib) == int(1.6 * gib)
-    assert agent.object_store_bytes(shm_bytes=64 * gib, mem_bytes=10 * gib) == 3 * gib
-    assert agent.object_store_bytes(shm_bytes=64 * 1024 ** 2, mem_bytes=10 * gib) is None
-    assert agent.object_store_bytes(2 * gib, 64 * gib, requested=123456789) == 123456789
+    assert ray_start.object_store_bytes(shm_bytes=2 * gib, mem_bytes=64 * gib) == int(1.6 * gib)
+    assert ray_start.object_store_bytes(shm_bytes=64 * gib, mem_bytes=10 * gib) == 3 * gib
+    assert ray_start.object_store_bytes(shm_bytes=64 * 1024 ** 2, mem_bytes=10 * gib) is None
+    assert ray_start.object_store_bytes(2 * gib, 64 * gib, requested=123456789) == 123456789
 
 
 def test_temp_dir_length_limit():
-    assert agent.temp_dir_fits("/tmp/rh-abcd123")
-    assert not agent.temp_dir_fits("/tmp/" + "x" * 60)
+    assert temp_dir_fits("/tmp/rh-abcd123")
+    assert not temp_dir_fits("/tmp/" + "x" * 60)
 
 
 def test_head_and_worker_ray_start_arguments():
     # The dashboard's default: the head's cluster address (token-protected; never 0.0.0.0).
-    spec = make_spec("slurm", image="/x.sif").to_json()
-    head = agent.ray_start_args(spec, "10.0.0.1", None, 10 ** 9)
-    ports = spec["ports"]
+    spec = make_spec("slurm", image="/x.sif")
+    head = ray_start.ray_start_args(spec, "10.0.0.1", None, 10 ** 9, spec.temp_dir)
+    ports = spec.ports
     assert "--head" in head and f"--port={ports['gcs']}" in head
     assert "--node-ip-address=10.0.0.1" in head
-    assert f"--temp-dir={spec['temp_dir']}" in head
+    assert f"--temp-dir={spec.temp_dir}" in head
     assert "--dashboard-host=10.0.0.1" in head
     assert "--object-store-memory=1000000000" in head
     assert "--disable-usage-stats" in head
-    worker = agent.ray_start_args(spec, "10.0.0.2", f"10.0.0.1:{ports['gcs']}", None)
+    worker = ray_start.ray_start_args(spec, "10.0.0.2", f"10.0.0.1:{ports['gcs']}", None, TEMP)
     assert "--head" not in worker and f"--address=10.0.0.1:{ports['gcs']}" in worker
     assert not any(a.startswith("--object-store-memory") for a in worker)
     assert not any(a.startswith("--dashboard") and "agent" not in a for a in worker)
 
 
 def test_driver_address_substitution():
-    assert agent.driver_command("python x.py --ray-address={address}", "1.2.3.4:5") == \
+    assert driver_command("python x.py --ray-address={address}", "1.2.3.4:5") == \
         "python x.py --ray-address=1.2.3.4:5"
 
 
 def test_missing_nodes_are_named_with_what_they_were_doing():
     records = {"head": {"state": "joined"}, "worker-1": {"state": "waiting"}}
-    assert agent.missing_nodes(["head", "worker-1", "worker-2"], 3, records) == [
+    assert report.missing_nodes(["head", "worker-1", "worker-2"], 3, records) == [
         "worker-1 (agent waiting for the head)", "worker-2 (its agent never reached the head)"]
     # HPC ranks have no names in advance: count the ones that never showed up.
-    assert agent.missing_nodes([], 4, {"n1": {"state": "joined"}, "n2": {"state": "starting"}}) \
+    assert report.missing_nodes([], 4, {"n1": {"state": "joined"}, "n2": {"state": "starting"}}) \
         == ["n2 (ray start did not finish)", "2 more node(s) whose agent never reached the head"]
 
 
 def test_node_ip_never_loopback_for_multi_node(monkeypatch):
     monkeypatch.setattr(socket, "gethostbyname", lambda name: "127.0.1.1")
-    with pytest.raises(agent.LaunchFailed, match="resolves to 127.0.1.1"):
-        agent.node_ip(None, multi_node=True)
-    assert agent.node_ip(None, multi_node=False) == "127.0.1.1"
+    with pytest.raises(LaunchFailed, match="resolves to 127.0.1.1"):
+        ray_start.node_ip(None, multi_node=True)
+    assert ray_start.node_ip(None, multi_node=False) == "127.0.1.1"
 
 
 def test_interface_ip_of_loopback_and_a_missing_interface():
-    assert agent.interface_ip("lo") == "127.0.0.1"
-    with pytest.raises(agent.LaunchFailed, match="'nosuch0' has no IPv4 address"):
-        agent.interface_ip("nosuch0")
+    assert ray_start.interface_ip("lo") == "127.0.0.1"
+    with pytest.raises(LaunchFailed, match="'nosuch0' has no IPv4 address"):
+        ray_start.interface_ip("nosuch0")
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):
     target = tmp_path / "head.json"
-    agent.write_json(target, {"address": "a:1"})
-    assert agent.read_json(target) == {"address": "a:1"}
+    write_json(target, {"address": "a:1"})
+    assert read_json(target) == {"address": "a:1"}
     assert [p.name for p in tmp_path.iterdir()] == ["head.json"]
-    assert agent.read_json(tmp_path / "missing.json") is None
+    assert read_json(tmp_path / "missing.json") is None
 
 
 def test_lost_nodes_are_those_no_longer_alive():
     joined = {"10.0.0.2": "worker-1", "10.0.0.3": "worker-2", "10.0.0.4": "worker-3"}
-    assert agent.lost_nodes(joined, {"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"}) == []
-    assert agent.lost_nodes(joined, {"10.0.0.1", "10.0.0.2"}) == ["worker-2", "worker-3"]
+    assert report.lost_nodes(joined, {"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"}) == []
+    assert report.lost_nodes(joined, {"10.0.0.1", "10.0.0.2"}) == ["worker-2", "worker-3"]
 
 
 def test_watcher_reports_joins_then_losses_and_the_summary_names_them(tmp_path):
@@ -147,12 +149,12 @@ def test_watcher_reports_joins_then_losses_and_the_summary_names_them(tmp_path):
     for status in ({"joined": 1, "expected": 3}, {"joined": 3, "expected": 3},
                    {"joined": 3, "expected": 3},
                    {"joined": 2, "expected": 3, "lost": ["worker-2"]}):
-        agent.write_json(tmp_path / "status.json", status)
+        write_json(tmp_path / "status.json", status)
         watcher.poll()
     assert out.getvalue().splitlines() == [
         "rayhpc: 1/3 nodes joined", "rayhpc: 3/3 nodes joined",
         "rayhpc: node worker-2 left the cluster; the run goes on without it"]
-    agent.write_json(tmp_path / "timing.json", {
+    write_json(tmp_path / "timing.json", {
         "nodes_expected": 3, "nodes_joined": 3, "nodes_lost": ["worker-2"], "t_submit": 10.0,
         "t_all_joined": 15.5, "t_driver_start": 16.0, "t_driver_end": 46.0,
         "t_teardown_done": 48.0})
@@ -170,23 +172,23 @@ def test_a_new_run_id_avoids_the_ports_of_unfinished_runs(tmp_path, monkeypatch)
     for run_id, finished in (("20260101-000000-0001", False), ("20260101-000000-0003", True)):
         spec = make_spec("local", run_id=run_id, nodes=2, shared=str(tmp_path))
         spec.run_dir.mkdir(parents=True)
-        agent.write_json(spec.run_dir / "spec.json", spec.to_json())
+        write_json(spec.run_dir / "spec.json", spec.to_json())
         if finished:
             (spec.run_dir / "exit_code").write_text("0\n")
     assert busy_gcs_ports(tmp_path) == busy
 
 
 def test_ray_cli_started_ahead_gets_its_arguments_later(monkeypatch):
-    monkeypatch.setattr(agent, "RAY_CLI_ARGS_FROM_STDIN",
+    monkeypatch.setattr(processes, "RAY_CLI_ARGS_FROM_STDIN",
                         "import json, sys; args = json.loads(sys.stdin.readline()); "
                         "print(' '.join(args)); sys.exit(len(args))")
-    cli = agent.RayCli(dict(os.environ))
+    cli = processes.RayCli(dict(os.environ))
     assert cli.run(("start", "--address=10.0.0.1:6379")) == (2, "start --address=10.0.0.1:6379\n")
 
 
 def test_ray_cli_is_killed_when_the_caller_gives_up(monkeypatch):
-    monkeypatch.setattr(agent, "RAY_CLI_ARGS_FROM_STDIN", "import time; time.sleep(60)")
-    cli = agent.RayCli(dict(os.environ))
+    monkeypatch.setattr(processes, "RAY_CLI_ARGS_FROM_STDIN", "import time; time.sleep(60)")
+    cli = processes.RayCli(dict(os.environ))
     assert cli.run(("start",), give_up=lambda: True) == (None, "")
     assert cli.proc.returncode == -9
     cli.cancel()  # once finished, cancelling is a no-op
@@ -195,14 +197,14 @@ def test_ray_cli_is_killed_when_the_caller_gives_up(monkeypatch):
 def test_log_archive_keeps_daemons_first_and_worker_logs_only_where_needed():
     files = [("raylet.out", 400), ("gcs_server.out", 300), ("worker-aa-01-1.out", 200),
              ("python-core-worker-aa_1.log", 100), ("dashboard_agent.log", 50)]
-    kept, dropped = agent.plan_archive(files, cap=10_000, full=False)
+    kept, dropped = harvest.plan_archive(files, cap=10_000, full=False)
     assert [k[0] for k in kept] == ["dashboard_agent.log", "gcs_server.out", "raylet.out"]
     assert {d[0]: d[2] for d in dropped} == {
         "worker-aa-01-1.out": "worker process log of a node that ended cleanly",
         "python-core-worker-aa_1.log": "worker process log of a node that ended cleanly"}
     # A failed node (or the head) keeps them; the cap keeps the tail of the last file it
     # reaches and drops the rest.
-    kept, dropped = agent.plan_archive(files, cap=700, full=True)
+    kept, dropped = harvest.plan_archive(files, cap=700, full=True)
     assert kept == [("dashboard_agent.log", 50, 50), ("gcs_server.out", 300, 300),
                     ("raylet.out", 400, 350)]
     assert [d[0] for d in dropped] == ["python-core-worker-aa_1.log", "worker-aa-01-1.out"]
@@ -212,27 +214,27 @@ def test_log_archive_keeps_daemons_first_and_worker_logs_only_where_needed():
 @pytest.mark.parametrize("nodes, joining, driving", [
     (3, 0.5, 2.0), (100, 1.0, 3.125), (1024, 10.0, 32.0), (4096, 10.0, 128.0)])
 def test_nodes_list_is_asked_less_often_as_the_cluster_grows(nodes, joining, driving):
-    assert agent.nodes_poll_s(nodes) == joining
-    assert agent.nodes_poll_s(nodes, during_driver=True) == driving
+    assert report.nodes_poll_s(nodes) == joining
+    assert report.nodes_poll_s(nodes, during_driver=True) == driving
 
 
 def test_probing_backs_off_with_jitter_up_to_its_cap():
-    waits = [agent.backoff(attempt) for attempt in range(12)]
+    waits = [channel.backoff(attempt) for attempt in range(12)]
     assert 0.05 <= waits[0] <= 0.15
-    assert all(w <= agent.PROBE_MAX_S * 1.5 for w in waits)
-    assert waits[-1] >= agent.PROBE_MAX_S * 0.5
+    assert all(w <= channel.PROBE_MAX_S * 1.5 for w in waits)
+    assert waits[-1] >= channel.PROBE_MAX_S * 0.5
 
 
 def test_log_archives_are_spread_within_the_heads_wait():
-    assert agent.harvest_spread_s(3, 30) < 0.1  # small clusters: no delay worth the name
-    spread = agent.harvest_spread_s(1024, 30)
-    assert 2 * 1024 / spread <= agent.HARVEST_OPS_PER_S  # ops/s of the archives, all nodes
-    assert agent.harvest_spread_s(100_000, 30) == 15  # never past half the head's wait
+    assert harvest.harvest_spread_s(3, 30) < 0.1  # small clusters: no delay worth the name
+    spread = harvest.harvest_spread_s(1024, 30)
+    assert 2 * 1024 / spread <= harvest.HARVEST_OPS_PER_S  # ops/s of the archives, all nodes
+    assert harvest.harvest_spread_s(100_000, 30) == 15  # never past half the head's wait
 
 
 def test_control_channel_carries_json_lines_both_ways():
     left, right = socket.socketpair()
-    a, b = agent.Channel(left), agent.Channel(right)
+    a, b = channel.Channel(left), channel.Channel(right)
     assert a.send(node="n1", secret="s") and a.send(state="joined")
     time.sleep(0.05)
     assert b.read() == [{"node": "n1", "secret": "s"}, {"state": "joined"}]
@@ -241,11 +243,11 @@ def test_control_channel_carries_json_lines_both_ways():
 
 
 def test_the_head_accepts_only_agents_holding_the_token():
-    server = agent.ControlServer(0, agent.secret_of("token"))
+    server = channel.ControlServer(0, channel.secret_of("token"))
     port = server.listener.getsockname()[1]
     try:
-        good = agent.Channel(socket.create_connection(("127.0.0.1", port)))
-        good.send(node="w1", secret=agent.secret_of("token"))
+        good = channel.Channel(socket.create_connection(("127.0.0.1", port)))
+        good.send(node="w1", secret=channel.secret_of("token"))
         good.send(state="joined", ip="10.0.0.2")
         bad = socket.create_connection(("127.0.0.1", port))
         bad.sendall(b'{"node": "w2", "secret": "guess"}\n')
