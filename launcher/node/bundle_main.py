@@ -13,6 +13,7 @@ import importlib.abc
 import importlib.util
 import os
 import sys
+import traceback
 import zipfile
 
 
@@ -57,7 +58,10 @@ def run() -> int:
     # stat the run directory (or read the archive) for every module, on every node.
     sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != archive]
     sys.meta_path.insert(0, BundleImporter(archive))
-    from launcher.node.main import main
+    # Python's own printing of an uncaught traceback reads source lines from files only; this
+    # one asks the importer, so the lines inside the archive show too.
+    sys.excepthook = traceback.print_exception
+    from launcher.node.main import main  # noqa: E402 (served by the importer above)
 
     return main()
 

@@ -1,0 +1,235 @@
+"""The shape of the code, checked: no import circle, the node program apart from the launcher
+(standard library and Ray only, delivered as one file), and one contract both sides agree on."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from containers import PROJECT_ROOT
+from launcher.backends.bundle import node_program
+from launcher.backends.rundir import prepare_run_dir
+from launcher.contract import LaunchSpec, NodeGroup, RunPaths, read_spec
+from tests.specs import make_spec
+
+PACKAGES = ("launcher", "containers")
+NODE = "launcher.node"
+CONTRACT = "launcher.contract"
+# Where a project module may be imported inside a function: each defers docker-py (or the
+# whole launcher, for `from launcher import Cluster`), which a login node must not pay for.
+# And the node program's entry, which imports it only once its importer is in place.
+DEFERRED_IMPORTS = {"launcher": {"launcher.cluster"}, "tasks": {"containers.images",
+                    "containers.sif", "containers.apptainer_def"},
+                    "launcher.node.bundle_main": {"launcher.node.main"}}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PROJECT_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_modules() -> dict[str, ast.Module]:
+    paths = [p for package in PACKAGES for p in (PROJECT_ROOT / package).rglob("*.py")]
+    paths.append(PROJECT_ROOT / "tasks.py")
+    return {module_name(p): ast.parse(p.read_text(), str(p)) for p in paths}
+
+
+MODULES = project_modules()
+
+
+def imports(tree: ast.Module, only_top: bool) -> list[tuple[str, bool]]:
+    """(module imported, whether at the module's top level), type-checking-only ones left out.
+    ``from package import name`` counts as the submodule when there is one."""
+    found = []
+
+    def visit(node: ast.AST, top: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            inner = top and not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                   ast.ClassDef))
+            if isinstance(child, ast.Import):
+                found.extend((alias.name, top) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
+                for alias in child.names:
+                    sub = f"{child.module}.{alias.name}"
+                    found.append((sub if sub in MODULES else child.module, top))
+            if not (only_top and not inner):
+                visit(child, inner)
+
+    visit(tree, True)
+    return found
+
+
+def project_imports(name: str) -> set[str]:
+    return {target for target, _ in imports(MODULES[name], only_top=False)
+            if target.split(".")[0] in (*PACKAGES, "tasks") and target in MODULES}
+
+
+def test_the_import_graph_has_no_circle():
+    graph = {name: project_imports(name) - {name} for name in MODULES}
+    # A package imports its parent's __init__ too: that edge is Python's, not a design's.
+    for name, targets in graph.items():
+        graph[name] = {t for t in targets if not name.startswith(t + ".")}
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def walk(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                circle = path[path.index(target):] + [target]
+                pytest.fail("import circle: " + " -> ".join(circle))
+            if target not in state:
+                walk(target)
+        path.pop()
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            walk(name)
+
+
+def test_the_launcher_never_imports_the_node_program():
+    for name in MODULES:
+        if name == NODE or name.startswith(NODE + "."):
+            continue
+        wrong = {t for t in project_imports(name) if t == NODE or t.startswith(NODE + ".")}
+        assert not wrong, f"{name} imports the node program ({', '.join(sorted(wrong))}); " \
+                          f"share what both need through {CONTRACT}"
+
+
+def test_project_modules_are_imported_inside_functions_only_to_defer_docker_py():
+    for name, tree in MODULES.items():
+        inside = {t for t, top in imports(tree, only_top=False) if not top
+                  and t.split(".")[0] in PACKAGES and t in MODULES}
+        assert inside <= DEFERRED_IMPORTS.get(name, set()), \
+            f"{name} imports {', '.join(sorted(inside))} inside a function"
+
+
+def node_modules() -> dict[str, ast.Module]:
+    return {name: tree for name, tree in MODULES.items()
+            if name in (CONTRACT, NODE) or name.startswith(NODE + ".")}
+
+
+def test_the_node_program_uses_the_standard_library_and_ray_only():
+    allowed = set(sys.stdlib_module_names) | {"ray", "launcher"}
+    for name, tree in node_modules().items():
+        for target, _ in imports(tree, only_top=False):
+            root = target.split(".")[0]
+            assert root in allowed, f"{name} imports {target}: the node program runs in any " \
+                                    "stock rayproject/ray image (standard library and Ray only)"
+            if root == "launcher":
+                assert target == CONTRACT or target.startswith(NODE), (name, target)
+
+
+def test_node_program_files_are_small_and_one_job_each():
+    for path in (PROJECT_ROOT / "launcher" / "node").glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 400, path
+
+
+def test_the_bundle_holds_the_node_program_and_the_contract_byte_for_byte():
+    with zipfile.ZipFile(__import__("io").BytesIO(node_program())) as bundle:
+        names = bundle.namelist()
+        assert "__main__.py" in names and "launcher/contract.py" in names
+        node_files = sorted(p.name for p in (PROJECT_ROOT / "launcher/node").glob("*.py")
+                            if p.name != "bundle_main.py")
+        assert sorted(n.split("/")[-1] for n in names if n.startswith("launcher/node/")) \
+            == node_files
+        assert bundle.read("launcher/node/head.py") == \
+            (PROJECT_ROOT / "launcher/node/head.py").read_bytes()
+    assert node_program() == node_program()  # the same bytes every time
+
+
+def test_the_delivered_program_runs_in_a_bare_python_with_real_tracebacks(tmp_path):
+    """The run directory's node_agent.pyz in a Python with no site-packages at all (so no Ray):
+    every module of the node program imports; the first thing that needs Ray (its version, for
+    token auth) fails with a traceback naming the file inside the archive and its line."""
+    spec = make_spec("local", shared=str(tmp_path), nodes=2)
+    paths = RunPaths(prepare_run_dir(spec))
+    env = {"PATH": os.environ["PATH"], "RAYHPC_NODE_TEMP_DIR": str(tmp_path / "node")}
+    result = subprocess.run([sys.executable, "-I", "-S", str(paths.node_program), "--run-dir",
+                             str(paths.dir), "--role", "worker", "--node-name", "w1"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert "PackageNotFoundError: No package metadata was found for ray" in result.stderr
+    assert f'File "{paths.node_program}/launcher/node/agent.py", line ' in result.stderr
+    assert 'return importlib.metadata.version("ray")' in result.stderr  # the source line
+    # Bad input is one line, no traceback.
+    bad = subprocess.run([sys.executable, "-I", "-S", str(paths.node_program), "--run-dir",
+                          str(paths.dir), "--node-name", "w1"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == ("rayhpc agent: no --role and no rank in the launcher's rank "
+                                  "variables (none: $RAYHPC_RANK_VARS is not set)")
+
+
+# -- the contract: one definition of the spec, read back exactly
+
+def test_the_spec_the_launcher_writes_is_the_spec_the_node_reads(tmp_path):
+    for index, (site, cli) in enumerate((
+            ("local", {"nodes": 3}),
+            ("slurm", {"image": "/x.sif", "group": ["head:1", "gpu:2,gpu=nvidia"]}))):
+        spec = make_spec(site, shared=str(tmp_path), run_id=f"20260101-000000-000{index}",
+                         **cli)
+        paths = RunPaths(prepare_run_dir(spec))
+        assert read_spec(paths) == spec
+        assert set(json.loads(paths.spec.read_text())) == \
+            {f.name for f in dataclasses.fields(LaunchSpec)}
+
+
+def test_a_spec_with_a_field_one_side_lacks_is_refused_by_the_node():
+    data = make_spec("local").to_json()
+    with pytest.raises(ValueError, match="unknown fields: gpus_per_node"):
+        LaunchSpec.from_json({**data, "gpus_per_node": 4})
+    del data["stop_timeout"]
+    with pytest.raises(ValueError, match="missing fields: stop_timeout"):
+        LaunchSpec.from_json(data)
+    # The launcher reading an older run's spec leaves out what it does not know.
+    assert LaunchSpec.from_json({**make_spec("local").to_json(), "old": 1}, strict=False)
+
+
+def attributes_used(trees: dict[str, ast.Module], variable_names: set[str]) -> set[str]:
+    """Attribute names read off variables (or self.<variable>) of these names."""
+    used = set()
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute):
+                continue
+            owner = node.value
+            if isinstance(owner, ast.Attribute) and isinstance(owner.value, ast.Name) \
+                    and owner.value.id == "self":
+                owner_name = owner.attr
+            elif isinstance(owner, ast.Name):
+                owner_name = owner.id
+            else:
+                continue
+            if owner_name in variable_names:
+                used.add(node.attr)
+    return used
+
+
+def members(cls: type) -> set[str]:
+    fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    return fields | {n for n in vars(cls) if not n.startswith("__")}
+
+
+def test_everything_the_node_reads_of_the_spec_is_in_the_contract():
+    trees = node_modules()
+    used = attributes_used({n: t for n, t in trees.items() if not n.endswith("bundle_main")},
+                           {"spec"})
+    assert used <= members(LaunchSpec), used - members(LaunchSpec)
+    assert attributes_used(trees, {"group"}) <= members(NodeGroup)
+    paths = RunPaths("/r")
+    everywhere = attributes_used(MODULES, {"paths"})
+    assert everywhere <= set(vars(paths)) | members(RunPaths), \
+        everywhere - set(vars(paths)) - members(RunPaths)
