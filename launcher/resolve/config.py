@@ -16,6 +16,7 @@ from launcher import SITES_DIR
 from launcher.contract import NodeGroup
 from launcher.resolve.groups import GPUS, parse_groups
 from launcher.resolve.queues import Queue, parse_queues
+from launcher.resolve.values import non_negative_int, positive_int
 from launcher.runtimes import RUNTIMES
 from launcher.schedulers import SCHEDULERS
 from launcher.times import WALLTIME_FORMS, parse_walltime
@@ -24,20 +25,6 @@ ENV_PREFIX = "RAYHPC_"
 TYPE_WORDS = {int: "a whole number", str: "a string", dict: "a mapping", list: "a list",
               bool: "true or false"}
 _SIZE_RE = re.compile(r"^\d+(\.\d+)?\s*([kmgt]i?b?|b)?$", re.I)
-
-
-def _positive_int(value: Any) -> int:
-    number = int(str(value).strip())
-    if number < 1:
-        raise ValueError("must be 1 or more")
-    return number
-
-
-def _non_negative_int(value: Any) -> int:
-    number = int(str(value).strip())
-    if number < 0:
-        raise ValueError("must be 0 or more")
-    return number
 
 
 def _bytes(value: Any) -> int:
@@ -76,7 +63,7 @@ class Setting:
 
 # Every setting with its help text (also the help of `invoke launch`'s flags).
 SETTINGS: dict[str, Setting] = {
-    "nodes": Setting(_positive_int, None, "nodes in all, head included (default: the "
+    "nodes": Setting(positive_int, None, "nodes in all, head included (default: the "
                      "allocation's inside one, else 3)"),
     "shared": Setting(_text, "./shared", "directory mounted on every node; the run dir goes in "
                       "<shared>/runs/ (default: ./shared)"),
@@ -85,27 +72,27 @@ SETTINGS: dict[str, Setting] = {
                       "interactive cluster that stays up; see --interactive)"),
     "image": Setting(_text, None, "container image: a tag on the local site (default: the ray "
                      "recipe's cpu image, built on first use), a SIF path for Apptainer sites"),
-    "join_timeout": Setting(_positive_int, 180, "seconds to wait for every node to join "
+    "join_timeout": Setting(positive_int, 180, "seconds to wait for every node to join "
                             "(default: 180)"),
-    "stop_timeout": Setting(_positive_int, 30, "seconds to wait for nodes to stop"),
+    "stop_timeout": Setting(positive_int, 30, "seconds to wait for nodes to stop"),
     "shm_size": Setting(_size, "2g", "shared memory per node, bounds Ray's object store "
                         "(default: 2g)"),
-    "object_store_memory": Setting(_positive_int, None, "object store bytes per node"),
+    "object_store_memory": Setting(positive_int, None, "object store bytes per node"),
     "dashboard_host": Setting(_text, None, "address Ray's dashboard binds to (default: the "
                               "head's cluster address; token-protected)"),
     "interface": Setting(_text, None, "network interface whose address Ray uses"),
     "temp_dir": Setting(_text, None, "node-local Ray temp dir (short: AF_UNIX limit)"),
-    "num_cpus": Setting(_positive_int, None, "CPUs Ray may use per node (default: the CPUs "
+    "num_cpus": Setting(positive_int, None, "CPUs Ray may use per node (default: the CPUs "
                         "the node agent may run on)"),
-    "num_gpus": Setting(_positive_int, None, "GPUs Ray may use per node (default: what Ray "
+    "num_gpus": Setting(positive_int, None, "GPUs Ray may use per node (default: what Ray "
                         "detects; Intel GPUs need it)"),
     "walltime": Setting(parse_walltime, 1800, f"batch job time limit in Slurm's forms and "
                         f"meaning: {WALLTIME_FORMS} (30:00 is 30 minutes; default: 00:30:00)"),
     "queue": Setting(_text, None, "batch queue, partition or QOS (default: the site's queue "
                      "table picks one by node count, else the scheduler's default)"),
     "account": Setting(_text, None, "project to charge (HPC sites)"),
-    "stop_grace": Setting(_positive_int, 60, "seconds before the walltime to stop cleanly"),
-    "head_cpus": Setting(_non_negative_int, None, "CPUs Ray may use on the head (default: as "
+    "stop_grace": Setting(positive_int, 60, "seconds before the walltime to stop cleanly"),
+    "head_cpus": Setting(non_negative_int, None, "CPUs Ray may use on the head (default: as "
                          "on the workers; 0 keeps tasks off the head, for large clusters)"),
     "log_cap": Setting(_bytes, 64 << 20, "most log bytes kept per node, e.g. 64m (Ray's "
                        "daemons' logs first; worker process logs only from the head and "

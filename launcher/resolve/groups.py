@@ -23,6 +23,7 @@ from typing import Any
 from containers.datafiles import check_keys
 from containers.errors import UserError
 from launcher.contract import RAY_GROUP_LABEL, RAY_IMAGE_LABEL, NodeGroup, label_value
+from launcher.resolve.values import whole_number
 
 HEAD_GROUP_NAME = "head"  # a group of this name holds the head unless another says head: true
 GPUS = ("nvidia", "amd", "intel")
@@ -38,9 +39,10 @@ RESERVED_LABEL_PREFIXES = ("ray.io/", "rayhpc.io/")
 
 # The keys of a group, with their parsers (value, where) -> value.
 def _count(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not str(value).strip().isdigit():
-        raise UserError(f"{where}: {value!r}: must be a whole number")
-    return int(str(value).strip())
+    try:
+        return whole_number(value)
+    except ValueError:
+        raise UserError(f"{where}: {value!r}: must be a whole number") from None
 
 
 def _nodes(value: Any, where: str) -> int:

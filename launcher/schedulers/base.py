@@ -83,11 +83,17 @@ class Scheduler:
         raise NotImplementedError
 
     def render_directives(self, job: Job) -> list[str]:
-        """Every directive line of the job script: the scheduler's, then the site's own
-        `directives` (prefixed here unless the line already is)."""
-        raw = [line if line.startswith(self.directive) else f"{self.directive} {line}"
-               for line in job.directives]
-        return [*self.directives(job), *raw]
+        """Every directive line of the job script: the scheduler's, then the site's own."""
+        return [*self.directives(job), *self.site_directives(job)]
+
+    def prefixed(self, options: list[str]) -> list[str]:
+        """Options as directive lines (`#SBATCH --nodes=4`)."""
+        return [f"{self.directive} {option}" for option in options]
+
+    def site_directives(self, job: Job) -> list[str]:
+        """The site's raw `directives`, prefixed unless a line already is."""
+        return [line if line.startswith(self.directive) else f"{self.directive} {line}"
+                for line in job.directives]
 
     def option_problem(self, options: Mapping[str, object]) -> str:
         """Why the site's scheduler_options do not make sense together ("" : they do)."""

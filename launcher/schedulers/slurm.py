@@ -22,6 +22,13 @@ from launcher.times import format_walltime
 QUEUE_OPTIONS = ("partition", "qos")
 
 
+def smallest_cpus(name: str, variable: str) -> str:
+    """A job script line setting ``name`` to the CPUs of the smallest node in a Slurm CPU
+    list variable (CPU_count[(xnodes)][,...], e.g. 72(x2),36)."""
+    return (f"{name}=$(echo \"${{{variable}:-1}}\" | tr ',' '\\n' | sed 's/(.*//' "
+            "| sort -n | head -n 1)")
+
+
 def gpus_per_node(extra: Mapping, gpu: str | None) -> bool:
     """Whether to ask for the `gpus_per_node` option's GPUs: always for a job without groups
     (``gpu`` None); in a group only when the group has GPUs (its `gpu`), so that a CPU group
@@ -65,13 +72,8 @@ class Slurm(Scheduler):
         return ""
 
     def directives(self, job: Job) -> list[str]:
-        lines = [f"--job-name={job.name}", f"--nodes={job.nodes}", "--ntasks-per-node=1",
-                 f"--time={format_walltime(job.walltime_s)}", f"--output={job.output}",
-                 # SIGTERM to the batch shell before the kill: the agents stop and keep logs.
-                 # sbatch(1) --signal: "B:" signals only the batch shell.
-                 f"--signal=B:TERM@{job.stop_grace_s}",
-                 *self.node_directives(job, job.queue, job.extra, None, True)]
-        return [f"{self.directive} {line}" for line in lines]
+        return self.prefixed(self.component_options(job, job.nodes, job.queue, job.extra, None,
+                                                    first=True))
 
     def head_host_for(self, job: Job) -> str:
         if not job.groups:
@@ -89,9 +91,7 @@ class Slurm(Scheduler):
         # options should be specified only in the first hetjob component" (the batch script
         # runs there; licenses and --mail-type are the leader's alone).
         components = self.component_directives(job)
-        raw = [line if line.startswith(self.directive) else f"{self.directive} {line}"
-               for line in job.directives]
-        lines = [*components[0], *raw]
+        lines = [*components[0], *self.site_directives(job)]
         for component in components[1:]:
             # HJ "Submitting Jobs": "Each component should be separated by a line containing
             # the line "#SBATCH hetjob"".
@@ -106,19 +106,21 @@ class Slurm(Scheduler):
         is not propagated (HJ's list of propagated options leaves out --nodes, --partition,
         --constraint, --gpus-per-node and --exclusive) and what a group may change (its own
         --qos, --mem)."""
-        components = []
-        for index, group in enumerate(job.groups):
-            extra = group.extra
-            lines = []
-            if index == 0:
-                lines += [f"--job-name={job.name}"]
-            lines += [f"--nodes={group.nodes}", "--ntasks-per-node=1"]
-            if index == 0:
-                lines += [f"--time={format_walltime(job.walltime_s)}", f"--output={job.output}",
-                          f"--signal=B:TERM@{job.stop_grace_s}"]
-            lines += self.node_directives(job, group.queue, extra, group.gpu, index == 0)
-            components.append([f"{self.directive} {line}" for line in lines])
-        return components
+        return [self.prefixed(self.component_options(job, group.nodes, group.queue, group.extra,
+                                                     group.gpu, first=index == 0))
+                for index, group in enumerate(job.groups)]
+
+    def component_options(self, job: Job, nodes: int, queue: str, extra: Mapping,
+                          gpu: str | None, first: bool) -> list[str]:
+        """The options of the job, or of one component of a heterogeneous job (``first``: the
+        one that carries the job-wide options; ``gpu``: its group's GPUs, None: no group)."""
+        job_wide = [f"--time={format_walltime(job.walltime_s)}", f"--output={job.output}",
+                    # SIGTERM to the batch shell before the kill: the agents stop and keep
+                    # logs. sbatch(1) --signal: "B:" signals only the batch shell.
+                    f"--signal=B:TERM@{job.stop_grace_s}"] if first else []
+        return [*([f"--job-name={job.name}"] if first else []), f"--nodes={nodes}",
+                "--ntasks-per-node=1", *job_wide,
+                *self.node_directives(job, queue, extra, gpu, first)]
 
     def node_directives(self, job: Job, queue: str, extra: Mapping, gpu: str | None,
                         first: bool) -> list[str]:
@@ -155,8 +157,7 @@ class Slurm(Scheduler):
             "# --cpus-per-task (sbatch(1) --cpus-per-task NOTE). Every CPU the allocation has on",
             "# its smallest node: SLURM_JOB_CPUS_PER_NODE is CPU_count[(xnodes)][,...], e.g.",
             "# 72(x2),36 (sbatch(1) OUTPUT ENVIRONMENT).",
-            "cpus=$(echo \"${SLURM_JOB_CPUS_PER_NODE:-1}\" | tr ',' '\\n' | sed 's/(.*//' "
-            "| sort -n | head -n 1)",
+            smallest_cpus("cpus", "SLURM_JOB_CPUS_PER_NODE"),
         ]
 
     def group_prologue(self, job: Job) -> list[str]:
@@ -170,9 +171,8 @@ class Slurm(Scheduler):
             "# on its smallest node: SLURM_JOB_CPUS_PER_NODE_HET_GROUP_<n> (HJ \"Environment",
             "# Variables\") is CPU_count[(xnodes)][,...], e.g. 72(x2),36 (sbatch(1) OUTPUT",
             "# ENVIRONMENT).",
-            *(f"cpus_{index}=$(echo \"${{SLURM_JOB_CPUS_PER_NODE_HET_GROUP_{index}:-1}}\" "
-              "| tr ',' '\\n' | sed 's/(.*//' | sort -n | head -n 1)  "
-              f"# {group.name}" for index, group in counted),
+            *(smallest_cpus(f"cpus_{index}", f"SLURM_JOB_CPUS_PER_NODE_HET_GROUP_{index}")
+              + f"  # {group.name}" for index, group in counted),
         ]
 
     def launch_command(self, job: Job, command: list[str], options: list[str]) -> list[str]:
