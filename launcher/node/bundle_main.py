@@ -1,32 +1,33 @@
-"""The start of node_agent.pyz (it is the archive's __main__.py): every module of the node
-program is read from the archive in one go and imported from memory.
+"""The start of node_agent.pyz: the archive's __main__.py is this file, after one line that
+holds the sources of every module of the node program (`SOURCES`, written by
+`launcher.backends.bundle`), which are imported from memory.
 
-The archive lies in the run directory on the shared file system, and every node runs it: Python's
-own zip import would open it again for each module, and look there for every standard library
-module too. Here it is opened once, then taken off sys.path. Tracebacks keep the modules' real
-names and lines (`.../node_agent.pyz/launcher/node/head.py`, line N).
+The archive lies in the run directory on the shared file system, and every node runs it.
+Python's own zip import opens it again for each module it loads from it (and looks there for
+every standard library module): here nothing more is read from it once Python has read this
+file, and it is taken off sys.path. Tracebacks name the modules as the files they are in the
+archive, with their lines (`.../node_agent.pyz/launcher/node/head.py`, line N). The archive
+holds those files too, for reading (`unzip -p node_agent.pyz launcher/node/head.py`).
+
+No `from __future__` import: SOURCES comes first in __main__.py. Python 3.9 syntax only.
 """
-
-from __future__ import annotations
 
 import importlib.abc
 import importlib.util
 import os
 import sys
 import traceback
-import zipfile
+from typing import Optional
 
 
 class BundleImporter(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
-    """Imports the modules of a zip archive from their sources, read once."""
+    """Imports modules from their sources, given by their path in the archive."""
 
-    def __init__(self, archive: str):
+    def __init__(self, archive: str, sources: dict[str, bytes]):
         self.archive = archive
-        with zipfile.ZipFile(archive) as bundle:
-            self.sources = {name: bundle.read(name) for name in bundle.namelist()
-                            if name.endswith(".py")}
+        self.sources = sources
 
-    def _entry(self, fullname: str) -> str | None:
+    def _entry(self, fullname: str) -> Optional[str]:
         base = fullname.replace(".", "/")
         return next((name for name in (f"{base}/__init__.py", f"{base}.py")
                      if name in self.sources), None)
@@ -52,19 +53,19 @@ class BundleImporter(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
         return compile(self.get_source(fullname), origin, "exec", dont_inherit=True)
 
 
-def run() -> int:
+def run(sources: dict[str, bytes]) -> int:
     archive = os.path.dirname(os.path.abspath(__file__))
-    # Nothing else is imported from the archive's place: Python's import system would list and
-    # stat the run directory (or read the archive) for every module, on every node.
+    # Nothing else is imported from the archive's place: Python's import system would read the
+    # archive (or list and stat the run directory) for modules, on every node.
     sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != archive]
-    sys.meta_path.insert(0, BundleImporter(archive))
+    sys.meta_path.insert(0, BundleImporter(archive, sources))
     # Python's own printing of an uncaught traceback reads source lines from files only; this
     # one asks the importer, so the lines inside the archive show too.
     sys.excepthook = traceback.print_exception
-    from launcher.node.main import main  # noqa: E402 (served by the importer above)
+    from launcher.node.main import main  # served by the importer above
 
     return main()
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(run(SOURCES))  # noqa: F821 (the line above this file in __main__.py defines it)
