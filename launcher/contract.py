@@ -188,8 +188,13 @@ def atomic_write(path: Path, data: str | bytes, mode: int | None = None) -> None
         handle.write(data)
 
 
+def json_text(data: dict) -> str:
+    """How the run directory's JSON files are written."""
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
 def write_json(path: Path, data: dict) -> None:
-    atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    atomic_write(path, json_text(data))
 
 
 def read_json(path: Path) -> dict | None:
@@ -338,5 +343,14 @@ def read_spec(paths: RunPaths, strict: bool = True) -> LaunchSpec | None:
     data = read_json(paths.spec)
     try:
         return None if data is None else LaunchSpec.from_json(data, strict)
+    except (ValueError, TypeError):
+        return None
+
+
+def spec_from_text(text: str) -> LaunchSpec | None:
+    """The spec from spec.json's text (as bundled with the node program); None: not this
+    version's spec."""
+    try:
+        return LaunchSpec.from_json(json.loads(text))
     except (ValueError, TypeError):
         return None

@@ -147,7 +147,7 @@ def test_the_bundle_holds_the_node_program_and_the_contract_byte_for_byte():
             == node_files
         assert bundle.read("launcher/node/head.py") == \
             (PROJECT_ROOT / "launcher/node/head.py").read_bytes()
-    assert node_program() == node_program()  # the same bytes every time
+    assert node_program('{"a": 1}') == node_program('{"a": 1}')  # the same bytes every time
 
 
 def test_the_delivered_program_runs_in_a_bare_python_with_real_tracebacks(tmp_path):
@@ -156,6 +156,7 @@ def test_the_delivered_program_runs_in_a_bare_python_with_real_tracebacks(tmp_pa
     token auth) fails with a traceback naming the file inside the archive and its line."""
     spec = make_spec("local", shared=str(tmp_path), nodes=2)
     paths = RunPaths(prepare_run_dir(spec))
+    paths.spec.unlink()  # the program carries the run's spec: no node reads spec.json
     env = {"PATH": os.environ["PATH"], "RAYHPC_NODE_TEMP_DIR": str(tmp_path / "node")}
     result = subprocess.run([sys.executable, "-I", "-S", str(paths.node_program), "--run-dir",
                              str(paths.dir), "--role", "worker", "--node-name", "w1"],
@@ -185,6 +186,8 @@ def test_the_spec_the_launcher_writes_is_the_spec_the_node_reads(tmp_path):
         assert read_spec(paths) == spec
         assert set(json.loads(paths.spec.read_text())) == \
             {f.name for f in dataclasses.fields(LaunchSpec)}
+        with zipfile.ZipFile(paths.node_program) as bundle:  # the spec the nodes get
+            assert f"SPEC = {paths.spec.read_text()!r}\n" in bundle.read("__main__.py").decode()
 
 
 def test_a_spec_with_a_field_one_side_lacks_is_refused_by_the_node():

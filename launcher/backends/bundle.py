@@ -1,16 +1,17 @@
 """node_agent.pyz: the node program (`launcher.node`) and the contract it shares with the
 launcher, as one file that Python runs (`python node_agent.pyz --run-dir DIR`).
 
-Made at launch from this checkout's sources, byte for byte the same each time (fixed file times
-and order), so every node of a run reads one file of the shared file system, and what runs
-there is the code the launcher was written against. Its __main__.py is `node/bundle_main.py`
-after one line holding every module's source (so that starting it reads nothing more of the
-archive than Python's own start does); the modules are in the archive as files too.
+Made at launch from this checkout's sources (fixed file times and order: the same sources and
+spec give the same bytes), so what runs on the nodes is the code the launcher was written
+against. Its __main__.py is `node/bundle_main.py` after two lines: every module's source, and
+the run's spec (spec.json's text), so that a node reads nothing of the archive after Python's
+own start and no spec.json. At 1024 nodes every open counts: Python's start of an archive
+opens it three times where a script is opened twice, and the spec read from the archive makes
+up for that one. The modules are in the archive as files too, for reading.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import zipfile
 
@@ -34,18 +35,18 @@ def node_modules() -> dict[str, bytes]:
     return modules
 
 
-def entry_point(modules: dict[str, bytes]) -> bytes:
-    """__main__.py: the SOURCES line, then the start."""
-    return f"SOURCES = {modules!r}\n".encode() + ENTRY.read_bytes()
+def entry_point(modules: dict[str, bytes], spec_text: str) -> bytes:
+    """__main__.py: the SOURCES and SPEC lines, then the start."""
+    return f"SOURCES = {modules!r}\nSPEC = {spec_text!r}\n".encode() + ENTRY.read_bytes()
 
 
-@functools.lru_cache(maxsize=1)
-def node_program() -> bytes:
-    """The bytes of node_agent.pyz."""
+def node_program(spec_text: str = "") -> bytes:
+    """The bytes of node_agent.pyz for a run whose spec.json holds ``spec_text`` ("": none
+    inside, the nodes read spec.json)."""
     modules = node_modules()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in {"__main__.py": entry_point(modules), **modules}.items():
+        for name, data in {"__main__.py": entry_point(modules, spec_text), **modules}.items():
             info = zipfile.ZipInfo(name, FILE_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16

@@ -13,7 +13,7 @@ from pathlib import Path
 from containers.errors import UserError
 from launcher import EXAMPLES_DIR
 from launcher.backends.bundle import node_program
-from launcher.contract import LaunchSpec, RunPaths, atomic_write, read_spec, write_json
+from launcher.contract import LaunchSpec, RunPaths, atomic_write, json_text, read_spec
 
 
 def check_shared(shared: Path, owner: tuple[int, int] | None = None) -> Path:
@@ -120,11 +120,12 @@ def prepare_run_dir(spec: LaunchSpec, owner: tuple[int, int] | None = None) -> P
         raise UserError(f"run directory {paths.dir} exists already; launch again") from None
     for sub in (paths.nodes, paths.logs):
         sub.mkdir()
-    paths.node_program.write_bytes(node_program())
+    spec_text = json_text(spec.to_json())
+    paths.node_program.write_bytes(node_program(spec_text))
     token = os.open(paths.auth_token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(token, "w") as handle:
         handle.write(secrets.token_hex(32))
-    write_json(paths.spec, spec.to_json())
+    atomic_write(paths.spec, spec_text)
     if owner is not None:
         for path in [*([runs] if made_runs else []), paths.dir, *paths.dir.rglob("*")]:
             os.chown(path, *owner)

@@ -1,6 +1,6 @@
-"""The start of node_agent.pyz: the archive's __main__.py is this file, after one line that
-holds the sources of every module of the node program (`SOURCES`, written by
-`launcher.backends.bundle`), which are imported from memory.
+"""The start of node_agent.pyz: the archive's __main__.py is this file, after two lines written
+by `launcher.backends.bundle`: the sources of every module of the node program (`SOURCES`),
+which are imported from memory, and the run's spec (`SPEC`, spec.json's text).
 
 The archive lies in the run directory on the shared file system, and every node runs it.
 Python's own zip import opens it again for each module it loads from it (and looks there for
@@ -53,7 +53,7 @@ class BundleImporter(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
         return compile(self.get_source(fullname), origin, "exec", dont_inherit=True)
 
 
-def run(sources: dict[str, bytes]) -> int:
+def run(sources: dict[str, bytes], spec_text: str) -> int:
     archive = os.path.dirname(os.path.abspath(__file__))
     # Nothing else is imported from the archive's place: Python's import system would read the
     # archive (or list and stat the run directory) for modules, on every node.
@@ -64,8 +64,8 @@ def run(sources: dict[str, bytes]) -> int:
     sys.excepthook = traceback.print_exception
     from launcher.node.main import main  # served by the importer above
 
-    return main()
+    return main(spec_text=spec_text)
 
 
 if __name__ == "__main__":
-    sys.exit(run(SOURCES))  # noqa: F821 (the line above this file in __main__.py defines it)
+    sys.exit(run(SOURCES, SPEC))  # noqa: F821 (the lines above this file in __main__.py)

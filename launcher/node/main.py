@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Mapping
 from pathlib import Path
 
-from launcher.contract import RANK_VARS_ENV, RunPaths, atomic_write, read_spec
+from launcher.contract import RANK_VARS_ENV, RunPaths, atomic_write, read_spec, spec_from_text
 from launcher.node.head import Head
 from launcher.node.worker import Worker
 
@@ -32,7 +32,9 @@ def detect_rank(environ: Mapping[str, str] = os.environ) -> int | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, spec_text: str = "") -> int:
+    """The node program; ``spec_text``: the run's spec.json as bundled with the program ("":
+    read spec.json)."""
     parser = argparse.ArgumentParser(description="rayhpc node agent (one per node)")
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--role", choices=("head", "worker"),
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group", default="", help="the node's group (a launch with groups)")
     args = parser.parse_args(argv)
     paths = RunPaths(args.run_dir)
-    spec = read_spec(paths)
+    spec = spec_from_text(spec_text) if spec_text else read_spec(paths)
     if spec is None:
         print(f"rayhpc agent: cannot read {paths.spec} (missing, or written by another "
               "version of rayhpc than this node program)", file=sys.stderr)
