@@ -228,13 +228,26 @@ def with_head_first(groups: tuple[NodeGroup, ...], where: str) -> tuple[NodeGrou
     return (replace(head, head=True), *rest)
 
 
-def resolved_groups(groups: tuple[NodeGroup, ...], image: str) -> tuple[NodeGroup, ...]:
-    """Every group with its image (its own, else the launch's) and the labels every node of
-    it carries: its group's name and its image."""
+def resolved_groups(groups: tuple[NodeGroup, ...], image: str,
+                    num_gpus: int | None = None) -> tuple[NodeGroup, ...]:
+    """Every group with its image (its own, else the launch's), its GPU count (its own, else
+    the launch's ``num_gpus``; 0 for a group without a GPU kind: it asks for none) and the
+    labels every node of it carries: its group's name and its image."""
     return tuple(replace(group, image=group.image or image,
+                          num_gpus=group_gpu_count(group, num_gpus),
                           labels={**group.labels, GROUP_LABEL: group.name,
                                   IMAGE_LABEL: image_label(group.image or image)})
                  for group in groups)
+
+
+def group_gpu_count(group: NodeGroup, num_gpus: int | None) -> int | None:
+    """GPUs per node of ``group``: its own num_gpus, else the launch's; a group without a GPU
+    kind gets none of the launch's (None stays None: Ray counts by itself)."""
+    if group.num_gpus is not None:
+        return group.num_gpus
+    if num_gpus is None:
+        return None
+    return num_gpus if group.gpu else 0
 
 
 def group_node_names(groups: tuple[NodeGroup, ...]) -> list[str]:

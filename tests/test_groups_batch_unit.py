@@ -24,7 +24,7 @@ from tests.specs import make_spec
 from tests.test_hpc_unit import fake_bin, run_script
 
 SLURM_GROUPS = ["head:1:/lus/proj/cpu.sif",
-                "gpu:2:/lus/proj/gpu.sif,gpu=nvidia,resources.trainer=1,"
+                "gpu:2:/lus/proj/gpu.sif,gpu=nvidia,num_gpus=4,resources.trainer=1,"
                 "scheduler_options.constraint=gpu"]
 POLARIS_SHARED = "/lus/eagle/projects/PROJ/shared"
 POLARIS_GROUPS = [f"head:1:{POLARIS_SHARED}/cpu.sif",
@@ -152,13 +152,23 @@ exit 0
 """
 
 
+def pals_site(tmp_path):
+    """The generic PBS profile with PALS's mpiexec (pbsdsh, its default, runs no groups)."""
+    path = tmp_path / "pbs-pals.yaml"
+    path.write_text((Path(load_site("pbs").path).read_text()
+                     .replace("launcher: pbsdsh", "launcher: pals")))
+    return load_site(str(path))
+
+
 def test_pbs_groups_run_on_their_share_of_the_node_file(tmp_path, monkeypatch):
     """Run the rendered PBS script in bash with a stand-in mpiexec: each group's mpiexec gets
     the next hosts of $PBS_NODEFILE (each host once, head's group first), both run, the
     script waits for both and exits with the driver's code."""
-    spec = make_spec("pbs", shared=str(tmp_path), account="P",
-                     group=["head:1:/s/cpu.sif", "gpu:2:/s/gpu.sif,gpu=nvidia"])
-    script = render_job_script(spec, load_site("pbs"))
+    site = pals_site(tmp_path)
+    spec = make_spec(str(site.path), shared=str(tmp_path), account="P",
+                     group=["head:1:/s/cpu.sif", "gpu:2:/s/gpu.sif,gpu=nvidia,num_gpus=4"])
+    script = render_job_script(spec, site)
+    assert "#PBS -l select=1+2:ngpus=4\n" in script
     nodefile = tmp_path / "nodefile"
     nodefile.write_text("h1\nh1\nh2\nh2\nh3\nh3\n")  # ncpus chunks list a host per CPU
     monkeypatch.setenv("PBS_NODEFILE", str(nodefile))
@@ -174,12 +184,13 @@ def test_pbs_groups_run_on_their_share_of_the_node_file(tmp_path, monkeypatch):
 
 
 def test_pbs_too_few_hosts_for_the_groups_fails_saying_so(tmp_path, monkeypatch):
-    spec = make_spec("pbs", shared=str(tmp_path), account="P",
+    site = pals_site(tmp_path)
+    spec = make_spec(str(site.path), shared=str(tmp_path), account="P",
                      group=["head:1:/s/cpu.sif", "gpu:2:/s/gpu.sif"])
     nodefile = tmp_path / "nodefile"
     nodefile.write_text("h1\nh2\n")
     monkeypatch.setenv("PBS_NODEFILE", str(nodefile))
-    result, _ = run_script(tmp_path, render_job_script(spec, load_site("pbs")), "mpiexec",
+    result, _ = run_script(tmp_path, render_job_script(spec, site), "mpiexec",
                            "apptainer", 'touch "$RAYHPC_RUN_DIR/launched"\n')
     run_dir = tmp_path / "runs/20260101-000000-abcd"
     message = (f"rayhpc: the job has fewer than 3 hosts in {nodefile}; the groups need "

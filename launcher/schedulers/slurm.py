@@ -26,11 +26,21 @@ def slurm_time(seconds: int) -> str:
     return format_walltime(seconds) if seconds >= 86400 else hms(seconds)
 
 
-def gpus_per_node(extra: Mapping, gpu: str | None) -> bool:
-    """Whether to ask for the `gpus_per_node` option's GPUs: always for a job without groups
-    (``gpu`` None); in a group only when the group has GPUs (its `gpu`), so that a CPU group
-    on a GPU site's options does not ask for GPUs its nodes lack."""
-    return bool(extra.get("gpus_per_node")) and (gpu is None or bool(gpu))
+def gpu_option(extra: Mapping, gpus: int) -> list[str]:
+    """The option asking for ``gpus`` GPUs per node (none for 0), in the form the site's
+    `gpu_request` picks. sbatch(1)/srun(1) --gpus-per-node: GPUs "on each node included in the
+    job's resource allocation"; --gres: generic consumable resources per node as
+    name[[:type]:count], e.g. gpu:4, the form of clusters that configure GPUs only as GRES
+    (Slurm "Generic Resource (GRES) Scheduling"). The two are mutually exclusive (sbatch(1)
+    --gpus-per-node NOTE): one is rendered, never both."""
+    if not gpus:
+        return []
+    if extra.get("gpu_request", GPU_REQUESTS[0]) == "gres":
+        return [f"--gres=gpu:{gpus}"]
+    return [f"--gpus-per-node={gpus}"]
+
+
+GPU_REQUESTS = ("gpus-per-node", "gres", "none")
 
 
 class Slurm(Scheduler):
@@ -53,14 +63,19 @@ class Slurm(Scheduler):
         "queue_option": (str,),  # how `queue` is asked for: partition (default) or qos (NERSC)
         "qos": (str,),
         "constraint": (str,),
-        "gpus_per_node": (int,),
+        # how GPUs are asked for: gpus-per-node (default), gres, or none (come with the node)
+        "gpu_request": (str,),
         "mem": (str, int),  # e.g. 0: all of each node's memory (sbatch --mem)
         "cpus_per_task": (int,),  # CPUs of the one task per node (default: the allocation's)
     }
     # sbatch --signal=B:TERM@<grace>: the batch shell gets SIGTERM before the time limit.
     warns_before_walltime = True
 
+    gpu_requests = GPU_REQUESTS
+
     def option_problem(self, options: Mapping[str, object]) -> str:
+        if super().option_problem(options):
+            return super().option_problem(options)
         queue_option = options.get("queue_option", "partition")
         if queue_option not in QUEUE_OPTIONS:
             return (f"queue_option: {queue_option!r} is not one of: {', '.join(QUEUE_OPTIONS)}")
@@ -74,7 +89,7 @@ class Slurm(Scheduler):
                  # SIGTERM to the batch shell before the kill: the agents stop and keep logs.
                  # sbatch(1) --signal: "B:" signals only the batch shell.
                  f"--signal=B:TERM@{job.stop_grace_s}",
-                 *self.node_directives(job, job.queue, job.extra, None, True)]
+                 *self.node_directives(job, job.queue, job.extra, job.gpus, True)]
         return [f"{self.directive} {line}" for line in lines]
 
     def head_host_for(self, job: Job) -> str:
@@ -120,15 +135,14 @@ class Slurm(Scheduler):
             if index == 0:
                 lines += [f"--time={slurm_time(job.walltime_s)}", f"--output={job.output}",
                           f"--signal=B:TERM@{job.stop_grace_s}"]
-            lines += self.node_directives(job, group.queue, extra, group.gpu, index == 0)
+            lines += self.node_directives(job, group.queue, extra, group.gpus, index == 0)
             components.append([f"{self.directive} {line}" for line in lines])
         return components
 
-    def node_directives(self, job: Job, queue: str, extra: Mapping, gpu: str | None,
+    def node_directives(self, job: Job, queue: str, extra: Mapping, gpus: int,
                         first: bool) -> list[str]:
         """--exclusive, --mem, --account (first component only), the queue, --qos,
-        --constraint, --gpus-per-node: of the job, or of one group (``gpu``: the group's GPUs;
-        None: not a group)."""
+        --constraint, the GPUs: of the job, or of one group (``gpus``: per node)."""
         lines = []
         if job.exclusive:
             # Ray sizes its CPUs and object store from the node: the node must be ours alone.
@@ -145,9 +159,7 @@ class Slurm(Scheduler):
         for key in ("qos", "constraint"):
             if extra.get(key):
                 lines.append(f"--{key}={extra[key]}")
-        if gpus_per_node(extra, gpu):
-            lines.append(f"--gpus-per-node={extra['gpus_per_node']}")
-        return lines
+        return lines + gpu_option(extra, gpus)
 
     def prologue(self, job: Job) -> list[str]:
         if job.groups:
@@ -193,27 +205,25 @@ class Slurm(Scheduler):
                 if index:
                     argv.append(":")
                 argv += [f"--het-group={index}",
-                         *self.task_options(group.nodes, group.extra, group.gpu,
+                         *self.task_options(group.nodes, group.extra, group.gpus,
                                             Shell(f'--cpus-per-task="$cpus_{index}"')),
                          *options, *group.command]
             return argv
-        return ["srun", *self.task_options(job.nodes, job.extra, None,
+        return ["srun", *self.task_options(job.nodes, job.extra, job.gpus,
                                            Shell('--cpus-per-task="$cpus"')),
                 *options, *command]
 
-    def task_options(self, nodes: int, extra: Mapping, gpu: str | None,
+    def task_options(self, nodes: int, extra: Mapping, gpus: int,
                      counted_cpus: str) -> list[str]:
         """srun's options for one task per node on ``nodes`` nodes (of the job, or of one
-        group: ``gpu`` its GPUs; None: not a group)."""
+        group) with ``gpus`` GPUs each, asked for as in the job's directives."""
         cpus = extra.get("cpus_per_task")
         argv = [f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1",
                 f"--cpus-per-task={cpus}" if cpus else counted_cpus,
                 # The one task per node may use every CPU it was given, unbound (srun(1)
                 # --cpu-bind=none; "Used only when the task/affinity plugin is enabled").
                 "--cpu-bind=none"]
-        if gpus_per_node(extra, gpu):
-            argv.append(f"--gpus-per-node={extra['gpus_per_node']}")
-        return [*argv, "--kill-on-bad-exit=0"]
+        return [*argv, *gpu_option(extra, gpus), "--kill-on-bad-exit=0"]
 
     def submit_command(self, script: str) -> tuple[list[str], bool]:
         return ["sbatch", "--parsable", script], False
