@@ -155,8 +155,8 @@ exit 0
 def pals_site(tmp_path):
     """The generic PBS profile with PALS's mpiexec (pbsdsh, its default, runs no groups)."""
     path = tmp_path / "pbs-pals.yaml"
-    path.write_text((Path(load_site("pbs").path).read_text()
-                     .replace("launcher: pbsdsh", "launcher: pals")))
+    path.write_text(Path(load_site("pbs").path).read_text()
+                     .replace("launcher: pbsdsh", "launcher: pals"))
     return load_site(str(path))
 
 
