@@ -7,14 +7,26 @@ import sys
 
 from invoke import Exit, task
 
-from common.errors import UserError
-from launcher.config import SETTINGS
+from containers.errors import UserError
+from launcher.backends import backend_for
+from launcher.backends.watch import noting_signals
+from launcher.launch import launch as run_launch
+from launcher.resolve.config import SETTINGS, list_sites
+from launcher.runs.jobs import ClusterError
+from launcher.runs.logs import logs as run_logs
+from launcher.runs.run import find_run, shared_dir, status_lines
+from launcher.runs.stop import down_by_id, remove_leftovers
+from launcher.runs.submit import submit as submit_job
+from launcher.runs.submit import wait_for_job
+
+
+# The build tasks import `containers` inside them: it loads docker-py, which a login node
+# running `launch`, `status` or `down` against a batch site never needs.
 
 
 def user_errors(func):
     """Print a UserError as one line (no traceback) and exit 2; a cluster that does not answer
     as it should (ClusterError) as one line too, exit 1."""
-    from launcher.jobs import ClusterError
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -48,7 +60,6 @@ RUN_HELP = {
 
 
 def find(run: str | None, site: str, shared: str | None):
-    from launcher.runs import find_run, shared_dir
 
     if not run:
         raise UserError("--run: give the run id (`invoke status` lists the runs)")
@@ -173,7 +184,6 @@ def launch(c, site="local", nodes=None, driver=None, shared=None, image=None, jo
     the foreground until Ctrl-C or `invoke down`, unless --detach). On an HPC site it writes
     the job script into the run directory and submits it (inside an allocation: runs it).
     """
-    from launcher.launch import launch as run_launch
 
     values = locals()
     cli = {flag: values[flag] for flag in LAUNCH_FLAGS}
@@ -197,9 +207,7 @@ def submit(c, run=None, working_dir=None, site="local", shared=None):
     The command runs on the head as a Ray job (Ray's Jobs API, with the run's token); its
     output is followed here and the exit code is the job's. Ctrl-C stops the job.
     """
-    from launcher.runs import submit as submit_job
-    from launcher.runs import wait_for_job
-    from launcher.watch import noting_signals
+
 
     command = command_after_dashes()
     if not command:
@@ -231,8 +239,7 @@ def logs(c, run=None, node=None, file=None, job=None, follow=False, site="local"
     The driver's output (an interactive cluster: each Ray job's), a node's agent log (--node),
     or a node's Ray log (--node N --file F); local and batch runs alike, finished ones too.
     """
-    from launcher.runs import logs as run_logs
-    from launcher.watch import noting_signals
+
 
     found = find(run, site, shared)
     with noting_signals() as signals:
@@ -255,7 +262,7 @@ def down(c, run=None, site="local", shared=None):
     --run: remove the containers and networks that local launches left behind (forcibly,
     running ones too).
     """
-    from launcher.runs import down_by_id, remove_leftovers, shared_dir
+
 
     if not run:
         remove_leftovers(print)
@@ -274,7 +281,6 @@ def status(c, run=None, site="local", shared=None):
     Each run: phase, nodes joined and lost, uptime; a batch job's state and time left; the
     local containers' states.
     """
-    from launcher.runs import shared_dir, status_lines
 
     shared_path = shared_dir(site, shared)
     lines = status_lines(shared_path, run)
@@ -287,13 +293,12 @@ def status(c, run=None, site="local", shared=None):
 def sites(c):
     """List the site profiles: scheduler, launcher, container runtime, and the documentation
     each follows."""
-    from launcher.config import list_sites
 
     found = list_sites()
     width = max(len(s.name) for s in found)
     print(f"{'site':<{width}}  {'scheduler':<9}  {'launcher':<8}  {'runtime':<11}  description")
     for s in found:
-        print(f"{s.name:<{width}}  {s.scheduler:<9}  {s.backend.node_launcher(s):<8}  "
+        print(f"{s.name:<{width}}  {s.scheduler:<9}  {backend_for(s).node_launcher(s):<8}  "
               f"{s.runtime:<11}  {s.description}")
         for doc in s.docs:
             print(f"{'':<{width}}  docs: {doc}")

@@ -14,8 +14,8 @@ from typing import IO
 import docker
 import docker.errors
 
-from common import PROJECT_ROOT
-from common.errors import UserError
+from containers import PROJECT_ROOT
+from containers.errors import UserError
 from containers.progress import Progress
 from containers.secrets import SECRETS_ARG, BuildSecrets, serve
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from common.errors import UserError
 from containers.dockerfile import render_dockerfile
 from containers.engine import build_image, build_labels, connect, ensure_image, image_exists
+from containers.errors import UserError
 from containers.progress import Progress
-from containers.recipe import IMAGE_REPOSITORY, Recipe, load_recipe
+from containers.recipe import DEFAULT_RECIPE, IMAGE_REPOSITORY, Recipe, load_recipe
 from containers.rootfs import debootstrap_image
 from containers.secrets import BuildSecrets
 from containers.standin import OS_IMAGE, render_base_dockerfile, standin_tag
-
-DEFAULT_RECIPE = "ray"
 
 
 def build_recipe_image(recipe_name: str = DEFAULT_RECIPE, variant: str = "cpu",

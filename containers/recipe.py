@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.datafiles import check_keys, find_yaml, read_yaml, yaml_names
-from common.errors import UserError
 from containers import RECIPES_DIR
+from containers.datafiles import check_keys, find_yaml, read_yaml, yaml_names
+from containers.errors import UserError
 
+DEFAULT_RECIPE = "ray"  # the recipe of the image a local launch runs by default
 IMAGE_REPOSITORY = "rayhpc"
 RECIPE_KEYS = ("name", "kind", "description", "ray_version", "python", "variants", "apt", "pip",
                "env", "labels", "user")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import docker
 
-from common.errors import UserError
 from containers.engine import import_rootfs
+from containers.errors import UserError
 from containers.progress import Progress
 
 APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))

@@ -21,8 +21,9 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from common.errors import UserError
 from containers.engine import check_image_ref, connect
+from containers.errors import UserError
+from containers.images import ensure_recipe_image
 from containers.progress import Progress
 
 CONVERTER_RECIPE = "apptainer"
@@ -180,8 +181,6 @@ def _convert_on_host(runtime: str, archive: Path, sif: Path, progress: Progress)
 
 
 def _convert_in_container(api: docker.APIClient, work: Path, progress: Progress) -> None:
-    from containers.images import ensure_recipe_image
-
     converter = ensure_recipe_image(CONVERTER_RECIPE, CONVERTER_VARIANT, progress)
     # Never root: as root, hand the work dir to the converter's user; else run as ourselves.
     if os.geteuid() == 0:

@@ -6,7 +6,6 @@ It mirrors what drivers expect from the real image: user ``ray`` (uid 1000, grou
 
 from __future__ import annotations
 
-from common.errors import UserError
 from containers.dockerfile import (
     IMAGE_USER,
     add_user,
@@ -15,6 +14,7 @@ from containers.dockerfile import (
     pip_install,
     run_steps,
 )
+from containers.errors import UserError
 from containers.recipe import IMAGE_REPOSITORY, Recipe
 from containers.secrets import FETCH_SECRETS, FORGET_SECRETS, SECRETS_ARG
 

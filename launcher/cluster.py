@@ -18,13 +18,13 @@ import io
 from pathlib import Path
 from typing import Any
 
-from launcher.agent import client_address
-from launcher.jobs import ClusterError
 from launcher.launch import start
-from launcher.runs import Run, find_run, shared_dir, status_line, wait_for_job
-from launcher.runs import down as stop_run
-from launcher.runs import logs as run_logs
-from launcher.runs import submit as submit_job
+from launcher.runs.jobs import ClusterError
+from launcher.runs.logs import logs as run_logs
+from launcher.runs.run import Run, find_run, shared_dir, status_line
+from launcher.runs.stop import down as stop_run
+from launcher.runs.submit import submit as submit_job
+from launcher.runs.submit import wait_for_job
 
 
 class Cluster:
@@ -82,7 +82,7 @@ class Cluster:
     def client_address(self) -> str:
         """`ray://...` for `ray.init()` from here (Ray Client; same Ray and Python as the
         image)."""
-        return client_address(self.run.spec.to_json(), self.run.head["ip"])
+        return self.run.spec.client_address(self.run.head["ip"])
 
     @property
     def dashboard_url(self) -> str:

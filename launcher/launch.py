@@ -10,16 +10,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from common.errors import UserError
-from launcher.agent import AF_UNIX_MAX, temp_dir_fits
-from launcher.config import Site, check_groups, load_site, resolve_settings
-from launcher.driver import check_driver
-from launcher.gpus import check_launch_gpus
-from launcher.groups import NodeGroup, group_flags, group_gpu_count, resolved_groups
-from launcher.queues import choose_queue
-from launcher.rundir import busy_gcs_ports, check_reachable, check_shared, stage_examples
-from launcher.schedulers import SCHEDULERS, current_allocation, format_walltime
-from launcher.spec import LaunchSpec, default_temp_dir, new_run_id, ports_for, unused_run_id
+from containers.errors import UserError
+from launcher.backends import backend_for
+from launcher.backends.rundir import busy_gcs_ports, check_reachable, check_shared, stage_examples
+from launcher.contract import AF_UNIX_MAX, LaunchSpec, NodeGroup, temp_dir_fits
+from launcher.resolve.config import Site, check_groups, load_site, resolve_settings
+from launcher.resolve.driver import check_driver
+from launcher.resolve.gpus import check_launch_gpus
+from launcher.resolve.groups import group_flags, group_gpu_count, resolved_groups
+from launcher.resolve.queues import choose_queue
+from launcher.resolve.spec import default_temp_dir, new_run_id, ports_for, unused_run_id
+from launcher.schedulers import SCHEDULERS, current_allocation
+from launcher.times import format_walltime
 
 DEFAULT_NODES = 3
 AUTH = "token"  # Ray's token authentication, wherever the image's Ray has it
@@ -66,7 +68,7 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
                         f"paths ({AF_UNIX_MAX} bytes with Ray's own part); use a short node-local "
                         "dir like /tmp/ray-$USER")
     check_gpus(site, settings["num_gpus"], groups)
-    backend = site.backend
+    backend = backend_for(site)
     run_id = run_id or new_run_id(now or None)
     image = settings["image"]
     if groups:
@@ -113,7 +115,7 @@ def prepare(spec: LaunchSpec, site: Site) -> LaunchSpec:
     the containers' user, examples staged), the driver script, the image, a free port block.
     Returns the spec with its final run id, submit time and the backend's facts (the local
     dashboard's port, the login host)."""
-    backend = site.backend
+    backend = backend_for(site)
     owner = backend.container_owner()
     shared = check_shared(spec.shared, owner)
     if owner is not None:
@@ -147,7 +149,7 @@ def start(site_name: str, cli: dict[str, Any], dry_run: bool = False, wait: bool
     once every node joined, with exit code 0 and the cluster up; ``up`` does what either does
     on its site (the Python `Cluster`). ``out``: where progress goes (default: stdout)."""
     site = load_site(site_name)
-    backend = site.backend
+    backend = backend_for(site)
     spec = resolve_spec(site, cli, os.environ, now=time.time(), interactive=interactive)
     backend.check_modes(spec, wait=wait, detach=detach, dry_run=dry_run)
     if dry_run:  # writes nothing: the script as it would be submitted

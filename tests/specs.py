@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from launcher.config import load_site
+from launcher.contract import LaunchSpec
 from launcher.launch import resolve_spec
-from launcher.spec import LaunchSpec
+from launcher.resolve.config import load_site
 
 RUN_ID = "20260101-000000-abcd"
 

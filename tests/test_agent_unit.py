@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from launcher import agent
+from launcher import contract
 from launcher import spec as spec_module
-from launcher.rundir import busy_gcs_ports
-from launcher.watch import RunWatcher, summary
+from launcher.backends.rundir import busy_gcs_ports
+from launcher.backends.watch import RunWatcher, summary
 from tests.specs import make_spec
 
 

@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from common.errors import UserError
-from launcher.config import list_sites, load_site, resolve_settings
-from launcher.driver import check_driver, driver_script
+from containers.errors import UserError
+from launcher.resolve.config import list_sites, load_site, resolve_settings
+from launcher.resolve.driver import check_driver, driver_script
 
 
 def test_layering_cli_over_env_over_site_over_default(tmp_path):
@@ -86,7 +86,7 @@ def test_missing_driver_script_is_named(tmp_path):
 
 
 def test_shared_dir_the_container_user_cannot_enter_is_refused(shared_dir):
-    from launcher.rundir import check_reachable
+    from launcher.backends.rundir import check_reachable
 
     private = shared_dir / "private"
     (private / "shared").mkdir(parents=True)

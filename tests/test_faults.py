@@ -194,7 +194,7 @@ def test_stopping_one_runs_ray_leaves_another_runs_ray_on_the_node_alone(docker_
     """Two runs' Ray on one node (one container, no PID namespace between them, as Apptainer
     gives): ending one stops its processes and nothing of the other."""
     from launcher import AGENT_FILE
-    from launcher.agent import ray_start_args
+    from launcher.node.ray_start import ray_start_args
     from tests.specs import make_spec
 
     image, _ = built_image

@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from common.errors import UserError
 from containers import images
+from containers.errors import UserError
 from containers.progress import Progress
 
 RAY_IMAGE = "rayhpc/ray:2.60.0-py311-cpu"

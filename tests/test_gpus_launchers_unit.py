@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import UserError
-from launcher.config import load_site
-from launcher.gpus import NodeGpus, node_gpus
-from launcher.jobscript import render_job_script
+from containers.errors import UserError
+from launcher.backends.batch.jobscript import render_job_script
+from launcher.resolve.config import load_site
+from launcher.resolve.gpus import NodeGpus, node_gpus
 from tests.cli import invoke
 from tests.golden import assert_golden
 from tests.specs import make_spec
@@ -21,7 +21,7 @@ from tests.test_hpc_unit import run_script
 
 SHARED = "/lus/proj/shared"
 RUN_DIR = f"{SHARED}/runs/20260101-000000-abcd"
-AGENT = f"python {RUN_DIR}/node_agent.py --run-dir {RUN_DIR}"
+AGENT = f"python {RUN_DIR}/node_agent.pyz --run-dir {RUN_DIR}"
 EXAMPLES = Path(__file__).parent.parent / "examples" / "sites"
 PYXIS_IMAGE = "nvcr.io#nvidia/pytorch:24.05-py3"
 
@@ -161,7 +161,7 @@ def test_each_pbs_launcher_runs_with_the_exact_command_line(tmp_path, monkeypatc
     assert args[:len(head)] == head
     assert args[len(head):] == [
         "apptainer", "exec", "--no-home", "--bind", str(tmp_path), "--pwd", str(tmp_path),
-        "/s/ray.sif", "python", f"{run_dir}/node_agent.py", "--run-dir", str(run_dir)]
+        "/s/ray.sif", "python", f"{run_dir}/node_agent.pyz", "--run-dir", str(run_dir)]
 
 
 def test_pbsdsh_refuses_groups_naming_the_launchers_that_run_them():
@@ -195,7 +195,7 @@ def test_blaunch_starts_one_agent_per_host_numbered_from_the_first(tmp_path, mon
                              "RAYHPC_HEAD_HOST=h1", f"RAYHPC_HOST_INDEX={index}", "apptainer"]
         assert args[7:] == ["exec", "--no-home", "--nv", "--bind", str(tmp_path), "--pwd",
                             str(tmp_path), "/s/ray.sif", "python",
-                            f"{run_dir}/node_agent.py", "--run-dir", str(run_dir)]
+                            f"{run_dir}/node_agent.pyz", "--run-dir", str(run_dir)]
 
 
 def test_lsf_csm_keeps_jsrun_and_bsub_reads_the_script_on_standard_input():
@@ -234,7 +234,7 @@ def test_pyxis_srun_gets_the_exact_command_line(tmp_path, monkeypatch):
         "--cpu-bind=none", "--gpus-per-node=8", "--kill-on-bad-exit=0",
         f"--container-image={PYXIS_IMAGE}", f"--container-mounts={tmp_path}:{tmp_path}",
         f"--container-workdir={tmp_path}", "--no-container-mount-home",
-        "--container-writable", "python", f"{run_dir}/node_agent.py", "--run-dir",
+        "--container-writable", "python", f"{run_dir}/node_agent.pyz", "--run-dir",
         str(run_dir)]
 
 

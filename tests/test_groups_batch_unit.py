@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import UserError
-from launcher.batch import BatchLaunch
-from launcher.config import load_site
-from launcher.jobscript import render_job_script
+from containers.errors import UserError
+from launcher.backends.batch.jobscript import render_job_script
+from launcher.backends.batch.launch import BatchLaunch
+from launcher.resolve.config import load_site
 from launcher.runtimes import runtime
 from launcher.runtimes.apptainer import versions_from_inspect
 from launcher.schedulers import SCHEDULERS
@@ -71,13 +71,14 @@ def test_slurm_one_step_one_segment_per_group_in_its_image():
     [step] = [line for line in script.splitlines() if line.startswith("srun ")]
     head, worker = step.removesuffix(" &").split(" : ")
     run_dir = "/lus/proj/shared/runs/20260101-000000-abcd"
-    agent = f"python {run_dir}/node_agent.py --run-dir {run_dir}"
+    agent = f"python {run_dir}/node_agent.pyz --run-dir {run_dir}"
     assert head.startswith("srun --het-group=0 --nodes=1 --ntasks=1 --ntasks-per-node=1 "
                            '--cpus-per-task="$cpus_0" ')
     assert head.endswith(f" /lus/proj/cpu.sif {agent} --group head")
     assert "--nv" not in head.split()
     assert worker.startswith("--het-group=1 --nodes=2 --ntasks=2 --ntasks-per-node=1 "
-                             '--cpus-per-task="$cpus_1" --cpu-bind=none --kill-on-bad-exit=0 ')
+                             '--cpus-per-task="$cpus_1" --cpu-bind=none --gpus-per-node=4 '
+                             '--kill-on-bad-exit=0 ')
     assert " apptainer exec --no-home --nv " in worker
     assert worker.endswith(f" /lus/proj/gpu.sif {agent} --group gpu --role worker")
     # Each component's own CPU count, and the head on component 0's first node.
@@ -272,7 +273,7 @@ def test_singularity_flat_labels_are_read_too():
 def test_dry_run_with_groups_prints_the_heterogeneous_job(tmp_path):
     result = invoke("launch", "--site", "slurm", "--dry-run", "--shared", str(tmp_path),
                     "--group", "head:1:/sif/cpu.sif",
-                    "--group", "gpu:2:/sif/gpu.sif,gpu=nvidia,resources.trainer=1")
+                    "--group", "gpu:2:/sif/gpu.sif,gpu=nvidia,num_gpus=4,resources.trainer=1")
     assert result.returncode == 0, result.stderr
     assert "#SBATCH hetjob\n#SBATCH --nodes=2\n" in result.stdout
     assert " : --het-group=1 --nodes=2 " in result.stdout

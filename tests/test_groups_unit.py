@@ -8,19 +8,20 @@ import json
 import pytest
 import yaml
 
-from common import PROJECT_ROOT
-from common.errors import UserError
-from launcher.agent import (
+from containers import PROJECT_ROOT
+from containers.errors import UserError
+from launcher.backends.local.compose import render_compose
+from launcher.contract import (
+    LaunchSpec,
     gpu_shortfall,
     group_totals,
     label_value,
     node_resources,
-    ray_start_args,
     resources_line,
 )
-from launcher.compose import render_compose
-from launcher.config import load_site
-from launcher.groups import (
+from launcher.node.ray_start import ray_start_args
+from launcher.resolve.config import load_site
+from launcher.resolve.groups import (
     GROUP_LABEL,
     IMAGE_LABEL,
     group_flags,
@@ -28,7 +29,6 @@ from launcher.groups import (
     parse_group_flag,
     version_mismatch,
 )
-from launcher.spec import LaunchSpec
 from tests.specs import make_spec
 
 HYBRID = """\
@@ -264,7 +264,7 @@ def test_the_hybrid_example_site_loads_with_a_cpu_head_and_gpu_workers():
 
 
 def test_a_shared_dir_staged_before_gets_the_new_examples_and_keeps_edits(tmp_path):
-    from launcher.rundir import stage_examples
+    from launcher.backends.rundir import stage_examples
 
     stage_examples(tmp_path)
     examples = tmp_path / "examples"

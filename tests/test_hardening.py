@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.compose import RUN_LABEL
+from launcher.backends.local.compose import RUN_LABEL
 from tests.cli import invoke_argv
 from tests.launching import (
     Background,

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import UserError
-from launcher.config import list_sites, load_site
-from launcher.jobscript import render_job_script
+from containers.errors import UserError
+from launcher.backends.batch.jobscript import render_job_script
+from launcher.resolve.config import list_sites, load_site
 from launcher.runtimes import ExecRequest, runtime
-from launcher.schedulers import SCHEDULERS, Job, current_allocation, parse_walltime
+from launcher.schedulers import SCHEDULERS, Job, current_allocation
+from launcher.times import parse_walltime
 from tests.golden import assert_golden
 from tests.specs import make_spec
 
@@ -80,7 +81,7 @@ def test_one_agent_per_node_in_the_site_runtime_with_all_its_cpus(name, launcher
     script = script_for(name)
     assert f"\n{launcher} " in script
     run_dir = f"{SHARED.get(name, '/lus/proj/shared')}/runs/20260101-000000-abcd"
-    assert f"{run_dir}/node_agent.py --run-dir {run_dir}" in script
+    assert f"{run_dir}/node_agent.pyz --run-dir {run_dir}" in script
 
 
 def test_slurm_asks_for_the_walltime_warning_and_scripts_forward_it():

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from common import PROJECT_ROOT
-from launcher.manage import remove_run
+from containers import PROJECT_ROOT
+from launcher.backends.local.manage import remove_run
 from tests.cli import invoke, invoke_argv
 from tests.launching import Background, archived, launch, leftovers
 

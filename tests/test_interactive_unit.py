@@ -13,12 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+from launcher.runs.stop import down
+from launcher.runs.submit import entrypoint_of, working_dir_uri
 
-from common.errors import UserError
-from launcher import agent
-from launcher.jobs import JobsClient, exit_code_of, follow_job
-from launcher.rundir import prepare_run_dir
-from launcher.runs import Run, down, entrypoint_of, status_line, working_dir_uri
+from containers.errors import UserError
+from launcher import contract
+from launcher.backends.rundir import prepare_run_dir
+from launcher.runs.jobs import JobsClient, exit_code_of, follow_job
+from launcher.runs.run import Run, status_line
 from launcher.schedulers import SCHEDULERS
 from tests.cli import invoke
 from tests.specs import make_spec
@@ -32,8 +34,8 @@ def test_no_driver_anywhere_is_an_interactive_cluster():
 
 
 def test_interactive_wins_over_a_driver_from_the_environment_or_site():
-    from launcher.config import load_site
     from launcher.launch import resolve_spec
+    from launcher.resolve.config import load_site
 
     spec = resolve_spec(load_site("local"), {}, {"RAYHPC_DRIVER": "python x.py"},
                         interactive=True)
@@ -80,7 +82,7 @@ def test_compose_publishes_dashboard_and_client_on_loopback_only():
 
     import yaml
 
-    from launcher.compose import render_compose
+    from launcher.backends.local.compose import render_compose
 
     spec = dataclasses.replace(make_spec("local", shared="/s", image="img"),
                                published={"dashboard": 40001, "client": 40002})
@@ -374,7 +376,7 @@ touch {tmp_path}/cancelled
 def test_logs_of_a_batch_run_from_the_run_directory(tmp_path):
     """Driver output and agent logs come from the run directory (the shared file system): the
     login node needs no access to the nodes."""
-    from launcher.runs import logs
+    from launcher.runs.logs import logs
 
     spec = make_spec("slurm", shared=str(tmp_path / "shared"), image="/x.sif", nodes=2,
                      driver="python d.py")

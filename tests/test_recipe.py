@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import UserError
+from containers.errors import UserError
 from containers.recipe import load_recipe, parse_recipe
 
 GOOD = {

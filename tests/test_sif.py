@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from common import PROJECT_ROOT
+from containers import PROJECT_ROOT
 from containers.apptainer_def import render_def
 from containers.recipe import load_recipe
 from containers.sif import record_path

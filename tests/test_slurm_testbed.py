@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from common import PROJECT_ROOT
-from launcher.groups import image_label
+from containers import PROJECT_ROOT
+from launcher.resolve.groups import image_label
 from launcher.runtimes import runtime
 from launcher.runtimes.apptainer import versions_from_inspect
 from tests.launching import archived

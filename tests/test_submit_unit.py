@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import UserError
+from containers.errors import UserError
 from launcher import watch
-from launcher.batch import BatchLaunch
-from launcher.config import load_site
+from launcher.backends.batch.launch import BatchLaunch
+from launcher.resolve.config import load_site
 from tests.specs import RUN_ID, make_spec
 
 # One stand-in program for every command; it knows which one it is from its name and from

@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-from launcher.schedulers.base import (
-    WALLTIME_FORMS,
-    Job,
-    Scheduler,
-    Shell,
-    format_walltime,
-    hms,
-    parse_walltime,
-)
+from launcher.schedulers.base import Job, Scheduler, Shell
 from launcher.schedulers.cobalt import Cobalt
 from launcher.schedulers.lsf import LSF
 from launcher.schedulers.pbs import PBS
@@ -27,5 +19,4 @@ def current_allocation(environ) -> Scheduler | None:
     return None
 
 
-__all__ = ["SCHEDULERS", "WALLTIME_FORMS", "Job", "Scheduler", "Shell", "current_allocation",
-           "format_walltime", "hms", "parse_walltime"]
+__all__ = ["SCHEDULERS", "Job", "Scheduler", "Shell", "current_allocation"]

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from common.errors import UserError
-from launcher.agent import RunPaths
+from containers.errors import UserError
+from launcher.contract import RunPaths
 from launcher.schedulers.base import (
     Job,
     Scheduler,
@@ -24,9 +24,9 @@ from launcher.schedulers.base import (
     choice_problem,
     env_words,
     filesystem_names,
-    hms,
     shell_join,
 )
+from launcher.times import hms
 
 # Where a grouped job's script keeps each group's host file (on the node running the script,
 # where mpiexec reads it).

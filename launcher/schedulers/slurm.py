@@ -16,14 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from launcher.schedulers.base import Job, Scheduler, Shell, format_walltime, hms
+from launcher.schedulers.base import Job, Scheduler, Shell
+from launcher.times import format_walltime
 
 QUEUE_OPTIONS = ("partition", "qos")
-
-
-def slurm_time(seconds: int) -> str:
-    """sbatch --time: HH:MM:SS, or days-hours:minutes:seconds from a day on."""
-    return format_walltime(seconds) if seconds >= 86400 else hms(seconds)
 
 
 def gpu_option(extra: Mapping, gpus: int) -> list[str]:
@@ -85,7 +81,7 @@ class Slurm(Scheduler):
 
     def directives(self, job: Job) -> list[str]:
         lines = [f"--job-name={job.name}", f"--nodes={job.nodes}", "--ntasks-per-node=1",
-                 f"--time={slurm_time(job.walltime_s)}", f"--output={job.output}",
+                 f"--time={format_walltime(job.walltime_s)}", f"--output={job.output}",
                  # SIGTERM to the batch shell before the kill: the agents stop and keep logs.
                  # sbatch(1) --signal: "B:" signals only the batch shell.
                  f"--signal=B:TERM@{job.stop_grace_s}",
@@ -133,7 +129,7 @@ class Slurm(Scheduler):
                 lines += [f"--job-name={job.name}"]
             lines += [f"--nodes={group.nodes}", "--ntasks-per-node=1"]
             if index == 0:
-                lines += [f"--time={slurm_time(job.walltime_s)}", f"--output={job.output}",
+                lines += [f"--time={format_walltime(job.walltime_s)}", f"--output={job.output}",
                           f"--signal=B:TERM@{job.stop_grace_s}"]
             lines += self.node_directives(job, group.queue, extra, group.gpus, index == 0)
             components.append([f"{self.directive} {line}" for line in lines])

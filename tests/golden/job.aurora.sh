@@ -49,7 +49,7 @@ fi
 cd /lus/flare/projects/PROJ
 
 # One node agent per node, in the container; rank 0 becomes the Ray head.
-mpiexec -n 4 --ppn 1 --cpu-bind none apptainer exec --fakeroot --no-home --bind /lus/flare/projects/PROJ --pwd /lus/flare/projects/PROJ /lus/flare/projects/PROJ/ray.sif python /lus/flare/projects/PROJ/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/flare/projects/PROJ/runs/20260101-000000-abcd &
+mpiexec -n 4 --ppn 1 --cpu-bind none apptainer exec --fakeroot --no-home --bind /lus/flare/projects/PROJ --pwd /lus/flare/projects/PROJ /lus/flare/projects/PROJ/ray.sif python /lus/flare/projects/PROJ/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/flare/projects/PROJ/runs/20260101-000000-abcd &
 step=$!
 # The walltime warning comes here. Tell the agents through the run directory (srun
 # would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on

@@ -24,7 +24,7 @@ fi
 cd /lus/proj/shared
 
 # One node agent per node, in the container; rank 0 becomes the Ray head.
-jsrun -n 4 -r 1 -a 1 -c ALL_CPUS -b rs apptainer exec --no-home --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
+jsrun -n 4 -r 1 -a 1 -c ALL_CPUS -b rs apptainer exec --no-home --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
 step=$!
 # The walltime warning comes here. Tell the agents through the run directory (srun
 # would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on

@@ -29,7 +29,7 @@ cd /lus/proj/shared
 (
   RAYHPC_HOST_INDEX=0
   for host in $(echo "$LSB_MCPU_HOSTS" | awk '{for (i = 1; i < NF; i += 2) print $i}'); do
-    blaunch "$host" env PATH="${PATH}" RAYHPC_RUN_DIR="${RAYHPC_RUN_DIR}" RAYHPC_RANK_VARS="${RAYHPC_RANK_VARS}" RAYHPC_HEAD_HOST="${RAYHPC_HEAD_HOST}" RAYHPC_HOST_INDEX="${RAYHPC_HOST_INDEX}" apptainer exec --no-home --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
+    blaunch "$host" env PATH="${PATH}" RAYHPC_RUN_DIR="${RAYHPC_RUN_DIR}" RAYHPC_RANK_VARS="${RAYHPC_RANK_VARS}" RAYHPC_HEAD_HOST="${RAYHPC_HEAD_HOST}" RAYHPC_HOST_INDEX="${RAYHPC_HOST_INDEX}" apptainer exec --no-home --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
     RAYHPC_HOST_INDEX=$((RAYHPC_HOST_INDEX + 1))
   done
   wait

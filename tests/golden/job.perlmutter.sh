@@ -32,7 +32,7 @@ cd /lus/proj/shared
 cpus=$(echo "${SLURM_JOB_CPUS_PER_NODE:-1}" | tr ',' '\n' | sed 's/(.*//' | sort -n | head -n 1)
 
 # One node agent per node, in the container; rank 0 becomes the Ray head.
-srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --cpus-per-task="$cpus" --cpu-bind=none --gpus-per-node=4 --kill-on-bad-exit=0 podman-hpc run --rm --init --network host --ipc host --userns=keep-id --gpu --volume /lus/proj/shared:/lus/proj/shared --workdir /lus/proj/shared -e 'SLURM_*' -e RAYHPC_RANK_VARS -e RAYHPC_HEAD_HOST rayhpc/ray:2.60.0-py311-gpu python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
+srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --cpus-per-task="$cpus" --cpu-bind=none --gpus-per-node=4 --kill-on-bad-exit=0 podman-hpc run --rm --init --network host --ipc host --userns=keep-id --gpu --volume /lus/proj/shared:/lus/proj/shared --workdir /lus/proj/shared -e 'SLURM_*' -e RAYHPC_RANK_VARS -e RAYHPC_HEAD_HOST rayhpc/ray:2.60.0-py311-gpu python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
 step=$!
 # The walltime warning comes here. Tell the agents through the run directory (srun
 # would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on

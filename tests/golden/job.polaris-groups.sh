@@ -72,8 +72,8 @@ sed -n '2,3p' "$hosts_dir/all" > "$hosts_dir/gpu"
 
 # One node agent per node, in its group's container; rank 0 (the head's group) is the Ray head.
 (
-  mpiexec -n 1 --ppn 1 --hostfile "$hosts_dir/head" --cpu-bind none apptainer exec --fakeroot --no-home --bind /lus/eagle/projects/PROJ/shared --pwd /lus/eagle/projects/PROJ/shared /lus/eagle/projects/PROJ/shared/cpu.sif python /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd --group head &
-  mpiexec -n 2 --ppn 1 --hostfile "$hosts_dir/gpu" --cpu-bind none apptainer exec --fakeroot --no-home --nv --bind /lus/eagle/projects/PROJ/shared --pwd /lus/eagle/projects/PROJ/shared /lus/grand/projects/PROJ/gpu.sif python /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd --group gpu --role worker &
+  mpiexec -n 1 --ppn 1 --hostfile "$hosts_dir/head" --cpu-bind none apptainer exec --fakeroot --no-home --bind /lus/eagle/projects/PROJ/shared --pwd /lus/eagle/projects/PROJ/shared /lus/eagle/projects/PROJ/shared/cpu.sif python /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd --group head &
+  mpiexec -n 2 --ppn 1 --hostfile "$hosts_dir/gpu" --cpu-bind none apptainer exec --fakeroot --no-home --nv --bind /lus/eagle/projects/PROJ/shared --pwd /lus/eagle/projects/PROJ/shared /lus/grand/projects/PROJ/gpu.sif python /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd --group gpu --role worker &
   wait
   rm -rf "$hosts_dir"  # node-local, made above
 ) &

@@ -53,7 +53,7 @@ fi
 cd /lus/eagle/projects/PROJ/shared
 
 # One node agent per node, in the container; rank 0 becomes the Ray head.
-mpiexec -n 4 --ppn 1 --cpu-bind none apptainer exec --fakeroot --no-home --nv --bind /lus/eagle/projects/PROJ/shared --pwd /lus/eagle/projects/PROJ/shared /lus/eagle/projects/PROJ/shared/ray.sif python /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd &
+mpiexec -n 4 --ppn 1 --cpu-bind none apptainer exec --fakeroot --no-home --nv --bind /lus/eagle/projects/PROJ/shared --pwd /lus/eagle/projects/PROJ/shared /lus/eagle/projects/PROJ/shared/ray.sif python /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd &
 step=$!
 # The walltime warning comes here. Tell the agents through the run directory (srun
 # would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on

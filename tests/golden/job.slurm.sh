@@ -30,7 +30,7 @@ cd /lus/proj/shared
 cpus=$(echo "${SLURM_JOB_CPUS_PER_NODE:-1}" | tr ',' '\n' | sed 's/(.*//' | sort -n | head -n 1)
 
 # One node agent per node, in the container; rank 0 becomes the Ray head.
-srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --cpus-per-task="$cpus" --cpu-bind=none --kill-on-bad-exit=0 apptainer exec --no-home --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
+srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --cpus-per-task="$cpus" --cpu-bind=none --kill-on-bad-exit=0 apptainer exec --no-home --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
 step=$!
 # The walltime warning comes here. Tell the agents through the run directory (srun
 # would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on

@@ -40,7 +40,7 @@ fi
 cd /lus/grand/projects/PROJ/shared
 
 # One node agent per node, in the container; rank 0 becomes the Ray head.
-aprun -n 4 -N 1 --cc none singularity exec --no-home --bind /lus/grand/projects/PROJ/shared --pwd /lus/grand/projects/PROJ/shared /lus/grand/projects/PROJ/shared/ray.sif python /lus/grand/projects/PROJ/shared/runs/20260101-000000-abcd/node_agent.py --run-dir /lus/grand/projects/PROJ/shared/runs/20260101-000000-abcd &
+aprun -n 4 -N 1 --cc none singularity exec --no-home --bind /lus/grand/projects/PROJ/shared --pwd /lus/grand/projects/PROJ/shared /lus/grand/projects/PROJ/shared/ray.sif python /lus/grand/projects/PROJ/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/grand/projects/PROJ/shared/runs/20260101-000000-abcd &
 step=$!
 # The walltime warning comes here. Tell the agents through the run directory (srun
 # would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on

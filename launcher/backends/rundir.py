@@ -1,4 +1,5 @@
-"""The run directory <shared>/runs/<run-id>/: created here, filled in by the node agents."""
+"""The run directory <shared>/runs/<run-id>/: created here (with the node program, the spec and
+the token), filled in by the node agents."""
 
 from __future__ import annotations
 
@@ -9,13 +10,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from common import PROJECT_ROOT
-from common.errors import UserError
-from launcher import AGENT_FILE
-from launcher.agent import RunPaths, read_json, write_json
-from launcher.spec import LaunchSpec
-
-EXAMPLES_DIR = PROJECT_ROOT / "examples"
+from containers.errors import UserError
+from launcher import EXAMPLES_DIR
+from launcher.backends.bundle import node_program
+from launcher.contract import LaunchSpec, RunPaths, atomic_write, read_spec, write_json
 
 
 def check_shared(shared: Path, owner: tuple[int, int] | None = None) -> Path:
@@ -69,10 +67,7 @@ def add_missing(source: Path, target: Path) -> None:
         if dest.exists():
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        shutil.copyfile(path, tmp)
-        tmp.chmod(0o644)
-        tmp.replace(dest)
+        atomic_write(dest, path.read_bytes(), mode=0o644)
 
 
 def stage_examples(shared: Path) -> None:
@@ -102,14 +97,15 @@ def busy_gcs_ports(shared: Path) -> set[int]:
     ports = set()
     for run_dir in (shared / "runs").glob("*/"):
         paths = RunPaths(run_dir)
-        spec = read_json(paths.spec)
+        spec = read_spec(paths, strict=False)
         if spec and not paths.exit_code.exists():
-            ports.add(spec["ports"]["gcs"])
+            ports.add(spec.ports["gcs"])
     return ports
 
 
 def prepare_run_dir(spec: LaunchSpec, owner: tuple[int, int] | None = None) -> Path:
-    """Create the run directory with spec.json, the agent and a per-run Ray auth token (0600).
+    """Create the run directory with spec.json, the node program and a per-run Ray auth token
+    (0600).
 
     ``owner``: uid/gid the containers run as, when it is not ours (we are root).
     """
@@ -124,7 +120,7 @@ def prepare_run_dir(spec: LaunchSpec, owner: tuple[int, int] | None = None) -> P
         raise UserError(f"run directory {paths.dir} exists already; launch again") from None
     for sub in (paths.nodes, paths.logs):
         sub.mkdir()
-    shutil.copyfile(AGENT_FILE, paths.agent)
+    paths.node_program.write_bytes(node_program())
     token = os.open(paths.auth_token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(token, "w") as handle:
         handle.write(secrets.token_hex(32))

@@ -7,22 +7,28 @@ import io
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable
 
 import docker
 import docker.errors
 
-from common.errors import UserError
-from launcher.agent import RunPaths, atomic_write, read_json, run_dir_problem, write_json
-from launcher.compose import IMAGE_USER_UID, RUN_LABEL, render_compose
-from launcher.rundir import prepare_run_dir, remove_run_dir
-from launcher.spec import LaunchSpec
-from launcher.watch import RunWatcher
+from containers.engine import connect
+from containers.errors import UserError
+from launcher.backends.local import container_user
+from launcher.backends.local.compose import render_compose
+from launcher.backends.rundir import prepare_run_dir, remove_run_dir
+from launcher.backends.watch import RunWatcher
+from launcher.contract import (
+    LaunchSpec,
+    RunPaths,
+    atomic_file,
+    atomic_write,
+    read_json,
+    run_dir_problem,
+    write_json,
+)
 
 # More local nodes than this per core start too slowly to be of use (a warning says so).
 OVERLOAD_NODES_PER_CORE = 2
@@ -52,56 +58,12 @@ def compose_command() -> list[str]:
                     "compose`) or docker-compose (v1)")
 
 
-def container_user() -> tuple[str, tuple[int, int] | None]:
-    """Who the containers run as, and who must own the run directory.
-
-    Never root: as root we use the image's user (uid 1000) and hand it the run directory;
-    otherwise the containers run as you, so files in the shared dir stay yours.
-    """
-    if os.geteuid() == 0:
-        return IMAGE_USER_UID, (int(IMAGE_USER_UID), 100)
-    return f"{os.geteuid()}:{os.getegid()}", None
-
-
-def free_local_port() -> int:
-    """A port on 127.0.0.1 that is free now (for the dashboard, named in connect.txt before the
-    containers start; the engine would pick one only once they run)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def container_states(spec: LaunchSpec) -> dict[str, str]:
-    """node -> its container's state (running, exited, ...), for the run's containers here."""
-    from containers.engine import connect
-
-    found = connect().containers(all=True, filters={"label": f"{RUN_LABEL}={spec.run_id}"})
-    states = {c["Labels"].get("org.rayhpc.node", c["Names"][0]): c["State"] for c in found}
-    order = {node: i for i, node in enumerate(spec.node_names)}
-    return dict(sorted(states.items(), key=lambda item: (order.get(item[0], len(order)),
-                                                         item[0])))
-
-
-def stop_run(spec: LaunchSpec, say: Callable[[str], None]) -> None:
-    """Ask a local run to stop as Ctrl-C would: SIGTERM to its head's agent (it stops every
-    node and keeps the logs; the stop file says who asked)."""
-    from containers.engine import connect
-
-    RunPaths(spec.run_dir).request_stop("invoke down")
-    try:
-        connect().kill(spec.container(spec.node_names[0]), signal=signal.SIGTERM)
-    except docker.errors.APIError as exc:
-        say(f"the head's container could not be signalled ({exc.explanation}); the stop file "
-            "asks it")
-
-
 class LocalLaunch:
     """One run on this machine; follows the `FollowedRun` protocol of `launcher.watch`."""
 
-    def __init__(self, spec: LaunchSpec, api: docker.APIClient,
-                 environment: dict | None = None, out=None):
+    def __init__(self, spec: LaunchSpec, environment: dict | None = None, out=None):
         self.spec = spec
-        self.api = api
+        self.api = connect()
         self.environment = {str(k): str(v) for k, v in (environment or {}).items()}
         self.paths = RunPaths(spec.run_dir)
         self.watcher = RunWatcher(spec.run_dir, out)
@@ -235,16 +197,14 @@ class LocalLaunch:
             archive = io.BytesIO(b"".join(stream))
         except docker.errors.APIError:
             return  # the container is gone or Ray never wrote logs
-        target = self.paths.node_archive(node)
-        tmp = target.with_name(f".{target.name}.rescue.tmp")
         with tarfile.open(fileobj=archive) as source_tar, \
-                tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
+                atomic_file(self.paths.node_archive(node), binary=True) as handle, \
+                tarfile.open(fileobj=handle, mode="w:gz", compresslevel=1) as tar:
             for member in source_tar.getmembers():
                 if member.isfile() and "/" in member.name:
                     data = source_tar.extractfile(member)
                     member.name = member.name.split("/", 1)[1]  # drop the leading "logs/"
                     tar.addfile(member, data)
-        os.replace(tmp, target)
 
     def teardown(self) -> None:
         """Keep what the containers leave (logs) and remove them and the network."""

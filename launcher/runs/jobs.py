@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import UserError
+from containers.errors import UserError
 
 POLL_S = 0.5
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")

@@ -10,14 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.datafiles import check_keys, find_yaml, read_yaml, yaml_names
-from common.errors import UserError
+from containers.datafiles import check_keys, find_yaml, read_yaml, yaml_names
+from containers.errors import UserError
 from launcher import SITES_DIR
-from launcher.backends import Backend, backend_for
-from launcher.groups import GPUS, NodeGroup, parse_groups
-from launcher.queues import Queue, parse_queues
+from launcher.contract import NodeGroup
+from launcher.resolve.groups import GPUS, parse_groups
+from launcher.resolve.queues import Queue, parse_queues
 from launcher.runtimes import RUNTIMES
-from launcher.schedulers import SCHEDULERS, WALLTIME_FORMS
+from launcher.schedulers import SCHEDULERS
+from launcher.times import WALLTIME_FORMS, parse_walltime
 
 ENV_PREFIX = "RAYHPC_"
 TYPE_WORDS = {int: "a whole number", str: "a string", dict: "a mapping", list: "a list",
@@ -55,13 +56,6 @@ def _size(value: Any) -> str:
     if not float(re.match(r"[\d.]+", text).group()):
         raise ValueError("must be more than 0")
     return text
-
-
-def _walltime(value: Any) -> int:
-    """Seconds, from Slurm's forms with Slurm's meaning (see launcher.schedulers.base)."""
-    from launcher.schedulers import parse_walltime
-
-    return parse_walltime(value)
 
 
 def _text(value: Any) -> str:
@@ -106,8 +100,8 @@ SETTINGS: dict[str, Setting] = {
     "num_gpus": Setting(_non_negative_int, None, "GPUs per node: Ray's count and, on sites "
                         "that ask their scheduler for GPUs, the request (default: none asked; "
                         "Ray counts what it finds; 0: a CPU launch)"),
-    "walltime": Setting(_walltime, 1800, f"batch job time limit in Slurm's forms and meaning: "
-                        f"{WALLTIME_FORMS} (30:00 is 30 minutes; default: 00:30:00)"),
+    "walltime": Setting(parse_walltime, 1800, f"batch job time limit in Slurm's forms and "
+                        f"meaning: {WALLTIME_FORMS} (30:00 is 30 minutes; default: 00:30:00)"),
     "queue": Setting(_text, None, "batch queue, partition or QOS (default: the site's queue "
                      "table picks one by node count, else the scheduler's default)"),
     "account": Setting(_text, None, "project to charge (HPC sites)"),
@@ -153,10 +147,6 @@ class Site:
     def option(self, key: str) -> Any:
         return self.options.get(key, SITE_OPTIONS[key]())
 
-    @property
-    def backend(self) -> Backend:
-        return backend_for(self.scheduler, self.runtime, f"{self.path}: ")
-
 
 def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
     """A site profile by name (launcher/sites/<name>.yaml) or by the path of a YAML file."""
@@ -168,7 +158,9 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
     for key in ("scheduler", "runtime"):
         if not isinstance(data.get(key), str):
             raise UserError(f"{path}: {key}: required (a name, see `invoke sites`)")
-    backend = backend_for(data["scheduler"], data["runtime"], f"{path}: ")
+    if data["runtime"] not in RUNTIMES:
+        raise UserError(f"{path}: runtime: {data['runtime']!r} is not supported; one of: "
+                        f"{', '.join(RUNTIMES)}")
     settings = {}
     for key, setting in SETTINGS.items():
         if data.get(key) is not None:
@@ -179,15 +171,12 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
             continue
         if not isinstance(data[key], kind):
             raise UserError(f"{path}: {key}: must be a {kind.__name__}")
-        if backend.options is not None and key not in backend.options:
-            raise UserError(f"{path}: {key}: not used on a {backend.name} site (it takes: "
-                            f"{', '.join(backend.options) or 'none of the site options'}); "
-                            "remove it")
         options[key] = data[key]
     if options.get("gpu") == "none":  # said explicitly: the nodes have no GPUs
         options["gpu"] = ""
     _check_gpu(options.get("gpu", ""), data["runtime"], f"{path}: ")
-    problem = RUNTIMES[data["runtime"]].scheduler_problem(data["scheduler"])
+    node_runtime = RUNTIMES.get(data["runtime"])
+    problem = node_runtime.scheduler_problem(data["scheduler"]) if node_runtime else ""
     if problem:
         raise UserError(f"{path}: runtime: {problem}")
     _check_scheduler_options(options.get("scheduler_options", {}), data["scheduler"], f"{path}: ")

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import shlex
 
-from launcher.agent import HEAD_HOST_ENV, RANK_VARS_ENV, RunPaths
-from launcher.config import Site
-from launcher.gpus import NodeGpus, node_gpus
-from launcher.groups import NodeGroup
+from launcher.contract import HEAD_HOST_ENV, RANK_VARS_ENV, LaunchSpec, NodeGroup, RunPaths
+from launcher.resolve.config import Site
+from launcher.resolve.gpus import NodeGpus, node_gpus
 from launcher.runtimes import ExecRequest, runtime
-from launcher.schedulers import SCHEDULERS, Job, Scheduler, format_walltime
+from launcher.schedulers import SCHEDULERS, Job, Scheduler
 from launcher.schedulers.base import JobGroup
-from launcher.spec import LaunchSpec
+from launcher.times import format_walltime
 
 PROXY_VARS = ("http_proxy", "https_proxy", "ftp_proxy", "HTTP_PROXY", "HTTPS_PROXY")
 NO_PROXY_VARS = ("no_proxy", "NO_PROXY")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from launcher.agent import RunPaths, read_json
+from launcher.contract import RunPaths, read_json
 
 POLL_S = 0.2
 CHECK_EVERY_S = 1.0  # how often the backend is asked whether the run still lives

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from common.errors import UserError
+from containers.errors import UserError
 
 
 def yaml_names(directory: Path) -> list[str]:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.datafiles import check_keys
-from common.errors import UserError
-from launcher.schedulers import format_walltime, parse_walltime
+from containers.datafiles import check_keys
+from containers.errors import UserError
+from launcher.times import format_walltime, parse_walltime
 
 QUEUE_KEYS = ("min_nodes", "max_nodes", "max_walltime", "auto")
 

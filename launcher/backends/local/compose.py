@@ -6,15 +6,14 @@ from typing import Any
 
 import yaml
 
-from launcher.agent import RunPaths
-from launcher.groups import nodes_by_group
+from launcher.contract import LaunchSpec, RunPaths
+from launcher.resolve.groups import nodes_by_group
 from launcher.runtimes import ExecRequest
 from launcher.runtimes.oci import Docker
-from launcher.spec import LaunchSpec
 
 RUN_LABEL = "org.rayhpc.run"
-NODE_LABEL = "org.rayhpc.node"
-GROUP_LABEL = "org.rayhpc.group"
+CONTAINER_NODE_LABEL = "org.rayhpc.node"
+CONTAINER_GROUP_LABEL = "org.rayhpc.group"
 IMAGE_USER_UID = "1000"
 
 
@@ -47,8 +46,8 @@ def render_compose(spec: LaunchSpec, user: str = IMAGE_USER_UID,
             "shm_size": spec.shm_size,
             **Docker.compose_service(request),
             "networks": ["ray"],
-            "labels": {RUN_LABEL: spec.run_id, NODE_LABEL: node,
-                       **({GROUP_LABEL: group.name} if group else {})},
+            "labels": {RUN_LABEL: spec.run_id, CONTAINER_NODE_LABEL: node,
+                       **({CONTAINER_GROUP_LABEL: group.name} if group else {})},
             "stop_grace_period": f"{spec.stop_timeout}s",
         }
         if role == "head":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.errors import UserError
+from containers.errors import UserError
 
 
 @dataclass(frozen=True)

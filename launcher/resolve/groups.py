@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
-from common.datafiles import check_keys
-from common.errors import UserError
-from launcher.agent import label_value
+from containers.datafiles import check_keys
+from containers.errors import UserError
+from launcher.contract import RAY_GROUP_LABEL, RAY_IMAGE_LABEL, NodeGroup, label_value
 
 HEAD_GROUP_NAME = "head"  # a group of this name holds the head unless another says head: true
 GPUS = ("nvidia", "amd", "intel")
@@ -33,28 +33,7 @@ _LABEL_NAME = r"[A-Za-z0-9]([-_.A-Za-z0-9]{0,61}[A-Za-z0-9])?"
 LABEL_KEY_RE = re.compile(rf"([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}")
 LABEL_VALUE_RE = re.compile(rf"({_LABEL_NAME})?")
 GROUP_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
-# The labels every node gets from rayhpc (a driver can target a group, or see its image).
-GROUP_LABEL = "rayhpc.io/group"
-IMAGE_LABEL = "rayhpc.io/image"
 RESERVED_LABEL_PREFIXES = ("ray.io/", "rayhpc.io/")
-
-
-@dataclass(frozen=True)
-class NodeGroup:
-    """One kind of node. In a resolved launch every field is final: ``image`` is the group's
-    own or the launch's."""
-    name: str
-    nodes: int
-    image: str = ""
-    head: bool = False
-    gpu: str = ""  # "", nvidia, amd or intel: the GPUs this group's nodes must bring to Ray
-    num_cpus: int | None = None
-    num_gpus: int | None = None
-    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per node
-    labels: dict[str, str] = field(default_factory=dict)  # Ray node labels
-    queue: str = ""  # partition / queue of this group's nodes (HPC sites)
-    scheduler_options: dict[str, Any] = field(default_factory=dict)  # per group (HPC sites)
-    runtime_options: list[str] = field(default_factory=list)  # extra container runtime flags
 
 
 # The keys of a group, with their parsers (value, where) -> value.
@@ -235,8 +214,8 @@ def resolved_groups(groups: tuple[NodeGroup, ...], image: str,
     labels every node of it carries: its group's name and its image."""
     return tuple(replace(group, image=group.image or image,
                           num_gpus=group_gpu_count(group, num_gpus),
-                          labels={**group.labels, GROUP_LABEL: group.name,
-                                  IMAGE_LABEL: image_label(group.image or image)})
+                          labels={**group.labels, RAY_GROUP_LABEL: group.name,
+                                  RAY_IMAGE_LABEL: image_label(group.image or image)})
                  for group in groups)
 
 
@@ -269,7 +248,7 @@ def nodes_by_group(groups: tuple[NodeGroup, ...], names: list[str]) -> dict[str,
 
 
 def image_label(image: str) -> str:
-    """An image reference as a Ray label value (`launcher.agent.label_value`)."""
+    """An image reference as a Ray label value (`launcher.contract.label_value`)."""
     return label_value(image) or "image"
 
 

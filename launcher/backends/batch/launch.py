@@ -11,18 +11,17 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
-from common.errors import UserError
-from launcher.agent import RunPaths
-from launcher.config import Site
-from launcher.jobscript import render_job_script
-from launcher.rundir import prepare_run_dir, remove_run_dir
+from containers.errors import UserError
+from launcher.backends.batch.jobscript import render_job_script
+from launcher.backends.rundir import prepare_run_dir, remove_run_dir
+from launcher.backends.watch import RunWatcher
+from launcher.contract import LaunchSpec, RunPaths
+from launcher.resolve.config import Site
 from launcher.schedulers import SCHEDULERS, Scheduler, current_allocation
-from launcher.schedulers.base import format_walltime
-from launcher.spec import LaunchSpec
-from launcher.watch import RunWatcher
+from launcher.times import duration, format_walltime
 
 if TYPE_CHECKING:
-    from launcher.runs import Run
+    from launcher.runs.run import Run
 
 
 def login_name() -> str:
@@ -47,8 +46,6 @@ def job_state(scheduler_name: str, job_id: str) -> str:
 
 def describe_job(run: Run) -> list[str]:
     """The job's state in the queue and about how much of its walltime is left."""
-    from launcher.runs import duration
-
     if not run.job_id:
         return ["launched inside an allocation"]
     state = job_state(run.spec.scheduler, run.job_id)

@@ -1,0 +1,223 @@
+"""The control plane: JSON lines over TCP between each worker's agent and the head's agent.
+
+Workers find the head by probing its agent port (jittered backoff), show the run's token,
+report their state and get the head's address and "stop" over that one connection; a closed
+connection means the other side is gone. One thread and one selector serve every worker."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import random
+import selectors
+import socket
+import threading
+
+from launcher.contract import FINAL_STATES
+
+# Keepalive on the control connection: a dead host (no FIN) is noticed in about 90 s.
+KEEPALIVE = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 6}
+# Finding the head: probe its agent port with backoff from 0.1 s to 2 s (x0.5-1.5 jitter).
+PROBE_FIRST_S, PROBE_MAX_S = 0.1, 2.0
+
+
+def backoff(attempt: int, first: float = PROBE_FIRST_S, most: float = PROBE_MAX_S) -> float:
+    """Seconds before try ``attempt`` + 1: doubling from ``first`` up to ``most``, jittered
+    (x0.5-1.5) so that a thousand nodes do not knock at once."""
+    return min(most, first * 2 ** attempt) * random.uniform(0.5, 1.5)
+
+
+def secret_of(token: str) -> str:
+    """What a worker shows the head agent: proof that it holds the run's token."""
+    return hashlib.sha256(("rayhpc-agent:" + token).encode()).hexdigest()
+
+
+class Channel:
+    """One connection: send messages (thread-safe), read them as they come."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self._buffer = b""
+        self._lock = threading.Lock()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in KEEPALIVE.items():
+            if hasattr(socket, name):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+    def send(self, **message: object) -> bool:
+        data = (json.dumps(message) + "\n").encode()
+        try:
+            with self._lock:
+                self.sock.sendall(data)
+            return True
+        except OSError:
+            return False
+
+    def read(self) -> list[dict] | None:
+        """What has arrived (the socket is readable): messages, or None once it closed."""
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            return None
+        if not data:
+            return None
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        messages = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                message = json.loads(line)
+                if isinstance(message, dict):
+                    messages.append(message)
+        return messages
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class Peer:
+    """A worker's agent as the head sees it."""
+
+    def __init__(self, name: str, channel: Channel):
+        self.name = name
+        self.channel = channel
+        self.state = "waiting"
+        self.reason = ""
+        self.ip = ""
+        self.group = ""
+        self.connected = True
+        self.final: dict | None = None  # its last record, sent when it stopped
+
+    def record(self) -> dict:
+        return {"state": self.state, "reason": self.reason, "ip": self.ip, "group": self.group,
+                "final": self.final}
+
+
+class ControlServer:
+    """The head agent's side: accepts the workers' agents (who must show the run's token),
+    tracks what each says, tells them the head's address and, at the end, to stop. One thread,
+    one selector, whatever the node count."""
+
+    def __init__(self, port: int, secret: str):
+        self.secret = secret
+        self.listener = socket.create_server(("", port), backlog=4096)
+        self.listener.setblocking(False)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ)
+        self.peers: dict[str, Peer] = {}
+        self._by_channel: dict[Channel, Peer] = {}
+        self.changed = threading.Condition()
+        self.version = 0  # bumped on every change of a peer
+        self.head_message: dict | None = None
+        self._closing = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        unnamed: dict[Channel, None] = {}
+        while not self._closing:
+            try:
+                events = self.selector.select(timeout=1.0)
+            except OSError:
+                return
+            for key, _ in events:
+                if key.fileobj is self.listener:
+                    with contextlib.suppress(OSError):
+                        sock, _ = self.listener.accept()
+                        sock.setblocking(False)
+                        channel = Channel(sock)
+                        unnamed[channel] = None
+                        self.selector.register(sock, selectors.EVENT_READ, channel)
+                    continue
+                channel = key.data
+                messages = channel.read()
+                if messages is None:
+                    self.selector.unregister(channel.sock)
+                    unnamed.pop(channel, None)
+                    self._closed(channel)
+                    channel.close()
+                    continue
+                for message in messages:
+                    if channel in unnamed:
+                        if not self._hello(channel, message):
+                            self.selector.unregister(channel.sock)
+                            channel.close()
+                            break
+                        del unnamed[channel]
+                    else:
+                        self._update(channel, message)
+
+    def _hello(self, channel: Channel, message: dict) -> bool:
+        if message.get("secret") != self.secret or not message.get("node"):
+            return False  # not one of this run's agents
+        with self.changed:
+            peer = Peer(str(message["node"]), channel)
+            peer.group = str(message.get("group") or "")
+            old = self.peers.get(peer.name)
+            if old is not None and old.connected:
+                peer.name = f"{peer.name}#{len(self.peers)}"  # two agents, one host name
+            self.peers[peer.name] = peer
+            self._by_channel[channel] = peer
+            self._bump()
+        if self.head_message is not None:
+            channel.send(**self.head_message)
+        return True
+
+    def _update(self, channel: Channel, message: dict) -> None:
+        with self.changed:
+            peer = self._by_channel.get(channel)
+            if peer is None:
+                return
+            peer.state = str(message.get("state", peer.state))
+            peer.reason = str(message.get("reason", peer.reason))
+            peer.ip = str(message.get("ip", peer.ip))
+            if isinstance(message.get("final"), dict):
+                peer.final = message["final"]
+            self._bump()
+
+    def _closed(self, channel: Channel) -> None:
+        with self.changed:
+            peer = self._by_channel.pop(channel, None)
+            if peer is not None:
+                peer.connected = False
+                if peer.state not in FINAL_STATES:
+                    peer.state, peer.reason = "gone", "its agent's connection closed"
+                self._bump()
+
+    def _bump(self) -> None:
+        self.version += 1
+        self.changed.notify_all()
+
+    def announce(self, **message: object) -> None:
+        """Tell every worker (and every one that connects later) ``message``."""
+        self.head_message = message
+        self.broadcast(**message)
+
+    def broadcast(self, **message: object) -> None:
+        with self.changed:
+            peers = [p for p in self.peers.values() if p.connected]
+        for peer in peers:
+            peer.channel.send(**message)
+
+    def count(self, state: str) -> int:
+        with self.changed:
+            return sum(1 for p in self.peers.values() if p.state == state)
+
+    def records(self) -> dict[str, dict]:
+        with self.changed:
+            return {name: p.record() for name, p in self.peers.items()}
+
+    def wait(self, version: int, timeout: float) -> int:
+        """Until something changed after ``version`` (or ``timeout``); the version now."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.version != version, timeout=timeout)
+            return self.version
+
+    def close(self) -> None:
+        self._closing = True
+        with contextlib.suppress(OSError):
+            self.listener.close()

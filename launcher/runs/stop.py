@@ -1,0 +1,98 @@
+"""`invoke down`: stop a run the clean way, or remove what a run left on this machine."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from containers.errors import UserError
+from launcher.backends import BACKENDS
+from launcher.backends.watch import summary
+from launcher.contract import FINAL_STATES
+from launcher.runs.jobs import ClusterError
+from launcher.runs.run import Run, leftover_runs, load_run
+
+Say = Callable[[str], None]
+STATE_CHECK_S = 2.0  # how often `down` asks the backend whether the nodes still run
+JOB_QUEUE_WAIT_S = 60  # after the exit code: until the batch job has left the queue
+
+
+def remove_leftovers(say: Say) -> None:
+    """`invoke down` without a run: remove what every run left on this machine (forcibly,
+    running ones too)."""
+    removed = False
+    for backend in BACKENDS:
+        for run_id in backend.leftovers():
+            say(f"removed run {run_id}: {backend.remove_leftovers(run_id)}")
+            removed = True
+    if not removed:
+        say("nothing to remove")
+
+
+def down_by_id(run_id: str, shared: Path, say: Say) -> int:
+    """`invoke down --run ID`: stop the run if it has not finished; else remove what it left on
+    this machine's engine (a run whose launcher died); else say why there is nothing to do."""
+    found = load_run(run_id, shared)
+    if found is not None and found.exit_code is None:
+        return down(found, say)
+    leftovers = leftover_runs()
+    if run_id in leftovers:
+        if found is not None:
+            found.backend.cleanup(found, say)
+            say(f"removed what run {run_id} left")
+        else:
+            backend = next(b for b in BACKENDS if run_id in b.leftovers())
+            say(f"removed run {run_id}: {backend.remove_leftovers(run_id)}")
+        return 0
+    if found is not None:
+        found.require_unfinished()
+    raise UserError(f"--run: no containers or networks of run {run_id!r} here, and no run "
+                    f"{run_id!r} in {shared / 'runs'}; give --shared DIR where it was launched "
+                    f"(runs with containers here: {', '.join(leftovers) or 'none'})")
+
+
+def down(run: Run, say: Say, timeout: float | None = None) -> int:
+    """Stop a run that has not finished, the clean way (the agents stop Ray and keep the
+    logs), wait until the run directory says every node stopped, remove what it left here.
+    The run's exit code."""
+    run.require_unfinished()
+    backend = run.backend
+    backend.stop(run, say)
+    timeout = timeout or run.spec.stop_timeout + run.spec.stop_grace + 60
+    deadline = time.monotonic() + timeout
+    next_check = time.monotonic() + STATE_CHECK_S
+    while run.exit_code is None:
+        if time.monotonic() > deadline:
+            raise ClusterError(f"run {run.run_id} did not stop within {timeout:.0f} s; see "
+                               f"{run.paths.dir} (`invoke status --run {run.run_id}`)")
+        if time.monotonic() > next_check:
+            next_check = time.monotonic() + STATE_CHECK_S
+            if backend.running(run) is False and run.exit_code is None:
+                if not run.head:  # removed from the queue before its nodes started
+                    say(f"run {run.run_id} stopped before its cluster started")
+                    backend.cleanup(run, say)
+                    return 0
+                say(f"run {run.run_id} ended without an exit code; see {run.paths.dir}")
+                backend.cleanup(run, say)
+                return 1
+        time.sleep(0.2)
+    _wait_for_nodes_stopped(run, deadline)
+    queue_deadline = time.monotonic() + JOB_QUEUE_WAIT_S
+    while backend.running(run) and time.monotonic() < queue_deadline:
+        time.sleep(0.5)  # the job script (or the head's container) is exiting
+    backend.cleanup(run, say)
+    code = run.exit_code
+    say(summary(run.paths.dir, code).removeprefix("rayhpc: ") + f"; logs in {run.paths.logs}")
+    return code
+
+
+def _wait_for_nodes_stopped(run: Run, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if run.paths.nodes_file.exists():  # the head wrote every node's final record
+            return
+        lost = set(run.status.get("lost") or [])
+        if all(rec.get("state") in FINAL_STATES for name, rec in run.nodes().items()
+               if name not in lost):
+            return
+        time.sleep(0.2)
