@@ -21,7 +21,6 @@ from tests.test_hpc_unit import run_script
 
 SHARED = "/lus/proj/shared"
 RUN_DIR = f"{SHARED}/runs/20260101-000000-abcd"
-AGENT = f"python {RUN_DIR}/node_agent.pyz --run-dir {RUN_DIR}"
 EXAMPLES = Path(__file__).parent.parent / "examples" / "sites"
 PYXIS_IMAGE = "nvcr.io#nvidia/pytorch:24.05-py3"
 

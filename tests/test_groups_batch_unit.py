@@ -105,7 +105,7 @@ def test_slurm_group_cpus_per_task_and_runtime_options_are_its_own(tmp_path):
 
 
 def test_perlmutter_cpu_group_asks_for_no_gpus():
-    """The site's gpus_per_node and GPU flag go to groups with GPUs only."""
+    """The site's num_gpus and GPU flag go to groups with GPUs only."""
     script = slurm_script("perlmutter", groups=[
         "head:1:rayhpc/ray:2.60.0-py311-cpu,scheduler_options.constraint=cpu",
         "gpu:2:rayhpc/ray:2.60.0-py311-gpu,gpu=nvidia"])

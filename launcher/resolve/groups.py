@@ -169,7 +169,7 @@ def parse_group_flag(text: str, where: str = "--group") -> NodeGroup:
             raise UserError(f"{where}: {text!r}: {pair!r} is not KEY=VALUE")
         top, _, sub = key.partition(".")
         if top == "scheduler_options" and sub:
-            # A whole number is one (gpus_per_node=4), as YAML would read it.
+            # A whole number is one (cpus_per_task=8), as YAML would read it.
             data.setdefault(top, {})[sub] = int(value) if value.isdigit() else value
         elif top in ("resources", "labels") and sub:
             data.setdefault(top, {})[sub] = value
