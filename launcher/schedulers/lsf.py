@@ -97,7 +97,10 @@ class LSF(Scheduler):
         # "Span string": ptile, "the number of processors on each host"), so -n N is N hosts.
         lines = [f"-n {job.nodes}", '-R "span[ptile=1]"']
         if job.exclusive:
-            lines.append("-x")  # bsub -x: exclusive execution, the hosts are the job's alone
+            # bsub -x (IBM bsub.x.1): the job runs by itself on its hosts; "the queue must be
+            # configured to allow exclusive jobs" (lsb.queues EXCLUSIVE=Y): where it is not,
+            # `shared_nodes: true` drops it.
+            lines.append("-x")
         if job.gpus:
             lines.append(f'-gpu "num={job.gpus}"')  # per host by default (see gpu_requests)
         return lines
