@@ -19,7 +19,6 @@ from launcher.runs.stop import down_by_id, remove_leftovers
 from launcher.runs.submit import submit as submit_job
 from launcher.runs.submit import wait_for_job
 
-
 # The build tasks import `containers` inside them: it loads docker-py, which a login node
 # running `launch`, `status` or `down` against a batch site never needs.
 

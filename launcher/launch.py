@@ -16,10 +16,11 @@ from launcher.backends.rundir import busy_gcs_ports, check_reachable, check_shar
 from launcher.contract import AF_UNIX_MAX, LaunchSpec, NodeGroup, temp_dir_fits
 from launcher.resolve.config import Site, check_groups, load_site, resolve_settings
 from launcher.resolve.driver import check_driver
-from launcher.resolve.groups import group_flags, resolved_groups
+from launcher.resolve.gpus import check_launch_gpus
+from launcher.resolve.groups import group_flags, group_gpu_count, resolved_groups
 from launcher.resolve.queues import choose_queue
 from launcher.resolve.spec import default_temp_dir, new_run_id, ports_for, unused_run_id
-from launcher.schedulers import current_allocation
+from launcher.schedulers import SCHEDULERS, current_allocation
 from launcher.times import format_walltime
 
 DEFAULT_NODES = 3
@@ -66,12 +67,14 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
         raise UserError(f"temp_dir: {settings['temp_dir']} is too long for Ray's AF_UNIX socket "
                         f"paths ({AF_UNIX_MAX} bytes with Ray's own part); use a short node-local "
                         "dir like /tmp/ray-$USER")
+    check_gpus(site, settings["num_gpus"], groups)
     backend = backend_for(site)
     run_id = run_id or new_run_id(now or None)
     image = settings["image"]
     if groups:
         groups = resolved_groups(groups, image or ("" if all(g.image for g in groups)
-                                                   else backend.default_image()))
+                                                   else backend.default_image()),
+                                 settings["num_gpus"])
         image = groups[0].image  # the head's
     return LaunchSpec(
         **{**settings, "shared": shared_path(settings),
@@ -80,6 +83,17 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
         walltime_s=walltime_s, run_id=run_id, site=site.name, scheduler=site.scheduler,
         runtime=site.runtime, auth=AUTH, t_submit=now, ports=ports_for(run_id),
         node_names=backend.node_names(settings["nodes"], groups), groups=groups)
+
+
+def check_gpus(site: Site, num_gpus: int | None, groups: tuple[NodeGroup, ...]) -> None:
+    """On a batch site, GPUs that cannot be asked of its scheduler are refused (UserError)."""
+    scheduler = SCHEDULERS.get(site.scheduler)
+    if scheduler is None:
+        return
+    requests = scheduler.requests_gpus(site.option("scheduler_options"))
+    check_launch_gpus(site.name, site.option("gpu"), num_gpus, requests,
+                      tuple((group.name, group.gpu, group_gpu_count(group, num_gpus))
+                            for group in groups))
 
 
 def launch_groups(site: Site, cli: Mapping[str, Any]) -> tuple[NodeGroup, ...]:

@@ -179,7 +179,7 @@ def test_the_delivered_program_runs_in_a_bare_python_with_real_tracebacks(tmp_pa
 def test_the_spec_the_launcher_writes_is_the_spec_the_node_reads(tmp_path):
     for index, (site, cli) in enumerate((
             ("local", {"nodes": 3}),
-            ("slurm", {"image": "/x.sif", "group": ["head:1", "gpu:2,gpu=nvidia"]}))):
+            ("slurm", {"image": "/x.sif", "group": ["head:1", "gpu:2,gpu=nvidia,num_gpus=4"]}))):
         spec = make_spec(site, shared=str(tmp_path), run_id=f"20260101-000000-000{index}",
                          **cli)
         paths = RunPaths(prepare_run_dir(spec))

@@ -24,7 +24,7 @@ from tests.specs import make_spec
 from tests.test_hpc_unit import fake_bin, run_script
 
 SLURM_GROUPS = ["head:1:/lus/proj/cpu.sif",
-                "gpu:2:/lus/proj/gpu.sif,gpu=nvidia,resources.trainer=1,"
+                "gpu:2:/lus/proj/gpu.sif,gpu=nvidia,num_gpus=4,resources.trainer=1,"
                 "scheduler_options.constraint=gpu"]
 POLARIS_SHARED = "/lus/eagle/projects/PROJ/shared"
 POLARIS_GROUPS = [f"head:1:{POLARIS_SHARED}/cpu.sif",
@@ -77,7 +77,8 @@ def test_slurm_one_step_one_segment_per_group_in_its_image():
     assert head.endswith(f" /lus/proj/cpu.sif {agent} --group head")
     assert "--nv" not in head.split()
     assert worker.startswith("--het-group=1 --nodes=2 --ntasks=2 --ntasks-per-node=1 "
-                             '--cpus-per-task="$cpus_1" --cpu-bind=none --kill-on-bad-exit=0 ')
+                             '--cpus-per-task="$cpus_1" --cpu-bind=none --gpus-per-node=4 '
+                             '--kill-on-bad-exit=0 ')
     assert " apptainer exec --no-home --nv " in worker
     assert worker.endswith(f" /lus/proj/gpu.sif {agent} --group gpu --role worker")
     # Each component's own CPU count, and the head on component 0's first node.
@@ -104,7 +105,7 @@ def test_slurm_group_cpus_per_task_and_runtime_options_are_its_own(tmp_path):
 
 
 def test_perlmutter_cpu_group_asks_for_no_gpus():
-    """The site's gpus_per_node and GPU flag go to groups with GPUs only."""
+    """The site's num_gpus and GPU flag go to groups with GPUs only."""
     script = slurm_script("perlmutter", groups=[
         "head:1:rayhpc/ray:2.60.0-py311-cpu,scheduler_options.constraint=cpu",
         "gpu:2:rayhpc/ray:2.60.0-py311-gpu,gpu=nvidia"])
@@ -152,13 +153,23 @@ exit 0
 """
 
 
+def pals_site(tmp_path):
+    """The generic PBS profile with PALS's mpiexec (pbsdsh, its default, runs no groups)."""
+    path = tmp_path / "pbs-pals.yaml"
+    path.write_text(Path(load_site("pbs").path).read_text()
+                     .replace("launcher: pbsdsh", "launcher: pals"))
+    return load_site(str(path))
+
+
 def test_pbs_groups_run_on_their_share_of_the_node_file(tmp_path, monkeypatch):
     """Run the rendered PBS script in bash with a stand-in mpiexec: each group's mpiexec gets
     the next hosts of $PBS_NODEFILE (each host once, head's group first), both run, the
     script waits for both and exits with the driver's code."""
-    spec = make_spec("pbs", shared=str(tmp_path), account="P",
-                     group=["head:1:/s/cpu.sif", "gpu:2:/s/gpu.sif,gpu=nvidia"])
-    script = render_job_script(spec, load_site("pbs"))
+    site = pals_site(tmp_path)
+    spec = make_spec(str(site.path), shared=str(tmp_path), account="P",
+                     group=["head:1:/s/cpu.sif", "gpu:2:/s/gpu.sif,gpu=nvidia,num_gpus=4"])
+    script = render_job_script(spec, site)
+    assert "#PBS -l select=1+2:ngpus=4\n" in script
     nodefile = tmp_path / "nodefile"
     nodefile.write_text("h1\nh1\nh2\nh2\nh3\nh3\n")  # ncpus chunks list a host per CPU
     monkeypatch.setenv("PBS_NODEFILE", str(nodefile))
@@ -174,12 +185,13 @@ def test_pbs_groups_run_on_their_share_of_the_node_file(tmp_path, monkeypatch):
 
 
 def test_pbs_too_few_hosts_for_the_groups_fails_saying_so(tmp_path, monkeypatch):
-    spec = make_spec("pbs", shared=str(tmp_path), account="P",
+    site = pals_site(tmp_path)
+    spec = make_spec(str(site.path), shared=str(tmp_path), account="P",
                      group=["head:1:/s/cpu.sif", "gpu:2:/s/gpu.sif"])
     nodefile = tmp_path / "nodefile"
     nodefile.write_text("h1\nh2\n")
     monkeypatch.setenv("PBS_NODEFILE", str(nodefile))
-    result, _ = run_script(tmp_path, render_job_script(spec, load_site("pbs")), "mpiexec",
+    result, _ = run_script(tmp_path, render_job_script(spec, site), "mpiexec",
                            "apptainer", 'touch "$RAYHPC_RUN_DIR/launched"\n')
     run_dir = tmp_path / "runs/20260101-000000-abcd"
     message = (f"rayhpc: the job has fewer than 3 hosts in {nodefile}; the groups need "
@@ -261,7 +273,7 @@ def test_singularity_flat_labels_are_read_too():
 def test_dry_run_with_groups_prints_the_heterogeneous_job(tmp_path):
     result = invoke("launch", "--site", "slurm", "--dry-run", "--shared", str(tmp_path),
                     "--group", "head:1:/sif/cpu.sif",
-                    "--group", "gpu:2:/sif/gpu.sif,gpu=nvidia,resources.trainer=1")
+                    "--group", "gpu:2:/sif/gpu.sif,gpu=nvidia,num_gpus=4,resources.trainer=1")
     assert result.returncode == 0, result.stderr
     assert "#SBATCH hetjob\n#SBATCH --nodes=2\n" in result.stdout
     assert " : --het-group=1 --nodes=2 " in result.stdout

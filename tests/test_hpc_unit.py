@@ -72,7 +72,11 @@ def test_every_hpc_site_has_a_golden_job_script_and_names_its_sources():
                    "--init --network host --ipc host --userns=keep-id --gpu"),
     ("slurm", "srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --cpus-per-task=\"$cpus\" "
               "--cpu-bind=none --kill-on-bad-exit=0 apptainer exec --no-home --bind"),
-    ("lsf", "jsrun -n 4 -r 1 -a 1 -c ALL_CPUS -b rs apptainer exec --no-home"),
+    ("lsf", '    blaunch "$host" env PATH="${PATH}"'),
+    ("lsf-csm", "jsrun -n 4 -r 1 -a 1 -c ALL_CPUS -b rs apptainer exec --no-home"),
+    ("pbs", 'pbsdsh -v -- env PATH="${PATH}" RAYHPC_RUN_DIR="${RAYHPC_RUN_DIR}" '
+            'RAYHPC_RANK_VARS="${RAYHPC_RANK_VARS}" RAYHPC_HEAD_HOST="${RAYHPC_HEAD_HOST}" '
+            'apptainer exec --no-home'),
 ])
 def test_one_agent_per_node_in_the_site_runtime_with_all_its_cpus(name, launcher):
     script = script_for(name)
@@ -281,7 +285,9 @@ def test_the_job_script_names_the_rank_variable_of_its_launcher():
     assert "export RAYHPC_RANK_VARS=PALS_RANKID,PMI_RANK\n" in script_for("polaris")
     assert "export RAYHPC_RANK_VARS=ALPS_APP_PE\n" in script_for("theta")
     assert "export RAYHPC_RANK_VARS=JSM_NAMESPACE_RANK,OMPI_COMM_WORLD_RANK\n" in \
-        script_for("lsf")
+        script_for("lsf-csm")
+    assert "export RAYHPC_RANK_VARS=RAYHPC_HOST_INDEX\n" in script_for("lsf")
+    assert "export RAYHPC_RANK_VARS=PBS_VNODENUM\n" in script_for("pbs")
 
 
 def test_perlmutter_queue_is_a_qos_and_podman_hpc_gets_the_rank_and_runs_as_the_user():
@@ -309,7 +315,8 @@ def test_lsf_warns_before_the_walltime_and_gives_jsrun_every_cpu_and_gpu(tmp_pat
     script = script_for("lsf")
     assert "#BSUB -wa TERM\n#BSUB -wt 1\n" in script and "sleep " not in script
     path = tmp_path / "summit.yaml"
-    path.write_text("scheduler: lsf\nruntime: apptainer\ngpu: nvidia\n")
+    path.write_text("scheduler: lsf\nruntime: apptainer\ngpu: nvidia\n"
+                    "scheduler_options: {csm: true}\n")
     gpu_script = render_job_script(make_spec(str(path), image="/x.sif"), load_site(str(path)))
     assert "\njsrun -n 3 -r 1 -a 1 -c ALL_CPUS -g ALL_GPUS -b rs apptainer exec --no-home " \
            "--nv " in gpu_script
@@ -356,7 +363,7 @@ AGENTS_UNTIL_STOP = ('while [ ! -e "$RAYHPC_RUN_DIR/stop" ]; do sleep 0.1; done\
 
 
 @pytest.mark.parametrize("name, launcher, runtime_name", [
-    ("pbs", "mpiexec", "apptainer"), ("theta", "aprun", "singularity")])
+    ("pbs", "pbsdsh", "apptainer"), ("theta", "aprun", "singularity")])
 def test_walltime_timer_stops_the_agents_before_the_walltime(tmp_path, name, launcher,
                                                               runtime_name):
     """PBS and Cobalt send no warning: the job script's timer writes the stop file stop_grace
@@ -379,7 +386,7 @@ def test_walltime_timer_ends_with_the_job(tmp_path):
     script = render_job_script(spec, load_site("pbs"))
     assert "  sleep 977 & sleeper=$!\n" in script
     quick = 'echo 0 > "$RAYHPC_RUN_DIR/exit_code"\n'
-    result, took = run_script(tmp_path, script, "mpiexec", "apptainer", quick)
+    result, took = run_script(tmp_path, script, "pbsdsh", "apptainer", quick)
     assert result.returncode == 0 and took < 10, result.stderr
     time.sleep(0.3)
     sleepers = [p for p in Path("/proc").glob("[0-9]*/cmdline")
@@ -551,12 +558,13 @@ def test_user_site_file_with_wrong_values(tmp_path):
         ("scheduler: slurm\nruntime: apptainer\nscheduler_options:\n  qoss: x\n",
          "scheduler_options: qoss: unknown key; did you mean 'qos'?"),
         ("scheduler: pbs\nruntime: apptainer\nscheduler_options:\n  qos: x\n",
-         "scheduler_options: qos: unknown key; allowed: system, filesystems, filesystem_mounts"),
+         "scheduler_options: qos: unknown key; allowed: launcher, gpu_request, system, "
+         "filesystems, filesystem_mounts"),
         ("scheduler: local\nruntime: docker\nscheduler_options:\n  qos: x\n",
          "scheduler_options: not used on a local site (it takes: environment, groups); "
          "remove it"),
-        ("scheduler: slurm\nruntime: apptainer\nscheduler_options:\n  gpus_per_node: four\n",
-         "scheduler_options: gpus_per_node: must be a whole number"),
+        ("scheduler: slurm\nruntime: apptainer\nscheduler_options:\n  gpus_per_node: 4\n",
+         "scheduler_options: gpus_per_node: unknown key"),
         ("scheduler: slurm\nruntime: apptainer\nscheduler_options:\n  queue_option: part\n",
          "scheduler_options: queue_option: 'part' is not one of: partition, qos"),
         ("scheduler: pbs\nruntime: apptainer\nqueues:\n  debug: {max_nodez: 2}\n",

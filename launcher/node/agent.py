@@ -7,6 +7,7 @@ import contextlib
 import functools
 import importlib.metadata
 import os
+import resource
 import signal
 import socket
 import time
@@ -24,7 +25,7 @@ from launcher.contract import (
     temp_dir_fits,
     write_json,
 )
-from launcher.node import harvest
+from launcher.node import harvest, preflight
 from launcher.node.errors import LaunchFailed
 from launcher.node.processes import RayCli, raise_fd_limit, stop_session
 from launcher.node.ray_start import (
@@ -170,13 +171,31 @@ class Agent:
         raise NotImplementedError
 
     def object_store(self) -> int | None:
-        try:
-            shm = os.statvfs("/dev/shm")
-            shm_bytes = shm.f_blocks * shm.f_frsize
-        except OSError:
-            shm_bytes = 0
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        return object_store_bytes(shm_bytes, mem, self.spec.object_store_memory)
+        return object_store_bytes(shm_size(), mem, self.spec.object_store_memory)
+
+    def preflight(self, head_versions: dict[str, str] | None) -> dict[str, str]:
+        """The node's checks before `ray start` (launcher.node.preflight), one line each in
+        the log; LaunchFailed naming this node and the fix on the first failure. Returns this
+        node's versions (the head sends its own to the workers)."""
+        gpu_kind = self.group.gpu if self.group else ""
+        wanted = self.group.num_gpus if self.group and self.group.num_gpus is not None \
+            else self.spec.num_gpus
+        facts = preflight.NodeFacts(
+            open_files=resource.getrlimit(resource.RLIMIT_NOFILE), shm_bytes=shm_size(),
+            object_store=self.object_store(), temp_dir=str(self.temp_dir),
+            temp_dir_fits=temp_dir_fits(str(self.temp_dir)), socket_limit=AF_UNIX_MAX,
+            disk=preflight.disk(str(self.temp_dir)), gpu_kind=gpu_kind,
+            gpus_found=preflight.visible_gpus(gpu_kind),
+            versions=preflight.node_versions(self.ray_version))
+        checks = preflight.run_checks(facts, self.spec.object_store_memory, wanted,
+                                      head_versions)
+        for check in checks:
+            self.say(check.log_line())
+        failed = preflight.first_failure(checks)
+        if failed is not None:
+            raise LaunchFailed(failed.error(self.node))
+        return facts.versions
 
     def check_temp_dir(self) -> None:
         if not temp_dir_fits(str(self.temp_dir)):
@@ -209,3 +228,12 @@ class Agent:
             self._log = None
         return harvest.harvest_logs(self.paths, self.node, self.temp_dir, self.spec.log_cap,
                                     full=self.failed or self.keeps_worker_logs)
+
+
+def shm_size() -> int:
+    """/dev/shm's size in bytes (0: none)."""
+    try:
+        shm = os.statvfs("/dev/shm")
+    except OSError:
+        return 0
+    return shm.f_blocks * shm.f_frsize

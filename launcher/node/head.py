@@ -142,6 +142,7 @@ class Head(Agent):
         self.say(f"starting Ray head on {self.ip}")
         # The driver (and Ray's head) reach the head's address without the site's proxy.
         self.env = without_proxy(self.env, self.ip)
+        versions = self.preflight(None)
         self.ray(*self.start_args(None))
         address = f"{self.ip}:{self.spec.ports['gcs']}"
         # The GCS is up once `ray start` returns: workers may join while we connect.
@@ -149,7 +150,8 @@ class Head(Agent):
         head = {"address": address, "ip": self.ip, "node": self.node,
                 "gcs_port": self.spec.ports["gcs"], "agent_port": self.spec.ports["agent"],
                 "dashboard_port": self.spec.ports["dashboard"],
-                "client_port": self.spec.ports["client"], "time": self.timing["t_head_up"]}
+                "client_port": self.spec.ports["client"], "time": self.timing["t_head_up"],
+                "versions": versions}  # the workers' preflight compares theirs
         self.server.announce(head=head)
         write_json(self.paths.head, head)
         self.connect(address)

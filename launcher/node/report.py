@@ -44,7 +44,7 @@ def gpu_shortfall(groups: list[NodeGroup], group_of: dict[str, str],
         if without:
             return (f"group {group.name} asked for {group.gpu} GPUs, but Ray found none "
                     f"on {first_few(without, 'and more')} ({len(without)} of {group.nodes} "
-                    "nodes): check the group's scheduler resources (e.g. gpus_per_node), the "
+                    "nodes): check the group's scheduler resources (its num_gpus and gpu), the "
                     "runtime's GPU flags and the image's GPU stack")
     return ""
 

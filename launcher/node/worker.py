@@ -169,6 +169,7 @@ class Worker(Agent):
         assert self.head is not None
         self.ip = node_ip(self.spec.interface, True)
         self.tell(state="starting", ip=self.ip)
+        self.preflight(self.head.get("versions"))  # refused by name before it joins
         self.say(f"joining {self.head['address']} from {self.ip}")
         for attempt in range(RAY_START_TRIES):
             try:

@@ -84,8 +84,9 @@ SETTINGS: dict[str, Setting] = {
     "temp_dir": Setting(_text, None, "node-local Ray temp dir (short: AF_UNIX limit)"),
     "num_cpus": Setting(positive_int, None, "CPUs Ray may use per node (default: the CPUs "
                         "the node agent may run on)"),
-    "num_gpus": Setting(positive_int, None, "GPUs Ray may use per node (default: what Ray "
-                        "detects; Intel GPUs need it)"),
+    "num_gpus": Setting(non_negative_int, None, "GPUs per node: Ray's count and, on sites "
+                        "that ask their scheduler for GPUs, the request (default: none asked; "
+                        "Ray counts what it finds; 0: a CPU launch)"),
     "walltime": Setting(parse_walltime, 1800, f"batch job time limit in Slurm's forms and "
                         f"meaning: {WALLTIME_FORMS} (30:00 is 30 minutes; default: 00:30:00)"),
     "queue": Setting(_text, None, "batch queue, partition or QOS (default: the site's queue "
@@ -100,7 +101,7 @@ SETTINGS: dict[str, Setting] = {
 }
 # Site-file-only keys: how the machine works, not per-launch choices.
 SITE_OPTIONS: dict[str, type] = {
-    "gpu": str,                 # nvidia, amd or intel: the nodes' GPUs, passed into containers
+    "gpu": str,                 # nvidia, amd, intel or none: the nodes' GPUs (see launcher.gpus)
     "runtime_options": list,    # extra flags of the container runtime
     "launcher_options": list,   # extra flags of srun / aprun / mpiexec / jsrun
     "scheduler_options": dict,  # the scheduler's own keys (each scheduler module lists them)
@@ -158,7 +159,12 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
         if not isinstance(data[key], kind):
             raise UserError(f"{path}: {key}: must be a {kind.__name__}")
         options[key] = data[key]
+    if options.get("gpu") == "none":  # said explicitly: the nodes have no GPUs
+        options["gpu"] = ""
     _check_gpu(options.get("gpu", ""), data["runtime"], f"{path}: ")
+    problem = RUNTIMES[data["runtime"]].scheduler_problem(data["scheduler"])
+    if problem:
+        raise UserError(f"{path}: runtime: {problem}")
     if data["scheduler"] in SCHEDULERS:  # other sites take none: their backend says so
         _check_scheduler_options(options.get("scheduler_options", {}), data["scheduler"],
                                  f"{path}: ")
@@ -182,8 +188,8 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
 def check_groups(groups: tuple[NodeGroup, ...], site: Site, where: str) -> None:
     """What the site can do with node groups: its scheduler must express them, its runtime
     pass each group's GPUs, its scheduler know each group's scheduler_options."""
-    problem = SCHEDULERS[site.scheduler].groups_unsupported if site.scheduler in SCHEDULERS \
-        else ""
+    problem = SCHEDULERS[site.scheduler].groups_problem(site.option("scheduler_options")) \
+        if site.scheduler in SCHEDULERS else ""
     if problem:
         raise UserError(f"{where}: site {site.name} runs {site.scheduler}, which cannot run "
                         f"node groups: {problem}")
@@ -221,7 +227,8 @@ def _check_scheduler_options(options: dict, scheduler_name: str, where: str) -> 
     known = scheduler.options if scheduler else {}
     check_keys(options, tuple(known), where.rstrip(": "), "scheduler_options: ")
     for key, value in options.items():
-        if not isinstance(value, known[key]) or isinstance(value, bool):
+        if not isinstance(value, known[key]) or (isinstance(value, bool)
+                                                  and bool not in known[key]):
             kinds = " or ".join(TYPE_WORDS[kind] for kind in known[key])
             raise UserError(f"{where}scheduler_options: {key}: must be {kinds}")
     problem = scheduler.option_problem(options) if scheduler else ""

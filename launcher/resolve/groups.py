@@ -171,7 +171,7 @@ def parse_group_flag(text: str, where: str = "--group") -> NodeGroup:
             raise UserError(f"{where}: {text!r}: {pair!r} is not KEY=VALUE")
         top, _, sub = key.partition(".")
         if top == "scheduler_options" and sub:
-            # A whole number is one (gpus_per_node=4), as YAML would read it.
+            # A whole number is one (cpus_per_task=8), as YAML would read it.
             data.setdefault(top, {})[sub] = int(value) if value.isdigit() else value
         elif top in ("resources", "labels") and sub:
             data.setdefault(top, {})[sub] = value
@@ -209,13 +209,26 @@ def with_head_first(groups: tuple[NodeGroup, ...], where: str) -> tuple[NodeGrou
     return (replace(head, head=True), *rest)
 
 
-def resolved_groups(groups: tuple[NodeGroup, ...], image: str) -> tuple[NodeGroup, ...]:
-    """Every group with its image (its own, else the launch's) and the labels every node of
-    it carries: its group's name and its image."""
+def resolved_groups(groups: tuple[NodeGroup, ...], image: str,
+                    num_gpus: int | None = None) -> tuple[NodeGroup, ...]:
+    """Every group with its image (its own, else the launch's), its GPU count (its own, else
+    the launch's ``num_gpus``; 0 for a group without a GPU kind: it asks for none) and the
+    labels every node of it carries: its group's name and its image."""
     return tuple(replace(group, image=group.image or image,
+                          num_gpus=group_gpu_count(group, num_gpus),
                           labels={**group.labels, RAY_GROUP_LABEL: group.name,
                                   RAY_IMAGE_LABEL: image_label(group.image or image)})
                  for group in groups)
+
+
+def group_gpu_count(group: NodeGroup, num_gpus: int | None) -> int | None:
+    """GPUs per node of ``group``: its own num_gpus, else the launch's; a group without a GPU
+    kind gets none of the launch's (None stays None: Ray counts by itself)."""
+    if group.num_gpus is not None:
+        return group.num_gpus
+    if num_gpus is None:
+        return None
+    return num_gpus if group.gpu else 0
 
 
 def group_node_names(groups: tuple[NodeGroup, ...]) -> list[str]:

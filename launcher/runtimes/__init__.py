@@ -6,9 +6,10 @@ from __future__ import annotations
 from launcher.runtimes.apptainer import Apptainer, Singularity
 from launcher.runtimes.base import ExecRequest, Runtime
 from launcher.runtimes.oci import Bare, Docker, PodmanHPC, Shifter
+from launcher.runtimes.pyxis import Pyxis
 
 RUNTIMES: dict[str, type[Runtime]] = {
-    cls.name: cls for cls in (Apptainer, Singularity, Shifter, PodmanHPC, Docker, Bare)}
+    cls.name: cls for cls in (Apptainer, Singularity, Shifter, PodmanHPC, Pyxis, Docker, Bare)}
 
 
 def runtime(name: str, options: list[str] | None = None) -> Runtime:

@@ -8,6 +8,7 @@ from pathlib import Path
 IMAGE_KINDS = {
     "sif": "a SIF file",
     "oci": "an image name",
+    "pyxis": "a registry image or a squashfs file",
     "none": "no image",
 }
 
@@ -44,11 +45,23 @@ class Runtime:
     workdir_flag = ""
     env_flag = ""
 
+    # The schedulers whose launcher runs it (() : any; Pyxis is a plugin of Slurm's srun).
+    schedulers: tuple[str, ...] = ()
+
     def __init__(self, options: list[str] | None = None):
         self.options = list(options or [])  # the site's own flags, e.g. --unsquash
 
     def exec_command(self, request: ExecRequest) -> list[str]:
         raise NotImplementedError
+
+    @classmethod
+    def scheduler_problem(cls, scheduler: str) -> str:
+        """Why this runtime cannot run under ``scheduler`` ("" : it can)."""
+        if cls.schedulers and scheduler not in cls.schedulers:
+            return (f"{cls.name} runs only through {' or '.join(cls.schedulers)} (scheduler: "
+                    f"{scheduler}); use it on a {cls.schedulers[0]} site, or pick another "
+                    "runtime (apptainer runs everywhere)")
+        return ""
 
     def image_versions(self, image: str) -> dict[str, str] | None:
         """The Ray and Python versions in ``image`` ({"ray": ..., "python": ...}) where this

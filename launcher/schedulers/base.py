@@ -33,6 +33,7 @@ class JobGroup:
     queue: str = ""  # this group's partition / queue ("" : the job's)
     extra: dict = field(default_factory=dict)  # the site's scheduler_options, then the group's
     gpu: str = ""  # "", nvidia, amd or intel: the GPUs this group's nodes bring
+    gpus: int = 0  # GPUs per node asked of the scheduler (0: none; see `launcher.gpus`)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class Job:
     paths: tuple[str, ...] = ()  # file system paths the job uses (shared dir, image file)
     directives: tuple[str, ...] = ()  # the site's raw `directives`, passed through
     groups: tuple[JobGroup, ...] = ()  # node groups, the head's first (() : one kind of node)
+    gpus: int = 0  # GPUs per node asked of the scheduler (0: none; see `launcher.gpus`)
+    # The variables the job script exports for the agents (for launchers that do not pass the
+    # script's environment to their tasks: they get them on the command line).
+    exports: tuple[str, ...] = ()
 
 
 class Scheduler:
@@ -78,6 +83,28 @@ class Scheduler:
     # what it would take; "" where it can (see `launcher.groups`).
     groups_unsupported = ""
 
+    # How a site file's `scheduler_options.gpu_request` may say GPUs are asked for, the first
+    # the default; "none": the GPUs come with the node (asked for by no option).
+    gpu_requests: tuple[str, ...] = ("none",)
+
+    def requests_gpus(self, options: Mapping[str, object]) -> bool:
+        """Whether a job on a site with these scheduler_options asks the scheduler for its
+        GPUs (False: the nodes come with theirs, or the scheduler has no way to ask)."""
+        return options.get("gpu_request", self.gpu_requests[0]) != "none"
+
+    def task_rank_vars(self, options: Mapping[str, object]) -> tuple[str, ...]:
+        """The rank variables of the tasks this site's launcher starts (rank_vars, unless the
+        site picks another launcher)."""
+        return self.rank_vars
+
+    def launcher_for(self, options: Mapping[str, object]) -> str:
+        """The program that starts one task per node on a site with these options."""
+        return self.launcher
+
+    def groups_problem(self, options: Mapping[str, object]) -> str:
+        """Why a site with these scheduler_options cannot run node groups ("" : it can)."""
+        return self.groups_unsupported
+
     def directives(self, job: Job) -> list[str]:
         """The scheduler's own directive lines (without the site's raw ones)."""
         raise NotImplementedError
@@ -97,7 +124,7 @@ class Scheduler:
 
     def option_problem(self, options: Mapping[str, object]) -> str:
         """Why the site's scheduler_options do not make sense together ("" : they do)."""
-        return ""
+        return choice_problem(options, "gpu_request", self.gpu_requests)
 
     def head_host_for(self, job: Job) -> str:
         """The shell command printing the head's host for ``job`` ("" : unknown)."""
@@ -154,6 +181,19 @@ class Scheduler:
         """Why the job script of a launch with ``groups`` node groups (0: none) cannot run in
         the allocation we are in ("" : it can)."""
         return ""
+
+
+def choice_problem(options: Mapping[str, object], key: str, choices: tuple[str, ...]) -> str:
+    """Why ``options[key]`` is not one of ``choices`` ("" : it is, or it is not set)."""
+    if key in options and options[key] not in choices:
+        return f"{key}: {options[key]!r} is not one of: {', '.join(choices)}"
+    return ""
+
+
+def env_words(names: tuple[str, ...]) -> list[str]:
+    """`env NAME="$NAME" ...`: the job script's values of ``names`` on a task's command line,
+    for launchers that start tasks without the script's environment."""
+    return ["env", *(Shell(f'{name}="${{{name}}}"') for name in names)]
 
 
 def filesystem_names(paths: tuple[str, ...], always: list[str],

@@ -29,11 +29,21 @@ def smallest_cpus(name: str, variable: str) -> str:
             "| sort -n | head -n 1)")
 
 
-def gpus_per_node(extra: Mapping, gpu: str | None) -> bool:
-    """Whether to ask for the `gpus_per_node` option's GPUs: always for a job without groups
-    (``gpu`` None); in a group only when the group has GPUs (its `gpu`), so that a CPU group
-    on a GPU site's options does not ask for GPUs its nodes lack."""
-    return bool(extra.get("gpus_per_node")) and (gpu is None or bool(gpu))
+def gpu_option(extra: Mapping, gpus: int) -> list[str]:
+    """The option asking for ``gpus`` GPUs per node (none for 0), in the form the site's
+    `gpu_request` picks. sbatch(1)/srun(1) --gpus-per-node: GPUs "on each node included in the
+    job's resource allocation"; --gres: generic consumable resources per node as
+    name[[:type]:count], e.g. gpu:4, the form of clusters that configure GPUs only as GRES
+    (Slurm "Generic Resource (GRES) Scheduling"). The two are mutually exclusive (sbatch(1)
+    --gpus-per-node NOTE): one is rendered, never both."""
+    if not gpus:
+        return []
+    if extra.get("gpu_request", GPU_REQUESTS[0]) == "gres":
+        return [f"--gres=gpu:{gpus}"]
+    return [f"--gpus-per-node={gpus}"]
+
+
+GPU_REQUESTS = ("gpus-per-node", "gres", "none")
 
 
 class Slurm(Scheduler):
@@ -56,14 +66,19 @@ class Slurm(Scheduler):
         "queue_option": (str,),  # how `queue` is asked for: partition (default) or qos (NERSC)
         "qos": (str,),
         "constraint": (str,),
-        "gpus_per_node": (int,),
+        # how GPUs are asked for: gpus-per-node (default), gres, or none (come with the node)
+        "gpu_request": (str,),
         "mem": (str, int),  # e.g. 0: all of each node's memory (sbatch --mem)
         "cpus_per_task": (int,),  # CPUs of the one task per node (default: the allocation's)
     }
     # sbatch --signal=B:TERM@<grace>: the batch shell gets SIGTERM before the time limit.
     warns_before_walltime = True
 
+    gpu_requests = GPU_REQUESTS
+
     def option_problem(self, options: Mapping[str, object]) -> str:
+        if super().option_problem(options):
+            return super().option_problem(options)
         queue_option = options.get("queue_option", "partition")
         if queue_option not in QUEUE_OPTIONS:
             return (f"queue_option: {queue_option!r} is not one of: {', '.join(QUEUE_OPTIONS)}")
@@ -72,8 +87,8 @@ class Slurm(Scheduler):
         return ""
 
     def directives(self, job: Job) -> list[str]:
-        return self.prefixed(self.component_options(job, job.nodes, job.queue, job.extra, None,
-                                                    first=True))
+        return self.prefixed(self.component_options(job, job.nodes, job.queue, job.extra,
+                                                    job.gpus, first=True))
 
     def head_host_for(self, job: Job) -> str:
         if not job.groups:
@@ -107,26 +122,25 @@ class Slurm(Scheduler):
         --constraint, --gpus-per-node and --exclusive) and what a group may change (its own
         --qos, --mem)."""
         return [self.prefixed(self.component_options(job, group.nodes, group.queue, group.extra,
-                                                     group.gpu, first=index == 0))
+                                                     group.gpus, first=index == 0))
                 for index, group in enumerate(job.groups)]
 
     def component_options(self, job: Job, nodes: int, queue: str, extra: Mapping,
-                          gpu: str | None, first: bool) -> list[str]:
+                          gpus: int, first: bool) -> list[str]:
         """The options of the job, or of one component of a heterogeneous job (``first``: the
-        one that carries the job-wide options; ``gpu``: its group's GPUs, None: no group)."""
+        one that carries the job-wide options; ``gpus``: per node)."""
         job_wide = [f"--time={format_walltime(job.walltime_s)}", f"--output={job.output}",
                     # SIGTERM to the batch shell before the kill: the agents stop and keep
                     # logs. sbatch(1) --signal: "B:" signals only the batch shell.
                     f"--signal=B:TERM@{job.stop_grace_s}"] if first else []
         return [*([f"--job-name={job.name}"] if first else []), f"--nodes={nodes}",
                 "--ntasks-per-node=1", *job_wide,
-                *self.node_directives(job, queue, extra, gpu, first)]
+                *self.node_directives(job, queue, extra, gpus, first)]
 
-    def node_directives(self, job: Job, queue: str, extra: Mapping, gpu: str | None,
+    def node_directives(self, job: Job, queue: str, extra: Mapping, gpus: int,
                         first: bool) -> list[str]:
         """--exclusive, --mem, --account (first component only), the queue, --qos,
-        --constraint, --gpus-per-node: of the job, or of one group (``gpu``: the group's GPUs;
-        None: not a group)."""
+        --constraint, the GPUs: of the job, or of one group (``gpus``: per node)."""
         lines = []
         if job.exclusive:
             # Ray sizes its CPUs and object store from the node: the node must be ours alone.
@@ -143,9 +157,7 @@ class Slurm(Scheduler):
         for key in ("qos", "constraint"):
             if extra.get(key):
                 lines.append(f"--{key}={extra[key]}")
-        if gpus_per_node(extra, gpu):
-            lines.append(f"--gpus-per-node={extra['gpus_per_node']}")
-        return lines
+        return lines + gpu_option(extra, gpus)
 
     def prologue(self, job: Job) -> list[str]:
         if job.groups:
@@ -189,27 +201,25 @@ class Slurm(Scheduler):
                 if index:
                     argv.append(":")
                 argv += [f"--het-group={index}",
-                         *self.task_options(group.nodes, group.extra, group.gpu,
+                         *self.task_options(group.nodes, group.extra, group.gpus,
                                             Shell(f'--cpus-per-task="$cpus_{index}"')),
                          *options, *group.command]
             return argv
-        return ["srun", *self.task_options(job.nodes, job.extra, None,
+        return ["srun", *self.task_options(job.nodes, job.extra, job.gpus,
                                            Shell('--cpus-per-task="$cpus"')),
                 *options, *command]
 
-    def task_options(self, nodes: int, extra: Mapping, gpu: str | None,
+    def task_options(self, nodes: int, extra: Mapping, gpus: int,
                      counted_cpus: str) -> list[str]:
         """srun's options for one task per node on ``nodes`` nodes (of the job, or of one
-        group: ``gpu`` its GPUs; None: not a group)."""
+        group) with ``gpus`` GPUs each, asked for as in the job's directives."""
         cpus = extra.get("cpus_per_task")
         argv = [f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1",
                 f"--cpus-per-task={cpus}" if cpus else counted_cpus,
                 # The one task per node may use every CPU it was given, unbound (srun(1)
                 # --cpu-bind=none; "Used only when the task/affinity plugin is enabled").
                 "--cpu-bind=none"]
-        if gpus_per_node(extra, gpu):
-            argv.append(f"--gpus-per-node={extra['gpus_per_node']}")
-        return [*argv, "--kill-on-bad-exit=0"]
+        return [*argv, *gpu_option(extra, gpus), "--kill-on-bad-exit=0"]
 
     def submit_command(self, script: str) -> tuple[list[str], bool]:
         return ["sbatch", "--parsable", script], False

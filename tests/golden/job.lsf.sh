@@ -1,6 +1,8 @@
 #!/bin/bash
 #BSUB -J rayhpc-20260101-000000-abcd
-#BSUB -nnodes 4
+#BSUB -n 4
+#BSUB -R "span[ptile=1]"
+#BSUB -x
 #BSUB -W 0:30
 #BSUB -o /lus/proj/shared/runs/20260101-000000-abcd/job.out
 #BSUB -e /lus/proj/shared/runs/20260101-000000-abcd/job.out
@@ -12,10 +14,10 @@
 # Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
 set -u
 export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
-export RAYHPC_RANK_VARS=JSM_NAMESPACE_RANK,OMPI_COMM_WORLD_RANK
+export RAYHPC_RANK_VARS=RAYHPC_HOST_INDEX
 # Where the head's agent listens (rank 0's host): workers reach it over the network,
 # not by polling the shared file system.
-export RAYHPC_HEAD_HOST="$(echo "$LSB_MCPU_HOSTS" | awk '{print $3}')"
+export RAYHPC_HEAD_HOST="$(echo "$LSB_MCPU_HOSTS" | awk '{for (i = 1; i < NF; i += 2) print $i}' | head -n 1)"
 if ! command -v apptainer >/dev/null 2>&1; then
   echo 'rayhpc: site lsf: apptainer is not on PATH after the site setup (the site setup loads no module); fix `setup` in the site file' | tee "$RAYHPC_RUN_DIR/error" >&2
   echo 1 > "$RAYHPC_RUN_DIR/exit_code"
@@ -24,7 +26,14 @@ fi
 cd /lus/proj/shared
 
 # One node agent per node, in the container; rank 0 becomes the Ray head.
-jsrun -n 4 -r 1 -a 1 -c ALL_CPUS -b rs apptainer exec --no-home --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
+(
+  RAYHPC_HOST_INDEX=0
+  for host in $(echo "$LSB_MCPU_HOSTS" | awk '{for (i = 1; i < NF; i += 2) print $i}'); do
+    blaunch "$host" env PATH="${PATH}" RAYHPC_RUN_DIR="${RAYHPC_RUN_DIR}" RAYHPC_RANK_VARS="${RAYHPC_RANK_VARS}" RAYHPC_HEAD_HOST="${RAYHPC_HEAD_HOST}" RAYHPC_HOST_INDEX="${RAYHPC_HOST_INDEX}" apptainer exec --no-home --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
+    RAYHPC_HOST_INDEX=$((RAYHPC_HOST_INDEX + 1))
+  done
+  wait
+) &
 step=$!
 # The walltime warning comes here. Tell the agents through the run directory (srun
 # would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on

@@ -14,6 +14,7 @@
 #SBATCH --exclusive
 #SBATCH --mem=0
 #SBATCH --constraint=gpu
+#SBATCH --gpus-per-node=4
 
 # Rendered by rayhpc for run 20260101-000000-abcd on site slurm (3 nodes: head 1 + gpu 2).
 # Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
@@ -38,7 +39,7 @@ cpus_0=$(echo "${SLURM_JOB_CPUS_PER_NODE_HET_GROUP_0:-1}" | tr ',' '\n' | sed 's
 cpus_1=$(echo "${SLURM_JOB_CPUS_PER_NODE_HET_GROUP_1:-1}" | tr ',' '\n' | sed 's/(.*//' | sort -n | head -n 1)  # gpu
 
 # One node agent per node, in its group's container; rank 0 (the head's group) is the Ray head.
-srun --het-group=0 --nodes=1 --ntasks=1 --ntasks-per-node=1 --cpus-per-task="$cpus_0" --cpu-bind=none --kill-on-bad-exit=0 apptainer exec --no-home --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/cpu.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/proj/shared/runs/20260101-000000-abcd --group head : --het-group=1 --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task="$cpus_1" --cpu-bind=none --kill-on-bad-exit=0 apptainer exec --no-home --nv --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/gpu.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/proj/shared/runs/20260101-000000-abcd --group gpu --role worker &
+srun --het-group=0 --nodes=1 --ntasks=1 --ntasks-per-node=1 --cpus-per-task="$cpus_0" --cpu-bind=none --kill-on-bad-exit=0 apptainer exec --no-home --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/cpu.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/proj/shared/runs/20260101-000000-abcd --group head : --het-group=1 --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task="$cpus_1" --cpu-bind=none --gpus-per-node=4 --kill-on-bad-exit=0 apptainer exec --no-home --nv --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/gpu.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/proj/shared/runs/20260101-000000-abcd --group gpu --role worker &
 step=$!
 # The walltime warning comes here. Tell the agents through the run directory (srun
 # would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on

@@ -30,7 +30,7 @@ class BatchBackend(Backend):
     runtimes = tuple(name for name, cls in RUNTIMES.items() if cls.batch)
 
     def node_launcher(self, site: Site) -> str:
-        return SCHEDULERS[site.scheduler].launcher
+        return SCHEDULERS[site.scheduler].launcher_for(site.option("scheduler_options"))
 
     def ready_image(self, spec: LaunchSpec, site: Site, dry_run: bool) -> None:
         node_runtime = runtime(site.runtime)

@@ -15,6 +15,7 @@ import shlex
 
 from launcher.contract import HEAD_HOST_ENV, RANK_VARS_ENV, LaunchSpec, NodeGroup, RunPaths
 from launcher.resolve.config import Site
+from launcher.resolve.gpus import NodeGpus, node_gpus
 from launcher.runtimes import ExecRequest, runtime
 from launcher.schedulers import SCHEDULERS, Job, Scheduler
 from launcher.schedulers.base import JobGroup
@@ -30,22 +31,42 @@ def job_for(spec: LaunchSpec, site: Site) -> Job:
     paths = (str(spec.shared),
              *dict.fromkeys(image for image in images if image.startswith("/")))
     groups = tuple(job_group(spec, site, group) for group in spec.groups)
+    scheduler = SCHEDULERS[site.scheduler]
+    gpus = gpus_of(spec, site)
     return Job(name=spec.project, nodes=spec.nodes, walltime_s=spec.walltime_s,
                output=str(RunPaths(spec.run_dir).job_output), queue=spec.queue or "",
                account=spec.account or "", stop_grace_s=spec.stop_grace,
-               extra=site.option("scheduler_options"), gpu=site.option("gpu"),
+               extra=site.option("scheduler_options"), gpu=gpus.kind,
                exclusive=not site.option("shared_nodes"), paths=paths,
-               directives=tuple(site.option("directives")), groups=groups)
+               directives=tuple(site.option("directives")), groups=groups,
+               gpus=gpus.request, exports=node_exports(site, scheduler))
 
 
 def job_group(spec: LaunchSpec, site: Site, group: NodeGroup) -> JobGroup:
     """One node group as the scheduler sees it: its nodes, queue, scheduler options (the
     site's, then the group's) and its agent command (in its image, with its GPUs)."""
+    gpus = gpus_of(spec, site, group)
     return JobGroup(name=group.name, nodes=group.nodes,
                     command=node_command(spec, site, group),
                     queue=group.queue or spec.queue or "",
                     extra={**site.option("scheduler_options"), **group.scheduler_options},
-                    gpu=group.gpu)
+                    gpu=gpus.kind, gpus=gpus.request)
+
+
+def gpus_of(spec: LaunchSpec, site: Site, group: NodeGroup | None = None) -> NodeGpus:
+    """The GPUs a node (of ``group``) asks the scheduler for and passes into its container:
+    one count per node drives both (see `launcher.gpus`)."""
+    requests = SCHEDULERS[site.scheduler].requests_gpus(site.option("scheduler_options"))
+    if group is None:
+        return node_gpus(site.option("gpu"), spec.num_gpus, requests)
+    return node_gpus(group.gpu, group.num_gpus, requests)
+
+
+def node_exports(site: Site, scheduler: Scheduler) -> tuple[str, ...]:
+    """What the job script exports for the agents (and PATH, which the site's setup may have
+    changed): launchers that start tasks without the script's environment pass these."""
+    return ("PATH", "RAYHPC_RUN_DIR", *job_environment(site, scheduler),
+            *([HEAD_HOST_ENV] if scheduler.head_host else []))
 
 
 def proxy_environment(site: Site) -> dict[str, str]:
@@ -64,7 +85,8 @@ def job_environment(site: Site, scheduler: Scheduler) -> dict[str, str]:
     """What the job exports for every node: the site's environment, its proxy, and which
     variable holds the launcher's rank (the agent reads it)."""
     return {**{key: str(value) for key, value in site.option("environment").items()},
-            **proxy_environment(site), RANK_VARS_ENV: ",".join(scheduler.rank_vars)}
+            **proxy_environment(site),
+            RANK_VARS_ENV: ",".join(scheduler.task_rank_vars(site.option("scheduler_options")))}
 
 
 def node_command(spec: LaunchSpec, site: Site, group: NodeGroup | None = None) -> list[str]:
@@ -79,7 +101,7 @@ def node_command(spec: LaunchSpec, site: Site, group: NodeGroup | None = None) -
     request = ExecRequest(image=group.image if group else spec.image,
                           command=RunPaths(spec.run_dir).agent_command(*args),
                           binds=[str(spec.shared)], workdir=str(spec.shared),
-                          gpu=group.gpu if group else site.option("gpu"),
+                          gpu=gpus_of(spec, site, group).kind,
                           pass_env=[*scheduler.env_passthrough,
                                     *job_environment(site, scheduler),
                                     *([HEAD_HOST_ENV] if scheduler.head_host else [])])

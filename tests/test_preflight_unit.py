@@ -1,0 +1,116 @@
+"""The node's preflight before `ray start` (launcher/node/preflight.py): each check as a pure
+function of what the node shows, the order and the first failure, and what runs on this
+machine for real (its /dev, /dev/shm, rlimits, temp dir)."""
+
+from __future__ import annotations
+
+import resource
+
+import pytest
+
+from launcher.node import preflight
+from launcher.node.preflight import (
+    NodeFacts,
+    check_disk,
+    check_gpus,
+    check_open_files,
+    check_shm,
+    check_socket_path,
+    check_versions,
+    count_gpus,
+    first_failure,
+    run_checks,
+)
+
+GIB = 1 << 30
+
+
+def test_open_files_below_rays_suggestion_are_warned_about_not_refused():
+    assert check_open_files(1048576, 1048576).line == "soft 1048576, hard 1048576"
+    assert check_open_files(resource.RLIM_INFINITY, resource.RLIM_INFINITY).ok
+    low = check_open_files(4096, 4096)
+    assert low.ok and low.line.startswith("soft 4096, hard 4096: below the 65536 Ray's "
+                                          "troubleshooting guide suggests")
+
+
+def test_shm_says_once_what_the_object_store_gets():
+    assert check_shm(2 * GIB, int(1.6 * GIB), None).line == \
+        "/dev/shm 2.0 GiB: object store 1.6 GiB (80% of it at most)"
+    small = check_shm(64 << 20, None, None)
+    assert small.ok and "too small for an object store of its own" in small.line
+    asked = check_shm(GIB, 4 * GIB, 4 * GIB)
+    assert asked.ok and "smaller than the object store asked for (4.0 GiB)" in asked.line
+
+
+def test_temp_dir_space_refused_where_ray_would_stop_writing():
+    assert check_disk("/tmp/rh", 100 * GIB, 50 * GIB).ok
+    full = check_disk("/tmp/rh", 100 * GIB, 4 * GIB)
+    assert not full.ok and full.line == "/tmp/rh: 4.0 GiB free of 100.0 GiB"
+    assert "95% full" in full.fix
+
+
+def test_socket_path():
+    assert check_socket_path("/tmp/rh-abcd123", True, 107).ok
+    long = check_socket_path("/" + "x" * 80, False, 107)
+    assert not long.ok and "e.g. /tmp/ray-$USER" in long.fix
+
+
+@pytest.mark.parametrize("kind, nvidia, kfd, render, count", [
+    ("nvidia", 4, False, 0, 4), ("amd", 0, True, 8, 8), ("amd", 0, False, 8, 0),
+    ("intel", 0, False, 12, 12), ("", 2, False, 0, 2), ("", 0, False, 0, 0)])
+def test_gpus_counted_from_the_devices_of_each_kind(kind, nvidia, kfd, render, count):
+    assert count_gpus(kind, nvidia, kfd, render) == count
+
+
+def test_gpus_visible_against_those_asked_for():
+    assert check_gpus("nvidia", 4, 4).ok
+    assert check_gpus("", None, 0).ok and check_gpus("", 0, 0).ok
+    missing = check_gpus("nvidia", 4, 0)
+    assert not missing.ok and missing.line == "0 nvidia GPUs visible, 4 asked for"
+    assert "--nv" in missing.fix
+
+
+def test_versions_against_the_heads():
+    head = {"ray": "2.60.0", "python": "3.11.9"}
+    assert check_versions(head, None).line == "Ray 2.60.0, Python 3.11.9 (the head's)"
+    assert check_versions({"ray": "2.60.0", "python": "3.11.2"}, head).ok
+    other = check_versions({"ray": "2.59.1", "python": "3.11.9"}, head)
+    assert not other.ok
+    assert other.error("worker-2") == (
+        "preflight on worker-2: versions: Ray 2.59.1, Python 3.11.9 here, Ray 2.60.0, Python "
+        "3.11.9 on the head; Ray refuses nodes of another version: run one image (or images of "
+        "the same Ray and Python) on every node")
+    assert not check_versions({"ray": "2.60.0", "python": "3.12.1"}, head).ok
+
+
+def facts(**changes: object) -> NodeFacts:
+    values = dict(open_files=(65536, 65536), shm_bytes=2 * GIB, object_store=int(1.6 * GIB),
+                  temp_dir="/tmp/rh-abcd123", temp_dir_fits=True, socket_limit=107,
+                  disk=(100 * GIB, 50 * GIB), gpu_kind="", gpus_found=0,
+                  versions={"ray": "2.60.0", "python": "3.11.9"})
+    values.update(changes)
+    return NodeFacts(**values)
+
+
+def test_run_checks_in_order_and_the_first_failure():
+    checks = run_checks(facts(), None, None, None)
+    assert [check.name for check in checks] == ["open files", "socket path", "temp dir space",
+                                                "shm", "gpus", "versions"]
+    assert first_failure(checks) is None
+    checks = run_checks(facts(gpus_found=0), None, 2, {"ray": "2.59.0", "python": "3.11.9"})
+    assert first_failure(checks).name == "gpus"  # the first of two failures
+    assert checks[-1].log_line().startswith("preflight versions: FAILED: ")
+
+
+def test_the_checks_on_this_machine_for_real(tmp_path):
+    """What the agent reads here (no GPU on this machine): every check passes but the GPU one
+    when GPUs are asked for."""
+    total, free = preflight.disk(str(tmp_path))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    found = preflight.visible_gpus("nvidia")
+    real = facts(open_files=(soft, hard), disk=(total, free), gpu_kind="nvidia",
+                 gpus_found=found, versions=preflight.node_versions("2.60.0"))
+    checks = run_checks(real, None, None, None)
+    assert [check.ok for check in checks] == [True] * 6
+    if not found:
+        assert not check_gpus("nvidia", 1, found).ok
