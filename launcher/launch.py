@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,7 +16,7 @@ from launcher.agent import AF_UNIX_MAX, temp_dir_fits
 from launcher.config import Site, check_groups, load_site, resolve_settings
 from launcher.driver import check_driver
 from launcher.groups import NodeGroup, group_flags, resolved_groups
-from launcher.queues import choose_queue
+from launcher.queues import choose_queue, queue_warning
 from launcher.rundir import busy_gcs_ports, check_reachable, check_shared, stage_examples
 from launcher.schedulers import current_allocation, format_walltime
 from launcher.spec import LaunchSpec, default_temp_dir, new_run_id, ports_for, unused_run_id
@@ -55,7 +56,7 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
                         f"agents are told to stop {settings['stop_grace']} s (stop_grace) "
                         "before the end; give a longer walltime")
     settings["queue"] = choose_queue(list(site.queues), settings["queue"], settings["nodes"],
-                                     walltime_s, site.name)
+                                     walltime_s, site.name, site.queue_source)
     if site.option("requires_account") and not settings["account"]:
         raise UserError(f"--account: site {site.name} refuses jobs without a project to "
                         "charge; give --account PROJECT, set RAYHPC_ACCOUNT=PROJECT, or put "
@@ -136,6 +137,10 @@ def start(site_name: str, cli: dict[str, Any], dry_run: bool = False, wait: bool
     backend = site.backend
     spec = resolve_spec(site, cli, os.environ, now=time.time(), interactive=interactive)
     backend.check_modes(spec, wait=wait, detach=detach, dry_run=dry_run)
+    warning = queue_warning(list(site.queues), spec.queue, spec.nodes, spec.walltime_s,
+                            site.name, site.queue_source)
+    if warning:
+        print(warning, file=sys.stderr)
     if dry_run:  # writes nothing: the script as it would be submitted
         print(backend.dry_run(spec, site), end="")
         return 0, None
