@@ -15,6 +15,7 @@ from common.errors import UserError
 from launcher.agent import RunPaths
 from launcher.config import Site
 from launcher.jobscript import render_job_script
+from launcher.rejections import rejection_hint
 from launcher.rundir import prepare_run_dir, remove_run_dir
 from launcher.schedulers import SCHEDULERS, Scheduler, current_allocation
 from launcher.schedulers.base import format_walltime
@@ -137,8 +138,9 @@ class BatchLaunch:
             remove_run_dir(self.paths.dir)
             said = " | ".join(line.strip() for line in
                               (result.stderr or result.stdout).strip().splitlines())
-            raise UserError(f"{cmd[0]} refused the job (exit {result.returncode}): "
-                            f"{said[-600:] or 'no job id in its output'}")
+            said = said[-600:] or "no job id in its output"
+            raise UserError(f"{cmd[0]} refused the job (exit {result.returncode}): {said}\n"
+                            f"{rejection_hint(said, self.site.name, str(self.site.path))}")
         self.paths.job_id.write_text(job_id + "\n")
         return job_id
 
