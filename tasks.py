@@ -282,14 +282,17 @@ def status(c, run=None, site="local", shared=None):
           "machine's engine)")
 
 
-@task(auto_shortflags=False)
+@task(auto_shortflags=False, positional=["site"],
+      help={"site": "one site (name or file): also its queue table, its source and the day "
+                    "it was read"})
 @user_errors
-def sites(c):
+def sites(c, site=None):
     """List the site profiles: scheduler, launcher, container runtime, and the documentation
-    each follows."""
-    from launcher.config import list_sites
+    each follows; with a SITE, that one and its queue table."""
+    from launcher.config import list_sites, load_site
+    from launcher.queues import queue_table_lines
 
-    found = list_sites()
+    found = [load_site(site)] if site else list_sites()
     width = max(len(s.name) for s in found)
     print(f"{'site':<{width}}  {'scheduler':<9}  {'launcher':<8}  {'runtime':<11}  description")
     for s in found:
@@ -297,6 +300,8 @@ def sites(c):
               f"{s.runtime:<11}  {s.description}")
         for doc in s.docs:
             print(f"{'':<{width}}  docs: {doc}")
+        if site:
+            print("\n".join(queue_table_lines(list(s.queues), s.queue_source)))
 
 
 @task(auto_shortflags=False, help={"k": "only tests matching this pytest -k expression",

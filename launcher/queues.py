@@ -20,6 +20,7 @@ scheduler decides). Pure: data in, a name, a warning or a UserError out.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,21 @@ def queue_warning(queues: list[Queue], asked: str | None, nodes: int, walltime_s
     return (f"warning: --queue: {asked} {problem} by {_table(site, source)}: "
             f"{queue.describe()}; {hint}; submitting anyway (the scheduler decides, and "
             "tables age)")
+
+
+def queue_table_lines(queues: list[Queue], source: str) -> list[str]:
+    """A site's queue table as `invoke sites SITE` prints it: each queue's limits, its routes,
+    and where the table comes from and when it was read."""
+    if not queues:
+        return ["queues: no table (the scheduler's default queue; limits not checked here)"]
+    lines = [f"queues ({source or 'source not given'}):"]
+    for queue in queues:
+        kind = ", ".join(word for word, on in (("a QOS", queue.qos),
+                                               ("only when asked for", not queue.auto)) if on)
+        lines.append(f"  {dataclasses.replace(queue, routes=()).describe()}"
+                     + (f" [{kind}]" if kind else ""))
+        lines += [f"    routes to {route.describe()}" for route in queue.routes]
+    return lines
 
 
 def queue_is_qos(queues: list[Queue] | tuple[Queue, ...], name: str | None) -> bool:
