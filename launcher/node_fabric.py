@@ -88,3 +88,17 @@ def route_interface(ip: str, route_file: str = ROUTE_FILE) -> str | None:
             return interface_for(parse_routes(table.read()), ip)
     except OSError:
         return None
+
+
+def head_route_environment(environ: Mapping[str, str], head: str | None,
+                           route_file: str = ROUTE_FILE) -> dict[str, str]:
+    """What the node agent adds to Ray's environment before `ray start`: the fabric variables
+    for the interface that routes to ``head`` (a host name or an IPv4 address), leaving out
+    those ``environ`` sets; {} when the head is unknown or cannot be resolved or routed."""
+    if not head:
+        return {}
+    try:
+        ip = socket.gethostbyname(head)
+    except OSError:
+        return {}
+    return fabric_environment(environ, route_interface(ip, route_file))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from launcher.node_fabric import (
     fabric_environment,
+    head_route_environment,
     interface_for,
     parse_routes,
     route_interface,
@@ -49,6 +50,17 @@ def test_route_interface_reads_the_table(tmp_path):
     table.write_text(ROUTE_TABLE)
     assert route_interface("10.10.3.7", str(table)) == "hsn0"
     assert route_interface("10.10.3.7", str(tmp_path / "missing")) is None
+
+
+def test_what_the_agent_adds_before_ray_start(tmp_path):
+    table = tmp_path / "route"
+    table.write_text(ROUTE_TABLE)
+    assert head_route_environment({}, "10.10.3.7", str(table)) == {
+        "NCCL_SOCKET_IFNAME": "hsn0", "GLOO_SOCKET_IFNAME": "hsn0"}
+    assert head_route_environment({"GLOO_SOCKET_IFNAME": "x"}, "10.10.3.7", str(table)) == {
+        "NCCL_SOCKET_IFNAME": "hsn0"}
+    assert head_route_environment({}, None, str(table)) == {}
+    assert head_route_environment({}, "no-such-host.invalid", str(table)) == {}
 
 
 def test_the_users_own_values_win():
