@@ -282,9 +282,9 @@ def status(c, run=None, site="local", shared=None):
           "machine's engine)")
 
 
-@task(auto_shortflags=False, positional=["site"],
+@task(auto_shortflags=False,
       help={"site": "one site (name or file): also its queue table, its source and the day "
-                    "it was read"})
+                    "it was read (Invoke has no optional positional arguments: a flag)"})
 @user_errors
 def sites(c, site=None):
     """List the site profiles: scheduler, launcher, container runtime, and the documentation

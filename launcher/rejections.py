@@ -34,11 +34,11 @@ PATTERNS: tuple[tuple[str, str], ...] = (
 
 SETTINGS = {
     "queue": "the queue: --queue / `queue`, and the site's queue table (`queues`, "
-             "`invoke sites {site}` shows it and the day it was read)",
+             "`invoke sites --site {site}` shows it and the day it was read)",
     "account": "the account: --account / RAYHPC_ACCOUNT / `account` (a project you may "
                "charge on {site})",
     "walltime": "the walltime: --walltime / `walltime`, against the queue's limits "
-                "(`invoke sites {site}`)",
+                "(`invoke sites --site {site}`)",
     "filesystems": "the file systems: `scheduler_options: filesystems` and "
                    "`filesystem_mounts` (the shared dir's and the image's)",
 }
@@ -51,4 +51,4 @@ def rejection_hint(message: str, site: str, site_file: str) -> str:
             return f"check {SETTINGS[setting].format(site=site)} in {site_file} or the flags"
     every = "; ".join(text.split(":")[0] for text in SETTINGS.values())
     return (f"check the site settings the scheduler judges ({every}) in {site_file} or the "
-            f"flags (`invoke sites {site}` shows the queue table)")
+            f"flags (`invoke sites --site {site}` shows the queue table)")

@@ -1,7 +1,7 @@
 """Named sites against their documentation (issue 21): queue selection and refusal per site
 (size x walltime, boundaries included), golden job scripts at 2, 64 and 600 nodes, QOS
 queues, the warning for a --queue the table says no to, the fabric variables, the Intel GPU
-check, and `invoke sites SITE`."""
+check, and `invoke sites --site SITE`."""
 
 from __future__ import annotations
 
@@ -245,7 +245,7 @@ def test_managing_intel_devices_yourself_skips_the_check(tmp_path):
 
 
 def test_invoke_sites_prints_a_sites_queue_table_and_its_date():
-    result = invoke("sites", "polaris")
+    result = invoke("sites", "--site", "polaris")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "queues (ALCF, https://docs.alcf.anl.gov/polaris/running-jobs/#queues" in out
@@ -253,7 +253,7 @@ def test_invoke_sites_prints_a_sites_queue_table_and_its_date():
     assert "\n    routes to small (10 to 24 nodes, at most 03:00:00)\n" in out
     assert "demand (1 to 56 nodes, at least 00:05:00, at most 01:00:00) [only when asked " \
            "for]" in out
-    assert "queues: no table" in invoke("sites", "slurm").stdout
+    assert "queues: no table" in invoke("sites", "--site", "slurm").stdout
 
 
 def test_image_for_lumi_is_a_sif():
