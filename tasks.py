@@ -11,7 +11,8 @@ from containers.errors import UserError
 from launcher.backends import backend_for
 from launcher.backends.watch import noting_signals
 from launcher.launch import launch as run_launch
-from launcher.resolve.config import SETTINGS, list_sites
+from launcher.resolve.config import SETTINGS, list_sites, load_site
+from launcher.resolve.queues import queue_table_lines
 from launcher.runs.jobs import ClusterError
 from launcher.runs.logs import logs as run_logs
 from launcher.runs.run import find_run, shared_dir, status_lines
@@ -287,13 +288,15 @@ def status(c, run=None, site="local", shared=None):
           "machine's engine)")
 
 
-@task(auto_shortflags=False)
+@task(auto_shortflags=False,
+      help={"site": "one site (name or file): also its queue table, its source and the day "
+                    "it was read (Invoke has no optional positional arguments: a flag)"})
 @user_errors
-def sites(c):
+def sites(c, site=None):
     """List the site profiles: scheduler, launcher, container runtime, and the documentation
-    each follows."""
+    each follows; with a SITE, that one and its queue table."""
 
-    found = list_sites()
+    found = [load_site(site)] if site else list_sites()
     width = max(len(s.name) for s in found)
     print(f"{'site':<{width}}  {'scheduler':<9}  {'launcher':<8}  {'runtime':<11}  description")
     for s in found:
@@ -301,6 +304,8 @@ def sites(c):
               f"{s.runtime:<11}  {s.description}")
         for doc in s.docs:
             print(f"{'':<{width}}  docs: {doc}")
+        if site:
+            print("\n".join(queue_table_lines(list(s.queues), s.queue_source)))
 
 
 @task(auto_shortflags=False, help={"k": "only tests matching this pytest -k expression",

@@ -19,7 +19,7 @@ import contextlib
 import errno
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
@@ -34,6 +34,22 @@ HEAD_HOST_ENV = "RAYHPC_HEAD_HOST"  # the head's host, where the job script know
 NODE_IP_ENV = "RAYHPC_NODE_IP"  # this node's address for Ray, where the host cannot tell it
 # A node-local temp dir of its own (several agents of one run on one host: the simulator).
 NODE_TEMP_DIR_ENV = "RAYHPC_NODE_TEMP_DIR"
+# The interface NCCL and Gloo use: set in every container, to the site's `interface` by the
+# job script, else by the node to the one that routes to the head; the user's value wins.
+# NCCL: "NCCL_SOCKET_IFNAME ... Specifies which IP interfaces to use for communication" (NVIDIA
+# NCCL docs, Environment Variables); Gloo: GLOO_SOCKET_IFNAME (PyTorch torch.distributed docs,
+# "Common environment variables: Choosing the network interface to use").
+FABRIC_VARS = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME")
+
+
+def fabric_environment(interface: str | None, environ: Mapping[str, object]) -> dict[str, str]:
+    """The fabric variables set to ``interface`` ({} without one), leaving out those
+    ``environ`` sets (the user's, or the site's)."""
+    if not interface:
+        return {}
+    return {name: interface for name in FABRIC_VARS if not environ.get(name)}
+
+
 # What the driver (and every Ray job) finds in its environment.
 RUN_DIR_ENV = "RAYHPC_RUN_DIR"
 NODES_ENV = "RAYHPC_NODES"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +19,7 @@ from launcher.resolve.config import Site, check_groups, load_site, resolve_setti
 from launcher.resolve.driver import check_driver
 from launcher.resolve.gpus import check_launch_gpus
 from launcher.resolve.groups import group_flags, group_gpu_count, resolved_groups
-from launcher.resolve.queues import choose_queue
+from launcher.resolve.queues import choose_queue, queue_warning
 from launcher.resolve.spec import default_temp_dir, new_run_id, ports_for, unused_run_id
 from launcher.schedulers import SCHEDULERS, current_allocation
 from launcher.times import format_walltime
@@ -58,7 +59,7 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
                         f"agents are told to stop {settings['stop_grace']} s (stop_grace) "
                         "before the end; give a longer walltime")
     settings["queue"] = choose_queue(list(site.queues), settings["queue"], settings["nodes"],
-                                     walltime_s, site.name)
+                                     walltime_s, site.name, site.queue_source)
     if site.option("requires_account") and not settings["account"]:
         raise UserError(f"--account: site {site.name} refuses jobs without a project to "
                         "charge; give --account PROJECT, set RAYHPC_ACCOUNT=PROJECT, or put "
@@ -152,6 +153,10 @@ def start(site_name: str, cli: dict[str, Any], dry_run: bool = False, wait: bool
     backend = backend_for(site)
     spec = resolve_spec(site, cli, os.environ, now=time.time(), interactive=interactive)
     backend.check_modes(spec, wait=wait, detach=detach, dry_run=dry_run)
+    warning = queue_warning(list(site.queues), spec.queue, spec.nodes, spec.walltime_s,
+                            site.name, site.queue_source)
+    if warning:
+        print(warning, file=sys.stderr)
     if dry_run:  # writes nothing: the script as it would be submitted
         print(backend.dry_run(spec, site), end="")
         return 0, None

@@ -26,9 +26,9 @@ from tests.test_hpc_unit import fake_bin, run_script
 SLURM_GROUPS = ["head:1:/lus/proj/cpu.sif",
                 "gpu:2:/lus/proj/gpu.sif,gpu=nvidia,num_gpus=4,resources.trainer=1,"
                 "scheduler_options.constraint=gpu"]
-POLARIS_SHARED = "/lus/eagle/projects/PROJ/shared"
+POLARIS_SHARED = "/home/me/shared"
 POLARIS_GROUPS = [f"head:1:{POLARIS_SHARED}/cpu.sif",
-                  "gpu:2:/lus/grand/projects/PROJ/gpu.sif,gpu=nvidia,resources.trainer=1"]
+                  "gpu:2:/lus/eagle/projects/PROJ/gpu.sif,gpu=nvidia,resources.trainer=1"]
 
 
 def slurm_script(site="slurm", groups=SLURM_GROUPS, **cli):
@@ -129,8 +129,9 @@ def test_pbs_one_chunk_per_group_and_one_queue():
     script = polaris_script()
     assert "#PBS -l select=1:system=polaris+2:system=polaris\n" in script
     assert "#PBS -l place=scatter:excl\n" in script
-    # Both images' file systems are declared (ALCF holds jobs on undeclared ones).
-    assert "#PBS -l filesystems=home:eagle:grand\n" in script
+    # Every image's file system is declared (ALCF holds jobs on undeclared ones): eagle only
+    # from the gpu group's image.
+    assert "#PBS -l filesystems=home:eagle\n" in script
     with pytest.raises(UserError, match=r"groups: queue: a PBS job runs in one queue.*"
                                         r"head: debug.*gpu: prod"):
         polaris_script(group=[f"head:1:{POLARIS_SHARED}/cpu.sif,queue=debug",

@@ -16,12 +16,7 @@ from launcher.contract import RAY_GROUP_LABEL, RAY_IMAGE_LABEL, LaunchSpec, Node
 from launcher.node.ray_start import ray_start_args
 from launcher.node.report import gpu_shortfall, group_totals, node_resources, resources_line
 from launcher.resolve.config import load_site
-from launcher.resolve.groups import (
-    group_flags,
-    image_label,
-    parse_group_flag,
-    version_mismatch,
-)
+from launcher.resolve.groups import group_flags, image_label, parse_group_flag, version_mismatch
 from tests.specs import make_spec
 
 HYBRID = """\

@@ -62,14 +62,13 @@ def test_every_hpc_site_has_a_golden_job_script_and_names_its_sources():
 @pytest.mark.parametrize("name, launcher", [
     ("theta", "aprun -n 4 -N 1 --cc none singularity exec --no-home"),
     ("polaris", "mpiexec -n 4 --ppn 1 --cpu-bind none apptainer exec --fakeroot --no-home --nv"),
-    ("aurora", "mpiexec -n 4 --ppn 1 --cpu-bind none apptainer exec --fakeroot --no-home "
-               "--bind"),
+    ("aurora", "mpiexec -n 4 --ppn 1 --cpu-bind none apptainer exec --no-home --bind"),
     ("frontier", "srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --cpus-per-task=56 "
                  "--cpu-bind=none --gpus-per-node=8 --kill-on-bad-exit=0 apptainer exec "
                  "--no-home --rocm"),
     ("perlmutter", "srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --cpus-per-task=\"$cpus\" "
                    "--cpu-bind=none --gpus-per-node=4 --kill-on-bad-exit=0 podman-hpc run --rm "
-                   "--init --network host --ipc host --userns=keep-id --gpu"),
+                   "--init --network host --ipc host --userns=keep-id --nccl --gpu"),
     ("slurm", "srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --cpus-per-task=\"$cpus\" "
               "--cpu-bind=none --kill-on-bad-exit=0 apptainer exec --no-home --bind"),
     ("lsf", '    blaunch "$host" env PATH="${PATH}"'),
@@ -77,6 +76,9 @@ def test_every_hpc_site_has_a_golden_job_script_and_names_its_sources():
     ("pbs", 'pbsdsh -v -- env PATH="${PATH}" RAYHPC_RUN_DIR="${RAYHPC_RUN_DIR}" '
             'RAYHPC_RANK_VARS="${RAYHPC_RANK_VARS}" RAYHPC_HEAD_HOST="${RAYHPC_HEAD_HOST}" '
             'apptainer exec --no-home'),
+    ("lumi", "srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --cpus-per-task=56 "
+             "--cpu-bind=none --gpus-per-node=8 --kill-on-bad-exit=0 singularity exec "
+             "--no-home --rocm --bind"),
 ])
 def test_one_agent_per_node_in_the_site_runtime_with_all_its_cpus(name, launcher):
     script = script_for(name)
@@ -182,49 +184,11 @@ def test_a_walltime_in_a_site_file_is_read_with_slurms_meaning(tmp_path):
     assert load_site(str(path)).settings["walltime"] == 3600
 
 
-# -- queues, account, exclusivity, proxy
-
-@pytest.mark.parametrize("name, nodes, walltime, queue", [
-    ("polaris", 1, "01:00:00", "debug"), ("polaris", 2, "30", "debug"),
-    ("polaris", 3, "01:00:00", "debug-scaling"), ("polaris", 10, "01:00:00", "debug-scaling"),
-    ("polaris", 10, "02:00:00", "prod"), ("polaris", 64, "01:00:00", "prod"),
-    ("aurora", 2, "01:00:00", "debug"), ("aurora", 3, "01:00:00", "debug-scaling"),
-    ("aurora", 31, "01:00:00", "debug-scaling"), ("aurora", 32, "01:00:00", "prod"),
-    ("aurora", 2, "06:00:00", "prod"),
-    ("theta", 8, "01:00:00", "debug-cache-quad"), ("theta", 128, "03:00:00", "default"),
-])
-def test_queue_picked_by_node_count_and_walltime(name, nodes, walltime, queue):
-    spec = spec_for(load_site(name), nodes=nodes, walltime=walltime)
-    assert spec.queue == queue
-
-
 def test_default_launch_on_polaris_is_not_sent_to_debug():
     site = load_site("polaris")
     spec = make_spec("polaris", account="P", image="/x.sif")  # 3 nodes, the site's 1 h
     assert (spec.nodes, spec.queue) == (3, "debug-scaling")
     assert "#PBS -q debug-scaling\n" in render_job_script(spec, site)
-
-
-def test_a_queue_too_small_for_the_nodes_is_refused_naming_its_limit():
-    with pytest.raises(UserError) as err:
-        spec_for(load_site("polaris"), nodes=3, queue="debug")
-    assert str(err.value) == (
-        "--queue: debug takes 1 to 2 nodes, not 3 (site polaris's queue table: debug (1 to 2 "
-        "nodes for at most 01:00:00)); use --queue debug-scaling or leave --queue out (site "
-        "polaris picks by node count)")
-    with pytest.raises(UserError, match=r"--queue: debug-scaling runs jobs for at most "
-                                        r"01:00:00, not 02:00:00"):
-        spec_for(load_site("aurora"), nodes=4, queue="debug-scaling", walltime="2:00:00")
-
-
-def test_no_queue_fits():
-    with pytest.raises(UserError) as err:
-        spec_for(load_site("polaris"), nodes=600)
-    assert str(err.value) == (
-        "--nodes 600 --walltime 01:00:00: no queue of site polaris takes this job (debug (1 to "
-        "2 nodes for at most 01:00:00), debug-scaling (1 to 10 nodes for at most 01:00:00), "
-        "prod (10 to 496 nodes for at most 1-00:00:00)); change --nodes or --walltime, or give "
-        "--queue")
 
 
 def test_a_queue_outside_the_table_and_sites_without_a_table():
@@ -260,8 +224,9 @@ def test_whole_nodes_unless_the_site_shares_them(tmp_path):
 
 def test_alcf_filesystems_follow_the_shared_dir_and_the_image():
     assert "#PBS -l filesystems=home:eagle\n" in script_for("polaris")
-    assert "#PBS -l filesystems=home:grand:eagle\n" in script_for(
-        "polaris", shared="/lus/grand/projects/P/s", image="/eagle/P/ray.sif")
+    assert "#PBS -l filesystems=home:eagle\n" in script_for(
+        "polaris", shared="/lus/agile/home/me/s", image="/eagle/P/ray.sif")
+    assert "#PBS -l filesystems=flare\n" in script_for("aurora", shared="/flare/P/s")
     assert "#PBS -l filesystems=home\n" in script_for("polaris", shared="/home/me/s",
                                                       image="/home/me/ray.sif")
     assert "#PBS -l filesystems=flare\n" in script_for("aurora")
@@ -293,9 +258,10 @@ def test_the_job_script_names_the_rank_variable_of_its_launcher():
 def test_perlmutter_queue_is_a_qos_and_podman_hpc_gets_the_rank_and_runs_as_the_user():
     script = script_for("perlmutter")
     assert "#SBATCH --qos=regular\n" in script and "--partition" not in script
-    assert ("podman-hpc run --rm --init --network host --ipc host --userns=keep-id --gpu "
-            "--volume /lus/proj/shared:/lus/proj/shared --workdir /lus/proj/shared "
-            "-e 'SLURM_*' -e RAYHPC_RANK_VARS -e RAYHPC_HEAD_HOST "
+    assert ("podman-hpc run --rm --init --network host --ipc host --userns=keep-id --nccl "
+            "--gpu --volume /lus/proj/shared:/lus/proj/shared --workdir /lus/proj/shared "
+            "-e 'SLURM_*' -e NCCL_SOCKET_IFNAME -e RAYHPC_RANK_VARS -e GLOO_SOCKET_IFNAME "
+            "-e RAYHPC_HEAD_HOST "
             "rayhpc/ray:2.60.0-py311-gpu python ") in script
 
 
@@ -419,9 +385,8 @@ def test_a_missing_runtime_after_setup_fails_at_once_saying_why(tmp_path):
     result = subprocess.run([str(bin_dir / "bash"), str(job)], capture_output=True, text=True,
                             timeout=60, env={"PATH": str(bin_dir)})
     message = ("rayhpc: site polaris: apptainer is not on PATH after the site setup "
-               "(modules: module use /soft/modulefiles; module load spack-pe-base/0.8.1; "
-               "module use /soft/spack/testing/0.8.1/modulefiles; module load apptainer/main; "
-               "module load e2fsprogs); fix `setup` in the site file")
+               "(modules: module use /soft/modulefiles; module load spack-pe-base; "
+               "module load apptainer); fix `setup` in the site file")
     assert result.returncode == 1
     assert message in result.stderr.splitlines()
     assert "module: command not found" in result.stderr  # the setup's errors are not hidden
@@ -597,9 +562,3 @@ def test_inside_an_allocation_nodes_default_to_the_allocation():
                      image="/x.sif")
     assert spec.nodes == 6
     assert make_spec("slurm", environ={}, image="/x.sif").nodes == 3
-
-
-def test_no_queue_of_aurora_takes_a_day_and_more():
-    with pytest.raises(UserError, match=r"^--nodes 40 --walltime 1-02:00:00: no queue of site "
-                                        r"aurora takes this job \(debug "):
-        spec_for(load_site("aurora"), nodes=40, walltime="1-02")

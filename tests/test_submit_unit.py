@@ -167,7 +167,41 @@ def test_a_refused_submission_is_one_error_and_leaves_no_run(tmp_path, fake_sche
     with pytest.raises(UserError) as err:
         launch_on(scheduler, shared, wait=True)
     program = PROGRAMS[scheduler][0]
-    assert str(err.value) == f"{program} refused the job (exit 1): {refusal}"
+    said, hint = str(err.value).split("\n")
+    assert said == f"{program} refused the job (exit 1): {refusal}"
+    assert hint.startswith("check ") and str(load_site(CASES[scheduler][0]).path) in hint
+    assert not (shared / "runs" / RUN_ID).exists()
+
+
+@pytest.mark.parametrize("scheduler, refusal, setting", [
+    # ALCF, docs/running-jobs/index.md, "Troubleshooting / Common Errors".
+    ("pbs", "qsub: Job rejected by all possible destinations", "the queue"),
+    ("pbs", "qsub: Account_Name is required to be set.", "the account"),
+    ("pbs", "qsub: Resource: filesystems is required to be set.", "the file systems"),
+    # Slurm's refusals of a partition that is a QOS (Frontier's debug), of a walltime.
+    ("slurm", "sbatch: error: Batch job submission failed: Invalid partition name specified",
+     "the queue"),
+    ("slurm", "sbatch: error: Batch job submission failed: Requested time limit is invalid "
+              "(missing or exceeds some limit)", "the walltime"),
+    # LUMI, batch-job.md, "Specifying the account".
+    ("slurm", "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy "
+              "(job submit limit, user's size and/or time limits)", "the account"),
+    ("slurm", "sbatch: error: something new", "the site settings the scheduler judges"),
+])
+def test_a_rejecting_scheduler_names_the_site_setting_to_check(tmp_path, fake_scheduler,
+                                                               monkeypatch, scheduler,
+                                                               refusal, setting):
+    """A recording stand-in of qsub/sbatch that rejects: its own words, then one line naming
+    the site setting to check; nothing submitted, no run directory, no traceback."""
+    log = fake_scheduler(scheduler)
+    monkeypatch.setenv("FAKE_REFUSE", refusal)
+    shared = tmp_path / "shared"
+    with pytest.raises(UserError) as err:
+        launch_on(scheduler, shared, wait=False)
+    said, hint = str(err.value).split("\n")
+    assert said.endswith(f"refused the job (exit 1): {refusal}")
+    assert hint.startswith(f"check {setting}"), hint
+    assert [call[0] for call in calls(log)] == [PROGRAMS[scheduler][0]]  # one try, recorded
     assert not (shared / "runs" / RUN_ID).exists()
 
 
@@ -176,8 +210,8 @@ def test_submit_output_without_a_job_id_is_a_refusal(tmp_path, fake_scheduler, m
     monkeypatch.setenv("FAKE_SUBMIT_OUTPUT", "Request aborted by esub.\nTry again later.\n")
     with pytest.raises(UserError) as err:
         launch_on("lsf", tmp_path / "shared", wait=False)
-    assert str(err.value) == ("bsub refused the job (exit 0): Request aborted by esub. | Try "
-                              "again later.")
+    assert str(err.value).split("\n")[0] == ("bsub refused the job (exit 0): Request aborted "
+                                              "by esub. | Try again later.")
     assert not (tmp_path / "shared/runs" / RUN_ID).exists()
 
 

@@ -27,6 +27,7 @@ from launcher.node.agent import Agent
 from launcher.node.channel import ControlServer, secret_of
 from launcher.node.connect import connect_text
 from launcher.node.errors import LaunchFailed
+from launcher.node.fabric import head_route_environment
 from launcher.node.processes import POLL_S, copy_lines, stop_session
 from launcher.node.ray_start import node_ip, without_proxy
 from launcher.node.report import (
@@ -142,6 +143,8 @@ class Head(Agent):
         self.say(f"starting Ray head on {self.ip}")
         # The driver (and Ray's head) reach the head's address without the site's proxy.
         self.env = without_proxy(self.env, self.ip)
+        # NCCL and Gloo on the interface that reaches the head (its own address), unless set.
+        self.env.update(head_route_environment(self.env, self.ip))
         versions = self.preflight(None)
         self.ray(*self.start_args(None))
         address = f"{self.ip}:{self.spec.ports['gcs']}"

@@ -15,6 +15,7 @@ from launcher.contract import HEAD_HOST_ENV, LaunchSpec, RunPaths, read_json, ru
 from launcher.node.agent import RAY_STOP_GRACE_HEADLESS_S, RAY_STOP_GRACE_S, Agent
 from launcher.node.channel import Channel, backoff, secret_of
 from launcher.node.errors import LaunchFailed
+from launcher.node.fabric import head_route_environment
 from launcher.node.harvest import harvest_spread_s
 from launcher.node.processes import POLL_S, RayCli
 from launcher.node.ray_start import node_ip
@@ -41,6 +42,9 @@ class Worker(Agent):
         return self.signalled is not None or self.told_stop.is_set() or self.head_gone.is_set()
 
     def run(self) -> int:
+        # NCCL and Gloo on the interface that reaches the head, unless set (before the Ray CLI
+        # starts: its environment is Ray's on this node).
+        self.env.update(head_route_environment(self.env, self.head_host()))
         cli = RayCli(self.env)  # imports Ray while we look for the head
         state, reason = "failed", ""
         try:

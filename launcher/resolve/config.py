@@ -14,6 +14,7 @@ from containers.datafiles import check_keys, find_yaml, read_yaml, yaml_names
 from containers.errors import UserError
 from launcher import SITES_DIR
 from launcher.contract import NodeGroup
+from launcher.resolve.fabric import check_interface
 from launcher.resolve.groups import GPUS, parse_groups
 from launcher.resolve.queues import Queue, parse_queues
 from launcher.resolve.values import non_negative_int, positive_int
@@ -24,6 +25,7 @@ from launcher.times import WALLTIME_FORMS, parse_walltime
 ENV_PREFIX = "RAYHPC_"
 TYPE_WORDS = {int: "a whole number", str: "a string", dict: "a mapping", list: "a list",
               bool: "true or false"}
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _SIZE_RE = re.compile(r"^\d+(\.\d+)?\s*([kmgt]i?b?|b)?$", re.I)
 
 
@@ -43,6 +45,10 @@ def _size(value: Any) -> str:
     if not float(re.match(r"[\d.]+", text).group()):
         raise ValueError("must be more than 0")
     return text
+
+
+def _interface(value: Any) -> str:
+    return check_interface(_text(value))
 
 
 def _text(value: Any) -> str:
@@ -80,7 +86,8 @@ SETTINGS: dict[str, Setting] = {
     "object_store_memory": Setting(positive_int, None, "object store bytes per node"),
     "dashboard_host": Setting(_text, None, "address Ray's dashboard binds to (default: the "
                               "head's cluster address; token-protected)"),
-    "interface": Setting(_text, None, "network interface whose address Ray uses"),
+    "interface": Setting(_interface, None, "network interface whose address Ray uses (and "
+                         "NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME, unless set)"),
     "temp_dir": Setting(_text, None, "node-local Ray temp dir (short: AF_UNIX limit)"),
     "num_cpus": Setting(positive_int, None, "CPUs Ray may use per node (default: the CPUs "
                         "the node agent may run on)"),
@@ -108,7 +115,9 @@ SITE_OPTIONS: dict[str, type] = {
     "directives": list,         # raw scheduler directive lines, passed through
     "setup": list,              # shell lines run first in the job (module loads, ulimit)
     "environment": dict,        # exported in the job, seen by every node
-    "queues": dict,             # queue table: name -> min_nodes, max_nodes, max_walltime, auto
+    "queues": dict,             # queue table: name -> limits, auto, qos, routes (queues.py)
+    "queues_source": str,       # where the queue table comes from (page, section, commit)
+    "queues_read": str,         # the day the table was read against it (YYYY-MM-DD)
     "requires_account": bool,   # the site refuses jobs without a project (--account)
     "shared_nodes": bool,       # nodes may be shared with other jobs: ask for no exclusivity
     "proxy": str,               # outbound proxy of the compute nodes (http_proxy, https_proxy)
@@ -133,6 +142,12 @@ class Site:
 
     def option(self, key: str) -> Any:
         return self.options.get(key, SITE_OPTIONS[key]())
+
+    @property
+    def queue_source(self) -> str:
+        """Where the queue table comes from and when it was read ("" : not said)."""
+        source, read = self.option("queues_source"), self.option("queues_read")
+        return ", ".join(part for part in (source, f"read {read}" if read else "") if part)
 
 
 def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
@@ -174,6 +189,11 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
     if not isinstance(docs, list) or not all(isinstance(d, str) for d in docs):
         raise UserError(f"{path}: docs: must be a list of URLs or repository paths")
     queues = parse_queues(options["queues"], path) if "queues" in options else []
+    if data["scheduler"] != "slurm" and any(queue.qos for queue in queues):
+        raise UserError(f"{path}: queues: qos: only Slurm has QOS queues; remove `qos`")
+    if "queues_read" in options and not _DATE_RE.match(options["queues_read"]):
+        raise UserError(f"{path}: queues_read: {options['queues_read']!r}: must be the day "
+                        "the queue table was read, as YYYY-MM-DD (quoted)")
     site = Site(name=str(data.get("name") or path.stem), path=path,
                 scheduler=data["scheduler"], runtime=data["runtime"],
                 description=str(data.get("description") or ""), settings=settings,

@@ -1,7 +1,8 @@
 """Cobalt (ALCF Theta, Cray XC40; retired at the end of 2023): #COBALT, qsub, aprun (ALPS).
 
 Source: argonne-lcf/user-guides docs/theta/queueing-and-running-jobs/job-and-queue-scheduling.md
-and example-job-scripts.md.
+and example-job-scripts.md, as of commit 0d85cf70 (2024-02-26), the last before ALCF removed the
+Theta pages.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ class Cobalt(Scheduler):
         return [f"{self.directive} {line}" for line in lines]
 
     def launch_command(self, job: Job, command: list[str], options: list[str]) -> list[str]:
-        # One PE per node (-N 1), unbound (--cc none: not in ALCF's docs, which show -cc depth;
-        # ALCF staff scripts use it).
+        # One PE per node (-N 1), unbound: ALCF's docs/theta/programming-models/openmp-theta.md
+        # (argonne-lcf/user-guides commit 0d85cf70, the last copy of the Theta pages): "Another
+        # option is to use `--cc none`".
         return ["aprun", "-n", str(job.nodes), "-N", "1", "--cc", "none", *options, *command]
 
     def submit_command(self, script: str) -> tuple[list[str], bool]:
@@ -88,6 +90,7 @@ class Cobalt(Scheduler):
 
     def allocated_nodes(self, environ: Mapping[str, str]) -> int | None:
         # COBALT_JOBSIZE: ALCF's example-job-scripts.md ("COBALT_JOBSIZE (nodes)");
-        # COBALT_PARTSIZE is not in ALCF's docs (ALCF staff scripts use it).
+        # COBALT_PARTSIZE: ALCF's qmcpack.md runs `aprun -n $COBALT_PARTSIZE -N 1`
+        # (argonne-lcf/user-guides commit 0d85cf70, docs/theta/applications-and-libraries/).
         value = environ.get("COBALT_PARTSIZE") or environ.get("COBALT_JOBSIZE")
         return int(value) if value and value.isdigit() else None

@@ -145,8 +145,9 @@ class Slurm(Scheduler):
         if job.exclusive:
             # Ray sizes its CPUs and object store from the node: the node must be ours alone.
             # sbatch(1) --exclusive: "The job allocation can not share nodes with other
-            # running jobs"; memory is still only what was asked for ("To request all the
-            # memory on a node, use --mem=0"): sites set `mem: 0` where that is the idiom.
+            # running jobs"; memory is still only what was asked for (sbatch(1) --mem, NOTE: a
+            # size of zero "grants the job access to all of the memory on each node"): sites
+            # set `mem: 0` where that is the idiom.
             lines.append("--exclusive")
         if "mem" in extra:
             lines.append(f"--mem={extra['mem']}")
@@ -166,7 +167,8 @@ class Slurm(Scheduler):
             return []
         return [
             "# srun gives each task one CPU unless told: since Slurm 22.05 it does not inherit",
-            "# --cpus-per-task (sbatch(1) --cpus-per-task NOTE). Every CPU the allocation has on",
+            "# --cpus-per-task (Slurm 22.05 release notes: srun no longer reads",
+            "# SLURM_CPUS_PER_TASK). Every CPU the allocation has on",
             "# its smallest node: SLURM_JOB_CPUS_PER_NODE is CPU_count[(xnodes)][,...], e.g.",
             "# 72(x2),36 (sbatch(1) OUTPUT ENVIRONMENT).",
             smallest_cpus("cpus", "SLURM_JOB_CPUS_PER_NODE"),
@@ -179,7 +181,8 @@ class Slurm(Scheduler):
             return []
         return [
             "# srun gives each task one CPU unless told: since Slurm 22.05 it does not inherit",
-            "# --cpus-per-task (sbatch(1) --cpus-per-task NOTE). Every CPU each component has",
+            "# --cpus-per-task (Slurm 22.05 release notes: srun no longer reads",
+            "# SLURM_CPUS_PER_TASK). Every CPU each component has",
             "# on its smallest node: SLURM_JOB_CPUS_PER_NODE_HET_GROUP_<n> (HJ \"Environment",
             "# Variables\") is CPU_count[(xnodes)][,...], e.g. 72(x2),36 (sbatch(1) OUTPUT",
             "# ENVIRONMENT).",

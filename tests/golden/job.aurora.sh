@@ -38,6 +38,9 @@ export HTTPS_PROXY=http://proxy.alcf.anl.gov:3128
 export no_proxy='admin,*.hostmgmt.cm.aurora.alcf.anl.gov,*.alcf.anl.gov,localhost'
 export NO_PROXY='admin,*.hostmgmt.cm.aurora.alcf.anl.gov,*.alcf.anl.gov,localhost'
 export RAYHPC_RANK_VARS=PALS_RANKID,PMI_RANK
+# NCCL and Gloo on the interface Ray uses (hsn0), unless the job's environment sets them.
+export NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-hsn0}"
+export GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-hsn0}"
 # Where the head's agent listens (rank 0's host): workers reach it over the network,
 # not by polling the shared file system.
 export RAYHPC_HEAD_HOST="$(head -n 1 "$PBS_NODEFILE")"
@@ -46,10 +49,17 @@ if ! command -v apptainer >/dev/null 2>&1; then
   echo 1 > "$RAYHPC_RUN_DIR/exit_code"
   exit 1
 fi
+# Ray gives each task its own Intel GPU (ZE_AFFINITY_MASK) only with dpctl in the
+# image (ray-project/ray python/ray/_private/accelerators/intel_gpu.py).
+if ! apptainer exec --no-home --bind /lus/flare/projects/PROJ /lus/flare/projects/PROJ/ray.sif python -c 'import dpctl' >/dev/null 2>&1; then
+  echo 'rayhpc: site aurora: /lus/flare/projects/PROJ/ray.sif has no dpctl: Ray would take the Intel GPUs for NVIDIA ones and every task would see every tile; add dpctl to the image (pip install dpctl), or set RAY_EXPERIMENTAL_NOSET_ZE_AFFINITY_MASK: '"'"'1'"'"' in the site'"'"'s environment to manage devices yourself' | tee "$RAYHPC_RUN_DIR/error" >&2
+  echo 1 > "$RAYHPC_RUN_DIR/exit_code"
+  exit 1
+fi
 cd /lus/flare/projects/PROJ
 
 # One node agent per node, in the container; rank 0 becomes the Ray head.
-mpiexec -n 4 --ppn 1 --cpu-bind none apptainer exec --fakeroot --no-home --bind /lus/flare/projects/PROJ --pwd /lus/flare/projects/PROJ /lus/flare/projects/PROJ/ray.sif python /lus/flare/projects/PROJ/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/flare/projects/PROJ/runs/20260101-000000-abcd &
+mpiexec -n 4 --ppn 1 --cpu-bind none apptainer exec --no-home --bind /lus/flare/projects/PROJ --pwd /lus/flare/projects/PROJ /lus/flare/projects/PROJ/ray.sif python /lus/flare/projects/PROJ/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/flare/projects/PROJ/runs/20260101-000000-abcd &
 step=$!
 # The walltime warning comes here. Tell the agents through the run directory (srun
 # would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on

@@ -14,7 +14,10 @@
 # Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
 set -u
 export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
+export NCCL_SOCKET_IFNAME=hsn0,hsn1,hsn2,hsn3
 export RAYHPC_RANK_VARS=SLURM_PROCID
+# NCCL and Gloo on the interface Ray uses (hsn0), unless the job's environment sets them.
+export GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-hsn0}"
 # Where the head's agent listens (rank 0's host): workers reach it over the network,
 # not by polling the shared file system.
 export RAYHPC_HEAD_HOST="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"

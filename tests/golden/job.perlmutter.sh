@@ -15,7 +15,10 @@
 # Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
 set -u
 export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
+export NCCL_SOCKET_IFNAME=hsn
 export RAYHPC_RANK_VARS=SLURM_PROCID
+# NCCL and Gloo on the interface Ray uses (hsn0), unless the job's environment sets them.
+export GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-hsn0}"
 # Where the head's agent listens (rank 0's host): workers reach it over the network,
 # not by polling the shared file system.
 export RAYHPC_HEAD_HOST="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
@@ -26,13 +29,14 @@ if ! command -v podman-hpc >/dev/null 2>&1; then
 fi
 cd /lus/proj/shared
 # srun gives each task one CPU unless told: since Slurm 22.05 it does not inherit
-# --cpus-per-task (sbatch(1) --cpus-per-task NOTE). Every CPU the allocation has on
+# --cpus-per-task (Slurm 22.05 release notes: srun no longer reads
+# SLURM_CPUS_PER_TASK). Every CPU the allocation has on
 # its smallest node: SLURM_JOB_CPUS_PER_NODE is CPU_count[(xnodes)][,...], e.g.
 # 72(x2),36 (sbatch(1) OUTPUT ENVIRONMENT).
 cpus=$(echo "${SLURM_JOB_CPUS_PER_NODE:-1}" | tr ',' '\n' | sed 's/(.*//' | sort -n | head -n 1)
 
 # One node agent per node, in the container; rank 0 becomes the Ray head.
-srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --cpus-per-task="$cpus" --cpu-bind=none --gpus-per-node=4 --kill-on-bad-exit=0 podman-hpc run --rm --init --network host --ipc host --userns=keep-id --gpu --volume /lus/proj/shared:/lus/proj/shared --workdir /lus/proj/shared -e 'SLURM_*' -e RAYHPC_RANK_VARS -e RAYHPC_HEAD_HOST rayhpc/ray:2.60.0-py311-gpu python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
+srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --cpus-per-task="$cpus" --cpu-bind=none --gpus-per-node=4 --kill-on-bad-exit=0 podman-hpc run --rm --init --network host --ipc host --userns=keep-id --nccl --gpu --volume /lus/proj/shared:/lus/proj/shared --workdir /lus/proj/shared -e 'SLURM_*' -e NCCL_SOCKET_IFNAME -e RAYHPC_RANK_VARS -e GLOO_SOCKET_IFNAME -e RAYHPC_HEAD_HOST rayhpc/ray:2.60.0-py311-gpu python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
 step=$!
 # The walltime warning comes here. Tell the agents through the run directory (srun
 # would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on

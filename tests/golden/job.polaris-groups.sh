@@ -3,9 +3,9 @@
 #PBS -l select=1:system=polaris+2:system=polaris
 #PBS -l place=scatter:excl
 #PBS -l walltime=01:00:00
-#PBS -o /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd/job.out
+#PBS -o /home/me/shared/runs/20260101-000000-abcd/job.out
 #PBS -j oe
-#PBS -l filesystems=home:eagle:grand
+#PBS -l filesystems=home:eagle
 #PBS -q debug-scaling
 #PBS -A PROJ
 #PBS -l singularity_fakeroot=true
@@ -13,7 +13,7 @@
 # Rendered by rayhpc for run 20260101-000000-abcd on site polaris (3 nodes: head 1 + gpu 2).
 # Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
 set -u
-export RAYHPC_RUN_DIR=/lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd
+export RAYHPC_RUN_DIR=/home/me/shared/runs/20260101-000000-abcd
 # No signal comes from pbs before its walltime kill: this timer asks the agents to stop
 # 60 s before the walltime (01:00:00, counted from the script's start),
 # as a Slurm job's --signal would.
@@ -27,10 +27,8 @@ trap 'kill "$timer" 2>/dev/null' EXIT  # the timer ends with the script
 # The site's setup (set +u: module scripts may read unset variables).
 set +u
 module use /soft/modulefiles
-module load spack-pe-base/0.8.1
-module use /soft/spack/testing/0.8.1/modulefiles
-module load apptainer/main
-module load e2fsprogs
+module load spack-pe-base
+module load apptainer
 set -u
 export LC_ALL=C.UTF-8
 export LANG=C.UTF-8
@@ -42,15 +40,18 @@ export HTTPS_PROXY=http://proxy.alcf.anl.gov:3128
 export no_proxy='admin,polaris-adminvm-01,localhost,*.cm.polaris.alcf.anl.gov,polaris-*,*.polaris.alcf.anl.gov,*.alcf.anl.gov'
 export NO_PROXY='admin,polaris-adminvm-01,localhost,*.cm.polaris.alcf.anl.gov,polaris-*,*.polaris.alcf.anl.gov,*.alcf.anl.gov'
 export RAYHPC_RANK_VARS=PALS_RANKID,PMI_RANK
+# NCCL and Gloo on the interface Ray uses (hsn0), unless the job's environment sets them.
+export NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-hsn0}"
+export GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-hsn0}"
 # Where the head's agent listens (rank 0's host): workers reach it over the network,
 # not by polling the shared file system.
 export RAYHPC_HEAD_HOST="$(head -n 1 "$PBS_NODEFILE")"
 if ! command -v apptainer >/dev/null 2>&1; then
-  echo 'rayhpc: site polaris: apptainer is not on PATH after the site setup (modules: module use /soft/modulefiles; module load spack-pe-base/0.8.1; module use /soft/spack/testing/0.8.1/modulefiles; module load apptainer/main; module load e2fsprogs); fix `setup` in the site file' | tee "$RAYHPC_RUN_DIR/error" >&2
+  echo 'rayhpc: site polaris: apptainer is not on PATH after the site setup (modules: module use /soft/modulefiles; module load spack-pe-base; module load apptainer); fix `setup` in the site file' | tee "$RAYHPC_RUN_DIR/error" >&2
   echo 1 > "$RAYHPC_RUN_DIR/exit_code"
   exit 1
 fi
-cd /lus/eagle/projects/PROJ/shared
+cd /home/me/shared
 # Each group's hosts, in a host file of its own: ALCF "Multi-node Ensemble
 # Calculations Example" (argonne-lcf/user-guides docs/running-jobs/
 # example-job-scripts.md) splits $PBS_NODEFILE and gives each mpiexec its part
@@ -72,8 +73,8 @@ sed -n '2,3p' "$hosts_dir/all" > "$hosts_dir/gpu"
 
 # One node agent per node, in its group's container; rank 0 (the head's group) is the Ray head.
 (
-  mpiexec -n 1 --ppn 1 --hostfile "$hosts_dir/head" --cpu-bind none apptainer exec --fakeroot --no-home --bind /lus/eagle/projects/PROJ/shared --pwd /lus/eagle/projects/PROJ/shared /lus/eagle/projects/PROJ/shared/cpu.sif python /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd --group head &
-  mpiexec -n 2 --ppn 1 --hostfile "$hosts_dir/gpu" --cpu-bind none apptainer exec --fakeroot --no-home --nv --bind /lus/eagle/projects/PROJ/shared --pwd /lus/eagle/projects/PROJ/shared /lus/grand/projects/PROJ/gpu.sif python /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/eagle/projects/PROJ/shared/runs/20260101-000000-abcd --group gpu --role worker &
+  mpiexec -n 1 --ppn 1 --hostfile "$hosts_dir/head" --cpu-bind none apptainer exec --fakeroot --no-home --bind /home/me/shared --pwd /home/me/shared /home/me/shared/cpu.sif python /home/me/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /home/me/shared/runs/20260101-000000-abcd --group head &
+  mpiexec -n 2 --ppn 1 --hostfile "$hosts_dir/gpu" --cpu-bind none apptainer exec --fakeroot --no-home --nv --bind /home/me/shared --pwd /home/me/shared /lus/eagle/projects/PROJ/gpu.sif python /home/me/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /home/me/shared/runs/20260101-000000-abcd --group gpu --role worker &
   wait
   rm -rf "$hosts_dir"  # node-local, made above
 ) &

@@ -27,10 +27,8 @@ trap 'kill "$timer" 2>/dev/null' EXIT  # the timer ends with the script
 # The site's setup (set +u: module scripts may read unset variables).
 set +u
 module use /soft/modulefiles
-module load spack-pe-base/0.8.1
-module use /soft/spack/testing/0.8.1/modulefiles
-module load apptainer/main
-module load e2fsprogs
+module load spack-pe-base
+module load apptainer
 set -u
 export LC_ALL=C.UTF-8
 export LANG=C.UTF-8
@@ -42,11 +40,14 @@ export HTTPS_PROXY=http://proxy.alcf.anl.gov:3128
 export no_proxy='admin,polaris-adminvm-01,localhost,*.cm.polaris.alcf.anl.gov,polaris-*,*.polaris.alcf.anl.gov,*.alcf.anl.gov'
 export NO_PROXY='admin,polaris-adminvm-01,localhost,*.cm.polaris.alcf.anl.gov,polaris-*,*.polaris.alcf.anl.gov,*.alcf.anl.gov'
 export RAYHPC_RANK_VARS=PALS_RANKID,PMI_RANK
+# NCCL and Gloo on the interface Ray uses (hsn0), unless the job's environment sets them.
+export NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-hsn0}"
+export GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-hsn0}"
 # Where the head's agent listens (rank 0's host): workers reach it over the network,
 # not by polling the shared file system.
 export RAYHPC_HEAD_HOST="$(head -n 1 "$PBS_NODEFILE")"
 if ! command -v apptainer >/dev/null 2>&1; then
-  echo 'rayhpc: site polaris: apptainer is not on PATH after the site setup (modules: module use /soft/modulefiles; module load spack-pe-base/0.8.1; module use /soft/spack/testing/0.8.1/modulefiles; module load apptainer/main; module load e2fsprogs); fix `setup` in the site file' | tee "$RAYHPC_RUN_DIR/error" >&2
+  echo 'rayhpc: site polaris: apptainer is not on PATH after the site setup (modules: module use /soft/modulefiles; module load spack-pe-base; module load apptainer); fix `setup` in the site file' | tee "$RAYHPC_RUN_DIR/error" >&2
   echo 1 > "$RAYHPC_RUN_DIR/exit_code"
   exit 1
 fi

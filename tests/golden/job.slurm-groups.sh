@@ -31,7 +31,8 @@ if ! command -v apptainer >/dev/null 2>&1; then
 fi
 cd /lus/proj/shared
 # srun gives each task one CPU unless told: since Slurm 22.05 it does not inherit
-# --cpus-per-task (sbatch(1) --cpus-per-task NOTE). Every CPU each component has
+# --cpus-per-task (Slurm 22.05 release notes: srun no longer reads
+# SLURM_CPUS_PER_TASK). Every CPU each component has
 # on its smallest node: SLURM_JOB_CPUS_PER_NODE_HET_GROUP_<n> (HJ "Environment
 # Variables") is CPU_count[(xnodes)][,...], e.g. 72(x2),36 (sbatch(1) OUTPUT
 # ENVIRONMENT).

@@ -24,7 +24,8 @@ if ! command -v apptainer >/dev/null 2>&1; then
 fi
 cd /lus/proj/shared
 # srun gives each task one CPU unless told: since Slurm 22.05 it does not inherit
-# --cpus-per-task (sbatch(1) --cpus-per-task NOTE). Every CPU the allocation has on
+# --cpus-per-task (Slurm 22.05 release notes: srun no longer reads
+# SLURM_CPUS_PER_TASK). Every CPU the allocation has on
 # its smallest node: SLURM_JOB_CPUS_PER_NODE is CPU_count[(xnodes)][,...], e.g.
 # 72(x2),36 (sbatch(1) OUTPUT ENVIRONMENT).
 cpus=$(echo "${SLURM_JOB_CPUS_PER_NODE:-1}" | tr ',' '\n' | sed 's/(.*//' | sort -n | head -n 1)

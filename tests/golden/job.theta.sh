@@ -32,6 +32,9 @@ export KMP_AFFINITY=disabled
 export LC_ALL=C.UTF-8
 export LANG=C.UTF-8
 export RAYHPC_RANK_VARS=ALPS_APP_PE
+# NCCL and Gloo on the interface Ray uses (ipogif0), unless the job's environment sets them.
+export NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-ipogif0}"
+export GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-ipogif0}"
 if ! command -v singularity >/dev/null 2>&1; then
   echo 'rayhpc: site theta: singularity is not on PATH after the site setup (modules: module unload trackdeps darshan xalt); fix `setup` in the site file' | tee "$RAYHPC_RUN_DIR/error" >&2
   echo 1 > "$RAYHPC_RUN_DIR/exit_code"

@@ -13,9 +13,18 @@ from __future__ import annotations
 
 import shlex
 
-from launcher.contract import HEAD_HOST_ENV, RANK_VARS_ENV, LaunchSpec, NodeGroup, RunPaths
+from launcher.contract import (
+    HEAD_HOST_ENV,
+    RANK_VARS_ENV,
+    LaunchSpec,
+    NodeGroup,
+    RunPaths,
+    fabric_environment,
+)
 from launcher.resolve.config import Site
+from launcher.resolve.fabric import export_unless_set
 from launcher.resolve.gpus import NodeGpus, node_gpus
+from launcher.resolve.queues import queue_is_qos
 from launcher.runtimes import ExecRequest, runtime
 from launcher.schedulers import SCHEDULERS, Job, Scheduler
 from launcher.schedulers.base import JobGroup
@@ -36,10 +45,10 @@ def job_for(spec: LaunchSpec, site: Site) -> Job:
     return Job(name=spec.project, nodes=spec.nodes, walltime_s=spec.walltime_s,
                output=str(RunPaths(spec.run_dir).job_output), queue=spec.queue or "",
                account=spec.account or "", stop_grace_s=spec.stop_grace,
-               extra=site.option("scheduler_options"), gpu=gpus.kind,
+               extra=queue_options(site, spec.queue), gpu=gpus.kind,
                exclusive=not site.option("shared_nodes"), paths=paths,
                directives=tuple(site.option("directives")), groups=groups,
-               gpus=gpus.request, exports=node_exports(site, scheduler))
+               gpus=gpus.request, exports=node_exports(spec, site, scheduler))
 
 
 def job_group(spec: LaunchSpec, site: Site, group: NodeGroup) -> JobGroup:
@@ -49,24 +58,33 @@ def job_group(spec: LaunchSpec, site: Site, group: NodeGroup) -> JobGroup:
     return JobGroup(name=group.name, nodes=group.nodes,
                     command=node_command(spec, site, group),
                     queue=group.queue or spec.queue or "",
-                    extra={**site.option("scheduler_options"), **group.scheduler_options},
+                    extra={**queue_options(site, group.queue or spec.queue),
+                           **group.scheduler_options},
                     gpu=gpus.kind, gpus=gpus.request)
 
 
 def gpus_of(spec: LaunchSpec, site: Site, group: NodeGroup | None = None) -> NodeGpus:
     """The GPUs a node (of ``group``) asks the scheduler for and passes into its container:
-    one count per node drives both (see `launcher.gpus`)."""
+    one count per node drives both (see `launcher.resolve.gpus`)."""
     requests = SCHEDULERS[site.scheduler].requests_gpus(site.option("scheduler_options"))
     if group is None:
         return node_gpus(site.option("gpu"), spec.num_gpus, requests)
     return node_gpus(group.gpu, group.num_gpus, requests)
 
 
-def node_exports(site: Site, scheduler: Scheduler) -> tuple[str, ...]:
+def node_exports(spec: LaunchSpec, site: Site, scheduler: Scheduler) -> tuple[str, ...]:
     """What the job script exports for the agents (and PATH, which the site's setup may have
     changed): launchers that start tasks without the script's environment pass these."""
     return ("PATH", "RAYHPC_RUN_DIR", *job_environment(site, scheduler),
+            *fabric_environment(spec.interface, site.option("environment")),
             *([HEAD_HOST_ENV] if scheduler.head_host else []))
+
+
+def queue_options(site: Site, queue: str | None) -> dict:
+    """The site's scheduler_options, and for a queue its table marks as a QOS (Frontier's
+    debug), the QOS option instead of the partition."""
+    options = site.option("scheduler_options")
+    return {**options, "queue_option": "qos"} if queue_is_qos(site.queues, queue) else options
 
 
 def proxy_environment(site: Site) -> dict[str, str]:
@@ -104,9 +122,58 @@ def node_command(spec: LaunchSpec, site: Site, group: NodeGroup | None = None) -
                           gpu=gpus_of(spec, site, group).kind,
                           pass_env=[*scheduler.env_passthrough,
                                     *job_environment(site, scheduler),
+                                    *fabric_environment(spec.interface,
+                                                        site.option("environment")),
                                     *([HEAD_HOST_ENV] if scheduler.head_host else [])])
     options = [*site.option("runtime_options"), *(group.runtime_options if group else [])]
     return runtime(site.runtime, options).exec_command(request)
+
+
+def fabric_lines(spec: LaunchSpec, site: Site) -> list[str]:
+    """NCCL's and Gloo's interface: the node's (see `launcher.resolve.fabric`), where unset."""
+    fabric = fabric_environment(spec.interface, site.option("environment"))
+    if not fabric:
+        return []
+    return [f"# NCCL and Gloo on the interface Ray uses ({spec.interface}), unless the job's "
+            "environment sets them.",
+            *(export_unless_set(name, value) for name, value in fabric.items())]
+
+
+# Ray (2.60, python/ray/_private/accelerators/intel_gpu.py) counts Intel GPUs only through
+# dpctl, and only then gives each task its own (ZE_AFFINITY_MASK=<ids>); without dpctl it
+# takes "GPU" for NVIDIA's (CUDA_VISIBLE_DEVICES) and every task sees every tile.
+DPCTL_CHECK = ["python", "-c", "import dpctl"]
+# Set in the site's environment, Ray leaves the devices to the program (as ALCF's vLLM setup
+# does with the selector): then no check.
+NOSET_INTEL = "RAY_EXPERIMENTAL_NOSET_ZE_AFFINITY_MASK"
+
+
+def intel_gpu_check(spec: LaunchSpec, site: Site, paths: RunPaths) -> list[str]:
+    """Stop at once when an image of Intel GPU nodes lacks dpctl (its tasks would not be
+    isolated), saying why and how to fix it."""
+    if NOSET_INTEL in site.option("environment"):
+        return []
+    images = ([group.image for group in spec.groups if group.gpu == "intel"] if spec.groups
+              else [spec.image] if site.option("gpu") == "intel" else [])
+    lines = []
+    for image in dict.fromkeys(images):
+        request = ExecRequest(image=image, command=DPCTL_CHECK, binds=[str(spec.shared)],
+                              gpu="intel")
+        check = runtime(site.runtime, site.option("runtime_options")).exec_command(request)
+        message = (f"rayhpc: site {site.name}: {image} has no dpctl: Ray would take the "
+                   "Intel GPUs for NVIDIA ones and every task would see every tile; add "
+                   "dpctl to the image (pip install dpctl), or set "
+                   f"{NOSET_INTEL}: '1' in the site's environment to manage devices yourself")
+        lines += [
+            "# Ray gives each task its own Intel GPU (ZE_AFFINITY_MASK) only with dpctl in the",
+            "# image (ray-project/ray python/ray/_private/accelerators/intel_gpu.py).",
+            f"if ! {shlex.join(check)} >/dev/null 2>&1; then",
+            f"  echo {shlex.quote(message)} | tee \"$RAYHPC_RUN_DIR/{paths.error.name}\" >&2",
+            f"  echo 1 > \"$RAYHPC_RUN_DIR/{paths.exit_code.name}\"",
+            "  exit 1",
+            "fi",
+        ]
+    return lines
 
 
 def walltime_timer(spec: LaunchSpec, scheduler: Scheduler, stop_name: str) -> list[str]:
@@ -173,12 +240,14 @@ def render_job_script(spec: LaunchSpec, site: Site) -> str:
            "set +u", *setup, "set -u"] if setup else []),
         *(f"export {key}={shlex.quote(value)}"
           for key, value in job_environment(site, scheduler).items()),
+        *fabric_lines(spec, site),
         *(["# Where the head's agent listens (rank 0's host): workers reach it over the "
            "network,",
            "# not by polling the shared file system.",
            f"export {HEAD_HOST_ENV}=\"$({head_host})\""]
           if head_host else []),
         *runtime_check(site, paths),
+        *intel_gpu_check(spec, site, paths),
         f"cd {shlex.quote(str(spec.shared))}",
         *scheduler.prologue(job),
         "",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from containers.errors import UserError
 from launcher.backends.batch.jobscript import render_job_script
+from launcher.backends.batch.rejections import rejection_hint
 from launcher.backends.rundir import prepare_run_dir, remove_run_dir
 from launcher.backends.watch import RunWatcher
 from launcher.contract import LaunchSpec, RunPaths
@@ -134,8 +135,9 @@ class BatchLaunch:
             remove_run_dir(self.paths.dir)
             said = " | ".join(line.strip() for line in
                               (result.stderr or result.stdout).strip().splitlines())
-            raise UserError(f"{cmd[0]} refused the job (exit {result.returncode}): "
-                            f"{said[-600:] or 'no job id in its output'}")
+            said = said[-600:] or "no job id in its output"
+            raise UserError(f"{cmd[0]} refused the job (exit {result.returncode}): {said}\n"
+                            f"{rejection_hint(said, self.site.name, str(self.site.path))}")
         self.paths.job_id.write_text(job_id + "\n")
         return job_id
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from launcher.contract import LaunchSpec, RunPaths
+from launcher.contract import LaunchSpec, RunPaths, fabric_environment
 from launcher.resolve.groups import nodes_by_group
 from launcher.runtimes import ExecRequest
 from launcher.runtimes.oci import Docker
@@ -36,7 +36,10 @@ def render_compose(spec: LaunchSpec, user: str = IMAGE_USER_UID,
                                         *(["--group", group.name] if group else [])),
             binds=[str(spec.shared)], workdir=str(spec.shared),
             gpu=group.gpu if group else "",
-            env={**(environment or {}), "PYTHONUNBUFFERED": "1"},
+            # NCCL's and Gloo's interface from --interface, unless the site's environment
+            # sets them (launcher.resolve.fabric).
+            env={**fabric_environment(spec.interface, environment or {}),
+                 **(environment or {}), "PYTHONUNBUFFERED": "1"},
             # A uid the image does not know has no home: give Ray a writable one.
             home=spec.temp_dir if user.split(":")[0] != IMAGE_USER_UID else "")
         service = {
