@@ -236,3 +236,20 @@ def test_everything_the_node_reads_of_the_spec_is_in_the_contract():
     everywhere = attributes_used(MODULES, {"paths"})
     assert everywhere <= set(vars(paths)) | members(RunPaths), \
         everywhere - set(vars(paths)) - members(RunPaths)
+
+
+def test_a_login_node_without_docker_py_runs_the_batch_commands(tmp_path):
+    """docker-py is imported only where an engine is used: with it missing (`import docker`
+    fails, as on an HPC login node), a batch site's dry run and `invoke status` work."""
+    code = (
+        "import sys\n"
+        "sys.modules['docker'] = None  # import docker: ImportError\n"
+        "from pathlib import Path\n"
+        "from launcher.launch import launch\n"
+        "from launcher.runs.run import status_lines\n"
+        f"print(status_lines(Path({str(tmp_path)!r})))\n"
+        f"launch('slurm', {{'shared': {str(tmp_path)!r}, 'image': '/x.sif'}}, dry_run=True)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=PROJECT_ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("[]\n#!/bin/bash\n#SBATCH "), result.stdout[:200]
