@@ -56,12 +56,20 @@ def node_ip(index: int) -> str:
 class Simulation:
     def __init__(self, nodes: int, work: Path, agent: Path | None, driver_s: float,
                  wait_s: float, join_timeout: int = 900, hang: frozenset[int] = frozenset(),
-                 environ: dict | None = None):
+                 environ: dict | None = None, skewed: frozenset[int] = frozenset()):
         self.nodes = nodes
         self.work = work
         self.wait_s = wait_s
         self.hang = hang  # nodes whose `ray start` never registers
         self.environ = environ or {}  # for every agent, e.g. RAYHPC_SIM_GCS_DELAY_S
+        # Nodes that see another Ray version: the package metadata of a Ray 2.59.0 ahead of the
+        # stand-in's on their PYTHONPATH (as a site's PYTHONPATH with another Ray would put it).
+        self.skewed = skewed
+        self.skew_path = work / "skewed"
+        if skewed:
+            info = self.skew_path / "ray-2.59.0.dist-info"
+            info.mkdir(parents=True)
+            (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ray\nVersion: 2.59.0\n")
         shared = work / "shared"
         shared.mkdir(exist_ok=True)
         self.spec = resolve_spec(
@@ -80,7 +88,8 @@ class Simulation:
 
     def env(self, index: int) -> dict:
         hang = {"RAYHPC_SIM_HANG_START": "1"} if index in self.hang else {}
-        return {**os.environ, **self.environ, **hang, "PYTHONPATH": str(SIM_RAY),
+        path = f"{self.skew_path}:{SIM_RAY}" if index in self.skewed else str(SIM_RAY)
+        return {**os.environ, **self.environ, **hang, "PYTHONPATH": path,
                 "RAYHPC_SIM_COUNT": str(self.counts),
                 "RAYHPC_SIM_RUN_DIR": str(self.paths.dir), "RAYHPC_HEAD_HOST": node_ip(0),
                 "RAYHPC_NODE_IP": node_ip(index),

@@ -51,7 +51,9 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
         settings["nodes"] = sum(group.nodes for group in groups)
     if settings["nodes"] is None:
         allocation = current_allocation(environ)
-        allocated = allocation.allocated_nodes(environ) if allocation else None
+        options = site.option("scheduler_options") \
+            if allocation and allocation.name == site.scheduler else {}
+        allocated = allocation.allocated_nodes(environ, options) if allocation else None
         settings["nodes"] = allocated or DEFAULT_NODES
     walltime_s = settings.pop("walltime")
     if settings["stop_grace"] >= walltime_s:

@@ -15,6 +15,7 @@ import pytest
 from containers.errors import UserError
 from launcher.backends import backend_for
 from launcher.backends.batch.jobscript import render_job_script
+from launcher.launch import resolve_spec
 from launcher.resolve.config import list_sites, load_site
 from launcher.runtimes import ExecRequest, runtime
 from launcher.schedulers import SCHEDULERS, Job, current_allocation
@@ -453,7 +454,7 @@ def test_whether_a_job_is_still_there(scheduler, output, active):
     ({"SLURM_JOB_ID": "1", "SLURM_JOB_NUM_NODES": "8"}, "slurm", 8),
     ({"COBALT_JOBID": "7", "COBALT_PARTSIZE": "128"}, "cobalt", 128),
     ({"COBALT_JOBID": "7", "COBALT_JOBSIZE": "16"}, "cobalt", 16),
-    ({"LSB_JOBID": "3", "LSB_MCPU_HOSTS": "batch1 1 h1 42 h2 42 h3 42"}, "lsf", 3),
+    ({"LSB_JOBID": "3", "LSB_MCPU_HOSTS": "h1 42 h2 42 h3 42"}, "lsf", 3),
     ({}, None, None),
 ])
 def test_allocation_and_node_count_detection(environ, scheduler, nodes):
@@ -461,6 +462,35 @@ def test_allocation_and_node_count_detection(environ, scheduler, nodes):
     assert (found.name if found else None) == scheduler
     if found:
         assert found.allocated_nodes(environ) == nodes
+
+
+@pytest.mark.parametrize("environ, options, nodes", [
+    # Plain LSF: every host of LSB_MCPU_HOSTS ("host slots ..."), the first (where the job
+    # script runs, a node of the cluster too) included.
+    ({"LSB_MCPU_HOSTS": "h1 4 h2 4 h3 4"}, {}, 3),
+    ({"LSB_MCPU_HOSTS": "h1 1"}, {}, 1),
+    ({"LSB_MCPU_HOSTS": "h1 1"}, {"csm": False}, 1),
+    # No LSB_MCPU_HOSTS (or one that is not host/slots pairs): LSB_HOSTS, a host per slot.
+    ({"LSB_HOSTS": "h1 h1 h1 h2 h2 h2"}, {}, 2),
+    ({"LSB_MCPU_HOSTS": "h1 4 h2", "LSB_HOSTS": "h1 h2 h3"}, {}, 3),
+    # With IBM CSM the first is the launch node: the compute hosts follow it.
+    ({"LSB_MCPU_HOSTS": "batch1 1 h41n01 42 h41n02 42 h41n03 42"}, {"csm": True}, 3),
+    ({"LSB_MCPU_HOSTS": "batch1 1 h41n01 42"}, {"csm": True}, 1),
+    ({"LSB_MCPU_HOSTS": ""}, {}, None),
+    ({}, {"csm": True}, None),
+])
+def test_lsf_node_count_inside_an_allocation(environ, options, nodes):
+    assert SCHEDULERS["lsf"].allocated_nodes({"LSB_JOBID": "3", **environ}, options) == nodes
+
+
+def test_a_launch_inside_an_lsf_job_takes_its_hosts(tmp_path):
+    """`invoke launch` without --nodes inside a job: the job's hosts, by the site's csm."""
+    environ = {"LSB_JOBID": "3", "LSB_MCPU_HOSTS": "batch1 1 h1 42 h2 42"}
+    cli = {"shared": str(tmp_path), "image": "/x/ray.sif"}
+    assert resolve_spec(load_site("lsf"), cli, environ).nodes == 3
+    assert resolve_spec(load_site("lsf-csm"), cli, environ).nodes == 2
+    # Another scheduler's site: LSF's count, without that site's options.
+    assert resolve_spec(load_site("slurm"), cli, environ).nodes == 3
 
 
 def test_pbs_node_count_from_the_nodefile(tmp_path):

@@ -267,3 +267,78 @@ def test_the_head_accepts_only_agents_holding_the_token():
         assert server.records()["w1"]["state"] == "gone"  # a closed connection: node lost
     finally:
         server.close()
+
+
+def wait_until(condition, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_the_head_keeps_the_first_worker_that_failed_with_its_reason():
+    """What the head's wait looks at (in O(1), whatever the node count): the first worker whose
+    agent said "failed", with its reason; kept once its connection closes; a later failure
+    does not replace it; joined and waiting workers are no failures."""
+    server = channel.ControlServer(0, channel.secret_of("token"))
+    port = server.listener.getsockname()[1]
+    agents = []
+    try:
+        for name in ("w1", "w2", "w3"):
+            agent = channel.Channel(socket.create_connection(("127.0.0.1", port)))
+            agent.send(node=name, secret=channel.secret_of("token"))
+            agents.append(agent)
+        w1, w2, w3 = agents
+        w1.send(state="joined", ip="10.0.0.2")
+        w2.send(state="starting", ip="10.0.0.3")
+        wait_until(lambda: server.count("starting") == 1 and server.count("joined") == 1)
+        assert server.first_failure() is None
+        reason = "preflight on w2: versions: Ray 2.59.0 here, Ray 2.60.0 on the head; fix"
+        w2.send(state="failed", reason=reason)
+        wait_until(lambda: server.first_failure() is not None)
+        assert server.first_failure() == ("w2", reason)
+        assert server.records()["w2"] == {"state": "failed", "reason": reason,
+                                          "ip": "10.0.0.3", "group": "", "final": None}
+        w3.send(state="failed", reason="`ray start` failed on w3 (exit 1): ...")
+        w2.send(state="failed", reason=reason, final={"node": "w2", "state": "failed"})
+        wait_until(lambda: server.count("failed") == 2)
+        w2.close()
+        wait_until(lambda: not server.peers["w2"].connected)
+        assert server.records()["w2"]["state"] == "failed"  # a final state stays
+        assert server.first_failure() == ("w2", reason)
+        assert [peer.name for peer in server.failed] == ["w2", "w3"]  # each once
+    finally:
+        for agent in agents:
+            agent.close()
+        server.close()
+
+
+def test_a_worker_that_connects_after_the_stop_hears_stop_not_the_address():
+    server = channel.ControlServer(0, channel.secret_of("token"))
+    port = server.listener.getsockname()[1]
+    try:
+        server.announce(head={"address": "10.0.0.1:6379"})
+        server.announce(stop="the head is tearing down")
+        late = channel.Channel(socket.create_connection(("127.0.0.1", port)))
+        late.send(node="w9", secret=channel.secret_of("token"))
+        late.sock.settimeout(5)
+        assert json.loads(late.sock.recv(1000)) == {"stop": "the head is tearing down"}
+        late.close()
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("node, reason, error", [
+    ("worker-1", "preflight on worker-1: versions: Ray 2.59.0 here; run one image",
+     "preflight on worker-1: versions: Ray 2.59.0 here; run one image"),
+    ("worker-1", "`ray start` failed on worker-1 (exit 1): boom",
+     "`ray start` failed on worker-1 (exit 1): boom"),
+    # worker-10's words do not name worker-1
+    ("worker-1", "preflight on worker-10: shm", "worker-1 failed before joining: preflight on "
+                                                 "worker-10: shm"),
+    ("nid001", "run directory /x is read-only", "nid001 failed before joining: run directory "
+                                                 "/x is read-only"),
+    ("nid001", "", "nid001 failed before joining: its agent failed (no reason given)"),
+])
+def test_a_failed_worker_is_named_in_the_launchs_error(node, reason, error):
+    assert report.failed_before_joining(node, reason) == error

@@ -36,8 +36,11 @@ def test_open_files_below_rays_suggestion_are_warned_about_not_refused():
 def test_shm_says_once_what_the_object_store_gets():
     assert check_shm(2 * GIB, int(1.6 * GIB), None).line == \
         "/dev/shm 2.0 GiB: object store 1.6 GiB (80% of it at most)"
-    small = check_shm(64 << 20, None, None)
-    assert small.ok and "too small for an object store of its own" in small.line
+    small = check_shm(96 << 20, None, None)
+    assert small.ok and small.line == ("/dev/shm 96 MiB: too small for an object store of its "
+                                       "own; Ray's default (it may fall back to /tmp, slow)")
+    assert check_shm(128 << 20, 107374182, None).line == \
+        "/dev/shm 128 MiB: object store 102 MiB (80% of it at most)"
     asked = check_shm(GIB, 4 * GIB, 4 * GIB)
     assert asked.ok and "smaller than the object store asked for (4.0 GiB)" in asked.line
 

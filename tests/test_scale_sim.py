@@ -6,6 +6,7 @@ node's work on the run directory stays a handful of operations."""
 from __future__ import annotations
 
 import json
+import platform
 import signal
 import subprocess
 import sys
@@ -109,3 +110,33 @@ def test_a_run_directory_that_cannot_be_written_any_more_ends_every_node(sim):
         assert not list(simulation.paths.dir.rglob(".*.tmp"))  # no half-written file
     finally:
         subprocess.run(["chattr", "-i", *map(str, locked)], check=False)
+
+
+def test_a_worker_whose_preflight_fails_ends_the_launch_at_once_by_its_name(sim):
+    """One worker sees another Ray version than the head's: its preflight refuses it before it
+    joins, and the head ends the launch at once (not at the join timeout), in that worker's
+    words; every other node is told to stop."""
+    simulation = sim(join_timeout=300, skewed=frozenset({7}))
+    started = time.monotonic()
+    result = simulation.run()
+    took = time.monotonic() - started
+    assert result["exit_code"] == 1, result
+    error = simulation.paths.read_error()
+    assert error == ("preflight on sim-00007: versions: Ray 2.59.0, Python "
+                     f"{platform.python_version()} here, Ray 2.60.0, Python "
+                     f"{platform.python_version()} on the head; Ray refuses nodes of another "
+                     "version: run one image (or images of the same Ray and Python) on every "
+                     "node"), error
+    assert took < 60, f"the launch took {took:.0f} s to fail"  # the join timeout is 300 s
+    records = json.loads(simulation.paths.nodes_file.read_text())
+    # A worker still probing when the head's agent closed writes its own (the stop file).
+    records.update({p.stem: json.loads(p.read_text())
+                    for p in simulation.paths.nodes.glob("*.json")})
+    assert len(records) == NODES
+    assert records["sim-00007"]["state"] == "failed"
+    assert records["sim-00007"]["reason"] == error
+    # The others were stopped, none failed: a `ray start` cut short by the head's teardown
+    # is not a failure of its node.
+    others = {r["state"] for name, r in records.items() if name not in ("sim-00000",
+                                                                          "sim-00007")}
+    assert others == {"stopped"}, records

@@ -136,6 +136,65 @@ def test_scancel_of_the_batch_script_stops_every_node_and_keeps_the_logs(testbed
         assert record["state"] == "stopped", record
 
 
+def test_num_gpus_0_renders_the_cpu_job_script_and_runs(testbed):
+    """`--num-gpus 0` asks the scheduler for nothing: its job script is the one without
+    `--num-gpus` (the dry run's, but for the run id), and it runs."""
+    result, run_dir = launch(testbed, "--num-gpus", "0", "--driver",
+                             "python examples/hello_nodes.py --ray-address={address}")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr + _job_out(run_dir)
+    assert "hello from 2 nodes: node1, node2" in result.stdout
+    dry = cli(testbed, "launch", "--site", str(SITE), "--shared", str(testbed.shared),
+              "--image", f"{testbed.shared}/ray.sif", "--dry-run", "--driver",
+              "python examples/hello_nodes.py --ray-address={address}")
+    assert dry.returncode == 0, dry.stderr
+    dry_run_id = re.search(r"# Rendered by rayhpc for run (\S+) ", dry.stdout).group(1)
+    assert (run_dir / "job.sh").read_text() == dry.stdout.replace(dry_run_id, run_dir.name)
+    assert "gpu" not in (run_dir / "job.sh").read_text().lower()
+    assert_nothing_left(testbed)
+
+
+def test_a_worker_whose_preflight_fails_is_refused_by_name(testbed):
+    """The site's environment puts a node-local Python tree on PYTHONPATH (as a site module
+    would); on node2 it holds another Ray's package metadata (what `pip install --target` of
+    Ray 2.59.0 leaves there). Both nodes run the same SIF, so the login node's image check
+    passes; node2's preflight, run by the node program in the container, sees Ray 2.59.0 and
+    refuses: the launch fails by that node's name at once, exit 1, nothing left."""
+    tree = "/tmp/rayhpc-site-python"  # node-local: Apptainer binds the node's /tmp
+    info = f"{tree}/ray-2.59.0.dist-info"
+    made = testbed.exec("node2", "sh", "-c", f"mkdir -p {info} && printf 'Metadata-Version: "
+                        f"2.1\\nName: ray\\nVersion: 2.59.0\\n' > {info}/METADATA && "
+                        f"chmod -R a+rX {tree}")
+    assert made.returncode == 0, made.stderr
+    site = testbed.shared / "site-python.yaml"
+    site.write_text(SITE.read_text() + f"environment:\n  PYTHONPATH: {tree}\n")
+    site.chmod(0o644)
+    try:
+        started = time.monotonic()
+        result = testbed.exec(
+            "controller", "python3", "-m", "invoke", "-r", str(PROJECT_ROOT), "launch",
+            "--site", str(site), "--shared", str(testbed.shared), "--image",
+            f"{testbed.shared}/ray.sif", "--wait", "--join-timeout", "240", "--driver",
+            "python examples/hello_nodes.py",
+            user="ray", workdir=str(testbed.shared))
+        took = time.monotonic() - started
+        run_dir = Path(re.search(r"run dir (\S+)", result.stdout).group(1))
+        assert result.returncode == 1, result.stdout[-4000:] + result.stderr + _job_out(run_dir)
+        error = (run_dir / "error").read_text().strip()
+        assert re.fullmatch(r"preflight on node2: versions: Ray 2\.59\.0, Python \S+ here, Ray "
+                            r"2\.60\.0, Python \S+ on the head; Ray refuses nodes of another "
+                            r"version: run one image \(or images of the same Ray and Python\) "
+                            r"on every node", error), error
+        assert f"rayhpc: error: {error}" in result.stdout + result.stderr
+        assert (run_dir / "exit_code").read_text().strip() == "1"
+        assert not (run_dir / "driver.log").exists()
+        assert json.loads((run_dir / "nodes.json").read_text())["node2"]["state"] == "failed"
+        assert took < 150, f"the refusal took {took:.0f} s (join timeout 240 s)"
+        assert_nothing_left(testbed)
+    finally:
+        site.unlink(missing_ok=True)
+        testbed.exec("node2", "rm", "-rf", tree)
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text()

@@ -114,6 +114,9 @@ class ControlServer:
         self.changed = threading.Condition()
         self.version = 0  # bumped on every change of a peer
         self.head_message: dict | None = None
+        # Workers whose agent said it failed (before joining, e.g. its preflight), in the order
+        # they said so: kept as they come, so that the head's wait looks at it in O(1).
+        self.failed: list[Peer] = []
         self._closing = False
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -172,7 +175,10 @@ class ControlServer:
             peer = self._by_channel.get(channel)
             if peer is None:
                 return
-            peer.state = str(message.get("state", peer.state))
+            state = str(message.get("state", peer.state))
+            if state == "failed" and peer.state != "failed":
+                self.failed.append(peer)
+            peer.state = state
             peer.reason = str(message.get("reason", peer.reason))
             peer.ip = str(message.get("ip", peer.ip))
             if isinstance(message.get("final"), dict):
@@ -202,6 +208,11 @@ class ControlServer:
             peers = [p for p in self.peers.values() if p.connected]
         for peer in peers:
             peer.channel.send(**message)
+
+    def first_failure(self) -> tuple[str, str] | None:
+        """The first worker whose agent said it failed, and its reason (None: none did)."""
+        with self.changed:
+            return (self.failed[0].name, self.failed[0].reason) if self.failed else None
 
     def count(self, state: str) -> int:
         with self.changed:

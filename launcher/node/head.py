@@ -31,6 +31,7 @@ from launcher.node.fabric import head_route_environment
 from launcher.node.processes import POLL_S, copy_lines, stop_session
 from launcher.node.ray_start import node_ip, without_proxy
 from launcher.node.report import (
+    failed_before_joining,
     first_few,
     gpu_shortfall,
     group_totals,
@@ -225,7 +226,9 @@ class Head(Agent):
 
     def wait_for_nodes(self, address: str) -> bool:
         """Until every node has joined: the workers say so over the control connection; Ray's
-        own node list confirms it (asked rarely while they come, and at the end)."""
+        own node list confirms it (asked rarely while they come, and at the end). A worker
+        whose agent says it failed (its preflight, `ray start`) fails the launch at once, by
+        its name and in its words."""
         expected = self.spec.nodes
         deadline = time.time() + self.spec.join_timeout
         self.status["address"] = address
@@ -248,6 +251,9 @@ class Head(Agent):
             if alive >= expected:
                 self.timing["t_all_joined"] = time.time()
                 return True
+            failure = self.server.first_failure()
+            if failure is not None:  # it will never join: no use waiting for the timeout
+                raise LaunchFailed(failed_before_joining(*failure))
             if time.time() > deadline:
                 missing = missing_nodes(self.spec.node_names[1:], expected - 1,
                                         self.server.records())
@@ -343,7 +349,9 @@ class Head(Agent):
     def teardown(self) -> None:
         """Tell every worker to stop (over the network; the stop file too, for any that never
         reached us), stop our Ray, keep the logs, wait for the workers to say they stopped."""
-        self.server.broadcast(stop="the head is tearing down")
+        # Announced, not only sent: a worker that gets through only now (still probing while
+        # the launch failed) hears "stop" instead of the head's address.
+        self.server.announce(stop="the head is tearing down")
         try:
             self.paths.request_stop(f"head: {self.node} is tearing down")
         except OSError as exc:

@@ -124,6 +124,9 @@ def minor(version: str) -> str:
 
 
 def size_text(size: int) -> str:
+    """GiB with one decimal; MiB below one GiB (a small /dev/shm: 96 MiB, not "0.1 GiB")."""
+    if size < 1 << 30:
+        return f"{size / (1 << 20):.0f} MiB"
     return f"{size / (1 << 30):.1f} GiB"
 
 

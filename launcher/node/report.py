@@ -3,6 +3,8 @@ lost (pure functions of Ray's node list and the workers' records)."""
 
 from __future__ import annotations
 
+import re
+
 from launcher.contract import RAY_NODE_LABEL, NodeGroup, label_value
 
 
@@ -105,6 +107,16 @@ def missing_nodes(expected: list[str], count: int, records: dict[str, dict]) -> 
     if not expected and unnamed > 0:
         described.append(f"{unnamed} more node(s) whose agent never reached the head")
     return described
+
+
+def failed_before_joining(node: str, reason: str) -> str:
+    """The launch's error when a worker's agent failed before it joined: the agent's own words
+    (a preflight failure names the node, the check and the fix), with the node's name in
+    front where they do not hold it."""
+    reason = reason or "its agent failed (no reason given)"
+    if re.search(rf"(?<![\w.-]){re.escape(node)}(?![\w-])", reason):
+        return reason
+    return f"{node} failed before joining: {reason}"
 
 
 def first_few(items: list[str], rest_hint: str, shown: int = 5) -> str:

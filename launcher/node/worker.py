@@ -181,7 +181,9 @@ class Worker(Agent):
                 break
             except LaunchFailed as exc:
                 self.stop_ray(RAY_STOP_GRACE_HEADLESS_S)  # whatever the failed try started
-                if attempt + 1 == RAY_START_TRIES or self.stop_requested():
+                if self.stop_requested():
+                    return  # the head stopped meanwhile (its GCS went): not this node's failure
+                if attempt + 1 == RAY_START_TRIES:
                     raise
                 wait = backoff(attempt, first=1.0, most=8.0)
                 self.say(f"{exc}; trying again in {wait:.1f} s")

@@ -174,7 +174,10 @@ class Scheduler:
     def in_allocation(self, environ: Mapping[str, str]) -> bool:
         return bool(environ.get(self.job_id_var))
 
-    def allocated_nodes(self, environ: Mapping[str, str]) -> int | None:
+    def allocated_nodes(self, environ: Mapping[str, str],
+                        options: Mapping[str, object] | None = None) -> int | None:
+        """The node count of the allocation we are in (None: not known); ``options``: the
+        site's scheduler_options (e.g. LSF's csm)."""
         raise NotImplementedError
 
     def allocation_problem(self, groups: int, environ: Mapping[str, str]) -> str:

@@ -88,7 +88,8 @@ class Cobalt(Scheduler):
         # SIGTERM before the kill, and its trap asks the agents to stop, as on the walltime.
         return ["qdel", job_id]
 
-    def allocated_nodes(self, environ: Mapping[str, str]) -> int | None:
+    def allocated_nodes(self, environ: Mapping[str, str],
+                        options: Mapping[str, object] | None = None) -> int | None:
         # COBALT_JOBSIZE: ALCF's example-job-scripts.md ("COBALT_JOBSIZE (nodes)");
         # COBALT_PARTSIZE: ALCF's qmcpack.md runs `aprun -n $COBALT_PARTSIZE -N 1`
         # (argonne-lcf/user-guides commit 0d85cf70, docs/theta/applications-and-libraries/).

@@ -163,8 +163,28 @@ class LSF(Scheduler):
             return ["bkill", "-s", "TERM", job_id]
         return ["bkill", job_id]
 
-    def allocated_nodes(self, environ: Mapping[str, str]) -> int | None:
-        # LSB_MCPU_HOSTS: "launch 1 node1 42 node2 42": compute hosts after the launch node.
-        words = environ.get("LSB_MCPU_HOSTS", "").split()
-        hosts = {words[i] for i in range(0, len(words) - 1, 2)}
-        return len(hosts) - 1 if len(hosts) > 1 else (len(hosts) or None)
+    def allocated_nodes(self, environ: Mapping[str, str],
+                        options: Mapping[str, object] | None = None) -> int | None:
+        return len(allocated_hosts(environ, bool((options or {}).get("csm")))) or None
+
+
+def allocated_hosts(environ: Mapping[str, str], csm: bool = False) -> list[str]:
+    """The hosts of the job we run in, in LSF's order, each once.
+
+    Plain LSF: "LSF starts one controlling process for the parallel batch job on the first host
+    in the host list" and LSB_HOSTS "contains the complete list of hosts that LSF has allocated
+    to that job"; LSB_MCPU_HOSTS is the same list as "host_nameA num_processors1 host_nameB
+    num_processors2..." (IBM Platform LSF 9.1.3, "How LSF runs parallel jobs", lsf_admin/
+    parallel_jobs_about.html, as mirrored at www.hpc.dtu.dk/lsf931/; IBM Spectrum LSF 10.1,
+    "Environment variables set for job execution", www.ibm.com/docs/en/spectrum-lsf/10.1.0?
+    topic=variables-environment-set-job-execution: LSB_HOSTS "For parallel jobs, this includes
+    multiple host names"). No launch host is named apart: the first host, where the
+    job script runs, is one of the job's hosts (the blaunch loop starts a node there too), so it
+    counts. LSB_HOSTS names a host once per slot; LSB_MCPU_HOSTS, read first, once with its
+    slots. With CSM the first host is the launch node, not a compute node (as `head_host_for`
+    takes the second): it does not count."""
+    words = environ.get("LSB_MCPU_HOSTS", "").split()
+    listed = words[0::2] if words and len(words) % 2 == 0 \
+        else environ.get("LSB_HOSTS", "").split()
+    hosts = list(dict.fromkeys(listed))
+    return hosts[1:] if csm and len(hosts) > 1 else hosts

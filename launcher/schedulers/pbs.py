@@ -278,7 +278,8 @@ class PBS(Scheduler):
             return ["qsig", "-s", "TERM", job_id]
         return ["qdel", job_id]
 
-    def allocated_nodes(self, environ: Mapping[str, str]) -> int | None:
+    def allocated_nodes(self, environ: Mapping[str, str],
+                        options: Mapping[str, object] | None = None) -> int | None:
         nodefile = environ.get("PBS_NODEFILE")
         if not nodefile or not Path(nodefile).is_file():
             return None

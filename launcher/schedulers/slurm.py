@@ -247,7 +247,8 @@ class Slurm(Scheduler):
             return ["scancel", "--batch", "--signal=TERM", job_id]
         return ["scancel", job_id]
 
-    def allocated_nodes(self, environ: Mapping[str, str]) -> int | None:
+    def allocated_nodes(self, environ: Mapping[str, str],
+                        options: Mapping[str, object] | None = None) -> int | None:
         value = environ.get("SLURM_JOB_NUM_NODES") or environ.get("SLURM_NNODES")
         return int(value) if value and value.isdigit() else None
 
