@@ -14,7 +14,8 @@ phase, <= 10 ops per node, delay <= 1 s.
 
 --agent runs another node program file in the run directory's `node_agent.pyz` place (a
 node_agent.pyz of another checkout, or an old single-file agent: `git show
-d903117:launcher/agent.py > old.py`) for before/after figures. Workers start first and wait --wait-s seconds for the head (the waiting
+d903117:launcher/agent.py > old.py`) for before/after figures. Workers start first and wait
+--wait-s seconds for the head (the waiting
 phase), as they would while a real head starts.
 """
 
