@@ -12,8 +12,10 @@ phase, <= 10 ops per node, delay <= 1 s.
 
     .venv/bin/python benchmarks/scale.py [--nodes 64 256 1024] [--agent PATH] [--driver-s 10]
 
---agent runs another version of the agent (e.g. `git show REV:launcher/agent.py > old.py`) for
-before/after figures. Workers start first and wait --wait-s seconds for the head (the waiting
+--agent runs another node program file in the run directory's `node_agent.pyz` place (a
+node_agent.pyz of another checkout, or an old single-file agent: `git show
+d903117:launcher/agent.py > old.py`) for before/after figures. Workers start first and wait
+--wait-s seconds for the head (the waiting
 phase), as they would while a real head starts.
 """
 
@@ -217,13 +219,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, nargs="+", default=[64, 256, 1024])
-    parser.add_argument("--agent", type=Path, help="agent file to run (default: this checkout's)")
+    parser.add_argument("--agent", type=Path,
+                        help="node program file to run (default: this checkout's bundle)")
     parser.add_argument("--driver-s", type=float, default=10, help="seconds the driver runs")
     parser.add_argument("--wait-s", type=float,
                         help="seconds the workers wait for the head before it starts (default: "
                              "10, or 0.2 s per node: their own start-up must be over by half)")
     args = parser.parse_args()
-    print(f"machine: {machine()}\nagent: {args.agent or 'launcher/agent.py (this checkout)'}")
+    print(f"machine: {machine()}\nagent: {args.agent or 'node_agent.pyz (this checkout)'}")
     rows = []
     for nodes in args.nodes:
         result = simulate(nodes, args.agent, args.driver_s, args.wait_s or max(10, nodes * 0.2))
