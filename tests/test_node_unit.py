@@ -244,7 +244,7 @@ def test_control_channel_carries_json_lines_both_ways():
 
 def test_the_head_accepts_only_agents_holding_the_token():
     server = channel.ControlServer(0, channel.secret_of("token"))
-    port = server.listener.getsockname()[1]
+    port = server.listeners[0].getsockname()[1]
     try:
         good = channel.Channel(socket.create_connection(("127.0.0.1", port)))
         good.send(node="w1", secret=channel.secret_of("token"))
@@ -267,3 +267,40 @@ def test_the_head_accepts_only_agents_holding_the_token():
         assert server.records()["w1"]["state"] == "gone"  # a closed connection: node lost
     finally:
         server.close()
+
+
+def test_a_peer_without_the_token_cannot_grow_the_heads_buffer_or_stay(monkeypatch):
+    """Data without a newline before the hello, and a silent connection, are cut off; a
+    message over the bound is refused even from an agent that showed the token."""
+    monkeypatch.setattr(channel, "HELLO_TIMEOUT_S", 0.5)
+    server = channel.ControlServer(0, channel.secret_of("token"), ("127.0.0.1",))
+    port = server.listeners[0].getsockname()[1]
+    try:
+        flood = socket.create_connection(("127.0.0.1", port))
+        flood.settimeout(5)
+        with pytest.raises(OSError):  # reset once the head closed it
+            for _ in range(64):
+                flood.sendall(b"x" * 65536)
+                time.sleep(0.01)
+        silent = socket.create_connection(("127.0.0.1", port))
+        silent.settimeout(5)
+        started = time.monotonic()
+        assert silent.recv(10) == b""  # closed by the head after the hello timeout
+        assert time.monotonic() - started < 3
+        agent = channel.Channel(socket.create_connection(("127.0.0.1", port)))
+        agent.send(node="w1", secret=channel.secret_of("token"))
+        agent.sock.sendall(b'{"state": "' + b"y" * (channel.MAX_MESSAGE_BYTES + 10))
+        deadline = time.monotonic() + 5
+        while server.records().get("w1", {}).get("state") != "gone":
+            assert time.monotonic() < deadline, server.records()
+            time.sleep(0.02)
+    finally:
+        server.close()
+
+
+def test_the_heads_agent_listens_on_the_nodes_addresses_not_every_interface():
+    from launcher.node.ray_start import agent_addresses
+
+    addresses = agent_addresses(None, multi_node=False)
+    assert addresses and "" not in addresses and "0.0.0.0" not in addresses
+    assert agent_addresses("no-such-interface0", multi_node=True) == [""]

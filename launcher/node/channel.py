@@ -13,6 +13,7 @@ import random
 import selectors
 import socket
 import threading
+import time
 
 from launcher.contract import FINAL_STATES
 
@@ -20,6 +21,12 @@ from launcher.contract import FINAL_STATES
 KEEPALIVE = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 6}
 # Finding the head: probe its agent port with backoff from 0.1 s to 2 s (x0.5-1.5 jitter).
 PROBE_FIRST_S, PROBE_MAX_S = 0.1, 2.0
+# Bounds on what a peer may send: one message (a node's final record is a few KiB), and, before
+# it has shown the run's token, its hello and the time it may take to send it. A port anyone on
+# the network can reach must not let them fill the head's memory or pin its CPU.
+MAX_MESSAGE_BYTES = 1 << 20
+MAX_HELLO_BYTES = 4096
+HELLO_TIMEOUT_S = 10.0
 
 
 def backoff(attempt: int, first: float = PROBE_FIRST_S, most: float = PROBE_MAX_S) -> float:
@@ -36,8 +43,9 @@ def secret_of(token: str) -> str:
 class Channel:
     """One connection: send messages (thread-safe), read them as they come."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, limit: int = MAX_MESSAGE_BYTES):
         self.sock = sock
+        self.limit = limit  # the most bytes one message may have (an unfinished one too)
         self._buffer = b""
         self._lock = threading.Lock()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -56,7 +64,8 @@ class Channel:
             return False
 
     def read(self) -> list[dict] | None:
-        """What has arrived (the socket is readable): messages, or None once it closed."""
+        """What has arrived (the socket is readable): messages, or None once it closed or
+        sent a message longer than ``limit`` (the connection is then to be closed)."""
         try:
             data = self.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -65,8 +74,13 @@ class Channel:
             return None
         if not data:
             return None
-        self._buffer += data
-        *lines, self._buffer = self._buffer.split(b"\n")
+        if b"\n" not in data:  # no message ended: nothing to split, only to bound
+            self._buffer += data
+            return [] if len(self._buffer) <= self.limit else None
+        *lines, rest = (self._buffer + data).split(b"\n")
+        self._buffer = rest
+        if len(rest) > self.limit or any(len(line) > self.limit for line in lines):
+            return None
         messages = []
         for line in lines:
             with contextlib.suppress(ValueError):
@@ -103,12 +117,14 @@ class ControlServer:
     tracks what each says, tells them the head's address and, at the end, to stop. One thread,
     one selector, whatever the node count."""
 
-    def __init__(self, port: int, secret: str):
+    def __init__(self, port: int, secret: str, hosts: tuple[str, ...] = ("",)):
+        """Listen on ``hosts`` (the node's cluster addresses; "" : every interface)."""
         self.secret = secret
-        self.listener = socket.create_server(("", port), backlog=4096)
-        self.listener.setblocking(False)
+        self.listeners = [socket.create_server((host, port), backlog=4096) for host in hosts]
         self.selector = selectors.DefaultSelector()
-        self.selector.register(self.listener, selectors.EVENT_READ)
+        for listener in self.listeners:
+            listener.setblocking(False)
+            self.selector.register(listener, selectors.EVENT_READ)
         self.peers: dict[str, Peer] = {}
         self._by_channel: dict[Channel, Peer] = {}
         self.changed = threading.Condition()
@@ -118,38 +134,47 @@ class ControlServer:
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
-        unnamed: dict[Channel, None] = {}
+        unnamed: dict[Channel, float] = {}  # connections yet to show the token: since when
         while not self._closing:
             try:
                 events = self.selector.select(timeout=1.0)
             except OSError:
                 return
             for key, _ in events:
-                if key.fileobj is self.listener:
+                if key.fileobj in self.listeners:
                     with contextlib.suppress(OSError):
-                        sock, _ = self.listener.accept()
+                        sock, _ = key.fileobj.accept()
                         sock.setblocking(False)
-                        channel = Channel(sock)
-                        unnamed[channel] = None
+                        channel = Channel(sock, limit=MAX_HELLO_BYTES)
+                        unnamed[channel] = time.monotonic()
                         self.selector.register(sock, selectors.EVENT_READ, channel)
                     continue
                 channel = key.data
                 messages = channel.read()
                 if messages is None:
-                    self.selector.unregister(channel.sock)
+                    self._drop(channel)
                     unnamed.pop(channel, None)
                     self._closed(channel)
-                    channel.close()
                     continue
                 for message in messages:
                     if channel in unnamed:
-                        if not self._hello(channel, message):
-                            self.selector.unregister(channel.sock)
-                            channel.close()
-                            break
                         del unnamed[channel]
+                        if not self._hello(channel, message):
+                            self._drop(channel)
+                            break
+                        channel.limit = MAX_MESSAGE_BYTES
                     else:
                         self._update(channel, message)
+            # A peer that has not shown the token in time is not one of this run's agents.
+            too_old = time.monotonic() - HELLO_TIMEOUT_S
+            for channel in [c for c, since in unnamed.items() if since < too_old]:
+                del unnamed[channel]
+                self._drop(channel)
+
+    def _drop(self, channel: Channel) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(channel.sock)
+        channel.close()
 
     def _hello(self, channel: Channel, message: dict) -> bool:
         if message.get("secret") != self.secret or not message.get("node"):
@@ -219,5 +244,6 @@ class ControlServer:
 
     def close(self) -> None:
         self._closing = True
-        with contextlib.suppress(OSError):
-            self.listener.close()
+        for listener in self.listeners:
+            with contextlib.suppress(OSError):
+                listener.close()

@@ -187,6 +187,9 @@ def status_line(run: Run, now: float | None = None) -> str:
         parts.append(f"up {duration(now - run.head['time'])}")
     if run.exit_code is None:
         parts += run.backend.describe(run)
+        if run.head and run.backend.running(run) is False:
+            parts[2] = (f"lost (its nodes are gone without an exit code; `invoke down --run "
+                        f"{run.run_id}` records its end)")
     return "  ".join(parts)
 
 
