@@ -90,6 +90,7 @@ def test_a_signal_to_the_process_group_during_the_start_removes_what_was_created
     assert run.proc.returncode == 143, output[-3000:]
     assert "Traceback" not in output
     assert leftovers(docker_api, run.run_dir.name) == []
+    assert (run.run_dir / "exit_code").read_text().strip() == "143"  # not "starting" forever
 
 
 def test_a_deleted_run_directory_stops_the_cluster_and_leaves_nothing(docker_api, built_image,

@@ -87,6 +87,8 @@ class LocalLaunch:
 
         Compose runs in a session of its own: a signal to the launcher's process group (a
         closed terminal, Ctrl-C) reaches the launcher alone, which stops it."""
+        if self.watcher.signals:
+            return None, ""  # before anything was created
         cmd = [*self.compose, "-p", self.spec.project, "-f", str(self.paths.compose_file),
                "up", "-d", "--no-build"]
         up = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -115,26 +117,33 @@ class LocalLaunch:
         ``detach`` (an interactive cluster): return 0 once every node joined and leave the
         cluster up (`invoke down --run ID` stops it); it is torn down only if it fails or a
         signal comes before that."""
-        user, owner = container_user()
-        prepare_run_dir(self.spec, owner)
-        self.paths.compose_file.write_text(render_compose(self.spec, user, self.environment))
-        self.watcher.say(f"run {self.spec.run_id}: {self.spec.nodes} nodes of "
-                         f"{self.spec.image}; run dir {self.paths.dir}")
-        cores = os.cpu_count() or 1
-        if self.spec.nodes > OVERLOAD_NODES_PER_CORE * cores:
-            self.watcher.say(f"warning: {self.spec.nodes} nodes on {cores} cores: each Ray node "
-                             "takes about a core to start, so bring-up will be slow and may "
-                             "reach the join timeout (--join-timeout); use fewer nodes here")
-        # Signals are noted by the watcher, not raised, from here to the end of the teardown;
-        # every way out (a signal, a full disk, a bug) ends with the cluster gone.
+        # Signals are noted by the watcher, not raised, from before the run is announced to
+        # the end of the teardown; every way out (a signal, a full disk, a bug) ends with the
+        # cluster gone.
         with self.watcher.holding_signals():
+            user, owner = container_user()
+            prepare_run_dir(self.spec, owner)
+            self.paths.compose_file.write_text(render_compose(self.spec, user,
+                                                              self.environment))
+            self.watcher.say(f"run {self.spec.run_id}: {self.spec.nodes} nodes of "
+                             f"{self.spec.image}; run dir {self.paths.dir}")
+            cores = os.cpu_count() or 1
+            if self.spec.nodes > OVERLOAD_NODES_PER_CORE * cores:
+                self.watcher.say(f"warning: {self.spec.nodes} nodes on {cores} cores: each Ray "
+                                 "node takes about a core to start, so bring-up will be slow "
+                                 "and may reach the join timeout (--join-timeout); use fewer "
+                                 "nodes here")
             left_up = False
             try:
                 code, err = self._compose_up()
                 if code is None:  # a signal during the start: what was made goes
                     signum = self.watcher.signals[0]
-                    self.watcher.say(f"{signal.Signals(signum).name}: stopping the start; "
-                                     "removing what was created")
+                    name = signal.Signals(signum).name
+                    self.watcher.say(f"{name}: stopping the start; removing what was created")
+                    # No agent ran to record the end: the launcher does, in the head's stead.
+                    with contextlib.suppress(OSError):
+                        atomic_write(self.paths.error, f"stopped by {name} during the start\n")
+                        atomic_write(self.paths.exit_code, f"{128 + signum}\n")
                     return 128 + signum
                 if code == 0:
                     self._announce_dashboard()
