@@ -134,6 +134,16 @@ def test_a_detached_cluster_survives_wrong_commands_and_hostile_peers_and_ends_r
                      "python", "-c", "print('hello from the job')", timeout=300)
         assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-2000:]
         job_id = re.search(r"rayhpc: job (raysubmit_\w+) submitted", job.stdout).group(1)
+        # Output that is not UTF-8 (Ray's job-logs endpoint answers HTTP 500 on it): the job's
+        # result still comes from its status, its output from the driver's log file.
+        odd = invoke("submit", "--run", run_id, "--shared", str(shared_dir), "--", "python",
+                     "-c", "import sys; sys.stdout.buffer.write(b'caf\\xff ok\\n')",
+                     timeout=300)
+        assert odd.returncode == 0, odd.stdout[-2000:] + odd.stderr[-2000:]
+        assert "caf\ufffd ok" in odd.stdout, odd.stdout[-2000:]
+        odd_id = re.search(r"rayhpc: job (raysubmit_\w+) submitted", odd.stdout).group(1)
+        odd_log = invoke("logs", "--run", run_id, "--shared", str(shared_dir), "--job", odd_id)
+        assert odd_log.returncode == 0 and "caf\ufffd ok" in odd_log.stdout, odd_log.stderr
 
         # A peer without the token: data without a newline is cut off, not buffered.
         port, head_ip = agent_port_and_head_ip(docker_api, run_dir)

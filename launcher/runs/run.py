@@ -115,7 +115,7 @@ class Run:
         except OSError as exc:
             raise UserError(f"--run: cannot read the run's token {self.paths.auth_token} "
                             f"({exc.strerror}); run this as the user who launched it") from None
-        return JobsClient(self.dashboard(), token)
+        return JobsClient(self.dashboard(), token, head_ip=self.head.get("ip", ""))
 
     def require_up(self, flag: str = "--run") -> None:
         """UserError unless this is an interactive cluster that is up now."""
