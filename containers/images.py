@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from containers.dockerfile import render_dockerfile
-from containers.engine import build_image, build_labels, connect, ensure_image, image_exists
+from containers.engine import (
+    build_image,
+    build_labels,
+    check_image_ref,
+    connect,
+    ensure_image,
+    image_exists,
+)
 from containers.errors import UserError
 from containers.progress import Progress
 from containers.recipe import DEFAULT_RECIPE, IMAGE_REPOSITORY, Recipe, load_recipe
@@ -21,6 +28,8 @@ def build_recipe_image(recipe_name: str = DEFAULT_RECIPE, variant: str = "cpu",
     recipe = load_recipe(recipe_name)
     base = base or recipe.variant(variant).base
     tag = tag or recipe.image_tag(variant)
+    check_image_ref(tag, "--tag")
+    check_image_ref(base, "--base")
     secrets = BuildSecrets.resolve(ca_bundle, pip_index_url)
     api = connect()
     ensure_image(api, base, progress,
@@ -41,6 +50,9 @@ def build_standin_base(recipe_name: str = DEFAULT_RECIPE, os_image: str | None =
     progress = progress or Progress()
     recipe = load_recipe(recipe_name)
     tag = tag or standin_tag(recipe)
+    check_image_ref(tag, "--tag")
+    if os_image is not None:
+        check_image_ref(os_image, "--os-image")
     secrets = BuildSecrets.resolve(ca_bundle, pip_index_url)
     api = connect()
     if os_image is None:

@@ -348,9 +348,55 @@ class LaunchSpec:
             raise ValueError("spec.json is not this rayhpc's spec ("
                              + "; ".join(p for p in problems if p) + ")")
         values = {key: value for key, value in data.items() if key in known}
+        check_json_types(cls, values)
+        for group in values.get("groups", ()):
+            check_json_types(NodeGroup, group)
         values["shared"] = Path(values["shared"])
         values["groups"] = tuple(NodeGroup(**group) for group in values.get("groups", ()))
         return cls(**values)
+
+
+# What each annotation of the spec's fields takes in JSON (Path: its text).
+JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "str": str, "int": int, "float": (int, float), "bool": bool, "Path": str, "Any": object,
+    "NodeGroup": dict}
+
+
+def fits_json_type(annotation: str, value: Any) -> bool:
+    """Whether a value read from JSON is of the type a field's annotation names."""
+    for option in (part.strip() for part in annotation.split(" | ")):
+        if option == "None":
+            if value is None:
+                return True
+            continue
+        outer, _, inner = option.partition("[")
+        inner = inner[:-1]
+        if outer == "dict":
+            value_type = inner.split(",", 1)[1].strip()
+            if isinstance(value, dict) and all(fits_json_type(value_type, item)
+                                               for item in value.values()):
+                return True
+        elif outer in ("list", "tuple"):
+            item_type = inner.split(",", 1)[0].strip()
+            if isinstance(value, (list, tuple)) and all(fits_json_type(item_type, item)
+                                               for item in value):
+                return True
+        elif isinstance(value, JSON_TYPES[outer]) and not (
+                outer in ("int", "float") and isinstance(value, bool)):
+            return True
+    return False
+
+
+def check_json_types(cls: type, values: Any) -> None:
+    """ValueError naming the first field of ``values`` (a spec's or a group's, from
+    spec.json) whose value is not of its field's type: a hand-edited or foreign spec.json."""
+    if not isinstance(values, dict):
+        raise ValueError(f"spec.json: a {cls.__name__} is not a JSON object")
+    for spec_field in fields(cls):
+        if spec_field.name in values and not fits_json_type(str(spec_field.type),
+                                                            values[spec_field.name]):
+            raise ValueError(f"spec.json: {spec_field.name}: "
+                             f"{type(values[spec_field.name]).__name__} is not {spec_field.type}")
 
 
 def read_spec(paths: RunPaths, strict: bool = True) -> LaunchSpec | None:

@@ -275,6 +275,15 @@ CASES = [
          "--nodes: the node groups give the node count (head 1 + worker 1 = 2); drop --nodes"),
     Case("group flag without a node count", ["launch", "--group", "gpu"], {},
          "--group: 'gpu': give NAME:NODES[:IMAGE][,KEY=VALUE...]"),
+    # Issue 22: refused before anything is created. (An absent image as well: were the node
+    # count not refused first, the launch would still stop before creating a container.)
+    Case("more local nodes than the machine holds", ["launch", "--nodes", "5000", "--image",
+                                                     "rayhpc-test/absent:0", "--driver",
+                                                     "echo hi"], {},
+         "--nodes: 5000 local nodes do not fit on this machine: each takes 2.5 GiB (--shm-size "
+         "2g and 512 MiB for Ray)"),
+    Case("build tag upper case", ["build", "--tag", "UPPER/Case:tag"], {},
+         "--tag: 'UPPER/Case:tag' is not a valid image reference"),
 ]
 
 

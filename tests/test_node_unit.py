@@ -16,6 +16,7 @@ from launcher.node import channel, harvest, processes, ray_start, report
 from launcher.node.errors import LaunchFailed
 from launcher.node.head import driver_command
 from launcher.node.main import detect_rank
+from launcher.node.ray_start import agent_addresses
 from launcher.resolve import spec as spec_module
 from launcher.schedulers import SCHEDULERS
 from tests.specs import make_spec
@@ -243,8 +244,8 @@ def test_control_channel_carries_json_lines_both_ways():
 
 
 def test_the_head_accepts_only_agents_holding_the_token():
-    server = channel.ControlServer(0, channel.secret_of("token"))
-    port = server.listener.getsockname()[1]
+    server = channel.ControlServer(0, channel.secret_of("token"), ("127.0.0.1",))
+    port = server.listeners[0].getsockname()[1]
     try:
         good = channel.Channel(socket.create_connection(("127.0.0.1", port)))
         good.send(node="w1", secret=channel.secret_of("token"))
@@ -280,8 +281,8 @@ def test_the_head_keeps_the_first_worker_that_failed_with_its_reason():
     """What the head's wait looks at (in O(1), whatever the node count): the first worker whose
     agent said "failed", with its reason; kept once its connection closes; a later failure
     does not replace it; joined and waiting workers are no failures."""
-    server = channel.ControlServer(0, channel.secret_of("token"))
-    port = server.listener.getsockname()[1]
+    server = channel.ControlServer(0, channel.secret_of("token"), ("127.0.0.1",))
+    port = server.listeners[0].getsockname()[1]
     agents = []
     try:
         for name in ("w1", "w2", "w3"):
@@ -314,8 +315,8 @@ def test_the_head_keeps_the_first_worker_that_failed_with_its_reason():
 
 
 def test_a_worker_that_connects_after_the_stop_hears_stop_not_the_address():
-    server = channel.ControlServer(0, channel.secret_of("token"))
-    port = server.listener.getsockname()[1]
+    server = channel.ControlServer(0, channel.secret_of("token"), ("127.0.0.1",))
+    port = server.listeners[0].getsockname()[1]
     try:
         server.announce(head={"address": "10.0.0.1:6379"})
         server.announce(stop="the head is tearing down")
@@ -342,3 +343,54 @@ def test_a_worker_that_connects_after_the_stop_hears_stop_not_the_address():
 ])
 def test_a_failed_worker_is_named_in_the_launchs_error(node, reason, error):
     assert report.failed_before_joining(node, reason) == error
+
+
+def test_a_peer_without_the_token_cannot_grow_the_heads_buffer_or_stay(monkeypatch):
+    """Data without a newline before the hello, and a silent connection, are cut off; a
+    message over the bound is refused even from an agent that showed the token."""
+    monkeypatch.setattr(channel, "HELLO_TIMEOUT_S", 0.5)
+    server = channel.ControlServer(0, channel.secret_of("token"), ("127.0.0.1",))
+    port = server.listeners[0].getsockname()[1]
+    try:
+        flood = socket.create_connection(("127.0.0.1", port))
+        flood.settimeout(5)
+        with pytest.raises(OSError):  # reset once the head closed it
+            for _ in range(64):
+                flood.sendall(b"x" * 65536)
+                time.sleep(0.01)
+        silent = socket.create_connection(("127.0.0.1", port))
+        silent.settimeout(5)
+        started = time.monotonic()
+        assert silent.recv(10) == b""  # closed by the head after the hello timeout
+        assert time.monotonic() - started < 3
+        agent = channel.Channel(socket.create_connection(("127.0.0.1", port)))
+        agent.send(node="w1", secret=channel.secret_of("token"))
+        agent.sock.sendall(b'{"state": "' + b"y" * (channel.MAX_MESSAGE_BYTES + 10))
+        deadline = time.monotonic() + 5
+        while server.records().get("w1", {}).get("state") != "gone":
+            assert time.monotonic() < deadline, server.records()
+            time.sleep(0.02)
+    finally:
+        server.close()
+
+
+def test_the_heads_agent_listens_on_the_nodes_addresses_not_every_interface():
+    addresses = agent_addresses(None, multi_node=False)
+    assert addresses and "" not in addresses and "0.0.0.0" not in addresses
+    assert agent_addresses("no-such-interface0", multi_node=True) == [""]
+
+
+def test_a_hello_and_a_long_message_arriving_together_are_both_taken():
+    """The bound before the token applies to what comes before the hello, not to what an agent
+    sends right after it in the same read."""
+    server = channel.ControlServer(0, channel.secret_of("token"), ("127.0.0.1",))
+    port = server.listeners[0].getsockname()[1]
+    try:
+        sock = socket.create_connection(("127.0.0.1", port))
+        hello = json.dumps({"node": "w1", "secret": channel.secret_of("token")}).encode()
+        state = json.dumps({"state": "starting", "reason": "r" * 20_000}).encode()
+        sock.sendall(hello + b"\n" + state + b"\n")
+        wait_until(lambda: server.records().get("w1", {}).get("state") == "starting")
+        sock.close()
+    finally:
+        server.close()

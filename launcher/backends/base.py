@@ -83,6 +83,11 @@ class Backend:
         status`): a launcher that died before its teardown."""
         return {}
 
+    def run_dir_of(self, run_id: str) -> str:
+        """Where what the run left on this machine says its run directory is ("" : it does not
+        say, or left nothing here)."""
+        return ""
+
     def remove_leftovers(self, run_id: str) -> str:
         """Remove what the run left on this machine; what was removed ("" : nothing)."""
         return ""

@@ -94,6 +94,7 @@ class RunWatcher:
 
     def _follow(self, run: FollowedRun, stop_timeout: float, until_up: bool) -> int | None:
         handled, deadline, next_check = 0, None, 0.0
+        run_dir_gone = False
         while True:
             if len(self.signals) > handled:
                 signum, again = self.signals[handled], handled > 0
@@ -109,6 +110,14 @@ class RunWatcher:
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + CHECK_EVERY_S
                 why = run.ended()  # asked first: an exit code written meanwhile still counts
+                if not run_dir_gone and not self.paths.dir.is_dir():
+                    # Nothing can be recorded any more: stop the cluster now, not whenever
+                    # the driver happens to end.
+                    run_dir_gone = True
+                    self.say(f"error: the run directory {self.paths.dir} was deleted; "
+                             "stopping the cluster")
+                    run.stop(signal.SIGTERM, False)
+                    deadline = deadline or time.monotonic() + stop_timeout + 10
             self.poll()
             code = self.paths.read_exit_code()
             if code is not None:
@@ -123,7 +132,7 @@ class RunWatcher:
                 return None
             if deadline and time.monotonic() > deadline:
                 self.say("the run did not stop in time; removing it")
-                return 128 + self.signals[0]
+                return 128 + (self.signals[0] if self.signals else signal.SIGTERM)
             time.sleep(POLL_S)
 
     # -- what is new in the run directory

@@ -13,6 +13,7 @@ import random
 import selectors
 import socket
 import threading
+import time
 
 from launcher.contract import FINAL_STATES
 
@@ -20,6 +21,12 @@ from launcher.contract import FINAL_STATES
 KEEPALIVE = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 6}
 # Finding the head: probe its agent port with backoff from 0.1 s to 2 s (x0.5-1.5 jitter).
 PROBE_FIRST_S, PROBE_MAX_S = 0.1, 2.0
+# Bounds on what a peer may send: one message (a node's final record is a few KiB), and, before
+# it has shown the run's token, its hello and the time it may take to send it. A port anyone on
+# the network can reach must not let them fill the head's memory or pin its CPU.
+MAX_MESSAGE_BYTES = 1 << 20
+MAX_HELLO_BYTES = 4096
+HELLO_TIMEOUT_S = 10.0
 
 
 def backoff(attempt: int, first: float = PROBE_FIRST_S, most: float = PROBE_MAX_S) -> float:
@@ -36,8 +43,9 @@ def secret_of(token: str) -> str:
 class Channel:
     """One connection: send messages (thread-safe), read them as they come."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, limit: int = MAX_MESSAGE_BYTES):
         self.sock = sock
+        self.limit = limit  # the most bytes one message may have (an unfinished one too)
         self._buffer = b""
         self._lock = threading.Lock()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -55,8 +63,9 @@ class Channel:
         except OSError:
             return False
 
-    def read(self) -> list[dict] | None:
-        """What has arrived (the socket is readable): messages, or None once it closed."""
+    def read_lines(self) -> list[bytes] | None:
+        """The lines that have ended since the last read (the socket is readable); None once
+        it closed, or when more than ``limit`` bytes came without an end of line."""
         try:
             data = self.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -65,19 +74,36 @@ class Channel:
             return None
         if not data:
             return None
-        self._buffer += data
-        *lines, self._buffer = self._buffer.split(b"\n")
-        messages = []
-        for line in lines:
-            with contextlib.suppress(ValueError):
-                message = json.loads(line)
-                if isinstance(message, dict):
-                    messages.append(message)
-        return messages
+        if b"\n" not in data:  # no message ended: nothing to split, only to bound
+            self._buffer += data
+            return [] if len(self._buffer) <= self.limit else None
+        *lines, self._buffer = (self._buffer + data).split(b"\n")
+        return lines
+
+    def read(self) -> list[dict] | None:
+        """What has arrived: messages, or None once it closed or sent one longer than
+        ``limit`` (the connection is then to be closed)."""
+        lines = self.read_lines()
+        if lines is None or any(len(line) > self.limit for line in lines) or self.overfull():
+            return None
+        return [message for message in map(parse_message, lines) if message is not None]
+
+    def overfull(self) -> bool:
+        """More is held of an unfinished message than one may be long."""
+        return len(self._buffer) > self.limit
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def parse_message(line: bytes) -> dict | None:
+    """One JSON object line (None: not one)."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None
 
 
 class Peer:
@@ -103,12 +129,14 @@ class ControlServer:
     tracks what each says, tells them the head's address and, at the end, to stop. One thread,
     one selector, whatever the node count."""
 
-    def __init__(self, port: int, secret: str):
+    def __init__(self, port: int, secret: str, hosts: tuple[str, ...] = ("",)):
+        """Listen on ``hosts`` (the node's cluster addresses; "" : every interface)."""
         self.secret = secret
-        self.listener = socket.create_server(("", port), backlog=4096)
-        self.listener.setblocking(False)
+        self.listeners = [socket.create_server((host, port), backlog=4096) for host in hosts]
         self.selector = selectors.DefaultSelector()
-        self.selector.register(self.listener, selectors.EVENT_READ)
+        for listener in self.listeners:
+            listener.setblocking(False)
+            self.selector.register(listener, selectors.EVENT_READ)
         self.peers: dict[str, Peer] = {}
         self._by_channel: dict[Channel, Peer] = {}
         self.changed = threading.Condition()
@@ -121,38 +149,55 @@ class ControlServer:
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
-        unnamed: dict[Channel, None] = {}
+        unnamed: dict[Channel, float] = {}  # connections yet to show the token: since when
         while not self._closing:
             try:
                 events = self.selector.select(timeout=1.0)
             except OSError:
                 return
             for key, _ in events:
-                if key.fileobj is self.listener:
+                if key.fileobj in self.listeners:
                     with contextlib.suppress(OSError):
-                        sock, _ = self.listener.accept()
+                        sock, _ = key.fileobj.accept()
                         sock.setblocking(False)
-                        channel = Channel(sock)
-                        unnamed[channel] = None
+                        channel = Channel(sock, limit=MAX_HELLO_BYTES)
+                        unnamed[channel] = time.monotonic()
                         self.selector.register(sock, selectors.EVENT_READ, channel)
                     continue
                 channel = key.data
-                messages = channel.read()
-                if messages is None:
-                    self.selector.unregister(channel.sock)
+                lines = channel.read_lines()
+                if lines is None or not self._take(channel, lines, unnamed):
+                    self._drop(channel)
                     unnamed.pop(channel, None)
                     self._closed(channel)
-                    channel.close()
-                    continue
-                for message in messages:
-                    if channel in unnamed:
-                        if not self._hello(channel, message):
-                            self.selector.unregister(channel.sock)
-                            channel.close()
-                            break
-                        del unnamed[channel]
-                    else:
-                        self._update(channel, message)
+            # A peer that has not shown the token in time is not one of this run's agents.
+            too_old = time.monotonic() - HELLO_TIMEOUT_S
+            for channel in [c for c, since in unnamed.items() if since < too_old]:
+                del unnamed[channel]
+                self._drop(channel)
+
+    def _take(self, channel: Channel, lines: list[bytes], unnamed: dict[Channel, float]
+              ) -> bool:
+        """Handle what a connection sent; False: close it. Each line is held to the bound in
+        force when it is handled (the hello raises it for the lines after it, also those of the
+        same read); a connection's first line must be this run's hello."""
+        for line in lines:
+            message = parse_message(line) if len(line) <= channel.limit else None
+            if channel in unnamed:
+                if message is None or not self._hello(channel, message):
+                    return False
+                del unnamed[channel]
+                channel.limit = MAX_MESSAGE_BYTES
+            elif len(line) > channel.limit:
+                return False
+            elif message is not None:
+                self._update(channel, message)
+        return not channel.overfull()
+
+    def _drop(self, channel: Channel) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(channel.sock)
+        channel.close()
 
     def _hello(self, channel: Channel, message: dict) -> bool:
         if message.get("secret") != self.secret or not message.get("node"):
@@ -230,5 +275,6 @@ class ControlServer:
 
     def close(self) -> None:
         self._closing = True
-        with contextlib.suppress(OSError):
-            self.listener.close()
+        for listener in self.listeners:
+            with contextlib.suppress(OSError):
+                listener.close()

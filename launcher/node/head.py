@@ -29,7 +29,7 @@ from launcher.node.connect import connect_text
 from launcher.node.errors import LaunchFailed
 from launcher.node.fabric import head_route_environment
 from launcher.node.processes import POLL_S, copy_lines, stop_session
-from launcher.node.ray_start import node_ip, without_proxy
+from launcher.node.ray_start import agent_addresses, node_ip, without_proxy
 from launcher.node.report import (
     failed_before_joining,
     first_few,
@@ -68,7 +68,8 @@ class Head(Agent):
         self._status_written = 0.0
         self._stop_seen = False
         self._stop_checked = 0.0
-        self.server = ControlServer(spec.ports["agent"], secret_of(self.token))
+        self.server = ControlServer(spec.ports["agent"], secret_of(self.token),
+                                    tuple(agent_addresses(spec.interface, spec.nodes > 1)))
         self.ray_nodes: list[dict] = []  # Ray's node list when every node had joined
         self.resources: dict[str, dict] = {}  # node -> what it brought to Ray
 

@@ -75,6 +75,21 @@ def node_ip(interface: str | None, multi_node: bool) -> str:
     return ip
 
 
+def agent_addresses(interface: str | None, multi_node: bool) -> list[str]:
+    """Where the head's agent listens: the node's cluster address, and its host name's address
+    where that differs (the job script gives workers the head's host name), never every
+    interface; [""] (every interface) only where neither can be found now (the start of the
+    head then says why)."""
+    try:
+        addresses = [node_ip(interface, multi_node)]
+        by_name = socket.gethostbyname(socket.gethostname())
+    except (LaunchFailed, OSError):
+        return [""]
+    if by_name not in addresses and not by_name.startswith("127."):
+        addresses.append(by_name)
+    return addresses
+
+
 def without_proxy(environ: dict, *hosts: str) -> dict:
     """Where the site sets an outbound proxy, the cluster's own addresses must bypass it:
     ``hosts`` are added to no_proxy/NO_PROXY (the job script sets the site's own list)."""

@@ -38,6 +38,11 @@ def _bytes(value: Any) -> int:
     return int(float(text))
 
 
+def size_bytes(text: str) -> int:
+    """A size setting's value (512m, 2g) as bytes."""
+    return _bytes(text)
+
+
 def _size(value: Any) -> str:
     text = str(value).strip()
     if not _SIZE_RE.match(text):

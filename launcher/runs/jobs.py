@@ -61,10 +61,11 @@ def exit_code_of(info: dict) -> int:
 class JobsClient:
     """The dashboard of one cluster, with its token."""
 
-    def __init__(self, url: str, token: str, timeout: float = 30):
+    def __init__(self, url: str, token: str, timeout: float = 30, head_ip: str = ""):
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.head_ip = head_ip  # where the jobs' drivers run (their log files are there)
 
     def request(self, method: str, path: str, body: dict | None = None,
                 data: bytes | None = None, ok: tuple[int, ...] = (200,)) -> tuple[int, bytes]:
@@ -105,7 +106,15 @@ class JobsClient:
         return self.json("GET", f"/api/jobs/{urllib.parse.quote(job_id)}")
 
     def logs(self, job_id: str) -> str:
-        return self.json("GET", f"/api/jobs/{urllib.parse.quote(job_id)}/logs")["logs"]
+        """The job's output so far. Ray's job-logs endpoint fails (HTTP 500) on output that is
+        not UTF-8: then the driver's log file itself, read as bytes, with replacement
+        characters where it is not UTF-8."""
+        try:
+            return self.json("GET", f"/api/jobs/{urllib.parse.quote(job_id)}/logs")["logs"]
+        except ClusterError as exc:
+            if not self.head_ip or "HTTP 5" not in str(exc):
+                raise
+            return self.node_log(self.head_ip, f"job-driver-{job_id}.log")
 
     def stop(self, job_id: str) -> None:
         self.request("POST", f"/api/jobs/{urllib.parse.quote(job_id)}/stop")
@@ -166,6 +175,7 @@ def follow_job(client: JobsClient, job_id: str, write: Callable[[str], None],
     ``signals`` by the caller's handler) stops the job and keeps following; a second one
     leaves it running and returns at once."""
     printed, handled, info = 0, 0, {}
+    unreadable: list[str] = []  # why its output could not be read (said once)
     signals = signals if signals is not None else []
     while True:
         if len(signals) > handled:
@@ -176,12 +186,13 @@ def follow_job(client: JobsClient, job_id: str, write: Callable[[str], None],
             write(f"rayhpc: {signal.Signals(signals[0]).name}: stopping job {job_id}\n")
             client.stop(job_id)
         info = client.info(job_id)
-        logs = client.logs(job_id)
+        logs = _output(client, job_id, write, unreadable)
         if len(logs) > printed:
             write(logs[printed:])
             printed = len(logs)
         if info.get("status") in TERMINAL:
-            logs = client.logs(job_id)  # the last lines written before the end
+            # the last lines written before the end
+            logs = _output(client, job_id, write, unreadable)
             if len(logs) > printed:
                 write(logs[printed:])
             if logs and not logs.endswith("\n"):
@@ -193,6 +204,20 @@ def follow_job(client: JobsClient, job_id: str, write: Callable[[str], None],
                 (info.get("message") or "").strip().split("\n")[0]
             return JobResult(job_id, info["status"], code, message.rstrip(":, "))
         time.sleep(POLL_S)
+
+
+def _output(client: JobsClient, job_id: str, write: Callable[[str], None],
+            unreadable: list[str]) -> str:
+    """The job's output so far; "" where it cannot be read (said once): the job's result comes
+    from its status, never from whether its output could be fetched."""
+    try:
+        return client.logs(job_id)
+    except ClusterError as exc:
+        if not unreadable:
+            unreadable.append(str(exc))
+            write(f"rayhpc: warning: the output of job {job_id} cannot be read here ({exc}); "
+                  "its result still comes\n")
+        return ""
 
 
 def iter_jobs(client: JobsClient) -> Iterator[dict]:

@@ -28,13 +28,22 @@ def logs(run: Run, write: Callable[[str], None], node: str | None = None,
                                 "with --job ID (`invoke logs --run ID` lists them)")
             return _all_job_logs(run, write)
         return _file(run, run.paths.driver_log, write, follow, signals)
-    nodes = run.nodes()
+    nodes = known_nodes(run)
     if node not in nodes:
         raise UserError(f"--node: run {run.run_id} has no node {node!r}; its nodes: "
                         f"{', '.join(nodes) or 'none has started yet'}")
     if not file:
         return _file(run, run.paths.node_log(node), write, follow, signals)
     return _ray_log(run, node, nodes[node], file, write, follow, signals)
+
+
+def known_nodes(run: Run) -> dict[str, dict]:
+    """Each node's record by name, and the nodes known only by the spec or by what they left
+    in the run directory (a run whose head was killed recorded none)."""
+    kept = [path.name.split(".")[0] for path in (*run.paths.logs.glob("*.log"),
+                                                 *run.paths.logs.glob("*.tar.gz"))
+            if path != run.paths.containers_log]
+    return {**{name: {} for name in (*run.spec.node_names, *kept)}, **run.nodes()}
 
 
 def _file(run: Run, path: Path, write, follow: bool, signals) -> int:

@@ -115,7 +115,7 @@ class Run:
         except OSError as exc:
             raise UserError(f"--run: cannot read the run's token {self.paths.auth_token} "
                             f"({exc.strerror}); run this as the user who launched it") from None
-        return JobsClient(self.dashboard(), token)
+        return JobsClient(self.dashboard(), token, head_ip=self.head.get("ip", ""))
 
     def require_up(self, flag: str = "--run") -> None:
         """UserError unless this is an interactive cluster that is up now."""
@@ -187,6 +187,9 @@ def status_line(run: Run, now: float | None = None) -> str:
         parts.append(f"up {duration(now - run.head['time'])}")
     if run.exit_code is None:
         parts += run.backend.describe(run)
+        if run.head and run.backend.running(run) is False:
+            parts[2] = (f"lost (its nodes are gone without an exit code; `invoke down --run "
+                        f"{run.run_id}` records its end)")
     return "  ".join(parts)
 
 

@@ -72,6 +72,11 @@ class LocalBackend(Backend):
         check_versions(versions)
         engine_side("manage").check_gpus(spec)
 
+    def check_modes(self, spec: LaunchSpec, wait: bool, detach: bool, dry_run: bool) -> None:
+        super().check_modes(spec, wait, detach, dry_run)
+        if not dry_run:
+            engine_side("manage").check_machine_holds(spec)
+
     def run_facts(self, spec: LaunchSpec) -> dict:
         return {"published": {"dashboard": free_local_port(), "client": free_local_port()}}
 
@@ -101,6 +106,10 @@ class LocalBackend(Backend):
         except ImportError:  # no docker-py here (an HPC login node): no engine to look at
             return {}
         return {run_id: state.line() for run_id, state in manage.engine_runs().items()}
+
+    def run_dir_of(self, run_id: str) -> str:
+        found = engine_side("manage").engine_runs().get(run_id)
+        return found.run_dir if found else ""
 
     def remove_leftovers(self, run_id: str) -> str:
         containers, networks = engine_side("manage").remove_run(run_id)

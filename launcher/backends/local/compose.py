@@ -14,6 +14,8 @@ from launcher.runtimes.oci import Docker
 RUN_LABEL = "org.rayhpc.run"
 CONTAINER_NODE_LABEL = "org.rayhpc.node"
 CONTAINER_GROUP_LABEL = "org.rayhpc.group"
+# Where the run's directory is: `invoke down --run ID` with another --shared finds it there.
+RUN_DIR_LABEL = "org.rayhpc.run-dir"
 IMAGE_USER_UID = "1000"
 
 
@@ -49,7 +51,8 @@ def render_compose(spec: LaunchSpec, user: str = IMAGE_USER_UID,
             "shm_size": spec.shm_size,
             **Docker.compose_service(request),
             "networks": ["ray"],
-            "labels": {RUN_LABEL: spec.run_id, CONTAINER_NODE_LABEL: node,
+            "labels": {RUN_LABEL: spec.run_id, RUN_DIR_LABEL: str(spec.run_dir),
+                       CONTAINER_NODE_LABEL: node,
                        **({CONTAINER_GROUP_LABEL: group.name} if group else {})},
             "stop_grace_period": f"{spec.stop_timeout}s",
         }
@@ -62,7 +65,8 @@ def render_compose(spec: LaunchSpec, user: str = IMAGE_USER_UID,
         services[node] = service
     document = {
         "services": services,
-        "networks": {"ray": {"name": spec.project, "labels": {RUN_LABEL: spec.run_id}}},
+        "networks": {"ray": {"name": spec.project, "labels": {RUN_LABEL: spec.run_id,
+                                                         RUN_DIR_LABEL: str(spec.run_dir)}}},
     }
     groups = "".join(f", {g.name} {g.nodes}" for g in spec.groups)
     header = (f"# Rendered by rayhpc for run {spec.run_id} ({spec.nodes} nodes{groups}). "

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -18,6 +23,7 @@ from containers.engine import connect
 from containers.errors import UserError
 from launcher.backends.local import container_user
 from launcher.backends.local.compose import render_compose
+from launcher.backends.local.manage import remove_run, stop_containers
 from launcher.backends.rundir import prepare_run_dir, remove_run_dir
 from launcher.backends.watch import RunWatcher
 from launcher.contract import (
@@ -32,6 +38,9 @@ from launcher.contract import (
 
 # More local nodes than this per core start too slowly to be of use (a warning says so).
 OVERLOAD_NODES_PER_CORE = 2
+POLL_S = 0.2
+COMPOSE_CANCEL_S = 10  # how long a cancelled `compose up` may take to stop before SIGKILL
+CONTAINER_OUTPUT_CAP = 4 << 20  # bytes of each container's own output kept in containers.log
 FORCED_STOP_S = 2  # compose down's grace once the user asked twice
 AGENT_PREFIX = re.compile(r"^\[rayhpc [^]]*\] ")  # "[rayhpc head +  5.1s] " (Agent.say)
 
@@ -71,9 +80,36 @@ class LocalLaunch:
         self.head = spec.container(spec.node_names[0])
         self.stop_grace = spec.stop_timeout
 
-    def _compose(self, *args: str) -> subprocess.CompletedProcess:
-        cmd = [*self.compose, "-p", self.spec.project, "-f", str(self.paths.compose_file), *args]
-        return subprocess.run(cmd, capture_output=True, text=True)
+    def _compose_up(self) -> tuple[int | None, str]:
+        """`docker compose up -d`: its exit code and error output, or (None, "") when a signal
+        came first (the creation is stopped: compose is told to stop and waited for, so that
+        the teardown finds every container it made).
+
+        Compose runs in a session of its own: a signal to the launcher's process group (a
+        closed terminal, Ctrl-C) reaches the launcher alone, which stops it."""
+        if self.watcher.signals:
+            return None, ""  # before anything was created
+        cmd = [*self.compose, "-p", self.spec.project, "-f", str(self.paths.compose_file),
+               "up", "-d", "--no-build"]
+        up = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, errors="replace", start_new_session=True)
+        stopping = 0.0
+        while True:
+            try:
+                _, err = up.communicate(timeout=POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if self.watcher.signals and not stopping:
+                stopping = time.monotonic()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(up.pid, signal.SIGINT)  # compose's own way to cancel
+            elif stopping and time.monotonic() - stopping > COMPOSE_CANCEL_S:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(up.pid, signal.SIGKILL)
+        if self.watcher.signals:
+            return None, ""
+        return up.returncode, err or ""
 
     def run(self, detach: bool = False) -> int:
         """Bring the cluster up, follow it, always tear it down; the driver's exit code.
@@ -81,23 +117,35 @@ class LocalLaunch:
         ``detach`` (an interactive cluster): return 0 once every node joined and leave the
         cluster up (`invoke down --run ID` stops it); it is torn down only if it fails or a
         signal comes before that."""
-        user, owner = container_user()
-        prepare_run_dir(self.spec, owner)
-        self.paths.compose_file.write_text(render_compose(self.spec, user, self.environment))
-        self.watcher.say(f"run {self.spec.run_id}: {self.spec.nodes} nodes of "
-                         f"{self.spec.image}; run dir {self.paths.dir}")
-        cores = os.cpu_count() or 1
-        if self.spec.nodes > OVERLOAD_NODES_PER_CORE * cores:
-            self.watcher.say(f"warning: {self.spec.nodes} nodes on {cores} cores: each Ray node "
-                             "takes about a core to start, so bring-up will be slow and may "
-                             "reach the join timeout (--join-timeout); use fewer nodes here")
-        # Signals are noted by the watcher, not raised, from here to the end of the teardown;
-        # every way out (a signal, a full disk, a bug) ends with the cluster gone.
+        # Signals are noted by the watcher, not raised, from before the run is announced to
+        # the end of the teardown; every way out (a signal, a full disk, a bug) ends with the
+        # cluster gone.
         with self.watcher.holding_signals():
+            user, owner = container_user()
+            prepare_run_dir(self.spec, owner)
+            self.paths.compose_file.write_text(render_compose(self.spec, user,
+                                                              self.environment))
+            self.watcher.say(f"run {self.spec.run_id}: {self.spec.nodes} nodes of "
+                             f"{self.spec.image}; run dir {self.paths.dir}")
+            cores = os.cpu_count() or 1
+            if self.spec.nodes > OVERLOAD_NODES_PER_CORE * cores:
+                self.watcher.say(f"warning: {self.spec.nodes} nodes on {cores} cores: each Ray "
+                                 "node takes about a core to start, so bring-up will be slow "
+                                 "and may reach the join timeout (--join-timeout); use fewer "
+                                 "nodes here")
             left_up = False
             try:
-                up = self._compose("up", "-d", "--no-build")
-                if up.returncode == 0:
+                code, err = self._compose_up()
+                if code is None:  # a signal during the start: what was made goes
+                    signum = self.watcher.signals[0]
+                    name = signal.Signals(signum).name
+                    self.watcher.say(f"{name}: stopping the start; removing what was created")
+                    # No agent ran to record the end: the launcher does, in the head's stead.
+                    with contextlib.suppress(OSError):
+                        atomic_write(self.paths.error, f"stopped by {name} during the start\n")
+                        atomic_write(self.paths.exit_code, f"{128 + signum}\n")
+                    return 128 + signum
+                if code == 0:
                     self._announce_dashboard()
                     code = self.watcher.follow(self, self.spec.stop_timeout, until_up=detach)
                     if code is None:
@@ -110,7 +158,7 @@ class LocalLaunch:
                 if not left_up:
                     self.teardown()
         remove_run_dir(self.paths.dir)  # nothing ran
-        raise UserError(f"docker compose up failed: {up.stderr.strip()[-800:]}")
+        raise UserError(f"docker compose up failed: {err.strip()[-800:]}")
 
     # -- FollowedRun
 
@@ -207,27 +255,79 @@ class LocalLaunch:
                     tar.addfile(member, data)
 
     def teardown(self) -> None:
-        """Keep what the containers leave (logs) and remove them and the network."""
+        """Stop the run's containers, keep what they leave (logs) and remove them and the
+        network. The engine alone says what to stop (the run's label): no file of the run
+        directory is needed, so a deleted or full run directory still ends with nothing left.
+        """
+        # Where the stop fails, the removal below forces them, or says why it could not.
+        with contextlib.suppress(docker.errors.DockerException):
+            stop_containers(self.api, self.spec.run_id, self.stop_grace)
         try:
             self._keep_logs()
-        except OSError as exc:  # a full or read-only shared dir must not stop the teardown
+        except (OSError, docker.errors.DockerException) as exc:
+            # a full, deleted or read-only run directory must not stop the teardown
             self.watcher.say(f"warning: logs not kept: {exc}")
-        down = self._compose("down", "--volumes", "--remove-orphans", "--timeout",
-                             str(self.stop_grace))
-        if down.returncode != 0:
+        try:
+            remove_run(self.spec.run_id, self.api)
+        except docker.errors.DockerException as exc:
             with contextlib.suppress(OSError, ValueError):
-                print(f"rayhpc: warning: docker compose down: {down.stderr.strip()[-400:]}; "
-                      f"run `invoke down --run {self.spec.run_id}`", file=sys.stderr)
+                print(f"rayhpc: warning: removing the containers of run {self.spec.run_id}: "
+                      f"{exc}; run `invoke down --run {self.spec.run_id}`", file=sys.stderr)
 
     def _keep_logs(self) -> None:
+        if not self.paths.dir.is_dir():
+            return  # the run directory was deleted: nowhere to keep them
         for node in self.spec.node_names:
             if self.paths.node_archive(node).exists():
                 continue  # harvested by its agent
             state = self._state(self.spec.container(node))
             if state is not None and not state.get("Running"):
                 self._rescue_logs(node)
-        # The containers' own output goes with them: keep it with the run.
-        logs = self._compose("logs", "--no-color", "--timestamps")
-        if logs.returncode == 0 and logs.stdout:
-            self.paths.containers_log.write_text(logs.stdout)
+        # The containers' own output goes with them: keep it with the run, bounded.
+        keep_container_output(self.api, [(node, self.spec.container(node))
+                                         for node in self.spec.node_names],
+                              self.paths.containers_log)
 
+
+def keep_container_output(api: docker.APIClient, containers: list[tuple[str, str]],
+                          path: Path, cap: int = CONTAINER_OUTPUT_CAP) -> None:
+    """The containers' output (node, container name), each node's lines prefixed with its
+    name, into ``path``: streamed from the engine, at most ``cap`` bytes per container (its
+    first and last halves; what was dropped between them is said there)."""
+    with open(path, "wb") as out:
+        for node, name in containers:
+            try:
+                stream = api.logs(name, stream=True, timestamps=True)
+                first, last, dropped = bounded_head_and_tail(stream, cap)
+            except docker.errors.NotFound:
+                continue
+            prefix = f"{node} | ".encode()
+            for part in (first, (f"[rayhpc: {dropped} bytes of {node}'s output dropped here "
+                                 f"(at most {cap} bytes kept per container)]\n".encode()
+                                 if dropped else b""), last):
+                for line in part.splitlines(keepends=True):
+                    out.write(prefix + line)
+
+
+def bounded_head_and_tail(chunks: Iterable[bytes], cap: int) -> tuple[bytes, bytes, int]:
+    """The first and last ``cap`` // 2 bytes of a stream (whole, when it fits in ``cap``),
+    and how many bytes lay between them; memory bounded by ``cap``."""
+    half = cap // 2
+    first = bytearray()
+    tail: collections.deque[bytes] = collections.deque()
+    tail_size = total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if len(first) < half:
+            take = chunk[:half - len(first)]
+            first += take
+            chunk = chunk[len(take):]
+        if chunk:
+            tail.append(chunk)
+            tail_size += len(chunk)
+            while tail and tail_size - len(tail[0]) >= half:
+                tail_size -= len(tail.popleft())
+    last = b"".join(tail)
+    if len(last) > half:
+        last = last[len(last) - half:]
+    return bytes(first), last, total - len(first) - len(last)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,8 +23,10 @@ from containers.engine import (
 from containers.errors import UserError
 from containers.images import ensure_recipe_image
 from containers.progress import Progress
-from launcher.backends.local.compose import CONTAINER_NODE_LABEL, RUN_LABEL
+from launcher.backends.local.capacity import MachineFacts, check_capacity
+from launcher.backends.local.compose import CONTAINER_NODE_LABEL, RUN_DIR_LABEL, RUN_LABEL
 from launcher.contract import LaunchSpec, RunPaths
+from launcher.resolve.config import size_bytes
 
 
 def ready_images(images: list[tuple[str, str]], default_image: str) -> dict[str, dict]:
@@ -55,6 +58,21 @@ def check_gpus(spec: LaunchSpec) -> None:
                         "a machine with GPUs")
 
 
+def machine_facts() -> MachineFacts:
+    """The memory and CPUs of the Docker engine's machine, as the engine reports them."""
+    info = connect().info()
+    return MachineFacts(memory_bytes=int(info.get("MemTotal") or 0),
+                        cpus=int(info.get("NCPU") or 1))
+
+
+def check_machine_holds(spec: LaunchSpec) -> None:
+    """Refuse (UserError naming --nodes) a local launch this machine cannot hold, before
+    anything is created."""
+    machine = machine_facts()
+    if machine.memory_bytes:  # an engine that does not say cannot be checked
+        check_capacity(spec.nodes, spec.shm_size, size_bytes(spec.shm_size), machine)
+
+
 def container_states(spec: LaunchSpec) -> dict[str, str]:
     """node -> its container's state (running, exited, ...), for the run's containers here."""
     found = connect().containers(all=True, filters={"label": f"{RUN_LABEL}={spec.run_id}"})
@@ -66,10 +84,12 @@ def container_states(spec: LaunchSpec) -> dict[str, str]:
 
 def stop_run(spec: LaunchSpec, say: Callable[[str], None]) -> None:
     """Ask a local run to stop as Ctrl-C would: SIGTERM to its head's agent (it stops every
-    node and keeps the logs; the stop file says who asked)."""
+    node and keeps the logs; the stop file says who asked). An engine that does not answer is
+    refused (UserError) before the stop file is written: nothing changes then."""
+    api = connect()
     RunPaths(spec.run_dir).request_stop("invoke down")
     try:
-        connect().kill(spec.container(spec.node_names[0]), signal=signal.SIGTERM)
+        api.kill(spec.container(spec.node_names[0]), signal=signal.SIGTERM)
     except docker.errors.APIError as exc:
         say(f"the head's container could not be signalled ({exc.explanation}); the stop file "
             "asks it")
@@ -80,6 +100,7 @@ class RunState:
     run_id: str
     nodes: dict[str, str] = field(default_factory=dict)  # node -> container status
     networks: list[str] = field(default_factory=list)
+    run_dir: str = ""  # where its containers say its run directory is ("" : they do not say)
 
     def line(self) -> str:
         """`invoke status`'s line of a run known only by what it left on the engine."""
@@ -99,6 +120,7 @@ def engine_runs() -> dict[str, RunState]:
         run_id = container["Labels"][RUN_LABEL]
         state = found[run_id]
         state.run_id = run_id
+        state.run_dir = state.run_dir or container["Labels"].get(RUN_DIR_LABEL, "")
         state.nodes[container["Labels"].get(CONTAINER_NODE_LABEL, container["Names"][0])] = \
             container["State"]
     for network in api.networks(filters={"label": RUN_LABEL}):
@@ -108,10 +130,36 @@ def engine_runs() -> dict[str, RunState]:
     return dict(sorted(found.items()))
 
 
-def remove_run(run_id: str) -> tuple[int, int]:
-    """Remove the run's containers (force) and networks; return how many of each."""
-    api = connect()
-    containers = api.containers(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
+def run_containers(api: docker.APIClient, run_id: str, state: str = "") -> list[dict]:
+    """The run's containers on the engine, found by the run's label (no file of the run
+    directory needed); ``state``: only those in it (running, exited, ...)."""
+    filters: dict = {"label": f"{RUN_LABEL}={run_id}"}
+    if state:
+        filters["status"] = state
+    return api.containers(all=True, filters=filters)
+
+
+def stop_containers(api: docker.APIClient, run_id: str, grace_s: float) -> None:
+    """Stop the run's running containers as `docker stop` would, all at once: SIGTERM, up to
+    ``grace_s`` for them to exit, then SIGKILL."""
+    for signum in ("SIGTERM", "SIGKILL"):
+        running = run_containers(api, run_id, "running")
+        for container in running:
+            with contextlib.suppress(docker.errors.APIError):
+                api.kill(container["Id"], signal=signum)
+        deadline = time.monotonic() + (grace_s if signum == "SIGTERM" else 10)
+        while running and time.monotonic() < deadline:
+            time.sleep(0.2)
+            running = run_containers(api, run_id, "running")
+        if not running:
+            return
+
+
+def remove_run(run_id: str, api: docker.APIClient | None = None) -> tuple[int, int]:
+    """Remove the run's containers (force, with their anonymous volumes) and its networks,
+    found by the run's label; return how many of each."""
+    api = api or connect()
+    containers = run_containers(api, run_id)
     for container in containers:
         with contextlib.suppress(docker.errors.NotFound):
             api.remove_container(container["Id"], force=True, v=True)
