@@ -108,15 +108,10 @@ CASES = [
     Case("missing account", ["launch", "--site", "polaris", "--image", "{shared}/fake.sif"],
          {}, "--account: site polaris refuses jobs without a project to charge; give --account "
              "PROJECT, set RAYHPC_ACCOUNT=PROJECT, or put `account: PROJECT` in the site file "),
-    Case("queue too small for the nodes", ["launch", "--site", "polaris", "--account", "P",
-                                           "--queue", "debug", "--nodes", "3", "--image",
-                                           "{shared}/fake.sif"], {},
-         "--queue: debug takes 1 to 2 nodes, not 3 (site polaris's queue table: debug (1 to 2 "
-         "nodes for at most 01:00:00)); use --queue debug-scaling or leave --queue out"),
     Case("no queue for the nodes", ["launch", "--site", "aurora", "--account", "P", "--nodes",
                                     "40", "--walltime", "1-02", "--image",
                                     "{shared}/fake.sif"], {},
-         "--nodes 40 --walltime 1-02:00:00: no queue of site aurora takes this job"),
+         "--nodes 40 --walltime 1-02:00:00: no queue of site aurora's queue table (ALCF, "),
     Case("sif on podman-hpc", ["launch", "--site", "perlmutter", "--image",
                                "{shared}/fake.sif"], {},
          "--image: podman-hpc runs an image name, not a file ({shared}/fake.sif); give the "
