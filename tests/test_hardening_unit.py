@@ -27,7 +27,8 @@ from launcher.backends.local.capacity import (
     nodes_that_fit,
 )
 from launcher.backends.local.launch import bounded_head_and_tail
-from launcher.contract import LaunchSpec
+from launcher.contract import LaunchSpec, RunPaths
+from launcher.node.harvest import harvest_logs
 from launcher.node.head import driver_argv
 from launcher.node.processes import session_processes, stop_session
 from tests.cli import invoke
@@ -211,3 +212,28 @@ def test_status_with_no_runs_and_an_engine_that_does_not_answer_says_so(tmp_path
     assert result.stderr.startswith("error: no Docker engine reachable at "
                                     "unix:///nonexistent/docker.sock: "), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_finished_jobs_output_cut_by_the_log_cap_says_so_and_starts_at_a_whole_line(
+        tmp_path):
+    """The head's archive keeps a job's output's tail (log_cap): `invoke logs --job` says how
+    much is missing and starts at a line's start, not mid-line and silently."""
+    run_id, job = "20260101-000000-capd", "raysubmit_cut"
+    spec = make_spec(nodes=2, shared=str(tmp_path), run_id=run_id, log_cap="1k")
+    paths = RunPaths(tmp_path / "runs" / run_id)
+    (paths.dir / "logs").mkdir(parents=True)
+    paths.spec.write_text(json.dumps(spec.to_json(), default=str))
+    session_logs = tmp_path / "ray" / "session_latest" / "logs"
+    session_logs.mkdir(parents=True)
+    (session_logs / f"job-driver-{job}.log").write_text(
+        "".join(f"line {i:04d} of the job's output\n" for i in range(200)))  # 6,000 bytes
+    harvest_logs(paths, "head", tmp_path / "ray", 1024, full=True)
+    paths.exit_code.write_text("0\n")
+    result = invoke("logs", "--run", run_id, "--job", job, "--shared", str(tmp_path),
+                    env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    first, second, *rest = result.stdout.splitlines()
+    assert first == (f"rayhpc: job {job}'s output starts mid-way: its first 4980 of 6000 bytes "
+                     "were dropped (the head keeps at most log_cap = 1024 bytes of logs)")
+    assert second == "line 0166 of the job's output"
+    assert rest[-1] == "line 0199 of the job's output" and len(rest) == 33
