@@ -237,3 +237,29 @@ def test_a_finished_jobs_output_cut_by_the_log_cap_says_so_and_starts_at_a_whole
                      "were dropped (the head keeps at most log_cap = 1024 bytes of logs)")
     assert second == "line 0166 of the job's output"
     assert rest[-1] == "line 0199 of the job's output" and len(rest) == 33
+
+
+KEEP_OUTPUT_ON_A_FULL_DISK = """
+import os, resource, signal, sys
+from pathlib import Path
+from launcher.backends.local.launch import keep_container_output
+class Api:
+    def logs(self, name, stream, timestamps):
+        return iter([b"2026-01-01T00:00:00Z a line of output\\n"] * 500)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+try:
+    keep_container_output(Api(), [("head", "c-head")], Path(sys.argv[1]) / "containers.log")
+except OSError as exc:
+    print("refused:", exc.strerror)
+"""
+
+
+def test_container_output_that_the_run_directory_cannot_take_leaves_no_file(tmp_path):
+    """A run directory that cannot take the containers' output: no empty or partial
+    containers.log (nor a temp file) is left, and the caller hears why."""
+    result = subprocess.run([sys.executable, "-c", KEEP_OUTPUT_ON_A_FULL_DISK, str(tmp_path)],
+                            capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).parent.parent)
+    assert result.stdout == "refused: File too large\n", result
+    assert list(tmp_path.iterdir()) == []
