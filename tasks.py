@@ -17,8 +17,8 @@ from launcher.runs.jobs import ClusterError
 from launcher.runs.logs import logs as run_logs
 from launcher.runs.run import find_run, shared_dir, status_lines
 from launcher.runs.stop import down_by_id, remove_leftovers
+from launcher.runs.submit import entrypoint_of, wait_for_job
 from launcher.runs.submit import submit as submit_job
-from launcher.runs.submit import wait_for_job
 
 # The build tasks import `containers` inside them: it loads docker-py, which a login node
 # running `launch`, `status` or `down` against a batch site never needs.
@@ -210,9 +210,7 @@ def submit(c, run=None, working_dir=None, site="local", shared=None):
 
 
     command = command_after_dashes()
-    if not command:
-        raise UserError("missing command after --: `invoke submit --run ID -- python "
-                        "my_job.py ...`")
+    entrypoint_of(command or "")  # refused before anything is looked up
     found = find(run, site, shared)
     job_id = submit_job(found, command, working_dir, say)
     with noting_signals() as signals:
@@ -284,6 +282,8 @@ def status(c, run=None, site="local", shared=None):
 
     shared_path = shared_dir(site, shared)
     lines = status_lines(shared_path, run)
+    if not lines:  # "no runs" only once the engine said so too
+        backend_for(load_site(site)).check_leftovers_readable()
     print("\n".join(lines) if lines else f"no runs (in {shared_path / 'runs'} or on this "
           "machine's engine)")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from containers.recipe import Recipe
+from containers.recipe import Recipe, has_control
 from containers.secrets import FETCH_SECRETS, FORGET_SECRETS, SECRETS_ARG
 
 # The user of rayproject/ray images (uid 1000); the stand-in base creates the same.
@@ -21,12 +21,21 @@ def apt_install(packages: tuple[str, ...], apt_options: str = "") -> list[str]:
     apt = f"apt-get {apt_options} " if apt_options else "apt-get "
     return [f"{apt}update -q",
             f"DEBIAN_FRONTEND=noninteractive {apt}install -y -q --no-install-recommends "
-            + " ".join(shlex.quote(p) for p in packages),
+            + quoted_words(packages),
             "rm -rf /var/lib/apt/lists/*"]
 
 
 def pip_install(packages: tuple[str, ...]) -> str:
-    return "python -m pip install --no-cache-dir " + " ".join(shlex.quote(p) for p in packages)
+    return "python -m pip install --no-cache-dir " + quoted_words(packages)
+
+
+def quoted_words(words: tuple[str, ...]) -> str:
+    """Shell words on one line: shlex.quote keeps a line break, which would end the RUN
+    instruction and start another (the recipe loader refuses such entries already)."""
+    bad = [word for word in words if has_control(word)]
+    if bad:
+        raise ValueError(f"a package name with a control character: {bad[0]!r}")
+    return " ".join(shlex.quote(word) for word in words)
 
 
 def add_user(name: str, group: str = "") -> str:

@@ -156,7 +156,7 @@ def _parse_variants(raw: Any, path: Path, ray_version: str, python_tag: str) -> 
             raise UserError(f"{path}: {where}: expected a mapping with 'base' (and 'gpu')")
         check_keys(spec, VARIANT_KEYS, path, where + ".")
         base = spec.get("base")
-        if not isinstance(base, str) or not base.strip():
+        if not isinstance(base, str) or not base.strip() or has_control(base.strip()):
             raise UserError(f"{path}: {where}.base: give the base image, e.g. "
                             f"rayproject/ray:{ray_version}-{python_tag}-{name}")
         # A rayproject/ray base must match the pinned Ray and Python, or the image lies in its tag.
@@ -186,7 +186,17 @@ def _str_list(data: dict, key: str, path: Path) -> tuple[str, ...]:
     value = data.get(key) or []
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise UserError(f"{path}: {key}: must be a list of package names")
+    for entry in value:
+        if has_control(entry.strip()):
+            raise UserError(f"{path}: {key}: {entry.strip()!r} holds a line break or another "
+                            "control character; give one package per entry")
     return tuple(v.strip() for v in value)
+
+
+def has_control(text: str) -> bool:
+    """A line break, tab or other control character: in a rendered build file, a line break
+    would start a new instruction."""
+    return any(ord(c) < 0x20 or ord(c) == 0x7f for c in text)
 
 
 def _str_map(data: dict, key: str, path: Path, key_re: re.Pattern | None = None) -> dict[str, str]:

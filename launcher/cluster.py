@@ -14,10 +14,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from launcher.backends.watch import noting_signals
 from launcher.launch import start
 from launcher.runs.jobs import ClusterError
 from launcher.runs.logs import logs as run_logs
@@ -47,9 +52,12 @@ class Cluster:
             raise ValueError("Cluster.launch runs no driver: submit jobs with cluster.submit()")
         cli = {key: (value if value is None or isinstance(value, (list, tuple)) else str(value))
                for key, value in settings.items()}
-        code, spec = start(site, cli, interactive=True, up=True,
-                           out=None if verbose else io.StringIO())
-        run = Run.load(spec.run_dir) if spec is not None else None
+        with signals_raised_after() as noted:
+            code, spec = start(site, cli, interactive=True, up=True,
+                               out=None if verbose else io.StringIO())
+            run = Run.load(spec.run_dir) if spec is not None else None
+            if noted and run is not None and code == 0:  # came once it was up: it goes too
+                cls(run, verbose).down()
         if run is None or code != 0 or not run.up:
             where = f"; see {spec.run_dir}" if spec is not None else ""
             raise ClusterError(f"the cluster did not come up (exit code {code}){where}")
@@ -135,10 +143,23 @@ class Cluster:
         return stop_run(self.run, self._say)
 
     def __enter__(self) -> Cluster:
+        """Inside the block, SIGTERM and SIGHUP (where nothing else handles them) raise
+        SystemExit(128 + N), as Ctrl-C raises KeyboardInterrupt: the block's end stops the
+        cluster cleanly, as the CLI does, instead of the process dying with it up."""
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                if signal.getsignal(sig) is signal.SIG_DFL:
+                    self._previous[sig] = signal.signal(sig, _exit_on_signal)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.down()
+        try:
+            with signals_raised_after():  # the stop runs to its end
+                self.down()
+        finally:
+            for sig, handler in getattr(self, "_previous", {}).items():
+                signal.signal(sig, handler)
 
     def __repr__(self) -> str:
         return f"Cluster({self.run_id!r}, {self.run.phase()})"
@@ -152,3 +173,24 @@ class Cluster:
     def _write(self, text: str) -> None:
         if self.verbose:
             print(text, end="", flush=True)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def signals_raised_after() -> Iterator[list[int]]:
+    """Ctrl-C, SIGTERM and SIGHUP are held while the block runs (a launch's watcher stops
+    the cluster on them), then raised as the process would have had them: KeyboardInterrupt
+    for Ctrl-C, SystemExit(128 + N) for the others. In the main thread only (elsewhere
+    signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield []
+        return
+    with noting_signals() as noted:
+        yield noted
+    if noted:
+        if noted[0] == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + noted[0])

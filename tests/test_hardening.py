@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -43,11 +44,12 @@ def test_a_driver_that_leaves_a_background_process_ends_with_its_own_exit(
     image, _ = built_image
     started = time.monotonic()
     result, run_dir = launch(image, shared_dir, "--nodes", "2", "--driver",
-                             "sleep 300 & echo started; exit 3")
+                             "for i in $(seq 30); do sleep 300 & done; echo started; exit 3")
     took = time.monotonic() - started
     assert_clean_run(docker_api, result, run_dir, nodes=2, code=3)
     assert "started" in result.stdout
-    assert re.search(r"rayhpc: the driver left 1 process\(es\) running \(sleep 300\): stopped "
+    # Every one counted; named after what it runs, even one forked but not yet exec'd.
+    assert re.search(r"rayhpc: the driver left 30 process\(es\) running \(sleep 300\): stopped "
                      r"them\n", result.stdout), result.stdout[-2000:]
     timing = json.loads((run_dir / "timing.json").read_text())
     assert timing["t_driver_end"] - timing["t_driver_start"] < 5, timing
@@ -216,3 +218,27 @@ def test_more_local_nodes_than_the_cores_can_start_are_warned_about(docker_api, 
     assert re.search(rf"rayhpc: warning: {nodes} nodes on {os.cpu_count()} cores: each Ray "
                      r"node takes about a core to start", output), output[-2000:]
     assert leftovers(docker_api, run.run_dir.name) == []
+
+
+def test_sigterm_inside_a_with_cluster_block_stops_the_cluster_cleanly(docker_api, built_image,
+                                                                      shared_dir):
+    """The Python API handles SIGTERM as the CLI does: the block ends, the cluster stops the
+    clean way (its end recorded), nothing is left, the script exits 143."""
+    image, _ = built_image
+    script = f"""import os, signal, sys, time
+sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+from launcher import Cluster
+with Cluster.launch(site="local", nodes=2, shared={str(shared_dir)!r}, image={image!r}) as c:
+    print("RUN", c.run_id, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(120)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300)
+    match = re.search(r"^RUN (\S+)$", result.stdout, re.M)
+    assert match, result.stdout[-3000:] + result.stderr[-3000:]
+    run_dir = shared_dir / "runs" / match.group(1)
+    assert result.returncode == 143, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert (run_dir / "exit_code").read_text().strip() == "143"
+    assert leftovers(docker_api, run_dir.name) == []

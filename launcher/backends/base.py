@@ -83,6 +83,10 @@ class Backend:
         status`): a launcher that died before its teardown."""
         return {}
 
+    def check_leftovers_readable(self) -> None:
+        """UserError when what runs left here cannot be looked at (an engine that does not
+        answer): `leftovers()` saying none would then be a guess."""
+
     def run_dir_of(self, run_id: str) -> str:
         """Where what the run left on this machine says its run directory is ("" : it does not
         say, or left nothing here)."""

@@ -34,15 +34,22 @@ class FollowedRun(Protocol):
         the run has stopped, False to stop following now."""
 
 
+_NOTING: list[list[int]] = []  # the lists of the `noting_signals` blocks open now
+
+
 @contextlib.contextmanager
 def noting_signals() -> Iterator[list[int]]:
-    """Ctrl-C, SIGTERM and SIGHUP are noted in the list yielded, not raised, meanwhile."""
+    """Ctrl-C, SIGTERM and SIGHUP are noted in the list yielded, not raised, meanwhile; also
+    those a `RunWatcher` inside the block handles (its caller learns that a signal, not the
+    run, ended it: the Python API raises KeyboardInterrupt for a Ctrl-C)."""
     noted: list[int] = []
     previous = {sig: signal.signal(sig, lambda signum, _frame: noted.append(signum))
                 for sig in STOP_SIGNALS}
+    _NOTING.append(noted)
     try:
         yield noted
     finally:
+        _NOTING.remove(noted)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -91,6 +98,8 @@ class RunWatcher:
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.signals.append(signum)
+        for noted in _NOTING:
+            noted.append(signum)
 
     def _follow(self, run: FollowedRun, stop_timeout: float, until_up: bool) -> int | None:
         handled, deadline, next_check = 0, None, 0.0

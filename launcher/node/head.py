@@ -56,6 +56,12 @@ def driver_command(template: str, address: str) -> str:
     return template.replace("{address}", address)
 
 
+def driver_argv(command: str) -> list[str]:
+    """What the driver runs as (Popen's shell=True, spelled out: its leftovers' names are
+    told from this command line)."""
+    return ["/bin/sh", "-c", command]
+
+
 class Head(Agent):
     keeps_worker_logs = True  # the driver's and the head's processes: always worth keeping
 
@@ -275,7 +281,7 @@ class Head(Agent):
         self.timing["t_driver_start"] = time.time()
         # Unbuffered: a full run directory fails a write (handled), never the close.
         with open(self.paths.driver_log, "wb", buffering=0) as log:
-            self.driver = subprocess.Popen(command, shell=True, cwd=self.spec.shared, env=env,
+            self.driver = subprocess.Popen(driver_argv(command), cwd=self.spec.shared, env=env,
                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                            start_new_session=True)
             copier = threading.Thread(target=copy_lines, args=(self.driver.stdout, log),
@@ -293,10 +299,12 @@ class Head(Agent):
                     self.on_stop_request()
                 time.sleep(POLL_S)
             self.timing["t_driver_end"] = time.time()
-            left = stop_session(self.driver.pid, LEFTOVER_GRACE_S)
+            left, names = stop_session(self.driver.pid, LEFTOVER_GRACE_S,
+                                       leader=driver_argv(command))
             if left:
-                self.note(f"the driver left {len(left)} process(es) running "
-                          f"({', '.join(left)}): stopped them")
+                shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+                self.note(f"the driver left {left} process(es) running ({shown}): "
+                          "stopped them")
             copier.join(timeout=LEFTOVER_GRACE_S)
         node_watch.join(timeout=5)  # before teardown drops the connection it lists nodes with
         code = 128 - code if code < 0 else code  # killed by signal N -> 128+N, as shells do

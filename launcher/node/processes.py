@@ -123,26 +123,57 @@ def process_name(pid: int) -> str:
     return " ".join(process_command(pid))[:60] or str(pid)
 
 
+def process_comm(pid: int) -> str:
+    """The kernel's name of what a process runs (its program, up to 15 bytes)."""
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as handle:
+            return handle.read().strip().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def program_of(pid: int) -> str:
     """The program a process runs (its first word's last part: raylet, gcs_server, python)."""
     command = process_command(pid)
     return command[0].rsplit("/", 1)[-1] if command else ""
 
 
-def stop_session(session: int, grace_s: float) -> list[str]:
-    """Stop every process of a session; the names of those that were running. A session holds
+def process_names(pids: list[int], leader: list[str] | None, settle_s: float) -> list[str]:
+    """The distinct names of ``pids``. A process forked by the session's leader but not yet
+    exec'd still shows the leader's command line (``leader``, e.g. ``sh -c 'sleep 300 &'``):
+    it is given up to ``settle_s`` to exec, and named by its program (`sh`: a subshell) if it
+    does not."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        commands = {pid: process_command(pid) for pid in pids}
+        forks = [pid for pid, command in commands.items() if leader and command == leader]
+        if not forks or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    names = {(process_comm(pid) or str(pid)) if pid in forks
+             else " ".join(commands[pid])[:60] or str(pid) for pid in pids}
+    return sorted(names)
+
+
+def stop_session(session: int, grace_s: float, leader: list[str] | None = None,
+                 settle_s: float = 0.5) -> tuple[int, list[str]]:
+    """Stop every process of a session; how many were running and their distinct names
+    (``leader``: the session leader's command line, see `process_names`). A session holds
     one node's Ray (started by `ray start` in a session of its own) or one driver's leftovers:
     nothing else of the user's on the node. Ray's processes go in `ray stop`'s order: the
     raylet first, the GCS last (a raylet whose GCS is gone waits for it instead of exiting);
     each group gets SIGTERM, then SIGKILL after ``grace_s``."""
-    names = sorted({process_name(pid) for pid in session_processes(session)[:5]})
+    first = session_processes(session)
+    names = process_names(first, leader, settle_s) if first else []
+    stopped = set(first)
     for group in STOP_ORDER:
         members = [pid for pid in session_processes(session)
                    if group is None or program_of(pid) == group]
         if group is None:  # everything but the GCS
             members = [pid for pid in members if program_of(pid) != STOP_ORDER[-1]]
+        stopped.update(members)  # those forked meanwhile count too
         signal_until_gone(members, grace_s)
-    return names
+    return len(stopped), names
 
 
 def signal_until_gone(pids: list[int], grace_s: float) -> None:

@@ -70,10 +70,42 @@ def _file(run: Run, path: Path, write, follow: bool, signals) -> int:
 
 
 def _harvested_job_logs(run: Run) -> dict[str, str]:
-    """Job id -> the job's output kept with the head's Ray logs (once the run ended)."""
-    return {name[len("job-driver-"):-len(".log")]: data.decode(errors="replace")
-            for name, data in run.archived(run.head_node).items()
-            if name.startswith("job-driver-") and name.endswith(".log")}
+    """Job id -> the job's output kept with the head's Ray logs (once the run ended). Output
+    the archive's cap cut at the start begins at its first whole line, after a line saying
+    how much is missing; output the cap dropped whole is said too."""
+    manifest = run.archive_manifest(run.head_node)
+    sizes = {entry.get("file"): entry for entry in manifest.get("kept") or []
+             if isinstance(entry, dict)}
+    cap = run.spec.log_cap
+    kept = {}
+    for name, data in run.archived(run.head_node).items():
+        job = job_of_log(name)
+        if not job:
+            continue
+        entry = sizes.get(name) or {}
+        missing = entry.get("bytes", 0) - entry.get("kept_bytes", entry.get("bytes", 0))
+        if isinstance(missing, int) and missing > 0:
+            start = data.find(b"\n") + 1  # the first whole line
+            missing += start
+            kept[job] = (f"rayhpc: job {job}'s output starts mid-way: its first {missing} of "
+                         f"{entry['bytes']} bytes were dropped (the head keeps at most "
+                         f"log_cap = {cap} bytes of logs)\n"
+                         + data[start:].decode(errors="replace"))
+        else:
+            kept[job] = data.decode(errors="replace")
+    for entry in manifest.get("dropped") or []:
+        job = job_of_log(entry.get("file", "")) if isinstance(entry, dict) else ""
+        if job and job not in kept:
+            kept[job] = (f"rayhpc: job {job}'s output ({entry.get('bytes')} bytes) was not "
+                         f"kept: {entry.get('why')}\n")
+    return kept
+
+
+def job_of_log(name: str) -> str:
+    """The job id of a job's output file in a head's archive ("": not one)."""
+    if name.startswith("job-driver-") and name.endswith(".log"):
+        return name[len("job-driver-"):-len(".log")]
+    return ""
 
 
 def _job_logs(run: Run, job: str, write, follow: bool, signals) -> int:

@@ -5,6 +5,7 @@ commands on a run; the Python `Cluster` uses them all."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tarfile
@@ -105,6 +106,16 @@ class Run:
                         if m.isfile() and m.name != "MANIFEST.json"}
         except (OSError, tarfile.TarError):
             return {}
+
+    def archive_manifest(self, node: str) -> dict:
+        """What a node's archive says it kept and dropped (MANIFEST.json: "kept": file, bytes,
+        kept_bytes (its tail); "dropped": file, bytes, why); {} when there is none."""
+        try:
+            with tarfile.open(self.paths.node_archive(node)) as tar:
+                data = json.loads(tar.extractfile("MANIFEST.json").read())
+        except (OSError, KeyError, AttributeError, ValueError, tarfile.TarError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
     def dashboard(self) -> str:
         return self.spec.dashboard_url(self.head.get("ip", ""))

@@ -32,10 +32,15 @@ def working_dir_uri(run: Run, working_dir: str | None) -> str:
 
 
 def entrypoint_of(command: str | list[str]) -> str:
+    """The job's shell command line. A list is words (the program first): an empty or blank
+    program (`-- ''`) is refused, not run as the command ''."""
     text = command if isinstance(command, str) else shlex.join(command)
     if not text.strip():
         raise UserError("missing command after --: `invoke submit --run ID -- python "
                         "my_job.py ...`")
+    if not isinstance(command, str) and not command[0].strip():
+        raise UserError(f"the command after -- starts with an empty word ({text}): give the "
+                        "program to run, e.g. `invoke submit --run ID -- python my_job.py`")
     return text
 
 

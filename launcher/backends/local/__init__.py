@@ -107,6 +107,13 @@ class LocalBackend(Backend):
             return {}
         return {run_id: state.line() for run_id, state in manage.engine_runs().items()}
 
+    def check_leftovers_readable(self) -> None:
+        try:
+            manage = engine_side("manage")
+        except ImportError:  # no docker-py here (an HPC login node): no engine to look at
+            return
+        manage.connect()  # UserError: no Docker engine reachable at ...
+
     def run_dir_of(self, run_id: str) -> str:
         found = engine_side("manage").engine_runs().get(run_id)
         return found.run_dir if found else ""

@@ -293,8 +293,9 @@ def keep_container_output(api: docker.APIClient, containers: list[tuple[str, str
                           path: Path, cap: int = CONTAINER_OUTPUT_CAP) -> None:
     """The containers' output (node, container name), each node's lines prefixed with its
     name, into ``path``: streamed from the engine, at most ``cap`` bytes per container (its
-    first and last halves; what was dropped between them is said there)."""
-    with open(path, "wb") as out:
+    first and last halves; what was dropped between them is said there). Whole or not at
+    all: a full run directory leaves no empty or partial file (OSError raised)."""
+    with atomic_file(path, binary=True) as out:
         for node, name in containers:
             try:
                 stream = api.logs(name, stream=True, timestamps=True)
