@@ -33,10 +33,12 @@ def run_dir_of(output: str, shared: Path) -> Path | None:
 class Background:
     """`invoke launch` running in the background, its output read line by line."""
 
-    def __init__(self, image: str, shared: Path, *args: str):
+    def __init__(self, image: str, shared: Path, *args: str, own_group: bool = False):
+        """``own_group``: the leader of its own process group, as a terminal runs it."""
         self.shared = shared
         self.proc = subprocess.Popen(invoke_argv(*launch_args(image, shared, *args)),
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=own_group)
         self.lines: list[str] = []
 
     def wait_for_line(self, line: str | re.Pattern) -> None:

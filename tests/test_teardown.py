@@ -19,48 +19,26 @@ from pathlib import Path
 import pytest
 
 from launcher.backends.local.manage import remove_run
-from tests.cli import invoke, invoke_argv
-from tests.launching import archived, launch, launch_args, leftovers, run_dir_of
+from tests.cli import invoke
+from tests.launching import Background, archived, launch, leftovers
 from tests.test_faults import container, with_driver
 
 pytestmark = pytest.mark.docker
 
 
-class GroupLaunch:
+class GroupLaunch(Background):
     """`invoke launch` as a terminal runs it: the leader of its own process group, so that a
     signal to the group reaches the launcher and every child it has, as a closed terminal's
     SIGHUP does."""
 
     def __init__(self, image: str, shared: Path, *args: str):
-        self.shared = shared
-        self.proc = subprocess.Popen(invoke_argv(*launch_args(image, shared, *args)),
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
-        self.lines: list[str] = []
+        super().__init__(image, shared, *args, own_group=True)
 
     def wait_for(self, pattern: str) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if re.match(pattern, line):
-                return
-        raise AssertionError(f"launch ended before {pattern!r}:\n{self.output[-3000:]}")
+        self.wait_for_line(re.compile(pattern))
 
     def signal_group(self, signum: int) -> None:
         os.killpg(self.proc.pid, signum)
-
-    def finish(self, timeout: float = 180) -> str:
-        rest, _ = self.proc.communicate(timeout=timeout)
-        self.lines.append(rest)
-        return self.output
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    @property
-    def run_dir(self) -> Path | None:
-        return run_dir_of(self.output, self.shared)
 
 
 def test_sighup_to_the_launchers_process_group_stops_the_run_cleanly(docker_api, built_image,
