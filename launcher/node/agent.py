@@ -197,11 +197,6 @@ class Agent:
             raise LaunchFailed(failed.error(self.node))
         return facts.versions
 
-    def check_temp_dir(self) -> None:
-        if not temp_dir_fits(str(self.temp_dir)):
-            raise LaunchFailed(f"Ray temp dir {self.temp_dir} is too long for Ray's "
-                               f"AF_UNIX sockets ({AF_UNIX_MAX} bytes); use a shorter one")
-
     def start_args(self, head_address: str | None) -> list[str]:
         labels = None
         if self.group:

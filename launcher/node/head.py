@@ -111,7 +111,6 @@ class Head(Agent):
     def run(self) -> int:
         code, error = 1, ""
         try:
-            self.check_temp_dir()
             if self.spec.nodes > RAY_TESTED_NODES:
                 self.note(f"{self.spec.nodes} nodes is beyond what Ray's own scalability "
                           f"envelope covers ({RAY_TESTED_NODES}): expect a slow bring-up; "

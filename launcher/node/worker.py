@@ -48,7 +48,6 @@ class Worker(Agent):
         cli = RayCli(self.env)  # imports Ray while we look for the head
         state, reason = "failed", ""
         try:
-            self.check_temp_dir()
             if not self.reach_head():
                 cli.cancel()
                 reason = "stopped before reaching the head"
