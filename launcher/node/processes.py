@@ -119,10 +119,6 @@ def process_command(pid: int) -> list[str]:
     return [w.decode(errors="replace") for w in words if w]
 
 
-def process_name(pid: int) -> str:
-    return " ".join(process_command(pid))[:60] or str(pid)
-
-
 def process_comm(pid: int) -> str:
     """The kernel's name of what a process runs (its program, up to 15 bytes)."""
     try:
