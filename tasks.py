@@ -7,18 +7,18 @@ import sys
 
 from invoke import Exit, task
 
-from containers.errors import UserError
-from launcher.backends import backend_for
-from launcher.backends.watch import noting_signals
-from launcher.launch import launch as run_launch
-from launcher.resolve.config import SETTINGS, list_sites, load_site
-from launcher.resolve.queues import queue_table_lines
-from launcher.runs.jobs import ClusterError
-from launcher.runs.logs import logs as run_logs
-from launcher.runs.run import find_run, shared_dir, status_lines
-from launcher.runs.stop import down_by_id, remove_leftovers
-from launcher.runs.submit import entrypoint_of, wait_for_job
-from launcher.runs.submit import submit as submit_job
+from rayhpc.containers.errors import UserError
+from rayhpc.launcher.backends import backend_for
+from rayhpc.launcher.backends.watch import noting_signals
+from rayhpc.launcher.launch import launch as run_launch
+from rayhpc.launcher.resolve.config import SETTINGS, list_sites, load_site
+from rayhpc.launcher.resolve.queues import queue_table_lines
+from rayhpc.launcher.runs.jobs import ClusterError
+from rayhpc.launcher.runs.logs import logs as run_logs
+from rayhpc.launcher.runs.run import find_run, shared_dir, status_lines
+from rayhpc.launcher.runs.stop import down_by_id, remove_leftovers
+from rayhpc.launcher.runs.submit import entrypoint_of, wait_for_job
+from rayhpc.launcher.runs.submit import submit as submit_job
 
 # The build tasks import `containers` inside them: it loads docker-py, which a login node
 # running `launch`, `status` or `down` against a batch site never needs.
@@ -88,8 +88,8 @@ def command_after_dashes() -> list[str]:
 def build(c, recipe="ray", variant="cpu", base=None, tag=None, ca_bundle=None,
           pip_index_url=None, sif=False, no_cache=False):
     """Build a Docker image from a recipe; prints the image tag (and SIF path) last."""
-    from containers.images import build_recipe_image
-    from containers.sif import convert_image
+    from rayhpc.containers.images import build_recipe_image
+    from rayhpc.containers.sif import convert_image
 
     image = build_recipe_image(recipe, variant, base=base, tag=tag, ca_bundle=ca_bundle,
                                pip_index_url=pip_index_url, no_cache=no_cache)
@@ -110,7 +110,7 @@ def convert(c, image, out=None, force=False):
     Uses the host's apptainer/singularity, else a converter container. Skipped when the image
     is unchanged since the last conversion (its digest is recorded beside the SIF).
     """
-    from containers.sif import convert_image
+    from rayhpc.containers.sif import convert_image
 
     print(convert_image(image, out, force=force))
 
@@ -125,7 +125,7 @@ def defs(c, recipe=None, out="defs"):
 
     For sites that build on the cluster: `apptainer build --fakeroot x.sif x.def`.
     """
-    from containers.apptainer_def import write_defs
+    from rayhpc.containers.apptainer_def import write_defs
 
     for path in write_defs(recipe, out):
         print(path)
@@ -144,7 +144,7 @@ def defs(c, recipe=None, out="defs"):
 def base(c, recipe="ray", os_image=None, mirror=None, tag=None, ca_bundle=None,
          pip_index_url=None, no_cache=False):
     """Build a stand-in for rayproject/ray where no registry is reachable; prints its tag last."""
-    from containers.images import build_standin_base
+    from rayhpc.containers.images import build_standin_base
 
     print(build_standin_base(recipe, os_image=os_image, mirror=mirror, tag=tag,
                              ca_bundle=ca_bundle, pip_index_url=pip_index_url,

@@ -68,7 +68,7 @@ def ensure_image(image: str | None) -> str:
     """The image to run: the given one, else the default (built on first use)."""
     if image:
         return image
-    from containers.images import ensure_recipe_image
+    from rayhpc.containers.images import ensure_recipe_image
 
     return ensure_recipe_image()
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import docker
 from harness import ensure_image, invoke, machine, median, print_table
 
-from containers.images import ensure_recipe_image
-from containers.sif import CONVERTER_RECIPE, CONVERTER_UID, CONVERTER_VARIANT, host_runtime
+from rayhpc.containers.images import ensure_recipe_image
+from rayhpc.containers.sif import CONVERTER_RECIPE, CONVERTER_UID, CONVERTER_VARIANT, host_runtime
 
 GOAL = 1.2
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import docker
 from harness import IN_NODE, ROOT, machine, median, print_table, stamp
 
-from containers.images import ensure_recipe_image
-from containers.sif import convert_image
+from rayhpc.containers.images import ensure_recipe_image
+from rayhpc.containers.sif import convert_image
 from tests.testbed.harness import RECIPE, SlurmTestbed
 
 SITE = ROOT / "tests/testbed/site.yaml"

@@ -16,7 +16,7 @@ import time
 import docker
 from harness import ensure_image, launch, machine, median, print_table, shared_dir
 
-from launcher.backends.local.compose import RUN_LABEL
+from rayhpc.launcher.backends.local.compose import RUN_LABEL
 
 GOAL_S = 5.0
 

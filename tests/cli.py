@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from containers import PROJECT_ROOT
+from tests import PROJECT_ROOT
 
 
 def invoke_argv(*args: str) -> list[str]:

@@ -49,10 +49,10 @@ def standin_base(docker_api) -> str:
     where a registry is reachable), else the stand-in (built here when missing)."""
     if os.environ.get("RAYHPC_TEST_BASE"):
         return os.environ["RAYHPC_TEST_BASE"]
-    from containers.engine import image_exists
-    from containers.images import build_standin_base
-    from containers.recipe import load_recipe
-    from containers.standin import standin_tag
+    from rayhpc.containers.engine import image_exists
+    from rayhpc.containers.images import build_standin_base
+    from rayhpc.containers.recipe import load_recipe
+    from rayhpc.containers.standin import standin_tag
 
     tag = standin_tag(load_recipe("ray"))
     if not image_exists(docker_api, tag):
@@ -91,8 +91,8 @@ def built_image(standin_base, marker_ca_bundle) -> tuple[str, subprocess.Complet
 
 @pytest.fixture(scope="session")
 def converter(docker_api) -> str:
-    from containers.images import ensure_recipe_image
-    from containers.sif import CONVERTER_RECIPE, CONVERTER_VARIANT
+    from rayhpc.containers.images import ensure_recipe_image
+    from rayhpc.containers.sif import CONVERTER_RECIPE, CONVERTER_VARIANT
 
     return ensure_recipe_image(CONVERTER_RECIPE, CONVERTER_VARIANT)
 

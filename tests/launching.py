@@ -8,7 +8,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from launcher.backends.local.compose import RUN_LABEL
+from rayhpc.launcher.backends.local.compose import RUN_LABEL
 from tests.cli import invoke, invoke_argv
 
 TIMING_FIELDS = ("t_submit", "t_head_up", "t_all_joined", "t_driver_start", "t_driver_end",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from launcher.contract import LaunchSpec
-from launcher.launch import resolve_spec
-from launcher.resolve.config import load_site
+from rayhpc.launcher.contract import LaunchSpec
+from rayhpc.launcher.launch import resolve_spec
+from rayhpc.launcher.resolve.config import load_site
 
 RUN_ID = "20260101-000000-abcd"
 

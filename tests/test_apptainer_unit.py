@@ -3,9 +3,9 @@ line, and the host-runtime path's exact command line."""
 
 import pytest
 
-from containers.apptainer_def import render_def, split_sections
-from containers.recipe import list_recipes, load_recipe
-from launcher.runtimes import ExecRequest, runtime
+from rayhpc.containers.apptainer_def import render_def, split_sections
+from rayhpc.containers.recipe import list_recipes, load_recipe
+from rayhpc.launcher.runtimes import ExecRequest, runtime
 from tests.golden import assert_golden
 
 RECIPE_VARIANTS = [(recipe.name, variant) for recipe in map(load_recipe, list_recipes())

@@ -14,21 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from containers import PROJECT_ROOT
-from launcher.backends.bundle import node_program
-from launcher.backends.rundir import prepare_run_dir
-from launcher.contract import LaunchSpec, NodeGroup, RunPaths, read_spec
+from rayhpc.launcher.backends.bundle import node_program
+from rayhpc.launcher.backends.rundir import prepare_run_dir
+from rayhpc.launcher.contract import LaunchSpec, NodeGroup, RunPaths, read_spec
+from tests import PROJECT_ROOT
 from tests.specs import make_spec
 
-PACKAGES = ("launcher", "containers")
-NODE = "launcher.node"
-CONTRACT = "launcher.contract"
+PACKAGES = ("rayhpc",)
+NODE = "rayhpc.launcher.node"
+CONTRACT = "rayhpc.launcher.contract"
 # Where a project module may be imported inside a function: each defers docker-py (or the
-# whole launcher, for `from launcher import Cluster`), which a login node must not pay for.
+# whole launcher, for `from rayhpc import Cluster`), which a login node must not pay for.
 # And the node program's entry, which imports it only once its importer is in place.
-DEFERRED_IMPORTS = {"launcher": {"launcher.cluster"}, "tasks": {"containers.images",
-                    "containers.sif", "containers.apptainer_def"},
-                    "launcher.node.bundle_main": {"launcher.node.main"}}
+DEFERRED_IMPORTS = {"rayhpc": {"rayhpc.launcher.cluster"},
+                    "tasks": {"rayhpc.containers.images", "rayhpc.containers.sif",
+                              "rayhpc.containers.apptainer_def"},
+                    "rayhpc.launcher.node.bundle_main": {"rayhpc.launcher.node.main"}}
 
 
 def module_name(path: Path) -> str:
@@ -122,31 +123,31 @@ def node_modules() -> dict[str, ast.Module]:
 
 
 def test_the_node_program_uses_the_standard_library_and_ray_only():
-    allowed = set(sys.stdlib_module_names) | {"ray", "launcher"}
+    allowed = set(sys.stdlib_module_names) | {"ray", "rayhpc"}
     for name, tree in node_modules().items():
         for target, _ in imports(tree, only_top=False):
             root = target.split(".")[0]
             assert root in allowed, f"{name} imports {target}: the node program runs in any " \
                                     "stock rayproject/ray image (standard library and Ray only)"
-            if root == "launcher":
+            if root == "rayhpc":
                 assert target == CONTRACT or target.startswith(NODE), (name, target)
 
 
 def test_node_program_files_are_small_and_one_job_each():
-    for path in (PROJECT_ROOT / "launcher" / "node").glob("*.py"):
+    for path in (PROJECT_ROOT / "rayhpc/launcher/node").glob("*.py"):
         assert len(path.read_text().splitlines()) <= 400, path
 
 
 def test_the_bundle_holds_the_node_program_and_the_contract_byte_for_byte():
     with zipfile.ZipFile(__import__("io").BytesIO(node_program())) as bundle:
         names = bundle.namelist()
-        assert "__main__.py" in names and "launcher/contract.py" in names
-        node_files = sorted(p.name for p in (PROJECT_ROOT / "launcher/node").glob("*.py")
+        assert "__main__.py" in names and "rayhpc/launcher/contract.py" in names
+        node_files = sorted(p.name for p in (PROJECT_ROOT / "rayhpc/launcher/node").glob("*.py")
                             if p.name != "bundle_main.py")
-        assert sorted(n.split("/")[-1] for n in names if n.startswith("launcher/node/")) \
+        assert sorted(n.split("/")[-1] for n in names if n.startswith("rayhpc/launcher/node/")) \
             == node_files
-        assert bundle.read("launcher/node/head.py") == \
-            (PROJECT_ROOT / "launcher/node/head.py").read_bytes()
+        assert bundle.read("rayhpc/launcher/node/head.py") == \
+            (PROJECT_ROOT / "rayhpc/launcher/node/head.py").read_bytes()
     assert node_program('{"a": 1}') == node_program('{"a": 1}')  # the same bytes every time
 
 
@@ -163,7 +164,7 @@ def test_the_delivered_program_runs_in_a_bare_python_with_real_tracebacks(tmp_pa
                             capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 1, result.stderr
     assert "PackageNotFoundError: No package metadata was found for ray" in result.stderr
-    assert f'File "{paths.node_program}/launcher/node/agent.py", line ' in result.stderr
+    assert f'File "{paths.node_program}/rayhpc/launcher/node/agent.py", line ' in result.stderr
     assert 'return importlib.metadata.version("ray")' in result.stderr  # the source line
     # Bad input is one line, no traceback.
     bad = subprocess.run([sys.executable, "-I", "-S", str(paths.node_program), "--run-dir",
@@ -245,8 +246,8 @@ def test_a_login_node_without_docker_py_runs_the_batch_commands(tmp_path):
         "import sys\n"
         "sys.modules['docker'] = None  # import docker: ImportError\n"
         "from pathlib import Path\n"
-        "from launcher.launch import launch\n"
-        "from launcher.runs.run import status_lines\n"
+        "from rayhpc.launcher.launch import launch\n"
+        "from rayhpc.launcher.runs.run import status_lines\n"
         f"print(status_lines(Path({str(tmp_path)!r})))\n"
         f"launch('slurm', {{'shared': {str(tmp_path)!r}, 'image': '/x.sif'}}, dry_run=True)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import pytest
 
-from launcher.backends.local.compose import RUN_LABEL
+from rayhpc.launcher.backends.local.compose import RUN_LABEL
 from tests.cli import invoke
 from tests.conftest import TEST_IMAGE
 from tests.specs import make_spec

@@ -7,7 +7,7 @@ import subprocess
 import docker.errors
 import pytest
 
-from containers.engine import git_revision
+from rayhpc.containers.engine import git_revision
 from tests.cli import invoke
 from tests.image_scan import layers_containing, metadata_containing, save_image, tar_bytes
 

@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from containers.errors import UserError
-from launcher.backends import backend_for
-from launcher.resolve.config import list_sites, load_site, resolve_settings
-from launcher.resolve.driver import check_driver, driver_script
+from rayhpc.containers.errors import UserError
+from rayhpc.launcher.backends import backend_for
+from rayhpc.launcher.resolve.config import list_sites, load_site, resolve_settings
+from rayhpc.launcher.resolve.driver import check_driver, driver_script
 
 
 def test_layering_cli_over_env_over_site_over_default(tmp_path):
@@ -88,7 +88,7 @@ def test_missing_driver_script_is_named(tmp_path):
 
 
 def test_shared_dir_the_container_user_cannot_enter_is_refused(shared_dir):
-    from launcher.backends.rundir import check_reachable
+    from rayhpc.launcher.backends.rundir import check_reachable
 
     private = shared_dir / "private"
     (private / "shared").mkdir(parents=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from containers import PROJECT_ROOT
+from tests import PROJECT_ROOT
 
 ENGINE = PROJECT_ROOT / "bin" / "engine"
 SYSTEM_HOST = "unix:///var/run/docker.sock"

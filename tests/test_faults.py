@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launcher.backends.bundle import node_program
-from launcher.node.ray_start import ray_start_args
+from rayhpc.launcher.backends.bundle import node_program
+from rayhpc.launcher.node.ray_start import ray_start_args
 from tests.launching import Background, archived, assert_clean_run, launch, leftovers
 from tests.specs import make_spec
 
@@ -175,7 +175,7 @@ def test_two_launches_at_once_share_nothing(docker_api, built_image, shared_dir)
 STOP_ONE_OF_TWO = """
 import json, os, socket, sys, time
 sys.path.insert(0, "/agent/node_agent.pyz")  # the node program as the nodes get it
-from launcher.node import processes
+from rayhpc.launcher.node import processes
 ip = socket.gethostbyname(socket.gethostname())
 env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
 sessions = []

@@ -7,9 +7,9 @@ import io
 
 import pytest
 
-from containers import images
-from containers.errors import UserError
-from containers.progress import Progress
+from rayhpc.containers import images
+from rayhpc.containers.errors import UserError
+from rayhpc.containers.progress import Progress
 
 RAY_IMAGE = "rayhpc/ray:2.60.0-py311-cpu"
 STANDIN = "rayhpc/ray-standin:2.60.0-py311-cpu"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from containers.errors import UserError
-from launcher.backends.batch.jobscript import render_job_script
-from launcher.resolve.config import load_site
-from launcher.resolve.gpus import NodeGpus, node_gpus
+from rayhpc.containers.errors import UserError
+from rayhpc.launcher.backends.batch.jobscript import render_job_script
+from rayhpc.launcher.resolve.config import load_site
+from rayhpc.launcher.resolve.gpus import NodeGpus, node_gpus
 from tests.cli import invoke
 from tests.golden import assert_golden
 from tests.specs import make_spec
@@ -21,7 +21,7 @@ from tests.test_hpc_unit import run_script
 
 SHARED = "/lus/proj/shared"
 RUN_DIR = f"{SHARED}/runs/20260101-000000-abcd"
-EXAMPLES = Path(__file__).parent.parent / "examples" / "sites"
+EXAMPLES = Path(__file__).parent.parent / "rayhpc" / "examples" / "sites"
 PYXIS_IMAGE = "nvcr.io#nvidia/pytorch:24.05-py3"
 
 
@@ -201,7 +201,7 @@ def test_lsf_csm_keeps_jsrun_and_bsub_reads_the_script_on_standard_input():
     text = script("lsf-csm")
     assert "#BSUB -nnodes 4\n" in text and "\njsrun -n 4 -r 1 -a 1 -c ALL_CPUS -b rs " in text
     assert "blaunch" not in text and "-gpu" not in text
-    from launcher.schedulers import SCHEDULERS
+    from rayhpc.launcher.schedulers import SCHEDULERS
     assert SCHEDULERS["lsf"].submit_command("/r/job.sh") == (["bsub"], True)
 
 
@@ -238,7 +238,7 @@ def test_pyxis_srun_gets_the_exact_command_line(tmp_path, monkeypatch):
 
 
 def test_pyxis_takes_registry_images_and_squashfs_files_not_sifs():
-    from launcher.runtimes import runtime
+    from rayhpc.launcher.runtimes import runtime
 
     pyxis = runtime("pyxis")
     assert pyxis.image_problem(PYXIS_IMAGE, on_this_host=True) == ""

@@ -10,8 +10,8 @@ import re
 import pytest
 import yaml
 
-from launcher.backends.local.compose import RUN_LABEL
-from launcher.resolve.groups import image_label
+from rayhpc.launcher.backends.local.compose import RUN_LABEL
+from rayhpc.launcher.resolve.groups import image_label
 from tests.launching import assert_clean_run, launch
 
 pytestmark = pytest.mark.docker

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from containers.errors import UserError
-from launcher.backends.batch.jobscript import render_job_script
-from launcher.backends.batch.launch import BatchLaunch
-from launcher.resolve.config import load_site
-from launcher.runtimes import runtime
-from launcher.runtimes.apptainer import versions_from_inspect
-from launcher.schedulers import SCHEDULERS
+from rayhpc.containers.errors import UserError
+from rayhpc.launcher.backends.batch.jobscript import render_job_script
+from rayhpc.launcher.backends.batch.launch import BatchLaunch
+from rayhpc.launcher.resolve.config import load_site
+from rayhpc.launcher.runtimes import runtime
+from rayhpc.launcher.runtimes.apptainer import versions_from_inspect
+from rayhpc.launcher.schedulers import SCHEDULERS
 from tests.cli import invoke
 from tests.golden import assert_golden
 from tests.specs import make_spec

@@ -9,14 +9,25 @@ from dataclasses import replace
 import pytest
 import yaml
 
-from containers import PROJECT_ROOT
-from containers.errors import UserError
-from launcher.backends.local.compose import render_compose
-from launcher.contract import RAY_GROUP_LABEL, RAY_IMAGE_LABEL, LaunchSpec, NodeGroup, label_value
-from launcher.node.ray_start import ray_start_args
-from launcher.node.report import gpu_shortfall, group_totals, node_resources, resources_line
-from launcher.resolve.config import load_site
-from launcher.resolve.groups import group_flags, image_label, parse_group_flag, version_mismatch
+from rayhpc.containers.errors import UserError
+from rayhpc.launcher.backends.local.compose import render_compose
+from rayhpc.launcher.contract import (
+    RAY_GROUP_LABEL,
+    RAY_IMAGE_LABEL,
+    LaunchSpec,
+    NodeGroup,
+    label_value,
+)
+from rayhpc.launcher.node.ray_start import ray_start_args
+from rayhpc.launcher.node.report import gpu_shortfall, group_totals, node_resources, resources_line
+from rayhpc.launcher.resolve.config import load_site
+from rayhpc.launcher.resolve.groups import (
+    group_flags,
+    image_label,
+    parse_group_flag,
+    version_mismatch,
+)
+from tests import PROJECT_ROOT
 from tests.specs import make_spec
 
 HYBRID = """\
@@ -240,7 +251,7 @@ def test_version_mismatch_names_both_images():
 
 
 def test_the_hybrid_example_site_loads_with_a_cpu_head_and_gpu_workers():
-    site = load_site(str(PROJECT_ROOT / "examples/sites/hybrid.yaml"))
+    site = load_site(str(PROJECT_ROOT / "rayhpc/examples/sites/hybrid.yaml"))
     head, gpu = site.groups
     assert (head.name, head.head, head.gpu, head.queue) == ("head", True, "", "cpu")
     assert (gpu.gpu, gpu.queue, gpu.resources) == ("nvidia", "gpu", {"trainer": 1})
@@ -248,14 +259,14 @@ def test_the_hybrid_example_site_loads_with_a_cpu_head_and_gpu_workers():
 
 
 def test_a_shared_dir_staged_before_gets_the_new_examples_and_keeps_edits(tmp_path):
-    from launcher.backends.rundir import stage_examples
+    from rayhpc.launcher.backends.rundir import stage_examples
 
     stage_examples(tmp_path)
     examples = tmp_path / "examples"
     (examples / "hello_groups.py").unlink()  # as staged by a version without it
     (examples / "hello_nodes.py").write_text("# my edit\n")
     stage_examples(tmp_path)
-    bundled = (PROJECT_ROOT / "examples/hello_groups.py").read_text()
+    bundled = (PROJECT_ROOT / "rayhpc/examples/hello_groups.py").read_text()
     assert (examples / "hello_groups.py").read_text() == bundled
     assert (examples / "hello_nodes.py").read_text() == "# my edit\n"
     assert not list(examples.glob(".*.tmp"))

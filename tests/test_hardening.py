@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.backends.local.compose import RUN_LABEL
+from rayhpc.launcher.backends.local.compose import RUN_LABEL
 from tests.cli import invoke_argv
 from tests.launching import (
     Background,
@@ -227,7 +227,7 @@ def test_sigterm_inside_a_with_cluster_block_stops_the_cluster_cleanly(docker_ap
     image, _ = built_image
     script = f"""import os, signal, sys, time
 sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
-from launcher import Cluster
+from rayhpc import Cluster
 with Cluster.launch(site="local", nodes=2, shared={str(shared_dir)!r}, image={image!r}) as c:
     print("RUN", c.run_id, flush=True)
     os.kill(os.getpid(), signal.SIGTERM)

@@ -16,21 +16,22 @@ from pathlib import Path
 
 import pytest
 
-from containers.dockerfile import render_dockerfile
-from containers.errors import UserError
-from containers.recipe import load_recipe
-from launcher.backends.local.capacity import (
+from rayhpc.containers.dockerfile import render_dockerfile
+from rayhpc.containers.errors import UserError
+from rayhpc.containers.recipe import load_recipe
+from rayhpc.launcher.backends.local.capacity import (
     GIB,
     MachineFacts,
     check_capacity,
     node_memory,
     nodes_that_fit,
 )
-from launcher.backends.local.launch import bounded_head_and_tail
-from launcher.contract import LaunchSpec, RunPaths
-from launcher.node.harvest import harvest_logs
-from launcher.node.head import driver_argv
-from launcher.node.processes import session_processes, stop_session
+from rayhpc.launcher.backends.local.launch import bounded_head_and_tail
+from rayhpc.launcher.contract import LaunchSpec, RunPaths
+from rayhpc.launcher.node.harvest import harvest_logs
+from rayhpc.launcher.node.head import driver_argv
+from rayhpc.launcher.node.processes import session_processes, stop_session
+from tests import PROJECT_ROOT
 from tests.cli import invoke
 from tests.specs import make_spec
 
@@ -139,8 +140,8 @@ def test_a_leftover_forked_but_not_yet_execd_is_named_after_what_it_execs():
 def test_ctrl_c_during_cluster_launch_raises_keyboard_interrupt(monkeypatch):
     """The launch's watcher holds the signal and stops the cluster; the caller then gets the
     Ctrl-C, not an error about exit code 130."""
-    import launcher.cluster as cluster_api
-    from launcher.backends.watch import RunWatcher
+    import rayhpc.launcher.cluster as cluster_api
+    from rayhpc.launcher.backends.watch import RunWatcher
 
     def start(*_args, **_kwargs):
         watcher = RunWatcher(Path("/nonexistent"), out=io.StringIO())
@@ -157,7 +158,7 @@ def test_ctrl_c_during_cluster_launch_raises_keyboard_interrupt(monkeypatch):
 
 SIGTERM_IN_A_WITH = """
 import os, signal, time
-import launcher.cluster as cluster_api
+import rayhpc.launcher.cluster as cluster_api
 class Run:
     run_id = "r"
     exit_code = None
@@ -177,7 +178,7 @@ def test_sigterm_inside_a_with_cluster_block_stops_the_cluster_and_exits_143():
 
 @pytest.mark.parametrize("key", ["pip", "apt"])
 def test_a_recipe_package_with_a_line_break_is_refused_with_one_line(tmp_path, key):
-    recipe = Path("recipes/ray.yaml").read_text().replace(
+    recipe = (PROJECT_ROOT / "rayhpc/recipes/ray.yaml").read_text().replace(
         "  - tqdm\n" if key == "pip" else "  - iproute2", "  - \"tqdm\\nRUN touch /pwned\"\n"
         if key == "pip" else "  - \"iproute2\\nRUN touch /pwned\"")
     (tmp_path / "evil.yaml").write_text(recipe)
@@ -242,7 +243,7 @@ def test_a_finished_jobs_output_cut_by_the_log_cap_says_so_and_starts_at_a_whole
 KEEP_OUTPUT_ON_A_FULL_DISK = """
 import os, resource, signal, sys
 from pathlib import Path
-from launcher.backends.local.launch import keep_container_output
+from rayhpc.launcher.backends.local.launch import keep_container_output
 class Api:
     def logs(self, name, stream, timestamps):
         return iter([b"2026-01-01T00:00:00Z a line of output\\n"] * 500)

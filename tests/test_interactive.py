@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from containers import PROJECT_ROOT
-from launcher.backends.local.manage import remove_run
+from rayhpc.launcher.backends.local.manage import remove_run
+from tests import PROJECT_ROOT
 from tests.cli import invoke, invoke_argv
 from tests.launching import Background, archived, launch, leftovers
 
@@ -173,7 +173,7 @@ def test_interactive_cluster_takes_jobs_and_drivers_until_down(docker_api, built
                          status.stdout, re.M), status.stdout
         attached = subprocess.run(
             [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r})\n"
-             "from launcher import Cluster\n"
+             "from rayhpc import Cluster\n"
              f"c = Cluster.attach({run_id!r}, shared={str(shared_dir)!r})\n"
              "print(c.client_address, c.dashboard_url, c.env['RAY_AUTH_MODE'])\n"],
             capture_output=True, text=True, timeout=60)
@@ -227,7 +227,7 @@ def test_the_python_api_leaves_nothing_when_the_body_raises(docker_api, built_im
     image, _ = built_image
     script = f"""import sys
 sys.path.insert(0, {str(PROJECT_ROOT)!r})
-from launcher import Cluster
+from rayhpc import Cluster
 with Cluster.launch(site="local", nodes=2, shared={str(shared_dir)!r}, image={image!r}) as c:
     print("RUN", c.run_id, flush=True)
     assert c.submit("python examples/hello_nodes.py") == 0

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from containers.errors import UserError
-from launcher.backends.rundir import prepare_run_dir
-from launcher.contract import RunPaths, write_json
-from launcher.node.connect import connect_text
-from launcher.node.ray_start import ray_start_args
-from launcher.runs.jobs import JobsClient, exit_code_of, follow_job
-from launcher.runs.run import Run, status_line
-from launcher.runs.stop import down
-from launcher.runs.submit import entrypoint_of, working_dir_uri
-from launcher.schedulers import SCHEDULERS
+from rayhpc.containers.errors import UserError
+from rayhpc.launcher.backends.rundir import prepare_run_dir
+from rayhpc.launcher.contract import RunPaths, write_json
+from rayhpc.launcher.node.connect import connect_text
+from rayhpc.launcher.node.ray_start import ray_start_args
+from rayhpc.launcher.runs.jobs import JobsClient, exit_code_of, follow_job
+from rayhpc.launcher.runs.run import Run, status_line
+from rayhpc.launcher.runs.stop import down
+from rayhpc.launcher.runs.submit import entrypoint_of, working_dir_uri
+from rayhpc.launcher.schedulers import SCHEDULERS
 from tests.cli import invoke
 from tests.specs import make_spec
 
@@ -39,8 +39,8 @@ def test_no_driver_anywhere_is_an_interactive_cluster():
 
 
 def test_interactive_wins_over_a_driver_from_the_environment_or_site():
-    from launcher.launch import resolve_spec
-    from launcher.resolve.config import load_site
+    from rayhpc.launcher.launch import resolve_spec
+    from rayhpc.launcher.resolve.config import load_site
 
     spec = resolve_spec(load_site("local"), {}, {"RAYHPC_DRIVER": "python x.py"},
                         interactive=True)
@@ -85,7 +85,7 @@ def test_compose_publishes_dashboard_and_client_on_loopback_only():
 
     import yaml
 
-    from launcher.backends.local.compose import render_compose
+    from rayhpc.launcher.backends.local.compose import render_compose
 
     spec = dataclasses.replace(make_spec("local", shared="/s", image="img"),
                                published={"dashboard": 40001, "client": 40002})
@@ -257,7 +257,7 @@ class FakeJobs:
 
 
 def test_follow_job_prints_the_output_once_and_returns_the_drivers_code(monkeypatch):
-    monkeypatch.setattr("launcher.runs.jobs.POLL_S", 0)
+    monkeypatch.setattr("rayhpc.launcher.runs.jobs.POLL_S", 0)
     out = []
     result = follow_job(FakeJobs("FAILED", 5), "raysubmit_x", out.append)
     assert "".join(out) == "line 1\nline 2\n"
@@ -269,7 +269,7 @@ def test_follow_job_prints_the_output_once_and_returns_the_drivers_code(monkeypa
 
 
 def test_a_signal_stops_the_job_and_its_code_is_128_plus_n(monkeypatch):
-    monkeypatch.setattr("launcher.runs.jobs.POLL_S", 0)
+    monkeypatch.setattr("rayhpc.launcher.runs.jobs.POLL_S", 0)
     jobs = FakeJobs("STOPPED", None)
     result = follow_job(jobs, "raysubmit_x", lambda _: None, signals=[2])
     assert jobs.stopped and result.exit_code == 130
@@ -369,7 +369,7 @@ touch {tmp_path}/cancelled
     for name in ("squeue", "scancel"):
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setattr("launcher.runs.stop.STATE_CHECK_S", 0.1)
+    monkeypatch.setattr("rayhpc.launcher.runs.stop.STATE_CHECK_S", 0.1)
     said = []
     assert down(run, said.append) == 0
     assert log.read_text() == "scancel 42\n"
@@ -379,7 +379,7 @@ touch {tmp_path}/cancelled
 def test_logs_of_a_batch_run_from_the_run_directory(tmp_path):
     """Driver output and agent logs come from the run directory (the shared file system): the
     login node needs no access to the nodes."""
-    from launcher.runs.logs import logs
+    from rayhpc.launcher.runs.logs import logs
 
     spec = make_spec("slurm", shared=str(tmp_path / "shared"), image="/x.sif", nodes=2,
                      driver="python d.py")

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from launcher.backends.local.compose import RUN_LABEL
-from launcher.backends.local.manage import remove_run
+from rayhpc.launcher.backends.local.compose import RUN_LABEL
+from rayhpc.launcher.backends.local.manage import remove_run
 from tests.cli import invoke
 from tests.launching import assert_clean_run, launch, leftovers
 

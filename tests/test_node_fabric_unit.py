@@ -3,8 +3,8 @@ head, from the kernel's routing table, and the NCCL / Gloo variables it gives.""
 
 from __future__ import annotations
 
-from launcher.contract import fabric_environment
-from launcher.node.fabric import (
+from rayhpc.launcher.contract import fabric_environment
+from rayhpc.launcher.node.fabric import (
     head_route_environment,
     interface_for,
     parse_routes,

@@ -9,16 +9,16 @@ import time
 
 import pytest
 
-from launcher.backends.rundir import busy_gcs_ports
-from launcher.backends.watch import RunWatcher, summary
-from launcher.contract import RANK_VARS_ENV, read_json, temp_dir_fits, write_json
-from launcher.node import channel, harvest, processes, ray_start, report
-from launcher.node.errors import LaunchFailed
-from launcher.node.head import driver_command
-from launcher.node.main import detect_rank
-from launcher.node.ray_start import agent_addresses
-from launcher.resolve import spec as spec_module
-from launcher.schedulers import SCHEDULERS
+from rayhpc.launcher.backends.rundir import busy_gcs_ports
+from rayhpc.launcher.backends.watch import RunWatcher, summary
+from rayhpc.launcher.contract import RANK_VARS_ENV, read_json, temp_dir_fits, write_json
+from rayhpc.launcher.node import channel, harvest, processes, ray_start, report
+from rayhpc.launcher.node.errors import LaunchFailed
+from rayhpc.launcher.node.head import driver_command
+from rayhpc.launcher.node.main import detect_rank
+from rayhpc.launcher.node.ray_start import agent_addresses
+from rayhpc.launcher.resolve import spec as spec_module
+from rayhpc.launcher.schedulers import SCHEDULERS
 from tests.specs import make_spec
 
 TEMP = "/tmp/rh-test"

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from launcher.backends.local.compose import RUN_LABEL
+from rayhpc.launcher.backends.local.compose import RUN_LABEL
 from tests.cli import invoke_argv
 from tests.launching import assert_clean_run, launch, leftovers, run_dir_of
 from tests.test_groups import derived_image

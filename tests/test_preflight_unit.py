@@ -8,8 +8,8 @@ import resource
 
 import pytest
 
-from launcher.node import preflight
-from launcher.node.preflight import (
+from rayhpc.launcher.node import preflight
+from rayhpc.launcher.node.preflight import (
     NodeFacts,
     check_disk,
     check_gpus,

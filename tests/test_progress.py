@@ -2,8 +2,8 @@
 
 import io
 
-from containers.engine import _show_build_chunk
-from containers.progress import Progress
+from rayhpc.containers.engine import _show_build_chunk
+from rayhpc.containers.progress import Progress
 
 
 def feed(progress, chunks):

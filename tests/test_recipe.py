@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from containers.errors import UserError
-from containers.recipe import load_recipe, parse_recipe
+from rayhpc.containers.errors import UserError
+from rayhpc.containers.recipe import load_recipe, parse_recipe
 
 GOOD = {
     "name": "demo", "ray_version": "2.60.0", "python": "3.11",

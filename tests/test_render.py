@@ -3,12 +3,12 @@
 import pytest
 import yaml
 
-from containers.dockerfile import render_dockerfile
-from containers.errors import UserError
-from containers.recipe import load_recipe
-from containers.secrets import BuildSecrets
-from containers.standin import render_base_dockerfile
-from launcher.backends.local.compose import render_compose
+from rayhpc.containers.dockerfile import render_dockerfile
+from rayhpc.containers.errors import UserError
+from rayhpc.containers.recipe import load_recipe
+from rayhpc.containers.secrets import BuildSecrets
+from rayhpc.containers.standin import render_base_dockerfile
+from rayhpc.launcher.backends.local.compose import render_compose
 from tests.golden import assert_golden
 from tests.specs import make_spec
 

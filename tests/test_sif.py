@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from containers import PROJECT_ROOT
-from containers.apptainer_def import render_def
-from containers.recipe import load_recipe
-from containers.sif import record_path
-from launcher.runtimes import ExecRequest, runtime
+from rayhpc.containers.apptainer_def import render_def
+from rayhpc.containers.recipe import load_recipe
+from rayhpc.containers.sif import record_path
+from rayhpc.launcher.runtimes import ExecRequest, runtime
+from tests import PROJECT_ROOT
 from tests.cli import invoke
 from tests.image_scan import save_image, tar_bytes
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from containers import PROJECT_ROOT
-from launcher.resolve.groups import image_label
-from launcher.runtimes import runtime
-from launcher.runtimes.apptainer import versions_from_inspect
+from rayhpc.launcher.resolve.groups import image_label
+from rayhpc.launcher.runtimes import runtime
+from rayhpc.launcher.runtimes.apptainer import versions_from_inspect
+from tests import PROJECT_ROOT
 from tests.launching import archived
 from tests.testbed.harness import COMPUTE_NODES, RECIPE, SlurmTestbed
 
@@ -28,7 +28,7 @@ RAY_PROCESSES = "raylet|gcs_server|ray::|dashboard|default_worker|node_agent.pyz
 
 @pytest.fixture(scope="module")
 def testbed(docker_api, converted):
-    from containers.images import ensure_recipe_image
+    from rayhpc.containers.images import ensure_recipe_image
 
     image = ensure_recipe_image(RECIPE, "default")
     shared = Path(tempfile.mkdtemp(prefix="rayhpc-testbed-shared-"))

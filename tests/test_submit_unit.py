@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from containers.errors import UserError
-from launcher.backends import watch
-from launcher.backends.batch.launch import BatchLaunch
-from launcher.resolve.config import load_site
+from rayhpc.containers.errors import UserError
+from rayhpc.launcher.backends import watch
+from rayhpc.launcher.backends.batch.launch import BatchLaunch
+from rayhpc.launcher.resolve.config import load_site
 from tests.specs import RUN_ID, make_spec
 
 # One stand-in program for every command; it knows which one it is from its name and from

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.backends.local.manage import remove_run
+from rayhpc.launcher.backends.local.manage import remove_run
 from tests.cli import invoke
 from tests.launching import Background, archived, launch, leftovers
 from tests.test_faults import container, with_driver

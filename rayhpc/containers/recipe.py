@@ -1,0 +1,213 @@
+"""Image recipes: YAML data in recipes/, loaded and validated into plain dataclasses."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rayhpc import RECIPES_DIR
+from rayhpc.containers.datafiles import check_keys, find_yaml, read_yaml, yaml_names
+from rayhpc.containers.errors import UserError
+
+DEFAULT_RECIPE = "ray"  # the recipe of the image a local launch runs by default
+IMAGE_REPOSITORY = "rayhpc"
+RECIPE_KEYS = ("name", "kind", "description", "ray_version", "python", "variants", "apt", "pip",
+               "env", "labels", "user")
+# "ray": an image for Ray nodes, on a rayproject/ray base (which brings user ray, uid 1000).
+# "tool": a helper image (e.g. the Apptainer converter) on any base; ``user`` is created in it.
+KINDS = ("ray", "tool")
+VARIANT_KEYS = ("base", "gpu")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_RAY_VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
+_PYTHON_RE = re.compile(r"^3\.\d+$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    base: str
+    gpu: bool = False
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    ray_version: str
+    python: str
+    variants: dict[str, Variant]
+    kind: str = "ray"
+    user: str = ""
+    description: str = ""
+    apt: tuple[str, ...] = ()
+    pip: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def python_tag(self) -> str:
+        """Python as rayproject/ray spells it in tags: 3.11 -> py311."""
+        return "py" + self.python.replace(".", "")
+
+    def variant(self, name: str) -> Variant:
+        if name not in self.variants:
+            raise UserError(
+                f"{self.path}: recipe {self.name!r} has no variant {name!r}; "
+                f"choose one of: {', '.join(self.variants)} (--variant)")
+        return self.variants[name]
+
+    def image_tag(self, variant: str) -> str:
+        """Tag of the built image, in Ray's own scheme: rayhpc/ray:2.60.0-py311-cpu (tool
+        images: rayhpc/<name>:<variant>)."""
+        self.variant(variant)
+        if self.kind == "tool":
+            return f"{IMAGE_REPOSITORY}/{self.name}:{variant}"
+        return f"{IMAGE_REPOSITORY}/{self.name}:{self.ray_version}-{self.python_tag}-{variant}"
+
+    def oci_labels(self, variant: str) -> dict[str, str]:
+        """Static labels written into the Dockerfile (dynamic ones come at build time)."""
+        labels = {
+            "org.opencontainers.image.title": f"{IMAGE_REPOSITORY}/{self.name}",
+            "org.opencontainers.image.base.name": self.variant(variant).base,
+            "org.rayhpc.recipe": self.name,
+            "org.rayhpc.variant": variant,
+            # Whether the image carries a GPU stack (CUDA): what sites' GPU flags need.
+            "org.rayhpc.gpu": str(self.variant(variant).gpu).lower(),
+        }
+        if self.kind == "ray":
+            labels["org.rayhpc.ray-version"] = self.ray_version
+            labels["org.rayhpc.python-version"] = self.python
+        if self.description:
+            labels["org.opencontainers.image.description"] = self.description
+        labels.update(self.labels)
+        return labels
+
+
+def list_recipes(recipes_dir: Path = RECIPES_DIR) -> list[str]:
+    """Names of the project's recipes (recipes/*.yaml)."""
+    return yaml_names(recipes_dir)
+
+
+def load_recipe(name_or_path: str, recipes_dir: Path = RECIPES_DIR) -> Recipe:
+    """A recipe by name (recipes/<name>.yaml) or by the path of a YAML file."""
+    path = find_yaml(name_or_path, recipes_dir, "recipe", "--recipe")
+    return parse_recipe(read_yaml(path), path)
+
+
+def parse_recipe(data: Any, path: Path) -> Recipe:
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe is a YAML mapping with keys {', '.join(RECIPE_KEYS)}")
+    check_keys(data, RECIPE_KEYS, path, "")
+    name = _required_str(data, "name", path)
+    if not _NAME_RE.match(name):
+        raise UserError(f"{path}: name: {name!r} must be lower-case letters, digits, '.', '-', '_'")
+    kind = data.get("kind", "ray")
+    if kind not in KINDS:
+        raise UserError(f"{path}: kind: {kind!r} is not one of: {', '.join(KINDS)}")
+    ray_version = python = user = ""
+    if kind == "ray":
+        ray_version = _required_str(data, "ray_version", path)
+        if not _RAY_VERSION_RE.match(ray_version):
+            raise UserError(f"{path}: ray_version: {ray_version!r} is not a release like 2.60.0")
+        python = _required_str(data, "python", path)
+        if not _PYTHON_RE.match(python):
+            raise UserError(f"{path}: python: {python!r} is not a version like 3.11")
+        if "user" in data:
+            raise UserError(f"{path}: user: only tool recipes name a user; Ray images run as "
+                            "the base image's user ray (uid 1000)")
+    else:
+        for key in ("ray_version", "python"):
+            if key in data:
+                raise UserError(f"{path}: {key}: not used by tool recipes; remove it")
+        user = str(data.get("user") or "")
+        if user and not _NAME_RE.match(user):
+            raise UserError(f"{path}: user: {user!r} is not a valid user name")
+    variants = _parse_variants(data.get("variants"), path, ray_version,
+                               "py" + python.replace(".", ""))
+    return Recipe(
+        name=name,
+        kind=kind,
+        user=user,
+        description=str(data.get("description") or "").strip(),
+        ray_version=ray_version,
+        python=python,
+        variants=variants,
+        apt=_str_list(data, "apt", path),
+        pip=_str_list(data, "pip", path),
+        env=_str_map(data, "env", path, key_re=_ENV_NAME_RE),
+        labels=_str_map(data, "labels", path),
+        path=path,
+    )
+
+
+def _parse_variants(raw: Any, path: Path, ray_version: str, python_tag: str) -> dict[str, Variant]:
+    if not isinstance(raw, dict) or not raw:
+        raise UserError(f"{path}: variants: give at least one variant, e.g. "
+                        f"'cpu: {{base: rayproject/ray:{ray_version}-{python_tag}-cpu}}'")
+    variants = {}
+    for name, spec in raw.items():
+        where = f"variants.{name}"
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise UserError(f"{path}: {where}: variant names are lower-case words like cpu, gpu")
+        if not isinstance(spec, dict):
+            raise UserError(f"{path}: {where}: expected a mapping with 'base' (and 'gpu')")
+        check_keys(spec, VARIANT_KEYS, path, where + ".")
+        base = spec.get("base")
+        if not isinstance(base, str) or not base.strip() or has_control(base.strip()):
+            raise UserError(f"{path}: {where}.base: give the base image, e.g. "
+                            f"rayproject/ray:{ray_version}-{python_tag}-{name}")
+        # A rayproject/ray base must match the pinned Ray and Python, or the image lies in its tag.
+        pinned = f"{ray_version}-{python_tag}"
+        if ray_version and base.startswith("rayproject/ray:") and not base.split(":", 1)[
+                1].startswith(pinned):
+            raise UserError(f"{path}: {where}.base: {base} does not match ray_version "
+                            f"{ray_version} and python {python_tag}; use "
+                            f"rayproject/ray:{ray_version}-{python_tag}-<flavour>")
+        gpu = spec.get("gpu", False)
+        if not isinstance(gpu, bool):
+            raise UserError(f"{path}: {where}.gpu: must be true or false")
+        variants[name] = Variant(name=name, base=base.strip(), gpu=gpu)
+    return variants
+
+
+def _required_str(data: dict, key: str, path: Path) -> str:
+    value = data.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"{path}: {key}: required (a string)")
+    return value.strip()
+
+
+def _str_list(data: dict, key: str, path: Path) -> tuple[str, ...]:
+    value = data.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise UserError(f"{path}: {key}: must be a list of package names")
+    for entry in value:
+        if has_control(entry.strip()):
+            raise UserError(f"{path}: {key}: {entry.strip()!r} holds a line break or another "
+                            "control character; give one package per entry")
+    return tuple(v.strip() for v in value)
+
+
+def has_control(text: str) -> bool:
+    """A line break, tab or other control character: in a rendered build file, a line break
+    would start a new instruction."""
+    return any(ord(c) < 0x20 or ord(c) == 0x7f for c in text)
+
+
+def _str_map(data: dict, key: str, path: Path, key_re: re.Pattern | None = None) -> dict[str, str]:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: {key}: must be a mapping of names to values")
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or (key_re and not key_re.match(k)):
+            raise UserError(f"{path}: {key}.{k}: not a valid name")
+        if isinstance(v, (dict, list)) or v is None:
+            raise UserError(f"{path}: {key}.{k}: value must be a string or number")
+        out[k] = str(v)
+    return out

@@ -1,0 +1,56 @@
+"""An interactive cluster from Python (runs on your machine, not in a node): launch it, run Ray
+jobs on it one after another and two at once, read their output, and stop it. The `with` block
+stops the cluster however it ends.
+
+    .venv/bin/python examples/interactive_cluster.py [--site local] [--nodes 3]
+        [--shared DIR] [--image TAG]
+
+Where this Python has Ray (the same version and Python as the image), it also connects as a
+driver through Ray Client (`ray.init(cluster.client_address)`).
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project's packages
+
+from rayhpc import Cluster  # noqa: E402
+
+HELLO = "python examples/hello_nodes.py"  # the shared dir is the jobs' working dir
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--site", default="local")
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--shared")
+    parser.add_argument("--image")
+    args = parser.parse_args()
+    settings = {key: value for key, value in vars(args).items()
+                if key != "site" and value is not None}
+    with Cluster.launch(site=args.site, **settings) as cluster:
+        print(f"cluster {cluster.run_id} up; dashboard {cluster.dashboard_url}")
+        # One job after another: the exit code comes back.
+        first = cluster.submit(HELLO)
+        # Two at once: submit without waiting, then wait for each.
+        jobs = [cluster.submit(HELLO, wait=False),
+                cluster.submit("python -c 'import sys; sys.exit(3)'", wait=False)]
+        codes = [cluster.wait(job) for job in jobs]
+        print(f"exit codes: {first} (one after another), {codes} (two at once)")
+        try:
+            import ray
+        except ImportError:
+            print("no Ray in this Python: skipping the Ray Client driver")
+        else:
+            os.environ.update(cluster.env)  # the token, before Ray connects
+            ray.init(cluster.client_address)
+            print(f"Ray Client driver sees {len(ray.nodes())} nodes")
+            ray.shutdown()
+    return 0 if first == 0 and codes == [0, 3] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

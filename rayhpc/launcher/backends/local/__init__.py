@@ -1,0 +1,133 @@
+"""The local backend: a cluster of containers on this machine's Docker engine, with docker
+compose (site `scheduler: local`, runtime docker).
+
+This module is what every command imports; the modules that talk to the engine through
+docker-py (`launch`, `manage`, `containers.engine`, `containers.images`) are imported only
+when a method needs the engine, so that a login node with no engine never loads docker-py.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+from types import ModuleType
+from typing import TYPE_CHECKING, TextIO
+
+from rayhpc.containers.recipe import DEFAULT_RECIPE, load_recipe
+from rayhpc.launcher.backends.base import Backend, check_versions, images_to_check
+from rayhpc.launcher.backends.local.compose import IMAGE_USER_UID
+from rayhpc.launcher.contract import NodeGroup
+from rayhpc.launcher.resolve.groups import group_node_names
+from rayhpc.launcher.runtimes.oci import Docker
+
+if TYPE_CHECKING:
+    from rayhpc.launcher.contract import LaunchSpec
+    from rayhpc.launcher.resolve.config import Site
+    from rayhpc.launcher.runs.run import Run
+
+
+def container_user() -> tuple[str, tuple[int, int] | None]:
+    """Who the containers run as, and who must own the run directory.
+
+    Never root: as root we use the image's user (uid 1000) and hand it the run directory;
+    otherwise the containers run as you, so files in the shared dir stay yours.
+    """
+    if os.geteuid() == 0:
+        return IMAGE_USER_UID, (int(IMAGE_USER_UID), 100)
+    return f"{os.geteuid()}:{os.getegid()}", None
+
+
+def free_local_port() -> int:
+    """A port on 127.0.0.1 that is free now (for the dashboard, named in connect.txt before the
+    containers start; the engine would pick one only once they run)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalBackend(Backend):
+    name = "local"
+    schedulers = ("local",)
+    runtimes = (Docker.name,)
+    # No job script: no setup lines, launcher or scheduler flags.
+    options = ("environment", "groups")
+
+    def node_names(self, nodes: int, groups: tuple[NodeGroup, ...] = ()) -> list[str]:
+        if groups:
+            return group_node_names(groups)
+        return ["head"] + [f"worker-{i}" for i in range(1, nodes)]
+
+    def node_launcher(self, site: Site) -> str:
+        return "compose"
+
+    def default_image(self) -> str:
+        return load_recipe(DEFAULT_RECIPE).image_tag("cpu")
+
+    def container_owner(self) -> tuple[int, int] | None:
+        return container_user()[1]
+
+    def ready_image(self, spec: LaunchSpec, site: Site, dry_run: bool) -> None:
+        versions = engine_side("manage").ready_images(images_to_check(spec), self.default_image())
+        check_versions(versions)
+        engine_side("manage").check_gpus(spec)
+
+    def check_modes(self, spec: LaunchSpec, wait: bool, detach: bool, dry_run: bool) -> None:
+        super().check_modes(spec, wait, detach, dry_run)
+        if not dry_run:
+            engine_side("manage").check_machine_holds(spec)
+
+    def run_facts(self, spec: LaunchSpec) -> dict:
+        return {"published": {"dashboard": free_local_port(), "client": free_local_port()}}
+
+    def run(self, spec: LaunchSpec, site: Site, wait: bool = False, detach: bool = False,
+            out: TextIO | None = None) -> int:
+        launch = engine_side("launch").LocalLaunch(spec, site.option("environment"), out)
+        return launch.run(detach=detach)
+
+    def describe(self, run: Run) -> list[str]:
+        states = engine_side("manage").container_states(run.spec)
+        return [", ".join(f"{node}: {state}" for node, state in states.items())
+                or "no containers"]
+
+    def running(self, run: Run) -> bool | None:
+        states = engine_side("manage").container_states(run.spec)
+        return states.get(run.spec.node_names[0]) == "running"
+
+    def stop(self, run: Run, say) -> None:
+        engine_side("manage").stop_run(run.spec, say)
+
+    def cleanup(self, run: Run, say) -> None:
+        engine_side("launch").LocalLaunch(run.spec).teardown()
+
+    def leftovers(self) -> dict[str, str]:
+        try:
+            manage = engine_side("manage")
+        except ImportError:  # no docker-py here (an HPC login node): no engine to look at
+            return {}
+        return {run_id: state.line() for run_id, state in manage.engine_runs().items()}
+
+    def check_leftovers_readable(self) -> None:
+        try:
+            manage = engine_side("manage")
+        except ImportError:  # no docker-py here (an HPC login node): no engine to look at
+            return
+        manage.connect()  # UserError: no Docker engine reachable at ...
+
+    def run_dir_of(self, run_id: str) -> str:
+        found = engine_side("manage").engine_runs().get(run_id)
+        return found.run_dir if found else ""
+
+    def remove_leftovers(self, run_id: str) -> str:
+        containers, networks = engine_side("manage").remove_run(run_id)
+        return f"{containers} container(s), {networks} network(s)"
+
+    def working_dir_upload(self) -> bool:
+        return True  # the dashboard is on this machine: a directory of it can be sent along
+
+
+def engine_side(module: str) -> ModuleType:
+    """One of this backend's engine-side modules (`launch`, `manage`), imported on first use:
+    they load docker-py, which a login node with no engine never needs. The one place where
+    the launcher defers an import."""
+    return importlib.import_module(f"{__name__}.{module}")

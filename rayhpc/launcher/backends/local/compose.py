@@ -1,0 +1,86 @@
+"""Render the docker compose file of a local launch (pure: data in, text out; golden-tested)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from rayhpc.launcher.contract import LaunchSpec, RunPaths, fabric_environment
+from rayhpc.launcher.resolve.groups import nodes_by_group
+from rayhpc.launcher.runtimes import ExecRequest
+from rayhpc.launcher.runtimes.oci import Docker
+
+RUN_LABEL = "org.rayhpc.run"
+CONTAINER_NODE_LABEL = "org.rayhpc.node"
+CONTAINER_GROUP_LABEL = "org.rayhpc.group"
+# Where the run's directory is: `invoke down --run ID` with another --shared finds it there.
+RUN_DIR_LABEL = "org.rayhpc.run-dir"
+IMAGE_USER_UID = "1000"
+
+
+def render_compose(spec: LaunchSpec, user: str = IMAGE_USER_UID,
+                   environment: dict[str, str] | None = None) -> str:
+    """One service per node (head first), all on the run's own network.
+
+    ``user`` is the uid[:gid] the containers run as: never root. ``environment``: the site's,
+    set on every node.
+    """
+    paths = RunPaths(spec.run_dir)
+    services = {}
+    group_of = nodes_by_group(spec.groups, spec.node_names) if spec.groups else {}
+    for index, node in enumerate(spec.node_names):
+        role = "head" if index == 0 else "worker"
+        group = spec.group(group_of[node]) if group_of else None
+        request = ExecRequest(
+            image=group.image if group else spec.image,
+            command=paths.agent_command("--role", role, "--node-name", node,
+                                        *(["--group", group.name] if group else [])),
+            binds=[str(spec.shared)], workdir=str(spec.shared),
+            gpu=group.gpu if group else "",
+            # NCCL's and Gloo's interface from --interface, unless the site's environment
+            # sets them (launcher.resolve.fabric).
+            env={**fabric_environment(spec.interface, environment or {}),
+                 **(environment or {}), "PYTHONUNBUFFERED": "1"},
+            # A uid the image does not know has no home: give Ray a writable one.
+            home=spec.temp_dir if user.split(":")[0] != IMAGE_USER_UID else "")
+        service = {
+            "container_name": spec.container(node),
+            "hostname": node,
+            "user": user,
+            "shm_size": spec.shm_size,
+            **Docker.compose_service(request),
+            "networks": ["ray"],
+            "labels": {RUN_LABEL: spec.run_id, RUN_DIR_LABEL: str(spec.run_dir),
+                       CONTAINER_NODE_LABEL: node,
+                       **({CONTAINER_GROUP_LABEL: group.name} if group else {})},
+            "stop_grace_period": f"{spec.stop_timeout}s",
+        }
+        if role == "head":
+            # The dashboard (and Ray Client's port, for `ray.init("ray://...")` from this
+            # host) reachable from this host only, on the ports picked when the run was
+            # prepared (free ones; connect.txt names them), else on ones the engine picks.
+            service["ports"] = [f"127.0.0.1:{spec.published.get(name, '')}:{spec.ports[name]}"
+                                for name in ("dashboard", "client")]
+        services[node] = service
+    document = {
+        "services": services,
+        "networks": {"ray": {"name": spec.project, "labels": {RUN_LABEL: spec.run_id,
+                                                         RUN_DIR_LABEL: str(spec.run_dir)}}},
+    }
+    groups = "".join(f", {g.name} {g.nodes}" for g in spec.groups)
+    header = (f"# Rendered by rayhpc for run {spec.run_id} ({spec.nodes} nodes{groups}). "
+              "Do not edit: it is made anew by every launch.\n")
+    return header + yaml.safe_dump(escape_interpolation(document), sort_keys=False,
+                                   default_flow_style=False, width=1000)
+
+
+def escape_interpolation(value: Any) -> Any:
+    """Compose expands `$NAME` in every value: a literal `$` (a path like /tmp/x$y) is `$$`."""
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, dict):
+        return {key: escape_interpolation(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [escape_interpolation(item) for item in value]
+    return value

@@ -1,0 +1,241 @@
+"""Follow a run through its run directory: join progress, the driver's output, the result.
+
+One loop for every backend: it reads only what the node agents write (`RunPaths`), and asks the
+backend two things: has the run ended without a word (a dead head container, a job gone from
+the queue), and how to stop it when a signal comes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol, TextIO
+
+from rayhpc.launcher.contract import RunPaths, read_json
+
+POLL_S = 0.2
+CHECK_EVERY_S = 1.0  # how often the backend is asked whether the run still lives
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class FollowedRun(Protocol):
+    def ended(self) -> str:
+        """Why the run can report nothing more ("" while it can): its head is gone."""
+
+    def gone(self, why: str) -> int:
+        """The run ended without an exit code: record and say why; return the exit code."""
+
+    def stop(self, signum: int, again: bool) -> bool:
+        """A signal came (``again``: not the first). Pass it on; True to keep following until
+        the run has stopped, False to stop following now."""
+
+
+_NOTING: list[list[int]] = []  # the lists of the `noting_signals` blocks open now
+
+
+@contextlib.contextmanager
+def noting_signals() -> Iterator[list[int]]:
+    """Ctrl-C, SIGTERM and SIGHUP are noted in the list yielded, not raised, meanwhile; also
+    those a `RunWatcher` inside the block handles (its caller learns that a signal, not the
+    run, ended it: the Python API raises KeyboardInterrupt for a Ctrl-C)."""
+    noted: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: noted.append(signum))
+                for sig in STOP_SIGNALS}
+    _NOTING.append(noted)
+    try:
+        yield noted
+    finally:
+        _NOTING.remove(noted)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class RunWatcher:
+    def __init__(self, run_dir: Path, out: TextIO | None = None):
+        self.paths = RunPaths(run_dir)
+        self.out: TextIO | None = out or sys.stdout
+        self._driver_offset = 0
+        self._joined = -1
+        self._lost: list[str] = []
+        self._notes = 0  # the head's notes printed so far
+        self.connected = False  # connect.txt printed (an interactive cluster is up)
+        self.signals: list[int] = []
+        self._holding = False
+
+    # -- following
+
+    def follow(self, run: FollowedRun, stop_timeout: float, until_up: bool = False) -> int | None:
+        """Print progress and driver output until the run ends; always returns its exit code
+        (128 + N when signal N stopped it, as shells do), with the error and summary said.
+
+        ``until_up``: return None as soon as an interactive cluster is up (connect.txt, printed)
+        instead; an exit code still comes back when the run ends before that."""
+        with self.holding_signals():
+            code = self._follow(run, stop_timeout, until_up)
+        if code is not None:
+            self.say(summary(self.paths.dir, code), prefix=False)
+        return code
+
+    @contextlib.contextmanager
+    def holding_signals(self) -> Iterator[None]:
+        """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) are noted, not raised: the loop acts
+        on them, and a teardown under way runs to its end."""
+        if self._holding:
+            yield
+            return
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.signals.append(signum)
+        for noted in _NOTING:
+            noted.append(signum)
+
+    def _follow(self, run: FollowedRun, stop_timeout: float, until_up: bool) -> int | None:
+        handled, deadline, next_check = 0, None, 0.0
+        run_dir_gone = False
+        while True:
+            if len(self.signals) > handled:
+                signum, again = self.signals[handled], handled > 0
+                handled = len(self.signals)
+                name = signal.Signals(signum).name
+                self.say(f"{name}: {'stopping now' if again else 'stopping the cluster'} "
+                         "(logs are kept)")
+                if not run.stop(signum, again):
+                    self.flush()
+                    return 128 + self.signals[0]
+                deadline = deadline or time.monotonic() + stop_timeout + 10
+            why = ""
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + CHECK_EVERY_S
+                why = run.ended()  # asked first: an exit code written meanwhile still counts
+                if not run_dir_gone and not self.paths.dir.is_dir():
+                    # Nothing can be recorded any more: stop the cluster now, not whenever
+                    # the driver happens to end.
+                    run_dir_gone = True
+                    self.say(f"error: the run directory {self.paths.dir} was deleted; "
+                             "stopping the cluster")
+                    run.stop(signal.SIGTERM, False)
+                    deadline = deadline or time.monotonic() + stop_timeout + 10
+            self.poll()
+            code = self.paths.read_exit_code()
+            if code is not None:
+                self.flush()
+                if error := self.paths.read_error():
+                    self.say(f"error: {error}")
+                return 128 + self.signals[0] if self.signals else code
+            if why:
+                self.flush()
+                return 128 + self.signals[0] if self.signals else run.gone(why)
+            if until_up and self.connected and not self.signals:
+                return None
+            if deadline and time.monotonic() > deadline:
+                self.say("the run did not stop in time; removing it")
+                return 128 + (self.signals[0] if self.signals else signal.SIGTERM)
+            time.sleep(POLL_S)
+
+    # -- what is new in the run directory
+
+    def poll(self) -> None:
+        """Print what is new since the last call."""
+        status = read_json(self.paths.status) or {}
+        lost = status.get("lost") or []
+        if lost != self._lost:
+            for name in sorted(set(lost) - set(self._lost)):
+                self.say(f"node {name} left the cluster; the run goes on without it")
+            self._lost = lost
+        elif status.get("joined", self._joined) != self._joined:
+            self.say(f"{status['joined']}/{status['expected']} nodes joined")
+        self._joined = status.get("joined", self._joined)
+        notes = status.get("notes") or []
+        for note in notes[self._notes:]:
+            self.say(note)
+        self._notes = max(self._notes, len(notes))
+        self._copy_driver_output()
+        if not self.connected:
+            self._print_connect()
+
+    def _print_connect(self) -> None:
+        """An interactive cluster is up: how to connect, as the head wrote it (shell lines)."""
+        try:
+            text = self.paths.connect.read_text()
+        except OSError:
+            return
+        self.connected = True
+        self.say(f"cluster up; {self.paths.connect}:")
+        self._write(text)
+
+    def _unread(self) -> bytes:
+        """Driver output written since we last printed."""
+        try:
+            with open(self.paths.driver_log, "rb") as log:
+                log.seek(self._driver_offset)
+                return log.read()
+        except OSError:
+            return b""
+
+    def _copy_driver_output(self) -> None:
+        # Print whole lines only; a partial last line waits for its end.
+        chunk = self._unread()
+        end = chunk.rfind(b"\n") + 1
+        if end:
+            self._write(chunk[:end].decode(errors="replace"))
+            self._driver_offset += end
+
+    def flush(self) -> None:
+        """Print whatever driver output is left, partial last line included."""
+        rest = self._unread()
+        if rest:
+            text = rest.decode(errors="replace")
+            self._write(text if text.endswith("\n") else text + "\n")
+            self._driver_offset += len(rest)
+
+    def say(self, text: str, prefix: bool = True) -> None:
+        self._write(f"rayhpc: {text}\n" if prefix else text + "\n")
+
+    def _write(self, text: str) -> None:
+        """Output is for the user; a closed terminal or pipe (`| head`) must never stop the
+        run's teardown: once writing fails, stay quiet."""
+        if self.out is None:
+            return
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except (OSError, ValueError):
+            self.out = None
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout = open("/dev/null", "w")  # noqa: SIM115 (for the interpreter's exit)
+
+
+def summary(run_dir: Path, code: int) -> str:
+    """One line: nodes (per group), bring-up seconds, driver seconds, exit code."""
+    timing = read_json(RunPaths(run_dir).timing) or {}
+
+    def span(start: str, end: str) -> str:
+        if timing.get(start) and timing.get(end):
+            return f"{timing[end] - timing[start]:.1f} s"
+        return "-"
+
+    lost = timing.get("nodes_lost")
+    groups = "; ".join(f"{name}: {total['nodes']} node{'s' if total['nodes'] != 1 else ''}, "
+                       f"{total['cpus']:g} CPUs, {total['gpus']:g} GPUs"
+                       for name, total in (timing.get("groups") or {}).items() if name)
+    spec = read_json(RunPaths(run_dir).spec) or {}
+    # An interactive cluster has no driver: the span is the time it was up for Ray jobs.
+    ran = "up" if "driver" in spec and spec["driver"] is None else "driver"
+    return (f"rayhpc: run {run_dir.name}: {timing.get('nodes_joined', 0)}/"
+            f"{timing.get('nodes_expected', '?')} nodes"
+            f"{' (' + groups + ')' if groups else ''}"
+            f"{' (lost: ' + ', '.join(lost) + ')' if lost else ''}, bring-up "
+            f"{span('t_submit', 't_all_joined')}, {ran} {span('t_driver_start', 't_driver_end')}, "
+            f"teardown {span('t_driver_end', 't_teardown_done')}, exit code {code}")

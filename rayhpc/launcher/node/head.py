@@ -1,0 +1,390 @@
+"""The head's agent (rank 0): listen for the workers' agents, start Ray's head, publish
+head.json, wait for every node, run the driver (or, with no driver, write connect.txt and keep
+the cluster up until a stop), stop every node, write exit_code and timing.json."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from rayhpc.launcher.contract import (
+    FINAL_STATES,
+    NODES_ENV,
+    RUN_DIR_ENV,
+    LaunchSpec,
+    NodeGroup,
+    RunPaths,
+    atomic_write,
+    run_dir_problem,
+    write_json,
+)
+from rayhpc.launcher.node.agent import Agent
+from rayhpc.launcher.node.channel import ControlServer, secret_of
+from rayhpc.launcher.node.connect import connect_text
+from rayhpc.launcher.node.errors import LaunchFailed
+from rayhpc.launcher.node.fabric import head_route_environment
+from rayhpc.launcher.node.processes import POLL_S, copy_lines, stop_session
+from rayhpc.launcher.node.ray_start import agent_addresses, node_ip, without_proxy
+from rayhpc.launcher.node.report import (
+    failed_before_joining,
+    first_few,
+    gpu_shortfall,
+    group_totals,
+    lost_nodes,
+    missing_nodes,
+    node_resources,
+    nodes_poll_s,
+    resources_line,
+)
+
+STOP_FILE_EVERY_S = 1.0  # the head looks at the stop file at most this often
+STATUS_EVERY_S = 1.0  # status.json is rewritten at most this often (and at once when all joined)
+DRIVER_KILL_AFTER_S = 10  # SIGKILL a driver still there this long after SIGTERM
+LEFTOVER_GRACE_S = 3  # what the driver left running gets this long after SIGTERM
+# Ray's published scalability envelope ("Ray Scalability Envelope", release/benchmarks/
+# README.md in ray-project/ray: "# nodes in cluster (with trivial task workload) | 3k+"); the
+# head says so above it.
+RAY_TESTED_NODES = 3000
+
+
+def driver_command(template: str, address: str) -> str:
+    return template.replace("{address}", address)
+
+
+def driver_argv(command: str) -> list[str]:
+    """What the driver runs as (Popen's shell=True, spelled out: its leftovers' names are
+    told from this command line)."""
+    return ["/bin/sh", "-c", command]
+
+
+class Head(Agent):
+    keeps_worker_logs = True  # the driver's and the head's processes: always worth keeping
+
+    def __init__(self, paths: RunPaths, node: str, spec: LaunchSpec, group: str = ""):
+        super().__init__(paths, node, spec, group)
+        self.driver: subprocess.Popen | None = None
+        self.timing: dict = {"t_submit": spec.t_submit, "nodes_expected": spec.nodes,
+                             "nodes_joined": 0, "nodes_lost": []}
+        self.status: dict = {"joined": 0, "expected": spec.nodes, "lost": []}
+        self._status_written = 0.0
+        self._stop_seen = False
+        self._stop_checked = 0.0
+        self.server = ControlServer(spec.ports["agent"], secret_of(self.token),
+                                    tuple(agent_addresses(spec.interface, spec.nodes > 1)))
+        self.ray_nodes: list[dict] = []  # Ray's node list when every node had joined
+        self.resources: dict[str, dict] = {}  # node -> what it brought to Ray
+
+    def on_stop_request(self) -> None:
+        """SIGTERM to the driver's process group; SIGKILL if it is still there 10 s later (a
+        driver that ignores SIGTERM must not eat the walltime grace)."""
+        driver = self.driver
+        if driver is None or driver.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGTERM)
+
+        def kill_group() -> None:
+            # The whole group: the shell of `shell=True` may be gone while its child lives on.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(driver.pid, signal.SIGKILL)
+
+        timer = threading.Timer(DRIVER_KILL_AFTER_S, kill_group)
+        timer.daemon = True
+        timer.start()
+
+    def stop_requested(self) -> bool:
+        """A signal, or the stop file (the job script's walltime warning, a cancel): the file
+        is looked at once a second at most, by the head alone."""
+        if self.signalled is not None or self._stop_seen:
+            return True
+        now = time.monotonic()
+        if now - self._stop_checked >= STOP_FILE_EVERY_S:
+            self._stop_checked = now
+            self._stop_seen = self.paths.stop.exists()
+        return self._stop_seen
+
+    def run(self) -> int:
+        code, error = 1, ""
+        try:
+            if self.spec.nodes > RAY_TESTED_NODES:
+                self.note(f"{self.spec.nodes} nodes is beyond what Ray's own scalability "
+                          f"envelope covers ({RAY_TESTED_NODES}): expect a slow bring-up; "
+                          "consider head_cpus: 0")
+            address = self.start_head()
+            if self.wait_for_nodes(address) and not self.stop_requested():
+                self.report_resources()
+                # No driver: an interactive cluster, up until a stop (see serve).
+                interactive = self.spec.driver is None
+                code = self.serve() if interactive else self.run_driver(address)
+            else:
+                code = 128 + (self.signalled or signal.SIGTERM)
+                error = "stopped before the driver ran (walltime warning, cancel or Ctrl-C)"
+        except LaunchFailed as exc:
+            error = str(exc)
+            self.say(f"error: {error}")
+        except OSError as exc:  # the shared run directory failing mid-run
+            error = run_dir_problem(exc)
+            self.say(f"error: {error}")
+        self.failed = bool(error)
+        self.teardown()
+        if self.signalled:
+            code = 128 + self.signalled
+        try:
+            if error:
+                atomic_write(self.paths.error, error + "\n")
+            write_json(self.paths.timing, self.timing)
+            atomic_write(self.paths.exit_code, f"{code}\n")
+        except OSError as exc:
+            self.say(f"error: {run_dir_problem(exc)}: exit code not recorded")
+        # The launcher reads this line from the head's output when exit_code cannot be written.
+        self.say(f"done: exit code {code}")
+        return code
+
+    def start_head(self) -> str:
+        self.ip = node_ip(self.spec.interface, self.spec.nodes > 1)
+        self.say(f"starting Ray head on {self.ip}")
+        # The driver (and Ray's head) reach the head's address without the site's proxy.
+        self.env = without_proxy(self.env, self.ip)
+        # NCCL and Gloo on the interface that reaches the head (its own address), unless set.
+        self.env.update(head_route_environment(self.env, self.ip))
+        versions = self.preflight(None)
+        self.ray(*self.start_args(None))
+        address = f"{self.ip}:{self.spec.ports['gcs']}"
+        # The GCS is up once `ray start` returns: workers may join while we connect.
+        self.timing["t_head_up"] = time.time()
+        head = {"address": address, "ip": self.ip, "node": self.node,
+                "gcs_port": self.spec.ports["gcs"], "agent_port": self.spec.ports["agent"],
+                "dashboard_port": self.spec.ports["dashboard"],
+                "client_port": self.spec.ports["client"], "time": self.timing["t_head_up"],
+                "versions": versions}  # the workers' preflight compares theirs
+        self.server.announce(head=head)
+        write_json(self.paths.head, head)
+        self.connect(address)
+        self.say(f"head up at {address}")
+        return address
+
+    def connect(self, address: str) -> None:
+        """Connect as a client: the head is up only when a driver can really connect."""
+        import logging
+
+        import ray
+
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
+                 namespace="rayhpc-agent")
+        # Ray's core worker installs a crash handler that dies on SIGTERM: the agent's own
+        # handlers must win, or a stop from outside would skip the teardown.
+        self.handle_signals()
+
+    def alive_nodes(self) -> list[dict]:
+        import ray
+
+        return [n for n in ray.nodes() if n.get("Alive")]
+
+    def publish_status(self, force: bool = False, **changes: object) -> None:
+        """status.json for the launcher: at most once a second, unless ``force``. It names
+        every node with its state and address (`invoke status` and `logs` read them)."""
+        self.status.update(changes)
+        nodes = {self.node: {"state": "joined", "ip": self.ip,
+                             "group": self.group.name if self.group else None},
+                 **{name: {"state": r["state"], "ip": r["ip"], "group": r["group"] or None}
+                    for name, r in self.server.records().items()}}
+        for name, node in nodes.items():
+            if not node["group"]:
+                del node["group"]
+            if name in self.resources:
+                node["resources"] = self.resources[name]
+        self.status["nodes"] = nodes
+        now = time.monotonic()
+        if force or now - self._status_written >= STATUS_EVERY_S:
+            self._status_written = now
+            write_json(self.paths.status, self.status)
+
+    def report_resources(self) -> None:
+        """What every node brought to Ray, from Ray's node list at the join (no extra call):
+        one line per group on the console, each node's in status.json, the groups' totals in
+        timing.json (the summary). A GPU group whose nodes brought no GPU fails the launch."""
+        records = self.server.records()
+        names_by_ip = {self.ip: self.node, **{r["ip"]: name for name, r in records.items()
+                                              if r["ip"]}}
+        self.resources = node_resources(self.ray_nodes, [self.node, *records], names_by_ip)
+        groups = list(self.spec.groups) or [NodeGroup(name="", nodes=self.spec.nodes,
+                                                      image=self.spec.image)]
+        group_of = {self.node: self.group.name if self.group else "",
+                    **{name: r["group"] for name, r in records.items()}}
+        totals = group_totals(groups, group_of, self.resources)
+        self.timing["groups"] = totals
+        for name, total in totals.items():
+            self.note(resources_line(name, total))
+        problem = gpu_shortfall(groups, group_of, self.resources)
+        if problem:
+            raise LaunchFailed(problem)
+
+    def note(self, message: str) -> None:
+        """Say something the user should see on the launcher's console too (status.json)."""
+        self.say(message)
+        with contextlib.suppress(OSError):
+            self.publish_status(force=True, notes=[*self.status.get("notes", []), message])
+
+    def wait_for_nodes(self, address: str) -> bool:
+        """Until every node has joined: the workers say so over the control connection; Ray's
+        own node list confirms it (asked rarely while they come, and at the end). A worker
+        whose agent says it failed (its preflight, `ray start`) fails the launch at once, by
+        its name and in its words."""
+        expected = self.spec.nodes
+        deadline = time.time() + self.spec.join_timeout
+        self.status["address"] = address
+        version, shown, next_gcs, alive = -1, -1, 0.0, 1
+        while not self.stop_requested():
+            joined = 1 + self.server.count("joined")  # what the workers' agents said
+            if time.monotonic() >= next_gcs or joined >= expected:
+                self.ray_nodes = self.alive_nodes()
+                alive = len(self.ray_nodes)  # what Ray says
+                next_gcs = time.monotonic() + (0.1 if joined >= expected
+                                               else nodes_poll_s(expected))
+            # All joined only once Ray confirms it; progress from whichever knows more.
+            progress = max(joined, alive) if alive >= expected else min(max(joined, alive),
+                                                                        expected - 1)
+            if progress != shown:
+                shown = progress
+                self.timing["nodes_joined"] = progress
+                self.publish_status(force=progress >= expected, joined=progress)
+                self.say(f"{progress}/{expected} nodes joined")
+            if alive >= expected:
+                self.timing["t_all_joined"] = time.time()
+                return True
+            failure = self.server.first_failure()
+            if failure is not None:  # it will never join: no use waiting for the timeout
+                raise LaunchFailed(failed_before_joining(*failure))
+            if time.time() > deadline:
+                missing = missing_nodes(self.spec.node_names[1:], expected - 1,
+                                        self.server.records())
+                raise LaunchFailed(
+                    f"timed out after {self.spec.join_timeout} s waiting for "
+                    f"{expected} nodes ({alive} joined); never joined: "
+                    f"{first_few(missing, f'states in {self.paths.status.name}') or 'unknown'}")
+            version = self.server.wait(version, timeout=min(STOP_FILE_EVERY_S,
+                                                            max(0.0, next_gcs
+                                                                - time.monotonic())))
+        return False
+
+    def run_driver(self, address: str) -> int:
+        command = driver_command(self.spec.driver, address)
+        env = dict(self.env, RAY_ADDRESS=address, PYTHONUNBUFFERED="1",
+                   **{RUN_DIR_ENV: str(self.paths.dir), NODES_ENV: str(self.spec.nodes)})
+        self.say(f"running driver: {command}")
+        self.timing["t_driver_start"] = time.time()
+        # Unbuffered: a full run directory fails a write (handled), never the close.
+        with open(self.paths.driver_log, "wb", buffering=0) as log:
+            self.driver = subprocess.Popen(driver_argv(command), cwd=self.spec.shared, env=env,
+                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+            copier = threading.Thread(target=copy_lines, args=(self.driver.stdout, log),
+                                      daemon=True)
+            copier.start()
+            node_watch = threading.Thread(target=self.watch_nodes, daemon=True)
+            node_watch.start()
+            # The driver's end is its own exit, not the end of its output: a background
+            # process it left behind may hold the pipe open for ever.
+            asked = False
+            while (code := self.driver.poll()) is None:
+                if not asked and self.signalled is None and self.stop_requested():
+                    asked = True  # the stop file (a signal has stopped the driver already)
+                    self.say("stop requested: stopping the driver")
+                    self.on_stop_request()
+                time.sleep(POLL_S)
+            self.timing["t_driver_end"] = time.time()
+            left, names = stop_session(self.driver.pid, LEFTOVER_GRACE_S,
+                                       leader=driver_argv(command))
+            if left:
+                shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+                self.note(f"the driver left {left} process(es) running ({shown}): "
+                          "stopped them")
+            copier.join(timeout=LEFTOVER_GRACE_S)
+        node_watch.join(timeout=5)  # before teardown drops the connection it lists nodes with
+        code = 128 - code if code < 0 else code  # killed by signal N -> 128+N, as shells do
+        self.say(f"driver exited with {code}")
+        return code
+
+    def serve(self) -> int:
+        """Interactive (no driver): say how to connect (connect.txt), then keep the cluster up
+        until a stop comes (`invoke down`, the walltime warning, a cancel, Ctrl-C). Ray jobs
+        come and go meanwhile; the exit code is that of the stop (143, or 128 + the signal)."""
+        self.timing["t_driver_start"] = time.time()
+        atomic_write(self.paths.connect,
+                     connect_text(self.spec, self.ip, str(self.paths.auth_token)))
+        self.say(f"cluster up, interactive: {self.paths.connect}")
+        self.watch_nodes(running=lambda: not self.stop_requested())
+        self.timing["t_driver_end"] = time.time()
+        who = signal.Signals(self.signalled).name if self.signalled else "the stop file"
+        if not self.signalled:
+            with contextlib.suppress(OSError):
+                who = self.paths.stop.read_text().strip() or who
+        self.note(f"stopping the cluster ({who})")
+        return 128 + (self.signalled or signal.SIGTERM)
+
+    def watch_nodes(self, running=None) -> None:
+        """While the driver runs (or ``running()`` is true): notice workers that leave the
+        cluster (a killed container, a dead host) and say which. Their agent's connection
+        closing says it at once; Ray's node list, asked rarely, catches a node whose Ray died
+        under a living agent."""
+        running = running or (lambda: self.driver is not None and self.driver.poll() is None)
+        by_ip = {r["ip"]: name for name, r in self.server.records().items() if r["ip"]}
+        next_gcs = time.monotonic() + nodes_poll_s(self.spec.nodes, during_driver=True)
+        version = -1
+        while running():
+            lost = {name for name, r in self.server.records().items() if r["state"] == "gone"}
+            if time.monotonic() >= next_gcs:
+                next_gcs = time.monotonic() + nodes_poll_s(self.spec.nodes, True)
+                try:
+                    alive = {n["NodeManagerAddress"] for n in self.alive_nodes()}
+                    lost |= set(lost_nodes(by_ip, alive))
+                except Exception as exc:  # noqa: BLE001 (the GCS is the head's own)
+                    self.say(f"cannot list the nodes: {exc}")
+            if sorted(lost) != self.timing["nodes_lost"]:
+                for name in sorted(lost - set(self.timing["nodes_lost"])):
+                    self.note(f"node {name} left the cluster; the run goes on without it")
+                self.timing["nodes_lost"] = sorted(lost)
+                with contextlib.suppress(OSError):
+                    self.publish_status(force=True, joined=self.spec.nodes - len(lost),
+                                        lost=sorted(lost))
+            version = self.server.wait(version, timeout=1.0)
+
+    def teardown(self) -> None:
+        """Tell every worker to stop (over the network; the stop file too, for any that never
+        reached us), stop our Ray, keep the logs, wait for the workers to say they stopped."""
+        # Announced, not only sent: a worker that gets through only now (still probing while
+        # the launch failed) hears "stop" instead of the head's address.
+        self.server.announce(stop="the head is tearing down")
+        try:
+            self.paths.request_stop(f"head: {self.node} is tearing down")
+        except OSError as exc:
+            self.say(f"cannot write the stop file: {run_dir_problem(exc)}")
+        ray = sys.modules.get("ray")
+        if ray is not None:
+            ray.shutdown()  # the agent's own connection, made in start_head
+        self.stop_ray()
+        summary = self.harvest_logs()
+        deadline = time.monotonic() + self.spec.stop_timeout
+        version = -1
+        while time.monotonic() < deadline:
+            records = self.server.records()
+            if all(r["state"] in (*FINAL_STATES, "gone") for r in records.values()):
+                break
+            version = self.server.wait(version, timeout=max(0.0, deadline - time.monotonic()))
+        self.server.close()
+        # Every node's final record in one file: one write for the whole cluster.
+        records = {self.node: self.final_record("failed" if self.failed else "stopped",
+                                                logs=summary)}
+        for name, peer in self.server.records().items():
+            records[name] = peer["final"] or {"node": name, "state": peer["state"],
+                                              "reason": peer["reason"], "ip": peer["ip"]}
+        try:
+            write_json(self.paths.nodes_file, records)
+        except OSError as exc:
+            self.say(f"node records not written: {run_dir_problem(exc)}")
+        self.timing["t_teardown_done"] = time.time()

@@ -1,0 +1,54 @@
+"""Check the driver command before anything starts: a missing script fails here, not in a node."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from rayhpc.containers.errors import UserError
+
+_PYTHON_RE = re.compile(r"^python(\d(\.\d+)?)?$")
+_OPTIONS_WITH_VALUE = {"-W", "-X"}
+
+
+def driver_script(command: str) -> str | None:
+    """The file the driver command runs, if it names one (python SCRIPT ..., ./SCRIPT ...)."""
+    try:
+        words = shlex.split(command.replace("{address}", "ADDRESS"))
+    except ValueError as exc:
+        raise UserError(f"--driver: cannot parse {command!r}: {exc}") from None
+    if not words:
+        raise UserError("--driver: empty command; give the command to run, e.g. "
+                        "\"python my_driver.py --ray-address={address}\"")
+    program = words[0]
+    if _PYTHON_RE.match(Path(program).name):
+        skip_next = False
+        for word in words[1:]:
+            if skip_next:
+                skip_next = False
+            elif word in ("-m", "-c", "-"):
+                return None  # a module or inline code: nothing to check
+            elif word in _OPTIONS_WITH_VALUE:
+                skip_next = True
+            elif not word.startswith("-"):
+                return word
+        return None
+    return program if "/" in program else None
+
+
+def check_driver(command: str, shared: Path) -> None:
+    """Fail when the driver names a script that is not in the shared directory."""
+    script = driver_script(command)
+    if script is None:
+        return
+    path = Path(script) if Path(script).is_absolute() else shared / script
+    if not path.is_file():
+        raise UserError(f"--driver: {script} not found in the shared directory {shared} "
+                        "(the driver runs there, on the head node): put the script there "
+                        "or fix --driver")
+    real = path.resolve()
+    if real != path.absolute() and shared.resolve() not in real.parents:
+        # The containers mount the shared directory only: a link out of it leads nowhere.
+        raise UserError(f"--driver: {script} is a link to {real}, outside the shared directory "
+                        f"{shared} that the nodes see; copy the script into it")

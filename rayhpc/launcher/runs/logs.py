@@ -1,0 +1,177 @@
+"""`invoke logs`: the driver's or a Ray job's output, a node's agent log or Ray log file, while
+the run lives (from the run directory and the dashboard) or after (from what was harvested)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rayhpc.containers.errors import UserError
+from rayhpc.launcher.runs.jobs import follow_job, iter_jobs
+from rayhpc.launcher.runs.run import Run
+
+
+def logs(run: Run, write: Callable[[str], None], node: str | None = None,
+         file: str | None = None, job: str | None = None, follow: bool = False,
+         signals: list[int] | None = None) -> int:
+    """The driver's output (or the Ray jobs' on an interactive cluster), a node's agent log,
+    or one of a node's Ray log files; while the run lives, ``follow`` keeps printing."""
+    if job:
+        return _job_logs(run, job, write, follow, signals)
+    if node is None:
+        if file:
+            raise UserError("--file: give the node too (--node NAME)")
+        if run.spec.interactive:
+            if follow:
+                raise UserError("--follow: an interactive cluster runs many jobs; give one "
+                                "with --job ID (`invoke logs --run ID` lists them)")
+            return _all_job_logs(run, write)
+        return _file(run, run.paths.driver_log, write, follow, signals)
+    nodes = known_nodes(run)
+    if node not in nodes:
+        raise UserError(f"--node: run {run.run_id} has no node {node!r}; its nodes: "
+                        f"{', '.join(nodes) or 'none has started yet'}")
+    if not file:
+        return _file(run, run.paths.node_log(node), write, follow, signals)
+    return _ray_log(run, node, nodes[node], file, write, follow, signals)
+
+
+def known_nodes(run: Run) -> dict[str, dict]:
+    """Each node's record by name, and the nodes known only by the spec or by what they left
+    in the run directory (a run whose head was killed recorded none)."""
+    kept = [path.name.split(".")[0] for path in (*run.paths.logs.glob("*.log"),
+                                                 *run.paths.logs.glob("*.tar.gz"))
+            if path != run.paths.containers_log]
+    return {**{name: {} for name in (*run.spec.node_names, *kept)}, **run.nodes()}
+
+
+def _file(run: Run, path: Path, write, follow: bool, signals) -> int:
+    """A file of the run directory; with ``follow``, what is added until the run ends."""
+    offset = 0
+    signals = signals if signals is not None else []
+    while True:
+        ended = run.exit_code is not None  # before the last read: nothing is missed
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            if not follow:
+                raise UserError(f"--run: {path} does not exist (yet); the run is "
+                                f"{run.phase()}") from None
+            chunk = b""
+        if chunk:
+            write(chunk.decode(errors="replace"))
+            offset += len(chunk)
+        if not follow or ended or signals:
+            return 0
+        time.sleep(0.3)
+
+
+def _harvested_job_logs(run: Run) -> dict[str, str]:
+    """Job id -> the job's output kept with the head's Ray logs (once the run ended). Output
+    the archive's cap cut at the start begins at its first whole line, after a line saying
+    how much is missing; output the cap dropped whole is said too."""
+    manifest = run.archive_manifest(run.head_node)
+    sizes = {entry.get("file"): entry for entry in manifest.get("kept") or []
+             if isinstance(entry, dict)}
+    cap = run.spec.log_cap
+    kept = {}
+    for name, data in run.archived(run.head_node).items():
+        job = job_of_log(name)
+        if not job:
+            continue
+        entry = sizes.get(name) or {}
+        missing = entry.get("bytes", 0) - entry.get("kept_bytes", entry.get("bytes", 0))
+        if isinstance(missing, int) and missing > 0:
+            start = data.find(b"\n") + 1  # the first whole line
+            missing += start
+            kept[job] = (f"rayhpc: job {job}'s output starts mid-way: its first {missing} of "
+                         f"{entry['bytes']} bytes were dropped (the head keeps at most "
+                         f"log_cap = {cap} bytes of logs)\n"
+                         + data[start:].decode(errors="replace"))
+        else:
+            kept[job] = data.decode(errors="replace")
+    for entry in manifest.get("dropped") or []:
+        job = job_of_log(entry.get("file", "")) if isinstance(entry, dict) else ""
+        if job and job not in kept:
+            kept[job] = (f"rayhpc: job {job}'s output ({entry.get('bytes')} bytes) was not "
+                         f"kept: {entry.get('why')}\n")
+    return kept
+
+
+def job_of_log(name: str) -> str:
+    """The job id of a job's output file in a head's archive ("": not one)."""
+    if name.startswith("job-driver-") and name.endswith(".log"):
+        return name[len("job-driver-"):-len(".log")]
+    return ""
+
+
+def _job_logs(run: Run, job: str, write, follow: bool, signals) -> int:
+    if run.up:
+        client = run.client()
+        if follow:
+            result = follow_job(client, job, write, signals)
+            return result.exit_code
+        status, _ = client.request("GET", f"/api/jobs/{job}", ok=(200, 404))
+        if status == 404:
+            raise UserError(f"--job: run {run.run_id} has no job {job!r}; `invoke logs --run "
+                            f"{run.run_id}` lists them")
+        write(client.logs(job))
+        return 0
+    kept = _harvested_job_logs(run)
+    if job not in kept:
+        raise UserError(f"--job: no output of job {job!r} in run {run.run_id} (kept: "
+                        f"{', '.join(kept) or 'none'})")
+    write(kept[job])
+    return 0
+
+
+def _all_job_logs(run: Run, write) -> int:
+    if run.up:
+        client = run.client()
+        jobs = list(iter_jobs(client))
+        for info in jobs:
+            write(f"== job {info['submission_id']} ({info.get('status')}): "
+                  f"{info.get('entrypoint')}\n")
+            write(client.logs(info["submission_id"]))
+        if not jobs:
+            write(f"rayhpc: no jobs submitted to run {run.run_id} yet\n")
+        return 0
+    kept = _harvested_job_logs(run)
+    for job, text in kept.items():
+        write(f"== job {job}\n")
+        write(text)
+    if not kept:
+        write(f"rayhpc: no job output kept in {run.paths.node_archive(run.head_node)} ("
+              f"{run.phase()})\n")
+    return 0
+
+
+def _ray_log(run: Run, node: str, record: dict, file: str, write, follow: bool,
+             signals) -> int:
+    kept = run.archived(node)
+    if kept or not run.up:
+        if file not in kept:
+            raise UserError(f"--file: no {file!r} among the logs kept of {node} (there: "
+                            f"{', '.join(sorted(kept)[:12]) or 'none'})")
+        write(kept[file].decode(errors="replace"))
+        return 0
+    client = run.client()
+    files = client.node_log_files(record.get("ip", ""))
+    if file not in files:
+        raise UserError(f"--file: {node} has no Ray log {file!r} (there: "
+                        f"{', '.join(files[:12])}{' ...' if len(files) > 12 else ''})")
+    printed = 0
+    signals = signals if signals is not None else []
+    while True:
+        text = client.node_log(record["ip"], file)
+        if len(text) > printed:
+            write(text[printed:])
+            printed = len(text)
+        if not follow or signals or not run.up:
+            if text and not text.endswith("\n"):
+                write("\n")
+            return 0
+        time.sleep(1.0)

@@ -1,0 +1,226 @@
+"""Runs already launched, found by id in <shared>/runs/, and `invoke status`. Everything here
+reads the run directory (`RunPaths`); what only a backend knows (containers, the scheduler's
+queue, how to stop a run) it asks the run's backend. `stop`, `submit` and `logs` do the other
+commands on a run; the Python `Cluster` uses them all."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tarfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from rayhpc.containers.errors import UserError
+from rayhpc.launcher.backends import BACKENDS, Backend, backend_of
+from rayhpc.launcher.backends.watch import summary
+from rayhpc.launcher.contract import LaunchSpec, RunPaths, read_json, read_spec
+from rayhpc.launcher.resolve.config import load_site, resolve_settings
+from rayhpc.launcher.runs.jobs import JobsClient
+from rayhpc.launcher.times import duration
+
+
+def shared_dir(site: str = "local", shared: str | None = None,
+               environ: Mapping[str, str] = os.environ) -> Path:
+    """The shared dir whose runs/ holds the run: --shared, else $RAYHPC_SHARED, else the
+    site's, else the default (./shared), as `invoke launch` resolves it."""
+    settings = resolve_settings(load_site(site), {"shared": shared}, environ)
+    return Path(settings["shared"]).expanduser().absolute()
+
+
+@dataclass
+class Run:
+    paths: RunPaths
+    spec: LaunchSpec
+
+    @classmethod
+    def load(cls, run_dir: Path) -> Run | None:
+        """The run of a run directory; None when its spec.json is missing or is not one this
+        version can read."""
+        paths = RunPaths(run_dir)
+        spec = read_spec(paths, strict=False)
+        return None if spec is None else cls(paths, spec)
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
+
+    @property
+    def backend(self) -> Backend:
+        return backend_of(self.spec.scheduler, self.spec.runtime, f"{self.paths.spec}: ")
+
+    @property
+    def job_id(self) -> str:
+        try:
+            return self.paths.job_id.read_text().strip()
+        except OSError:
+            return ""
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.paths.read_exit_code()
+
+    @property
+    def head(self) -> dict:
+        return read_json(self.paths.head) or {}
+
+    @property
+    def status(self) -> dict:
+        return read_json(self.paths.status) or {}
+
+    @property
+    def up(self) -> bool:
+        """An interactive cluster with every node joined, not stopped yet."""
+        return self.paths.connect.exists() and self.exit_code is None
+
+    @property
+    def head_node(self) -> str:
+        return self.head.get("node") or (self.spec.node_names or ["head"])[0]
+
+    def phase(self) -> str:
+        if self.exit_code is not None:
+            return f"finished (exit code {self.exit_code})"
+        if self.up:
+            return "up (interactive)"
+        if self.paths.driver_log.exists():
+            return "running its driver"
+        if self.head:
+            return "joining"
+        return "starting"
+
+    def nodes(self) -> dict[str, dict]:
+        """Each node's record by name: the final ones (nodes.json, and nodes/<node>.json of a
+        node that could not tell the head) once the run ended, else the head's status."""
+        final = read_json(self.paths.nodes_file) or {}
+        final.update({p.stem: read_json(p) or {} for p in self.paths.nodes.glob("*.json")})
+        return final or dict(self.status.get("nodes") or {})
+
+    def archived(self, node: str) -> dict[str, bytes]:
+        """The Ray log files kept in a node's archive (logs/<node>.tar.gz), by name."""
+        try:
+            with tarfile.open(self.paths.node_archive(node)) as tar:
+                return {m.name: tar.extractfile(m).read() for m in tar.getmembers()
+                        if m.isfile() and m.name != "MANIFEST.json"}
+        except (OSError, tarfile.TarError):
+            return {}
+
+    def archive_manifest(self, node: str) -> dict:
+        """What a node's archive says it kept and dropped (MANIFEST.json: "kept": file, bytes,
+        kept_bytes (its tail); "dropped": file, bytes, why); {} when there is none."""
+        try:
+            with tarfile.open(self.paths.node_archive(node)) as tar:
+                data = json.loads(tar.extractfile("MANIFEST.json").read())
+        except (OSError, KeyError, AttributeError, ValueError, tarfile.TarError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def dashboard(self) -> str:
+        return self.spec.dashboard_url(self.head.get("ip", ""))
+
+    def client(self) -> JobsClient:
+        try:
+            token = self.paths.auth_token.read_text().strip()
+        except OSError as exc:
+            raise UserError(f"--run: cannot read the run's token {self.paths.auth_token} "
+                            f"({exc.strerror}); run this as the user who launched it") from None
+        return JobsClient(self.dashboard(), token, head_ip=self.head.get("ip", ""))
+
+    def require_up(self, flag: str = "--run") -> None:
+        """UserError unless this is an interactive cluster that is up now."""
+        if self.exit_code is not None:
+            raise UserError(f"{flag}: run {self.run_id} has finished (exit code "
+                            f"{self.exit_code}); launch a new cluster with `invoke launch "
+                            "--interactive`")
+        if not self.spec.interactive:
+            raise UserError(f"{flag}: run {self.run_id} runs its own driver, not Ray jobs; "
+                            "launch an interactive cluster (no --driver) to submit to")
+        if not self.up:
+            status = self.status
+            joined = f"{status.get('joined', 0)}/{status.get('expected', self.spec.nodes)}"
+            raise UserError(f"{flag}: the cluster of run {self.run_id} is not up yet ({joined} "
+                            f"nodes joined); wait for {self.paths.connect} (`invoke status "
+                            f"--run {self.run_id}`)")
+        if self.backend.running(self) is False:
+            raise UserError(f"{flag}: run {self.run_id} is not running any more (its nodes are "
+                            f"gone without an exit code); see {self.paths.dir}")
+
+    def require_unfinished(self, flag: str = "--run") -> None:
+        if self.exit_code is not None:
+            raise UserError(f"{flag}: run {self.run_id} has finished: "
+                            f"{summary(self.paths.dir, self.exit_code).split(': ', 2)[-1]}; "
+                            f"`invoke logs --run {self.run_id}` shows its output")
+
+
+def find_run(run_id: str, shared: Path, flag: str = "--run") -> Run:
+    """The run with this id in <shared>/runs/; UserError naming what is there otherwise."""
+    runs = shared / "runs"
+    if not run_id or not re.fullmatch(r"[\w.-]+", run_id) or run_id.startswith("."):
+        raise UserError(f"{flag}: {run_id!r} is not a run id (like 20261124-050102-ab12)")
+    run = Run.load(runs / run_id)
+    if run is None:
+        present = [r.name for r in sorted(runs.glob("*/"))][-3:] if runs.is_dir() else []
+        raise UserError(f"{flag}: no run {run_id!r} in {runs} (latest there: "
+                        f"{', '.join(present) or 'none'}); give --shared DIR where it was "
+                        "launched")
+    return run
+
+
+def all_runs(shared: Path) -> list[Run]:
+    runs = shared / "runs"
+    found = [Run.load(path) for path in sorted(runs.glob("*/"))] if runs.is_dir() else []
+    return [run for run in found if run is not None]
+
+
+def load_run(run_id: str, shared: Path) -> Run | None:
+    """The run with this id in <shared>/runs/, if there is one (no error)."""
+    if not run_id.strip(".") or "/" in run_id:
+        return None
+    return Run.load(shared / "runs" / run_id)
+
+
+# -- invoke status
+
+def status_line(run: Run, now: float | None = None) -> str:
+    """One line: id, site, phase, nodes joined and lost, uptime, and what the backend knows
+    (the job's state and time left, the containers)."""
+    now = now or time.time()
+    status = run.status
+    parts = [run.run_id, run.spec.site, run.phase()]
+    if run.spec.interactive is False and run.exit_code is None:
+        parts[-1] += f": {run.spec.driver}"
+    parts.append(f"{status.get('joined', 0)}/{status.get('expected', run.spec.nodes)} nodes "
+                 "joined" + (f" (lost: {', '.join(status['lost'])})" if status.get("lost")
+                             else ""))
+    if run.head.get("time") and run.exit_code is None:
+        parts.append(f"up {duration(now - run.head['time'])}")
+    if run.exit_code is None:
+        parts += run.backend.describe(run)
+        if run.head and run.backend.running(run) is False:
+            parts[2] = (f"lost (its nodes are gone without an exit code; `invoke down --run "
+                        f"{run.run_id}` records its end)")
+    return "  ".join(parts)
+
+
+def status_lines(shared: Path, run_id: str | None = None) -> list[str]:
+    """`invoke status`: the runs in the shared dir that have not finished (or the one asked
+    for), and runs known only by what they left on this machine's engine."""
+    leftovers = leftover_runs()
+    if run_id:
+        found = load_run(run_id, shared)
+        if found is not None:
+            found.require_unfinished()
+            return [status_line(found)]
+        if run_id in leftovers:
+            return [leftovers[run_id]]
+        find_run(run_id, shared)  # says what is there
+    lines = [status_line(run) for run in all_runs(shared) if run.exit_code is None]
+    listed = {line.split()[0] for line in lines}
+    return lines + [line for rid, line in leftovers.items() if rid not in listed]
+
+
+def leftover_runs() -> dict[str, str]:
+    """Runs known only by what they left on this machine (run id -> a line): every backend's."""
+    return {run_id: line for backend in BACKENDS for run_id, line in backend.leftovers().items()}

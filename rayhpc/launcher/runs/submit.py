@@ -1,0 +1,64 @@
+"""`invoke submit`: a Ray job onto an interactive cluster, and following it to its end."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+
+from rayhpc.containers.errors import UserError
+from rayhpc.launcher.runs.jobs import JobResult, follow_job
+from rayhpc.launcher.runs.run import Run
+
+Say = Callable[[str], None]
+
+
+def working_dir_uri(run: Run, working_dir: str | None) -> str:
+    """The runtime_env working_dir of a job: a directory in the shared dir is used in place on
+    every node (local://, nothing sent); one elsewhere is sent along where the backend can
+    (the local site), and refused on HPC sites, whose nodes see only the shared dir."""
+    shared = run.spec.shared.resolve()
+    path = Path(working_dir).expanduser().resolve() if working_dir else shared
+    if not path.is_dir():
+        raise UserError(f"--working-dir: {working_dir} is not a directory; give the directory "
+                        "your job runs in (its files reach every node)")
+    if path == shared or shared in path.parents:
+        return f"local://{path}"
+    if run.backend.working_dir_upload():
+        return str(path)  # sent by `submit`
+    raise UserError(f"--working-dir: {path} is outside the shared directory {shared}, which "
+                    f"is all the nodes of site {run.spec.site} see; put it there (e.g. "
+                    f"{shared}/{path.name}) and pass that")
+
+
+def entrypoint_of(command: str | list[str]) -> str:
+    """The job's shell command line. A list is words (the program first): an empty or blank
+    program (`-- ''`) is refused, not run as the command ''."""
+    text = command if isinstance(command, str) else shlex.join(command)
+    if not text.strip():
+        raise UserError("missing command after --: `invoke submit --run ID -- python "
+                        "my_job.py ...`")
+    if not isinstance(command, str) and not command[0].strip():
+        raise UserError(f"the command after -- starts with an empty word ({text}): give the "
+                        "program to run, e.g. `invoke submit --run ID -- python my_job.py`")
+    return text
+
+
+def submit(run: Run, command: str | list[str], working_dir: str | None, say: Say) -> str:
+    """Submit a Ray job to the run's cluster; its submission id."""
+    entrypoint = entrypoint_of(command)
+    run.require_up()
+    uri = working_dir_uri(run, working_dir)
+    client = run.client()
+    if not uri.startswith("local://"):
+        say(f"sending {uri} to the cluster")
+        uri = client.upload_dir(Path(uri))
+    job_id = client.submit(entrypoint, {"working_dir": uri}, {"rayhpc_run": run.run_id})
+    say(f"job {job_id} submitted to run {run.run_id} (`invoke logs --run {run.run_id} --job "
+        f"{job_id}`)")
+    return job_id
+
+
+def wait_for_job(run: Run, job_id: str, write: Callable[[str], None],
+                 signals: list[int] | None = None) -> JobResult:
+    return follow_job(run.client(), job_id, write, signals)
