@@ -27,7 +27,7 @@ CONTRACT = "rayhpc.launcher.contract"
 # whole launcher, for `from rayhpc import Cluster`), which a login node must not pay for.
 # And the node program's entry, which imports it only once its importer is in place.
 DEFERRED_IMPORTS = {"rayhpc": {"rayhpc.launcher.cluster"},
-                    "tasks": {"rayhpc.containers.images", "rayhpc.containers.sif",
+                    "rayhpc.cli": {"rayhpc.containers.images", "rayhpc.containers.sif",
                               "rayhpc.containers.apptainer_def"},
                     "rayhpc.launcher.node.bundle_main": {"rayhpc.launcher.node.main"}}
 
@@ -241,16 +241,32 @@ def test_everything_the_node_reads_of_the_spec_is_in_the_contract():
 
 def test_a_login_node_without_docker_py_runs_the_batch_commands(tmp_path):
     """docker-py is imported only where an engine is used: with it missing (`import docker`
-    fails, as on an HPC login node), a batch site's dry run and `invoke status` work."""
-    code = (
-        "import sys\n"
-        "sys.modules['docker'] = None  # import docker: ImportError\n"
-        "from pathlib import Path\n"
-        "from rayhpc.launcher.launch import launch\n"
-        "from rayhpc.launcher.runs.run import status_lines\n"
-        f"print(status_lines(Path({str(tmp_path)!r})))\n"
-        f"launch('slurm', {{'shared': {str(tmp_path)!r}, 'image': '/x.sif'}}, dry_run=True)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=PROJECT_ROOT, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("[]\n#!/bin/bash\n#SBATCH "), result.stdout[:200]
+    fails, as on an HPC login node), the `rayhpc` command runs a batch site's dry run, status,
+    submit, logs and down (each as far as a run that is not up lets it: an answer, no
+    ImportError)."""
+    spec = make_spec("slurm", shared=str(tmp_path), image="/x.sif")
+    run_dir = prepare_run_dir(spec)
+    where = ["--site", "slurm", "--shared", str(tmp_path)]
+    commands = {
+        "launch": (["launch", *where, "--image", "/x.sif", "--dry-run"], 0,
+                   "#!/bin/bash\n#SBATCH "),
+        "status": (["status", *where], 0, f"{spec.run_id}  slurm  starting  0/3 nodes joined"),
+        "logs": (["logs", "--run", spec.run_id, *where], 0, "rayhpc: no job output kept"),
+        "submit": (["submit", "--run", spec.run_id, *where, "--", "python", "x.py"], 2,
+                   f"error: --run: the cluster of run {spec.run_id} is not up yet"),
+        "down": (["down", "--run", spec.run_id, *where], 2,
+                 f"error: --run: run {spec.run_id} has finished")}
+    for name, (args, code, start) in commands.items():
+        if name == "down":
+            RunPaths(run_dir).exit_code.write_text("0\n")
+        program = ("import sys\n"
+                   "sys.modules['docker'] = None  # import docker: ImportError\n"
+                   "from rayhpc.cli import program\n"
+                   f"sys.argv = ['rayhpc', *{args!r}]\n"
+                   "program.run()\n")
+        result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                                cwd=tmp_path, timeout=60)
+        assert result.returncode == code, (name, result.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+        assert (result.stdout + result.stderr).startswith(start), (name, result.stdout[:200],
+                                                                  result.stderr)

@@ -1,0 +1,333 @@
+"""The command line: every task of `rayhpc` (the installed command) and of `invoke` in a
+checkout (its tasks.py imports `namespace` from here), defined once. Thin: parse flags, call the
+packages, print, set the exit code."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+from invoke import Collection, Exit, Program, task
+
+from rayhpc import __version__
+from rayhpc.containers.errors import UserError
+from rayhpc.launcher.backends import backend_for
+from rayhpc.launcher.backends.watch import noting_signals
+from rayhpc.launcher.launch import launch as run_launch
+from rayhpc.launcher.resolve.config import SETTINGS, list_sites, load_site
+from rayhpc.launcher.resolve.queues import queue_table_lines
+from rayhpc.launcher.runs.jobs import ClusterError
+from rayhpc.launcher.runs.logs import logs as run_logs
+from rayhpc.launcher.runs.run import find_run, shared_dir, status_lines
+from rayhpc.launcher.runs.stop import down_by_id, remove_leftovers
+from rayhpc.launcher.runs.submit import entrypoint_of, wait_for_job
+from rayhpc.launcher.runs.submit import submit as submit_job
+
+# The build tasks import `rayhpc.containers` inside them: it loads docker-py, which a login node
+# running `launch`, `status` or `down` against a batch site never needs.
+
+
+def user_errors(func):
+    """Print a UserError as one line (no traceback) and exit 2; a cluster that does not answer
+    as it should (ClusterError) as one line too, exit 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise Exit(code=2) from None
+        except ClusterError as exc:
+            print(f"rayhpc: error: {exc}", file=sys.stderr)
+            raise Exit(code=1) from None
+
+    return wrapper
+
+
+def say(text: str) -> None:
+    print(f"rayhpc: {text}", flush=True)
+
+
+def write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+RUN_HELP = {
+    "run": "the run id (`invoke launch` prints it; its directory is <shared>/runs/ID)",
+    "site": "site profile whose shared dir holds the run (default: local)",
+    "shared": "the shared dir the run was launched with (default: $RAYHPC_SHARED, else the "
+              "site's, else ./shared)",
+}
+
+
+def find(run: str | None, site: str, shared: str | None):
+
+    if not run:
+        raise UserError("--run: give the run id (`invoke status` lists the runs)")
+    return find_run(run, shared_dir(site, shared))
+
+
+def command_after_dashes() -> list[str]:
+    """The words after a standalone `--`, as given (invoke's own remainder loses quoting)."""
+    if "--" not in sys.argv:
+        return []
+    return sys.argv[sys.argv.index("--") + 1:]
+
+
+@task(auto_shortflags=False, help={
+    "recipe": "recipe name in recipes/ or path to a recipe YAML (default: ray)",
+    "variant": "recipe variant: cpu or gpu (default: cpu)",
+    "base": "base image instead of the recipe's rayproject/ray tag (e.g. the `invoke base` tag)",
+    "tag": "tag for the built image (default: rayhpc/<recipe>:<ray>-py<XY>-<variant>)",
+    "ca_bundle": "PEM CA bundle for pip/apt during the build only (default: $PIP_CERT, "
+                 "$REQUESTS_CA_BUNDLE or $SSL_CERT_FILE); never stored in the image",
+    "pip_index_url": "pip index URL for the build only (default: $PIP_INDEX_URL)",
+    "sif": "also convert the image to a SIF for Apptainer/Singularity (see `convert`)",
+    "no_cache": "rebuild every layer instead of reusing the engine's cached ones",
+})
+@user_errors
+def build(c, recipe="ray", variant="cpu", base=None, tag=None, ca_bundle=None,
+          pip_index_url=None, sif=False, no_cache=False):
+    """Build a Docker image from a recipe; prints the image tag (and SIF path) last."""
+    from rayhpc.containers.images import build_recipe_image
+    from rayhpc.containers.sif import convert_image
+
+    image = build_recipe_image(recipe, variant, base=base, tag=tag, ca_bundle=ca_bundle,
+                               pip_index_url=pip_index_url, no_cache=no_cache)
+    print(image)
+    if sif:
+        print(convert_image(image))
+
+
+@task(auto_shortflags=False, help={
+    "image": "Docker image to convert (e.g. rayhpc/ray:2.60.0-py311-cpu)",
+    "out": "SIF file or directory (default: sif/<image>.sif)",
+    "force": "convert even when the SIF is up to date with the image",
+})
+@user_errors
+def convert(c, image, out=None, force=False):
+    """Convert a Docker image to a SIF for Apptainer; prints the SIF path last.
+
+    Uses the host's apptainer/singularity, else a converter container. Skipped when the image
+    is unchanged since the last conversion (its digest is recorded beside the SIF).
+    """
+    from rayhpc.containers.sif import convert_image
+
+    print(convert_image(image, out, force=force))
+
+
+@task(auto_shortflags=False, help={
+    "recipe": "recipe name or path (default: every Ray recipe in recipes/)",
+    "out": "directory for the def files (default: defs/)",
+})
+@user_errors
+def defs(c, recipe=None, out="defs"):
+    """Write Apptainer def files of recipe variants; prints each path.
+
+    For sites that build on the cluster: `apptainer build --fakeroot x.sif x.def`.
+    """
+    from rayhpc.containers.apptainer_def import write_defs
+
+    for path in write_defs(recipe, out):
+        print(path)
+
+
+@task(auto_shortflags=False, help={
+    "recipe": "recipe whose Ray version the stand-in carries (default: ray)",
+    "os_image": "Debian bookworm image to start from (default: made by debootstrap, needs root)",
+    "mirror": "Debian mirror for debootstrap (default: the one in /etc/apt)",
+    "tag": "tag of the stand-in (default: rayhpc/ray-standin:<ray>-py<XY>-cpu)",
+    "ca_bundle": "PEM CA bundle for pip during the build only (default as for build)",
+    "pip_index_url": "pip index URL for the build only (default: $PIP_INDEX_URL)",
+    "no_cache": "rebuild every layer instead of reusing the engine's cached ones",
+})
+@user_errors
+def base(c, recipe="ray", os_image=None, mirror=None, tag=None, ca_bundle=None,
+         pip_index_url=None, no_cache=False):
+    """Build a stand-in for rayproject/ray where no registry is reachable; prints its tag last."""
+    from rayhpc.containers.images import build_standin_base
+
+    print(build_standin_base(recipe, os_image=os_image, mirror=mirror, tag=tag,
+                             ca_bundle=ca_bundle, pip_index_url=pip_index_url,
+                             no_cache=no_cache))
+
+
+LAUNCH_FLAGS = ("nodes", "driver", "shared", "image", "join_timeout", "shm_size", "num_cpus",
+                "num_gpus", "walltime", "queue", "account")
+
+
+@task(auto_shortflags=False, iterable=["group"], help={
+    "site": "site profile name (see `invoke sites`) or path to a site YAML file (default: local)",
+    **{flag: SETTINGS[flag].help for flag in LAUNCH_FLAGS},
+    "group": "a node group NAME:NODES[:IMAGE][,KEY=VALUE...], repeated for each group (e.g. "
+             "--group head:1 --group gpu:4:ray-gpu.sif,gpu=nvidia,resources.trainer=1); "
+             "instead of the site file's `groups` and of --nodes",
+    "dry_run": "print the job script; submit nothing (HPC sites)",
+    "wait": "after submitting, follow the job: to its end with a driver (exit code: the "
+            "driver's), until the cluster is up without one (HPC sites)",
+    "interactive": "no driver: keep the cluster up for Ray jobs (`invoke submit`) until "
+                   "`invoke down`, the walltime or Ctrl-C (also what a launch without any "
+                   "driver does)",
+    "detach": "interactive, local site: return once the cluster is up and leave it running "
+              "(`invoke down --run ID` stops it)",
+})
+@user_errors
+def launch(c, site="local", nodes=None, driver=None, shared=None, image=None, join_timeout=None,
+           shm_size=None, num_cpus=None, num_gpus=None, walltime=None, queue=None, account=None,
+           group=None, dry_run=False, wait=False, interactive=False, detach=False):
+    """Run a Ray cluster in containers: the driver, then teardown; no driver: keep it up.
+
+    1 head + N-1 workers. With a driver, run it and tear down; without one (--interactive),
+    keep the cluster up for Ray jobs (`invoke submit`).
+
+    Settings come from the flags, else RAYHPC_<SETTING> variables, else the site file, else
+    defaults. On the local site it exits with the driver's exit code (interactive: it stays in
+    the foreground until Ctrl-C or `invoke down`, unless --detach). On an HPC site it writes
+    the job script into the run directory and submits it (inside an allocation: runs it).
+    """
+
+    values = locals()
+    cli = {flag: values[flag] for flag in LAUNCH_FLAGS}
+    cli["group"] = group or []
+    code = run_launch(site, cli, dry_run=dry_run, wait=wait, interactive=interactive,
+                      detach=detach)
+    if code:
+        raise Exit(code=code)
+
+
+@task(auto_shortflags=False, help={
+    **RUN_HELP,
+    "working_dir": "the job's working directory on every node: one in the shared dir is used "
+                   "in place; elsewhere it is sent along (local site only) (default: the "
+                   "shared dir)",
+})
+@user_errors
+def submit(c, run=None, working_dir=None, site="local", shared=None):
+    """Submit a Ray job to an interactive cluster: `invoke submit --run ID -- CMD ARGS...`.
+
+    The command runs on the head as a Ray job (Ray's Jobs API, with the run's token); its
+    output is followed here and the exit code is the job's. Ctrl-C stops the job.
+    """
+
+
+    command = command_after_dashes()
+    entrypoint_of(command or "")  # refused before anything is looked up
+    found = find(run, site, shared)
+    job_id = submit_job(found, command, working_dir, say)
+    with noting_signals() as signals:
+        result = wait_for_job(found, job_id, write, signals)
+    message = f": {result.message}" if result.message and result.exit_code else ""
+    say(f"job {job_id} {result.status.lower()}, exit code {result.exit_code}{message}")
+    if result.exit_code:
+        raise Exit(code=result.exit_code)
+
+
+@task(auto_shortflags=False, help={
+    **RUN_HELP,
+    "node": "a node's agent log (its name: head, worker-1, ... locally; the host name on HPC "
+            "sites; `invoke status` lists them)",
+    "file": "with --node: one of the node's Ray log files instead (raylet.out, "
+            "gcs_server.out, ...)",
+    "job": "one Ray job's output (its id: raysubmit_...)",
+    "follow": "keep printing what is added, until the run (or the job) ends",
+})
+@user_errors
+def logs(c, run=None, node=None, file=None, job=None, follow=False, site="local", shared=None):
+    """Print a run's output, a node's agent log, or one of a node's Ray logs.
+
+    The driver's output (an interactive cluster: each Ray job's), a node's agent log (--node),
+    or a node's Ray log (--node N --file F); local and batch runs alike, finished ones too.
+    """
+
+
+    found = find(run, site, shared)
+    with noting_signals() as signals:
+        code = run_logs(found, write, node=node, file=file, job=job, follow=follow,
+                        signals=signals)
+    if code:
+        raise Exit(code=code)
+
+
+@task(auto_shortflags=False, help={
+    **RUN_HELP,
+    "run": "the run to stop cleanly (interactive clusters, batch jobs) or whose leftovers to "
+           "remove (default: remove what every run left on this machine's engine)",
+})
+@user_errors
+def down(c, run=None, site="local", shared=None):
+    """Stop a run cleanly and wait until every node stopped (or remove leftovers).
+
+    Batch runs: the scheduler's clean cancel, e.g. `scancel --batch --signal=TERM`. Without
+    --run: remove the containers and networks that local launches left behind (forcibly,
+    running ones too).
+    """
+
+
+    if not run:
+        remove_leftovers(print)
+        return
+    down_by_id(run, shared_dir(site, shared), say)
+
+
+@task(auto_shortflags=False, help={
+    **RUN_HELP,
+    "run": "show only this run",
+})
+@user_errors
+def status(c, run=None, site="local", shared=None):
+    """Show the runs that have not finished, and what runs left on this engine.
+
+    Each run: phase, nodes joined and lost, uptime; a batch job's state and time left; the
+    local containers' states.
+    """
+
+    shared_path = shared_dir(site, shared)
+    lines = status_lines(shared_path, run)
+    if not lines:  # "no runs" only once the engine said so too
+        backend_for(load_site(site)).check_leftovers_readable()
+    print("\n".join(lines) if lines else f"no runs (in {shared_path / 'runs'} or on this "
+          "machine's engine)")
+
+
+@task(auto_shortflags=False,
+      help={"site": "one site (name or file): also its queue table, its source and the day "
+                    "it was read (Invoke has no optional positional arguments: a flag)"})
+@user_errors
+def sites(c, site=None):
+    """List the site profiles: scheduler, launcher, container runtime, and the documentation
+    each follows; with a SITE, that one and its queue table."""
+
+    found = [load_site(site)] if site else list_sites()
+    width = max(len(s.name) for s in found)
+    print(f"{'site':<{width}}  {'scheduler':<9}  {'launcher':<8}  {'runtime':<11}  description")
+    for s in found:
+        print(f"{s.name:<{width}}  {s.scheduler:<9}  {backend_for(s).node_launcher(s):<8}  "
+              f"{s.runtime:<11}  {s.description}")
+        for doc in s.docs:
+            print(f"{'':<{width}}  docs: {doc}")
+        if site:
+            print("\n".join(queue_table_lines(list(s.queues), s.queue_source)))
+
+
+@task(auto_shortflags=False, help={"k": "only tests matching this pytest -k expression",
+            "unit": "only the tests that need no Docker engine"})
+def test(c, k=None, unit=False):
+    """Run ruff and the test suite (REQUIRE_DOCKER=1 makes engine tests fail instead of skip)."""
+    c.run(f"{sys.executable} -m ruff check .", pty=False)
+    args = [sys.executable, "-m", "pytest"]
+    if k:
+        args += ["-k", repr(k)]
+    if unit:
+        args += ["-m", "'not docker'"]
+    c.run(" ".join(args), pty=False)
+
+
+namespace = Collection(build, convert, defs, base, launch, submit, logs, down, status, sites,
+                       test)
+
+# The installed command (`[project.scripts]`: rayhpc = "rayhpc.cli:program.run"): the same
+# tasks, flags, help and exit codes as `invoke` in a checkout, from any directory.
+program = Program(namespace=namespace, version=__version__, name="rayhpc",
+                  binary="rayhpc", binary_names=["rayhpc"])
