@@ -206,13 +206,26 @@ def overlap(second: int, start: float, end: float) -> float:
 
 
 def simulate(nodes: int, agent: Path | None = None, driver_s: float = 10,
-             wait_s: float = 10) -> dict:
+             wait_s: float = 10, keep: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="rayhpc-scale-") as work:
         sim = Simulation(nodes, Path(work), agent, driver_s, wait_s)
         try:
             return sim.run()
         finally:
             sim.cleanup()
+            if keep:
+                keep_records(sim.paths, keep / f"{nodes}")
+
+
+def keep_records(paths: RunPaths, target: Path) -> None:
+    """The run's records (timing.json, nodes.json, nodes/) and its timeline.svg, copied."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("timing.json", "nodes.json", "status.json", "timeline.svg"):
+        if (paths.dir / name).exists():
+            shutil.copy2(paths.dir / name, target / name)
+    if paths.nodes.is_dir():
+        shutil.copytree(paths.nodes, target / "nodes", dirs_exist_ok=True)
+    print(f"records of the {paths.dir.name} run kept in {target}", flush=True)
 
 
 def main() -> None:
@@ -225,11 +238,14 @@ def main() -> None:
     parser.add_argument("--wait-s", type=float,
                         help="seconds the workers wait for the head before it starts (default: "
                              "10, or 0.2 s per node: their own start-up must be over by half)")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="copy each run's records and timeline.svg to DIR/<N>/")
     args = parser.parse_args()
     print(f"machine: {machine()}\nagent: {args.agent or 'node_agent.pyz (this checkout)'}")
     rows = []
     for nodes in args.nodes:
-        result = simulate(nodes, args.agent, args.driver_s, args.wait_s or max(10, nodes * 0.2))
+        result = simulate(nodes, args.agent, args.driver_s, args.wait_s or max(10, nodes * 0.2),
+                          args.keep)
         rows.append([nodes, *(result["rates"][p] for p in PHASES), result["one_time_per_node"],
                      result["nodes_calls"]["joining"], result["nodes_calls"]["driver"],
                      result["join_s"], result["delay_s"], result["exit_code"]])

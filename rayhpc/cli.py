@@ -22,6 +22,7 @@ from rayhpc.launcher.runs.run import find_run, shared_dir, status_lines
 from rayhpc.launcher.runs.stop import down_by_id, remove_leftovers
 from rayhpc.launcher.runs.submit import entrypoint_of, wait_for_job
 from rayhpc.launcher.runs.submit import submit as submit_job
+from rayhpc.launcher.timeline import write_timeline
 
 # The build tasks import `rayhpc.containers` inside them: it loads docker-py, which a login node
 # running `launch`, `status` or `down` against a batch site never needs.
@@ -291,6 +292,23 @@ def status(c, run=None, site="local", shared=None):
           "machine's engine)")
 
 
+@task(auto_shortflags=False, help=RUN_HELP)
+@user_errors
+def report(c, run=None, site="local", shared=None):
+    """Write a run's bring-up timeline, <run>/timeline.svg; prints its path.
+
+    One row per node (bins of nodes by join time above 40): waiting for the head, ray start,
+    joined, driver/up, stopping; the head's milestones as lines; late nodes named. Every run's
+    head writes it at the end; this rewrites it from the run's timing.json and node records.
+    """
+
+    found = find(run, site, shared)
+    if not found.paths.timing.exists():
+        raise UserError(f"--run: run {run} has no timing.json yet (a run writes it at its "
+                        f"end); `invoke status --run {run}` shows how far it is")
+    print(write_timeline(found.paths))
+
+
 @task(auto_shortflags=False,
       help={"site": "one site (name or file): also its queue table, its source and the day "
                     "it was read (Invoke has no optional positional arguments: a flag)"})
@@ -324,8 +342,8 @@ def test(c, k=None, unit=False):
     c.run(" ".join(args), pty=False)
 
 
-namespace = Collection(build, convert, defs, base, launch, submit, logs, down, status, sites,
-                       test)
+namespace = Collection(build, convert, defs, base, launch, submit, logs, down, status, report,
+                       sites, test)
 
 # The installed command (`[project.scripts]`: rayhpc = "rayhpc.cli:program.run"): the same
 # tasks, flags, help and exit codes as `invoke` in a checkout, from any directory.

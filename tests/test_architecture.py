@@ -23,6 +23,9 @@ from tests.specs import make_spec
 PACKAGES = ("rayhpc",)
 NODE = "rayhpc.launcher.node"
 CONTRACT = "rayhpc.launcher.contract"
+# The modules the node program shares with the launcher (in node_agent.pyz beside it): the
+# contract, and the timeline the head draws (standard library only, like the node program).
+SHARED = (CONTRACT, "rayhpc.launcher.timeline")
 # Where a project module may be imported inside a function: each defers docker-py (or the
 # whole launcher, for `from rayhpc import Cluster`), which a login node must not pay for.
 # And the node program's entry, which imports it only once its importer is in place.
@@ -119,7 +122,7 @@ def test_project_modules_are_imported_inside_functions_only_to_defer_docker_py()
 
 def node_modules() -> dict[str, ast.Module]:
     return {name: tree for name, tree in MODULES.items()
-            if name in (CONTRACT, NODE) or name.startswith(NODE + ".")}
+            if name in (*SHARED, NODE) or name.startswith(NODE + ".")}
 
 
 def test_the_node_program_uses_the_standard_library_and_ray_only():
@@ -130,7 +133,7 @@ def test_the_node_program_uses_the_standard_library_and_ray_only():
             assert root in allowed, f"{name} imports {target}: the node program runs in any " \
                                     "stock rayproject/ray image (standard library and Ray only)"
             if root == "rayhpc":
-                assert target == CONTRACT or target.startswith(NODE), (name, target)
+                assert target in SHARED or target.startswith(NODE), (name, target)
 
 
 def test_node_program_files_are_small_and_one_job_each():

@@ -99,7 +99,8 @@ class RunPaths:
     head agent:
       head.json (address, once), status.json (join progress, lost nodes, notes; at most once a
       second), driver.log, connect.txt (interactive clusters: how to connect, once every node
-      joined), timing.json, error, exit_code (last: the run is over)
+      joined), timing.json, timeline.svg (the bring-up picture, from timing.json and
+      nodes.json; `invoke report` rewrites it), error, exit_code (last: the run is over)
     each node's agent, once, at its end:
       logs/<node>.log (its agent's lines, opened once and appended to as it goes)
       logs/<node>.tar.gz (Ray's logs, capped; MANIFEST.json inside says what was kept and
@@ -131,6 +132,7 @@ class RunPaths:
         self.driver_log = self.dir / "driver.log"
         self.connect = self.dir / "connect.txt"
         self.timing = self.dir / "timing.json"
+        self.timeline = self.dir / "timeline.svg"
         self.error = self.dir / "error"
         self.exit_code = self.dir / "exit_code"
         self.stop = self.dir / "stop"

@@ -1,5 +1,5 @@
-"""node_agent.pyz: the node program (`rayhpc.launcher.node`) and the contract it shares with the
-launcher, as one file that Python runs (`python node_agent.pyz --run-dir DIR`).
+"""node_agent.pyz: the node program (`rayhpc.launcher.node`) and the contract (and timeline) it
+shares with the launcher, as one file that Python runs (`python node_agent.pyz --run-dir DIR`).
 
 Made at launch from this checkout's sources (fixed file times and order: the same sources and
 spec give the same bytes), so what runs on the nodes is the code the launcher was written
@@ -21,16 +21,19 @@ NODE_DIR = PACKAGE_DIR / "node"
 ENTRY = NODE_DIR / "bundle_main.py"  # the archive's __main__.py, after the SOURCES line
 # Inside the archive the packages hold only what the node program imports.
 PACKAGE_INIT = b'"""rayhpc: the contract and the node program (node_agent.pyz)."""\n'
+# What both sides import: the contract, and the timeline the head draws at the end of a run.
+SHARED = ("contract.py", "timeline.py")
 FILE_TIME = (1980, 1, 1, 0, 0, 0)  # zip's earliest: the same bytes whenever it is made
 
 
 def node_modules() -> dict[str, bytes]:
     """The node program's modules by their path in the archive: rayhpc/__init__.py,
-    rayhpc/launcher/__init__.py, rayhpc/launcher/contract.py, rayhpc/launcher/node/*.py (its
-    start aside)."""
+    rayhpc/launcher/__init__.py, the modules it shares with the launcher (SHARED), and
+    rayhpc/launcher/node/*.py (its start aside)."""
     modules = {"rayhpc/__init__.py": PACKAGE_INIT,
                "rayhpc/launcher/__init__.py": PACKAGE_INIT,
-               "rayhpc/launcher/contract.py": (PACKAGE_DIR / "contract.py").read_bytes()}
+               **{f"rayhpc/launcher/{name}": (PACKAGE_DIR / name).read_bytes()
+                  for name in SHARED}}
     for path in sorted(NODE_DIR.glob("*.py")):
         if path != ENTRY:
             modules[f"rayhpc/launcher/node/{path.name}"] = path.read_bytes()

@@ -118,10 +118,13 @@ class Peer:
         self.group = ""
         self.connected = True
         self.final: dict | None = None  # its last record, sent when it stopped
+        # When the head heard of each state (the head's clock, one for every node): the run's
+        # timeline (`connected`: its agent reached the head, and waits for the head's address).
+        self.times = {"connected": time.time()}
 
     def record(self) -> dict:
         return {"state": self.state, "reason": self.reason, "ip": self.ip, "group": self.group,
-                "final": self.final}
+                "final": self.final, "times": self.times}
 
 
 class ControlServer:
@@ -223,6 +226,7 @@ class ControlServer:
             state = str(message.get("state", peer.state))
             if state == "failed" and peer.state != "failed":
                 self.failed.append(peer)
+            peer.times.setdefault(state, time.time())
             peer.state = state
             peer.reason = str(message.get("reason", peer.reason))
             peer.ip = str(message.get("ip", peer.ip))
@@ -235,6 +239,7 @@ class ControlServer:
             peer = self._by_channel.pop(channel, None)
             if peer is not None:
                 peer.connected = False
+                peer.times.setdefault("disconnected", time.time())
                 if peer.state not in FINAL_STATES:
                     peer.state, peer.reason = "gone", "its agent's connection closed"
                 self._bump()

@@ -41,6 +41,7 @@ from rayhpc.launcher.node.report import (
     nodes_poll_s,
     resources_line,
 )
+from rayhpc.launcher.timeline import write_timeline
 
 STOP_FILE_EVERY_S = 1.0  # the head looks at the stop file at most this often
 STATUS_EVERY_S = 1.0  # status.json is rewritten at most this often (and at once when all joined)
@@ -68,7 +69,8 @@ class Head(Agent):
     def __init__(self, paths: RunPaths, node: str, spec: LaunchSpec, group: str = ""):
         super().__init__(paths, node, spec, group)
         self.driver: subprocess.Popen | None = None
-        self.timing: dict = {"t_submit": spec.t_submit, "nodes_expected": spec.nodes,
+        self.timing: dict = {"t_submit": spec.t_submit, "t_head_start": time.time(),
+                             "nodes_expected": spec.nodes,
                              "nodes_joined": 0, "nodes_lost": []}
         self.status: dict = {"joined": 0, "expected": spec.nodes, "lost": []}
         self._status_written = 0.0
@@ -138,6 +140,10 @@ class Head(Agent):
             if error:
                 atomic_write(self.paths.error, error + "\n")
             write_json(self.paths.timing, self.timing)
+            try:
+                write_timeline(self.paths)
+            except Exception as exc:  # noqa: BLE001 (a picture is never worth the exit code)
+                self.say(f"timeline.svg not written: {type(exc).__name__}: {exc}")
             atomic_write(self.paths.exit_code, f"{code}\n")
         except OSError as exc:
             self.say(f"error: {run_dir_problem(exc)}: exit code not recorded")
@@ -360,6 +366,7 @@ class Head(Agent):
         # Announced, not only sent: a worker that gets through only now (still probing while
         # the launch failed) hears "stop" instead of the head's address.
         self.server.announce(stop="the head is tearing down")
+        self.timing["t_teardown_start"] = time.time()
         try:
             self.paths.request_stop(f"head: {self.node} is tearing down")
         except OSError as exc:
@@ -378,11 +385,13 @@ class Head(Agent):
             version = self.server.wait(version, timeout=max(0.0, deadline - time.monotonic()))
         self.server.close()
         # Every node's final record in one file: one write for the whole cluster.
+        times = {"starting": self.timing["t_head_start"], "joined": self.timing.get("t_head_up")}
         records = {self.node: self.final_record("failed" if self.failed else "stopped",
-                                                logs=summary)}
-        for name, peer in self.server.records().items():
-            records[name] = peer["final"] or {"node": name, "state": peer["state"],
-                                              "reason": peer["reason"], "ip": peer["ip"]}
+                                                logs=summary, times=times, role="head")}
+        for name, peer in self.server.records().items():  # times: when the head heard
+            records[name] = {**(peer["final"] or {"node": name, "state": peer["state"],
+                                                  "reason": peer["reason"], "ip": peer["ip"]}),
+                             "times": peer["times"]}
         try:
             write_json(self.paths.nodes_file, records)
         except OSError as exc:
