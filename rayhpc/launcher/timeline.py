@@ -211,11 +211,12 @@ def render_timeline(run_id: str, timing: dict, records: dict[str, dict]) -> str:
                    f'<text x="{legend_x + 16}" y="53">{escape(text)}</text>')
         legend_x += 24 + 6 * len(text)
     step = tick_step(span)
+    unit, per = ("min", 60) if step >= 60 else ("s", 1)  # one unit along the axis
     for i in range(int(span // step) + 1):
         tx = x(start + i * step)
         out.append(f'<line x1="{tx}" y1="{top}" x2="{tx}" y2="{bottom}" stroke="#eeeeee"/>'
                    f'<text x="{tx}" y="{bottom + 14}" text-anchor="middle">'
-                   f"{seconds_text(i * step)}</text>")
+                   f"{i * step / per:g} {unit}</text>")
     for index, row in enumerate(rows):
         y = top + index * ROW_H
         colour = "#b3261e" if row.label in late_names else "black"
