@@ -67,7 +67,7 @@ def assert_nothing_left(bed: SlurmTestbed, wait_s: float = 30) -> None:
         assert left == "", f"Ray processes left on {node}: {left}"
 
 
-def test_two_node_ray_cluster_under_sbatch_and_srun(testbed):
+def test_two_node_ray_cluster_under_sbatch_and_srun(testbed, tmp_path):
     result, run_dir = launch(testbed, "--nodes", "2", "--driver",
                              "python examples/hello_nodes.py --ray-address={address}")
     output = result.stdout + result.stderr
@@ -82,6 +82,11 @@ def test_two_node_ray_cluster_under_sbatch_and_srun(testbed):
         assert "raylet.out" in archived(run_dir, node), f"no logs from {node}"
     timing = json.loads((run_dir / "timing.json").read_text())
     assert timing["nodes_joined"] == timing["nodes_expected"] == 2
+    # The head drew the run's timeline: a row per node, the head's own times among them.
+    timeline = (run_dir / "timeline.svg").read_text()
+    assert "2/2 nodes joined" in timeline and ">node2</text>" in timeline
+    assert "<title>the head</title>" not in timeline  # rows of their own below 40 nodes
+    shutil.copy(run_dir / "timeline.svg", tmp_path)  # kept with pytest's temp dirs, to look at
     assert_nothing_left(testbed)
 
 
