@@ -75,13 +75,19 @@ def test_the_wheel_installs_one_package_and_its_data(installed, empty_dir):
     code = ("import importlib.metadata as m, rayhpc\n"
             "files = m.files('rayhpc')\n"
             "print(rayhpc.PACKAGE_DIR)\n"
+            "print(sorted(str(f) for f in files if f.parts[0] == 'rayhpc'"
+            " and f.suffix != '.pyc'))\n"
             "print(sorted({f.parts[0] for f in files if not f.parts[0].endswith('.dist-info')"
             " and not f.parts[0].startswith('..')}))\n"
             "print((rayhpc.RECIPES_DIR / 'ray.yaml').is_file(),"
             " (rayhpc.EXAMPLES_DIR / 'hello_nodes.py').is_file())\n")
     result = run(installed, "python", "-c", code, cwd=empty_dir)
     assert result.returncode == 0, result.stderr
-    package_dir, top_level, data = result.stdout.splitlines()
+    package_dir, installed_files, top_level, data = result.stdout.splitlines()
+    # Every file of the package in the checkout (modules, recipes, examples, site profiles).
+    checkout = sorted(str(p.relative_to(PROJECT_ROOT)) for p in (PROJECT_ROOT / "rayhpc").rglob("*")
+                      if p.is_file() and "__pycache__" not in p.parts)
+    assert installed_files == repr(checkout)
     assert Path(package_dir).is_relative_to(installed.parent), package_dir  # not the checkout
     assert top_level == "['rayhpc']"  # no generic top-level names in site-packages
     assert data == "True True"
