@@ -118,3 +118,12 @@ def test_a_node_that_wrote_its_own_record_is_drawn_too(tmp_path):
     svg = Path(write_timeline(paths)).read_text()
     assert row_labels(svg) == ["head", "worker-1", "worker-2", "worker-3"]
     assert ">worker-3: never joined (failed)</text>" in svg
+
+
+def test_a_run_whose_head_died_early_still_gets_a_picture():
+    """The launcher's own timing.json (the head never wrote one) and no node records: the
+    milestones it has, nothing invented."""
+    svg = render_timeline("r", {"t_submit": 100.0, "nodes_expected": 3, "nodes_joined": 0}, {})
+    ElementTree.fromstring(svg)
+    assert "0/3 nodes joined</text>" in svg and ">submit 0.0 s</text>" in svg
+    assert row_labels(svg) == [] and bar_phases(svg) == []
