@@ -148,3 +148,17 @@ def test_rayhpc_runs_the_bundled_hello_example_locally(installed, empty_dir, doc
     # The examples were staged into the shared dir from the installed package.
     assert (shared_dir / "examples" / "hello_nodes.py").read_bytes() == \
         (PROJECT_ROOT / "rayhpc/examples/hello_nodes.py").read_bytes()
+
+
+def test_rayhpc_has_the_tasks_flags_and_help_of_invoke_in_the_checkout(installed, empty_dir):
+    from tests.cli import invoke
+
+    listed = run(installed, "rayhpc", "--list", cwd=empty_dir).stdout
+    tasks = [line.split()[0] for line in listed.splitlines() if line.startswith("  ")
+             and not line.startswith("   ")]
+    assert tasks == [line.split()[0] for line in invoke("--list").stdout.splitlines()
+                     if line.startswith("  ") and not line.startswith("   ")]
+    for task in ("launch", "submit", "report"):
+        mine = run(installed, "rayhpc", "--help", task, cwd=empty_dir).stdout
+        theirs = invoke("--help", task).stdout
+        assert mine.split("\n", 1)[1] == theirs.split("\n", 1)[1], task  # after "Usage:"
