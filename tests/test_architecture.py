@@ -245,7 +245,7 @@ def test_everything_the_node_reads_of_the_spec_is_in_the_contract():
 def test_a_login_node_without_docker_py_runs_the_batch_commands(tmp_path):
     """docker-py is imported only where an engine is used: with it missing (`import docker`
     fails, as on an HPC login node), the `rayhpc` command runs a batch site's dry run, status,
-    submit, logs and down (each as far as a run that is not up lets it: an answer, no
+    submit, logs, report and down (each as far as a run that is not up lets it: an answer, no
     ImportError)."""
     spec = make_spec("slurm", shared=str(tmp_path), image="/x.sif")
     run_dir = prepare_run_dir(spec)
@@ -257,6 +257,8 @@ def test_a_login_node_without_docker_py_runs_the_batch_commands(tmp_path):
         "logs": (["logs", "--run", spec.run_id, *where], 0, "rayhpc: no job output kept"),
         "submit": (["submit", "--run", spec.run_id, *where, "--", "python", "x.py"], 2,
                    f"error: --run: the cluster of run {spec.run_id} is not up yet"),
+        "report": (["report", "--run", spec.run_id, *where], 2,
+                   f"error: --run: run {spec.run_id} has no timing.json yet"),
         "down": (["down", "--run", spec.run_id, *where], 2,
                  f"error: --run: run {spec.run_id} has finished")}
     for name, (args, code, start) in commands.items():
