@@ -92,7 +92,8 @@ def leftovers(api, run_id: str) -> list[str]:
 
 def assert_clean_run(api, result, run_dir: Path, nodes: int, code: int = 0,
                      lost: str = "", groups: str = "") -> dict:
-    """What every finished run must leave: exit code, timing, harvested logs, nothing running.
+    """What every finished run must leave: exit code, timing, harvested logs, the timeline,
+    nothing running.
 
     ``lost``: the summary's list of nodes lost during the run ("worker-2"), if any;
     ``groups``: a pattern of its node groups ("head: 1 node, 2 CPUs, 0 GPUs; ..."), if any.
@@ -113,6 +114,10 @@ def assert_clean_run(api, result, run_dir: Path, nodes: int, code: int = 0,
     head = json.loads((run_dir / "head.json").read_text())
     assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+:\d+", head["address"])
     assert oct((run_dir / "auth_token").stat().st_mode & 0o777) == "0o600"
+    # The head drew the bring-up: a row for every node, the joins counted.
+    timeline = (run_dir / "timeline.svg").read_text()
+    assert f"{nodes}/{nodes} nodes joined" in timeline
+    assert all(f">{node}</text>" in timeline for node in names) or nodes > 40
     assert leftovers(api, run_dir.name) == []
     summary = result.stdout.strip().splitlines()[-1]
     lost_part = rf" \(lost: {lost}\)" if lost else ""
