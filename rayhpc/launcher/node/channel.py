@@ -6,6 +6,7 @@ connection means the other side is gone. One thread and one selector serve every
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -138,6 +139,9 @@ class ControlServer:
             listener.setblocking(False)
             self.selector.register(listener, selectors.EVENT_READ)
         self.peers: dict[str, Peer] = {}
+        # The peers in each state, kept as they change: the head asks on every message while
+        # thousands join and end, and must not look at N peers each time.
+        self._by_state: collections.defaultdict[str, set[str]] = collections.defaultdict(set)
         self._by_channel: dict[Channel, Peer] = {}
         self.changed = threading.Condition()
         self.version = 0  # bumped on every change of a peer
@@ -208,7 +212,10 @@ class ControlServer:
             old = self.peers.get(peer.name)
             if old is not None and old.connected:
                 peer.name = f"{peer.name}#{len(self.peers)}"  # two agents, one host name
+            elif old is not None:
+                self._by_state[old.state].discard(old.name)  # back on a new connection
             self.peers[peer.name] = peer
+            self._by_state[peer.state].add(peer.name)
             self._by_channel[channel] = peer
             self._bump()
         if self.head_message is not None:
@@ -223,7 +230,7 @@ class ControlServer:
             state = str(message.get("state", peer.state))
             if state == "failed" and peer.state != "failed":
                 self.failed.append(peer)
-            peer.state = state
+            self._set_state(peer, state)
             peer.reason = str(message.get("reason", peer.reason))
             peer.ip = str(message.get("ip", peer.ip))
             if isinstance(message.get("final"), dict):
@@ -236,8 +243,14 @@ class ControlServer:
             if peer is not None:
                 peer.connected = False
                 if peer.state not in FINAL_STATES:
-                    peer.state, peer.reason = "gone", "its agent's connection closed"
+                    self._set_state(peer, "gone")
+                    peer.reason = "its agent's connection closed"
                 self._bump()
+
+    def _set_state(self, peer: Peer, state: str) -> None:
+        self._by_state[peer.state].discard(peer.name)
+        self._by_state[state].add(peer.name)
+        peer.state = state
 
     def _bump(self) -> None:
         self.version += 1
@@ -261,7 +274,18 @@ class ControlServer:
 
     def count(self, state: str) -> int:
         with self.changed:
-            return sum(1 for p in self.peers.values() if p.state == state)
+            return len(self._by_state[state])
+
+    def names(self, state: str) -> set[str]:
+        """The workers in ``state`` now."""
+        with self.changed:
+            return set(self._by_state[state])
+
+    def settled(self) -> bool:
+        """Every worker's agent has ended (a final state) or its connection has closed."""
+        with self.changed:
+            ended = sum(len(self._by_state[s]) for s in (*FINAL_STATES, "gone"))
+            return ended == len(self.peers)
 
     def records(self) -> dict[str, dict]:
         with self.changed:

@@ -13,7 +13,6 @@ import threading
 import time
 
 from rayhpc.launcher.contract import (
-    FINAL_STATES,
     NODES_ENV,
     RUN_DIR_ENV,
     LaunchSpec,
@@ -187,8 +186,13 @@ class Head(Agent):
 
     def publish_status(self, force: bool = False, **changes: object) -> None:
         """status.json for the launcher: at most once a second, unless ``force``. It names
-        every node with its state and address (`invoke status` and `logs` read them)."""
+        every node with its state and address (`invoke status` and `logs` read them). The node
+        list is built only when written: at 10,000 nodes it is called on every message."""
         self.status.update(changes)
+        now = time.monotonic()
+        if not force and now - self._status_written < STATUS_EVERY_S:
+            return
+        self._status_written = now
         nodes = {self.node: {"state": "joined", "ip": self.ip,
                              "group": self.group.name if self.group else None},
                  **{name: {"state": r["state"], "ip": r["ip"], "group": r["group"] or None}
@@ -199,10 +203,7 @@ class Head(Agent):
             if name in self.resources:
                 node["resources"] = self.resources[name]
         self.status["nodes"] = nodes
-        now = time.monotonic()
-        if force or now - self._status_written >= STATUS_EVERY_S:
-            self._status_written = now
-            write_json(self.paths.status, self.status)
+        write_json(self.paths.status, self.status)
 
     def report_resources(self) -> None:
         """What every node brought to Ray, from Ray's node list at the join (no extra call):
@@ -337,7 +338,7 @@ class Head(Agent):
         next_gcs = time.monotonic() + nodes_poll_s(self.spec.nodes, during_driver=True)
         version = -1
         while running():
-            lost = {name for name, r in self.server.records().items() if r["state"] == "gone"}
+            lost = self.server.names("gone")
             if time.monotonic() >= next_gcs:
                 next_gcs = time.monotonic() + nodes_poll_s(self.spec.nodes, True)
                 try:
@@ -371,10 +372,7 @@ class Head(Agent):
         summary = self.harvest_logs()
         deadline = time.monotonic() + self.spec.stop_timeout
         version = -1
-        while time.monotonic() < deadline:
-            records = self.server.records()
-            if all(r["state"] in (*FINAL_STATES, "gone") for r in records.values()):
-                break
+        while time.monotonic() < deadline and not self.server.settled():
             version = self.server.wait(version, timeout=max(0.0, deadline - time.monotonic()))
         self.server.close()
         # Every node's final record in one file: one write for the whole cluster.
