@@ -56,7 +56,10 @@ class Channel:
                     sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
     def send(self, **message: object) -> bool:
-        data = (json.dumps(message) + "\n").encode()
+        return self.send_data(encode(message))
+
+    def send_data(self, data: bytes) -> bool:
+        """Messages already encoded (one broadcast to thousands is encoded once)."""
         try:
             with self._lock:
                 self.sock.sendall(data)
@@ -96,6 +99,10 @@ class Channel:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def encode(message: dict) -> bytes:
+    return (json.dumps(message) + "\n").encode()
 
 
 def parse_message(line: bytes) -> dict | None:
@@ -264,8 +271,9 @@ class ControlServer:
     def broadcast(self, **message: object) -> None:
         with self.changed:
             peers = [p for p in self.peers.values() if p.connected]
+        data = encode(message)
         for peer in peers:
-            peer.channel.send(**message)
+            peer.channel.send_data(data)
 
     def first_failure(self) -> tuple[str, str] | None:
         """The first worker whose agent said it failed, and its reason (None: none did)."""

@@ -184,14 +184,14 @@ class Head(Agent):
 
         return [n for n in ray.nodes() if n.get("Alive")]
 
-    def publish_status(self, force: bool = False, **changes: object) -> None:
+    def publish_status(self, force: bool = False, **changes: object) -> bool:
         """status.json for the launcher: at most once a second, unless ``force``. It names
-        every node with its state and address (`invoke status` and `logs` read them). The node
-        list is built only when written: at 10,000 nodes it is called on every message."""
+        every node with its state and address (`invoke status` and `logs` read them), built
+        only when written (at 10,000 nodes this is called on every message). True: written."""
         self.status.update(changes)
         now = time.monotonic()
         if not force and now - self._status_written < STATUS_EVERY_S:
-            return
+            return False
         self._status_written = now
         nodes = {self.node: {"state": "joined", "ip": self.ip,
                              "group": self.group.name if self.group else None},
@@ -204,6 +204,7 @@ class Head(Agent):
                 node["resources"] = self.resources[name]
         self.status["nodes"] = nodes
         write_json(self.paths.status, self.status)
+        return True
 
     def report_resources(self) -> None:
         """What every node brought to Ray, from Ray's node list at the join (no extra call):
@@ -250,10 +251,13 @@ class Head(Agent):
             # All joined only once Ray confirms it; progress from whichever knows more.
             progress = max(joined, alive) if alive >= expected else min(max(joined, alive),
                                                                         expected - 1)
-            if progress != shown:
+            self.timing["nodes_joined"] = progress
+            # Shown (status.json, a line) at most once a second, the last count always (this
+            # loop wakes at least once a second): it runs on every message, thousands a
+            # second while a large cluster joins.
+            if progress != shown and self.publish_status(force=progress >= expected,
+                                                          joined=progress):
                 shown = progress
-                self.timing["nodes_joined"] = progress
-                self.publish_status(force=progress >= expected, joined=progress)
                 self.say(f"{progress}/{expected} nodes joined")
             if alive >= expected:
                 self.timing["t_all_joined"] = time.time()
