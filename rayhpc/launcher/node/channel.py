@@ -28,6 +28,7 @@ PROBE_FIRST_S, PROBE_MAX_S = 0.1, 2.0
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_HELLO_BYTES = 4096
 HELLO_TIMEOUT_S = 10.0
+ACCEPT_BATCH = 1024  # connections the head accepts at once before it serves the others
 
 
 def backoff(attempt: int, first: float = PROBE_FIRST_S, most: float = PROBE_MAX_S) -> float:
@@ -168,12 +169,7 @@ class ControlServer:
                 return
             for key, _ in events:
                 if key.fileobj in self.listeners:
-                    with contextlib.suppress(OSError):
-                        sock, _ = key.fileobj.accept()
-                        sock.setblocking(False)
-                        channel = Channel(sock, limit=MAX_HELLO_BYTES)
-                        unnamed[channel] = time.monotonic()
-                        self.selector.register(sock, selectors.EVENT_READ, channel)
+                    self._accept(key.fileobj, unnamed)
                     continue
                 channel = key.data
                 lines = channel.read_lines()
@@ -182,10 +178,28 @@ class ControlServer:
                     unnamed.pop(channel, None)
                     self._closed(channel)
             # A peer that has not shown the token in time is not one of this run's agents.
+            # Oldest first (kept in the order accepted): only those too old are looked at.
             too_old = time.monotonic() - HELLO_TIMEOUT_S
-            for channel in [c for c, since in unnamed.items() if since < too_old]:
+            while unnamed:
+                channel, since = next(iter(unnamed.items()))
+                if since >= too_old:
+                    break
                 del unnamed[channel]
                 self._drop(channel)
+
+    def _accept(self, listener: socket.socket, unnamed: dict[Channel, float]) -> None:
+        """The connections waiting on ``listener``, a batch at a time: thousands of nodes
+        knock within a second, and what the listen queue cannot hold waits for a SYN resent
+        one, three, seven seconds later."""
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = listener.accept()
+            except OSError:  # none left (BlockingIOError), or out of file descriptors
+                return
+            sock.setblocking(False)
+            channel = Channel(sock, limit=MAX_HELLO_BYTES)
+            unnamed[channel] = time.monotonic()
+            self.selector.register(sock, selectors.EVENT_READ, channel)
 
     def _take(self, channel: Channel, lines: list[bytes], unnamed: dict[Channel, float]
               ) -> bool:
