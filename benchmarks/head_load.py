@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import platform
+import random
 import resource
 import statistics
 import subprocess
@@ -55,6 +56,10 @@ HEAD_UP_TIMEOUT_S = 60
 LATE_PEERS = 50  # joining one at a time while the driver runs
 GCS_SLOTS = 64  # `ray start`s registering at once (a real one takes seconds; not all at once)
 SAMPLE_S = 0.1  # how often the head's /proc figures are read
+# The final records come over this long after "stop" (real workers spread theirs over
+# harvest_spread_s: 14 s at 1,024 nodes, 60 s at 10,000; here a harsher burst), which also
+# keeps this one process free to note when each "stop" arrives.
+FINAL_SPREAD_S = 5.0
 STALL_S = 120  # the run is given up when no peer gets further for this long
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -117,8 +122,10 @@ class PeerProtocol(asyncio.Protocol):
 class Peers:
     """N-1 worker agents (and the late ones) in one event loop."""
 
-    def __init__(self, head_ip: str, port: int, token: str, nodes: int):
+    def __init__(self, head_ip: str, port: int, token: str, nodes: int,
+                 final_spread_s: float = FINAL_SPREAD_S):
         self.head_ip, self.port, self.nodes = head_ip, port, nodes
+        self.final_spread_s = final_spread_s
         self.secret = secret_of(token)
         self.gcs_slots = asyncio.Semaphore(GCS_SLOTS)
 
@@ -166,6 +173,7 @@ class Peers:
         if joined is not None:
             joined.set()
         await peer.told_stop.wait()
+        await asyncio.sleep(random.uniform(0, self.final_spread_s))
         if peer.closed.is_set():
             return
         record = {"node": peer.name, "state": "stopped", "ip": peer.ip, "hostname": peer.name,
@@ -274,7 +282,7 @@ class HeadLoad(Simulation):
                 raise RuntimeError(f"the head did not come up:\n{self.head_output()}")
             await asyncio.sleep(0.05)
         peers = Peers(node_ip(0), self.spec.ports["agent"],
-                      self.paths.auth_token.read_text().strip(), self.nodes)
+                      self.paths.auth_token.read_text().strip(), self.nodes, self.final_spread_s)
         crowd = [Peer(f"sim-{i:05d}", node_ip(i)) for i in range(1, self.nodes)]
         t_storm = time.time()
         tasks = [asyncio.ensure_future(peers.play(peer, delay=self.spread_s * i / len(crowd)))
@@ -306,6 +314,7 @@ class HeadLoad(Simulation):
                 "late_window": (t_late, t_late_done)}
 
     spread_s = 0.0  # the peers' first connects spread evenly over this long (0: all at once)
+    final_spread_s = FINAL_SPREAD_S
 
     def measure(self, driver_s: float) -> dict:
         cpu0 = time.process_time()
@@ -410,11 +419,11 @@ class HeadLoad(Simulation):
 
 
 def measure(nodes: int, driver_s: float = 10, agent: Path | None = None,
-            spread_s: float = 0.0) -> dict:
+            spread_s: float = 0.0, final_spread_s: float = FINAL_SPREAD_S) -> dict:
     raise_own_fd_limit(nodes + LATE_PEERS + GCS_SLOTS + 200)
     with tempfile.TemporaryDirectory(prefix="rayhpc-headload-") as work:
         load = HeadLoad(nodes, Path(work), agent, driver_s, wait_s=0)
-        load.spread_s = spread_s
+        load.spread_s, load.final_spread_s = spread_s, final_spread_s
         try:
             return load.measure(driver_s)
         finally:

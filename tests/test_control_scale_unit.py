@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from rayhpc.launcher.node import channel
+from rayhpc.launcher.node import channel, report
 
 PEERS = 1100  # past select()'s FD_SETSIZE of 1024: the server must not use select()
 SECRET = channel.secret_of("token")
@@ -75,3 +75,10 @@ def test_more_connections_than_select_can_watch_and_the_state_index_follows(serv
     finally:
         for agent in agents:
             agent.close()
+
+
+@pytest.mark.parametrize(("nodes", "every_s"), [(2, 1.0), (1000, 1.0), (4096, 4.096),
+                                                 (10000, 10.0)])
+def test_status_json_is_rewritten_less_often_as_the_cluster_grows(nodes, every_s):
+    """Every node is in status.json (2.3 MB at 10,000 nodes): its rate falls as N grows."""
+    assert report.status_every_s(nodes) == every_s

@@ -14,7 +14,7 @@ NODES = 50
 
 
 def test_a_real_head_counts_every_simulated_worker_and_ends_cleanly():
-    result = measure(NODES, driver_s=1)
+    result = measure(NODES, driver_s=1, final_spread_s=0.5)
     assert result["exit_code"] == 0 and result["joined"] == NODES, result
     # Every peer got the head's address, and "stop" at the end; each sent its final record.
     for figure in ("accept_ms", "hello_rtt_ms", "late_rtt_ms", "stop_ms"):

@@ -39,10 +39,10 @@ from rayhpc.launcher.node.report import (
     node_resources,
     nodes_poll_s,
     resources_line,
+    status_every_s,
 )
 
 STOP_FILE_EVERY_S = 1.0  # the head looks at the stop file at most this often
-STATUS_EVERY_S = 1.0  # status.json is rewritten at most this often (and at once when all joined)
 DRIVER_KILL_AFTER_S = 10  # SIGKILL a driver still there this long after SIGTERM
 LEFTOVER_GRACE_S = 3  # what the driver left running gets this long after SIGTERM
 # Ray's published scalability envelope ("Ray Scalability Envelope", release/benchmarks/
@@ -185,12 +185,12 @@ class Head(Agent):
         return [n for n in ray.nodes() if n.get("Alive")]
 
     def publish_status(self, force: bool = False, **changes: object) -> bool:
-        """status.json for the launcher: at most once a second, unless ``force``. It names
+        """status.json for the launcher: at most every status_every_s, unless ``force``. It names
         every node with its state and address (`invoke status` and `logs` read them), built
         only when written (at 10,000 nodes this is called on every message). True: written."""
         self.status.update(changes)
         now = time.monotonic()
-        if not force and now - self._status_written < STATUS_EVERY_S:
+        if not force and now - self._status_written < status_every_s(self.spec.nodes):
             return False
         self._status_written = now
         nodes = {self.node: {"state": "joined", "ip": self.ip,
@@ -252,8 +252,8 @@ class Head(Agent):
             progress = max(joined, alive) if alive >= expected else min(max(joined, alive),
                                                                         expected - 1)
             self.timing["nodes_joined"] = progress
-            # Shown (status.json, a line) at most once a second, the last count always (this
-            # loop wakes at least once a second): it runs on every message, thousands a
+            # Shown (status.json, a line) at most every status_every_s, the last count always
+            # (this loop wakes at least once a second): it runs on every message, thousands a
             # second while a large cluster joins.
             if progress != shown and self.publish_status(force=progress >= expected,
                                                           joined=progress):
