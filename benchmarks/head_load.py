@@ -18,11 +18,15 @@ What it measures, for each N, side by side in one table:
 - the head's CPU seconds per phase and peak RSS (from /proc), its run-directory operations
   (counted by sim_ray/sitecustomize.py), status.json rewrites and sizes.
 
-    .venv/bin/python benchmarks/head_load.py [--nodes 1024 10000] [--driver-s 10] [--agent PATH]
+    .venv/bin/python benchmarks/head_load.py [--nodes 1024 10000] [--driver-s 10]
+        [--connect-rate R] [--agent PATH]
 
---agent runs another node program file as the head (a node_agent.pyz of another checkout) for
-before/after figures. This process needs about N + 100 open files (its soft limit is raised to
-the hard one; the head raises its own, and starts here with a soft limit of 1024 to show it).
+--agent runs another node program file as the head for before/after figures: one built
+without a spec inside, so that it reads this run's spec.json (in the other checkout:
+`python -c "from rayhpc.launcher.backends import bundle; open('old.pyz', 'wb').write(
+bundle.node_program(''))"`). This process needs about N + 100 open files (its soft limit is
+raised to the hard one; the head raises its own, and starts here with a soft limit of 1024 to
+show it).
 """
 
 from __future__ import annotations
@@ -285,7 +289,8 @@ class HeadLoad(Simulation):
                       self.paths.auth_token.read_text().strip(), self.nodes, self.final_spread_s)
         crowd = [Peer(f"sim-{i:05d}", node_ip(i)) for i in range(1, self.nodes)]
         t_storm = time.time()
-        tasks = [asyncio.ensure_future(peers.play(peer, delay=self.spread_s * i / len(crowd)))
+        pace = 1 / self.connect_rate if self.connect_rate else 0.0
+        tasks = [asyncio.ensure_future(peers.play(peer, delay=i * pace))
                  for i, peer in enumerate(crowd)]
         # Late peers, one at a time, once the driver runs (every node joined).
         progress, since = (), time.monotonic()
@@ -313,7 +318,7 @@ class HeadLoad(Simulation):
         return {"t_storm": t_storm, "crowd": crowd, "late": late,
                 "late_window": (t_late, t_late_done)}
 
-    spread_s = 0.0  # the peers' first connects spread evenly over this long (0: all at once)
+    connect_rate = 0.0  # the peers' first connects per second (0: all at once)
     final_spread_s = FINAL_SPREAD_S
 
     def measure(self, driver_s: float) -> dict:
@@ -419,11 +424,11 @@ class HeadLoad(Simulation):
 
 
 def measure(nodes: int, driver_s: float = 10, agent: Path | None = None,
-            spread_s: float = 0.0, final_spread_s: float = FINAL_SPREAD_S) -> dict:
+            connect_rate: float = 0.0, final_spread_s: float = FINAL_SPREAD_S) -> dict:
     raise_own_fd_limit(nodes + LATE_PEERS + GCS_SLOTS + 200)
     with tempfile.TemporaryDirectory(prefix="rayhpc-headload-") as work:
         load = HeadLoad(nodes, Path(work), agent, driver_s, wait_s=0)
-        load.spread_s, load.final_spread_s = spread_s, final_spread_s
+        load.connect_rate, load.final_spread_s = connect_rate, final_spread_s
         try:
             return load.measure(driver_s)
         finally:
@@ -499,17 +504,17 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, nargs="+", default=[1024, 10000])
     parser.add_argument("--driver-s", type=float, default=10,
                         help="seconds the driver runs (the idle phase; late peers join in it)")
-    parser.add_argument("--spread-s", type=float, default=0.0,
-                        help="spread the peers' first connects evenly over this many seconds "
-                             "(default 0: all at once, the worst case)")
+    parser.add_argument("--connect-rate", type=float, default=0.0,
+                        help="the peers' first connects per second (default 0: all at once, "
+                             "the worst case; srun starts a large job's tasks over seconds)")
     parser.add_argument("--agent", type=Path,
                         help="node program file to run as the head (default: this checkout's)")
     args = parser.parse_args()
     print(f"machine: {machine_line()}\nhead: {args.agent or 'node_agent.pyz (this checkout)'}"
-          f"\nfirst connects: {f'over {args.spread_s} s' if args.spread_s else 'all at once'}")
+          f"\nfirst connects: {f'{args.connect_rate:g}/s' if args.connect_rate else 'all at once'}")
     results = []
     for nodes in args.nodes:
-        results.append(measure(nodes, args.driver_s, args.agent, args.spread_s))
+        results.append(measure(nodes, args.driver_s, args.agent, args.connect_rate))
         print(json.dumps(results[-1]), flush=True)
     print_table("one real head agent, N-1 simulated workers on its protocol",
                 ["figure", *(f"N={r['nodes']}" for r in results), "last/first"],
