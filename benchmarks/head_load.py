@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import random
 import resource
 import statistics
@@ -50,7 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import print_table  # noqa: E402
+from harness import machine, print_table  # noqa: E402
 from scale import Simulation, node_ip, overlap  # noqa: E402
 
 from rayhpc.launcher.contract import read_json  # noqa: E402
@@ -487,17 +486,6 @@ def rows_of(results: list[dict]) -> list[list[object]]:
     return rows
 
 
-def machine_line() -> str:
-    cpu = platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, Linux {platform.release()}, "
-            f"Python {platform.python_version()}, load {os.getloadavg()[0]:.1f} at start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -510,7 +498,8 @@ def main() -> None:
     parser.add_argument("--agent", type=Path,
                         help="node program file to run as the head (default: this checkout's)")
     args = parser.parse_args()
-    print(f"machine: {machine_line()}\nhead: {args.agent or 'node_agent.pyz (this checkout)'}"
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the start"
+          f"\nhead: {args.agent or 'node_agent.pyz (this checkout)'}"
           f"\nfirst connects: {f'{args.connect_rate:g}/s' if args.connect_rate else 'all at once'}")
     results = []
     for nodes in args.nodes:
