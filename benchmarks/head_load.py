@@ -402,6 +402,8 @@ class HeadLoad(Simulation):
             "nodes_json_kib": (self.paths.nodes_file.stat().st_size / 1024
                                if self.paths.nodes_file.exists() else None),
             "records": len(read_json(self.paths.nodes_file) or {}),
+            "status_mib_written": (counts["files"].get("open /status.json", 0)
+                                   * status.stat().st_size / 2**20 if status.exists() else None),
             "head_log_lines": len(self.paths.node_log("sim-00000").read_text().splitlines())
             if self.paths.node_log("sim-00000").exists() else None,
             "peers_cpu_s": peers_cpu,
@@ -472,6 +474,7 @@ def rows_of(results: list[dict]) -> list[list[object]]:
         ("head run-dir ops/s driver", "rundir_ops_s.driver"),
         ("head run-dir ops/s teardown", "rundir_ops_s.teardown"),
         ("status.json rewrites", "status_writes"), ("status.json KiB", "status_kib"),
+        ("status.json MiB written (at most)", "status_mib_written"),
         ("nodes.json KiB", "nodes_json_kib"), ("nodes.json records", "records"),
         ("head agent log lines", "head_log_lines"),
         ("peer simulator's own CPU s", "peers_cpu_s"),
