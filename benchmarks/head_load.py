@@ -64,6 +64,7 @@ SAMPLE_S = 0.1  # how often the head's /proc figures are read
 # keeps this one process free to note when each "stop" arrives.
 FINAL_SPREAD_S = 5.0
 STALL_S = 120  # the run is given up when no peer gets further for this long
+GOAL_GROWTH = 1.5  # the head's CPU per node and round trip may grow this much from small N
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -511,6 +512,20 @@ def main() -> None:
     print_table("one real head agent, N-1 simulated workers on its protocol",
                 ["figure", *(f"N={r['nodes']}" for r in results), "last/first"],
                 rows_of(results))
+    if len(results) > 1:
+        print(goal_line(results[0], results[-1]))
+
+
+def goal_line(small: dict, big: dict) -> str:
+    """The head's work per node and its round trip with N connected do not grow with N."""
+    per_node = [r["cpu_s"]["total"] / r["nodes"] for r in (small, big)]
+    rtt = [r["late_rtt_ms"]["p50"] for r in (small, big)]
+    whole = all(r["exit_code"] == 0 and r["joined"] == r["nodes"] for r in (small, big))
+    met = whole and per_node[1] <= GOAL_GROWTH * per_node[0] and rtt[1] <= GOAL_GROWTH * rtt[0]
+    return (f"\ngoal from N={small['nodes']} to N={big['nodes']}: every node counted, exit 0 "
+            f"({'yes' if whole else 'NO'}); head CPU per node {per_node[0] * 1000:.2f} -> "
+            f"{per_node[1] * 1000:.2f} ms and round trip with N connected {rtt[0]:.2f} -> "
+            f"{rtt[1]:.2f} ms, each <= {GOAL_GROWTH}x -> {'met' if met else 'NOT met'}")
 
 
 if __name__ == "__main__":
