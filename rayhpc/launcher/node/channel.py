@@ -249,9 +249,10 @@ class ControlServer:
             if peer is None:
                 return
             state = str(message.get("state", peer.state))
+            self._index(peer, state)
             if state == "failed" and peer.state != "failed":
                 self.failed.append(peer)
-            self._set_state(peer, state)
+            peer.state = state
             peer.reason = str(message.get("reason", peer.reason))
             peer.ip = str(message.get("ip", peer.ip))
             if isinstance(message.get("final"), dict):
@@ -264,14 +265,14 @@ class ControlServer:
             if peer is not None:
                 peer.connected = False
                 if peer.state not in FINAL_STATES:
-                    self._set_state(peer, "gone")
-                    peer.reason = "its agent's connection closed"
+                    self._index(peer, "gone")
+                    peer.state, peer.reason = "gone", "its agent's connection closed"
                 self._bump()
 
-    def _set_state(self, peer: Peer, state: str) -> None:
+    def _index(self, peer: Peer, state: str) -> None:
+        """Before ``peer`` goes into ``state``: the index follows."""
         self._by_state[peer.state].discard(peer.name)
         self._by_state[state].add(peer.name)
-        peer.state = state
 
     def _bump(self) -> None:
         self.version += 1
