@@ -185,9 +185,8 @@ class Head(Agent):
         return [n for n in ray.nodes() if n.get("Alive")]
 
     def publish_status(self, force: bool = False, **changes: object) -> bool:
-        """status.json for the launcher: at most every status_every_s, unless ``force``. It names
-        every node with its state and address (`invoke status` and `logs` read them), built
-        only when written (at 10,000 nodes this is called on every message). True: written."""
+        """status.json (every node's state and address, for `invoke status` and `logs`), built
+        and written at most every status_every_s unless ``force``. True: written."""
         self.status.update(changes)
         now = time.monotonic()
         if not force and now - self._status_written < status_every_s(self.spec.nodes):
@@ -252,9 +251,8 @@ class Head(Agent):
             progress = max(joined, alive) if alive >= expected else min(max(joined, alive),
                                                                         expected - 1)
             self.timing["nodes_joined"] = progress
-            # Shown (status.json, a line) at most every status_every_s, the last count always
-            # (this loop wakes at least once a second): it runs on every message, thousands a
-            # second while a large cluster joins.
+            # Shown at most every status_every_s (this runs each second and on every message,
+            # thousands a second while a large cluster joins), the last count always.
             if progress != shown and self.publish_status(force=progress >= expected,
                                                           joined=progress):
                 shown = progress
