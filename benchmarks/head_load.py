@@ -243,6 +243,14 @@ class HeadWatch:
         return (before[-1][1], before[-1][2]) if before else None
 
 
+def open_files_limit(pid: int) -> int | None:
+    """A process's soft limit on open files, from /proc."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    return None
+
+
 def raise_own_fd_limit(needed: int) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < needed:
@@ -285,6 +293,7 @@ class HeadLoad(Simulation):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the head did not come up:\n{self.head_output()}")
             await asyncio.sleep(0.05)
+        self.head_nofile = open_files_limit(proc.pid)
         peers = Peers(node_ip(0), self.spec.ports["agent"],
                       self.paths.auth_token.read_text().strip(), self.nodes, self.final_spread_s)
         crowd = [Peer(f"sim-{i:05d}", node_ip(i)) for i in range(1, self.nodes)]
@@ -373,6 +382,7 @@ class HeadLoad(Simulation):
         told = [p.t_stop for p in crowd if p.t_stop]
         return {
             "nodes": self.nodes, "exit_code": self.paths.read_exit_code(),
+            "head_nofile": getattr(self, "head_nofile", None),
             "joined": timing.get("nodes_joined"),
             "retries": sum(p.retries for p in crowd),
             "accept_ms": ms([p.t_head - p.t_connect for p in crowd if p.t_head]),
@@ -447,6 +457,7 @@ def rows_of(results: list[dict]) -> list[list[object]]:
 
     figures = [
         ("peers (one process) + head", "nodes"), ("exit code", "exit_code"),
+        ("head's open-files soft limit (started at 1024)", "head_nofile"),
         ("head counted joined", "joined"), ("connect retries", "retries"),
         ("accept: connect -> head's answer p50 ms", "accept_ms.p50"),
         ("accept p99 ms", "accept_ms.p99"), ("accept max ms", "accept_ms.max"),

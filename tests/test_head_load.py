@@ -3,6 +3,7 @@ real head agent, the workers played over the real control protocol, every figure
 
 from __future__ import annotations
 
+import resource
 import sys
 from pathlib import Path
 
@@ -16,6 +17,8 @@ NODES = 50
 def test_a_real_head_counts_every_simulated_worker_and_ends_cleanly():
     result = measure(NODES, driver_s=1, final_spread_s=0.5)
     assert result["exit_code"] == 0 and result["joined"] == NODES, result
+    # Started with a soft limit of 1,024 open files, the head raised its own to the hard one.
+    assert result["head_nofile"] == resource.getrlimit(resource.RLIMIT_NOFILE)[1], result
     # Every peer got the head's address, and "stop" at the end; each sent its final record.
     for figure in ("accept_ms", "hello_rtt_ms", "late_rtt_ms", "stop_ms"):
         assert result[figure]["max"] is not None, (figure, result)
