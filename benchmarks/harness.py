@@ -39,9 +39,12 @@ def machine() -> str:
     except OSError:
         pass
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    engine = docker.from_env().version()
+    try:
+        engine = f"Docker {docker.from_env().version()['Version']}"
+    except docker.errors.DockerException:  # the benchmarks that run no container
+        engine = "no Docker engine"
     return (f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, Linux {platform.release()}, "
-            f"Docker {engine['Version']}, Python {platform.python_version()}")
+            f"{engine}, Python {platform.python_version()}")
 
 
 def print_table(title: str, headers: list[str], rows: list[list[object]]) -> None:

@@ -14,6 +14,7 @@ if _COUNT_DIR and _RUN_DIR:
 
     _counts: dict = {}
     _kinds: dict = {}
+    _files: dict = {}  # opens and renames per file (temp names as their target's), for totals
     _trace: list = []  # the first operations with their time, for a look at what they were
     _EVENTS = {"open", "os.listdir", "os.scandir", "os.mkdir", "os.rename", "os.remove",
                "os.rmdir", "os.chmod", "os.utime", "os.symlink", "os.link", "os.truncate"}
@@ -32,6 +33,12 @@ if _COUNT_DIR and _RUN_DIR:
             # look at head.json, the head's rewrites of status.json.
             if name in ("/stop", "/head.json") or name.startswith("/.status.json"):
                 _kinds["periodic"] = _kinds.get("periodic", 0) + 1
+            if kind in ("open", "os.rename"):
+                base = name.rsplit("/", 1)[-1]
+                if base.startswith(".") and base.endswith(".tmp"):  # an atomic write's temp
+                    name = name[:len(name) - len(base)] + base[1:].rsplit(".", 2)[0]
+                key = f"{kind} {name}"
+                _files[key] = _files.get(key, 0) + 1
             if len(_trace) < 100:
                 _trace.append((round(time.time(), 2), kind, text[len(_RUN_DIR):]))
 
@@ -57,7 +64,8 @@ if _COUNT_DIR and _RUN_DIR:
             return
         path = os.path.join(_COUNT_DIR, f"{os.getpid()}.json")
         with open(path + ".tmp", "w") as handle:
-            json.dump({"per_second": _counts, "kinds": _kinds, "trace": _trace}, handle)
+            json.dump({"per_second": _counts, "kinds": _kinds, "files": _files,
+                       "trace": _trace}, handle)
         os.replace(path + ".tmp", path)
 
     atexit.register(_dump)

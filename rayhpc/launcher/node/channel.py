@@ -6,6 +6,7 @@ connection means the other side is gone. One thread and one selector serve every
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -27,6 +28,7 @@ PROBE_FIRST_S, PROBE_MAX_S = 0.1, 2.0
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_HELLO_BYTES = 4096
 HELLO_TIMEOUT_S = 10.0
+ACCEPT_BATCH = 1024  # connections the head accepts at once before it serves the others
 
 
 def backoff(attempt: int, first: float = PROBE_FIRST_S, most: float = PROBE_MAX_S) -> float:
@@ -55,7 +57,10 @@ class Channel:
                     sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
     def send(self, **message: object) -> bool:
-        data = (json.dumps(message) + "\n").encode()
+        return self.send_data(encode(message))
+
+    def send_data(self, data: bytes) -> bool:
+        """Messages already encoded (one broadcast to thousands is encoded once)."""
         try:
             with self._lock:
                 self.sock.sendall(data)
@@ -95,6 +100,10 @@ class Channel:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def encode(message: dict) -> bytes:
+    return (json.dumps(message) + "\n").encode()
 
 
 def parse_message(line: bytes) -> dict | None:
@@ -141,6 +150,9 @@ class ControlServer:
             listener.setblocking(False)
             self.selector.register(listener, selectors.EVENT_READ)
         self.peers: dict[str, Peer] = {}
+        # The peers in each state, kept as they change: the head asks on every message while
+        # thousands join and end, and must not look at N peers each time.
+        self._by_state: collections.defaultdict[str, set[str]] = collections.defaultdict(set)
         self._by_channel: dict[Channel, Peer] = {}
         self.changed = threading.Condition()
         self.version = 0  # bumped on every change of a peer
@@ -160,12 +172,7 @@ class ControlServer:
                 return
             for key, _ in events:
                 if key.fileobj in self.listeners:
-                    with contextlib.suppress(OSError):
-                        sock, _ = key.fileobj.accept()
-                        sock.setblocking(False)
-                        channel = Channel(sock, limit=MAX_HELLO_BYTES)
-                        unnamed[channel] = time.monotonic()
-                        self.selector.register(sock, selectors.EVENT_READ, channel)
+                    self._accept(key.fileobj, unnamed)
                     continue
                 channel = key.data
                 lines = channel.read_lines()
@@ -174,10 +181,28 @@ class ControlServer:
                     unnamed.pop(channel, None)
                     self._closed(channel)
             # A peer that has not shown the token in time is not one of this run's agents.
+            # Oldest first (kept in the order accepted): only those too old are looked at.
             too_old = time.monotonic() - HELLO_TIMEOUT_S
-            for channel in [c for c, since in unnamed.items() if since < too_old]:
+            while unnamed:
+                channel, since = next(iter(unnamed.items()))
+                if since >= too_old:
+                    break
                 del unnamed[channel]
                 self._drop(channel)
+
+    def _accept(self, listener: socket.socket, unnamed: dict[Channel, float]) -> None:
+        """The connections waiting on ``listener``, a batch at a time: thousands of nodes
+        knock within a second, and what the listen queue cannot hold waits for a SYN resent
+        one, three, seven seconds later."""
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = listener.accept()
+            except OSError:  # none left (BlockingIOError), or out of file descriptors
+                return
+            sock.setblocking(False)
+            channel = Channel(sock, limit=MAX_HELLO_BYTES)
+            unnamed[channel] = time.monotonic()
+            self.selector.register(sock, selectors.EVENT_READ, channel)
 
     def _take(self, channel: Channel, lines: list[bytes], unnamed: dict[Channel, float]
               ) -> bool:
@@ -211,7 +236,10 @@ class ControlServer:
             old = self.peers.get(peer.name)
             if old is not None and old.connected:
                 peer.name = f"{peer.name}#{len(self.peers)}"  # two agents, one host name
+            elif old is not None:
+                self._by_state[old.state].discard(old.name)  # back on a new connection
             self.peers[peer.name] = peer
+            self._by_state[peer.state].add(peer.name)
             self._by_channel[channel] = peer
             self._bump()
         if self.head_message is not None:
@@ -224,6 +252,7 @@ class ControlServer:
             if peer is None:
                 return
             state = str(message.get("state", peer.state))
+            self._index(peer, state)
             if state == "failed" and peer.state != "failed":
                 self.failed.append(peer)
             peer.times.setdefault(state, time.time())
@@ -241,8 +270,14 @@ class ControlServer:
                 peer.connected = False
                 peer.times.setdefault("disconnected", time.time())
                 if peer.state not in FINAL_STATES:
+                    self._index(peer, "gone")
                     peer.state, peer.reason = "gone", "its agent's connection closed"
                 self._bump()
+
+    def _index(self, peer: Peer, state: str) -> None:
+        """Before ``peer`` goes into ``state``: the index follows."""
+        self._by_state[peer.state].discard(peer.name)
+        self._by_state[state].add(peer.name)
 
     def _bump(self) -> None:
         self.version += 1
@@ -256,8 +291,9 @@ class ControlServer:
     def broadcast(self, **message: object) -> None:
         with self.changed:
             peers = [p for p in self.peers.values() if p.connected]
+        data = encode(message)
         for peer in peers:
-            peer.channel.send(**message)
+            peer.channel.send_data(data)
 
     def first_failure(self) -> tuple[str, str] | None:
         """The first worker whose agent said it failed, and its reason (None: none did)."""
@@ -266,7 +302,18 @@ class ControlServer:
 
     def count(self, state: str) -> int:
         with self.changed:
-            return sum(1 for p in self.peers.values() if p.state == state)
+            return len(self._by_state[state])
+
+    def names(self, state: str) -> set[str]:
+        """The workers in ``state`` now."""
+        with self.changed:
+            return set(self._by_state[state])
+
+    def settled(self) -> bool:
+        """Every worker's agent has ended (a final state) or its connection has closed."""
+        with self.changed:
+            ended = sum(len(self._by_state[s]) for s in (*FINAL_STATES, "gone"))
+            return ended == len(self.peers)
 
     def records(self) -> dict[str, dict]:
         with self.changed:

@@ -13,7 +13,6 @@ import threading
 import time
 
 from rayhpc.launcher.contract import (
-    FINAL_STATES,
     NODES_ENV,
     RUN_DIR_ENV,
     LaunchSpec,
@@ -40,11 +39,11 @@ from rayhpc.launcher.node.report import (
     node_resources,
     nodes_poll_s,
     resources_line,
+    status_every_s,
 )
 from rayhpc.launcher.timeline import write_timeline
 
 STOP_FILE_EVERY_S = 1.0  # the head looks at the stop file at most this often
-STATUS_EVERY_S = 1.0  # status.json is rewritten at most this often (and at once when all joined)
 DRIVER_KILL_AFTER_S = 10  # SIGKILL a driver still there this long after SIGTERM
 LEFTOVER_GRACE_S = 3  # what the driver left running gets this long after SIGTERM
 # Ray's published scalability envelope ("Ray Scalability Envelope", release/benchmarks/
@@ -191,10 +190,14 @@ class Head(Agent):
 
         return [n for n in ray.nodes() if n.get("Alive")]
 
-    def publish_status(self, force: bool = False, **changes: object) -> None:
-        """status.json for the launcher: at most once a second, unless ``force``. It names
-        every node with its state and address (`invoke status` and `logs` read them)."""
+    def publish_status(self, force: bool = False, **changes: object) -> bool:
+        """status.json (every node's state and address, for `invoke status` and `logs`), built
+        and written at most every status_every_s unless ``force``. True: written."""
         self.status.update(changes)
+        now = time.monotonic()
+        if not force and now - self._status_written < status_every_s(self.spec.nodes):
+            return False
+        self._status_written = now
         nodes = {self.node: {"state": "joined", "ip": self.ip,
                              "group": self.group.name if self.group else None},
                  **{name: {"state": r["state"], "ip": r["ip"], "group": r["group"] or None}
@@ -205,10 +208,8 @@ class Head(Agent):
             if name in self.resources:
                 node["resources"] = self.resources[name]
         self.status["nodes"] = nodes
-        now = time.monotonic()
-        if force or now - self._status_written >= STATUS_EVERY_S:
-            self._status_written = now
-            write_json(self.paths.status, self.status)
+        write_json(self.paths.status, self.status)
+        return True
 
     def report_resources(self) -> None:
         """What every node brought to Ray, from Ray's node list at the join (no extra call):
@@ -255,10 +256,12 @@ class Head(Agent):
             # All joined only once Ray confirms it; progress from whichever knows more.
             progress = max(joined, alive) if alive >= expected else min(max(joined, alive),
                                                                         expected - 1)
-            if progress != shown:
+            self.timing["nodes_joined"] = progress
+            # Shown at most every status_every_s (this runs each second and on every message,
+            # thousands a second while a large cluster joins), the last count always.
+            if progress != shown and self.publish_status(force=progress >= expected,
+                                                          joined=progress):
                 shown = progress
-                self.timing["nodes_joined"] = progress
-                self.publish_status(force=progress >= expected, joined=progress)
                 self.say(f"{progress}/{expected} nodes joined")
             if alive >= expected:
                 self.timing["t_all_joined"] = time.time()
@@ -343,7 +346,7 @@ class Head(Agent):
         next_gcs = time.monotonic() + nodes_poll_s(self.spec.nodes, during_driver=True)
         version = -1
         while running():
-            lost = {name for name, r in self.server.records().items() if r["state"] == "gone"}
+            lost = self.server.names("gone")
             if time.monotonic() >= next_gcs:
                 next_gcs = time.monotonic() + nodes_poll_s(self.spec.nodes, True)
                 try:
@@ -378,10 +381,7 @@ class Head(Agent):
         summary = self.harvest_logs()
         deadline = time.monotonic() + self.spec.stop_timeout
         version = -1
-        while time.monotonic() < deadline:
-            records = self.server.records()
-            if all(r["state"] in (*FINAL_STATES, "gone") for r in records.values()):
-                break
+        while time.monotonic() < deadline and not self.server.settled():
             version = self.server.wait(version, timeout=max(0.0, deadline - time.monotonic()))
         self.server.close()
         # Every node's final record in one file: one write for the whole cluster.
