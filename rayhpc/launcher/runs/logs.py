@@ -3,13 +3,16 @@ the run lives (from the run directory and the dashboard) or after (from what was
 
 from __future__ import annotations
 
+import codecs
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from rayhpc.containers.errors import UserError
-from rayhpc.launcher.runs.jobs import follow_job, iter_jobs
+from rayhpc.launcher.runs.jobs import follow_job, iter_jobs, write_output
 from rayhpc.launcher.runs.run import Run
+
+READ_BYTES = 1 << 20  # of a file read and printed at a time
 
 
 def logs(run: Run, write: Callable[[str], None], node: str | None = None,
@@ -50,21 +53,21 @@ def _file(run: Run, path: Path, write, follow: bool, signals) -> int:
     """A file of the run directory; with ``follow``, what is added until the run ends."""
     offset = 0
     signals = signals if signals is not None else []
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     while True:
         ended = run.exit_code is not None  # before the last read: nothing is missed
         try:
             with open(path, "rb") as handle:
                 handle.seek(offset)
-                chunk = handle.read()
+                while chunk := handle.read(READ_BYTES):  # memory bounded by the chunk
+                    write(decoder.decode(chunk))
+                    offset += len(chunk)
         except FileNotFoundError:
             if not follow:
                 raise UserError(f"--run: {path} does not exist (yet); the run is "
                                 f"{run.phase()}") from None
-            chunk = b""
-        if chunk:
-            write(chunk.decode(errors="replace"))
-            offset += len(chunk)
         if not follow or ended or signals:
+            write(decoder.decode(b"", True))
             return 0
         time.sleep(0.3)
 
@@ -118,7 +121,7 @@ def _job_logs(run: Run, job: str, write, follow: bool, signals) -> int:
         if status == 404:
             raise UserError(f"--job: run {run.run_id} has no job {job!r}; `invoke logs --run "
                             f"{run.run_id}` lists them")
-        write(client.logs(job))
+        write_output(client, job, write)
         return 0
     kept = _harvested_job_logs(run)
     if job not in kept:
@@ -135,7 +138,7 @@ def _all_job_logs(run: Run, write) -> int:
         for info in jobs:
             write(f"== job {info['submission_id']} ({info.get('status')}): "
                   f"{info.get('entrypoint')}\n")
-            write(client.logs(info["submission_id"]))
+            write_output(client, info["submission_id"], write, info)
         if not jobs:
             write(f"rayhpc: no jobs submitted to run {run.run_id} yet\n")
         return 0

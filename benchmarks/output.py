@@ -1,0 +1,92 @@
+"""A driver that writes a lot: the launcher's memory, the bytes stored, and the console.
+
+One local launch (1 node) whose driver writes ``--mb`` MB of 100-byte lines, followed to the end
+with its console read by this script (every line counted, nothing kept). Printed per checkout:
+the launcher's peak RSS (the largest process of its tree: `wait4`'s ru_maxrss), wall time,
+driver lines that reached the console, and what the run directory stores (driver.log,
+logs/containers.log). With ``--before DIR`` (a checkout of an older revision, e.g. `git worktree
+add /tmp/before <rev>`), the same launch runs from there too, side by side.
+Goal: peak RSS does not grow with the output (<= 2x that of a 1 MB driver, and under 200 MB);
+the driver's output stored once; every line on the console.
+
+    .venv/bin/python benchmarks/output.py [--mb 300] [--before DIR] [--image TAG]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness import ROOT, ensure_image, machine, print_table, shared_dir
+
+LINE = 100  # bytes per driver line, newline included
+RSS_GOAL_MB = 200
+DRIVER = ("python -c 'import sys\nw = sys.stdout.buffer.write\nfor i in range({n}): "
+          "w(b\"%09d \" % i + b\"x\" * 89 + b\"\\n\")'")
+
+
+def one(checkout: Path, image: str, mb: int) -> list[object]:
+    """Launch from ``checkout``; its row of the table."""
+    lines = mb * 10**6 // LINE
+    with shared_dir() as shared:
+        env = {**os.environ, "PYTHONPATH": str(checkout)}  # its rayhpc, not this one's
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "invoke", "-r", str(checkout), "launch", "--site", "local",
+             "--image", image, "--shared", str(shared), "--nodes", "1",
+             "--driver", DRIVER.format(n=lines)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        seen, run_id, last = 0, "", -1
+        in_order = True
+        assert proc.stdout is not None
+        for raw in proc.stdout:  # the console, read as a terminal would, nothing kept
+            if len(raw) == LINE and raw[9:10] == b" ":
+                number = int(raw[:9])
+                in_order = in_order and number == last + 1
+                last = number
+                seen += 1
+            elif not run_id and (match := re.match(rb"rayhpc: run (\S+): ", raw)):
+                run_id = match.group(1).decode()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.monotonic() - started
+        run_dir = shared / "runs" / run_id
+        stored = {name: (run_dir / name).stat().st_size if (run_dir / name).exists() else 0
+                  for name in ("driver.log", "logs/containers.log")}
+        return [str(checkout), proc.returncode, usage.ru_maxrss / 1024, wall,
+                f"{seen}/{lines}{'' if in_order else ' (out of order)'}",
+                stored["driver.log"] / 1e6, stored["logs/containers.log"] / 1e6]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mb", type=int, default=300, help="MB the driver writes")
+    parser.add_argument("--before", type=Path, help="an older checkout to compare with")
+    parser.add_argument("--image", help="image to run (default: the ray recipe's cpu image)")
+    args = parser.parse_args()
+    image = ensure_image(args.image)
+    print(f"machine: {machine()}\nimage: {image}; a 1-node launch, driver writing {args.mb} MB "
+          f"and 1 MB")
+    rows = []
+    for checkout in [c for c in (args.before, ROOT) if c]:
+        for mb in (1, args.mb):
+            rows.append([str(checkout), mb, *one(checkout.resolve(), image, mb)[1:]])
+    print_table("driver output: launcher memory, wall time, console, run directory",
+                ["checkout", "MB", "exit", "peak RSS MB", "wall s", "lines on console",
+                 "driver.log MB", "containers.log MB"], rows)
+    for checkout in {row[0] for row in rows}:
+        small, big = [row for row in rows if row[0] == checkout]
+        ratio = big[3] / small[3]
+        print(f"{checkout}: peak RSS {big[3]:.0f} MB at {args.mb} MB vs {small[3]:.0f} MB at "
+              f"1 MB ({ratio:.2f}x; goal <= 2x and <= {RSS_GOAL_MB} MB: "
+              f"{'met' if ratio <= 2 and big[3] <= RSS_GOAL_MB else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()
