@@ -6,14 +6,17 @@ run's token: no Ray on this machine. `invoke submit` and `Cluster.submit` use it
   GET  /api/v0/logs/stream?submission_id=ID&lines=-1&node_id=N
                                    the job's output from its start and then as it is
                                    written: bytes, one connection (the state API's log
-                                   endpoint; Ray's own `ray job logs --follow` uses the
-                                   jobs API's websocket, which sends text and breaks on
-                                   output that is not UTF-8)
+                                   endpoint. Ray's own `ray job logs --follow` uses the
+                                   jobs API's websocket /api/jobs/{id}/logs/tail, which
+                                   sends text read line by line in text mode, and so
+                                   breaks on output that is not UTF-8: Ray 2.60,
+                                   dashboard/modules/job/utils.py, file_tail_iterator)
   GET  /api/v0/logs/file?submission_id=ID&lines=N
                                    its last N lines (-1: all), bytes
   POST /api/jobs/{id}/stop         stop it
   GET|PUT /api/packages/gcs/{name} a working directory sent along (zip), as `ray job submit`
-  GET  /api/v0/logs/file?...       a node's Ray log file (`invoke logs --node N --file F`)
+  GET  /api/v0/logs/{file|stream}?node_ip=IP&filename=F&lines=-1
+                                   a node's Ray log file (`invoke logs --node N --file F`)
 
 Every request carries `Authorization: Bearer <token>` (Ray 2.52+ token authentication; without
 it the dashboard answers 401, with a wrong one 403).
@@ -45,7 +48,6 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # Ray's own limit for a working directory sent through the GCS is 500 MiB; keep well below it.
 UPLOAD_MAX_BYTES = 100 * 1024 * 1024
 UPLOAD_EXCLUDES = (".git", "__pycache__", ".venv")
-LOG_LINES_ALL = 10_000_000  # the log API returns the last N lines (1000 unless asked)
 CHUNK_BYTES = 1 << 16  # read from the dashboard at a time
 SHOW_BYTES = 1 << 20  # of a job's output printed per step of the follow loop
 QUEUED_CHUNKS = 64  # received, not printed yet: then the stream waits (memory bounded)
@@ -186,11 +188,6 @@ class JobsClient:
 
     # -- a node's Ray log files
 
-    def node_log(self, node_ip: str, filename: str) -> str:
-        query = urllib.parse.urlencode({"node_ip": node_ip, "filename": filename,
-                                        "lines": LOG_LINES_ALL})
-        return self.request("GET", f"/api/v0/logs/file?{query}")[1].decode(errors="replace")
-
     def node_log_files(self, node_ip: str) -> list[str]:
         query = urllib.parse.urlencode({"node_ip": node_ip})
         answer = self.json("GET", f"/api/v0/logs?{query}")
@@ -219,55 +216,77 @@ def zip_dir(directory: Path) -> bytes:
     return buffer.getvalue()
 
 
-class JobOutput:
-    """A job's output as it is written, followed in a thread through the state API's log
-    stream (one connection: the driver's log file from its start, then what is added, as
-    bytes) and queued for the console; memory bounded whatever the output's size."""
+class LogStream:
+    """One of the state API's log streams (a file from its start, then what is added, as
+    bytes, over one connection) read in a thread and queued for the console: memory bounded
+    whatever the file's size (the thread waits while the queue is full)."""
 
-    def __init__(self, client: JobsClient, job_id: str):
-        self.client, self.job_id = client, job_id
-        self.shown = 0  # bytes taken for the console
-        self._last = bytearray()  # the last TAIL_BYTES of them
+    def __init__(self, client: JobsClient, path: str):
+        self.client, self.path = client, path
+        self.received_at = time.monotonic()  # when a chunk last came
+        self.ended = threading.Event()  # the stream ended (the connection closed or failed)
+        self.problem = ""  # why it failed
         self._queue: queue.Queue[bytes] = queue.Queue(QUEUED_CHUNKS)
-        self._received_at = time.monotonic()
-        self._thread: threading.Thread | None = None
-        self._ended = threading.Event()
-        self.problem = ""  # why the stream ended early
 
-    def start(self, info: dict) -> None:
-        """Once the job's driver runs (its log file exists from then on)."""
-        if self._thread is None and (info.get("driver_node_id")
-                                     or info.get("status") in ("RUNNING", *TERMINAL)):
-            query = self.client.log_query(self.job_id, info, lines=-1,
-                                          interval=STREAM_INTERVAL_S)
-            self._thread = threading.Thread(target=self._follow, daemon=True,
-                                            args=(f"/api/v0/logs/stream?{query}",))
-            self._thread.start()
+    def start(self) -> LogStream:
+        threading.Thread(target=self._follow, daemon=True).start()
+        return self
 
-    def _follow(self, path: str) -> None:
+    def _follow(self) -> None:
         try:
-            for chunk in self.client.chunks(path, timeout=None):
-                self._received_at = time.monotonic()
+            for chunk in self.client.chunks(self.path, timeout=None):
+                self.received_at = time.monotonic()
                 self._queue.put(chunk)
         except ClusterError as exc:
             self.problem = str(exc)
         finally:
-            self._ended.set()
+            self.ended.set()
 
     def take(self, limit: int = SHOW_BYTES) -> bytes:
+        """What came and was not taken yet, about ``limit`` bytes at most."""
         out = bytearray()
         while len(out) < limit:
             try:
                 out += self._queue.get_nowait()
             except queue.Empty:
                 break
-        self.shown += len(out)
-        self._last += out
-        del self._last[:max(0, len(self._last) - TAIL_BYTES)]
         return bytes(out)
 
     def waiting(self) -> bool:
         return not self._queue.empty()
+
+
+class JobOutput:
+    """A job's output as it is written: its driver's log file followed through a `LogStream`
+    once the driver runs."""
+
+    def __init__(self, client: JobsClient, job_id: str):
+        self.client, self.job_id = client, job_id
+        self.shown = 0  # bytes taken for the console
+        self._last = bytearray()  # the last TAIL_BYTES of them
+        self.stream: LogStream | None = None
+
+    @property
+    def problem(self) -> str:
+        return self.stream.problem if self.stream is not None else ""
+
+    def start(self, info: dict) -> None:
+        """Once the job's driver runs (its log file exists from then on)."""
+        if self.stream is None and (info.get("driver_node_id")
+                                    or info.get("status") in ("RUNNING", *TERMINAL)):
+            query = self.client.log_query(self.job_id, info, lines=-1,
+                                          interval=STREAM_INTERVAL_S)
+            self.stream = LogStream(self.client, f"/api/v0/logs/stream?{query}").start()
+
+    def take(self, limit: int = SHOW_BYTES) -> bytes:
+        out = self.stream.take(limit) if self.stream is not None else b""
+        self.shown += len(out)
+        self._last += out
+        del self._last[:max(0, len(self._last) - TAIL_BYTES)]
+        return out
+
+    def waiting(self) -> bool:
+        return self.stream is not None and self.stream.waiting()
 
     def finish(self, info: dict, show: Callable[[bytes], None]) -> None:
         """The job ended: show the rest. The stream stays open (it follows the file), so the
@@ -275,15 +294,16 @@ class JobOutput:
         that is not so within END_WAIT_S, the rest comes from the whole file, past what was
         shown (more traffic, once)."""
         deadline = time.monotonic() + END_WAIT_S
-        while self._thread is not None and not self._ended.is_set() \
+        stream = self.stream
+        while stream is not None and not stream.ended.is_set() \
                 and time.monotonic() < deadline:
             data = self.take()
             if data:
                 show(data)
-            elif time.monotonic() - self._received_at >= QUIET_S:
+            elif time.monotonic() - stream.received_at >= QUIET_S:
                 if self._complete(info):
                     return
-                self._received_at = time.monotonic()  # look again after another quiet spell
+                stream.received_at = time.monotonic()  # look again after another quiet spell
             else:
                 time.sleep(0.05)
         while data := self.take():

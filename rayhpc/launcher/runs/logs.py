@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import codecs
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from rayhpc.containers.errors import UserError
-from rayhpc.launcher.runs.jobs import follow_job, iter_jobs, write_output
+from rayhpc.launcher.runs.jobs import ClusterError, LogStream, follow_job, iter_jobs, write_output
 from rayhpc.launcher.runs.run import Run
 
 READ_BYTES = 1 << 20  # of a file read and printed at a time
@@ -166,15 +167,39 @@ def _ray_log(run: Run, node: str, record: dict, file: str, write, follow: bool,
     if file not in files:
         raise UserError(f"--file: {node} has no Ray log {file!r} (there: "
                         f"{', '.join(files[:12])}{' ...' if len(files) > 12 else ''})")
-    printed = 0
-    signals = signals if signals is not None else []
-    while True:
-        text = client.node_log(record["ip"], file)
-        if len(text) > printed:
-            write(text[printed:])
-            printed = len(text)
-        if not follow or signals or not run.up:
-            if text and not text.endswith("\n"):
-                write("\n")
-            return 0
-        time.sleep(1.0)
+    # Streamed: the file from its start (and, following, what is added) over one connection.
+    query = urllib.parse.urlencode({"node_ip": record.get("ip", ""), "filename": file,
+                                    "lines": -1})
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    ends_line = True
+    if not follow:
+        chunks: Iterable[bytes] = client.chunks(f"/api/v0/logs/file?{query}")
+    else:
+        stream = LogStream(client, f"/api/v0/logs/stream?{query}&interval=0.5").start()
+        chunks = _until_stopped(stream, run, signals if signals is not None else [])
+    for chunk in chunks:
+        if text := decoder.decode(chunk):
+            write(text)
+            ends_line = text.endswith("\n")
+    if not ends_line:
+        write("\n")
+    return 0
+
+
+def _until_stopped(stream: LogStream, run: Run, signals: list[int]) -> Iterator[bytes]:
+    """What a followed stream brings until a signal, the run's end or the stream's."""
+    next_check = 0.0
+    while not signals:
+        data = stream.take()
+        if data:
+            yield data
+            continue
+        if stream.ended.is_set():
+            if stream.problem:
+                raise ClusterError(stream.problem)
+            return
+        if time.monotonic() >= next_check:
+            next_check = time.monotonic() + 2.0
+            if not run.up:
+                return
+        time.sleep(0.1)
