@@ -1,7 +1,9 @@
 """A driver that writes a lot: the launcher's memory, the bytes stored, and the console.
 
 One local launch (1 node) whose driver writes ``--mb`` MB of 100-byte lines, followed to the end
-with its console read by this script (every line counted, nothing kept). Printed per checkout:
+with its console read by this script (every line counted, nothing kept) at ``--console-mbps``
+(a terminal over SSH is slower than a driver writing to a pipe: the launcher falls behind, and
+must not hold the backlog in memory; 0: as fast as it comes). Printed per checkout:
 the launcher's peak RSS (the largest process of its tree: `wait4`'s ru_maxrss), wall time,
 driver lines that reached the console, and what the run directory stores (driver.log,
 logs/containers.log). With ``--before DIR`` (a checkout of an older revision, e.g. `git worktree
@@ -9,7 +11,8 @@ add /tmp/before <rev>`), the same launch runs from there too, side by side.
 Goal: peak RSS does not grow with the output (<= 2x that of a 1 MB driver, and under 200 MB);
 the driver's output stored once; every line on the console.
 
-    .venv/bin/python benchmarks/output.py [--mb 300] [--before DIR] [--image TAG]
+    .venv/bin/python benchmarks/output.py [--mb 300] [--console-mbps 20] [--before DIR]
+        [--image TAG]
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ DRIVER = ("python -c 'import sys\nw = sys.stdout.buffer.write\nfor i in range({n
           "w(b\"%09d \" % i + b\"x\" * 89 + b\"\\n\")'")
 
 
-def one(checkout: Path, image: str, mb: int) -> list[object]:
+def one(checkout: Path, image: str, mb: int, console_mbps: float) -> list[object]:
     """Launch from ``checkout``; its row of the table."""
     lines = mb * 10**6 // LINE
     with shared_dir() as shared:
@@ -44,7 +47,11 @@ def one(checkout: Path, image: str, mb: int) -> list[object]:
         seen, run_id, last = 0, "", -1
         in_order = True
         assert proc.stdout is not None
+        read = 0
         for raw in proc.stdout:  # the console, read as a terminal would, nothing kept
+            read += len(raw)
+            if console_mbps and read > (time.monotonic() - started) * console_mbps * 1e6:
+                time.sleep(read / (console_mbps * 1e6) - (time.monotonic() - started))
             if len(raw) == LINE and raw[9:10] == b" ":
                 number = int(raw[:9])
                 in_order = in_order and number == last + 1
@@ -67,16 +74,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=300, help="MB the driver writes")
+    parser.add_argument("--console-mbps", type=float, default=20,
+                        help="how fast the console takes the output (MB/s; 0: unlimited)")
     parser.add_argument("--before", type=Path, help="an older checkout to compare with")
     parser.add_argument("--image", help="image to run (default: the ray recipe's cpu image)")
     args = parser.parse_args()
     image = ensure_image(args.image)
     print(f"machine: {machine()}\nimage: {image}; a 1-node launch, driver writing {args.mb} MB "
-          f"and 1 MB")
+          f"and 1 MB; console read at {args.console_mbps or 'unlimited'} MB/s")
     rows = []
     for checkout in [c for c in (args.before, ROOT) if c]:
         for mb in (1, args.mb):
-            rows.append([str(checkout), mb, *one(checkout.resolve(), image, mb)[1:]])
+            rows.append([str(checkout), mb,
+                         *one(checkout.resolve(), image, mb, args.console_mbps)[1:]])
     print_table("driver output: launcher memory, wall time, console, run directory",
                 ["checkout", "MB", "exit", "peak RSS MB", "wall s", "lines on console",
                  "driver.log MB", "containers.log MB"], rows)

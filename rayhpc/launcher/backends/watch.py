@@ -191,10 +191,11 @@ class RunWatcher:
         self.say(f"cluster up; {self.paths.connect}:")
         self._write(text)
 
-    def _copy_driver_output(self, final: bool = False) -> bool:
-        """Print the driver's new output, whole lines only unless ``final`` (a line longer than
-        LINE_MAX_BYTES goes in pieces); True while more is waiting. At most READ_BYTES a call:
-        memory does not grow with the output, and a big backlog does not hold up the loop."""
+    def _copy_driver_output(self) -> bool:
+        """Print the driver's new output, whole lines only (a line longer than LINE_MAX_BYTES
+        goes in pieces; `flush` prints a partial last one); True while more is waiting. At
+        most READ_BYTES a call: memory does not grow with the output, and a big backlog does
+        not hold up the loop."""
         stored = self.overflow.stored if self.overflow is not None else None
         size = READ_BYTES if stored is None else min(READ_BYTES, stored - self._driver_offset)
         data = self._read_driver_log(size) if size > 0 else b""
@@ -212,10 +213,10 @@ class RunWatcher:
             more = more or self.overflow.waiting()
         self._pending += data
         end = self._pending.rfind(b"\n") + 1
-        if final or len(self._pending) - end > LINE_MAX_BYTES:
+        if len(self._pending) - end > LINE_MAX_BYTES:
             end = len(self._pending)
         if end:
-            self._write(self._decoder.decode(bytes(self._pending[:end]), final))
+            self._write(self._decoder.decode(bytes(self._pending[:end])))
             del self._pending[:end]
         return more
 
