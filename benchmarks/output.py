@@ -8,6 +8,8 @@ the launcher's peak RSS (the largest process of its tree: `wait4`'s ru_maxrss), 
 driver lines that reached the console, and what the run directory stores (driver.log,
 logs/containers.log). With ``--before DIR`` (a checkout of an older revision, e.g. `git worktree
 add /tmp/before <rev>`), the same launch runs from there too, side by side.
+Then the same for `invoke submit` of a job writing ``--job-mb`` MB onto an interactive cluster
+(it used to fetch the job's whole log every 0.5 s).
 Goal: peak RSS does not grow with the output (<= 2x that of a 1 MB driver, and under 200 MB);
 the driver's output stored once; every line on the console.
 
@@ -44,21 +46,7 @@ def one(checkout: Path, image: str, mb: int, console_mbps: float) -> list[object
              "--image", image, "--shared", str(shared), "--nodes", "1",
              "--driver", DRIVER.format(n=lines)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-        seen, run_id, last = 0, "", -1
-        in_order = True
-        assert proc.stdout is not None
-        read = 0
-        for raw in proc.stdout:  # the console, read as a terminal would, nothing kept
-            read += len(raw)
-            if console_mbps and read > (time.monotonic() - started) * console_mbps * 1e6:
-                time.sleep(read / (console_mbps * 1e6) - (time.monotonic() - started))
-            if len(raw) == LINE and raw[9:10] == b" ":
-                number = int(raw[:9])
-                in_order = in_order and number == last + 1
-                last = number
-                seen += 1
-            elif not run_id and (match := re.match(rb"rayhpc: run (\S+): ", raw)):
-                run_id = match.group(1).decode()
+        seen, in_order, run_id = read_console(proc, started, console_mbps)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.monotonic() - started
@@ -70,12 +58,64 @@ def one(checkout: Path, image: str, mb: int, console_mbps: float) -> list[object
                 stored["driver.log"] / 1e6, stored["logs/containers.log"] / 1e6]
 
 
+def read_console(proc: subprocess.Popen, started: float, console_mbps: float
+                 ) -> tuple[int, bool, str]:
+    """Numbered lines seen on a command's console, whether in order, and the run id said."""
+    seen, run_id, last, read = 0, "", -1, 0
+    in_order = True
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        read += len(raw)
+        if console_mbps and read > (time.monotonic() - started) * console_mbps * 1e6:
+            time.sleep(read / (console_mbps * 1e6) - (time.monotonic() - started))
+        if len(raw) == LINE and raw[9:10] == b" ":
+            number = int(raw[:9])
+            in_order = in_order and number == last + 1
+            last = number
+            seen += 1
+        elif not run_id and (match := re.match(rb"rayhpc: run (\S+): ", raw)):
+            run_id = match.group(1).decode()
+    return seen, in_order, run_id
+
+
+def submit_rows(checkouts: list[Path], image: str, mb: int, console_mbps: float
+                ) -> list[list[object]]:
+    """`invoke submit` of a job writing ``mb`` MB, from each checkout, onto one interactive
+    cluster launched from this one."""
+    lines = mb * 10**6 // LINE
+    job = DRIVER.format(n=lines)[len("python -c '"):-1]
+    rows = []
+    with shared_dir() as shared:
+        up = subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), "launch",
+                             "--site", "local", "--image", image, "--shared", str(shared),
+                             "--nodes", "1", "--detach"], capture_output=True, text=True)
+        run_id = re.search(r"rayhpc: run (\S+): ", up.stdout).group(1)
+        try:
+            for checkout in checkouts:
+                started = time.monotonic()
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "invoke", "-r", str(checkout), "submit", "--run",
+                     run_id, "--shared", str(shared), "--", "python", "-c", job],
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                    env={**os.environ, "PYTHONPATH": str(checkout)})
+                seen, in_order, _ = read_console(proc, started, console_mbps)
+                _, status, usage = os.wait4(proc.pid, 0)
+                rows.append([str(checkout), mb, os.waitstatus_to_exitcode(status),
+                             usage.ru_maxrss / 1024, time.monotonic() - started,
+                             f"{seen}/{lines}{'' if in_order else ' (out of order)'}"])
+        finally:
+            subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), "down", "--run",
+                            run_id, "--shared", str(shared)], capture_output=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=300, help="MB the driver writes")
     parser.add_argument("--console-mbps", type=float, default=20,
                         help="how fast the console takes the output (MB/s; 0: unlimited)")
+    parser.add_argument("--job-mb", type=int, default=50, help="MB the submitted job writes")
     parser.add_argument("--before", type=Path, help="an older checkout to compare with")
     parser.add_argument("--image", help="image to run (default: the ray recipe's cpu image)")
     args = parser.parse_args()
@@ -90,6 +130,10 @@ def main() -> None:
     print_table("driver output: launcher memory, wall time, console, run directory",
                 ["checkout", "MB", "exit", "peak RSS MB", "wall s", "lines on console",
                  "driver.log MB", "containers.log MB"], rows)
+    checkouts = [c.resolve() for c in (args.before, ROOT) if c]
+    print_table(f"invoke submit of a job writing {args.job_mb} MB",
+                ["checkout", "MB", "exit", "peak RSS MB", "wall s", "lines on console"],
+                submit_rows(checkouts, image, args.job_mb, args.console_mbps))
     for checkout in {row[0] for row in rows}:
         small, big = [row for row in rows if row[0] == checkout]
         ratio = big[3] / small[3]
