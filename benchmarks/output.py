@@ -4,7 +4,8 @@ One local launch (1 node) whose driver writes ``--mb`` MB of 100-byte lines, fol
 with its console read by this script (every line counted, nothing kept) at ``--console-mbps``
 (a terminal over SSH is slower than a driver writing to a pipe: the launcher falls behind, and
 must not hold the backlog in memory; 0: as fast as it comes). Printed per checkout:
-the launcher's peak RSS (the largest process of its tree: `wait4`'s ru_maxrss), wall time,
+the launcher's peak RSS (the largest process of its tree: `wait4`'s ru_maxrss; and its own
+VmHWM, sampled while its output is read), wall time,
 driver lines that reached the console, and what the run directory stores (driver.log,
 logs/containers.log). With ``--before DIR`` (a checkout of an older revision, e.g. `git worktree
 add /tmp/before <rev>`), the same launch runs from there too, side by side.
@@ -53,19 +54,33 @@ def one(checkout: Path, image: str, mb: int, console_mbps: float) -> list[object
         run_dir = shared / "runs" / run_id
         stored = {name: (run_dir / name).stat().st_size if (run_dir / name).exists() else 0
                   for name in ("driver.log", "logs/containers.log")}
-        return [str(checkout), proc.returncode, usage.ru_maxrss / 1024, wall,
+        return [str(checkout), proc.returncode, usage.ru_maxrss / 1024, proc.hwm, wall,
                 f"{seen}/{lines}{'' if in_order else ' (out of order)'}",
                 stored["driver.log"] / 1e6, stored["logs/containers.log"] / 1e6]
+
+
+def high_water_mb(pid: int) -> float:
+    """The process's own peak RSS so far (VmHWM), MB; 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def read_console(proc: subprocess.Popen, started: float, console_mbps: float
                  ) -> tuple[int, bool, str]:
     """Numbered lines seen on a command's console, whether in order, and the run id said."""
     seen, run_id, last, read = 0, "", -1, 0
+    proc.hwm = 0.0  # the launcher process's own peak, sampled as its output is read
     in_order = True
     assert proc.stdout is not None
     for raw in proc.stdout:
         read += len(raw)
+        if seen % 2000 == 0:
+            proc.hwm = max(proc.hwm, high_water_mb(proc.pid))
         if console_mbps and read > (time.monotonic() - started) * console_mbps * 1e6:
             time.sleep(read / (console_mbps * 1e6) - (time.monotonic() - started))
         if len(raw) == LINE and raw[9:10] == b" ":
@@ -101,7 +116,7 @@ def submit_rows(checkouts: list[Path], image: str, mb: int, console_mbps: float
                 seen, in_order, _ = read_console(proc, started, console_mbps)
                 _, status, usage = os.wait4(proc.pid, 0)
                 rows.append([str(checkout), mb, os.waitstatus_to_exitcode(status),
-                             usage.ru_maxrss / 1024, time.monotonic() - started,
+                             usage.ru_maxrss / 1024, proc.hwm, time.monotonic() - started,
                              f"{seen}/{lines}{'' if in_order else ' (out of order)'}"])
         finally:
             subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), "down", "--run",
@@ -128,11 +143,12 @@ def main() -> None:
             rows.append([str(checkout), mb,
                          *one(checkout.resolve(), image, mb, args.console_mbps)[1:]])
     print_table("driver output: launcher memory, wall time, console, run directory",
-                ["checkout", "MB", "exit", "peak RSS MB", "wall s", "lines on console",
-                 "driver.log MB", "containers.log MB"], rows)
+                ["checkout", "MB", "exit", "peak RSS MB", "VmHWM MB", "wall s",
+                 "lines on console", "driver.log MB", "containers.log MB"], rows)
     checkouts = [c.resolve() for c in (args.before, ROOT) if c]
     print_table(f"invoke submit of a job writing {args.job_mb} MB",
-                ["checkout", "MB", "exit", "peak RSS MB", "wall s", "lines on console"],
+                ["checkout", "MB", "exit", "peak RSS MB", "VmHWM MB", "wall s",
+                 "lines on console"],
                 submit_rows(checkouts, image, args.job_mb, args.console_mbps))
     for checkout in {row[0] for row in rows}:
         small, big = [row for row in rows if row[0] == checkout]
