@@ -81,8 +81,10 @@ def read_console(proc: subprocess.Popen, started: float, console_mbps: float
         read += len(raw)
         if seen % 2000 == 0:
             proc.hwm = max(proc.hwm, high_water_mb(proc.pid))
-        if console_mbps and read > (time.monotonic() - started) * console_mbps * 1e6:
-            time.sleep(read / (console_mbps * 1e6) - (time.monotonic() - started))
+        ahead = read / (console_mbps * 1e6) - (time.monotonic() - started) if console_mbps \
+            else 0.0
+        if ahead > 0:
+            time.sleep(ahead)
         if len(raw) == LINE and raw[9:10] == b" ":
             number = int(raw[:9])
             in_order = in_order and number == last + 1
@@ -90,6 +92,8 @@ def read_console(proc: subprocess.Popen, started: float, console_mbps: float
             seen += 1
         elif not run_id and (match := re.match(rb"rayhpc: run (\S+): ", raw)):
             run_id = match.group(1).decode()
+        elif raw.startswith((b"rayhpc: warning", b"rayhpc: error")):
+            print(f"  ({proc.args[proc.args.index('-r') + 1]}) {raw.decode().strip()}")
     return seen, in_order, run_id
 
 
