@@ -1,9 +1,10 @@
 """A driver that writes a lot: the launcher's memory, the bytes stored, and the console.
 
 One local launch (1 node) whose driver writes ``--mb`` MB of 100-byte lines, followed to the end
-with its console read by this script (every line counted, nothing kept) at ``--console-mbps``
-(a terminal over SSH is slower than a driver writing to a pipe: the launcher falls behind, and
-must not hold the backlog in memory; 0: as fast as it comes). Printed per checkout:
+with its console read by this script (every line counted, nothing kept), which stops reading for
+``--pause-s`` at the first line (a terminal on hold: Ctrl-S, a stalled SSH connection) and then
+reads at ``--console-mbps`` (0: as fast as it comes): the launcher falls behind, and must not
+hold the backlog in memory. Printed per checkout:
 the launcher's peak RSS (the largest process of its tree: `wait4`'s ru_maxrss; and its own
 VmHWM, sampled while its output is read), wall time,
 driver lines that reached the console, and what the run directory stores (driver.log,
@@ -14,8 +15,8 @@ Then the same for `invoke submit` of a job writing ``--job-mb`` MB onto an inter
 Goal: peak RSS does not grow with the output (<= 2x that of a 1 MB driver, and under 200 MB);
 the driver's output stored once; every line on the console.
 
-    .venv/bin/python benchmarks/output.py [--mb 300] [--console-mbps 20] [--before DIR]
-        [--image TAG]
+    .venv/bin/python benchmarks/output.py [--mb 300] [--job-mb 50] [--pause-s 20]
+        [--console-mbps 0] [--before DIR] [--image TAG]
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ def high_water_mb(pid: int) -> float:
     return 0.0
 
 
+PAUSE_S = [0.0]  # the console stops reading this long at the driver's first line (--pause-s)
+
+
 def read_console(proc: subprocess.Popen, started: float, console_mbps: float
                  ) -> tuple[int, bool, str]:
     """Numbered lines seen on a command's console, whether in order, and the run id said."""
@@ -86,6 +90,9 @@ def read_console(proc: subprocess.Popen, started: float, console_mbps: float
         if ahead > 0:
             time.sleep(ahead)
         if len(raw) == LINE and raw[9:10] == b" ":
+            if seen == 0 and PAUSE_S[0]:  # a terminal on hold (Ctrl-S, a stalled SSH)
+                time.sleep(PAUSE_S[0])
+                started -= PAUSE_S[0]
             number = int(raw[:9])
             in_order = in_order and number == last + 1
             last = number
@@ -132,15 +139,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=300, help="MB the driver writes")
-    parser.add_argument("--console-mbps", type=float, default=20,
+    parser.add_argument("--console-mbps", type=float, default=0,
                         help="how fast the console takes the output (MB/s; 0: unlimited)")
+    parser.add_argument("--pause-s", type=float, default=20,
+                        help="the console stops reading this long at the first line")
     parser.add_argument("--job-mb", type=int, default=50, help="MB the submitted job writes")
     parser.add_argument("--before", type=Path, help="an older checkout to compare with")
     parser.add_argument("--image", help="image to run (default: the ray recipe's cpu image)")
     args = parser.parse_args()
     image = ensure_image(args.image)
+    PAUSE_S[0] = args.pause_s
     print(f"machine: {machine()}\nimage: {image}; a 1-node launch, driver writing {args.mb} MB "
-          f"and 1 MB; console read at {args.console_mbps or 'unlimited'} MB/s")
+          f"and 1 MB; the console stops reading for {args.pause_s} s at the first line, then "
+          f"reads at {args.console_mbps or 'unlimited'} MB/s")
     rows = []
     for checkout in [c for c in (args.before, ROOT) if c]:
         for mb in (1, args.mb):
