@@ -41,13 +41,14 @@ def one(checkout: Path, image: str, mb: int, console_mbps: float) -> list[object
     """Launch from ``checkout``; its row of the table."""
     lines = mb * 10**6 // LINE
     with shared_dir() as shared:
-        env = {**os.environ, "PYTHONPATH": str(checkout)}  # its rayhpc, not this one's
+        # Its rayhpc, not this one's (`python -m` puts the working directory first on sys.path).
+        env = {**os.environ, "PYTHONPATH": str(checkout)}
         started = time.monotonic()
         proc = subprocess.Popen(
             [sys.executable, "-m", "invoke", "-r", str(checkout), "launch", "--site", "local",
              "--image", image, "--shared", str(shared), "--nodes", "1",
              "--driver", DRIVER.format(n=lines)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=checkout)
         seen, in_order, run_id = read_console(proc, started, console_mbps)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -123,7 +124,7 @@ def submit_rows(checkouts: list[Path], image: str, mb: int, console_mbps: float
                     [sys.executable, "-m", "invoke", "-r", str(checkout), "submit", "--run",
                      run_id, "--shared", str(shared), "--", "python", "-c", job],
                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                    env={**os.environ, "PYTHONPATH": str(checkout)})
+                    env={**os.environ, "PYTHONPATH": str(checkout)}, cwd=checkout)
                 seen, in_order, _ = read_console(proc, started, console_mbps)
                 _, status, usage = os.wait4(proc.pid, 0)
                 rows.append([str(checkout), mb, os.waitstatus_to_exitcode(status),
