@@ -56,15 +56,29 @@ def test_a_driver_that_leaves_a_background_process_ends_with_its_own_exit(
     assert took < 90, f"the launch took {took:.0f} s"
 
 
+def tmpfs(where: Path, size: str) -> Path:
+    """A small file system (as a quota or a full scratch would be) at ``where``; skipped, with
+    the reason, where this machine does not let us mount one."""
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755,uid=1000,"
+                              "gid=100", "tmpfs", str(where)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a {size} tmpfs here (needs root): {mounted.stderr.strip()}")
+    return where
+
+
 @pytest.fixture
 def small_shared(shared_dir):
-    """A 20 MB file system as the shared dir, as a quota or a full scratch would be."""
-    mount = shared_dir / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m,mode=0755,uid=1000,gid=100",
-                    "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    """A 20 MB file system as the shared dir."""
+    yield tmpfs(shared_dir / "small", "20m")
+    subprocess.run(["umount", "-l", str(shared_dir / "small")], check=False)
+
+
+@pytest.fixture
+def tiny_shared(shared_dir):
+    """A 3 MiB file system as the shared dir: full after ~2.5 MB of driver output."""
+    yield tmpfs(shared_dir / "tiny", "3m")
+    subprocess.run(["umount", "-l", str(shared_dir / "tiny")], check=False)
 
 
 def test_a_run_directory_that_fills_up_ends_with_the_drivers_code(docker_api, built_image,
@@ -80,6 +94,35 @@ def test_a_run_directory_that_fills_up_ends_with_the_drivers_code(docker_api, bu
     assert "exit code 5 from the head's output" in errors[0], errors
     assert leftovers(docker_api, run_dir.name) == []
     assert no_temp_files(run_dir) == []
+
+
+def test_a_full_run_directory_loses_no_driver_output_from_the_console(docker_api, built_image,
+                                                                      tiny_shared):
+    """4 MB of driver output into a 3 MiB run directory, then a traceback: the console shows
+    every line once, in order, and the traceback; what was not stored is said, with how much."""
+    image, _ = built_image
+    driver = ("python -c 'import sys\nfor i in range(40000): print(f\"line {i:06d} \" + 87 * "
+              "\"x\")\nraise SystemExit(\"the driver gave up\")'")
+    result, run_dir = launch(image, tiny_shared, "--nodes", "1", "--driver", driver)
+    out = result.stdout
+    assert run_dir is not None, out[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 1, out[-3000:] + result.stderr[-3000:]
+    numbers = [int(n) for n in re.findall(r"^line (\d{6}) x{87}$", out, re.M)]
+    assert numbers == list(range(40000)), (len(numbers), out[-2000:])
+    assert "the driver gave up" in out
+    stored = (run_dir / "driver.log").stat().st_size
+    assert 0 < stored < 40000 * 100
+    said = re.findall(r"rayhpc: warning: (\d+) bytes of the driver's output \(after the first "
+                      r"(\d+) in \S+/driver.log\) were shown here but not stored: the run "
+                      r"directory is full", out)
+    assert said == [(str(40000 * 100 + len("the driver gave up\n") - stored), str(stored))], \
+        out[-3000:]
+    assert "Traceback" not in result.stderr
+    assert leftovers(docker_api, run_dir.name) == []
+    assert no_temp_files(run_dir) == []
+    # Nothing half-written or empty left behind by the launcher (root) in the full directory.
+    assert not (run_dir / "logs" / "containers.log").exists() or \
+        (run_dir / "logs" / "containers.log").stat().st_size > 0
 
 
 def test_a_second_ctrl_c_stops_at_once_and_leaves_nothing(docker_api, built_image, shared_dir):

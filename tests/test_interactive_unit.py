@@ -9,7 +9,9 @@ import json
 import os
 import stat
 import tarfile
+import threading
 import time
+import urllib.parse
 from dataclasses import replace
 from pathlib import Path
 
@@ -233,43 +235,90 @@ def test_down_waits_until_every_node_stopped(tmp_path, monkeypatch):
 
 # -- Ray jobs
 
-class FakeJobs:
-    """The Jobs API of a job that prints two lines and ends with ``status``/``code``."""
+class FakeJobs(JobsClient):
+    """The Jobs API of a job that prints ``output`` and ends with ``status``/``code``; its
+    output comes as the state API's log endpoints send it (a stream that stays open, the
+    file's last lines, the whole file)."""
 
-    def __init__(self, status="SUCCEEDED", code=0):
+    def __init__(self, status="SUCCEEDED", code=0, output=b"line 1\nline 2",
+                 stream_cut: int | None = None):
+        super().__init__("http://fake", "token", head_ip="10.0.0.1")
         self.calls = 0
-        self.status, self.code = status, code
+        self.status, self.code, self.written = status, code, output
+        self.stream_cut = stream_cut  # the stream brings only this much (a stall)
         self.stopped = False
+        self.paths: list[str] = []
+        self.release = threading.Event()
 
     def info(self, job_id):
         self.calls += 1
         done = self.calls >= 3
-        return {"status": self.status if done else "RUNNING",
+        return {"status": self.status if done else "RUNNING", "driver_node_id": "abc",
                 "driver_exit_code": self.code if done else None,
                 "message": "Job entrypoint command failed with exit code 5, last available "
                            "logs:\nline 1\n"}
 
-    def logs(self, job_id):
-        return "line 1\n" if self.calls < 2 else "line 1\nline 2"
+    def chunks(self, path, timeout=None):
+        self.paths.append(path)
+        query = urllib.parse.parse_qs(path.split("?", 1)[1])
+        assert query["submission_id"] == ["raysubmit_x"] and query["node_id"] == ["abc"]
+        lines = int(query["lines"][0])
+        if path.startswith("/api/v0/logs/stream?"):
+            data = self.written[:self.stream_cut]
+            yield from (data[i:i + 3] for i in range(0, len(data), 3))
+            self.release.wait(30)  # a stream stays open while it follows the file
+            return
+        assert path.startswith("/api/v0/logs/file?")
+        data = self.written if lines == -1 else \
+            b"".join(self.written.splitlines(keepends=True)[-lines:])
+        yield from (data[i:i + 5] for i in range(0, len(data), 5))
 
     def stop(self, job_id):
         self.stopped = True
 
 
-def test_follow_job_prints_the_output_once_and_returns_the_drivers_code(monkeypatch):
-    monkeypatch.setattr("rayhpc.launcher.runs.jobs.POLL_S", 0)
+@pytest.fixture
+def quick_follow(monkeypatch):
+    monkeypatch.setattr("rayhpc.launcher.runs.jobs.POLL_S", 0.01)
+    monkeypatch.setattr("rayhpc.launcher.runs.jobs.QUIET_S", 0.2)
+
+
+def test_follow_job_prints_the_output_once_and_returns_the_drivers_code(quick_follow):
     out = []
-    result = follow_job(FakeJobs("FAILED", 5), "raysubmit_x", out.append)
+    jobs = FakeJobs("FAILED", 5)
+    result = follow_job(jobs, "raysubmit_x", out.append)
+    jobs.release.set()
     assert "".join(out) == "line 1\nline 2\n"
     assert (result.status, result.exit_code, result.message) == ("FAILED", 5, "")
+    # One stream, one look at the last lines: the output is never fetched whole.
+    assert [path.split("?")[0] for path in jobs.paths] == ["/api/v0/logs/stream",
+                                                            "/api/v0/logs/file"]
     # Without a driver's exit code, Ray's message says why (its first line).
     result = follow_job(FakeJobs("FAILED", None), "raysubmit_x", out.append)
     assert (result.exit_code, result.message) == (
         1, "Job entrypoint command failed with exit code 5, last available logs")
 
 
-def test_a_signal_stops_the_job_and_its_code_is_128_plus_n(monkeypatch):
-    monkeypatch.setattr("rayhpc.launcher.runs.jobs.POLL_S", 0)
+def test_follow_job_shows_non_utf8_output_with_replacement_characters(quick_follow):
+    out = []
+    output = "é€ ok\n".encode() + b"caf\xff\n" * 3
+    follow_job(FakeJobs(output=output), "raysubmit_x", out.append)
+    assert "".join(out) == "é€ ok\n" + "caf\ufffd\n" * 3
+
+
+def test_a_stalled_stream_is_completed_from_the_file_past_what_was_shown(quick_follow,
+                                                                         monkeypatch):
+    monkeypatch.setattr("rayhpc.launcher.runs.jobs.END_WAIT_S", 1.0)
+    output = b"".join(b"line %d\n" % i for i in range(100))
+    out = []
+    jobs = FakeJobs(output=output, stream_cut=301)
+    follow_job(jobs, "raysubmit_x", out.append)
+    assert "".join(out) == output.decode()
+    assert [path.split("?")[0] for path in jobs.paths][-1] == "/api/v0/logs/file"
+    assert "lines=-1" in jobs.paths[-1]
+
+
+def test_a_signal_stops_the_job_and_its_code_is_128_plus_n(quick_follow):
     jobs = FakeJobs("STOPPED", None)
     result = follow_job(jobs, "raysubmit_x", lambda _: None, signals=[2])
     assert jobs.stopped and result.exit_code == 130

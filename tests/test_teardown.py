@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from rayhpc.launcher.backends.local.manage import remove_run
-from tests.cli import invoke
+from tests.cli import invoke, invoke_argv
 from tests.launching import Background, archived, launch, leftovers
 from tests.test_faults import container, with_driver
 
@@ -101,6 +101,24 @@ def refused_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def big_job(run_id: str, shared: Path, count: int) -> tuple[int, float]:
+    """`invoke submit` of a job printing ``count`` numbered 100-byte lines: how many reached
+    its console in order, and its peak RSS in MB."""
+    job = ("import sys\nw = sys.stdout.buffer.write\n"
+           f"for i in range({count}): w(b'%09d ' % i + b'x' * 89 + b'\\n')")
+    proc = subprocess.Popen(invoke_argv("submit", "--run", run_id, "--shared", str(shared),
+                                        "--", "python", "-c", job),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    seen = 0
+    for line in proc.stdout:
+        if len(line) == 100 and line[9:10] == b" ":
+            assert int(line[:9]) == seen, (seen, line)
+            seen += 1
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return seen, usage.ru_maxrss / 1024
+
+
 def test_a_detached_cluster_survives_wrong_commands_and_hostile_peers_and_ends_recorded(
         docker_api, built_image, shared_dir, tmp_path):
     image, _ = built_image
@@ -122,6 +140,12 @@ def test_a_detached_cluster_survives_wrong_commands_and_hostile_peers_and_ends_r
         odd_id = re.search(r"rayhpc: job (raysubmit_\w+) submitted", odd.stdout).group(1)
         odd_log = invoke("logs", "--run", run_id, "--shared", str(shared_dir), "--job", odd_id)
         assert odd_log.returncode == 0 and "caf\ufffd ok" in odd_log.stdout, odd_log.stderr
+
+        # 50 MB of output: every line on the console, in order; streamed, so the client's
+        # memory does not grow with it (it used to fetch the whole log every 0.5 s).
+        lines, rss_mb = big_job(run_id, shared_dir, 500_000)
+        assert lines == 500_000
+        assert rss_mb < 110, f"invoke submit peaked at {rss_mb:.0f} MB for 50 MB of output"
 
         # A peer without the token: data without a newline is cut off, not buffered.
         port, head_ip = agent_port_and_head_ip(docker_api, run_dir)

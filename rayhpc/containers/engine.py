@@ -22,10 +22,11 @@ from rayhpc.containers.secrets import SECRETS_ARG, BuildSecrets, serve
 _STEP_RE = re.compile(r"^Step \d+/\d+ : ")
 
 
-def connect() -> docker.APIClient:
-    """A low-level client to the engine named by DOCKER_HOST (default: the local socket)."""
+def connect(timeout: float | None = 600) -> docker.APIClient:
+    """A low-level client to the engine named by DOCKER_HOST (default: the local socket);
+    ``timeout`` None: a request may wait for ever (a followed log that is quiet for long)."""
     try:
-        api = docker.APIClient(base_url=os.environ.get("DOCKER_HOST") or None, timeout=600)
+        api = docker.APIClient(base_url=os.environ.get("DOCKER_HOST") or None, timeout=timeout)
         api.ping()
     except Exception as exc:
         where = os.environ.get("DOCKER_HOST") or "the local socket (/var/run/docker.sock)"

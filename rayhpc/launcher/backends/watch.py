@@ -7,17 +7,24 @@ the queue), and how to stop it when a signal comes.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import signal
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from rayhpc.launcher.contract import RunPaths, read_json
 
+if TYPE_CHECKING:
+    from rayhpc.launcher.backends.overflow import FollowedOutput
+
 POLL_S = 0.2
+READ_BYTES = 1 << 20  # of the driver's output printed per step of the loop
+LINE_MAX_BYTES = 1 << 16  # a longer line is printed in pieces
+OVERFLOW_WAIT_S = 10.0  # at the end, how long the rest of the head's output may take
 CHECK_EVERY_S = 1.0  # how often the backend is asked whether the run still lives
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -58,7 +65,14 @@ class RunWatcher:
     def __init__(self, run_dir: Path, out: TextIO | None = None):
         self.paths = RunPaths(run_dir)
         self.out: TextIO | None = out or sys.stdout
-        self._driver_offset = 0
+        self._driver_offset = 0  # of driver.log, read so far
+        self._pending = bytearray()  # read, not printed yet (the start of a line)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # The head's own output, where the driver's goes once driver.log takes no more (set
+        # by a backend that can follow it: `backends.overflow.FollowedOutput`).
+        self.overflow: FollowedOutput | None = None
+        self._overflow_said = self._unstored_said = False
+        self._unstored = 0  # bytes of the driver's output shown but not in driver.log
         self._joined = -1
         self._lost: list[str] = []
         self._notes = 0  # the head's notes printed so far
@@ -112,7 +126,7 @@ class RunWatcher:
                 self.say(f"{name}: {'stopping now' if again else 'stopping the cluster'} "
                          "(logs are kept)")
                 if not run.stop(signum, again):
-                    self.flush()
+                    self.flush(wait_s=0)
                     return 128 + self.signals[0]
                 deadline = deadline or time.monotonic() + stop_timeout + 10
             why = ""
@@ -127,7 +141,7 @@ class RunWatcher:
                              "stopping the cluster")
                     run.stop(signal.SIGTERM, False)
                     deadline = deadline or time.monotonic() + stop_timeout + 10
-            self.poll()
+            behind = self.poll()
             code = self.paths.read_exit_code()
             if code is not None:
                 self.flush()
@@ -142,12 +156,13 @@ class RunWatcher:
             if deadline and time.monotonic() > deadline:
                 self.say("the run did not stop in time; removing it")
                 return 128 + (self.signals[0] if self.signals else signal.SIGTERM)
-            time.sleep(POLL_S)
+            if not behind:
+                time.sleep(POLL_S)
 
     # -- what is new in the run directory
 
-    def poll(self) -> None:
-        """Print what is new since the last call."""
+    def poll(self) -> bool:
+        """Print what is new since the last call; True while more driver output waits."""
         status = read_json(self.paths.status) or {}
         lost = status.get("lost") or []
         if lost != self._lost:
@@ -161,9 +176,10 @@ class RunWatcher:
         for note in notes[self._notes:]:
             self.say(note)
         self._notes = max(self._notes, len(notes))
-        self._copy_driver_output()
+        more = self._copy_driver_output()
         if not self.connected:
             self._print_connect()
+        return more
 
     def _print_connect(self) -> None:
         """An interactive cluster is up: how to connect, as the head wrote it (shell lines)."""
@@ -175,30 +191,65 @@ class RunWatcher:
         self.say(f"cluster up; {self.paths.connect}:")
         self._write(text)
 
-    def _unread(self) -> bytes:
-        """Driver output written since we last printed."""
+    def _copy_driver_output(self) -> bool:
+        """Print the driver's new output, whole lines only (a line longer than LINE_MAX_BYTES
+        goes in pieces; `flush` prints a partial last one); True while more is waiting. At
+        most READ_BYTES a call: memory does not grow with the output, and a big backlog does
+        not hold up the loop."""
+        stored = self.overflow.stored if self.overflow is not None else None
+        size = READ_BYTES if stored is None else min(READ_BYTES, stored - self._driver_offset)
+        data = self._read_driver_log(size) if size > 0 else b""
+        self._driver_offset += len(data)
+        more = len(data) == READ_BYTES
+        if stored is not None and self._driver_offset >= stored:
+            if not self._overflow_said:  # driver.log took no more: the rest from the head
+                self._overflow_said = True
+                self.say(f"warning: {self.paths.driver_log} takes no more after {stored} "
+                         f"bytes ({self.overflow.why}); the rest of the driver's output is "
+                         "shown from the head's own output")
+            unstored = self.overflow.take(READ_BYTES)
+            self._unstored += len(unstored)
+            data += unstored
+            more = more or self.overflow.waiting()
+        self._pending += data
+        end = self._pending.rfind(b"\n") + 1
+        if len(self._pending) - end > LINE_MAX_BYTES:
+            end = len(self._pending)
+        if end:
+            self._write(self._decoder.decode(bytes(self._pending[:end])))
+            del self._pending[:end]
+        return more
+
+    def _read_driver_log(self, size: int) -> bytes:
         try:
             with open(self.paths.driver_log, "rb") as log:
                 log.seek(self._driver_offset)
-                return log.read()
+                return log.read(size)
         except OSError:
             return b""
 
-    def _copy_driver_output(self) -> None:
-        # Print whole lines only; a partial last line waits for its end.
-        chunk = self._unread()
-        end = chunk.rfind(b"\n") + 1
-        if end:
-            self._write(chunk[:end].decode(errors="replace"))
-            self._driver_offset += end
-
-    def flush(self) -> None:
-        """Print whatever driver output is left, partial last line included."""
-        rest = self._unread()
-        if rest:
-            text = rest.decode(errors="replace")
-            self._write(text if text.endswith("\n") else text + "\n")
-            self._driver_offset += len(rest)
+    def flush(self, wait_s: float = OVERFLOW_WAIT_S) -> None:
+        """Print whatever driver output is left, partial last line included (after an
+        overflow: what the head's output still brings, up to ``wait_s``), and say how much of
+        it was not stored."""
+        deadline = time.monotonic() + wait_s
+        while self._copy_driver_output():
+            pass
+        while self.overflow is not None and self.overflow.stored is not None \
+                and not self.overflow.done() and time.monotonic() < deadline:
+            if not self._copy_driver_output():
+                time.sleep(POLL_S / 4)
+        while self._copy_driver_output():
+            pass
+        tail = self._decoder.decode(bytes(self._pending), True)
+        self._pending.clear()
+        if tail:
+            self._write(tail if tail.endswith("\n") else tail + "\n")
+        if self._overflow_said and not self._unstored_said:
+            self._unstored_said = True
+            self.say(f"warning: {self._unstored} bytes of the driver's output (after the first "
+                     f"{self.overflow.stored} in {self.paths.driver_log}) were shown here but "
+                     f"not stored: {self.overflow.why}")
 
     def say(self, text: str, prefix: bool = True) -> None:
         self._write(f"rayhpc: {text}\n" if prefix else text + "\n")

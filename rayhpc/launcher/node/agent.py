@@ -26,6 +26,7 @@ from rayhpc.launcher.contract import (
     write_json,
 )
 from rayhpc.launcher.node import harvest, preflight
+from rayhpc.launcher.node.driver_output import to_stdout
 from rayhpc.launcher.node.errors import LaunchFailed
 from rayhpc.launcher.node.processes import RayCli, raise_fd_limit, stop_session
 from rayhpc.launcher.node.ray_start import (
@@ -78,7 +79,7 @@ class Agent:
 
     def say(self, message: str) -> None:
         line = f"[rayhpc {self.node} +{time.time() - self.t0:5.1f}s] {message}"
-        print(line, flush=True)
+        to_stdout((line + "\n").encode(errors="replace"))
         if self._log is not None:
             try:
                 self._log.write(line + "\n")

@@ -25,9 +25,10 @@ from rayhpc.launcher.contract import (
 from rayhpc.launcher.node.agent import Agent
 from rayhpc.launcher.node.channel import ControlServer, secret_of
 from rayhpc.launcher.node.connect import connect_text
+from rayhpc.launcher.node.driver_output import DriverOutput
 from rayhpc.launcher.node.errors import LaunchFailed
 from rayhpc.launcher.node.fabric import head_route_environment
-from rayhpc.launcher.node.processes import POLL_S, copy_lines, stop_session
+from rayhpc.launcher.node.processes import POLL_S, stop_session
 from rayhpc.launcher.node.ray_start import agent_addresses, node_ip, without_proxy
 from rayhpc.launcher.node.report import (
     failed_before_joining,
@@ -287,33 +288,31 @@ class Head(Agent):
                    **{RUN_DIR_ENV: str(self.paths.dir), NODES_ENV: str(self.spec.nodes)})
         self.say(f"running driver: {command}")
         self.timing["t_driver_start"] = time.time()
-        # Unbuffered: a full run directory fails a write (handled), never the close.
-        with open(self.paths.driver_log, "wb", buffering=0) as log:
-            self.driver = subprocess.Popen(driver_argv(command), cwd=self.spec.shared, env=env,
-                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                           start_new_session=True)
-            copier = threading.Thread(target=copy_lines, args=(self.driver.stdout, log),
-                                      daemon=True)
-            copier.start()
-            node_watch = threading.Thread(target=self.watch_nodes, daemon=True)
-            node_watch.start()
-            # The driver's end is its own exit, not the end of its output: a background
-            # process it left behind may hold the pipe open for ever.
-            asked = False
-            while (code := self.driver.poll()) is None:
-                if not asked and self.signalled is None and self.stop_requested():
-                    asked = True  # the stop file (a signal has stopped the driver already)
-                    self.say("stop requested: stopping the driver")
-                    self.on_stop_request()
-                time.sleep(POLL_S)
-            self.timing["t_driver_end"] = time.time()
-            left, names = stop_session(self.driver.pid, LEFTOVER_GRACE_S,
-                                       leader=driver_argv(command))
-            if left:
-                shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-                self.note(f"the driver left {left} process(es) running ({shown}): "
-                          "stopped them")
-            copier.join(timeout=LEFTOVER_GRACE_S)
+        output = DriverOutput(self.paths.driver_log, self.say)
+        self.driver = subprocess.Popen(driver_argv(command), cwd=self.spec.shared, env=env,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+        copier = threading.Thread(target=output.copy, args=(self.driver.stdout,), daemon=True)
+        copier.start()
+        node_watch = threading.Thread(target=self.watch_nodes, daemon=True)
+        node_watch.start()
+        # The driver's end is its own exit, not the end of its output: a background
+        # process it left behind may hold the pipe open for ever.
+        asked = False
+        while (code := self.driver.poll()) is None:
+            if not asked and self.signalled is None and self.stop_requested():
+                asked = True  # the stop file (a signal has stopped the driver already)
+                self.say("stop requested: stopping the driver")
+                self.on_stop_request()
+            time.sleep(POLL_S)
+        self.timing["t_driver_end"] = time.time()
+        left, names = stop_session(self.driver.pid, LEFTOVER_GRACE_S,
+                                   leader=driver_argv(command))
+        if left:
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            self.note(f"the driver left {left} process(es) running ({shown}): stopped them")
+        copier.join(timeout=LEFTOVER_GRACE_S)
+        output.close()
         node_watch.join(timeout=5)  # before teardown drops the connection it lists nodes with
         code = 128 - code if code < 0 else code  # killed by signal N -> 128+N, as shells do
         self.say(f"driver exited with {code}")

@@ -1,5 +1,5 @@
 """Processes of a node: the Ray CLI in a session of its own, stopping a session's processes
-(Ray's in `ray stop`'s order), the open-files limit, and copying a driver's output."""
+(Ray's in `ray stop`'s order), and the open-files limit."""
 
 from __future__ import annotations
 
@@ -75,21 +75,6 @@ def raise_fd_limit() -> tuple[int, int]:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             soft = hard
     return soft, hard
-
-
-def copy_lines(source, log) -> None:
-    """The driver's output to driver.log (the launcher follows it) and to our own output (the
-    job's output file on batch sites, the container's log on the local site)."""
-    for line in source:
-        if log is not None:
-            try:
-                log.write(line)
-                log.flush()
-            except (OSError, ValueError):  # a full run directory: keep draining the pipe
-                log = None
-        with contextlib.suppress(OSError, ValueError):
-            sys.stdout.buffer.write(line)
-            sys.stdout.flush()
 
 
 def session_processes(session: int) -> list[int]:

@@ -3,13 +3,17 @@ the run lives (from the run directory and the dashboard) or after (from what was
 
 from __future__ import annotations
 
+import codecs
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from rayhpc.containers.errors import UserError
-from rayhpc.launcher.runs.jobs import follow_job, iter_jobs
+from rayhpc.launcher.runs.jobs import ClusterError, LogStream, follow_job, iter_jobs, write_output
 from rayhpc.launcher.runs.run import Run
+
+READ_BYTES = 1 << 20  # of a file read and printed at a time
 
 
 def logs(run: Run, write: Callable[[str], None], node: str | None = None,
@@ -50,21 +54,21 @@ def _file(run: Run, path: Path, write, follow: bool, signals) -> int:
     """A file of the run directory; with ``follow``, what is added until the run ends."""
     offset = 0
     signals = signals if signals is not None else []
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     while True:
         ended = run.exit_code is not None  # before the last read: nothing is missed
         try:
             with open(path, "rb") as handle:
                 handle.seek(offset)
-                chunk = handle.read()
+                while chunk := handle.read(READ_BYTES):  # memory bounded by the chunk
+                    write(decoder.decode(chunk))
+                    offset += len(chunk)
         except FileNotFoundError:
             if not follow:
                 raise UserError(f"--run: {path} does not exist (yet); the run is "
                                 f"{run.phase()}") from None
-            chunk = b""
-        if chunk:
-            write(chunk.decode(errors="replace"))
-            offset += len(chunk)
         if not follow or ended or signals:
+            write(decoder.decode(b"", True))
             return 0
         time.sleep(0.3)
 
@@ -118,7 +122,7 @@ def _job_logs(run: Run, job: str, write, follow: bool, signals) -> int:
         if status == 404:
             raise UserError(f"--job: run {run.run_id} has no job {job!r}; `invoke logs --run "
                             f"{run.run_id}` lists them")
-        write(client.logs(job))
+        write_output(client, job, write)
         return 0
     kept = _harvested_job_logs(run)
     if job not in kept:
@@ -135,7 +139,7 @@ def _all_job_logs(run: Run, write) -> int:
         for info in jobs:
             write(f"== job {info['submission_id']} ({info.get('status')}): "
                   f"{info.get('entrypoint')}\n")
-            write(client.logs(info["submission_id"]))
+            write_output(client, info["submission_id"], write, info)
         if not jobs:
             write(f"rayhpc: no jobs submitted to run {run.run_id} yet\n")
         return 0
@@ -163,15 +167,39 @@ def _ray_log(run: Run, node: str, record: dict, file: str, write, follow: bool,
     if file not in files:
         raise UserError(f"--file: {node} has no Ray log {file!r} (there: "
                         f"{', '.join(files[:12])}{' ...' if len(files) > 12 else ''})")
-    printed = 0
-    signals = signals if signals is not None else []
-    while True:
-        text = client.node_log(record["ip"], file)
-        if len(text) > printed:
-            write(text[printed:])
-            printed = len(text)
-        if not follow or signals or not run.up:
-            if text and not text.endswith("\n"):
-                write("\n")
-            return 0
-        time.sleep(1.0)
+    # Streamed: the file from its start (and, following, what is added) over one connection.
+    query = urllib.parse.urlencode({"node_ip": record.get("ip", ""), "filename": file,
+                                    "lines": -1})
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    ends_line = True
+    if not follow:
+        chunks: Iterable[bytes] = client.chunks(f"/api/v0/logs/file?{query}")
+    else:
+        stream = LogStream(client, f"/api/v0/logs/stream?{query}&interval=0.5").start()
+        chunks = _until_stopped(stream, run, signals if signals is not None else [])
+    for chunk in chunks:
+        if text := decoder.decode(chunk):
+            write(text)
+            ends_line = text.endswith("\n")
+    if not ends_line:
+        write("\n")
+    return 0
+
+
+def _until_stopped(stream: LogStream, run: Run, signals: list[int]) -> Iterator[bytes]:
+    """What a followed stream brings until a signal, the run's end or the stream's."""
+    next_check = 0.0
+    while not signals:
+        data = stream.take()
+        if data:
+            yield data
+            continue
+        if stream.ended.is_set():
+            if stream.problem:
+                raise ClusterError(stream.problem)
+            return
+        if time.monotonic() >= next_check:
+            next_check = time.monotonic() + 2.0
+            if not run.up:
+                return
+        time.sleep(0.1)

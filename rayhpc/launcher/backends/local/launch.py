@@ -24,9 +24,11 @@ from rayhpc.containers.errors import UserError
 from rayhpc.launcher.backends.local import container_user
 from rayhpc.launcher.backends.local.compose import render_compose
 from rayhpc.launcher.backends.local.manage import remove_run, stop_containers
+from rayhpc.launcher.backends.overflow import FollowedOutput
 from rayhpc.launcher.backends.rundir import prepare_run_dir, remove_run_dir
 from rayhpc.launcher.backends.watch import RunWatcher
 from rayhpc.launcher.contract import (
+    OVERFLOW_PREFIX,
     LaunchSpec,
     RunPaths,
     atomic_file,
@@ -147,6 +149,7 @@ class LocalLaunch:
                     return 128 + signum
                 if code == 0:
                     self._announce_dashboard()
+                    self.watcher.overflow = FollowedOutput(self._head_output).start()
                     code = self.watcher.follow(self, self.spec.stop_timeout, until_up=detach)
                     if code is None:
                         left_up = True
@@ -197,13 +200,20 @@ class LocalLaunch:
         return code
 
     def _output_tail(self, container: str, lines: int = 20) -> list[str]:
-        """The last lines a node's container printed (its agent's messages), without the
-        agent's prefix."""
+        """The last lines a node's container printed (its agent's messages; not the driver's
+        that went there after a full driver.log), without the agent's prefix."""
         try:
-            raw = self.api.logs(container, tail=lines).decode(errors="replace")
+            raw = self.api.logs(container, tail=lines)
         except docker.errors.APIError:
             return []
-        return [AGENT_PREFIX.sub("", line).strip() for line in raw.splitlines() if line.strip()]
+        return [AGENT_PREFIX.sub("", line.decode(errors="replace")).strip()
+                for line in raw.splitlines()
+                if line.strip() and not line.startswith(OVERFLOW_PREFIX)]
+
+    def _head_output(self) -> Iterable[bytes]:
+        """The head's own output as it comes (its agent's lines; the driver's once driver.log
+        takes no more), until its container ends: no timeout, it may be quiet for hours."""
+        return connect(timeout=None).logs(self.head, stream=True, follow=True, stderr=False)
 
     def stop(self, signum: int, again: bool) -> bool:
         """The same signal to the head's agent: it stops the driver and every node and harvests
