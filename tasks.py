@@ -13,6 +13,9 @@ from rayhpc.launcher.backends.watch import noting_signals
 from rayhpc.launcher.launch import launch as run_launch
 from rayhpc.launcher.resolve.config import SETTINGS, list_sites, load_site
 from rayhpc.launcher.resolve.queues import queue_table_lines
+from rayhpc.launcher.runs.blocks import BlockRequest
+from rayhpc.launcher.runs.blocks import grow as grow_run
+from rayhpc.launcher.runs.blocks import shrink as shrink_run
 from rayhpc.launcher.runs.jobs import ClusterError
 from rayhpc.launcher.runs.logs import logs as run_logs
 from rayhpc.launcher.runs.run import find_run, shared_dir, status_lines
@@ -286,6 +289,52 @@ def status(c, run=None, site="local", shared=None):
         backend_for(load_site(site)).check_leftovers_readable()
     print("\n".join(lines) if lines else f"no runs (in {shared_path / 'runs'} or on this "
           "machine's engine)")
+
+
+@task(auto_shortflags=False, help={
+    **RUN_HELP,
+    "nodes": "the block's node count (worker nodes that join the running cluster)",
+    "group": "the block's node group: one of the run's groups by name, or a new one as "
+             "NAME:NODES[:IMAGE][,KEY=VALUE...] (as `launch --group`)",
+    "walltime": "the block's walltime (default: the run's)",
+    "queue": "the block's queue / partition (default: the first of the site's table that "
+             "takes it, else the scheduler's default)",
+})
+@user_errors
+def grow(c, run=None, nodes=None, group=None, walltime=None, queue=None, site="local",
+         shared=None):
+    """Add a block of worker nodes to a running cluster (a batch job of its own).
+
+    Its nodes join the run's Ray cluster (interactive, or one running its driver) with the
+    run's token; `invoke status --run ID` shows each block, `invoke shrink` releases one.
+    """
+    found = find(run, site, shared)
+    count = None if nodes is None else _count(nodes, "--nodes")
+    grow_run(found, site, BlockRequest(nodes=count, group=group, walltime=walltime,
+                                       queue=queue), say)
+
+
+@task(auto_shortflags=False, help={
+    **RUN_HELP,
+    "block": "the block to release (b2, b3, ...: `invoke status --run ID` lists them)",
+})
+@user_errors
+def shrink(c, run=None, block=None, site="local", shared=None):
+    """Release a block of a running cluster: drained first, then stopped (logs kept).
+
+    No new work lands on its nodes; what runs there may finish within the drain window, then
+    Ray retries it elsewhere. The cluster and its driver go on.
+    """
+    if not block:
+        raise UserError("--block: give the block to release (`invoke status --run ID` lists "
+                        "them)")
+    shrink_run(find(run, site, shared), block, say)
+
+
+def _count(value: str, flag: str) -> int:
+    if not str(value).strip().isdigit() or int(value) < 1:
+        raise UserError(f"{flag}: {value!r} is not a node count (1 or more)")
+    return int(value)
 
 
 @task(auto_shortflags=False,

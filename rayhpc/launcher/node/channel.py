@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 
-from rayhpc.launcher.contract import FINAL_STATES
+from rayhpc.launcher.contract import FINAL_STATES, LEFT
 
 # Keepalive on the control connection: a dead host (no FIN) is noticed in about 90 s.
 KEEPALIVE = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 6}
@@ -116,12 +116,21 @@ class Peer:
         self.reason = ""
         self.ip = ""
         self.group = ""
+        self.block = ""  # the grown block it came with ("" : the launch's own job)
+        self.leaving = False  # its block was released: its end is `left`, not a loss
         self.connected = True
         self.final: dict | None = None  # its last record, sent when it stopped
 
     def record(self) -> dict:
         return {"state": self.state, "reason": self.reason, "ip": self.ip, "group": self.group,
-                "final": self.final}
+                "block": self.block, "leaving": self.leaving, "final": self.final}
+
+    def end(self, state: str, reason: str) -> None:
+        """Its agent ended (its final word, or its connection closed): a released node has
+        left; any other is as it says."""
+        if self.leaving:
+            state = LEFT
+        self.state, self.reason = state, reason
 
 
 class ControlServer:
@@ -205,6 +214,7 @@ class ControlServer:
         with self.changed:
             peer = Peer(str(message["node"]), channel)
             peer.group = str(message.get("group") or "")
+            peer.block = str(message.get("block") or "")
             old = self.peers.get(peer.name)
             if old is not None and old.connected:
                 peer.name = f"{peer.name}#{len(self.peers)}"  # two agents, one host name
@@ -223,8 +233,11 @@ class ControlServer:
             state = str(message.get("state", peer.state))
             if state == "failed" and peer.state != "failed":
                 self.failed.append(peer)
-            peer.state = state
-            peer.reason = str(message.get("reason", peer.reason))
+            reason = str(message.get("reason", peer.reason))
+            if state in FINAL_STATES:
+                peer.end(state, reason)
+            else:
+                peer.state, peer.reason = state, reason
             peer.ip = str(message.get("ip", peer.ip))
             if isinstance(message.get("final"), dict):
                 peer.final = message["final"]
@@ -235,8 +248,8 @@ class ControlServer:
             peer = self._by_channel.pop(channel, None)
             if peer is not None:
                 peer.connected = False
-                if peer.state not in FINAL_STATES:
-                    peer.state, peer.reason = "gone", "its agent's connection closed"
+                if peer.state not in (*FINAL_STATES, LEFT):
+                    peer.end("gone", "its agent's connection closed")
                 self._bump()
 
     def _bump(self) -> None:
@@ -253,6 +266,17 @@ class ControlServer:
             peers = [p for p in self.peers.values() if p.connected]
         for peer in peers:
             peer.channel.send(**message)
+
+    def release(self, names: list[str], reason: str) -> None:
+        """Tell these workers to stop (their block is released): they end as `left`."""
+        with self.changed:
+            peers = [self.peers[name] for name in names if name in self.peers]
+            for peer in peers:
+                peer.leaving = True
+            self._bump()
+        for peer in peers:
+            if peer.connected:
+                peer.channel.send(stop=reason)
 
     def first_failure(self) -> tuple[str, str] | None:
         """The first worker whose agent said it failed, and its reason (None: none did)."""

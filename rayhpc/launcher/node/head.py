@@ -14,6 +14,7 @@ import time
 
 from rayhpc.launcher.contract import (
     FINAL_STATES,
+    LEFT,
     NODES_ENV,
     RUN_DIR_ENV,
     LaunchSpec,
@@ -24,10 +25,12 @@ from rayhpc.launcher.contract import (
     write_json,
 )
 from rayhpc.launcher.node.agent import Agent
+from rayhpc.launcher.node.blocks import BlockKeeper, RayDrain, block_counts
 from rayhpc.launcher.node.channel import ControlServer, secret_of
 from rayhpc.launcher.node.connect import connect_text
 from rayhpc.launcher.node.errors import LaunchFailed
 from rayhpc.launcher.node.fabric import head_route_environment
+from rayhpc.launcher.node.membership import watch_nodes
 from rayhpc.launcher.node.processes import POLL_S, copy_lines, stop_session
 from rayhpc.launcher.node.ray_start import agent_addresses, node_ip, without_proxy
 from rayhpc.launcher.node.report import (
@@ -35,7 +38,6 @@ from rayhpc.launcher.node.report import (
     first_few,
     gpu_shortfall,
     group_totals,
-    lost_nodes,
     missing_nodes,
     node_resources,
     nodes_poll_s,
@@ -78,6 +80,7 @@ class Head(Agent):
                                     tuple(agent_addresses(spec.interface, spec.nodes > 1)))
         self.ray_nodes: list[dict] = []  # Ray's node list when every node had joined
         self.resources: dict[str, dict] = {}  # node -> what it brought to Ray
+        self.blocks = BlockKeeper(self)  # grown blocks: released on request (`shrink`)
 
     def on_stop_request(self) -> None:
         """SIGTERM to the driver's process group; SIGKILL if it is still there 10 s later (a
@@ -165,6 +168,7 @@ class Head(Agent):
         self.server.announce(head=head)
         write_json(self.paths.head, head)
         self.connect(address)
+        self.blocks.drain = RayDrain(address)
         self.say(f"head up at {address}")
         return address
 
@@ -185,24 +189,30 @@ class Head(Agent):
 
         return [n for n in ray.nodes() if n.get("Alive")]
 
-    def publish_status(self, force: bool = False, **changes: object) -> None:
+    def publish_status(self, force: bool = False, **changes: object) -> bool:
         """status.json for the launcher: at most once a second, unless ``force``. It names
-        every node with its state and address (`invoke status` and `logs` read them)."""
+        every node with its state and address (`invoke status` and `logs` read them).
+        Whether it was written."""
         self.status.update(changes)
+        records = self.server.records()
         nodes = {self.node: {"state": "joined", "ip": self.ip,
                              "group": self.group.name if self.group else None},
-                 **{name: {"state": r["state"], "ip": r["ip"], "group": r["group"] or None}
-                    for name, r in self.server.records().items()}}
+                 **{name: {"state": r["state"], "ip": r["ip"], "group": r["group"] or None,
+                           "block": r["block"] or None} for name, r in records.items()}}
         for name, node in nodes.items():
-            if not node["group"]:
-                del node["group"]
+            for key in ("group", "block"):
+                if not node.get(key):
+                    node.pop(key, None)
             if name in self.resources:
                 node["resources"] = self.resources[name]
+        self.status["blocks"] = self.timing["blocks"] = block_counts(records)
         self.status["nodes"] = nodes
         now = time.monotonic()
         if force or now - self._status_written >= STATUS_EVERY_S:
             self._status_written = now
             write_json(self.paths.status, self.status)
+            return True
+        return False
 
     def report_resources(self) -> None:
         """What every node brought to Ray, from Ray's node list at the join (no extra call):
@@ -328,31 +338,9 @@ class Head(Agent):
         return 128 + (self.signalled or signal.SIGTERM)
 
     def watch_nodes(self, running=None) -> None:
-        """While the driver runs (or ``running()`` is true): notice workers that leave the
-        cluster (a killed container, a dead host) and say which. Their agent's connection
-        closing says it at once; Ray's node list, asked rarely, catches a node whose Ray died
-        under a living agent."""
-        running = running or (lambda: self.driver is not None and self.driver.poll() is None)
-        by_ip = {r["ip"]: name for name, r in self.server.records().items() if r["ip"]}
-        next_gcs = time.monotonic() + nodes_poll_s(self.spec.nodes, during_driver=True)
-        version = -1
-        while running():
-            lost = {name for name, r in self.server.records().items() if r["state"] == "gone"}
-            if time.monotonic() >= next_gcs:
-                next_gcs = time.monotonic() + nodes_poll_s(self.spec.nodes, True)
-                try:
-                    alive = {n["NodeManagerAddress"] for n in self.alive_nodes()}
-                    lost |= set(lost_nodes(by_ip, alive))
-                except Exception as exc:  # noqa: BLE001 (the GCS is the head's own)
-                    self.say(f"cannot list the nodes: {exc}")
-            if sorted(lost) != self.timing["nodes_lost"]:
-                for name in sorted(lost - set(self.timing["nodes_lost"])):
-                    self.note(f"node {name} left the cluster; the run goes on without it")
-                self.timing["nodes_lost"] = sorted(lost)
-                with contextlib.suppress(OSError):
-                    self.publish_status(force=True, joined=self.spec.nodes - len(lost),
-                                        lost=sorted(lost))
-            version = self.server.wait(version, timeout=1.0)
+        """While the driver runs (or ``running()`` is true): see `node.membership`."""
+        watch_nodes(self, running or (lambda: self.driver is not None
+                                      and self.driver.poll() is None))
 
     def teardown(self) -> None:
         """Tell every worker to stop (over the network; the stop file too, for any that never
@@ -373,7 +361,7 @@ class Head(Agent):
         version = -1
         while time.monotonic() < deadline:
             records = self.server.records()
-            if all(r["state"] in (*FINAL_STATES, "gone") for r in records.values()):
+            if all(r["state"] in (*FINAL_STATES, "gone", LEFT) for r in records.values()):
                 break
             version = self.server.wait(version, timeout=max(0.0, deadline - time.monotonic()))
         self.server.close()
@@ -387,4 +375,5 @@ class Head(Agent):
             write_json(self.paths.nodes_file, records)
         except OSError as exc:
             self.say(f"node records not written: {run_dir_problem(exc)}")
+        self.timing["blocks"] = block_counts(self.server.records())
         self.timing["t_teardown_done"] = time.time()
