@@ -371,6 +371,8 @@ class Head(Agent):
         for name, peer in self.server.records().items():
             records[name] = peer["final"] or {"node": name, "state": peer["state"],
                                               "reason": peer["reason"], "ip": peer["ip"]}
+            if peer["state"] == LEFT:  # released from its block: it left, drained
+                records[name] = {**records[name], "state": LEFT, "block": peer["block"]}
         try:
             write_json(self.paths.nodes_file, records)
         except OSError as exc:

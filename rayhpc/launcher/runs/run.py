@@ -191,7 +191,10 @@ def status_line(run: Run, now: float | None = None) -> str:
     parts = [run.run_id, run.spec.site, run.phase()]
     if run.spec.interactive is False and run.exit_code is None:
         parts[-1] += f": {run.spec.driver}"
-    parts.append(f"{status.get('joined', 0)}/{status.get('expected', run.spec.nodes)} nodes "
+    # Grown blocks count too, while they are not released.
+    expected = status.get("expected", run.spec.nodes) + sum(
+        block.nodes for block in read_blocks(run.paths) if not block.released)
+    parts.append(f"{status.get('joined', 0)}/{expected} nodes "
                  "joined" + (f" (lost: {', '.join(status['lost'])})" if status.get("lost")
                              else ""))
     if run.head.get("time") and run.exit_code is None:
