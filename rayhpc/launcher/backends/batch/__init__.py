@@ -3,6 +3,7 @@ the node program in an HPC container runtime on every node of the allocation."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from typing import TYPE_CHECKING, TextIO
 
@@ -79,6 +80,11 @@ class BatchBackend(Backend):
     # -- blocks: each a worker-only job rendered by the same job script renderer
 
     def blocks_problem(self, spec: LaunchSpec) -> str:
+        scheduler = SCHEDULERS[spec.scheduler]
+        submit, _ = scheduler.submit_command("job.sh")
+        if not shutil.which(submit[0]):
+            return (f"{submit[0]} not found: a block is a {scheduler.name} job of its own; "
+                    f"grow the run from a login node of site {spec.site}")
         return ""
 
     def submit_block(self, spec: LaunchSpec, site: Site, block: Block, head_ip: str) -> str:
