@@ -256,7 +256,8 @@ def test_the_head_accepts_only_agents_holding_the_token():
         while server.count("joined") < 1 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert server.records() == {"w1": {"state": "joined", "reason": "", "ip": "10.0.0.2",
-                                           "group": "", "final": None}}
+                                           "group": "", "block": "", "leaving": False,
+                                           "final": None}}
         bad.settimeout(5)
         assert bad.recv(10) == b""  # refused: closed by the head
         server.announce(head={"address": "10.0.0.1:6379"})
@@ -299,7 +300,8 @@ def test_the_head_keeps_the_first_worker_that_failed_with_its_reason():
         wait_until(lambda: server.first_failure() is not None)
         assert server.first_failure() == ("w2", reason)
         assert server.records()["w2"] == {"state": "failed", "reason": reason,
-                                          "ip": "10.0.0.3", "group": "", "final": None}
+                                          "ip": "10.0.0.3", "group": "", "block": "",
+                                          "leaving": False, "final": None}
         w3.send(state="failed", reason="`ray start` failed on w3 (exit 1): ...")
         w2.send(state="failed", reason=reason, final={"node": "w2", "state": "failed"})
         wait_until(lambda: server.count("failed") == 2)
