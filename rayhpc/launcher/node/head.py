@@ -73,6 +73,7 @@ class Head(Agent):
         self.timing: dict = {"t_submit": spec.t_submit, "nodes_expected": spec.nodes,
                              "nodes_joined": 0, "nodes_lost": []}
         self.status: dict = {"joined": 0, "expected": spec.nodes, "lost": []}
+        self._status_lock = threading.Lock()
         self._status_written = 0.0
         self._stop_seen = False
         self._stop_checked = 0.0
@@ -193,6 +194,10 @@ class Head(Agent):
         """status.json for the launcher: at most once a second, unless ``force``. It names
         every node with its state and address (`invoke status` and `logs` read them).
         Whether it was written."""
+        with self._status_lock:  # the watch loop and a block's release both publish
+            return self._publish_status(force, changes)
+
+    def _publish_status(self, force: bool, changes: dict) -> bool:
         self.status.update(changes)
         records = self.server.records()
         nodes = {self.node: {"state": "joined", "ip": self.ip,
