@@ -95,12 +95,26 @@ def test_grow_use_shrink_and_down(docker_api, built_image, shared_dir):
         assert "block b2: releasing 2 node(s) (invoke shrink): draining first" in head_log
         assert "left the cluster" not in head_log  # no node was lost
 
+        # A block that dies is a lost set of nodes, named with its block.
+        grown = invoke("grow", "--run", run_id, "--nodes", "1", "--shared", shared)
+        assert grown.returncode == 0, grown.stdout + grown.stderr
+        wait_for_block(run_dir, "b4", 1)
+        docker_api.kill(f"rayhpc-{run_id}-b4-worker-1")
+        deadline = time.monotonic() + 120
+        while status(run_dir)["lost"] != ["b4-worker-1"]:
+            assert time.monotonic() < deadline, status(run_dir)
+            time.sleep(0.5)
+        assert status(run_dir)["blocks"]["b4"]["lost"] == 1
+        assert "node b4-worker-1 (block b4) left the cluster; the run goes on without it" in \
+            (run_dir / "logs" / "head.log").read_text()
+
         # A released block cannot be released again; down stops the head and block b3.
         again = invoke("shrink", "--run", run_id, "--block", "b2", "--shared", shared)
         assert again.returncode == 2 and again.stderr.startswith("error: --block: block b2")
         down = invoke("down", "--run", run_id, "--shared", shared)
         assert down.returncode == 0, down.stdout + down.stderr
-        assert "(block b2: 2 joined, 2 left; block b3: 1 joined, 0 left)" in down.stdout
+        assert "(lost: b4-worker-1) (block b2: 2 joined, 2 left; block b3: 1 joined, 0 left; " \
+            "block b4: 1 joined, 0 left, 1 lost)" in down.stdout
         final = json.loads((run_dir / "nodes.json").read_text())
         assert final["b3-worker-1"]["state"] == "stopped"
         assert final["b2-worker-1"]["state"] == "left"
@@ -108,7 +122,7 @@ def test_grow_use_shrink_and_down(docker_api, built_image, shared_dir):
         finished = invoke("grow", "--run", run_id, "--nodes", "1", "--shared", shared)
         assert finished.returncode == 2
         assert finished.stderr.startswith(f"error: --run: run {run_id} has finished")
-        assert not (run_dir / "blocks" / "b4.json").exists()
+        assert not (run_dir / "blocks" / "b5.json").exists()
     finally:
         invoke("down", "--run", run_id, "--shared", shared)
         docker_api.remove_image(other)
