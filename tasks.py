@@ -8,11 +8,13 @@ import sys
 from invoke import Exit, task
 
 from rayhpc.containers.errors import UserError
+from rayhpc.launcher.autoscale import Policy, parse_autoscale
 from rayhpc.launcher.backends import backend_for
 from rayhpc.launcher.backends.watch import noting_signals
 from rayhpc.launcher.launch import launch as run_launch
 from rayhpc.launcher.resolve.config import SETTINGS, list_sites, load_site
 from rayhpc.launcher.resolve.queues import queue_table_lines
+from rayhpc.launcher.runs.autoscaler import autoscale as autoscale_run
 from rayhpc.launcher.runs.blocks import BlockRequest
 from rayhpc.launcher.runs.blocks import grow as grow_run
 from rayhpc.launcher.runs.blocks import shrink as shrink_run
@@ -329,6 +331,34 @@ def shrink(c, run=None, block=None, site="local", shared=None):
         raise UserError("--block: give the block to release (`invoke status --run ID` lists "
                         "them)")
     shrink_run(find(run, site, shared), block, say)
+
+
+@task(auto_shortflags=False, help={
+    **RUN_HELP,
+    "autoscale": "MIN:MAX blocks to keep (e.g. 0:4)",
+    "block_nodes": "nodes per block (default 1)",
+    "walltime": "each block's walltime (default: the run's)",
+    "queue": "each block's queue (default: as `invoke grow`)",
+    "up_after": "seconds Ray's demand must stay unmet before a block is added (default 30)",
+    "idle_after": "seconds a block must stay idle before it is released (default 120)",
+    "period": "seconds between looks at Ray's demand (default 5)",
+})
+@user_errors
+def autoscale(c, run=None, autoscale="0:1", block_nodes="1", walltime=None, queue=None,
+              up_after=30.0, idle_after=120.0, period=5.0, site="local", shared=None):
+    """Keep a run between MIN and MAX blocks on Ray's demand (runs here, until the run ends).
+
+    Reads Ray's unmet demand from the head's dashboard with the run's token; adds a block when
+    it lasts, releases the block idle longest, backs off after a block that failed to start.
+    """
+    least, most = parse_autoscale(autoscale)
+    found = find(run, site, shared)
+    policy = Policy(least, most, up_after_s=float(up_after), idle_after_s=float(idle_after))
+    request = BlockRequest(nodes=_count(block_nodes, "--block-nodes"), walltime=walltime,
+                           queue=queue)
+    with noting_signals() as signals:
+        autoscale_run(found, site, policy, request, say, period_s=float(period),
+                      stop=lambda: bool(signals))
 
 
 def _count(value: str, flag: str) -> int:

@@ -6,12 +6,14 @@ block the clean way."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.cli import invoke
+from tests.cli import invoke, invoke_argv
 from tests.launching import archived, launch, leftovers
 
 pytestmark = pytest.mark.docker
@@ -126,3 +128,50 @@ def test_grow_use_shrink_and_down(docker_api, built_image, shared_dir):
     finally:
         invoke("down", "--run", run_id, "--shared", shared)
         docker_api.remove_image(other)
+
+
+BIG_JOB = """
+import socket, time, ray
+ray.init()
+@ray.remote(num_cpus=2)
+def work(i):
+    time.sleep(15)
+    return socket.gethostname()
+print("RAN ON", sorted(set(ray.get([work.remote(i) for i in range(4)]))), flush=True)
+"""
+
+
+def test_autoscale_adds_a_block_for_unmet_demand_and_releases_it_once_idle(
+        docker_api, built_image, shared_dir):
+    """A 1-node cluster (2 CPUs); a job asks for 4 tasks of 2 CPUs: Ray's demand stays unmet,
+    `invoke autoscale --autoscale 0:1` adds one block, the tasks run on it too and finish;
+    once the block is idle it is released (drained, `left`); never more than MAX blocks."""
+    image, _ = built_image
+    result, run_dir = launch(image, shared_dir, "--nodes", "1", "--detach")
+    assert run_dir is not None and result.returncode == 0, result.stdout + result.stderr
+    run_id, shared = run_dir.name, str(shared_dir)
+    scaler = subprocess.Popen(
+        invoke_argv("autoscale", "--run", run_id, "--shared", shared, "--autoscale", "0:1",
+                    "--block-nodes", "1", "--up-after", "4", "--idle-after", "8",
+                    "--period", "1"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        (shared_dir / "big_job.py").write_text(BIG_JOB)
+        job = invoke("submit", "--run", run_id, "--shared", shared, "--", "python",
+                     "big_job.py", timeout=300)
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:]
+        assert "RAN ON ['b2-worker-1', 'head']" in job.stdout, job.stdout[-2000:]
+        deadline = time.monotonic() + 120
+        while (status(run_dir)["nodes"].get("b2-worker-1") or {}).get("state") != "left":
+            assert time.monotonic() < deadline, status(run_dir)
+            time.sleep(1)
+    finally:
+        scaler.send_signal(signal.SIGINT)
+        output, _ = scaler.communicate(timeout=60)
+        invoke("down", "--run", run_id, "--shared", shared)
+    assert "rayhpc: grow: " in output and "requests unmet for" in output, output
+    assert "rayhpc: release b2: idle for" in output, output
+    assert "block b2: 1 of 1 node(s) left the cluster drained" in output, output
+    assert output.count("rayhpc: grow: ") == 1, output  # MAX 1
+    assert not (run_dir / "blocks" / "b3.json").exists()
+    assert leftovers(docker_api, run_id) == []

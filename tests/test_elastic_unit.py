@@ -141,6 +141,10 @@ def fake_run(shared: Path, *, exit_code: str | None = None, head: bool = True) -
     (("grow", "--run", "RUN", "--nodes", "0"), "--nodes: '0' is not a node count"),
     (("shrink", "--run", "RUN"), "--block: give the block to release"),
     (("shrink", "--run", "RUN", "--block", "b7"), "--block: run RUN has no block 'b7'"),
+    (("autoscale", "--run", "RUN", "--autoscale", "3:1"),
+     "--autoscale: MIN 3 is more than MAX 1"),
+    (("autoscale", "--run", "RUN", "--autoscale", "0:2", "--walltime", "00:00:10"),
+     "--walltime: 00:00:10 leaves the block no time"),
 ])
 def test_grow_and_shrink_refuse_bad_input_in_one_line(tmp_path, args, message):
     run_id = fake_run(tmp_path)
