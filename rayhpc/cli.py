@@ -11,11 +11,16 @@ from invoke import Collection, Exit, Program, task
 
 from rayhpc import __version__
 from rayhpc.containers.errors import UserError
+from rayhpc.launcher.autoscale import Policy, parse_autoscale
 from rayhpc.launcher.backends import backend_for
 from rayhpc.launcher.backends.watch import noting_signals
 from rayhpc.launcher.launch import launch as run_launch
 from rayhpc.launcher.resolve.config import SETTINGS, list_sites, load_site
 from rayhpc.launcher.resolve.queues import queue_table_lines
+from rayhpc.launcher.runs.autoscaler import autoscale as autoscale_run
+from rayhpc.launcher.runs.blocks import BlockRequest
+from rayhpc.launcher.runs.blocks import grow as grow_run
+from rayhpc.launcher.runs.blocks import shrink as shrink_run
 from rayhpc.launcher.runs.jobs import ClusterError
 from rayhpc.launcher.runs.logs import logs as run_logs
 from rayhpc.launcher.runs.run import find_run, shared_dir, status_lines
@@ -292,6 +297,80 @@ def status(c, run=None, site="local", shared=None):
           "machine's engine)")
 
 
+@task(auto_shortflags=False, help={
+    **RUN_HELP,
+    "nodes": "the block's node count (worker nodes that join the running cluster)",
+    "group": "the block's node group: one of the run's groups by name, or a new one as "
+             "NAME:NODES[:IMAGE][,KEY=VALUE...] (as `launch --group`)",
+    "walltime": "the block's walltime (default: the run's)",
+    "queue": "the block's queue / partition (default: the first of the site's table that "
+             "takes it, else the scheduler's default)",
+})
+@user_errors
+def grow(c, run=None, nodes=None, group=None, walltime=None, queue=None, site="local",
+         shared=None):
+    """Add a block of worker nodes to a running cluster (a batch job of its own).
+
+    Its nodes join the run's Ray cluster (interactive, or one running its driver) with the
+    run's token; `invoke status --run ID` shows each block, `invoke shrink` releases one.
+    """
+    found = find(run, site, shared)
+    count = None if nodes is None else _count(nodes, "--nodes")
+    grow_run(found, site, BlockRequest(nodes=count, group=group, walltime=walltime,
+                                       queue=queue), say)
+
+
+@task(auto_shortflags=False, help={
+    **RUN_HELP,
+    "block": "the block to release (b2, b3, ...: `invoke status --run ID` lists them)",
+})
+@user_errors
+def shrink(c, run=None, block=None, site="local", shared=None):
+    """Release a block of a running cluster: drained first, then stopped (logs kept).
+
+    No new work lands on its nodes; what runs there may finish within the drain window, then
+    Ray retries it elsewhere. The cluster and its driver go on.
+    """
+    if not block:
+        raise UserError("--block: give the block to release (`invoke status --run ID` lists "
+                        "them)")
+    shrink_run(find(run, site, shared), block, say)
+
+
+@task(auto_shortflags=False, help={
+    **RUN_HELP,
+    "autoscale": "MIN:MAX blocks to keep (e.g. 0:4)",
+    "block_nodes": "nodes per block (default 1)",
+    "walltime": "each block's walltime (default: the run's)",
+    "queue": "each block's queue (default: as `invoke grow`)",
+    "up_after": "seconds Ray's demand must stay unmet before a block is added (default 30)",
+    "idle_after": "seconds a block must stay idle before it is released (default 120)",
+    "period": "seconds between looks at Ray's demand (default 5)",
+})
+@user_errors
+def autoscale(c, run=None, autoscale="0:1", block_nodes="1", walltime=None, queue=None,
+              up_after=30.0, idle_after=120.0, period=5.0, site="local", shared=None):
+    """Keep a run between MIN and MAX blocks on Ray's demand (runs here, until the run ends).
+
+    Reads Ray's unmet demand from the head's dashboard with the run's token; adds a block when
+    it lasts, releases the block idle longest, backs off after a block that failed to start.
+    """
+    least, most = parse_autoscale(autoscale)
+    found = find(run, site, shared)
+    policy = Policy(least, most, up_after_s=float(up_after), idle_after_s=float(idle_after))
+    request = BlockRequest(nodes=_count(block_nodes, "--block-nodes"), walltime=walltime,
+                           queue=queue)
+    with noting_signals() as signals:
+        autoscale_run(found, site, policy, request, say, period_s=float(period),
+                      stop=lambda: bool(signals))
+
+
+def _count(value: str, flag: str) -> int:
+    if not str(value).strip().isdigit() or int(value) < 1:
+        raise UserError(f"{flag}: {value!r} is not a node count (1 or more)")
+    return int(value)
+
+
 @task(auto_shortflags=False, help=RUN_HELP)
 @user_errors
 def report(c, run=None, site="local", shared=None):
@@ -342,8 +421,8 @@ def test(c, k=None, unit=False):
     c.run(" ".join(args), pty=False)
 
 
-namespace = Collection(build, convert, defs, base, launch, submit, logs, down, status, report,
-                       sites, test)
+namespace = Collection(build, convert, defs, base, launch, submit, logs, down, status, grow,
+                       shrink, autoscale, report, sites, test)
 
 # The installed command (`[project.scripts]`: rayhpc = "rayhpc.cli:program.run"): the same
 # tasks, flags, help and exit codes as `invoke` in a checkout, from any directory.

@@ -258,7 +258,7 @@ def test_the_head_accepts_only_agents_holding_the_token():
         records = server.records()
         times = records["w1"].pop("times")  # when the head heard of each state: the timeline
         assert records == {"w1": {"state": "joined", "reason": "", "ip": "10.0.0.2",
-                                  "group": "", "final": None}}
+                                  "group": "", "block": "", "leaving": False, "final": None}}
         assert list(times) == ["connected", "joined"] and times["connected"] <= times["joined"]
         bad.settimeout(5)
         assert bad.recv(10) == b""  # refused: closed by the head
@@ -304,7 +304,7 @@ def test_the_head_keeps_the_first_worker_that_failed_with_its_reason():
         record = server.records()["w2"]
         assert set(record.pop("times")) == {"connected", "starting", "failed"}
         assert record == {"state": "failed", "reason": reason, "ip": "10.0.0.3", "group": "",
-                          "final": None}
+                          "block": "", "leaving": False, "final": None}
         w3.send(state="failed", reason="`ray start` failed on w3 (exit 1): ...")
         w2.send(state="failed", reason=reason, final={"node": "w2", "state": "failed"})
         wait_until(lambda: server.count("failed") == 2)

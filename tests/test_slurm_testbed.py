@@ -19,7 +19,7 @@ from rayhpc.launcher.runtimes import runtime
 from rayhpc.launcher.runtimes.apptainer import versions_from_inspect
 from tests import PROJECT_ROOT
 from tests.launching import archived
-from tests.testbed.harness import COMPUTE_NODES, RECIPE, SlurmTestbed
+from tests.testbed.harness import ALL_NODES, COMPUTE_NODES, RECIPE, SlurmTestbed
 
 pytestmark = pytest.mark.docker
 SITE = PROJECT_ROOT / "tests/testbed/site.yaml"
@@ -62,7 +62,7 @@ def assert_nothing_left(bed: SlurmTestbed, wait_s: float = 30) -> None:
     while bed.exec("controller", "squeue", "--noheader").stdout.strip():
         assert time.monotonic() < deadline, "the job is still in the queue"
         time.sleep(1)
-    for node in COMPUTE_NODES:
+    for node in ALL_NODES:
         left = bed.exec(node, "pgrep", "-a", "-f", RAY_PROCESSES).stdout.strip()
         assert left == "", f"Ray processes left on {node}: {left}"
 
@@ -345,3 +345,76 @@ def test_the_walltime_ends_an_interactive_cluster_cleanly(testbed):
         assert "raylet.out" in archived(run_dir, node), f"no logs from {node}"
         record = json.loads((run_dir / "nodes.json").read_text())[node]
         assert record["state"] == "stopped", record
+
+
+ELASTIC_DRIVER = """
+import socket, time, ray
+ray.init()
+def alive():
+    return sorted(n["NodeManagerHostname"] for n in ray.nodes() if n["Alive"])
+@ray.remote(num_cpus=1)
+def where():
+    time.sleep(0.5)
+    return socket.gethostname()
+deadline = time.time() + 120
+while len(alive()) < 3 and time.time() < deadline:
+    time.sleep(0.5)
+print("sees", len(alive()), "nodes; tasks ran on", sorted(set(ray.get(
+    [where.remote() for _ in range(12)]))), flush=True)
+deadline = time.time() + 240
+while len(alive()) > 1 and time.time() < deadline:  # work goes on while the block leaves
+    ray.get([where.remote() for _ in range(4)])
+print("finished on", alive(), flush=True)
+"""
+
+
+def test_a_block_joins_an_interactive_head_and_leaves_drained_at_its_walltime(testbed):
+    """An interactive head job of 1 node; `invoke grow` by a block of 2 (its own sbatch job);
+    a Ray job sees 3 nodes and uses them; the block's walltime warning releases it: its nodes
+    are drained and leave (`left`, logs kept), the job finishes on the head; `invoke down`
+    leaves an empty queue and no Ray process."""
+    shared = str(testbed.shared)
+    result, run_dir = launch(testbed, "--interactive", "--nodes", "1")
+    assert result.returncode == 0, result.stdout[-3000:] + _job_out(run_dir)
+    run_id = run_dir.name
+    grown = cli(testbed, "grow", "--run", run_id, "--site", str(SITE), "--shared", shared,
+                "--nodes", "2", "--walltime", "2")
+    assert grown.returncode == 0, grown.stdout + grown.stderr
+    block_job = re.search(r"block b2: 2 node\(s\) joining run \S+ \(job (\d+),",
+                          grown.stdout).group(1)
+    script = (run_dir / "blocks" / "b2.sh").read_text()
+    head = json.loads((run_dir / "head.json").read_text())
+    assert "#SBATCH --nodes=2" in script and "#SBATCH --signal=B:TERM@30" in script
+    assert f"export RAYHPC_HEAD_HOST={head['ip']}" in script
+    assert "--role worker --block b2" in script and "blocks/b2.pyz" in script
+
+    (testbed.shared / "elastic_driver.py").write_text(ELASTIC_DRIVER)
+    job = cli(testbed, "submit", "--run", run_id, "--shared", shared, "--", "python",
+              "elastic_driver.py")
+    block_out = (run_dir / "blocks" / "b2.out").read_text() \
+        if (run_dir / "blocks" / "b2.out").exists() else ""
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:] + block_out[-3000:]
+    sees = re.search(r"sees 3 nodes; tasks ran on \[(.*)\]", job.stdout)
+    assert sees and len(sees.group(1).split(",")) == 3, job.stdout[-3000:]
+    assert "finished on ['node" in job.stdout, job.stdout[-2000:]
+
+    status = json.loads((run_dir / "status.json").read_text())
+    block_nodes = status["blocks"]["b2"]["nodes"]
+    assert len(block_nodes) == 2 and all(n.startswith("b2-node") for n in block_nodes)
+    assert {status["nodes"][n]["state"] for n in block_nodes} == {"left"}, status
+    assert status["lost"] == []
+    for node in block_nodes:
+        assert "raylet.out" in archived(run_dir, node), f"no logs from {node}"
+    head_log = (run_dir / "logs" / f"{head['node']}.log").read_text()
+    assert "block b2: releasing 2 node(s) (job script: walltime or cancel): draining first" \
+        in head_log
+    deadline = time.monotonic() + 60
+    while block_job in testbed.exec("controller", "squeue", "--noheader", "-o", "%i").stdout:
+        assert time.monotonic() < deadline, "the block's job did not end"
+        time.sleep(1)
+    assert "DUE TO TIME LIMIT" not in block_out
+
+    down = cli(testbed, "down", "--run", run_id, "--shared", shared)
+    assert down.returncode == 0, down.stdout + down.stderr + _job_out(run_dir)
+    assert "(block b2: 2 joined, 2 left)" in down.stdout
+    assert_nothing_left(testbed)

@@ -89,6 +89,32 @@ def temp_dir_fits(temp_dir: str) -> bool:
 
 FINAL_STATES = ("stopped", "lost-head", "failed")  # a node's state once its agent ended
 NODE_PROGRAM = "node_agent.pyz"  # the node program as delivered: one file that Python runs
+LEFT = "left"  # the head's word for a node of a block it released (drained, then stopped)
+
+# Blocks: worker-only jobs (or compose projects) that join a running cluster (`invoke grow`).
+# The launch's own job is block 1; grown blocks are b2, b3, ... and their nodes are named
+# `<block>-<node>` (b2-worker-1 locally, b2-<host> on a batch site): unique across blocks.
+FIRST_GROWN_BLOCK = 2
+
+
+# Ray's drain deadline for a released block's nodes, and how long the head waits for them to
+# go idle before stopping them (their tasks then fail over as on a lost node: Ray retries them).
+DRAIN_MAX_S = 30
+
+
+def drain_window(stop_grace: int) -> int:
+    """How long a released block's nodes may finish their work: half the walltime grace (the
+    rest is for stopping Ray and keeping the logs), at most DRAIN_MAX_S."""
+    return max(0, min(DRAIN_MAX_S, stop_grace // 2))
+
+
+def block_name(number: int) -> str:
+    return f"b{number}"
+
+
+def block_node_name(block: str, node: str) -> str:
+    """A block's node's name: its block before its own (host) name."""
+    return f"{block}-{node}"
 
 
 class RunPaths:
@@ -111,6 +137,14 @@ class RunPaths:
     stop (a request, written once with O_EXCL by whoever asks first; the text says who):
       the job script (walltime warning or its own walltime timer, scancel --batch), the
       launcher, or the head at teardown
+    blocks/ (`invoke grow`; see `Block`): per grown block B, written by the launcher:
+      B.json (its record: once at submission, again when its job id is known or it is
+      released), B.pyz (the node program with the block's spec), B.sh and B.out (batch: its
+      job script and the scheduler's output) or B.yaml (local: its compose file);
+      B.stop (a request to release the block, O_EXCL like stop: `invoke shrink`, `invoke
+      down`, or the block's own job script at its walltime warning). The head lists blocks/
+      once a second (one directory read whatever the block count), drains a released
+      block's nodes and stops them; it counts every block's nodes in status.json.
     the job script, only when no agent can start (the container runtime is not on PATH after
       the site's setup): error, then exit_code
     the local launcher, only where no agent can any more:
@@ -141,6 +175,7 @@ class RunPaths:
         self.nodes_file = self.dir / "nodes.json"
         self.logs = self.dir / "logs"
         self.containers_log = self.logs / "containers.log"
+        self.blocks = self.dir / "blocks"
 
     def node_record(self, node: str) -> Path:
         return self.nodes / f"{node}.json"
@@ -152,10 +187,36 @@ class RunPaths:
         """A node's agent log, appended to as it goes (one open per node)."""
         return self.logs / f"{node}.log"
 
-    def agent_command(self, *args: str) -> list[str]:
+    def agent_command(self, *args: str, program: Path | None = None) -> list[str]:
         """How a container starts the node program: `python node_agent.pyz --run-dir DIR
-        [ARGS]` (the node program's own flags: see `launcher.node.main`)."""
-        return ["python", str(self.node_program), "--run-dir", str(self.dir), *args]
+        [ARGS]` (the node program's own flags: see `launcher.node.main`); ``program``: another
+        build of it (a block's, with the block's spec inside)."""
+        return ["python", str(program or self.node_program), "--run-dir", str(self.dir), *args]
+
+    def block_file(self, block: str, suffix: str) -> Path:
+        """A grown block's file: blocks/<block>.<suffix> (json, pyz, sh, out, yaml, stop)."""
+        return self.blocks / f"{block}.{suffix}"
+
+    def request_block_stop(self, block: str, who: str) -> bool:
+        """Ask the head to release a block (its stop file, made once); True if this call made
+        it."""
+        try:
+            fd = os.open(self.block_file(block, "stop"), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                         0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as handle:
+            handle.write(who + "\n")
+        return True
+
+    def released_blocks(self) -> set[str]:
+        """The blocks asked to leave (their stop files): one read of blocks/, whatever the
+        number of blocks."""
+        try:
+            names = os.listdir(self.blocks)
+        except OSError:
+            return set()
+        return {name[:-len(".stop")] for name in names if name.endswith(".stop")}
 
     def request_stop(self, who: str) -> bool:
         """Create the stop file unless it exists; True if this call made it."""
@@ -382,6 +443,41 @@ class LaunchSpec:
         values["shared"] = Path(values["shared"])
         values["groups"] = tuple(NodeGroup(**group) for group in values.get("groups", ()))
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A grown block as recorded in blocks/<name>.json (written by the launcher only)."""
+    name: str  # b2, b3, ...
+    nodes: int
+    group: str  # its node group ("" : the run's only kind of node)
+    image: str
+    walltime_s: int
+    t_submit: float
+    queue: str = ""
+    job_id: str = ""  # batch: the scheduler's; local: "" (its compose project is named)
+    node_names: list[str] = field(default_factory=list)  # known ahead on the local site
+    released: str = ""  # who asked it to leave ("" : not asked)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Block | None:
+        """The record from its JSON; None: missing or not a block's record."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            check_json_types(cls, data)
+            return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        except (TypeError, ValueError):
+            return None
+
+
+def read_blocks(paths: RunPaths) -> list[Block]:
+    """Every grown block's record, in order (b2, b3, ... b10)."""
+    found = [Block.from_json(read_json(path)) for path in paths.blocks.glob("b*.json")]
+    return sorted((b for b in found if b is not None), key=lambda b: int(b.name[1:]))
 
 
 # What each annotation of the spec's fields takes in JSON (Path: its text).

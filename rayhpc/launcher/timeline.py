@@ -67,7 +67,7 @@ def node_times(timing: dict, records: dict[str, dict]) -> list[NodeTimes]:
     found = []
     for name, record in records.items():
         times = record.get("times") or {}  # none: a record a node wrote itself
-        ends = [times.get(k) for k in ("stopped", "failed", "lost-head", "gone",
+        ends = [times.get(k) for k in ("stopped", "left", "failed", "lost-head", "gone",
                                        "disconnected") if times.get(k)]
         found.append(NodeTimes(name, times.get("connected"), times.get("starting"),
                                times.get("joined"), min(ends) if ends else record.get("time"),

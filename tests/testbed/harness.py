@@ -17,6 +17,9 @@ import docker.errors
 HERE = Path(__file__).resolve().parent
 RECIPE = str(HERE / "slurm-node.yaml")
 COMPUTE_NODES = ("node1", "node2")
+# One more, for a head job of one node and a block of two (elastic clusters): the launch tests
+# above use the first two.
+ALL_NODES = (*COMPUTE_NODES, "node3")
 # What unprivileged Apptainer needs in a container: user namespaces (seccomp), and /proc, /sys
 # without masked paths (the API form of `--security-opt systempaths=unconfined`).
 SECURITY = ["seccomp=unconfined", "apparmor=unconfined"]
@@ -33,7 +36,7 @@ class SlurmTestbed:
 
     def start(self, timeout: float = 90) -> None:
         self.api.create_network(self.name, labels={"org.rayhpc.testbed": self.name})
-        for host in ("controller", *COMPUTE_NODES):
+        for host in ("controller", *ALL_NODES):
             binds = {str(HERE / "slurm.conf"): {"bind": "/etc/slurm/slurm.conf", "mode": "ro"},
                      str(HERE / "entrypoint.sh"): {"bind": "/entrypoint.sh", "mode": "ro"},
                      str(self.shared): {"bind": str(self.shared), "mode": "rw"},
@@ -54,7 +57,7 @@ class SlurmTestbed:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             states = self.exec("controller", "sinfo", "--noheader", "--format=%n %T").stdout
-            if sum("idle" in line for line in states.splitlines()) == len(COMPUTE_NODES):
+            if sum("idle" in line for line in states.splitlines()) == len(ALL_NODES):
                 return
             time.sleep(0.5)
         raise RuntimeError(f"test bed nodes never became idle: {states!r}\n"

@@ -10,7 +10,7 @@ from rayhpc.launcher.contract import NodeGroup
 from rayhpc.launcher.resolve.groups import version_mismatch
 
 if TYPE_CHECKING:  # types only: the backends serve these layers, never import them
-    from rayhpc.launcher.contract import LaunchSpec
+    from rayhpc.launcher.contract import Block, LaunchSpec
     from rayhpc.launcher.resolve.config import Site
     from rayhpc.launcher.runs.run import Run
 
@@ -95,6 +95,30 @@ class Backend:
     def remove_leftovers(self, run_id: str) -> str:
         """Remove what the run left on this machine; what was removed ("" : nothing)."""
         return ""
+
+    # -- blocks: worker-only jobs that join a running cluster (`invoke grow/shrink`)
+
+    def blocks_problem(self, spec: LaunchSpec) -> str:
+        """Why runs of this backend cannot grow ("" : they can)."""
+        return f"a {self.name} site cannot add nodes to a running cluster"
+
+    def submit_block(self, spec: LaunchSpec, site: Site, block: Block, head_ip: str) -> str:
+        """Start a block's nodes (``spec``: the run's, with the block's group; its node
+        program is in blocks/ already); its job id ("" : none, on the local site). UserError
+        when it is refused: nothing of it is left running then."""
+        raise NotImplementedError
+
+    def block_state(self, run: Run, block: Block) -> str:
+        """The block's job (or containers) as the scheduler (or engine) sees it now ("" :
+        gone)."""
+        return ""
+
+    def block_pending(self, run: Run, block: Block) -> bool:
+        """The block's job waits in the queue (no node of it started)."""
+        return False
+
+    def cancel_block(self, run: Run, block: Block, say) -> None:
+        """Remove a block's job (one that never started, or whose nodes have left)."""
 
     def working_dir_upload(self) -> bool:
         """Whether `invoke submit --working-dir` may upload a directory the nodes cannot see

@@ -281,12 +281,16 @@ def summary(run_dir: Path, code: int) -> str:
     groups = "; ".join(f"{name}: {total['nodes']} node{'s' if total['nodes'] != 1 else ''}, "
                        f"{total['cpus']:g} CPUs, {total['gpus']:g} GPUs"
                        for name, total in (timing.get("groups") or {}).items() if name)
+    blocks = "; ".join(f"block {name}: {len(c.get('nodes', []))} joined, {c.get('left', 0)} left"
+                       + (f", {c['lost']} lost" if c.get("lost") else "")
+                       for name, c in (timing.get("blocks") or {}).items())
     spec = read_json(RunPaths(run_dir).spec) or {}
     # An interactive cluster has no driver: the span is the time it was up for Ray jobs.
     ran = "up" if "driver" in spec and spec["driver"] is None else "driver"
     return (f"rayhpc: run {run_dir.name}: {timing.get('nodes_joined', 0)}/"
             f"{timing.get('nodes_expected', '?')} nodes"
             f"{' (' + groups + ')' if groups else ''}"
-            f"{' (lost: ' + ', '.join(lost) + ')' if lost else ''}, bring-up "
+            f"{' (lost: ' + ', '.join(lost) + ')' if lost else ''}"
+            f"{' (' + blocks + ')' if blocks else ''}, bring-up "
             f"{span('t_submit', 't_all_joined')}, {ran} {span('t_driver_start', 't_driver_end')}, "
             f"teardown {span('t_driver_end', 't_teardown_done')}, exit code {code}")

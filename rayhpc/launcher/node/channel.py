@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 
-from rayhpc.launcher.contract import FINAL_STATES
+from rayhpc.launcher.contract import FINAL_STATES, LEFT
 
 # Keepalive on the control connection: a dead host (no FIN) is noticed in about 90 s.
 KEEPALIVE = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 6}
@@ -125,6 +125,8 @@ class Peer:
         self.reason = ""
         self.ip = ""
         self.group = ""
+        self.block = ""  # the grown block it came with ("" : the launch's own job)
+        self.leaving = False  # its block was released: its end is `left`, not a loss
         self.connected = True
         self.final: dict | None = None  # its last record, sent when it stopped
         # When the head heard of each state (the head's clock, one for every node): the run's
@@ -133,7 +135,8 @@ class Peer:
 
     def record(self) -> dict:
         return {"state": self.state, "reason": self.reason, "ip": self.ip, "group": self.group,
-                "final": self.final, "times": self.times}
+                "block": self.block, "leaving": self.leaving, "final": self.final,
+                "times": self.times}
 
 
 class ControlServer:
@@ -233,6 +236,7 @@ class ControlServer:
         with self.changed:
             peer = Peer(str(message["node"]), channel)
             peer.group = str(message.get("group") or "")
+            peer.block = str(message.get("block") or "")
             old = self.peers.get(peer.name)
             if old is not None and old.connected:
                 peer.name = f"{peer.name}#{len(self.peers)}"  # two agents, one host name
@@ -252,12 +256,13 @@ class ControlServer:
             if peer is None:
                 return
             state = str(message.get("state", peer.state))
-            self._index(peer, state)
             if state == "failed" and peer.state != "failed":
                 self.failed.append(peer)
-            peer.times.setdefault(state, time.time())
-            peer.state = state
-            peer.reason = str(message.get("reason", peer.reason))
+            reason = str(message.get("reason", peer.reason))
+            if state in FINAL_STATES:
+                self._end(peer, state, reason)
+            else:
+                self._set_state(peer, state, reason)
             peer.ip = str(message.get("ip", peer.ip))
             if isinstance(message.get("final"), dict):
                 peer.final = message["final"]
@@ -269,15 +274,21 @@ class ControlServer:
             if peer is not None:
                 peer.connected = False
                 peer.times.setdefault("disconnected", time.time())
-                if peer.state not in FINAL_STATES:
-                    self._index(peer, "gone")
-                    peer.state, peer.reason = "gone", "its agent's connection closed"
+                if peer.state not in (*FINAL_STATES, LEFT):
+                    self._end(peer, "gone", "its agent's connection closed")
                 self._bump()
 
-    def _index(self, peer: Peer, state: str) -> None:
-        """Before ``peer`` goes into ``state``: the index follows."""
+    def _set_state(self, peer: Peer, state: str, reason: str) -> None:
+        """``peer`` goes into ``state``: the index by state and its times follow."""
         self._by_state[peer.state].discard(peer.name)
         self._by_state[state].add(peer.name)
+        peer.times.setdefault(state, time.time())
+        peer.state, peer.reason = state, reason
+
+    def _end(self, peer: Peer, state: str, reason: str) -> None:
+        """Its agent ended (its final word, or its connection closed): a released node has
+        left; any other is as it says."""
+        self._set_state(peer, LEFT if peer.leaving else state, reason)
 
     def _bump(self) -> None:
         self.version += 1
@@ -295,6 +306,17 @@ class ControlServer:
         for peer in peers:
             peer.channel.send_data(data)
 
+    def release(self, names: list[str], reason: str) -> None:
+        """Tell these workers to stop (their block is released): they end as `left`."""
+        with self.changed:
+            peers = [self.peers[name] for name in names if name in self.peers]
+            for peer in peers:
+                peer.leaving = True
+            self._bump()
+        for peer in peers:
+            if peer.connected:
+                peer.channel.send(stop=reason)
+
     def first_failure(self) -> tuple[str, str] | None:
         """The first worker whose agent said it failed, and its reason (None: none did)."""
         with self.changed:
@@ -310,9 +332,10 @@ class ControlServer:
             return set(self._by_state[state])
 
     def settled(self) -> bool:
-        """Every worker's agent has ended (a final state) or its connection has closed."""
+        """Every worker's agent has ended (a final state, or left with its block) or its
+        connection has closed."""
         with self.changed:
-            ended = sum(len(self._by_state[s]) for s in (*FINAL_STATES, "gone"))
+            ended = sum(len(self._by_state[s]) for s in (*FINAL_STATES, "gone", LEFT))
             return ended == len(self.peers)
 
     def records(self) -> dict[str, dict]:

@@ -13,6 +13,7 @@ import threading
 import time
 
 from rayhpc.launcher.contract import (
+    LEFT,
     NODES_ENV,
     RUN_DIR_ENV,
     LaunchSpec,
@@ -23,11 +24,13 @@ from rayhpc.launcher.contract import (
     write_json,
 )
 from rayhpc.launcher.node.agent import Agent
+from rayhpc.launcher.node.blocks import BlockKeeper, RayDrain, block_counts
 from rayhpc.launcher.node.channel import ControlServer, secret_of
 from rayhpc.launcher.node.connect import connect_text
 from rayhpc.launcher.node.driver_output import DriverOutput
 from rayhpc.launcher.node.errors import LaunchFailed
 from rayhpc.launcher.node.fabric import head_route_environment
+from rayhpc.launcher.node.membership import watch_nodes
 from rayhpc.launcher.node.processes import POLL_S, stop_session
 from rayhpc.launcher.node.ray_start import agent_addresses, node_ip, without_proxy
 from rayhpc.launcher.node.report import (
@@ -35,7 +38,6 @@ from rayhpc.launcher.node.report import (
     first_few,
     gpu_shortfall,
     group_totals,
-    lost_nodes,
     missing_nodes,
     node_resources,
     nodes_poll_s,
@@ -73,6 +75,7 @@ class Head(Agent):
                              "nodes_expected": spec.nodes,
                              "nodes_joined": 0, "nodes_lost": []}
         self.status: dict = {"joined": 0, "expected": spec.nodes, "lost": []}
+        self._status_lock = threading.Lock()
         self._status_written = 0.0
         self._stop_seen = False
         self._stop_checked = 0.0
@@ -80,6 +83,7 @@ class Head(Agent):
                                     tuple(agent_addresses(spec.interface, spec.nodes > 1)))
         self.ray_nodes: list[dict] = []  # Ray's node list when every node had joined
         self.resources: dict[str, dict] = {}  # node -> what it brought to Ray
+        self.blocks = BlockKeeper(self)  # grown blocks: released on request (`shrink`)
 
     def on_stop_request(self) -> None:
         """SIGTERM to the driver's process group; SIGKILL if it is still there 10 s later (a
@@ -171,6 +175,7 @@ class Head(Agent):
         self.server.announce(head=head)
         write_json(self.paths.head, head)
         self.connect(address)
+        self.blocks.drain = RayDrain(address)
         self.say(f"head up at {address}")
         return address
 
@@ -194,23 +199,30 @@ class Head(Agent):
     def publish_status(self, force: bool = False, **changes: object) -> bool:
         """status.json (every node's state and address, for `invoke status` and `logs`), built
         and written at most every status_every_s unless ``force``. True: written."""
-        self.status.update(changes)
-        now = time.monotonic()
-        if not force and now - self._status_written < status_every_s(self.spec.nodes):
-            return False
-        self._status_written = now
+        with self._status_lock:  # the watch loop and a block's release both publish
+            self.status.update(changes)
+            now = time.monotonic()
+            if not force and now - self._status_written < status_every_s(self.spec.nodes):
+                return False
+            self._status_written = now
+            self._write_status()
+            return True
+
+    def _write_status(self) -> None:
+        records = self.server.records()
         nodes = {self.node: {"state": "joined", "ip": self.ip,
                              "group": self.group.name if self.group else None},
-                 **{name: {"state": r["state"], "ip": r["ip"], "group": r["group"] or None}
-                    for name, r in self.server.records().items()}}
+                 **{name: {"state": r["state"], "ip": r["ip"], "group": r["group"] or None,
+                           "block": r["block"] or None} for name, r in records.items()}}
         for name, node in nodes.items():
-            if not node["group"]:
-                del node["group"]
+            for key in ("group", "block"):
+                if not node.get(key):
+                    node.pop(key, None)
             if name in self.resources:
                 node["resources"] = self.resources[name]
+        self.status["blocks"] = self.timing["blocks"] = block_counts(records)
         self.status["nodes"] = nodes
         write_json(self.paths.status, self.status)
-        return True
 
     def report_resources(self) -> None:
         """What every node brought to Ray, from Ray's node list at the join (no extra call):
@@ -336,31 +348,9 @@ class Head(Agent):
         return 128 + (self.signalled or signal.SIGTERM)
 
     def watch_nodes(self, running=None) -> None:
-        """While the driver runs (or ``running()`` is true): notice workers that leave the
-        cluster (a killed container, a dead host) and say which. Their agent's connection
-        closing says it at once; Ray's node list, asked rarely, catches a node whose Ray died
-        under a living agent."""
-        running = running or (lambda: self.driver is not None and self.driver.poll() is None)
-        by_ip = {r["ip"]: name for name, r in self.server.records().items() if r["ip"]}
-        next_gcs = time.monotonic() + nodes_poll_s(self.spec.nodes, during_driver=True)
-        version = -1
-        while running():
-            lost = self.server.names("gone")
-            if time.monotonic() >= next_gcs:
-                next_gcs = time.monotonic() + nodes_poll_s(self.spec.nodes, True)
-                try:
-                    alive = {n["NodeManagerAddress"] for n in self.alive_nodes()}
-                    lost |= set(lost_nodes(by_ip, alive))
-                except Exception as exc:  # noqa: BLE001 (the GCS is the head's own)
-                    self.say(f"cannot list the nodes: {exc}")
-            if sorted(lost) != self.timing["nodes_lost"]:
-                for name in sorted(lost - set(self.timing["nodes_lost"])):
-                    self.note(f"node {name} left the cluster; the run goes on without it")
-                self.timing["nodes_lost"] = sorted(lost)
-                with contextlib.suppress(OSError):
-                    self.publish_status(force=True, joined=self.spec.nodes - len(lost),
-                                        lost=sorted(lost))
-            version = self.server.wait(version, timeout=1.0)
+        """While the driver runs (or ``running()`` is true): see `node.membership`."""
+        watch_nodes(self, running or (lambda: self.driver is not None
+                                      and self.driver.poll() is None))
 
     def teardown(self) -> None:
         """Tell every worker to stop (over the network; the stop file too, for any that never
@@ -391,8 +381,11 @@ class Head(Agent):
             records[name] = {**(peer["final"] or {"node": name, "state": peer["state"],
                                                   "reason": peer["reason"], "ip": peer["ip"]}),
                              "times": peer["times"]}
+            if peer["state"] == LEFT:  # released from its block: it left, drained
+                records[name] = {**records[name], "state": LEFT, "block": peer["block"]}
         try:
             write_json(self.paths.nodes_file, records)
         except OSError as exc:
             self.say(f"node records not written: {run_dir_problem(exc)}")
+        self.timing["blocks"] = block_counts(self.server.records())
         self.timing["t_teardown_done"] = time.time()

@@ -16,6 +16,7 @@ from rayhpc.launcher.contract import (
     RANK_VARS_ENV,
     RunPaths,
     atomic_write,
+    block_node_name,
     read_spec,
     spec_from_text,
 )
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None, spec_text: str = "") -> int:
                         help="default: head for rank 0 of the launcher, else worker")
     parser.add_argument("--node-name", help="default: this host's name")
     parser.add_argument("--group", default="", help="the node's group (a launch with groups)")
+    parser.add_argument("--block", default="", help="the grown block this worker belongs to "
+                        "(`invoke grow`): its name prefixes the host's name")
     args = parser.parse_args(argv)
     paths = RunPaths(args.run_dir)
     spec = spec_from_text(spec_text) if spec_text else read_spec(paths)
@@ -66,8 +69,16 @@ def main(argv: list[str] | None = None, spec_text: str = "") -> int:
                   f"({named})", file=sys.stderr)
             return 2
         role = "head" if rank == 0 else "worker"
-    node = args.node_name or socket.gethostname()
-    agent = (Head if role == "head" else Worker)(paths, node, spec, args.group)
+    if args.block and role != "worker":
+        print("rayhpc agent: --block: a block's nodes are workers (--role worker)",
+              file=sys.stderr)
+        return 2
+    node = args.node_name or (block_node_name(args.block, socket.gethostname()) if args.block
+                              else socket.gethostname())
+    if role == "head":
+        agent = Head(paths, node, spec, args.group)
+    else:
+        agent = Worker(paths, node, spec, args.group, block=args.block)
     try:
         return agent.run()
     except Exception:

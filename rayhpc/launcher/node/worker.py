@@ -30,8 +30,10 @@ RAY_START_TRIES = 3  # `ray start` on a worker, with jittered backoff between tr
 
 
 class Worker(Agent):
-    def __init__(self, paths: RunPaths, node: str, spec: LaunchSpec, group: str = ""):
+    def __init__(self, paths: RunPaths, node: str, spec: LaunchSpec, group: str = "",
+                 block: str = ""):
         super().__init__(paths, node, spec, group)
+        self.block = block  # the grown block it came with ("" : the launch's own job)
         self.channel: Channel | None = None
         self.head: dict | None = None
         self.told_stop = threading.Event()
@@ -114,7 +116,8 @@ class Worker(Agent):
                 else:
                     self.channel = Channel(sock)
                     self.channel.send(node=self.node, secret=secret_of(self.token),
-                                      group=self.group.name if self.group else "")
+                                      group=self.group.name if self.group else "",
+                                      block=self.block)
                     threading.Thread(target=self._listen, daemon=True).start()
                     return True
             if time.monotonic() >= next_file_check:

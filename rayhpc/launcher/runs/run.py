@@ -17,10 +17,10 @@ from pathlib import Path
 from rayhpc.containers.errors import UserError
 from rayhpc.launcher.backends import BACKENDS, Backend, backend_of
 from rayhpc.launcher.backends.watch import summary
-from rayhpc.launcher.contract import LaunchSpec, RunPaths, read_json, read_spec
+from rayhpc.launcher.contract import LaunchSpec, RunPaths, read_blocks, read_json, read_spec
 from rayhpc.launcher.resolve.config import load_site, resolve_settings
 from rayhpc.launcher.runs.jobs import JobsClient
-from rayhpc.launcher.times import duration
+from rayhpc.launcher.times import duration, format_walltime
 
 
 def shared_dir(site: str = "local", shared: str | None = None,
@@ -191,7 +191,10 @@ def status_line(run: Run, now: float | None = None) -> str:
     parts = [run.run_id, run.spec.site, run.phase()]
     if run.spec.interactive is False and run.exit_code is None:
         parts[-1] += f": {run.spec.driver}"
-    parts.append(f"{status.get('joined', 0)}/{status.get('expected', run.spec.nodes)} nodes "
+    # Grown blocks count too, while they are not released.
+    expected = status.get("expected", run.spec.nodes) + sum(
+        block.nodes for block in read_blocks(run.paths) if not block.released)
+    parts.append(f"{status.get('joined', 0)}/{expected} nodes "
                  "joined" + (f" (lost: {', '.join(status['lost'])})" if status.get("lost")
                              else ""))
     if run.head.get("time") and run.exit_code is None:
@@ -201,7 +204,35 @@ def status_line(run: Run, now: float | None = None) -> str:
         if run.head and run.backend.running(run) is False:
             parts[2] = (f"lost (its nodes are gone without an exit code; `invoke down --run "
                         f"{run.run_id}` records its end)")
-    return "  ".join(parts)
+    return "\n".join(["  ".join(parts), *block_lines(run, now)])
+
+
+def block_lines(run: Run, now: float | None = None) -> list[str]:
+    """One line per grown block: its job id, nodes (joined/left/lost of asked), state and
+    time left."""
+    now = now or time.time()
+    counts = run.status.get("blocks") or {}
+    lines = []
+    for block in read_blocks(run.paths):
+        count = counts.get(block.name) or {}
+        state = run.backend.block_state(run, block) if run.exit_code is None else ""
+        parts = [f"  block {block.name}", f"job {block.job_id}" if block.job_id else "local",
+                 f"{count.get('joined', 0)}/{block.nodes} nodes joined"]
+        if count.get("left"):
+            parts.append(f"{count['left']} left")
+        if count.get("lost"):
+            parts.append(f"{count['lost']} lost")
+        parts.append(state or "ended")
+        if state and block.group:
+            parts.append(f"group {block.group}")
+        started = block.t_submit
+        if state and not run.backend.block_pending(run, block):
+            parts.append(f"~{duration(block.walltime_s - (now - started))} left of "
+                         f"{format_walltime(block.walltime_s)}")
+        if block.released:
+            parts.append(f"released ({block.released})")
+        lines.append("  ".join(parts))
+    return lines
 
 
 def status_lines(shared: Path, run_id: str | None = None) -> list[str]:

@@ -10,6 +10,7 @@ from rayhpc.containers.errors import UserError
 from rayhpc.launcher.backends import BACKENDS
 from rayhpc.launcher.backends.watch import summary
 from rayhpc.launcher.contract import FINAL_STATES, atomic_write, write_json
+from rayhpc.launcher.runs.blocks import release_all, remove_blocks
 from rayhpc.launcher.runs.jobs import ClusterError
 from rayhpc.launcher.runs.run import Run, leftover_runs, load_run
 
@@ -69,6 +70,9 @@ def down(run: Run, say: Say, timeout: float | None = None) -> int:
     The run's exit code."""
     run.require_unfinished()
     backend = run.backend
+    # Every block is asked to leave too (the head's teardown stops their nodes with the
+    # rest); their jobs (containers) are removed once the run has ended.
+    blocks = release_all(run)
     backend.stop(run, say)
     timeout = timeout or run.spec.stop_timeout + run.spec.stop_grace + 60
     deadline = time.monotonic() + timeout
@@ -83,10 +87,12 @@ def down(run: Run, say: Say, timeout: float | None = None) -> int:
                 if not run.head:  # removed from the queue before its nodes started
                     say(f"run {run.run_id} stopped before its cluster started")
                     backend.cleanup(run, say)
+                    remove_blocks(run, blocks, say)
                     return 0
                 # Its nodes are gone without a word (a killed head): what they left is
                 # kept, and the run's end recorded, so that it is no longer "up".
                 backend.cleanup(run, say)
+                remove_blocks(run, blocks, say)
                 error = ("the cluster's nodes were gone without an exit code when `invoke "
                          "down` came (the head's container was killed or removed)")
                 record_lost_end(run, error)
@@ -99,6 +105,7 @@ def down(run: Run, say: Say, timeout: float | None = None) -> int:
     while backend.running(run) and time.monotonic() < queue_deadline:
         time.sleep(0.5)  # the job script (or the head's container) is exiting
     backend.cleanup(run, say)
+    remove_blocks(run, blocks, say)
     code = run.exit_code
     say(summary(run.paths.dir, code).removeprefix("rayhpc: ") + f"; logs in {run.paths.logs}")
     return code

@@ -3,6 +3,8 @@ the node program in an HPC container runtime on every node of the allocation."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from typing import TYPE_CHECKING, TextIO
 
 from rayhpc.containers.errors import UserError
@@ -14,12 +16,14 @@ from rayhpc.launcher.backends.batch.launch import (
     describe_job,
     job_state,
     login_name,
+    submit_script,
 )
+from rayhpc.launcher.contract import RunPaths
 from rayhpc.launcher.runtimes import RUNTIMES, runtime
 from rayhpc.launcher.schedulers import SCHEDULERS
 
 if TYPE_CHECKING:
-    from rayhpc.launcher.contract import LaunchSpec
+    from rayhpc.launcher.contract import Block, LaunchSpec
     from rayhpc.launcher.resolve.config import Site
     from rayhpc.launcher.runs.run import Run
 
@@ -72,3 +76,42 @@ class BatchBackend(Backend):
 
     def stop(self, run: Run, say) -> None:
         cancel_job(run, say)
+
+    # -- blocks: each a worker-only job rendered by the same job script renderer
+
+    def blocks_problem(self, spec: LaunchSpec) -> str:
+        scheduler = SCHEDULERS[spec.scheduler]
+        submit, _ = scheduler.submit_command("job.sh")
+        if not shutil.which(submit[0]):
+            return (f"{submit[0]} not found: a block is a {scheduler.name} job of its own; "
+                    f"grow the run from a login node of site {spec.site}")
+        return ""
+
+    def submit_block(self, spec: LaunchSpec, site: Site, block: Block, head_ip: str) -> str:
+        problem = runtime(site.runtime).image_problem(block.image, on_this_host=True) \
+            if block.image else ""
+        if problem:
+            raise UserError(f"--group: {problem}")
+        script = RunPaths(spec.run_dir).block_file(block.name, "sh")
+        script.write_text(render_job_script(spec, site, block, head_ip))
+        script.chmod(0o755)
+        return submit_script(SCHEDULERS[site.scheduler], script, spec.shared, site)
+
+    def block_state(self, run: Run, block: Block) -> str:
+        return job_state(run.spec.scheduler, block.job_id) if block.job_id else ""
+
+    def block_pending(self, run: Run, block: Block) -> bool:
+        state = self.block_state(run, block)
+        return bool(state) and state not in SCHEDULERS[run.spec.scheduler].running_states
+
+    def cancel_block(self, run: Run, block: Block, say) -> None:
+        scheduler = SCHEDULERS[run.spec.scheduler]
+        state = self.block_state(run, block)
+        if not state:
+            return
+        cmd = scheduler.cancel_command(block.job_id, running=state in scheduler.running_states)
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0 and self.block_state(run, block):
+            raise UserError(f"`{' '.join(cmd)}` failed (exit {result.returncode}): "
+                            f"{(result.stderr or result.stdout).strip()[-400:]}")
+        say(f"{' '.join(cmd)}: block {block.name} (job {block.job_id}, {state}) told to stop")

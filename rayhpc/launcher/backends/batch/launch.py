@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from rayhpc.containers.errors import UserError
@@ -126,20 +127,29 @@ class BatchLaunch:
         return code
 
     def _submit(self) -> str:
-        script = self.paths.job_script
-        cmd, on_stdin = self.scheduler.submit_command(str(script))
-        result = subprocess.run(cmd, input=script.read_text() if on_stdin else None,
-                                capture_output=True, text=True, cwd=self.spec.shared)
-        job_id = self.scheduler.parse_job_id(result.stdout) if result.returncode == 0 else ""
-        if not job_id:
+        try:
+            job_id = submit_script(self.scheduler, self.paths.job_script, self.spec.shared,
+                                   self.site)
+        except UserError:
             remove_run_dir(self.paths.dir)
-            said = " | ".join(line.strip() for line in
-                              (result.stderr or result.stdout).strip().splitlines())
-            said = said[-600:] or "no job id in its output"
-            raise UserError(f"{cmd[0]} refused the job (exit {result.returncode}): {said}\n"
-                            f"{rejection_hint(said, self.site.name, str(self.site.path))}")
+            raise
         self.paths.job_id.write_text(job_id + "\n")
         return job_id
+
+
+def submit_script(scheduler: Scheduler, script: Path, cwd: Path, site: Site) -> str:
+    """Submit a job script; its job id, or UserError in the scheduler's words (with a hint)."""
+    cmd, on_stdin = scheduler.submit_command(str(script))
+    result = subprocess.run(cmd, input=script.read_text() if on_stdin else None,
+                            capture_output=True, text=True, cwd=cwd)
+    job_id = scheduler.parse_job_id(result.stdout) if result.returncode == 0 else ""
+    if not job_id:
+        said = " | ".join(line.strip() for line in
+                          (result.stderr or result.stdout).strip().splitlines())
+        said = said[-600:] or "no job id in its output"
+        raise UserError(f"{cmd[0]} refused the job (exit {result.returncode}): {said}\n"
+                        f"{rejection_hint(said, site.name, str(site.path))}")
+    return job_id
 
 
 def ended_without_code(watcher: RunWatcher, why: str) -> int:

@@ -22,7 +22,7 @@ from rayhpc.launcher.resolve.groups import group_node_names
 from rayhpc.launcher.runtimes.oci import Docker
 
 if TYPE_CHECKING:
-    from rayhpc.launcher.contract import LaunchSpec
+    from rayhpc.launcher.contract import Block, LaunchSpec
     from rayhpc.launcher.resolve.config import Site
     from rayhpc.launcher.runs.run import Run
 
@@ -122,12 +122,30 @@ class LocalBackend(Backend):
         containers, networks = engine_side("manage").remove_run(run_id)
         return f"{containers} container(s), {networks} network(s)"
 
+    # -- blocks: a compose project of its own on the run's network
+
+    def blocks_problem(self, spec: LaunchSpec) -> str:
+        return ""
+
+    def submit_block(self, spec: LaunchSpec, site: Site, block: Block, head_ip: str) -> str:
+        engine_side("blocks").start_block(spec, block, head_ip, site.option("environment"),
+                                          self.default_image())
+        return ""
+
+    def block_state(self, run: Run, block: Block) -> str:
+        return engine_side("blocks").block_state(run.run_id, block.name)
+
+    def cancel_block(self, run: Run, block: Block, say) -> None:
+        removed = engine_side("blocks").remove_block(run.run_id, block.name)
+        if removed:
+            say(f"block {block.name}: removed its {removed} container(s)")
+
     def working_dir_upload(self) -> bool:
         return True  # the dashboard is on this machine: a directory of it can be sent along
 
 
 def engine_side(module: str) -> ModuleType:
-    """One of this backend's engine-side modules (`launch`, `manage`), imported on first use:
-    they load docker-py, which a login node with no engine never needs. The one place where
-    the launcher defers an import."""
+    """One of this backend's engine-side modules (`launch`, `manage`, `blocks`), imported on
+    first use: they load docker-py, which a login node with no engine never needs. The one
+    place where the launcher defers an import."""
     return importlib.import_module(f"{__name__}.{module}")

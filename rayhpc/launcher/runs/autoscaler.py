@@ -1,0 +1,100 @@
+"""`invoke autoscale --run ID`: the login-node process that keeps a run between MIN and MAX
+blocks (see `launcher.autoscale` for where the decision runs and its rules).
+
+Each period it reads Ray's own demand and per-node usage from the head's dashboard with the
+run's token (`GET /api/cluster_status`: the report Ray's autoscaler monitor publishes; its
+`loadMetricsReport` holds `resourceDemand`, `pgDemand` and `requestDemand` as [shape, count]
+pairs, and `usageByNode` each node's [used, total] per resource, with a `node:<ip>` key), asks
+`decide`, and grows or releases one block as `invoke grow` and `invoke shrink` do."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from rayhpc.launcher.autoscale import BlockFacts, Memory, Policy, decide
+from rayhpc.launcher.contract import read_blocks
+from rayhpc.launcher.runs.blocks import (
+    BlockRequest,
+    block_nodes,
+    grow,
+    require_growable,
+    resolve_block,
+    run_site,
+    shrink,
+)
+from rayhpc.launcher.runs.run import Run
+
+Say = Callable[[str], None]
+
+
+def unmet_requests(cluster_status: dict) -> int:
+    """How many resource requests Ray could not place (tasks and actors, placement groups,
+    `request_resources`), from the dashboard's cluster status."""
+    report = (cluster_status.get("clusterStatus") or {}).get("loadMetricsReport") or {}
+    return sum(int(entry[1]) for key in ("resourceDemand", "pgDemand", "requestDemand")
+               for entry in report.get(key) or [] if isinstance(entry, list) and len(entry) > 1)
+
+
+def busy_ips(cluster_status: dict) -> set[str]:
+    """The addresses of the nodes that use any CPU or GPU now."""
+    report = (cluster_status.get("clusterStatus") or {}).get("loadMetricsReport") or {}
+    busy = set()
+    for usage in (report.get("usageByNode") or {}).values():
+        ips = [key.split(":", 1)[1] for key in usage if key.startswith("node:")
+               and key != "node:__internal_head__" and key != "node:InternalHead"]
+        used = any((usage.get(kind) or [0, 0])[0] > 0 for kind in ("CPU", "GPU"))
+        if used and ips:
+            busy.add(ips[0])
+    return busy
+
+
+def block_facts(run: Run, busy: set[str], idle_since: dict[str, float],
+                now: float) -> list[BlockFacts]:
+    """Each block's state for `decide`; ``idle_since`` is kept across periods."""
+    facts = []
+    nodes = run.status.get("nodes") or {}
+    for block in read_blocks(run.paths):
+        states = block_nodes(run, block.name)
+        if block.released:
+            state = "released"
+        elif any(s == "joined" for s in states.values()):
+            state = "running"
+        elif run.backend.block_state(run, block):
+            state = "queued"
+        else:  # its job (or containers) gone with no node in the cluster: failed
+            state = "failed"
+        ips = {nodes[name].get("ip") for name, s in states.items() if s == "joined"}
+        if state == "running" and not ips & busy:
+            idle_since.setdefault(block.name, now)
+        else:
+            idle_since.pop(block.name, None)
+        facts.append(BlockFacts(block.name, state, idle_since.get(block.name)))
+    return facts
+
+
+def autoscale(run: Run, site: str, policy: Policy, block: BlockRequest, say: Say,
+              period_s: float = 5.0, stop: Callable[[], bool] = lambda: False) -> None:
+    """Until the run ends (or ``stop()``): one decision per period, acted on. A block the
+    site cannot give (its queue, its walltime) is refused here, before anything runs."""
+    resolve_block(run.spec, run_site(run, site), read_blocks(run.paths), block, False, 0.0)
+    require_growable(run)
+    client = run.client()
+    memory, idle_since = Memory(), {}
+    say(f"autoscaling run {run.run_id}: {policy.min_blocks} to {policy.max_blocks} blocks of "
+        f"{block.nodes} node(s); grow after {policy.up_after_s:g} s of unmet demand, release "
+        f"after {policy.idle_after_s:g} s idle")
+    while run.exit_code is None and not stop():
+        now = time.time()
+        status = client.json("GET", "/api/cluster_status").get("data") or {}
+        facts = block_facts(run, busy_ips(status), idle_since, now)
+        decision, memory = decide(policy, memory, now, unmet_requests(status), facts)
+        if decision.action == "grow":
+            say(f"grow: {decision.why}")
+            grow(run, site, block, say)
+        elif decision.action == "release":
+            say(f"release {decision.block}: {decision.why}")
+            shrink(run, decision.block, say)
+            idle_since.pop(decision.block, None)
+        time.sleep(period_s)
+    say(f"run {run.run_id} has ended: autoscaling stops")
