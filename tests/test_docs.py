@@ -213,7 +213,7 @@ def contract_files() -> set[str]:
 
 def test_the_run_directory_table_names_every_file_of_the_contract_and_no_other():
     rows = table_rows(section("internals.md", "The run directory"))
-    documented = {name for row in rows for name in ticked(row[0])}
+    documented = {name.rstrip("/") for row in rows for name in ticked(row[0])}
     named = contract_files()
     assert not named - documented, \
         f"run-directory files missing from docs/internals.md: {sorted(named - documented)}"
@@ -271,9 +271,16 @@ def test_the_summary_lines_shown_are_the_ones_the_launcher_prints(tmp_path):
         spec = make_spec("local", shared=str(tmp_path), nodes=3)
         (run_dir / "spec.json").write_text(json.dumps(
             {**spec.to_json(), "driver": None if ran.group(1) == "up" else "python x.py"}))
+        lost_names = (re.search(r" \(lost: ([^)]*)\)", line) or [None, None])[1]
+        # A grown block's counts, as the head records them (`node.blocks.block_counts`).
+        blocks = {name: {"nodes": [f"{name}-w{i}" for i in range(int(joined))],
+                         "left": int(left), "lost": int(lost or 0)}
+                  for name, joined, left, lost in re.findall(
+                      r"block (b\d+): (\d+) joined, (\d+) left(?:, (\d+) lost)?", line)}
         (run_dir / "timing.json").write_text(json.dumps(
             {"nodes_joined": 3, "nodes_expected": 3, "t_submit": 1.0, "t_all_joined": 11.2,
-             "t_driver_start": 11.3, "t_driver_end": 14.1, "t_teardown_done": 16.9}))
+             "t_driver_start": 11.3, "t_driver_end": 14.1, "t_teardown_done": 16.9,
+             "blocks": blocks, "nodes_lost": lost_names.split(", ") if lost_names else []}))
         rendered = summary(run_dir, 0)
         documented = line.split("; logs in ")[0]  # `down` and a failure add where the logs are
         assert shape(rendered) == shape(documented), f"{page}:\n{documented}\n{rendered}"
