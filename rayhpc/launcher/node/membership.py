@@ -26,6 +26,9 @@ def watch_nodes(head, running: Callable[[], bool]) -> None:
     """Each wake-up costs the changes, not the cluster: who is gone or left comes from the
     control server's index by state; every record is read only on a loss and at Ray's list."""
     server = head.server
+    # Every worker here now is in the cluster (Ray confirmed the join; an agent's own "joined"
+    # may still be on its way); a block's nodes count once they say they joined.
+    confirmed = set(server.records())
     next_gcs = time.monotonic() + nodes_poll_s(head.spec.nodes, during_driver=True)
     version, shown, pending, lost_by_ray = -1, -2, False, set()
     while running():
@@ -46,7 +49,7 @@ def watch_nodes(head, running: Callable[[], bool]) -> None:
                 head.note(f"node {name}{f' (block {block})' if block else ''} left the "
                           "cluster; the run goes on without it")
         head.timing["nodes_lost"] = sorted(lost)
-        joined = 1 + len(server.names("joined") - lost)
+        joined = 1 + len((confirmed | server.names("joined")) - lost - server.names(LEFT))
         if version != shown or pending:
             newly_lost = bool(lost - set(head.status.get("lost") or []))
             with contextlib.suppress(OSError):
