@@ -11,7 +11,7 @@ from invoke import Collection, Exit, Program, task
 
 from rayhpc import __version__
 from rayhpc.containers.errors import UserError
-from rayhpc.launcher.autoscale import Policy, parse_autoscale
+from rayhpc.launcher.autoscale import Policy, lifetimes, parse_autoscale
 from rayhpc.launcher.backends import backend_for
 from rayhpc.launcher.backends.watch import noting_signals
 from rayhpc.launcher.launch import launch as run_launch
@@ -28,6 +28,7 @@ from rayhpc.launcher.runs.stop import down_by_id, remove_leftovers
 from rayhpc.launcher.runs.submit import entrypoint_of, wait_for_job
 from rayhpc.launcher.runs.submit import submit as submit_job
 from rayhpc.launcher.timeline import write_timeline
+from rayhpc.launcher.times import parse_walltime
 
 # The build tasks import `rayhpc.containers` inside them: it loads docker-py, which a login node
 # running `launch`, `status` or `down` against a batch site never needs.
@@ -346,18 +347,36 @@ def shrink(c, run=None, block=None, site="local", shared=None):
     "up_after": "seconds Ray's demand must stay unmet before a block is added (default 30)",
     "idle_after": "seconds a block must stay idle before it is released (default 120)",
     "period": "seconds between looks at Ray's demand (default 5)",
+    "block_lifetime": "a block running this long gets a replacement submitted ahead and is "
+                      "released once the replacement joined (a walltime, e.g. 50:00; default "
+                      "auto: the block's walltime less stop_grace and a fifth of it, at most "
+                      "15 min; off: never)",
+    "lifetime_stagger": "replacements come up to this much earlier, spread per block, so "
+                        "that blocks started together are not replaced together (a walltime; "
+                        "default 0)",
 })
 @user_errors
 def autoscale(c, run=None, autoscale="0:1", block_nodes="1", walltime=None, queue=None,
-              up_after=30.0, idle_after=120.0, period=5.0, site="local", shared=None):
+              up_after=30.0, idle_after=120.0, period=5.0, block_lifetime="auto",
+              lifetime_stagger="0", site="local", shared=None):
     """Keep a run between MIN and MAX blocks on Ray's demand (runs here, until the run ends).
 
     Reads Ray's unmet demand from the head's dashboard with the run's token; adds a block when
     it lasts, releases the block idle longest, backs off after a block that failed to start.
+    A block past its lifetime gets a replacement ahead of its walltime, then drains once the
+    replacement joined (one replacement at a time: at most MAX+1 blocks meanwhile).
     """
     least, most = parse_autoscale(autoscale)
     found = find(run, site, shared)
-    policy = Policy(least, most, up_after_s=float(up_after), idle_after_s=float(idle_after))
+    try:
+        walltime_s = parse_walltime(walltime) if walltime is not None else \
+            found.spec.walltime_s
+    except ValueError as exc:
+        raise UserError(f"--walltime: {exc}") from None
+    lifetime_s, stagger_s = lifetimes(block_lifetime, lifetime_stagger, walltime_s,
+                                      found.spec.stop_grace)
+    policy = Policy(least, most, up_after_s=float(up_after), idle_after_s=float(idle_after),
+                    lifetime_s=lifetime_s, stagger_s=stagger_s)
     request = BlockRequest(nodes=_count(block_nodes, "--block-nodes"), walltime=walltime,
                            queue=queue)
     with noting_signals() as signals:
