@@ -11,7 +11,7 @@ from invoke import Collection, Exit, Program, task
 
 from rayhpc import __version__
 from rayhpc.containers.errors import UserError
-from rayhpc.launcher.autoscale import Policy, lifetimes, parse_autoscale
+from rayhpc.launcher.autoscale import Policy, parse_autoscale
 from rayhpc.launcher.backends import backend_for
 from rayhpc.launcher.backends.watch import noting_signals
 from rayhpc.launcher.launch import launch as run_launch
@@ -28,7 +28,6 @@ from rayhpc.launcher.runs.stop import down_by_id, remove_leftovers
 from rayhpc.launcher.runs.submit import entrypoint_of, wait_for_job
 from rayhpc.launcher.runs.submit import submit as submit_job
 from rayhpc.launcher.timeline import write_timeline
-from rayhpc.launcher.times import parse_walltime
 
 # The build tasks import `rayhpc.containers` inside them: it loads docker-py, which a login node
 # running `launch`, `status` or `down` against a batch site never needs.
@@ -368,20 +367,12 @@ def autoscale(c, run=None, autoscale="0:1", block_nodes="1", walltime=None, queu
     """
     least, most = parse_autoscale(autoscale)
     found = find(run, site, shared)
-    try:
-        walltime_s = parse_walltime(walltime) if walltime is not None else \
-            found.spec.walltime_s
-    except ValueError as exc:
-        raise UserError(f"--walltime: {exc}") from None
-    lifetime_s, stagger_s = lifetimes(block_lifetime, lifetime_stagger, walltime_s,
-                                      found.spec.stop_grace)
-    policy = Policy(least, most, up_after_s=float(up_after), idle_after_s=float(idle_after),
-                    lifetime_s=lifetime_s, stagger_s=stagger_s)
+    policy = Policy(least, most, up_after_s=float(up_after), idle_after_s=float(idle_after))
     request = BlockRequest(nodes=_count(block_nodes, "--block-nodes"), walltime=walltime,
                            queue=queue)
     with noting_signals() as signals:
         autoscale_run(found, site, policy, request, say, period_s=float(period),
-                      stop=lambda: bool(signals))
+                      stop=lambda: bool(signals), lifetime=(block_lifetime, lifetime_stagger))
 
 
 def _count(value: str, flag: str) -> int:

@@ -233,6 +233,9 @@ def test_lifetime_flags_are_checked(lifetime, stagger, message):
     assert lifetimes("auto", "0", 12 * 3600, 30) == (12 * 3600 - 30 - 900, 0)
     assert lifetimes("off", "0", 3600, 30) == (0, 0)
     assert lifetimes("50:00", "10:00", 3600, 30) == (3000, 600)
+    with pytest.raises(UserError, match="--block-lifetime: auto leaves blocks of walltime "
+                                        "00:00:35 no lifetime"):
+        lifetimes("auto", "0", 35, 30)
 
 
 def test_the_loop_reads_blocks_running_since_and_left_at_their_walltime(tmp_path):

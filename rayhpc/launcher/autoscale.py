@@ -115,6 +115,11 @@ def lifetimes(lifetime: str, stagger: str, walltime_s: int, stop_grace: int
         seconds = 0.0
     elif text == "auto":
         seconds = float(warning - min(900, walltime_s // 5))
+        if seconds <= 0:
+            raise UserError(f"--block-lifetime: auto leaves blocks of walltime "
+                            f"{format_walltime(walltime_s)} no lifetime (stop_grace {stop_grace}"
+                            " s and a fifth of it for the replacement); give a longer "
+                            "--walltime, a lifetime, or off")
     else:
         try:
             seconds = float(parse_walltime(text))

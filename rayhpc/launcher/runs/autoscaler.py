@@ -9,6 +9,7 @@ pairs, and `usageByNode` each node's [used, total] per resource, with a `node:<i
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -17,6 +18,7 @@ from rayhpc.launcher.autoscale import (
     Memory,
     Policy,
     decide,
+    lifetimes,
     replacement_submitted,
 )
 from rayhpc.launcher.contract import LEFT, read_blocks
@@ -88,10 +90,16 @@ def block_facts(run: Run, busy: set[str], idle_since: dict[str, float],
 
 
 def autoscale(run: Run, site: str, policy: Policy, block: BlockRequest, say: Say,
-              period_s: float = 5.0, stop: Callable[[], bool] = lambda: False) -> None:
+              period_s: float = 5.0, stop: Callable[[], bool] = lambda: False,
+              lifetime: tuple[str, str] = ("auto", "0")) -> None:
     """Until the run ends (or ``stop()``): one decision per period, acted on. A block the
-    site cannot give (its queue, its walltime) is refused here, before anything runs."""
-    resolve_block(run.spec, run_site(run, site), read_blocks(run.paths), block, False, 0.0)
+    site cannot give (its queue, its walltime) is refused here, before anything runs, and so
+    are a block lifetime and stagger (``lifetime``: `--block-lifetime`, `--lifetime-stagger`)
+    that do not fit its walltime."""
+    resolved, _ = resolve_block(run.spec, run_site(run, site), read_blocks(run.paths), block,
+                                False, 0.0)
+    lifetime_s, stagger_s = lifetimes(*lifetime, resolved.walltime_s, run.spec.stop_grace)
+    policy = dataclasses.replace(policy, lifetime_s=lifetime_s, stagger_s=stagger_s)
     require_growable(run)
     client = run.client()
     memory, idle_since, started = Memory(), {}, {}
