@@ -122,10 +122,13 @@ WALLTIME_S = 600  # each simulated block runs this long, then leaves by its wall
 
 
 def simulate_lifetimes(policy: Policy, end: float, unmet: int = 0, step: float = 5,
-                       fails_after: int | None = None, queue_s: float = QUEUE_S):
+                       fails_after: int | None = None, queue_s: float = QUEUE_S,
+                       complete_s: float = 0, never_complete: bool = False):
     """Run the autoscaler over blocks that queue ``queue_s``, run, and leave at their
     walltime (WALLTIME_S after they started) unless released first; blocks submitted after
-    the first ``fails_after`` fail instead of running. Per step: (time, the decision, the
+    the first ``fails_after`` fail instead of running; every node of a block has joined
+    ``complete_s`` after it started (``never_complete``: replacements never complete). Per
+    step: (time, the decision, the
     live blocks (queued or running), the running ones); and each block's life."""
     memory, blocks, trace, count = Memory(), {}, [], 0
     t = 0.0
@@ -137,15 +140,20 @@ def simulate_lifetimes(policy: Policy, end: float, unmet: int = 0, step: float =
                 block["started"] = t
             if block["state"] == "running" and t - block["started"] >= WALLTIME_S:
                 block["state"], block["ended"] = "released", t
-            facts.append(BlockFacts(name, block["state"], None, block.get("started")
-                                    if block["state"] == "running" else None))
+            running = block["state"] == "running"
+            facts.append(BlockFacts(name, block["state"], None,
+                                    block.get("started") if running else None,
+                                    running and t - block["started"] >= block["complete_s"]))
         decision, memory = decide(policy, memory, t, unmet, facts)
         if decision.action in ("grow", "replace"):
             count += 1
             name = f"b{count + 1}"
             blocks[name] = {"submitted": t, "state": "queued", "fails":
-                            fails_after is not None and count > fails_after}
+                            fails_after is not None and count > fails_after,
+                            "complete_s": complete_s}
             if decision.action == "replace":
+                if never_complete:
+                    blocks[name]["complete_s"] = float("inf")
                 memory = replacement_submitted(memory, decision.block, name)
                 blocks[name]["replaces"] = decision.block
         elif decision.action == "release":
@@ -176,6 +184,20 @@ def test_a_block_past_its_lifetime_is_replaced_before_it_leaves_and_capacity_hol
     assert all(len(running) >= 2 for t, _, _, running in trace if t >= first_full)
     # The bound: MAX+1 live blocks during a replacement, never more.
     assert max(len(live) for _, _, live, _ in trace) == policy.max_blocks + 1
+
+
+def test_the_old_block_waits_for_every_node_of_its_replacement():
+    # The replacement's nodes take 30 s to all join: the old block is released then, not at
+    # the first; a replacement that never completes leaves the old block to its walltime.
+    trace, blocks = simulate_lifetimes(Policy(1, 1, lifetime_s=300), 500, complete_s=30)
+    new = next(b for b in blocks.values() if "replaces" in b)
+    assert blocks[new["replaces"]]["released"] == new["started"] + 30
+    trace, blocks = simulate_lifetimes(Policy(1, 1, lifetime_s=300), 700,
+                                       never_complete=True)
+    assert blocks["b2"]["ended"] == blocks["b2"]["started"] + WALLTIME_S
+    # b2 got one replacement, no second; b3 (once b2 ended, an ordinary block) gets its own
+    # past its lifetime.
+    assert [b["replaces"] for b in blocks.values() if "replaces" in b] == ["b2", "b3"]
 
 
 def test_live_blocks_stay_within_max_plus_one_under_demand_during_replacements():
@@ -254,11 +276,12 @@ def test_the_loop_reads_blocks_running_since_and_left_at_their_walltime(tmp_path
     write_json(run.paths.status, {"nodes": nodes})
     idle_since, started = {}, {}
     facts = block_facts(run, {"10.0.0.4"}, idle_since, started, 100.0, first_look=True)
-    assert facts == [BlockFacts("b2", "running", 100.0, 7.0), BlockFacts("b3", "released"),
-                     BlockFacts("b4", "running", None, 7.0)]
+    assert facts == [BlockFacts("b2", "running", 100.0, 7.0, complete=True),
+                     BlockFacts("b3", "released"),
+                     BlockFacts("b4", "running", None, 7.0, complete=True)]
     nodes["b5-worker-1"] = {"state": "joined", "block": "b5", "ip": "10.0.0.5"}
-    claim(run, Block(name="b5", nodes=1, group="", image="", walltime_s=600, t_submit=90.0))
+    claim(run, Block(name="b5", nodes=2, group="", image="", walltime_s=600, t_submit=90.0))
     write_json(run.paths.status, {"nodes": nodes})
     facts = block_facts(run, set(), idle_since, started, 105.0, first_look=False)
-    assert facts[-1] == BlockFacts("b5", "running", 105.0, 105.0)
-    assert facts[0] == BlockFacts("b2", "running", 100.0, 7.0)  # kept across periods
+    assert facts[-1] == BlockFacts("b5", "running", 105.0, 105.0, complete=False)  # 1 of 2
+    assert facts[0] == BlockFacts("b2", "running", 100.0, 7.0, True)  # kept across periods

@@ -18,8 +18,8 @@ The rules, so that it neither flaps nor loops:
   runs resets it;
 - lifetime (dask-jobqueue's `--lifetime`/`--lifetime-stagger`): a running block older than its
   lifetime (`lifetime_s` less its share of `stagger_s`, spread by its number so that blocks
-  started together are replaced apart) gets a replacement submitted ahead; once a node of the
-  replacement joined, the old block is released (drained). One replacement at a time, and the
+  started together are replaced apart) gets a replacement submitted ahead; once every node of
+  the replacement joined, the old block is released (drained). One replacement at a time, and the
   block being replaced does not count towards MAX: at most MAX+1 blocks are live during a
   replacement, never more. A replacement that fails counts against the backoff like any block;
   the old block is replaced again only after it.
@@ -63,6 +63,7 @@ class BlockFacts:
     state: str  # queued, running, failed (never ran, or died), released
     idle_since: float | None = None  # running and idle since (None: busy, or not running)
     started: float | None = None  # running since (None: not running)
+    complete: bool = False  # every node of it joined
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,8 @@ def decide(policy: Policy, memory: Memory, now: float, unmet: int,
 
 def replacement_step(memory: Memory, blocks: dict[str, BlockFacts]
                      ) -> tuple[Decision | None, Memory]:
-    """The replacement in flight: release the old block once its replacement runs; forget it
+    """The replacement in flight: release the old block once every node of its replacement
+    joined (one that never completes leaves the old one to its walltime warning); forget it
     when the old block is gone anyway (the replacement is then an ordinary block) or the
     replacement failed or was released (the backoff holds the next try)."""
     if not memory.replacing:
@@ -201,9 +203,9 @@ def replacement_step(memory: Memory, blocks: dict[str, BlockFacts]
         return None, replace(memory, replacing=None)
     if new_block is None or new_block.state in ("failed", "released"):
         return None, replace(memory, replacing=None)
-    if new_block.state == "running":
-        return (Decision("release", old, f"past its lifetime; its replacement {new} joined"),
-                replace(memory, replacing=None))
+    if new_block.state == "running" and new_block.complete:
+        return (Decision("release", old, f"past its lifetime; every node of its replacement "
+                         f"{new} joined"), replace(memory, replacing=None))
     return None, memory
 
 

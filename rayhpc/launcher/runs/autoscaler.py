@@ -84,8 +84,9 @@ def block_facts(run: Run, busy: set[str], idle_since: dict[str, float],
             started.setdefault(block.name, block.t_submit if first_look else now)
         else:
             started.pop(block.name, None)
+        joined = sum(1 for s in states.values() if s == "joined")
         facts.append(BlockFacts(block.name, state, idle_since.get(block.name),
-                                started.get(block.name)))
+                                started.get(block.name), joined >= block.nodes))
     return facts
 
 
