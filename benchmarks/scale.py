@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from harness import machine, print_table  # noqa: E402
 
 from rayhpc.launcher.backends.rundir import prepare_run_dir  # noqa: E402
-from rayhpc.launcher.contract import RunPaths, read_json  # noqa: E402
+from rayhpc.launcher.contract import RunPaths, block_node_name, read_json  # noqa: E402
 from rayhpc.launcher.launch import resolve_spec  # noqa: E402
 from rayhpc.launcher.resolve.config import load_site  # noqa: E402
 from rayhpc.launcher.resolve.spec import new_run_id  # noqa: E402
@@ -58,7 +58,8 @@ def node_ip(index: int) -> str:
 class Simulation:
     def __init__(self, nodes: int, work: Path, agent: Path | None, driver_s: float,
                  wait_s: float, join_timeout: int = 900, hang: frozenset[int] = frozenset(),
-                 environ: dict | None = None, skewed: frozenset[int] = frozenset()):
+                 environ: dict | None = None, skewed: frozenset[int] = frozenset(),
+                 driver: str | None = None):
         self.nodes = nodes
         self.work = work
         self.wait_s = wait_s
@@ -77,7 +78,7 @@ class Simulation:
         self.spec = resolve_spec(
             load_site("slurm"),
             {"nodes": nodes, "shared": str(shared), "image": "/sim/ray.sif",
-             "driver": f"python -c 'import time; time.sleep({driver_s})'",
+             "driver": driver or f"python -c 'import time; time.sleep({driver_s})'",
              "join_timeout": join_timeout, "stop_timeout": 120},
             {}, run_id=new_run_id(), now=time.time())
         self.paths = RunPaths(prepare_run_dir(self.spec))
@@ -86,25 +87,33 @@ class Simulation:
         self.counts = work / "counts"
         self.counts.mkdir()
         self.procs: list[subprocess.Popen] = []
+        self.head_proc: subprocess.Popen | None = None
         self.seen_all: float | None = None
 
-    def env(self, index: int) -> dict:
+    def env(self, index: int, name: str) -> dict:
         hang = {"RAYHPC_SIM_HANG_START": "1"} if index in self.hang else {}
         path = f"{self.skew_path}:{SIM_RAY}" if index in self.skewed else str(SIM_RAY)
         return {**os.environ, **self.environ, **hang, "PYTHONPATH": path,
                 "RAYHPC_SIM_COUNT": str(self.counts),
                 "RAYHPC_SIM_RUN_DIR": str(self.paths.dir), "RAYHPC_HEAD_HOST": node_ip(0),
-                "RAYHPC_NODE_IP": node_ip(index),
+                "RAYHPC_NODE_IP": node_ip(index), "RAYHPC_SIM_NODE": name,
                 "RAYHPC_NODE_TEMP_DIR": f"/tmp/rs{os.getpid() % 1000}/{index}",
                 "HOME": str(self.work / "home")}
 
-    def start(self, index: int) -> None:
+    def start(self, index: int, program: Path | None = None, block: str = ""
+              ) -> subprocess.Popen:
+        """Node ``index``'s agent: the run's node program, or a block's (``program``, with
+        ``--block``, as a block's job script starts it)."""
         role = "head" if index == 0 else "worker"
-        self.procs.append(subprocess.Popen(
-            [sys.executable, str(self.paths.node_program), "--run-dir", str(self.paths.dir),
-             "--role", role, "--node-name", f"sim-{index:05d}"],
-            env=self.env(index), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True))
+        name = block_node_name(block, f"sim-{index:05d}") if block else f"sim-{index:05d}"
+        proc = subprocess.Popen(
+            [sys.executable, str(program or self.paths.node_program), "--run-dir",
+             str(self.paths.dir), "--role", role, "--node-name", name,
+             *(["--block", block] if block else [])],
+            env=self.env(index, name), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        self.procs.append(proc)
+        return proc
 
     def watch(self) -> None:
         """The launcher's view: status.json every 0.2 s until it says all joined."""
@@ -125,7 +134,7 @@ class Simulation:
         t_workers = time.time()
         time.sleep(self.wait_s)
         t_head = time.time()
-        self.start(0)
+        self.head_proc = self.start(0)
         threading.Thread(target=self.watch, daemon=True).start()
         return t_spawn, t_workers, t_head
 
@@ -136,7 +145,7 @@ class Simulation:
 
     @property
     def head(self) -> subprocess.Popen:
-        return self.procs[-1]
+        return self.head_proc
 
     def run(self) -> dict:
         moments = self.bring_up()
@@ -149,11 +158,12 @@ class Simulation:
         timing = read_json(self.paths.timing) or {}
         buckets: dict[int, int] = {}
         total = periodic = 0
-        for path in self.counts.glob("[0-9]*.json"):
-            data = json.loads(path.read_text())
+        for data in self.count_files():
             for second, count in data["per_second"].items():
                 buckets[int(second)] = buckets.get(int(second), 0) + count
-                total += count
+            if is_block_node(data.get("node", "")):
+                continue  # per node: the first job's nodes (late blocks: see late_blocks.py)
+            total += sum(data["per_second"].values())
             # Periodic, not one-time: the looks at the stop file (workers every 15 s while
             # they wait, the head once a second), a waiting worker's looks at head.json, the
             # head's status.json (see sim_ray/sitecustomize.py).
@@ -176,7 +186,9 @@ class Simulation:
             ops = sum(count * overlap(second, start, end) for second, count in buckets.items())
             rates[phase] = ops / (end - start)
             calls[phase] = sum(1 for t in gcs["nodes_calls"] if start <= t < end) / (end - start)
-        last = max(gcs["registered"].values(), default=None)
+        first_job = {node_ip(index) for index in range(self.nodes)}  # not late blocks
+        last = max((t for ip, t in gcs["registered"].items() if ip in first_job),
+                   default=None)
         return {
             "nodes": self.nodes, "exit_code": self.paths.read_exit_code(),
             "joined": timing.get("nodes_joined"), "rates": rates, "nodes_calls": calls,
@@ -186,6 +198,10 @@ class Simulation:
             "delay_s": self.seen_all - last if self.seen_all and last else None,
             "spawn_s": t_workers - t_spawn,
         }
+
+    def count_files(self) -> list[dict]:
+        """Each process's counts (sim_ray/sitecustomize.py), with its node's name."""
+        return [json.loads(path.read_text()) for path in self.counts.glob("[0-9]*.json")]
 
     def cleanup(self) -> None:
         for proc in self.procs:
@@ -198,6 +214,12 @@ class Simulation:
             time.sleep(1)
             subprocess.run(["pkill", "-9", "-f", gcs], check=False)
         shutil.rmtree(f"/tmp/rs{os.getpid() % 1000}", ignore_errors=True)
+
+
+def is_block_node(name: str) -> bool:
+    """A node of a grown block (`b2-sim-01024`), not of the launch's own job."""
+    head, _, rest = name.partition("-")
+    return bool(rest) and head[:1] == "b" and head[1:].isdigit()
 
 
 def overlap(second: int, start: float, end: float) -> float:
@@ -240,8 +262,19 @@ def main() -> None:
                              "10, or 0.2 s per node: their own start-up must be over by half)")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="copy each run's records and timeline.svg to DIR/<N>/")
+    parser.add_argument("--late-blocks", type=int, default=0, metavar="B",
+                        help="the late-block case: B blocks join the running head of each N "
+                             "and leave again (see late_blocks.py)")
+    parser.add_argument("--block-nodes", type=int, default=128, help="nodes per late block")
+    parser.add_argument("--blocks-at-once", type=int, default=2,
+                        help="late blocks per wave (a wave joins, stays up, leaves)")
+    parser.add_argument("--hold-s", type=float, default=10,
+                        help="seconds a wave of blocks stays up (and the cluster without one)")
     args = parser.parse_args()
     print(f"machine: {machine()}\nagent: {args.agent or 'node_agent.pyz (this checkout)'}")
+    if args.late_blocks:
+        late_blocks_case(args)
+        return
     rows = []
     for nodes in args.nodes:
         result = simulate(nodes, args.agent, args.driver_s, args.wait_s or max(10, nodes * 0.2),
@@ -261,6 +294,24 @@ def main() -> None:
               f"<= {GOAL_PER_NODE} one-time ops per node ({row[5]:.1f}), launcher delay <= "
               f"{GOAL_DELAY_S:.0f} s ({row[9] if row[9] is None else round(row[9], 2)}) -> "
               f"{'met' if met else 'NOT met'}")
+
+
+def late_blocks_case(args: argparse.Namespace) -> None:
+    from late_blocks import LateBlocks, report
+
+    for nodes in args.nodes:
+        with tempfile.TemporaryDirectory(prefix="rayhpc-scale-") as work:
+            case = LateBlocks(nodes, Path(work), args.late_blocks, args.block_nodes,
+                              args.blocks_at_once, args.hold_s,
+                              args.wait_s or max(10, nodes * 0.2))
+            try:
+                result = case.go()
+            finally:
+                case.sim.cleanup()
+                if args.keep:
+                    keep_records(case.sim.paths, args.keep / f"{nodes}+blocks")
+        print(json.dumps(result), flush=True)
+        report(result, print_table)
 
 
 if __name__ == "__main__":

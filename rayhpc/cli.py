@@ -346,14 +346,24 @@ def shrink(c, run=None, block=None, site="local", shared=None):
     "up_after": "seconds Ray's demand must stay unmet before a block is added (default 30)",
     "idle_after": "seconds a block must stay idle before it is released (default 120)",
     "period": "seconds between looks at Ray's demand (default 5)",
+    "block_lifetime": "a block running this long gets a replacement submitted ahead and is "
+                      "released once the replacement joined (a walltime, e.g. 50:00; default "
+                      "auto: the block's walltime less stop_grace and a fifth of it, at most "
+                      "15 min; off: never)",
+    "lifetime_stagger": "replacements come up to this much earlier, spread per block, so "
+                        "that blocks started together are not replaced together (a walltime; "
+                        "default 0)",
 })
 @user_errors
 def autoscale(c, run=None, autoscale="0:1", block_nodes="1", walltime=None, queue=None,
-              up_after=30.0, idle_after=120.0, period=5.0, site="local", shared=None):
+              up_after=30.0, idle_after=120.0, period=5.0, block_lifetime="auto",
+              lifetime_stagger="0", site="local", shared=None):
     """Keep a run between MIN and MAX blocks on Ray's demand (runs here, until the run ends).
 
     Reads Ray's unmet demand from the head's dashboard with the run's token; adds a block when
     it lasts, releases the block idle longest, backs off after a block that failed to start.
+    A block past its lifetime gets a replacement ahead of its walltime, then drains once the
+    replacement joined (one replacement at a time: at most MAX+1 blocks meanwhile).
     """
     least, most = parse_autoscale(autoscale)
     found = find(run, site, shared)
@@ -362,7 +372,7 @@ def autoscale(c, run=None, autoscale="0:1", block_nodes="1", walltime=None, queu
                            queue=queue)
     with noting_signals() as signals:
         autoscale_run(found, site, policy, request, say, period_s=float(period),
-                      stop=lambda: bool(signals))
+                      stop=lambda: bool(signals), lifetime=(block_lifetime, lifetime_stagger))
 
 
 def _count(value: str, flag: str) -> int:

@@ -145,6 +145,12 @@ def fake_run(shared: Path, *, exit_code: str | None = None, head: bool = True) -
      "--autoscale: MIN 3 is more than MAX 1"),
     (("autoscale", "--run", "RUN", "--autoscale", "0:2", "--walltime", "00:00:10"),
      "--walltime: 00:00:10 leaves the block no time"),
+    (("autoscale", "--run", "RUN", "--autoscale", "0:2", "--walltime", "30:00",
+      "--block-lifetime", "30:00"),
+     "--block-lifetime: 00:30:00 is not before the block's release at 00:29:00"),
+    (("autoscale", "--run", "RUN", "--autoscale", "0:2", "--walltime", "30:00",
+      "--lifetime-stagger", "30:00"),
+     "--lifetime-stagger: 00:30:00 is not shorter than the block lifetime (00:23:00)"),
 ])
 def test_grow_and_shrink_refuse_bad_input_in_one_line(tmp_path, args, message):
     run_id = fake_run(tmp_path)

@@ -140,3 +140,29 @@ def test_a_worker_whose_preflight_fails_ends_the_launch_at_once_by_its_name(sim)
     others = {r["state"] for name, r in records.items() if name not in ("sim-00000",
                                                                           "sim-00007")}
     assert others == {"stopped"}, records
+
+
+def test_late_blocks_join_the_running_head_and_leave_at_a_first_job_nodes_cost(tmp_path):
+    """The late-block case at tiny N: two blocks of 4 (one wave each) join a running head of
+    8 nodes as `invoke grow` makes them, leave by their stop files (drained, `left`), and the
+    run ends cleanly; a block's node costs the run directory what a first-job node does."""
+    from late_blocks import LateBlocks
+
+    case = LateBlocks(8, tmp_path, blocks=2, block_nodes=4, at_once=1, hold_s=1, wait_s=3)
+    try:
+        result = case.go()
+    finally:
+        case.sim.cleanup()
+    assert result["exit_code"] == 0, result
+    assert result["blocks"] == {
+        name: {"nodes": [f"{name}-sim-{i:05d}" for i in indices], "joined": 0, "left": 4,
+               "lost": 0}
+        for name, indices in (("b2", range(8, 12)), ("b3", range(12, 16)))}, result
+    records = json.loads(case.sim.paths.nodes_file.read_text())
+    assert {r["state"] for n, r in records.items() if n.startswith("b")} == {"left"}
+    block, first = result["per_node"]["block"], result["per_node"]["first job"]
+    assert block["nodes"] == 8 and first["nodes"] == 7
+    # No more than a first-job node: the block reads its node program's spec, not spec.json,
+    # and its job script's head address, not head.json.
+    assert block["one_time"] <= first["one_time"], result["per_node"]
+    assert all(v["ops_s"] is not None for v in result["phases"].values()), result["phases"]

@@ -30,8 +30,9 @@ if _COUNT_DIR and _RUN_DIR:
             _kinds[kind] = _kinds.get(kind, 0) + 1
             name = text[len(_RUN_DIR):]
             # Repeated by design, not one-time: looks at the stop file, a waiting worker's
-            # look at head.json, the head's rewrites of status.json.
-            if name in ("/stop", "/head.json") or name.startswith("/.status.json"):
+            # look at head.json, the head's rewrites of status.json and its listing of
+            # blocks/ (the released blocks' stop files).
+            if name in ("/stop", "/head.json", "/blocks") or name.startswith("/.status.json"):
                 _kinds["periodic"] = _kinds.get("periodic", 0) + 1
             if kind in ("open", "os.rename"):
                 base = name.rsplit("/", 1)[-1]
@@ -65,7 +66,8 @@ if _COUNT_DIR and _RUN_DIR:
         path = os.path.join(_COUNT_DIR, f"{os.getpid()}.json")
         with open(path + ".tmp", "w") as handle:
             json.dump({"per_second": _counts, "kinds": _kinds, "files": _files,
-                       "trace": _trace}, handle)
+                       "trace": _trace, "node": os.environ.get("RAYHPC_SIM_NODE", "")},
+                      handle)
         os.replace(path + ".tmp", path)
 
     atexit.register(_dump)

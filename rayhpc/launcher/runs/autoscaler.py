@@ -9,11 +9,19 @@ pairs, and `usageByNode` each node's [used, total] per resource, with a `node:<i
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
-from rayhpc.launcher.autoscale import BlockFacts, Memory, Policy, decide
-from rayhpc.launcher.contract import read_blocks
+from rayhpc.launcher.autoscale import (
+    BlockFacts,
+    Memory,
+    Policy,
+    decide,
+    lifetimes,
+    replacement_submitted,
+)
+from rayhpc.launcher.contract import LEFT, read_blocks
 from rayhpc.launcher.runs.blocks import (
     BlockRequest,
     block_nodes,
@@ -50,14 +58,17 @@ def busy_ips(cluster_status: dict) -> set[str]:
 
 
 def block_facts(run: Run, busy: set[str], idle_since: dict[str, float],
-                now: float) -> list[BlockFacts]:
-    """Each block's state for `decide`; ``idle_since`` is kept across periods."""
+                started: dict[str, float], now: float, first_look: bool) -> list[BlockFacts]:
+    """Each block's state for `decide`; ``idle_since`` and ``started`` are kept across
+    periods. A block is running since the period it was first seen running; one running at
+    the first look counts from its submission (earlier than its start: its replacement comes
+    early rather than late)."""
     facts = []
     nodes = run.status.get("nodes") or {}
     for block in read_blocks(run.paths):
         states = block_nodes(run, block.name)
-        if block.released:
-            state = "released"
+        if block.released or LEFT in states.values() and "joined" not in states.values():
+            state = "released"  # asked to leave, or left at its own walltime warning
         elif any(s == "joined" for s in states.values()):
             state = "running"
         elif run.backend.block_state(run, block):
@@ -69,29 +80,49 @@ def block_facts(run: Run, busy: set[str], idle_since: dict[str, float],
             idle_since.setdefault(block.name, now)
         else:
             idle_since.pop(block.name, None)
-        facts.append(BlockFacts(block.name, state, idle_since.get(block.name)))
+        if state == "running":
+            started.setdefault(block.name, block.t_submit if first_look else now)
+        else:
+            started.pop(block.name, None)
+        joined = sum(1 for s in states.values() if s == "joined")
+        facts.append(BlockFacts(block.name, state, idle_since.get(block.name),
+                                started.get(block.name), joined >= block.nodes))
     return facts
 
 
 def autoscale(run: Run, site: str, policy: Policy, block: BlockRequest, say: Say,
-              period_s: float = 5.0, stop: Callable[[], bool] = lambda: False) -> None:
+              period_s: float = 5.0, stop: Callable[[], bool] = lambda: False,
+              lifetime: tuple[str, str] = ("auto", "0")) -> None:
     """Until the run ends (or ``stop()``): one decision per period, acted on. A block the
-    site cannot give (its queue, its walltime) is refused here, before anything runs."""
-    resolve_block(run.spec, run_site(run, site), read_blocks(run.paths), block, False, 0.0)
+    site cannot give (its queue, its walltime) is refused here, before anything runs, and so
+    are a block lifetime and stagger (``lifetime``: `--block-lifetime`, `--lifetime-stagger`)
+    that do not fit its walltime."""
+    resolved, _ = resolve_block(run.spec, run_site(run, site), read_blocks(run.paths), block,
+                                False, 0.0)
+    lifetime_s, stagger_s = lifetimes(*lifetime, resolved.walltime_s, run.spec.stop_grace)
+    policy = dataclasses.replace(policy, lifetime_s=lifetime_s, stagger_s=stagger_s)
     require_growable(run)
     client = run.client()
-    memory, idle_since = Memory(), {}
+    memory, idle_since, started = Memory(), {}, {}
+    replaced = (f"; a block running {policy.lifetime_s:g} s (less up to "
+                f"{policy.stagger_s:g} s of stagger) is replaced" if policy.lifetime_s else "")
     say(f"autoscaling run {run.run_id}: {policy.min_blocks} to {policy.max_blocks} blocks of "
         f"{block.nodes} node(s); grow after {policy.up_after_s:g} s of unmet demand, release "
-        f"after {policy.idle_after_s:g} s idle")
+        f"after {policy.idle_after_s:g} s idle{replaced}")
+    first_look = True
     while run.exit_code is None and not stop():
         now = time.time()
         status = client.json("GET", "/api/cluster_status").get("data") or {}
-        facts = block_facts(run, busy_ips(status), idle_since, now)
+        facts = block_facts(run, busy_ips(status), idle_since, started, now, first_look)
+        first_look = False
         decision, memory = decide(policy, memory, now, unmet_requests(status), facts)
         if decision.action == "grow":
             say(f"grow: {decision.why}")
             grow(run, site, block, say)
+        elif decision.action == "replace":
+            say(f"replace {decision.block}: {decision.why}")
+            new = grow(run, site, block, say)
+            memory = replacement_submitted(memory, decision.block, new.name)
         elif decision.action == "release":
             say(f"release {decision.block}: {decision.why}")
             shrink(run, decision.block, say)
