@@ -4,14 +4,13 @@ so that the console keeps showing it. Memory is bounded whatever the output's si
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Callable, Iterable
 
+from rayhpc.launcher.chunks import ChunkQueue
 from rayhpc.launcher.contract import OVERFLOW_END, OVERFLOW_PREFIX, parse_overflow_marker
 
 AGENT_LINE_MAX = 1 << 16  # an agent line is read up to this long (the rest is not looked at)
-QUEUED_CHUNKS = 64  # chunks picked out but not printed yet: then the stream waits
 
 
 class OverflowParser:
@@ -62,13 +61,13 @@ class OverflowParser:
             self.ended = True
 
 
-class FollowedOutput:
+class FollowedOutput(ChunkQueue):
     """A head's output followed in a thread (``chunks``: its stream, ending when the head
     ends), the driver's part of it queued for the console (bounded: the stream waits)."""
 
     def __init__(self, chunks: Callable[[], Iterable[bytes]]):
+        super().__init__()
         self.parser = OverflowParser()
-        self._queue: queue.Queue[bytes] = queue.Queue(QUEUED_CHUNKS)
         self._finished = threading.Event()
         self._chunks = chunks
         self._thread = threading.Thread(target=self._follow, daemon=True)
@@ -90,26 +89,13 @@ class FollowedOutput:
             for chunk in self._chunks():
                 driver = self.parser.feed(chunk)
                 if driver:
-                    self._queue.put(driver)
+                    self.put(driver)
         except Exception:  # noqa: BLE001 (an engine gone away: nothing more comes)
             pass
         finally:
             self._finished.set()
 
-    def take(self, limit: int) -> bytes:
-        """The driver's output queued now, about ``limit`` bytes at most."""
-        out = bytearray()
-        while len(out) < limit:
-            try:
-                out += self._queue.get_nowait()
-            except queue.Empty:
-                break
-        return bytes(out)
-
-    def waiting(self) -> bool:
-        return not self._queue.empty()
-
     def done(self) -> bool:
         """Nothing more will come: the head said the driver's output ended, or its output
         ended; and all of it was taken."""
-        return (self.parser.ended or self._finished.is_set()) and self._queue.empty()
+        return (self.parser.ended or self._finished.is_set()) and not self.waiting()

@@ -29,7 +29,6 @@ import hashlib
 import io
 import json
 import os
-import queue
 import signal
 import threading
 import time
@@ -42,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rayhpc.containers.errors import UserError
+from rayhpc.launcher.chunks import ChunkQueue
 
 POLL_S = 0.5
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -50,7 +50,6 @@ UPLOAD_MAX_BYTES = 100 * 1024 * 1024
 UPLOAD_EXCLUDES = (".git", "__pycache__", ".venv")
 CHUNK_BYTES = 1 << 16  # read from the dashboard at a time
 SHOW_BYTES = 1 << 20  # of a job's output printed per step of the follow loop
-QUEUED_CHUNKS = 64  # received, not printed yet: then the stream waits (memory bounded)
 STREAM_INTERVAL_S = 0.2  # how often Ray's log agent looks for more while following
 QUIET_S = 1.0  # after the job ended: no more output for this long, then check the end
 END_WAIT_S = 30.0  # after the job ended: the longest wait for the stream to bring the rest
@@ -216,17 +215,17 @@ def zip_dir(directory: Path) -> bytes:
     return buffer.getvalue()
 
 
-class LogStream:
+class LogStream(ChunkQueue):
     """One of the state API's log streams (a file from its start, then what is added, as
     bytes, over one connection) read in a thread and queued for the console: memory bounded
     whatever the file's size (the thread waits while the queue is full)."""
 
     def __init__(self, client: JobsClient, path: str):
+        super().__init__()
         self.client, self.path = client, path
         self.received_at = time.monotonic()  # when a chunk last came
         self.ended = threading.Event()  # the stream ended (the connection closed or failed)
         self.problem = ""  # why it failed
-        self._queue: queue.Queue[bytes] = queue.Queue(QUEUED_CHUNKS)
 
     def start(self) -> LogStream:
         threading.Thread(target=self._follow, daemon=True).start()
@@ -236,24 +235,12 @@ class LogStream:
         try:
             for chunk in self.client.chunks(self.path, timeout=None):
                 self.received_at = time.monotonic()
-                self._queue.put(chunk)
+                self.put(chunk)
         except ClusterError as exc:
             self.problem = str(exc)
         finally:
             self.ended.set()
 
-    def take(self, limit: int = SHOW_BYTES) -> bytes:
-        """What came and was not taken yet, about ``limit`` bytes at most."""
-        out = bytearray()
-        while len(out) < limit:
-            try:
-                out += self._queue.get_nowait()
-            except queue.Empty:
-                break
-        return bytes(out)
-
-    def waiting(self) -> bool:
-        return not self._queue.empty()
 
 
 class JobOutput:

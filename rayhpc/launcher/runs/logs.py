@@ -10,7 +10,14 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from rayhpc.containers.errors import UserError
-from rayhpc.launcher.runs.jobs import ClusterError, LogStream, follow_job, iter_jobs, write_output
+from rayhpc.launcher.runs.jobs import (
+    SHOW_BYTES,
+    ClusterError,
+    LogStream,
+    follow_job,
+    iter_jobs,
+    write_output,
+)
 from rayhpc.launcher.runs.run import Run
 
 READ_BYTES = 1 << 20  # of a file read and printed at a time
@@ -190,7 +197,7 @@ def _until_stopped(stream: LogStream, run: Run, signals: list[int]) -> Iterator[
     """What a followed stream brings until a signal, the run's end or the stream's."""
     next_check = 0.0
     while not signals:
-        data = stream.take()
+        data = stream.take(SHOW_BYTES)
         if data:
             yield data
             continue
