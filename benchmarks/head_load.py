@@ -279,7 +279,7 @@ class HeadLoad(Simulation):
         proc = subprocess.Popen(
             [sys.executable, str(self.paths.node_program), "--run-dir", str(self.paths.dir),
              "--role", "head", "--node-name", "sim-00000"],
-            env=self.env(0), stdout=self.out, stderr=subprocess.STDOUT,
+            env=self.env(0, "sim-00000"), stdout=self.out, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=head_soft_limit)
         self.procs.append(proc)
         return proc
