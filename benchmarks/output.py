@@ -5,8 +5,9 @@ with its console read by this script (every line counted, nothing kept), which s
 ``--pause-s`` at the first line (a terminal on hold: Ctrl-S, a stalled SSH connection) and then
 reads at ``--console-mbps`` (0: as fast as it comes): the launcher falls behind, and must not
 hold the backlog in memory. Printed per checkout:
-the launcher's peak RSS (the largest process of its tree: `wait4`'s ru_maxrss; and its own
-VmHWM, sampled while its output is read), wall time,
+the launcher's peak RSS (the largest process of its tree: `wait4`'s ru_maxrss, at least this
+script's own size when it started the launcher, which Linux carries across fork and exec; and
+its own VmHWM, sampled while its output is read), wall time,
 driver lines that reached the console, and what the run directory stores (driver.log,
 logs/containers.log). With ``--before DIR`` (a checkout of an older revision, e.g. `git worktree
 add /tmp/before <rev>`), the same launch runs from there too, side by side.
