@@ -61,7 +61,7 @@ def write(text: str) -> None:
 
 
 RUN_HELP = {
-    "run": "the run id (`invoke launch` prints it; its directory is <shared>/runs/ID)",
+    "run": "the run id (`rayhpc launch` prints it; its directory is <shared>/runs/ID)",
     "site": "site profile whose shared dir holds the run (default: local)",
     "shared": "the shared dir the run was launched with (default: $RAYHPC_SHARED, else the "
               "site's, else ./shared)",
@@ -71,7 +71,7 @@ RUN_HELP = {
 def find(run: str | None, site: str, shared: str | None):
 
     if not run:
-        raise UserError("--run: give the run id (`invoke status` lists the runs)")
+        raise UserError("--run: give the run id (`rayhpc status` lists the runs)")
     return find_run(run, shared_dir(site, shared))
 
 
@@ -85,7 +85,7 @@ def command_after_dashes() -> list[str]:
 @task(auto_shortflags=False, help={
     "recipe": "recipe name in recipes/ or path to a recipe YAML (default: ray)",
     "variant": "recipe variant: cpu or gpu (default: cpu)",
-    "base": "base image instead of the recipe's rayproject/ray tag (e.g. the `invoke base` tag)",
+    "base": "base image instead of the recipe's rayproject/ray tag (e.g. the `rayhpc base` tag)",
     "tag": "tag for the built image (default: rayhpc/<recipe>:<ray>-py<XY>-<variant>)",
     "ca_bundle": "PEM CA bundle for pip/apt during the build only (default: $PIP_CERT, "
                  "$REQUESTS_CA_BUNDLE or $SSL_CERT_FILE); never stored in the image",
@@ -165,7 +165,7 @@ LAUNCH_FLAGS = ("nodes", "driver", "shared", "image", "join_timeout", "shm_size"
 
 
 @task(auto_shortflags=False, iterable=["group"], help={
-    "site": "site profile name (see `invoke sites`) or path to a site YAML file (default: local)",
+    "site": "site profile name (see `rayhpc sites`) or path to a site YAML file (default: local)",
     **{flag: SETTINGS[flag].help for flag in LAUNCH_FLAGS},
     "group": "a node group NAME:NODES[:IMAGE][,KEY=VALUE...], repeated for each group (e.g. "
              "--group head:1 --group gpu:4:ray-gpu.sif,gpu=nvidia,resources.trainer=1); "
@@ -173,11 +173,11 @@ LAUNCH_FLAGS = ("nodes", "driver", "shared", "image", "join_timeout", "shm_size"
     "dry_run": "print the job script; submit nothing (HPC sites)",
     "wait": "after submitting, follow the job: to its end with a driver (exit code: the "
             "driver's), until the cluster is up without one (HPC sites)",
-    "interactive": "no driver: keep the cluster up for Ray jobs (`invoke submit`) until "
-                   "`invoke down`, the walltime or Ctrl-C (also what a launch without any "
+    "interactive": "no driver: keep the cluster up for Ray jobs (`rayhpc submit`) until "
+                   "`rayhpc down`, the walltime or Ctrl-C (also what a launch without any "
                    "driver does)",
     "detach": "interactive, local site: return once the cluster is up and leave it running "
-              "(`invoke down --run ID` stops it)",
+              "(`rayhpc down --run ID` stops it)",
 })
 @user_errors
 def launch(c, site="local", nodes=None, driver=None, shared=None, image=None, join_timeout=None,
@@ -186,14 +186,13 @@ def launch(c, site="local", nodes=None, driver=None, shared=None, image=None, jo
     """Run a Ray cluster in containers: the driver, then teardown; no driver: keep it up.
 
     1 head + N-1 workers. With a driver, run it and tear down; without one (--interactive),
-    keep the cluster up for Ray jobs (`invoke submit`).
+    keep the cluster up for Ray jobs (`rayhpc submit`).
 
     Settings come from the flags, else RAYHPC_<SETTING> variables, else the site file, else
     defaults. On the local site it exits with the driver's exit code (interactive: it stays in
-    the foreground until Ctrl-C or `invoke down`, unless --detach). On an HPC site it writes
+    the foreground until Ctrl-C or `rayhpc down`, unless --detach). On an HPC site it writes
     the job script into the run directory and submits it (inside an allocation: runs it).
     """
-
     values = locals()
     cli = {flag: values[flag] for flag in LAUNCH_FLAGS}
     cli["group"] = group or []
@@ -211,13 +210,11 @@ def launch(c, site="local", nodes=None, driver=None, shared=None, image=None, jo
 })
 @user_errors
 def submit(c, run=None, working_dir=None, site="local", shared=None):
-    """Submit a Ray job to an interactive cluster: `invoke submit --run ID -- CMD ARGS...`.
+    """Submit a Ray job to an interactive cluster: `rayhpc submit --run ID -- CMD ARGS...`.
 
     The command runs on the head as a Ray job (Ray's Jobs API, with the run's token); its
     output is followed here and the exit code is the job's. Ctrl-C stops the job.
     """
-
-
     command = command_after_dashes()
     entrypoint_of(command or "")  # refused before anything is looked up
     found = find(run, site, shared)
@@ -233,7 +230,7 @@ def submit(c, run=None, working_dir=None, site="local", shared=None):
 @task(auto_shortflags=False, help={
     **RUN_HELP,
     "node": "a node's agent log (its name: head, worker-1, ... locally; the host name on HPC "
-            "sites; `invoke status` lists them)",
+            "sites; `rayhpc status` lists them)",
     "file": "with --node: one of the node's Ray log files instead (raylet.out, "
             "gcs_server.out, ...)",
     "job": "one Ray job's output (its id: raysubmit_...)",
@@ -246,8 +243,6 @@ def logs(c, run=None, node=None, file=None, job=None, follow=False, site="local"
     The driver's output (an interactive cluster: each Ray job's), a node's agent log (--node),
     or a node's Ray log (--node N --file F); local and batch runs alike, finished ones too.
     """
-
-
     found = find(run, site, shared)
     with noting_signals() as signals:
         code = run_logs(found, write, node=node, file=file, job=job, follow=follow,
@@ -269,8 +264,6 @@ def down(c, run=None, site="local", shared=None):
     --run: remove the containers and networks that local launches left behind (forcibly,
     running ones too).
     """
-
-
     if not run:
         remove_leftovers(print)
         return
@@ -288,7 +281,6 @@ def status(c, run=None, site="local", shared=None):
     Each run: phase, nodes joined and lost, uptime; a batch job's state and time left; the
     local containers' states.
     """
-
     shared_path = shared_dir(site, shared)
     lines = status_lines(shared_path, run)
     if not lines:  # "no runs" only once the engine said so too
@@ -312,7 +304,7 @@ def grow(c, run=None, nodes=None, group=None, walltime=None, queue=None, site="l
     """Add a block of worker nodes to a running cluster (a batch job of its own).
 
     Its nodes join the run's Ray cluster (interactive, or one running its driver) with the
-    run's token; `invoke status --run ID` shows each block, `invoke shrink` releases one.
+    run's token; `rayhpc status --run ID` shows each block, `rayhpc shrink` releases one.
     """
     found = find(run, site, shared)
     count = None if nodes is None else _count(nodes, "--nodes")
@@ -322,7 +314,7 @@ def grow(c, run=None, nodes=None, group=None, walltime=None, queue=None, site="l
 
 @task(auto_shortflags=False, help={
     **RUN_HELP,
-    "block": "the block to release (b2, b3, ...: `invoke status --run ID` lists them)",
+    "block": "the block to release (b2, b3, ...: `rayhpc status --run ID` lists them)",
 })
 @user_errors
 def shrink(c, run=None, block=None, site="local", shared=None):
@@ -332,7 +324,7 @@ def shrink(c, run=None, block=None, site="local", shared=None):
     Ray retries it elsewhere. The cluster and its driver go on.
     """
     if not block:
-        raise UserError("--block: give the block to release (`invoke status --run ID` lists "
+        raise UserError("--block: give the block to release (`rayhpc status --run ID` lists "
                         "them)")
     shrink_run(find(run, site, shared), block, say)
 
@@ -342,7 +334,7 @@ def shrink(c, run=None, block=None, site="local", shared=None):
     "autoscale": "MIN:MAX blocks to keep (e.g. 0:4)",
     "block_nodes": "nodes per block (default 1)",
     "walltime": "each block's walltime (default: the run's)",
-    "queue": "each block's queue (default: as `invoke grow`)",
+    "queue": "each block's queue (default: as `rayhpc grow`)",
     "up_after": "seconds Ray's demand must stay unmet before a block is added (default 30)",
     "idle_after": "seconds a block must stay idle before it is released (default 120)",
     "period": "seconds between looks at Ray's demand (default 5)",
@@ -390,11 +382,10 @@ def report(c, run=None, site="local", shared=None):
     joined, driver/up, stopping; the head's milestones as lines; late nodes named. Every run's
     head writes it at the end; this rewrites it from the run's timing.json and node records.
     """
-
     found = find(run, site, shared)
     if not found.paths.timing.exists():
         raise UserError(f"--run: run {run} has no timing.json yet (a run writes it at its "
-                        f"end); `invoke status --run {run}` shows how far it is")
+                        f"end); `rayhpc status --run {run}` shows how far it is")
     print(write_timeline(found.paths))
 
 

@@ -81,7 +81,7 @@ def marker_ca_bundle(tmp_path_factory) -> tuple[Path, str]:
 
 @pytest.fixture(scope="session")
 def built_image(standin_base, marker_ca_bundle) -> tuple[str, subprocess.CompletedProcess]:
-    """`invoke build` of the cpu variant on the stand-in, with the marker CA bundle."""
+    """`rayhpc build` of the cpu variant on the stand-in, with the marker CA bundle."""
     bundle, _ = marker_ca_bundle
     result = invoke("build", "--variant", "cpu", "--base", standin_base, "--tag", TEST_IMAGE,
                     "--ca-bundle", str(bundle))

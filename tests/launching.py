@@ -1,4 +1,4 @@
-"""Helpers of the real-engine launch tests: run `invoke launch`, check what a run leaves."""
+"""Helpers of the real-engine launch tests: run `rayhpc launch`, check what a run leaves."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def launch_args(image: str, shared: Path, *args: str) -> tuple[str, ...]:
 
 
 def launch(image: str, shared: Path, *args: str, env: dict | None = None) -> tuple:
-    """`invoke launch` on the local site to the end: the result and the run directory."""
+    """`rayhpc launch` on the local site to the end: the result and the run directory."""
     result = invoke(*launch_args(image, shared, *args), timeout=600, env=env)
     return result, run_dir_of(result.stdout, shared)
 
@@ -31,7 +31,7 @@ def run_dir_of(output: str, shared: Path) -> Path | None:
 
 
 class Background:
-    """`invoke launch` running in the background, its output read line by line."""
+    """`rayhpc launch` running in the background, its output read line by line."""
 
     def __init__(self, image: str, shared: Path, *args: str, own_group: bool = False):
         """``own_group``: the leader of its own process group, as a terminal runs it."""

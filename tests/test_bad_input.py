@@ -86,7 +86,7 @@ CASES = [
          "--join-timeout: '0': must be 1 or more"),
     Case("image missing", ["launch", "--image", "rayhpc-test/absent:0"], {},
          "--image: rayhpc-test/absent:0 is not on this Docker engine; build it with "
-         "`invoke build`"),
+         "`rayhpc build`"),
     Case("no docker engine", ["launch"], {"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
          "no Docker engine reachable at unix:///nonexistent/docker.sock"),
     Case("compose missing", ["launch"], {"PATH": "/nonexistent"},
@@ -171,7 +171,7 @@ CASES = [
          "--run: no containers or networks of run '19990101-000000-0000' here, and no run "
          "'19990101-000000-0000' in {shared}/runs", files=RUNS),
     Case("submit without a run", ["submit", "--", "python", "x.py"], {},
-         "--run: give the run id (`invoke status` lists the runs)"),
+         "--run: give the run id (`rayhpc status` lists the runs)"),
     Case("submit finished run", ["submit", "--run", FINISHED, "--shared", "{shared}", "--",
                                  "python", "x.py"], {},
          f"--run: run {FINISHED} has finished (exit code 143); launch a new cluster",
@@ -185,7 +185,7 @@ CASES = [
          f"--run: the cluster of run {STARTING} is not up yet (1/3 nodes joined); wait for "
          f"{{shared}}/runs/{STARTING}/connect.txt", files=RUNS),
     Case("submit without a command", ["submit", "--run", FINISHED, "--shared", "{shared}"], {},
-         "missing command after --: `invoke submit --run ID -- python my_job.py ...`",
+         "missing command after --: `rayhpc submit --run ID -- python my_job.py ...`",
          files=RUNS),
     Case("submit with nothing after --", ["submit", "--run", FINISHED, "--shared", "{shared}",
                                           "--"], {}, "missing command after --", files=RUNS),

@@ -70,7 +70,7 @@ def test_missing_base_points_to_invoke_base(docker_api):
     result = invoke("build", "--base", "rayhpc-test/no-such-base:1")
     assert result.returncode == 2
     assert "rayhpc-test/no-such-base:1 is not here and cannot be pulled" in result.stderr
-    assert "invoke base" in result.stderr
+    assert "rayhpc base" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -1,6 +1,6 @@
-"""Elastic clusters on the real engine: `invoke grow` adds blocks (compose projects of their own
-on the run's network) to a running interactive cluster, Ray uses their nodes, `invoke shrink`
-drains and releases one while the cluster goes on, and `invoke down` stops the head and every
+"""Elastic clusters on the real engine: `rayhpc grow` adds blocks (compose projects of their own
+on the run's network) to a running interactive cluster, Ray uses their nodes, `rayhpc shrink`
+drains and releases one while the cluster goes on, and `rayhpc down` stops the head and every
 block the clean way."""
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def test_grow_use_shrink_and_down(docker_api, built_image, shared_dir):
         assert sorted(seen["alive"]) == ["b3-worker-1", "head"]
         assert seen["alive"]["b3-worker-1"]["rayhpc.io/group"] == "extra"
         head_log = (run_dir / "logs" / "head.log").read_text()
-        assert "block b2: releasing 2 node(s) (invoke shrink): draining first" in head_log
+        assert "block b2: releasing 2 node(s) (rayhpc shrink): draining first" in head_log
         assert "left the cluster" not in head_log  # no node was lost
 
         # A block that dies is a lost set of nodes, named with its block.
@@ -144,7 +144,7 @@ print("RAN ON", sorted(set(ray.get([work.remote(i) for i in range(4)]))), flush=
 def test_autoscale_adds_a_block_for_unmet_demand_and_releases_it_once_idle(
         docker_api, built_image, shared_dir):
     """A 1-node cluster (2 CPUs); a job asks for 4 tasks of 2 CPUs: Ray's demand stays unmet,
-    `invoke autoscale --autoscale 0:1` adds one block, the tasks run on it too and finish;
+    `rayhpc autoscale --autoscale 0:1` adds one block, the tasks run on it too and finish;
     once the block is idle it is released (drained, `left`); never more than MAX blocks."""
     image, _ = built_image
     result, run_dir = launch(image, shared_dir, "--nodes", "1", "--detach")

@@ -261,14 +261,14 @@ def test_a_released_block_is_drained_until_idle_then_stopped(tmp_path, monkeypat
     records = {"b2-a": {"state": "joined", "block": "b2", "ip": "10.0.0.5"},
                "b2-b": {"state": "starting", "block": "b2", "ip": ""}}
     head = FakeHead(tmp_path, records, log)
-    head.paths.request_block_stop("b2", "invoke shrink")
+    head.paths.request_block_stop("b2", "rayhpc shrink")
     keeper = BlockKeeper(head, FakeDrain(log, busy_rounds=2))
     monkeypatch.setattr(BlockKeeper, "ray_ids", staticmethod(lambda r, n: {"b2-a": "ab12"}))
     keeper.release("b2", sleep=lambda s: None)
     window = drain_window(head.spec.stop_grace)
     assert log == [("drain", ["ab12"], window), ("busy",), ("busy",),
-                   ("stop", ["b2-a", "b2-b"], "block b2 released (invoke shrink)")]
-    assert head.notes == ["block b2: releasing 2 node(s) (invoke shrink): draining first"]
+                   ("stop", ["b2-a", "b2-b"], "block b2 released (rayhpc shrink)")]
+    assert head.notes == ["block b2: releasing 2 node(s) (rayhpc shrink): draining first"]
 
 
 def test_the_head_looks_for_released_blocks_with_one_listing(tmp_path):
@@ -277,7 +277,7 @@ def test_the_head_looks_for_released_blocks_with_one_listing(tmp_path):
     for name in ("b2.json", "b2.pyz", "b3.json"):
         (paths.blocks / name).write_text("")
     assert paths.released_blocks() == set()
-    assert paths.request_block_stop("b3", "invoke shrink")
+    assert paths.request_block_stop("b3", "rayhpc shrink")
     assert not paths.request_block_stop("b3", "the walltime")  # once, by the first to ask
     assert paths.released_blocks() == {"b3"}
 
@@ -313,9 +313,9 @@ def test_a_released_node_ends_left_and_a_dying_one_is_lost():
         wait_for(server, lambda r: all(p["state"] == "joined" for p in r.values())
                  and len(r) == 2)
         assert server.records()["b2-a"]["block"] == "b2"
-        server.release(["b2-a"], "block b2 released (invoke shrink)")
+        server.release(["b2-a"], "block b2 released (rayhpc shrink)")
         kept.sock.settimeout(5)
-        assert json.loads(kept.sock.recv(4096)) == {"stop": "block b2 released (invoke shrink)"}
+        assert json.loads(kept.sock.recv(4096)) == {"stop": "block b2 released (rayhpc shrink)"}
         kept.send(state="stopped", reason="the head said stop", final={"node": "b2-a"})
         dying.close()  # its host died: no final word
         records = wait_for(server, lambda r: r["b2-a"]["state"] == "left"

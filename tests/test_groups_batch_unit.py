@@ -1,7 +1,7 @@
 """Node groups on batch sites (no scheduler needed): golden job scripts of a grouped launch on
 Slurm (a heterogeneous job) and PBS (one chunk and one mpiexec per group), the job script's
 own host split run in bash, schedulers that refuse groups, Apptainer's image versions, and
-`invoke launch --dry-run --group` through the real CLI."""
+`rayhpc launch --dry-run --group` through the real CLI."""
 
 import io
 import json

@@ -158,7 +158,7 @@ def test_sighup_stops_the_run_like_sigterm(docker_api, built_image, shared_dir):
 
 
 def test_a_closed_stdout_never_stops_the_teardown(docker_api, built_image, shared_dir):
-    """`invoke launch ... | head -3`: the reader goes away; the run still ends cleanly."""
+    """`rayhpc launch ... | head -3`: the reader goes away; the run still ends cleanly."""
     image, _ = built_image
     driver = "python -c 'import time\nfor i in range(40): print(i, flush=True); time.sleep(0.1)'"
     proc = subprocess.Popen(invoke_argv("launch", "--site", "local", "--image", image,

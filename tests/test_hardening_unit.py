@@ -217,7 +217,7 @@ def test_status_with_no_runs_and_an_engine_that_does_not_answer_says_so(tmp_path
 
 def test_a_finished_jobs_output_cut_by_the_log_cap_says_so_and_starts_at_a_whole_line(
         tmp_path):
-    """The head's archive keeps a job's output's tail (log_cap): `invoke logs --job` says how
+    """The head's archive keeps a job's output's tail (log_cap): `rayhpc logs --job` says how
     much is missing and starts at a line's start, not mid-line and silently."""
     run_id, job = "20260101-000000-capd", "raysubmit_cut"
     spec = make_spec(nodes=2, shared=str(tmp_path), run_id=run_id, log_cap="1k")

@@ -484,7 +484,7 @@ def test_lsf_node_count_inside_an_allocation(environ, options, nodes):
 
 
 def test_a_launch_inside_an_lsf_job_takes_its_hosts(tmp_path):
-    """`invoke launch` without --nodes inside a job: the job's hosts, by the site's csm."""
+    """`rayhpc launch` without --nodes inside a job: the job's hosts, by the site's csm."""
     environ = {"LSB_JOBID": "3", "LSB_MCPU_HOSTS": "batch1 1 h1 42 h2 42"}
     cli = {"shared": str(tmp_path), "image": "/x/ray.sif"}
     assert resolve_spec(load_site("lsf"), cli, environ).nodes == 3
@@ -522,7 +522,7 @@ def test_runtimes_command_lines():
 
 @pytest.mark.parametrize("name, image, problem", [
     ("apptainer", "rayhpc/ray:1", "apptainer runs a SIF file, not rayhpc/ray:1; give the SIF "
-                                  "path (`invoke build --sif` or `invoke convert` makes one)"),
+                                  "path (`rayhpc build --sif` or `rayhpc convert` makes one)"),
     ("podman-hpc", "/p/ray.sif", "podman-hpc runs an image name, not a file (/p/ray.sif)"),
     ("podman-hpc", "./ray", "podman-hpc runs an image name, not a file (./ray)"),
     ("shifter", "ray.sif", "shifter runs an image name, not a file (ray.sif); give the name "

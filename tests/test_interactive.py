@@ -1,6 +1,6 @@
 """Interactive clusters on the real engine: a cluster that stays up, Ray jobs submitted to it
-(one after another and at once) with `invoke submit`, Ray Client drivers from outside the
-cluster, `invoke logs`/`status`/`down`, the token and the published ports, Ctrl-C, and the
+(one after another and at once) with `rayhpc submit`, Ray Client drivers from outside the
+cluster, `rayhpc logs`/`status`/`down`, the token and the published ports, Ctrl-C, and the
 Python API's context manager."""
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def test_interactive_cluster_takes_jobs_and_drivers_until_down(docker_api, built
         connect = (run_dir / "connect.txt").read_text()
         assert connect in result.stdout  # printed as written, once all nodes joined
         assert "3/3 nodes joined" in result.stdout
-        assert f"run {run_id} stays up: `invoke down --run {run_id}` stops it" in result.stdout
+        assert f"run {run_id} stays up: `rayhpc down --run {run_id}` stops it" in result.stdout
         env = exports(connect)
         spec = json.loads((run_dir / "spec.json").read_text())
         head = json.loads((run_dir / "head.json").read_text())
@@ -187,7 +187,7 @@ def test_interactive_cluster_takes_jobs_and_drivers_until_down(docker_api, built
                          r"[\d.]+ s, exit code 143; logs in ", stopped.stdout), stopped.stdout
         assert leftovers(docker_api, run_id) == []
         assert (run_dir / "exit_code").read_text().strip() == "143"
-        assert (run_dir / "stop").read_text().strip() == "invoke down"
+        assert (run_dir / "stop").read_text().strip() == "rayhpc down"
         for node in ("head", "worker-1", "worker-2"):
             record = json.loads((run_dir / "nodes.json").read_text())[node]
             assert record["state"] == "stopped", record

@@ -1,6 +1,6 @@
 """Interactive clusters without an engine or a scheduler: connect.txt, the interactive rule,
 the schedulers' state and clean-cancel command lines (recording fakes on PATH, run by
-`invoke down`/`status` as a user would), Ray job results, working directories."""
+`rayhpc down`/`status` as a user would), Ray job results, working directories."""
 
 from __future__ import annotations
 

@@ -144,7 +144,7 @@ def test_a_worker_whose_preflight_fails_ends_the_launch_at_once_by_its_name(sim)
 
 def test_late_blocks_join_the_running_head_and_leave_at_a_first_job_nodes_cost(tmp_path):
     """The late-block case at tiny N: two blocks of 4 (one wave each) join a running head of
-    8 nodes as `invoke grow` makes them, leave by their stop files (drained, `left`), and the
+    8 nodes as `rayhpc grow` makes them, leave by their stop files (drained, `left`), and the
     run ends cleanly; a block's node costs the run directory what a first-job node does."""
     from late_blocks import LateBlocks
 

@@ -177,7 +177,7 @@ def test_bad_input_gives_one_message_and_no_partial_sif(docker_api, out_dir, cas
     if case == "missing tag":
         image = "rayhpc-test/never-built:0"
         expected = f"error: --image: {image} is not on this Docker engine; build it with " \
-                   "`invoke build` (see `docker images`)"
+                   "`rayhpc build` (see `docker images`)"
     elif case == "unwritable out":
         small_image(docker_api, "unwritable")
         subprocess.run(["chattr", "+i", str(out_dir)], check=True)

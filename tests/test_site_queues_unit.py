@@ -1,7 +1,7 @@
 """Named sites against their documentation (issue 21): queue selection and refusal per site
 (size x walltime, boundaries included), golden job scripts at 2, 64 and 600 nodes, QOS
 queues, the warning for a --queue the table says no to, the fabric variables, the Intel GPU
-check, and `invoke sites --site SITE`."""
+check, and `rayhpc sites --site SITE`."""
 
 from __future__ import annotations
 

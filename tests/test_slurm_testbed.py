@@ -1,5 +1,5 @@
 """End to end on a real Slurm cluster (the test bed: a controller and two compute nodes in
-containers): `invoke launch` on the login node submits with sbatch, srun starts the node agent
+containers): `rayhpc launch` on the login node submits with sbatch, srun starts the node agent
 in Apptainer from the SIF on each node, and everything ends cleanly."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from rayhpc.launcher.runtimes import runtime
 from rayhpc.launcher.runtimes.apptainer import versions_from_inspect
 from tests import PROJECT_ROOT
 from tests.launching import archived
+from tests.test_elastic import BIG_JOB
 from tests.testbed.harness import ALL_NODES, COMPUTE_NODES, RECIPE, SlurmTestbed
 
 pytestmark = pytest.mark.docker
@@ -47,7 +48,7 @@ def testbed(docker_api, converted):
 
 def launch(bed: SlurmTestbed, *args: str,
            wait: bool = True) -> tuple[subprocess.CompletedProcess, Path | None]:
-    """`invoke launch` on the login node, as the cluster user; ``wait``: follow the job."""
+    """`rayhpc launch` on the login node, as the cluster user; ``wait``: follow the job."""
     result = bed.exec("controller", "python3", "-m", "invoke", "-r", str(PROJECT_ROOT), "launch",
                       "--site", str(SITE), "--shared", str(bed.shared),
                       "--image", f"{bed.shared}/ray.sif", *(["--wait"] if wait else []), *args,
@@ -258,7 +259,7 @@ def test_node_groups_run_as_a_heterogeneous_job(testbed):
 
 
 def test_inside_an_allocation_it_runs_directly(testbed):
-    """`invoke launch` in a batch job of our own: no sbatch, the allocation's 2 nodes."""
+    """`rayhpc launch` in a batch job of our own: no sbatch, the allocation's 2 nodes."""
     inner = (f"python3 -m invoke -r {PROJECT_ROOT} launch --site {SITE} --shared "
              f"{testbed.shared} --image {testbed.shared}/ray.sif --driver "
              "'python examples/hello_nodes.py --ray-address={address}'")
@@ -283,8 +284,8 @@ def cli(bed: SlurmTestbed, *args: str) -> subprocess.CompletedProcess:
 def test_interactive_cluster_stays_up_takes_jobs_and_goes_down_cleanly(testbed):
     """Submitted from the login node without a driver: --wait returns once both nodes joined
     (connect.txt says how to reach the head, with the SSH tunnel through the login node);
-    `invoke submit` from the login node runs a Ray job on both nodes; `invoke status` shows
-    the job running with 2/2 nodes; `invoke down` cancels it the clean way (exit 143, the
+    `rayhpc submit` from the login node runs a Ray job on both nodes; `rayhpc status` shows
+    the job running with 2/2 nodes; `rayhpc down` cancels it the clean way (exit 143, the
     logs of every node, an empty queue, no Ray left)."""
     result, run_dir = launch(testbed, "--interactive")
     output = result.stdout + result.stderr
@@ -369,9 +370,9 @@ print("finished on", alive(), flush=True)
 
 
 def test_a_block_joins_an_interactive_head_and_leaves_drained_at_its_walltime(testbed):
-    """An interactive head job of 1 node; `invoke grow` by a block of 2 (its own sbatch job);
+    """An interactive head job of 1 node; `rayhpc grow` by a block of 2 (its own sbatch job);
     a Ray job sees 3 nodes and uses them; the block's walltime warning releases it: its nodes
-    are drained and leave (`left`, logs kept), the job finishes on the head; `invoke down`
+    are drained and leave (`left`, logs kept), the job finishes on the head; `rayhpc down`
     leaves an empty queue and no Ray process."""
     shared = str(testbed.shared)
     result, run_dir = launch(testbed, "--interactive", "--nodes", "1")
@@ -417,4 +418,68 @@ def test_a_block_joins_an_interactive_head_and_leaves_drained_at_its_walltime(te
     down = cli(testbed, "down", "--run", run_id, "--shared", shared)
     assert down.returncode == 0, down.stdout + down.stderr + _job_out(run_dir)
     assert "(block b2: 2 joined, 2 left)" in down.stdout
+    assert_nothing_left(testbed)
+
+
+def test_autoscale_submits_a_block_for_unmet_demand_and_releases_it_once_idle(testbed):
+    """An interactive head job of 1 node (2 CPUs); `rayhpc autoscale --autoscale 0:1` runs on
+    the login node; a Ray job asks for 4 tasks of 2 CPUs: the demand stays unmet, one block is
+    submitted with sbatch, the tasks run on it too and finish; once idle the block is drained
+    and released (`left`, its job gone from the queue); `rayhpc down` ends the run and with it
+    the autoscaler; nothing is left."""
+    shared = str(testbed.shared)
+    result, run_dir = launch(testbed, "--interactive", "--nodes", "1")
+    assert result.returncode == 0, result.stdout[-3000:] + _job_out(run_dir)
+    run_id = run_dir.name
+    head = json.loads((run_dir / "head.json").read_text())
+    # In the background on the login node; it ends by itself when the run ends.
+    scaler = subprocess.Popen(
+        ["docker", "exec", "-u", "ray", "-w", shared, f"{testbed.name}-controller", "python3",
+         "-m", "invoke", "-r", str(PROJECT_ROOT), "autoscale", "--run", run_id, "--site",
+         str(SITE), "--shared", shared, "--autoscale", "0:1", "--block-nodes", "1",
+         "--walltime", "5", "--block-lifetime", "off", "--up-after", "4", "--idle-after", "8",
+         "--period", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        (testbed.shared / "big_job.py").write_text(BIG_JOB)
+        job = cli(testbed, "submit", "--run", run_id, "--shared", shared, "--", "python",
+                  "big_job.py")
+        block_out = (run_dir / "blocks" / "b2.out").read_text() \
+            if (run_dir / "blocks" / "b2.out").exists() else ""
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:] + block_out[-3000:]
+        ran_on = re.search(r"RAN ON \[(.*)\]", job.stdout)
+        assert ran_on and len(ran_on.group(1).split(",")) == 2, job.stdout[-2000:]
+        assert f"'{head['node']}'" in ran_on.group(1), job.stdout[-2000:]
+
+        deadline = time.monotonic() + 120
+        while True:
+            status = json.loads((run_dir / "status.json").read_text())
+            block_nodes = (status.get("blocks", {}).get("b2") or {}).get("nodes") or []
+            if block_nodes and {status["nodes"][n]["state"] for n in block_nodes} == {"left"}:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(1)
+        block_job = json.loads((run_dir / "blocks" / "b2.json").read_text())["job_id"]
+        while block_job in testbed.exec("controller", "squeue", "--noheader", "-o",
+                                        "%i").stdout:
+            assert time.monotonic() < deadline, "the released block's job did not end"
+            time.sleep(1)
+    finally:
+        down = cli(testbed, "down", "--run", run_id, "--shared", shared)
+        try:
+            output, _ = scaler.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            testbed.exec("controller", "pkill", "-f", "invoke.*autoscale")
+            output, _ = scaler.communicate(timeout=30)
+            raise AssertionError("the autoscaler did not stop when the run ended:\n"
+                                 + output[-3000:]) from None
+    assert down.returncode == 0, down.stdout + down.stderr + _job_out(run_dir)
+    assert scaler.returncode == 0, output[-3000:]
+    assert "rayhpc: grow: " in output and "requests unmet for" in output, output
+    assert output.count("rayhpc: grow: ") == 1, output  # MAX 1
+    assert "rayhpc: release b2: idle for" in output, output
+    assert "block b2: 1 of 1 node(s) left the cluster drained" in output, output
+    assert f"run {run_id} has ended: autoscaling stops" in output, output
+    assert not (run_dir / "blocks" / "b3.json").exists()
+    assert "(block b2: 1 joined, 1 left)" in down.stdout, down.stdout
     assert_nothing_left(testbed)

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.docker
 
 
 class GroupLaunch(Background):
-    """`invoke launch` as a terminal runs it: the leader of its own process group, so that a
+    """`rayhpc launch` as a terminal runs it: the leader of its own process group, so that a
     signal to the group reaches the launcher and every child it has, as a closed terminal's
     SIGHUP does."""
 
@@ -112,7 +112,7 @@ def high_water_mb(pid: int) -> float:
 
 
 def big_job(run_id: str, shared: Path, count: int) -> tuple[int, float]:
-    """`invoke submit` of a job printing ``count`` numbered 100-byte lines: how many reached
+    """`rayhpc submit` of a job printing ``count`` numbered 100-byte lines: how many reached
     its console in order, and its peak RSS in MB (its own high-water mark, read as it runs:
     `wait4`'s ru_maxrss would count this test process too, whose size a child inherits as its
     high-water mark across fork and exec)."""
@@ -159,7 +159,7 @@ def test_a_detached_cluster_survives_wrong_commands_and_hostile_peers_and_ends_r
         # memory does not grow with it (it used to fetch the whole log every 0.5 s).
         lines, rss_mb = big_job(run_id, shared_dir, 500_000)
         assert lines == 500_000
-        assert rss_mb < 110, f"invoke submit peaked at {rss_mb:.0f} MB for 50 MB of output"
+        assert rss_mb < 110, f"rayhpc submit peaked at {rss_mb:.0f} MB for 50 MB of output"
 
         # A peer without the token: data without a newline is cut off, not buffered.
         port, head_ip = agent_port_and_head_ip(docker_api, run_dir)
@@ -183,7 +183,7 @@ def test_a_detached_cluster_survives_wrong_commands_and_hostile_peers_and_ends_r
         other = tmp_path / "other"
         line = refused_line(invoke("down", "--run", run_id, "--shared", str(other)))
         assert line == (f"error: --shared: run {run_id} was launched with --shared "
-                        f"{shared_dir}, not {other}; `invoke down --run {run_id} --shared "
+                        f"{shared_dir}, not {other}; `rayhpc down --run {run_id} --shared "
                         f"{shared_dir}` stops it the clean way (its logs kept)")
         assert not (run_dir / "stop").exists()
         states = {c["State"] for c in docker_api.containers(

@@ -48,7 +48,7 @@ def render_dockerfile(recipe: Recipe, variant: str, base: str | None = None) -> 
     chosen = recipe.variant(variant)
     lines = [
         f"# Rendered by rayhpc from recipe {recipe.name!r}, variant {variant!r}.",
-        "# Do not edit: change the recipe and run `invoke build`.",
+        "# Do not edit: change the recipe and run `rayhpc build`.",
         f"FROM {base or chosen.base}",
         "",
         "# Build-only secrets (CA bundle, pip index) arrive over a loopback socket and are",

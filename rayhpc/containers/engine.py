@@ -183,7 +183,7 @@ def ray_in_image(api: docker.APIClient, image: str, flag: str = "--image") -> di
         if "executable file not found" in str(exc):
             raise UserError(f"{flag}: {image} has no `python` on its PATH, and every node runs "
                             "the node agent with it; use an image built from rayproject/ray "
-                            "(`invoke build`)") from None
+                            "(`rayhpc build`)") from None
         raise UserError(f"{flag}: {image} cannot run here: {_short(exc)}") from None
     finally:
         if container is not None:
@@ -194,7 +194,7 @@ def ray_in_image(api: docker.APIClient, image: str, flag: str = "--image") -> di
         if "python" in versions:
             raise UserError(f"{flag}: {image} has Python {versions['python']} but no Ray "
                             "(package ray not installed); use an image built from "
-                            "rayproject/ray (`invoke build`), or add ray[default] to it")
+                            "rayproject/ray (`rayhpc build`), or add ray[default] to it")
         raise UserError(f"{flag}: {image}: `python` failed (exit {status}): "
                         f"{' '.join(output.split())[-200:]}")
     with contextlib.suppress(OSError):

@@ -33,7 +33,7 @@ def build_recipe_image(recipe_name: str = DEFAULT_RECIPE, variant: str = "cpu",
     secrets = BuildSecrets.resolve(ca_bundle, pip_index_url)
     api = connect()
     ensure_image(api, base, progress,
-                 hint=f"on a host without registry access build a stand-in with `invoke base` "
+                 hint=f"on a host without registry access build a stand-in with `rayhpc base` "
                       f"and pass --base {standin_tag(recipe)}")
     labels = build_labels()
     labels["org.opencontainers.image.base.name"] = base

@@ -39,7 +39,7 @@ def debootstrap_image(api: docker.APIClient, ref: str, suite: str, mirror: str |
                       progress: Progress) -> str:
     """debootstrap --variant=minbase SUITE into a temporary dir, then docker import it as REF."""
     if os.geteuid() != 0:
-        raise UserError("debootstrap needs root to build the Debian base: run `sudo invoke base`, "
+        raise UserError("debootstrap needs root to build the Debian base: run `sudo rayhpc base`, "
                         "or pass --os-image with a Debian image you already have")
     if not shutil.which("debootstrap"):
         raise UserError("debootstrap is not installed: `apt-get install debootstrap`, or pass "

@@ -67,7 +67,7 @@ def convert_image(tag: str, out: str | Path | None = None, progress: Progress | 
         image_id = api.inspect_image(tag)["Id"]
     except docker.errors.ImageNotFound:
         raise UserError(f"--image: {tag} is not on this Docker engine; build it with "
-                        "`invoke build` (see `docker images`)") from None
+                        "`rayhpc build` (see `docker images`)") from None
     sif = _target(tag, out)
     record = _read_record(sif)
     if not force and sif.is_file() and record.get("image_id") == image_id:

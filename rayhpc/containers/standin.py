@@ -39,7 +39,7 @@ def render_base_dockerfile(recipe: Recipe, os_image: str = OS_IMAGE) -> str:
     pip = (f"ray[default]=={recipe.ray_version}", "numpy")
     lines = [
         f"# Stand-in for rayproject/ray:{recipe.ray_version}-{recipe.python_tag}-cpu, rendered by",
-        "# rayhpc for hosts that cannot pull it. Do not edit: run `invoke base`.",
+        "# rayhpc for hosts that cannot pull it. Do not edit: run `rayhpc base`.",
         f"FROM {os_image}",
         f"ARG {SECRETS_ARG}=",
         run_steps(apt_install(packages)),

@@ -1,6 +1,6 @@
 """Launch Ray clusters in containers on HPC batch systems and on this machine.
 
-  launch.py      `invoke launch`: resolve the spec, ready the run, run it on the site's backend
+  launch.py      `rayhpc launch`: resolve the spec, ready the run, run it on the site's backend
   cluster.py     the Python API (`from rayhpc import Cluster`)
   contract.py    what the launcher and the node program share (run directory, spec, env names)
   resolve/       site profiles, settings, node groups, queues, driver, run ids and ports (pure)

@@ -1,10 +1,10 @@
 """Autoscaling decisions for elastic clusters (pure: facts in, one decision out; no I/O).
 
-Where it runs: a small process on the login node (`invoke autoscale --run ID`), not the head's
+Where it runs: a small process on the login node (`rayhpc autoscale --run ID`), not the head's
 agent. Most sites do not let compute nodes submit jobs (no sbatch/qsub there, or no
-credentials), and the login node is where `invoke grow` already runs; it reads Ray's own demand
+credentials), and the login node is where `rayhpc grow` already runs; it reads Ray's own demand
 signal through the dashboard with the run's token, and submits and releases blocks the way
-`invoke grow` and `invoke shrink` do. Each period it asks `decide` what to do.
+`rayhpc grow` and `rayhpc shrink` do. Each period it asks `decide` what to do.
 
 The rules, so that it neither flaps nor loops:
 - between MIN and MAX blocks (live ones: queued or running, not released or failed);

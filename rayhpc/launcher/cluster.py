@@ -1,4 +1,4 @@
-"""The Python API for notebooks and scripts: the same code as `invoke launch --interactive`,
+"""The Python API for notebooks and scripts: the same code as `rayhpc launch --interactive`,
 `submit`, `logs`, `status` and `down`.
 
     from rayhpc import Cluster
@@ -45,7 +45,7 @@ class Cluster:
     def launch(cls, site: str = "local", verbose: bool = True, **settings: Any) -> Cluster:
         """Bring a cluster up and return once every node joined (local: it stays up after this
         returns; HPC sites: the job is submitted and waited for). ``settings`` are the flags of
-        `invoke launch`: nodes, shared, image, walltime, account, queue, join_timeout, ...;
+        `rayhpc launch`: nodes, shared, image, walltime, account, queue, join_timeout, ...;
         ``group``: node groups as a list in --group's form (["head:1", "gpu:4:IMAGE,gpu=nvidia"]).
         """
         if settings.get("driver") is not None:
@@ -66,7 +66,7 @@ class Cluster:
     @classmethod
     def attach(cls, run_id: str, shared: str | None = None, site: str = "local",
                verbose: bool = True) -> Cluster:
-        """A cluster that is up already (`invoke launch --interactive` printed its run id)."""
+        """A cluster that is up already (`rayhpc launch --interactive` printed its run id)."""
         run = find_run(run_id, shared_dir(site, shared))
         run.require_up()
         return cls(run, verbose)
@@ -126,7 +126,7 @@ class Cluster:
 
     def logs(self, node: str | None = None, file: str | None = None,
              job: str | None = None) -> str:
-        """As `invoke logs`: every job's output, one job's (``job``), a node's agent log
+        """As `rayhpc logs`: every job's output, one job's (``job``), a node's agent log
         (``node``) or one of its Ray logs (``node`` and ``file``)."""
         parts: list[str] = []
         run_logs(self.run, parts.append, node=node, file=file, job=job)

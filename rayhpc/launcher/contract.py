@@ -91,7 +91,7 @@ FINAL_STATES = ("stopped", "lost-head", "failed")  # a node's state once its age
 NODE_PROGRAM = "node_agent.pyz"  # the node program as delivered: one file that Python runs
 LEFT = "left"  # the head's word for a node of a block it released (drained, then stopped)
 
-# Blocks: worker-only jobs (or compose projects) that join a running cluster (`invoke grow`).
+# Blocks: worker-only jobs (or compose projects) that join a running cluster (`rayhpc grow`).
 # The launch's own job is block 1; grown blocks are b2, b3, ... and their nodes are named
 # `<block>-<node>` (b2-worker-1 locally, b2-<host> on a batch site): unique across blocks.
 FIRST_GROWN_BLOCK = 2
@@ -120,14 +120,14 @@ def block_node_name(block: str, node: str) -> str:
 class RunPaths:
     """Every file of a run directory, and who writes it.
 
-    launcher (`invoke launch`, before any node starts; never changed after):
+    launcher (`rayhpc launch`, before any node starts; never changed after):
       spec.json, node_agent.pyz (the node program), auth_token (0600), compose.yaml (local) or
       job.sh and job_id (batch; job.out is the scheduler's)
     head agent:
       head.json (address, once), status.json (join progress, lost nodes, notes; at most once a
       second), driver.log, connect.txt (interactive clusters: how to connect, once every node
       joined), timing.json, timeline.svg (the bring-up picture, from timing.json and
-      nodes.json; `invoke report` rewrites it), error, exit_code (last: the run is over)
+      nodes.json; `rayhpc report` rewrites it), error, exit_code (last: the run is over)
     each node's agent, once, at its end:
       logs/<node>.log (its agent's lines, opened once and appended to as it goes)
       logs/<node>.tar.gz (Ray's logs, capped; MANIFEST.json inside says what was kept and
@@ -137,11 +137,11 @@ class RunPaths:
     stop (a request, written once with O_EXCL by whoever asks first; the text says who):
       the job script (walltime warning or its own walltime timer, scancel --batch), the
       launcher, or the head at teardown
-    blocks/ (`invoke grow`; see `Block`): per grown block B, written by the launcher:
+    blocks/ (`rayhpc grow`; see `Block`): per grown block B, written by the launcher:
       B.json (its record: once at submission, again when its job id is known or it is
       released), B.pyz (the node program with the block's spec), B.sh and B.out (batch: its
       job script and the scheduler's output) or B.yaml (local: its compose file);
-      B.stop (a request to release the block, O_EXCL like stop: `invoke shrink`, `invoke
+      B.stop (a request to release the block, O_EXCL like stop: `rayhpc shrink`, `rayhpc
       down`, or the block's own job script at its walltime warning). The head lists blocks/
       once a second (one directory read whatever the block count), drains a released
       block's nodes and stops them; it counts every block's nodes in status.json.

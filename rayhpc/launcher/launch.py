@@ -1,4 +1,4 @@
-"""What `invoke launch` does: resolve the spec (pure), ready the shared dir and the image (side
+"""What `rayhpc launch` does: resolve the spec (pure), ready the shared dir and the image (side
 effects), then run on the site's backend."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
     the environment or the site file) makes an interactive cluster."""
     if interactive and cli.get("driver") is not None:
         raise UserError("--interactive: an interactive cluster runs no --driver; drop one of "
-                        "them (submit drivers later with `invoke submit --run ID -- CMD`)")
+                        "them (submit drivers later with `rayhpc submit --run ID -- CMD`)")
     settings = resolve_settings(site, cli, environ)
     if interactive:
         settings["driver"] = None
@@ -144,7 +144,7 @@ def prepare(spec: LaunchSpec, site: Site) -> LaunchSpec:
 
 def launch(site_name: str, cli: dict[str, Any], dry_run: bool = False, wait: bool = False,
            interactive: bool = False, detach: bool = False) -> int:
-    """`invoke launch`: the exit code."""
+    """`rayhpc launch`: the exit code."""
     return start(site_name, cli, dry_run, wait, interactive, detach)[0]
 
 

@@ -3,7 +3,7 @@ start`, joined, the driver or the cluster up, stopping), the head's milestones a
 lines, the nodes that came late named.
 
 Standard library only: the head's agent writes it at the end of every run (this module travels
-in node_agent.pyz beside the contract), `invoke report` rewrites it from the run's records.
+in node_agent.pyz beside the contract), `rayhpc report` rewrites it from the run's records.
 `render_timeline` is pure (records in, SVG text out); `read_timeline`/`write_timeline` do the
 file work. Above MAX_ROWS nodes, rows are bins of nodes in the order they joined (each bar the
 bin's median times, a whisker from its first to its last join), and the stragglers keep rows

@@ -11,7 +11,7 @@
 #SBATCH --gpus-per-node=8
 
 # Rendered by rayhpc for block b2 of run 20260101-000000-abcd on site frontier (8 worker nodes, joining the head's cluster).
-# Do not edit: `invoke grow` writes it.
+# Do not edit: `rayhpc grow` writes it.
 set -u
 export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
 export NCCL_SOCKET_IFNAME=hsn0,hsn1,hsn2,hsn3

@@ -11,7 +11,7 @@
 #SBATCH --gpus-per-node=8
 
 # Rendered by rayhpc for run 20260101-000000-abcd on site lumi (64 nodes).
-# Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
+# Do not edit: `rayhpc launch` writes it anew; `--dry-run` prints it.
 set -u
 export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
 # The site's setup (set +u: module scripts may read unset variables).

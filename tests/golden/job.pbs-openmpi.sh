@@ -8,7 +8,7 @@
 #PBS -A PROJ
 
 # Rendered by rayhpc for run 20260101-000000-abcd on site pbs (4 nodes).
-# Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
+# Do not edit: `rayhpc launch` writes it anew; `--dry-run` prints it.
 set -u
 export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
 # No signal comes from pbs before its walltime kill: this timer asks the agents to stop

@@ -12,7 +12,7 @@
 #SBATCH --gpus-per-node=4
 
 # Rendered by rayhpc for run 20260101-000000-abcd on site perlmutter (2 nodes).
-# Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
+# Do not edit: `rayhpc launch` writes it anew; `--dry-run` prints it.
 set -u
 export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
 export NCCL_SOCKET_IFNAME=hsn

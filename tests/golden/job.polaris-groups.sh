@@ -11,7 +11,7 @@
 #PBS -l singularity_fakeroot=true
 
 # Rendered by rayhpc for run 20260101-000000-abcd on site polaris (3 nodes: head 1 + gpu 2).
-# Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
+# Do not edit: `rayhpc launch` writes it anew; `--dry-run` prints it.
 set -u
 export RAYHPC_RUN_DIR=/home/me/shared/runs/20260101-000000-abcd
 # No signal comes from pbs before its walltime kill: this timer asks the agents to stop

@@ -10,7 +10,7 @@
 #SBATCH --account=PROJ
 
 # Rendered by rayhpc for run 20260101-000000-abcd on site slurm (4 nodes).
-# Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
+# Do not edit: `rayhpc launch` writes it anew; `--dry-run` prints it.
 set -u
 export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
 export RAYHPC_RANK_VARS=SLURM_PROCID

@@ -9,7 +9,7 @@
 #COBALT --attrs filesystems=home,grand:mcdram=cache:numa=quad
 
 # Rendered by rayhpc for run 20260101-000000-abcd on site theta (4 nodes).
-# Do not edit: `invoke launch` writes it anew; `--dry-run` prints it.
+# Do not edit: `rayhpc launch` writes it anew; `--dry-run` prints it.
 set -u
 export RAYHPC_RUN_DIR=/lus/grand/projects/PROJ/shared/runs/20260101-000000-abcd
 # No signal comes from cobalt before its walltime kill: this timer asks the agents to stop

@@ -26,7 +26,7 @@ class Backend:
         return []
 
     def node_launcher(self, site: Site) -> str:
-        """What starts one agent per node (for `invoke sites`)."""
+        """What starts one agent per node (for `rayhpc sites`)."""
         raise NotImplementedError
 
     def default_image(self) -> str:
@@ -60,11 +60,11 @@ class Backend:
             out: TextIO | None = None) -> int:
         raise NotImplementedError
 
-    # -- runs already launched (`invoke status`, `down`, `submit`, `logs`; `launcher.runs`)
+    # -- runs already launched (`rayhpc status`, `down`, `submit`, `logs`; `launcher.runs`)
 
     def describe(self, run: Run) -> list[str]:
         """What the backend knows of a run beyond its run directory: the scheduler's job state,
-        the containers' states (short phrases for `invoke status`)."""
+        the containers' states (short phrases for `rayhpc status`)."""
         return []
 
     def running(self, run: Run) -> bool | None:
@@ -79,7 +79,7 @@ class Backend:
         """After the run ended: remove what it left here (containers, networks)."""
 
     def leftovers(self) -> dict[str, str]:
-        """Runs known only by what they left on this machine (run id -> a line for `invoke
+        """Runs known only by what they left on this machine (run id -> a line for `rayhpc
         status`): a launcher that died before its teardown."""
         return {}
 
@@ -96,7 +96,7 @@ class Backend:
         """Remove what the run left on this machine; what was removed ("" : nothing)."""
         return ""
 
-    # -- blocks: worker-only jobs that join a running cluster (`invoke grow/shrink`)
+    # -- blocks: worker-only jobs that join a running cluster (`rayhpc grow/shrink`)
 
     def blocks_problem(self, spec: LaunchSpec) -> str:
         """Why runs of this backend cannot grow ("" : they can)."""
@@ -121,7 +121,7 @@ class Backend:
         """Remove a block's job (one that never started, or whose nodes have left)."""
 
     def working_dir_upload(self) -> bool:
-        """Whether `invoke submit --working-dir` may upload a directory the nodes cannot see
+        """Whether `rayhpc submit --working-dir` may upload a directory the nodes cannot see
         (else it must be in the shared directory)."""
         return False
 

@@ -60,7 +60,7 @@ class Agent:
         # Several agents of one run on one host (the scale simulator) get one each.
         self.temp_dir = Path(os.environ.get(NODE_TEMP_DIR_ENV) or spec.temp_dir)
         self.temp_dir.mkdir(parents=True, exist_ok=True)
-        # In the run directory (one open; its lines are appended as they come, so that `invoke
+        # In the run directory (one open; its lines are appended as they come, so that `rayhpc
         # logs --node` shows them while the run lives); the container's or job's output has
         # every line too.
         try:

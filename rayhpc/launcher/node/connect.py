@@ -10,10 +10,10 @@ def connect_text(spec: LaunchSpec, head_ip: str, token_path: str) -> str:
     url = spec.dashboard_url(head_ip)
     lines = [
         f"# rayhpc run {spec.run_id}: {spec.nodes} nodes up; stop it with "
-        f"`invoke down --run {spec.run_id}`",
+        f"`rayhpc down --run {spec.run_id}`",
         "# Python (Ray and Python as in the image), with the RAY_AUTH_* lines below exported:",
         f"#   ray.init(\"{spec.client_address(head_ip)}\")   (inside a Ray job: ray.init())",
-        f"# Jobs: `invoke submit --run {spec.run_id} -- CMD`, or `ray job submit -- CMD` "
+        f"# Jobs: `rayhpc submit --run {spec.run_id} -- CMD`, or `ray job submit -- CMD` "
         "with these lines:",
         f"export RAY_ADDRESS={url}",
         "export RAY_AUTH_MODE=token",

@@ -197,7 +197,7 @@ class Head(Agent):
         return [n for n in ray.nodes() if n.get("Alive")]
 
     def publish_status(self, force: bool = False, **changes: object) -> bool:
-        """status.json (every node's state and address, for `invoke status` and `logs`), built
+        """status.json (every node's state and address, for `rayhpc status` and `logs`), built
         and written at most every status_every_s unless ``force``. True: written."""
         with self._status_lock:  # the watch loop and a block's release both publish
             self.status.update(changes)
@@ -332,7 +332,7 @@ class Head(Agent):
 
     def serve(self) -> int:
         """Interactive (no driver): say how to connect (connect.txt), then keep the cluster up
-        until a stop comes (`invoke down`, the walltime warning, a cancel, Ctrl-C). Ray jobs
+        until a stop comes (`rayhpc down`, the walltime warning, a cancel, Ctrl-C). Ray jobs
         come and go meanwhile; the exit code is that of the stop (143, or 128 + the signal)."""
         self.timing["t_driver_start"] = time.time()
         atomic_write(self.paths.connect,

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None, spec_text: str = "") -> int:
     parser.add_argument("--node-name", help="default: this host's name")
     parser.add_argument("--group", default="", help="the node's group (a launch with groups)")
     parser.add_argument("--block", default="", help="the grown block this worker belongs to "
-                        "(`invoke grow`): its name prefixes the host's name")
+                        "(`rayhpc grow`): its name prefixes the host's name")
     args = parser.parse_args(argv)
     paths = RunPaths(args.run_dir)
     spec = spec_from_text(spec_text) if spec_text else read_spec(paths)

@@ -72,7 +72,7 @@ class Setting:
     help: str
 
 
-# Every setting with its help text (also the help of `invoke launch`'s flags).
+# Every setting with its help text (also the help of `rayhpc launch`'s flags).
 SETTINGS: dict[str, Setting] = {
     "nodes": Setting(positive_int, None, "nodes in all, head included (default: the "
                      "allocation's inside one, else 3)"),
@@ -164,7 +164,7 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
     check_keys(data, SITE_KEYS, path, "")
     for key in ("scheduler", "runtime"):
         if not isinstance(data.get(key), str):
-            raise UserError(f"{path}: {key}: required (a name, see `invoke sites`)")
+            raise UserError(f"{path}: {key}: required (a name, see `rayhpc sites`)")
     if data["runtime"] not in RUNTIMES:
         raise UserError(f"{path}: runtime: {data['runtime']!r} is not supported; one of: "
                         f"{', '.join(RUNTIMES)}")

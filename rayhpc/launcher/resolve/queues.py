@@ -173,7 +173,7 @@ def queue_warning(queues: list[Queue], asked: str | None, nodes: int, walltime_s
 
 
 def queue_table_lines(queues: list[Queue], source: str) -> list[str]:
-    """A site's queue table as `invoke sites --site SITE` prints it: each queue's limits, its
+    """A site's queue table as `rayhpc sites --site SITE` prints it: each queue's limits, its
     routes, and where the table comes from and when it was read."""
     if not queues:
         return ["queues: no table (the scheduler's default queue; limits not checked here)"]

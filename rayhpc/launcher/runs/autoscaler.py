@@ -1,11 +1,11 @@
-"""`invoke autoscale --run ID`: the login-node process that keeps a run between MIN and MAX
+"""`rayhpc autoscale --run ID`: the login-node process that keeps a run between MIN and MAX
 blocks (see `launcher.autoscale` for where the decision runs and its rules).
 
 Each period it reads Ray's own demand and per-node usage from the head's dashboard with the
 run's token (`GET /api/cluster_status`: the report Ray's autoscaler monitor publishes; its
 `loadMetricsReport` holds `resourceDemand`, `pgDemand` and `requestDemand` as [shape, count]
 pairs, and `usageByNode` each node's [used, total] per resource, with a `node:<ip>` key), asks
-`decide`, and grows or releases one block as `invoke grow` and `invoke shrink` do."""
+`decide`, and grows or releases one block as `rayhpc grow` and `rayhpc shrink` do."""
 
 from __future__ import annotations
 

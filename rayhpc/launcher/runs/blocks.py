@@ -1,5 +1,5 @@
-"""Elastic clusters: `invoke grow` adds a block (a worker-only batch job, or on the local site
-a compose project on the run's network) to a running cluster; `invoke shrink` releases one.
+"""Elastic clusters: `rayhpc grow` adds a block (a worker-only batch job, or on the local site
+a compose project on the run's network) to a running cluster; `rayhpc shrink` releases one.
 
 A block's nodes reach the head's agent at the address the launcher writes into the block's
 job script (from head.json, read once here), show the run's token, and join Ray like the
@@ -43,7 +43,7 @@ SHRINK_WAIT_S = 5  # beyond the drain window and stop_timeout: for the agents' l
 
 @dataclass(frozen=True)
 class BlockRequest:
-    """What `invoke grow` was asked for (None: the run's own, or the site's)."""
+    """What `rayhpc grow` was asked for (None: the run's own, or the site's)."""
     nodes: int | None = None
     group: str | None = None
     walltime: str | None = None
@@ -57,7 +57,7 @@ def next_block_number(existing: Sequence[Block]) -> int:
 def block_group(spec: LaunchSpec, text: str | None, nodes: int | None, site: Site
                 ) -> tuple[NodeGroup | None, int]:
     """The block's node group and node count: one of the run's groups by name, or a new one
-    (NAME:NODES[:IMAGE][,KEY=VALUE...], as `invoke launch --group`); no group for a run
+    (NAME:NODES[:IMAGE][,KEY=VALUE...], as `rayhpc launch --group`); no group for a run
     without groups. UserError naming the flag."""
     if text and ":" in text:
         group = parse_group_flag(text)
@@ -101,7 +101,7 @@ def block_queue(queues: list[Queue], asked: str | None, nodes: int, walltime_s: 
         problem = known.problem(nodes, walltime_s) if known else ""
         if problem:
             raise UserError(f"--queue: {known.describe()} {problem}; change --nodes or "
-                            f"--walltime, or give another queue (`invoke sites --site "
+                            f"--walltime, or give another queue (`rayhpc sites --site "
                             f"{site.name}` lists them)")
         return asked
     return choose_queue(queues, None, nodes, walltime_s, site.name, site.queue_source) or ""
@@ -155,11 +155,11 @@ def require_growable(run: Run) -> str:
     head = run.head
     if not head.get("ip"):
         raise UserError(f"--run: the head of run {run.run_id} is not up yet (no "
-                        f"{run.paths.head.name}); grow it once it is (`invoke status --run "
+                        f"{run.paths.head.name}); grow it once it is (`rayhpc status --run "
                         f"{run.run_id}`)")
     if run.backend.running(run) is False:
         raise UserError(f"--run: run {run.run_id} is not running any more (its nodes are gone "
-                        f"without an exit code); `invoke down --run {run.run_id}` records it")
+                        f"without an exit code); `rayhpc down --run {run.run_id}` records it")
     return head["ip"]
 
 
@@ -183,7 +183,7 @@ def claim(run: Run, block: Block) -> Block:
 
 
 def grow(run: Run, site_name: str, request: BlockRequest, say: Say) -> Block:
-    """`invoke grow`: submit a block that joins the run's cluster; its record."""
+    """`rayhpc grow`: submit a block that joins the run's cluster; its record."""
     head_ip = require_growable(run)
     site = run_site(run, site_name)
     backend = run.backend
@@ -204,8 +204,8 @@ def grow(run: Run, site_name: str, request: BlockRequest, say: Say) -> Block:
     where = f"job {job_id}" if job_id else "containers " + ", ".join(block.node_names)
     of_group = f" of group {block.group}" if block.group else ""
     say(f"block {block.name}: {block.nodes} node(s){of_group} joining run {run.run_id} "
-        f"({where}, walltime {format_walltime(block.walltime_s)}); `invoke status --run "
-        f"{run.run_id}` shows them, `invoke shrink --run {run.run_id} --block {block.name}` "
+        f"({where}, walltime {format_walltime(block.walltime_s)}); `rayhpc status --run "
+        f"{run.run_id}` shows them, `rayhpc shrink --run {run.run_id} --block {block.name}` "
         "releases them")
     return block
 
@@ -215,7 +215,7 @@ def find_block(run: Run, name: str | None) -> Block:
     found = next((b for b in blocks if b.name == name), None)
     if found is None:
         raise UserError(f"--block: run {run.run_id} has no block {name!r} (its blocks: "
-                        f"{', '.join(b.name for b in blocks) or 'none'}; `invoke grow` adds one)")
+                        f"{', '.join(b.name for b in blocks) or 'none'}; `rayhpc grow` adds one)")
     return found
 
 
@@ -229,7 +229,7 @@ def release(run: Run, block: Block, who: str) -> Block:
 
 
 def shrink(run: Run, block_id: str | None, say: Say, timeout: float | None = None) -> int:
-    """`invoke shrink`: the head drains the block's nodes and stops them; wait until they
+    """`rayhpc shrink`: the head drains the block's nodes and stops them; wait until they
     left (their logs kept), then remove the block's job or containers. How many left."""
     run.require_unfinished()
     block = find_block(run, block_id)
@@ -238,11 +238,11 @@ def shrink(run: Run, block_id: str | None, say: Say, timeout: float | None = Non
                         f"already ({block.released}) and has no node left")
     backend = run.backend
     if backend.block_pending(run, block):  # queued: no node of it to drain
-        release(run, block, "invoke shrink")
+        release(run, block, "rayhpc shrink")
         backend.cancel_block(run, block, say)
         say(f"block {block.name}: removed from the queue before it started")
         return 0
-    release(run, block, "invoke shrink")
+    release(run, block, "rayhpc shrink")
     say(f"block {block.name}: asked the head to drain and release its nodes")
     timeout = timeout or (drain_window(run.spec.stop_grace) + run.spec.stop_timeout
                           + SHRINK_WAIT_S)
@@ -278,12 +278,12 @@ def block_nodes(run: Run, block: str) -> dict[str, str]:
 
 
 def release_all(run: Run) -> list[Block]:
-    """`invoke down`: every block is asked to leave (their stop files), and its job (or
+    """`rayhpc down`: every block is asked to leave (their stop files), and its job (or
     containers) removed once the head has stopped its nodes (see `remove_blocks`)."""
     blocks = read_blocks(run.paths)
     for block in blocks:
         if not block.released:
-            release(run, block, "invoke down")
+            release(run, block, "rayhpc down")
     return blocks
 
 

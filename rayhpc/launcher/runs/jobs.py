@@ -1,5 +1,5 @@
 """Ray jobs on a running cluster, through the dashboard's REST API (the Ray Jobs API), with the
-run's token: no Ray on this machine. `invoke submit` and `Cluster.submit` use it.
+run's token: no Ray on this machine. `rayhpc submit` and `Cluster.submit` use it.
 
   POST /api/jobs/                  submit: {"entrypoint", "runtime_env", "metadata"}
   GET  /api/jobs/{id}              status, driver_exit_code, message
@@ -16,7 +16,7 @@ run's token: no Ray on this machine. `invoke submit` and `Cluster.submit` use it
   POST /api/jobs/{id}/stop         stop it
   GET|PUT /api/packages/gcs/{name} a working directory sent along (zip), as `ray job submit`
   GET  /api/v0/logs/{file|stream}?node_ip=IP&filename=F&lines=-1
-                                   a node's Ray log file (`invoke logs --node N --file F`)
+                                   a node's Ray log file (`rayhpc logs --node N --file F`)
 
 Every request carries `Authorization: Bearer <token>` (Ray 2.52+ token authentication; without
 it the dashboard answers 401, with a wrong one 403).
@@ -139,7 +139,7 @@ class JobsClient:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ClusterError(f"cannot reach the dashboard at {self.url} ({reason}); is the "
-                               "cluster still up? (`invoke status`)") from None
+                               "cluster still up? (`rayhpc status`)") from None
 
     def json(self, method: str, path: str, body: dict | None = None) -> dict | list:
         return json.loads(self.request(method, path, body)[1] or b"null")

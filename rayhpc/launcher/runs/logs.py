@@ -1,4 +1,4 @@
-"""`invoke logs`: the driver's or a Ray job's output, a node's agent log or Ray log file, while
+"""`rayhpc logs`: the driver's or a Ray job's output, a node's agent log or Ray log file, while
 the run lives (from the run directory and the dashboard) or after (from what was harvested)."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def logs(run: Run, write: Callable[[str], None], node: str | None = None,
         if run.spec.interactive:
             if follow:
                 raise UserError("--follow: an interactive cluster runs many jobs; give one "
-                                "with --job ID (`invoke logs --run ID` lists them)")
+                                "with --job ID (`rayhpc logs --run ID` lists them)")
             return _all_job_logs(run, write)
         return _file(run, run.paths.driver_log, write, follow, signals)
     nodes = known_nodes(run)
@@ -127,7 +127,7 @@ def _job_logs(run: Run, job: str, write, follow: bool, signals) -> int:
             return result.exit_code
         status, _ = client.request("GET", f"/api/jobs/{job}", ok=(200, 404))
         if status == 404:
-            raise UserError(f"--job: run {run.run_id} has no job {job!r}; `invoke logs --run "
+            raise UserError(f"--job: run {run.run_id} has no job {job!r}; `rayhpc logs --run "
                             f"{run.run_id}` lists them")
         write_output(client, job, write)
         return 0

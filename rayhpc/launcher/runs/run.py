@@ -1,4 +1,4 @@
-"""Runs already launched, found by id in <shared>/runs/, and `invoke status`. Everything here
+"""Runs already launched, found by id in <shared>/runs/, and `rayhpc status`. Everything here
 reads the run directory (`RunPaths`); what only a backend knows (containers, the scheduler's
 queue, how to stop a run) it asks the run's backend. `stop`, `submit` and `logs` do the other
 commands on a run; the Python `Cluster` uses them all."""
@@ -26,7 +26,7 @@ from rayhpc.launcher.times import duration, format_walltime
 def shared_dir(site: str = "local", shared: str | None = None,
                environ: Mapping[str, str] = os.environ) -> Path:
     """The shared dir whose runs/ holds the run: --shared, else $RAYHPC_SHARED, else the
-    site's, else the default (./shared), as `invoke launch` resolves it."""
+    site's, else the default (./shared), as `rayhpc launch` resolves it."""
     settings = resolve_settings(load_site(site), {"shared": shared}, environ)
     return Path(settings["shared"]).expanduser().absolute()
 
@@ -132,7 +132,7 @@ class Run:
         """UserError unless this is an interactive cluster that is up now."""
         if self.exit_code is not None:
             raise UserError(f"{flag}: run {self.run_id} has finished (exit code "
-                            f"{self.exit_code}); launch a new cluster with `invoke launch "
+                            f"{self.exit_code}); launch a new cluster with `rayhpc launch "
                             "--interactive`")
         if not self.spec.interactive:
             raise UserError(f"{flag}: run {self.run_id} runs its own driver, not Ray jobs; "
@@ -141,7 +141,7 @@ class Run:
             status = self.status
             joined = f"{status.get('joined', 0)}/{status.get('expected', self.spec.nodes)}"
             raise UserError(f"{flag}: the cluster of run {self.run_id} is not up yet ({joined} "
-                            f"nodes joined); wait for {self.paths.connect} (`invoke status "
+                            f"nodes joined); wait for {self.paths.connect} (`rayhpc status "
                             f"--run {self.run_id}`)")
         if self.backend.running(self) is False:
             raise UserError(f"{flag}: run {self.run_id} is not running any more (its nodes are "
@@ -151,7 +151,7 @@ class Run:
         if self.exit_code is not None:
             raise UserError(f"{flag}: run {self.run_id} has finished: "
                             f"{summary(self.paths.dir, self.exit_code).split(': ', 2)[-1]}; "
-                            f"`invoke logs --run {self.run_id}` shows its output")
+                            f"`rayhpc logs --run {self.run_id}` shows its output")
 
 
 def find_run(run_id: str, shared: Path, flag: str = "--run") -> Run:
@@ -181,7 +181,7 @@ def load_run(run_id: str, shared: Path) -> Run | None:
     return Run.load(shared / "runs" / run_id)
 
 
-# -- invoke status
+# -- rayhpc status
 
 def status_line(run: Run, now: float | None = None) -> str:
     """One line: id, site, phase, nodes joined and lost, uptime, and what the backend knows
@@ -202,7 +202,7 @@ def status_line(run: Run, now: float | None = None) -> str:
     if run.exit_code is None:
         parts += run.backend.describe(run)
         if run.head and run.backend.running(run) is False:
-            parts[2] = (f"lost (its nodes are gone without an exit code; `invoke down --run "
+            parts[2] = (f"lost (its nodes are gone without an exit code; `rayhpc down --run "
                         f"{run.run_id}` records its end)")
     return "\n".join(["  ".join(parts), *block_lines(run, now)])
 
@@ -236,7 +236,7 @@ def block_lines(run: Run, now: float | None = None) -> list[str]:
 
 
 def status_lines(shared: Path, run_id: str | None = None) -> list[str]:
-    """`invoke status`: the runs in the shared dir that have not finished (or the one asked
+    """`rayhpc status`: the runs in the shared dir that have not finished (or the one asked
     for), and runs known only by what they left on this machine's engine."""
     leftovers = leftover_runs()
     if run_id:

@@ -1,4 +1,4 @@
-"""`invoke down`: stop a run the clean way, or remove what a run left on this machine."""
+"""`rayhpc down`: stop a run the clean way, or remove what a run left on this machine."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ LOST_EXIT_CODE = 1  # a run whose nodes were gone without an exit code: the laun
 
 
 def remove_leftovers(say: Say) -> None:
-    """`invoke down` without a run: remove what every run left on this machine (forcibly,
+    """`rayhpc down` without a run: remove what every run left on this machine (forcibly,
     running ones too)."""
     removed = False
     for backend in BACKENDS:
@@ -33,7 +33,7 @@ def remove_leftovers(say: Say) -> None:
 
 
 def down_by_id(run_id: str, shared: Path, say: Say) -> int:
-    """`invoke down --run ID`: stop the run if it has not finished; else remove what it left on
+    """`rayhpc down --run ID`: stop the run if it has not finished; else remove what it left on
     this machine's engine (a run whose launcher died); else say why there is nothing to do.
 
     A run found on the engine whose run directory is in another shared dir than the one asked
@@ -52,7 +52,7 @@ def down_by_id(run_id: str, shared: Path, say: Say) -> int:
         elsewhere = Path(backend.run_dir_of(run_id) or shared / "runs" / run_id)
         if elsewhere.parent.parent != shared and Run.load(elsewhere) is not None:
             raise UserError(f"--shared: run {run_id} was launched with --shared "
-                            f"{elsewhere.parent.parent}, not {shared}; `invoke down --run "
+                            f"{elsewhere.parent.parent}, not {shared}; `rayhpc down --run "
                             f"{run_id} --shared {elsewhere.parent.parent}` stops it the clean "
                             "way (its logs kept)")
         say(f"removed run {run_id}: {backend.remove_leftovers(run_id)}")
@@ -80,7 +80,7 @@ def down(run: Run, say: Say, timeout: float | None = None) -> int:
     while run.exit_code is None:
         if time.monotonic() > deadline:
             raise ClusterError(f"run {run.run_id} did not stop within {timeout:.0f} s; see "
-                               f"{run.paths.dir} (`invoke status --run {run.run_id}`)")
+                               f"{run.paths.dir} (`rayhpc status --run {run.run_id}`)")
         if time.monotonic() > next_check:
             next_check = time.monotonic() + STATE_CHECK_S
             if backend.running(run) is False and run.exit_code is None:
@@ -93,7 +93,7 @@ def down(run: Run, say: Say, timeout: float | None = None) -> int:
                 # kept, and the run's end recorded, so that it is no longer "up".
                 backend.cleanup(run, say)
                 remove_blocks(run, blocks, say)
-                error = ("the cluster's nodes were gone without an exit code when `invoke "
+                error = ("the cluster's nodes were gone without an exit code when `rayhpc "
                          "down` came (the head's container was killed or removed)")
                 record_lost_end(run, error)
                 say(f"error: run {run.run_id}: {error}; logs in {run.paths.logs}")

@@ -1,4 +1,4 @@
-"""`invoke submit`: a Ray job onto an interactive cluster, and following it to its end."""
+"""`rayhpc submit`: a Ray job onto an interactive cluster, and following it to its end."""
 
 from __future__ import annotations
 
@@ -36,11 +36,11 @@ def entrypoint_of(command: str | list[str]) -> str:
     program (`-- ''`) is refused, not run as the command ''."""
     text = command if isinstance(command, str) else shlex.join(command)
     if not text.strip():
-        raise UserError("missing command after --: `invoke submit --run ID -- python "
+        raise UserError("missing command after --: `rayhpc submit --run ID -- python "
                         "my_job.py ...`")
     if not isinstance(command, str) and not command[0].strip():
         raise UserError(f"the command after -- starts with an empty word ({text}): give the "
-                        "program to run, e.g. `invoke submit --run ID -- python my_job.py`")
+                        "program to run, e.g. `rayhpc submit --run ID -- python my_job.py`")
     return text
 
 
@@ -54,7 +54,7 @@ def submit(run: Run, command: str | list[str], working_dir: str | None, say: Say
         say(f"sending {uri} to the cluster")
         uri = client.upload_dir(Path(uri))
     job_id = client.submit(entrypoint, {"working_dir": uri}, {"rayhpc_run": run.run_id})
-    say(f"job {job_id} submitted to run {run.run_id} (`invoke logs --run {run.run_id} --job "
+    say(f"job {job_id} submitted to run {run.run_id} (`rayhpc logs --run {run.run_id} --job "
         f"{job_id}`)")
     return job_id
 

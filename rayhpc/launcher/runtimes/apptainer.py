@@ -28,7 +28,7 @@ class Apptainer(Runtime):
     name = "apptainer"
     program = "apptainer"
     image_kind = "sif"
-    image_hint = ("give the SIF path (`invoke build --sif` or `invoke convert` makes one), on a "
+    image_hint = ("give the SIF path (`rayhpc build --sif` or `rayhpc convert` makes one), on a "
                   "file system every node sees")
     gpus = tuple(GPU_FLAGS)
     bind_flag = "--bind {path}"

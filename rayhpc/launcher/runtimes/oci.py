@@ -31,7 +31,7 @@ class Docker(Runtime):
     object store gets the node's shared memory."""
     name = "docker"
     program = "docker"
-    image_hint = "give an image tag on the engine (`invoke build` makes one)"
+    image_hint = "give an image tag on the engine (`rayhpc build` makes one)"
     batch = False
     bind_flag = "--volume {path}:{path}"
     workdir_flag = "--workdir {path}"

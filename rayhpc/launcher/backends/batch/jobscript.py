@@ -303,8 +303,8 @@ def render_job_script(spec: LaunchSpec, site: Site, block: Block | None = None,
         *scheduler.render_directives(job),
         "",
         f"# Rendered by rayhpc for {what}.",
-        ("# Do not edit: `invoke grow` writes it." if block else
-         "# Do not edit: `invoke launch` writes it anew; `--dry-run` prints it."),
+        ("# Do not edit: `rayhpc grow` writes it." if block else
+         "# Do not edit: `rayhpc launch` writes it anew; `--dry-run` prints it."),
         "set -u",
         f"export RAYHPC_RUN_DIR={run_dir}",
         *timer,

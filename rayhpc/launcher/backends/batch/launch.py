@@ -64,7 +64,7 @@ def cancel_job(run: Run, say: Callable[[str], None]) -> None:
     and the agents stop Ray and keep the logs (a job still waiting in the queue is just
     removed). Inside an allocation (no job id): the stop file asks the head directly."""
     if not run.job_id:
-        run.paths.request_stop("invoke down")
+        run.paths.request_stop("rayhpc down")
         say("asked the head to stop (stop file): the run was launched inside an allocation")
         return
     scheduler = SCHEDULERS[run.spec.scheduler]
@@ -110,7 +110,7 @@ class BatchLaunch:
                          f"{self.paths.dir}")
         if self.spec.interactive:
             self.watcher.say(f"job output: {self.paths.job_output}; how to connect: "
-                             f"{self.paths.connect} (once every node joined; `invoke status "
+                             f"{self.paths.connect} (once every node joined; `rayhpc status "
                              f"--run {self.spec.run_id}`)")
         else:
             self.watcher.say(f"job output: {self.paths.job_output}; driver output: "
@@ -122,7 +122,7 @@ class BatchLaunch:
                                    self.spec.stop_timeout, until_up=self.spec.interactive)
         if code is None:
             self.watcher.say(f"job {job_id} keeps the cluster up until its walltime; "
-                             f"`invoke down --run {self.spec.run_id}` stops it")
+                             f"`rayhpc down --run {self.spec.run_id}` stops it")
             return 0
         return code
 

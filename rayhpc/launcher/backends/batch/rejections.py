@@ -1,7 +1,7 @@
 """What to check when the scheduler refuses a job that rayhpc thought it would take (pure).
 
 Queue tables age, accounts lapse, file system names change: when sbatch or qsub says no,
-`invoke launch` shows the scheduler's own words and one line naming the site setting to look
+`rayhpc launch` shows the scheduler's own words and one line naming the site setting to look
 at. The patterns are the schedulers' messages as the sites document them (each cited); a
 message none of them matches gets the list of all four.
 """
@@ -34,11 +34,11 @@ PATTERNS: tuple[tuple[str, str], ...] = (
 
 SETTINGS = {
     "queue": "the queue: --queue / `queue`, and the site's queue table (`queues`, "
-             "`invoke sites --site {site}` shows it and the day it was read)",
+             "`rayhpc sites --site {site}` shows it and the day it was read)",
     "account": "the account: --account / RAYHPC_ACCOUNT / `account` (a project you may "
                "charge on {site})",
     "walltime": "the walltime: --walltime / `walltime`, against the queue's limits "
-                "(`invoke sites --site {site}`)",
+                "(`rayhpc sites --site {site}`)",
     "filesystems": "the file systems: `scheduler_options: filesystems` and "
                    "`filesystem_mounts` (the shared dir's and the image's)",
 }
@@ -51,4 +51,4 @@ def rejection_hint(message: str, site: str, site_file: str) -> str:
             return f"check {SETTINGS[setting].format(site=site)} in {site_file} or the flags"
     every = "; ".join(text.split(":")[0] for text in SETTINGS.values())
     return (f"check the site settings the scheduler judges ({every}) in {site_file} or the "
-            f"flags (`invoke sites --site {site}` shows the queue table)")
+            f"flags (`rayhpc sites --site {site}` shows the queue table)")

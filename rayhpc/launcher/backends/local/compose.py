@@ -21,8 +21,8 @@ from rayhpc.launcher.runtimes.oci import Docker
 RUN_LABEL = "org.rayhpc.run"
 CONTAINER_NODE_LABEL = "org.rayhpc.node"
 CONTAINER_GROUP_LABEL = "org.rayhpc.group"
-CONTAINER_BLOCK_LABEL = "org.rayhpc.block"  # a grown block's containers (`invoke grow`)
-# Where the run's directory is: `invoke down --run ID` with another --shared finds it there.
+CONTAINER_BLOCK_LABEL = "org.rayhpc.block"  # a grown block's containers (`rayhpc grow`)
+# Where the run's directory is: `rayhpc down --run ID` with another --shared finds it there.
 RUN_DIR_LABEL = "org.rayhpc.run-dir"
 IMAGE_USER_UID = "1000"
 
@@ -120,7 +120,7 @@ def render_block_compose(spec: LaunchSpec, block: Block, head_host: str,
                 "networks": {"ray": {"name": spec.project, "external": True}}}
     header = (f"# Rendered by rayhpc for block {block.name} of run {spec.run_id} "
               f"({block.nodes} worker nodes{f' of group {group.name}' if group else ''}). "
-              "Do not edit: `invoke grow` writes it.\n")
+              "Do not edit: `rayhpc grow` writes it.\n")
     return header + yaml.safe_dump(escape_interpolation(document), sort_keys=False,
                                    default_flow_style=False, width=1000)
 

@@ -117,7 +117,7 @@ class LocalLaunch:
         """Bring the cluster up, follow it, always tear it down; the driver's exit code.
 
         ``detach`` (an interactive cluster): return 0 once every node joined and leave the
-        cluster up (`invoke down --run ID` stops it); it is torn down only if it fails or a
+        cluster up (`rayhpc down --run ID` stops it); it is torn down only if it fails or a
         signal comes before that."""
         # Signals are noted by the watcher, not raised, from before the run is announced to
         # the end of the teardown; every way out (a signal, a full disk, a bug) ends with the
@@ -153,7 +153,7 @@ class LocalLaunch:
                     code = self.watcher.follow(self, self.spec.stop_timeout, until_up=detach)
                     if code is None:
                         left_up = True
-                        self.watcher.say(f"run {self.spec.run_id} stays up: `invoke down --run "
+                        self.watcher.say(f"run {self.spec.run_id} stays up: `rayhpc down --run "
                                          f"{self.spec.run_id}` stops it")
                         return 0
                     return code
@@ -282,7 +282,7 @@ class LocalLaunch:
         except docker.errors.DockerException as exc:
             with contextlib.suppress(OSError, ValueError):
                 print(f"rayhpc: warning: removing the containers of run {self.spec.run_id}: "
-                      f"{exc}; run `invoke down --run {self.spec.run_id}`", file=sys.stderr)
+                      f"{exc}; run `rayhpc down --run {self.spec.run_id}`", file=sys.stderr)
 
     def _keep_logs(self) -> None:
         if not self.paths.dir.is_dir():

@@ -1,5 +1,5 @@
 """The local backend's engine side (docker-py): the images a launch runs, the run's containers'
-states, a clean stop, and what launches left on this machine's engine (`invoke down/status`).
+states, a clean stop, and what launches left on this machine's engine (`rayhpc down/status`).
 Runs are known by their run directory too (`launcher.runs`); this is what the engine holds."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def ready_images(images: list[tuple[str, str]], default_image: str) -> dict[str,
             ensure_recipe_image(progress=Progress())
         elif not image_exists(api, image):
             raise UserError(f"{flag}: {image} is not on this Docker engine; build it "
-                            "with `invoke build` (or load it with `docker load`)")
+                            "with `rayhpc build` (or load it with `docker load`)")
         versions[image] = ray_in_image(api, image, flag)
     return versions
 
@@ -87,7 +87,7 @@ def stop_run(spec: LaunchSpec, say: Callable[[str], None]) -> None:
     node and keeps the logs; the stop file says who asked). An engine that does not answer is
     refused (UserError) before the stop file is written: nothing changes then."""
     api = connect()
-    RunPaths(spec.run_dir).request_stop("invoke down")
+    RunPaths(spec.run_dir).request_stop("rayhpc down")
     try:
         api.kill(spec.container(spec.node_names[0]), signal=signal.SIGTERM)
     except docker.errors.APIError as exc:
@@ -103,7 +103,7 @@ class RunState:
     run_dir: str = ""  # where its containers say its run directory is ("" : they do not say)
 
     def line(self) -> str:
-        """`invoke status`'s line of a run known only by what it left on the engine."""
+        """`rayhpc status`'s line of a run known only by what it left on the engine."""
         nodes = ", ".join(f"{node}: {st}" for node, st in sorted(self.nodes.items()))
         return f"{self.run_id}  {len(self.nodes)} node(s)  {nodes or '(network only)'}"
 
