@@ -5,6 +5,7 @@ import io
 import json
 import os
 import socket
+import threading
 import time
 
 import pytest
@@ -241,6 +242,45 @@ def test_control_channel_carries_json_lines_both_ways():
     assert b.read() == [{"node": "n1", "secret": "s"}, {"state": "joined"}]
     a.close()
     assert b.read() is None  # closed: the other side is gone
+
+
+def test_a_message_larger_than_the_send_buffer_reaches_a_slow_reader_whole():
+    """The head's sockets do not block: a full send buffer is waited out, not cut short
+    (sendall would raise mid-message and leave half of it on the connection)."""
+    left, right = socket.socketpair()
+    left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    left.setblocking(False)
+    sender, reader = channel.Channel(left), channel.Channel(right)
+    big = {"stop": "x" * 500_000}
+    got: list[dict] = []
+
+    def read_slowly() -> None:
+        time.sleep(0.3)  # the buffer fills first
+        while len(got) < 2:
+            got.extend(reader.read() or [])
+
+    thread = threading.Thread(target=read_slowly, daemon=True)
+    thread.start()
+    assert sender.send(**big) and sender.send(state="after")
+    thread.join(timeout=10)
+    assert got == [big, {"state": "after"}]
+
+
+def test_a_peer_that_never_reads_is_cut_off_not_sent_half_a_message():
+    left, right = socket.socketpair()
+    left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    right.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    left.setblocking(False)
+    sender = channel.Channel(left)
+    started = time.monotonic()
+    assert sender.send_data(channel.encode({"stop": "x" * 2_000_000}), timeout=0.3) is False
+    assert 0.3 <= time.monotonic() - started < 3
+    assert sender.send(state="after") is False  # shut: nothing more goes out
+    received = b""
+    right.settimeout(2)
+    while chunk := right.recv(1 << 16):  # what had gone out, then the end
+        received += chunk
+    assert 0 < len(received) < 2_000_000 and b"\n" not in received
 
 
 def test_the_head_accepts_only_agents_holding_the_token():

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import random
+import select
 import selectors
 import socket
 import threading
@@ -27,6 +28,9 @@ PROBE_FIRST_S, PROBE_MAX_S = 0.1, 2.0
 # the network can reach must not let them fill the head's memory or pin its CPU.
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_HELLO_BYTES = 4096
+# A peer that has not read what the head sends for this long is given up (its connection shut):
+# the head's sockets do not block, and half a message would garble every one after it.
+SEND_TIMEOUT_S = 5.0
 HELLO_TIMEOUT_S = 10.0
 ACCEPT_BATCH = 1024  # connections the head accepts at once before it serves the others
 
@@ -59,14 +63,26 @@ class Channel:
     def send(self, **message: object) -> bool:
         return self.send_data(encode(message))
 
-    def send_data(self, data: bytes) -> bool:
-        """Messages already encoded (one broadcast to thousands is encoded once)."""
-        try:
-            with self._lock:
-                self.sock.sendall(data)
-            return True
-        except OSError:
-            return False
+    def send_data(self, data: bytes, timeout: float = SEND_TIMEOUT_S) -> bool:
+        """Messages already encoded (one broadcast to thousands is encoded once), sent whole.
+        On a socket that does not block, a full send buffer is waited out for ``timeout``;
+        past that the connection is shut (the peer then reads its end, the head's loop its
+        close) rather than left with part of a message on it."""
+        view = memoryview(data)
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while view:
+                try:
+                    view = view[self.sock.send(view):]
+                except (BlockingIOError, InterruptedError):
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not writable(self.sock, left):
+                        with contextlib.suppress(OSError):
+                            self.sock.shutdown(socket.SHUT_RDWR)
+                        return False
+                except OSError:
+                    return False
+        return True
 
     def read_lines(self) -> list[bytes] | None:
         """The lines that have ended since the last read (the socket is readable); None once
@@ -100,6 +116,14 @@ class Channel:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def writable(sock: socket.socket, timeout: float) -> bool:
+    """Whether ``sock`` can take more within ``timeout`` s (poll: the head's descriptors go
+    past select's 1024)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    return bool(poller.poll(timeout * 1000))
 
 
 def encode(message: dict) -> bytes:
