@@ -366,6 +366,11 @@ class ControlServer:
         with self.changed:
             return {name: p.record() for name, p in self.peers.items()}
 
+    def poke(self) -> None:
+        """Wake whoever waits for a change (something else changed: the driver ended)."""
+        with self.changed:
+            self._bump()
+
     def wait(self, version: int, timeout: float) -> int:
         """Until something changed after ``version`` (or ``timeout``); the version now."""
         with self.changed:

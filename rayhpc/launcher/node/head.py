@@ -318,6 +318,7 @@ class Head(Agent):
                 self.on_stop_request()
             time.sleep(POLL_S)
         self.timing["t_driver_end"] = time.time()
+        self.server.poke()  # the node watch sees the driver's end now, not at its next period
         left, names = stop_session(self.driver.pid, LEFTOVER_GRACE_S,
                                    leader=driver_argv(command))
         if left:
