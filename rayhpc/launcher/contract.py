@@ -141,8 +141,9 @@ class RunPaths:
       B.json (its record: once at submission, again when its job id is known or it is
       released), B.pyz (the node program with the block's spec), B.sh and B.out (batch: its
       job script and the scheduler's output) or B.yaml (local: its compose file);
-      B.stop (a request to release the block, O_EXCL like stop: `rayhpc shrink`, `rayhpc
-      down`, or the block's own job script at its walltime warning). The head lists blocks/
+      B.stop (a request to release the block, O_EXCL like stop: `rayhpc shrink` or the
+      block's own job script at its walltime warning; `rayhpc down` writes none, the head's
+      teardown stops every node). The head lists blocks/
       once a second (one directory read whatever the block count), drains a released
       block's nodes and stops them; it counts every block's nodes in status.json.
     the job script, only when no agent can start (the container runtime is not on PATH after

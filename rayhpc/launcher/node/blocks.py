@@ -1,6 +1,6 @@
 """The head's side of blocks (worker-only jobs that joined the running cluster, `rayhpc grow`):
 count each block's nodes, and release a block when asked (its stop file in blocks/: `rayhpc
-shrink`, `rayhpc down`, or the block's own job script at its walltime warning).
+shrink`, or the block's own job script at its walltime warning).
 
 A release drains the block's nodes first (Ray's DrainNode: no new work lands there; what runs
 there may finish within the drain window), then tells their agents to stop over their control

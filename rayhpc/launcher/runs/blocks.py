@@ -222,6 +222,11 @@ def find_block(run: Run, name: str | None) -> Block:
 def release(run: Run, block: Block, who: str) -> Block:
     """Ask the head to release the block (its stop file) and record who asked."""
     run.paths.request_block_stop(block.name, who)
+    return mark_released(run, block, who)
+
+
+def mark_released(run: Run, block: Block, who: str) -> Block:
+    """Record that the block is to leave, and who said so (`rayhpc status`, the autoscaler)."""
     if not block.released:
         block = dataclasses.replace(block, released=who)
         write_json(run.paths.block_file(block.name, "json"), block.to_json())
@@ -278,12 +283,13 @@ def block_nodes(run: Run, block: str) -> dict[str, str]:
 
 
 def release_all(run: Run) -> list[Block]:
-    """`rayhpc down`: every block is asked to leave (their stop files), and its job (or
-    containers) removed once the head has stopped its nodes (see `remove_blocks`)."""
+    """`rayhpc down`: every block is recorded as released, and its job (or containers)
+    removed once the head has stopped its nodes (see `remove_blocks`). No stop file: the
+    head's teardown stops their nodes with the rest (`stopped`, like the first job's), where a
+    block stop file would race it and drain some of them first (`left`)."""
     blocks = read_blocks(run.paths)
     for block in blocks:
-        if not block.released:
-            release(run, block, "rayhpc down")
+        mark_released(run, block, "rayhpc down")
     return blocks
 
 

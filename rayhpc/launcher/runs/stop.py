@@ -70,7 +70,7 @@ def down(run: Run, say: Say, timeout: float | None = None) -> int:
     The run's exit code."""
     run.require_unfinished()
     backend = run.backend
-    # Every block is asked to leave too (the head's teardown stops their nodes with the
+    # Every block is recorded as released (the head's teardown stops their nodes with the
     # rest); their jobs (containers) are removed once the run has ended.
     blocks = release_all(run)
     backend.stop(run, say)
