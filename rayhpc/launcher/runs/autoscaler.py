@@ -31,9 +31,11 @@ from rayhpc.launcher.runs.blocks import (
     run_site,
     shrink,
 )
+from rayhpc.launcher.runs.jobs import ClusterError
 from rayhpc.launcher.runs.run import Run
 
 Say = Callable[[str], None]
+UNREACHABLE_S = 60.0  # the dashboard may be away this long (a restart, a hiccup) before giving up
 
 
 def unmet_requests(cluster_status: dict) -> int:
@@ -109,10 +111,23 @@ def autoscale(run: Run, site: str, policy: Policy, block: BlockRequest, say: Say
     say(f"autoscaling run {run.run_id}: {policy.min_blocks} to {policy.max_blocks} blocks of "
         f"{block.nodes} node(s); grow after {policy.up_after_s:g} s of unmet demand, release "
         f"after {policy.idle_after_s:g} s idle{replaced}")
-    first_look = True
+    first_look, unreachable_since = True, None
     while run.exit_code is None and not stop():
         now = time.time()
-        status = client.json("GET", "/api/cluster_status").get("data") or {}
+        try:
+            status = client.json("GET", "/api/cluster_status").get("data") or {}
+            unreachable_since = None
+        except ClusterError:
+            # The run ending (its stop asked: the dashboard goes first) ends this loop once
+            # its exit code is written; a dashboard away for long is an error, unless the
+            # run was asked to stop (then it ended without a word: a killed head).
+            unreachable_since = unreachable_since or now
+            if now - unreachable_since > UNREACHABLE_S:
+                if run.paths.stop.exists():
+                    break
+                raise
+            time.sleep(period_s)
+            continue
         facts = block_facts(run, busy_ips(status), idle_since, started, now, first_look)
         first_look = False
         decision, memory = decide(policy, memory, now, unmet_requests(status), facts)
