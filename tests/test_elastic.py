@@ -175,3 +175,37 @@ def test_autoscale_adds_a_block_for_unmet_demand_and_releases_it_once_idle(
     assert output.count("rayhpc: grow: ") == 1, output  # MAX 1
     assert not (run_dir / "blocks" / "b3.json").exists()
     assert leftovers(docker_api, run_id) == []
+
+
+def test_block_lifetime_replaces_a_block_ahead_and_releases_it_once_the_new_one_joined(
+        docker_api, built_image, shared_dir):
+    """`rayhpc autoscale --autoscale 1:1 --block-lifetime 00:00:25`: block b2 is grown to MIN;
+    past its lifetime a replacement (b3) is submitted, and only once b3's node joined is b2
+    drained and released (`left`): the capacity holds, at most MAX + 1 blocks meanwhile."""
+    image, _ = built_image
+    result, run_dir = launch(image, shared_dir, "--nodes", "1", "--detach")
+    assert run_dir is not None and result.returncode == 0, result.stdout + result.stderr
+    run_id, shared = run_dir.name, str(shared_dir)
+    scaler = subprocess.Popen(
+        invoke_argv("autoscale", "--run", run_id, "--shared", shared, "--autoscale", "1:1",
+                    "--block-nodes", "1", "--block-lifetime", "00:00:25", "--idle-after",
+                    "600", "--period", "1"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while (status(run_dir)["nodes"].get("b2-worker-1") or {}).get("state") != "left":
+            assert time.monotonic() < deadline, status(run_dir)
+            time.sleep(1)
+        nodes = status(run_dir)["nodes"]
+        assert nodes["b3-worker-1"]["state"] == "joined", nodes  # the capacity held
+    finally:
+        scaler.send_signal(signal.SIGINT)
+        output, _ = scaler.communicate(timeout=60)
+        invoke("down", "--run", run_id, "--shared", shared)
+    assert "rayhpc: grow: 0 blocks, fewer than MIN 1" in output, output
+    assert "rayhpc: replace b2: running " in output, output
+    assert "rayhpc: release b2: past its lifetime; every node of its replacement b3 joined" \
+        in output, output
+    assert output.index("replace b2") < output.index("block b3: 1 node(s) joining") < \
+        output.index("release b2"), output
+    assert leftovers(docker_api, run_id) == []

@@ -378,47 +378,58 @@ def test_a_block_joins_an_interactive_head_and_leaves_drained_at_its_walltime(te
     result, run_dir = launch(testbed, "--interactive", "--nodes", "1")
     assert result.returncode == 0, result.stdout[-3000:] + _job_out(run_dir)
     run_id = run_dir.name
-    grown = cli(testbed, "grow", "--run", run_id, "--site", str(SITE), "--shared", shared,
-                "--nodes", "2", "--walltime", "2")
-    assert grown.returncode == 0, grown.stdout + grown.stderr
-    block_job = re.search(r"block b2: 2 node\(s\) joining run \S+ \(job (\d+),",
-                          grown.stdout).group(1)
-    script = (run_dir / "blocks" / "b2.sh").read_text()
-    head = json.loads((run_dir / "head.json").read_text())
-    assert "#SBATCH --nodes=2" in script and "#SBATCH --signal=B:TERM@30" in script
-    assert f"export RAYHPC_HEAD_HOST={head['ip']}" in script
-    assert "--role worker --block b2" in script and "blocks/b2.pyz" in script
+    try:
+        grown = cli(testbed, "grow", "--run", run_id, "--site", str(SITE), "--shared", shared,
+                    "--nodes", "2", "--walltime", "2")
+        assert grown.returncode == 0, grown.stdout + grown.stderr
+        block_job = re.search(r"block b2: 2 node\(s\) joining run \S+ \(job (\d+),",
+                              grown.stdout).group(1)
+        script = (run_dir / "blocks" / "b2.sh").read_text()
+        head = json.loads((run_dir / "head.json").read_text())
+        assert "#SBATCH --nodes=2" in script and "#SBATCH --signal=B:TERM@30" in script
+        assert f"export RAYHPC_HEAD_HOST={head['ip']}" in script
+        assert "--role worker --block b2" in script and "blocks/b2.pyz" in script
 
-    (testbed.shared / "elastic_driver.py").write_text(ELASTIC_DRIVER)
-    job = cli(testbed, "submit", "--run", run_id, "--shared", shared, "--", "python",
-              "elastic_driver.py")
-    block_out = (run_dir / "blocks" / "b2.out").read_text() \
-        if (run_dir / "blocks" / "b2.out").exists() else ""
-    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:] + block_out[-3000:]
-    sees = re.search(r"sees 3 nodes; tasks ran on \[(.*)\]", job.stdout)
-    assert sees and len(sees.group(1).split(",")) == 3, job.stdout[-3000:]
-    assert "finished on ['node" in job.stdout, job.stdout[-2000:]
+        (testbed.shared / "elastic_driver.py").write_text(ELASTIC_DRIVER)
+        job = cli(testbed, "submit", "--run", run_id, "--shared", shared, "--", "python",
+                  "elastic_driver.py")
+        block_out = (run_dir / "blocks" / "b2.out").read_text() \
+            if (run_dir / "blocks" / "b2.out").exists() else ""
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:] + block_out[-3000:]
+        sees = re.search(r"sees 3 nodes; tasks ran on \[(.*)\]", job.stdout)
+        assert sees and len(sees.group(1).split(",")) == 3, job.stdout[-3000:]
+        assert "finished on ['node" in job.stdout, job.stdout[-2000:]
 
-    status = json.loads((run_dir / "status.json").read_text())
-    block_nodes = status["blocks"]["b2"]["nodes"]
-    assert len(block_nodes) == 2 and all(n.startswith("b2-node") for n in block_nodes)
-    assert {status["nodes"][n]["state"] for n in block_nodes} == {"left"}, status
-    assert status["lost"] == []
-    for node in block_nodes:
-        assert "raylet.out" in archived(run_dir, node), f"no logs from {node}"
-    head_log = (run_dir / "logs" / f"{head['node']}.log").read_text()
-    assert "block b2: releasing 2 node(s) (job script: walltime or cancel): draining first" \
-        in head_log
-    deadline = time.monotonic() + 60
-    while block_job in testbed.exec("controller", "squeue", "--noheader", "-o", "%i").stdout:
-        assert time.monotonic() < deadline, "the block's job did not end"
-        time.sleep(1)
-    assert "DUE TO TIME LIMIT" not in block_out
+        # Ray saw the nodes go (the job's end) before the head's next status.json says `left`.
+        deadline = time.monotonic() + 60
+        while True:
+            status = json.loads((run_dir / "status.json").read_text())
+            block_nodes = status["blocks"]["b2"]["nodes"]
+            if {status["nodes"][n]["state"] for n in block_nodes} == {"left"}:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(1)
+        assert len(block_nodes) == 2 and all(n.startswith("b2-node") for n in block_nodes)
+        assert status["lost"] == []
+        for node in block_nodes:
+            assert "raylet.out" in archived(run_dir, node), f"no logs from {node}"
+        head_log = (run_dir / "logs" / f"{head['node']}.log").read_text()
+        assert "block b2: releasing 2 node(s) (job script: walltime or cancel): draining first" \
+            in head_log
+        deadline = time.monotonic() + 60
+        while block_job in testbed.exec("controller", "squeue", "--noheader", "-o", "%i").stdout:
+            assert time.monotonic() < deadline, "the block's job did not end"
+            time.sleep(1)
+        assert "DUE TO TIME LIMIT" not in block_out
 
-    down = cli(testbed, "down", "--run", run_id, "--shared", shared)
-    assert down.returncode == 0, down.stdout + down.stderr + _job_out(run_dir)
-    assert "(block b2: 2 joined, 2 left)" in down.stdout
-    assert_nothing_left(testbed)
+        down = cli(testbed, "down", "--run", run_id, "--shared", shared)
+        assert down.returncode == 0, down.stdout + down.stderr + _job_out(run_dir)
+        assert "(block b2: 2 joined, 2 left)" in down.stdout
+        assert_nothing_left(testbed)
+    except BaseException:
+        cli(testbed, "down", "--run", run_id, "--shared", shared)  # the next tests
+        testbed.exec("controller", "scancel", "--user", "ray")  # find an empty queue
+        raise
 
 
 def test_autoscale_submits_a_block_for_unmet_demand_and_releases_it_once_idle(testbed):
