@@ -45,6 +45,21 @@ def wait_for_block(run_dir: Path, block: str, joined: int, timeout: float = 180)
     raise AssertionError(f"block {block}: {joined} nodes never joined: {status(run_dir)}")
 
 
+def start_autoscaler(run_id: str, shared: str, *flags: str) -> subprocess.Popen:
+    """`rayhpc autoscale` of the run in the background, one look a second."""
+    return subprocess.Popen(
+        invoke_argv("autoscale", "--run", run_id, "--shared", shared, "--block-nodes", "1",
+                    "--period", "1", *flags),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_until_left(run_dir: Path, node: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while (status(run_dir)["nodes"].get(node) or {}).get("state") != "left":
+        assert time.monotonic() < deadline, status(run_dir)
+        time.sleep(1)
+
+
 def nodes_job(shared: Path, run_id: str) -> dict:
     (shared / "nodes_job.py").write_text(NODES_JOB)
     result = invoke("submit", "--run", run_id, "--shared", str(shared), "--", "python",
@@ -150,21 +165,15 @@ def test_autoscale_adds_a_block_for_unmet_demand_and_releases_it_once_idle(
     result, run_dir = launch(image, shared_dir, "--nodes", "1", "--detach")
     assert run_dir is not None and result.returncode == 0, result.stdout + result.stderr
     run_id, shared = run_dir.name, str(shared_dir)
-    scaler = subprocess.Popen(
-        invoke_argv("autoscale", "--run", run_id, "--shared", shared, "--autoscale", "0:1",
-                    "--block-nodes", "1", "--up-after", "4", "--idle-after", "8",
-                    "--period", "1"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    scaler = start_autoscaler(run_id, shared, "--autoscale", "0:1", "--up-after", "4",
+                              "--idle-after", "8")
     try:
         (shared_dir / "big_job.py").write_text(BIG_JOB)
         job = invoke("submit", "--run", run_id, "--shared", shared, "--", "python",
                      "big_job.py", timeout=300)
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:]
         assert "RAN ON ['b2-worker-1', 'head']" in job.stdout, job.stdout[-2000:]
-        deadline = time.monotonic() + 120
-        while (status(run_dir)["nodes"].get("b2-worker-1") or {}).get("state") != "left":
-            assert time.monotonic() < deadline, status(run_dir)
-            time.sleep(1)
+        wait_until_left(run_dir, "b2-worker-1", 120)
     finally:
         scaler.send_signal(signal.SIGINT)
         output, _ = scaler.communicate(timeout=60)
@@ -186,16 +195,10 @@ def test_block_lifetime_replaces_a_block_ahead_and_releases_it_once_the_new_one_
     result, run_dir = launch(image, shared_dir, "--nodes", "1", "--detach")
     assert run_dir is not None and result.returncode == 0, result.stdout + result.stderr
     run_id, shared = run_dir.name, str(shared_dir)
-    scaler = subprocess.Popen(
-        invoke_argv("autoscale", "--run", run_id, "--shared", shared, "--autoscale", "1:1",
-                    "--block-nodes", "1", "--block-lifetime", "00:00:25", "--idle-after",
-                    "600", "--period", "1"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    scaler = start_autoscaler(run_id, shared, "--autoscale", "1:1", "--block-lifetime",
+                              "00:00:25", "--idle-after", "600")
     try:
-        deadline = time.monotonic() + 240
-        while (status(run_dir)["nodes"].get("b2-worker-1") or {}).get("state") != "left":
-            assert time.monotonic() < deadline, status(run_dir)
-            time.sleep(1)
+        wait_until_left(run_dir, "b2-worker-1", 240)
         nodes = status(run_dir)["nodes"]
         assert nodes["b3-worker-1"]["state"] == "joined", nodes  # the capacity held
     finally:

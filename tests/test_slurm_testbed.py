@@ -369,6 +369,19 @@ print("finished on", alive(), flush=True)
 """
 
 
+def submit_script(bed: SlurmTestbed, run_dir: Path, name: str, text: str
+                  ) -> subprocess.CompletedProcess:
+    """`rayhpc submit -- python NAME` of ``text`` (written to the shared dir) from the login
+    node; it must succeed (else block b2's output is shown too)."""
+    (bed.shared / name).write_text(text)
+    job = cli(bed, "submit", "--run", run_dir.name, "--shared", str(bed.shared), "--",
+              "python", name)
+    block_out = (run_dir / "blocks" / "b2.out").read_text() \
+        if (run_dir / "blocks" / "b2.out").exists() else ""
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:] + block_out[-3000:]
+    return job
+
+
 def test_a_block_joins_an_interactive_head_and_leaves_drained_at_its_walltime(testbed):
     """An interactive head job of 1 node; `rayhpc grow` by a block of 2 (its own sbatch job);
     a Ray job sees 3 nodes and uses them; the block's walltime warning releases it: its nodes
@@ -390,12 +403,7 @@ def test_a_block_joins_an_interactive_head_and_leaves_drained_at_its_walltime(te
         assert f"export RAYHPC_HEAD_HOST={head['ip']}" in script
         assert "--role worker --block b2" in script and "blocks/b2.pyz" in script
 
-        (testbed.shared / "elastic_driver.py").write_text(ELASTIC_DRIVER)
-        job = cli(testbed, "submit", "--run", run_id, "--shared", shared, "--", "python",
-                  "elastic_driver.py")
-        block_out = (run_dir / "blocks" / "b2.out").read_text() \
-            if (run_dir / "blocks" / "b2.out").exists() else ""
-        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:] + block_out[-3000:]
+        job = submit_script(testbed, run_dir, "elastic_driver.py", ELASTIC_DRIVER)
         sees = re.search(r"sees 3 nodes; tasks ran on \[(.*)\]", job.stdout)
         assert sees and len(sees.group(1).split(",")) == 3, job.stdout[-3000:]
         assert "finished on ['node" in job.stdout, job.stdout[-2000:]
@@ -420,7 +428,7 @@ def test_a_block_joins_an_interactive_head_and_leaves_drained_at_its_walltime(te
         while block_job in testbed.exec("controller", "squeue", "--noheader", "-o", "%i").stdout:
             assert time.monotonic() < deadline, "the block's job did not end"
             time.sleep(1)
-        assert "DUE TO TIME LIMIT" not in block_out
+        assert "DUE TO TIME LIMIT" not in (run_dir / "blocks" / "b2.out").read_text()
 
         down = cli(testbed, "down", "--run", run_id, "--shared", shared)
         assert down.returncode == 0, down.stdout + down.stderr + _job_out(run_dir)
@@ -452,12 +460,7 @@ def test_autoscale_submits_a_block_for_unmet_demand_and_releases_it_once_idle(te
          "--period", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        (testbed.shared / "big_job.py").write_text(BIG_JOB)
-        job = cli(testbed, "submit", "--run", run_id, "--shared", shared, "--", "python",
-                  "big_job.py")
-        block_out = (run_dir / "blocks" / "b2.out").read_text() \
-            if (run_dir / "blocks" / "b2.out").exists() else ""
-        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:] + block_out[-3000:]
+        job = submit_script(testbed, run_dir, "big_job.py", BIG_JOB)
         ran_on = re.search(r"RAN ON \[(.*)\]", job.stdout)
         assert ran_on and len(ran_on.group(1).split(",")) == 2, job.stdout[-2000:]
         assert f"'{head['node']}'" in ran_on.group(1), job.stdout[-2000:]
