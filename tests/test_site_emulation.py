@@ -24,6 +24,7 @@ import yaml
 from rayhpc.launcher import SITES_DIR
 from tests import PROJECT_ROOT
 from tests.emulation import (
+    STANDINS,
     build_gpu_image,
     build_nvml,
     load_table,
@@ -57,7 +58,7 @@ def bed(docker_api, converted, tmp_path_factory):
         (shared / name).chmod(0o644)
     nvml = build_nvml(tmp_path_factory.mktemp("nvml"))
     testbed = SlurmTestbed(docker_api, node_image, shared, PROJECT_ROOT,
-                           pools=node_pools(TABLE), nvml=nvml)
+                           pools=node_pools(TABLE), nvml=nvml, tools=(STANDINS / "module",))
     try:
         testbed.start()
         yield testbed

@@ -87,6 +87,7 @@ class SlurmTestbed:
     repo: Path
     pools: tuple[NodePool, ...] = (CPU_POOL,)
     nvml: Path | None = None  # the built NVML stand-in (pools with nvml=True)
+    tools: tuple[Path, ...] = ()  # stand-in commands, in every node's /usr/local/bin
     name: str = field(default_factory=lambda: f"rayhpc-testbed-{secrets.token_hex(3)}")
     containers: dict[str, str] = field(default_factory=dict)
     networks: list[str] = field(default_factory=list)
@@ -124,6 +125,8 @@ class SlurmTestbed:
                  str(HERE / "entrypoint.sh"): {"bind": "/entrypoint.sh", "mode": "ro"},
                  str(self.shared): {"bind": str(self.shared), "mode": "rw"},
                  str(self.repo): {"bind": str(self.repo), "mode": "ro"}}
+        for tool in self.tools:
+            binds[str(tool)] = {"bind": f"/usr/local/bin/{tool.name}", "mode": "ro"}
         if pool.nvml and self.nvml:
             binds[str(self.nvml)] = {"bind": NVML_PATH, "mode": "ro"}
         host_config = self.api.create_host_config(

@@ -191,12 +191,13 @@ class Agent:
         gpu_kind = self.group.gpu if self.group else ""
         wanted = self.group.num_gpus if self.group and self.group.num_gpus is not None \
             else self.spec.num_gpus
+        gpus_found, gpus_counted = preflight.visible_gpus(gpu_kind)
         facts = preflight.NodeFacts(
             open_files=resource.getrlimit(resource.RLIMIT_NOFILE), shm_bytes=shm_size(),
             object_store=self.object_store(), temp_dir=str(self.temp_dir),
             temp_dir_fits=temp_dir_fits(str(self.temp_dir)), socket_limit=AF_UNIX_MAX,
             disk=preflight.disk(str(self.temp_dir)), gpu_kind=gpu_kind,
-            gpus_found=preflight.visible_gpus(gpu_kind),
+            gpus_found=gpus_found, gpus_counted=gpus_counted,
             versions=preflight.node_versions(self.ray_version))
         checks = preflight.run_checks(facts, self.spec.object_store_memory, wanted,
                                       head_versions)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent  # on the login node; sbatch runs a copy of this file
 
 
 def directives(text: str, prefix: str) -> list[str]:
@@ -154,6 +154,7 @@ def run_job(table_path: str, scheduler: str, launcher: str, request_json: str, s
             workdir: str) -> None:
     """The emulated job's batch shell: the scheduler's environment for the job script."""
     table = yaml.safe_load(Path(table_path).read_text())
+    standins = Path(table_path).parent / "standins"
     request = json.loads(request_json)
     job_id = os.environ["SLURM_JOB_ID"]
     spool = Path(tempfile.mkdtemp(prefix=f"emulated-{job_id}-"))
@@ -171,15 +172,11 @@ def run_job(table_path: str, scheduler: str, launcher: str, request_json: str, s
                                    scheduler_has(scheduler, name)):
             for program in row["programs"]:
                 shim = bin_dir / program
-                shim.write_text(f"#!/bin/sh\nexec python3 {HERE / 'launch_tasks.py'} "
+                shim.write_text(f"#!/bin/sh\nexec python3 {standins / 'launch_tasks.py'} "
                                 f"{table_path} {name} {spool / 'slurm.json'} \"$@\"\n")
                 shim.chmod(0o755)
-    # Site modules: `module` exists on every site; what the profiles load puts the container
-    # runtime on PATH, as it is on these nodes already (`singularity`: Apptainer's own name
-    # for it, which LUMI and Theta documentation uses).
-    (bin_dir / "module").write_text("#!/bin/sh\nexit 0\n")
-    (bin_dir / "module").chmod(0o755)
-    (bin_dir / "singularity").symlink_to("/usr/bin/apptainer")
+    # Site modules: `module` exists on every site (standins/module).
+    (bin_dir / "module").symlink_to(standins / "module")
     csm = request.get("csm")
     slots = [(hosts[0], 1)] if csm else []
     values = {"job_id": job_id, "name": request["name"], "nodefile": str(nodefile),
