@@ -178,8 +178,8 @@ def run_job(table_path: str, scheduler: str, launcher: str, request_json: str, s
                 shim.write_text(f"#!/bin/sh\nexec python3 {standins / 'launch_tasks.py'} "
                                 f"{table_path} {name} {spool / 'slurm.json'} \"$@\"\n")
                 shim.chmod(0o755)
-    # Site modules: `module` exists on every site (standins/module).
-    (bin_dir / "module").symlink_to(standins / "module")
+    # Site modules: `module` exists on every site (standins/bin/module).
+    (bin_dir / "module").symlink_to(standins / "bin" / "module")
     # LSB_MCPU_HOSTS: "hostA slots hostB slots ..." (one slot per host: span[ptile=1]); with
     # CSM the launch node comes first, then the compute nodes.
     slots = [(host, 1) for host in hosts]
