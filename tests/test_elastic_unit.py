@@ -75,6 +75,25 @@ def test_block_job_script_golden():
     assert "blocks/b2.stop" in script and "/exit_code" not in script
 
 
+@pytest.mark.parametrize("site, image", [("polaris", "/eagle/PROJ/ray.sif"),
+                                         ("lsf", "/gpfs/PROJ/ray.sif"),
+                                         ("theta", "/lus/theta-fs0/projects/PROJ/ray.sif")])
+def test_block_job_scripts_of_the_other_schedulers_golden(site, image):
+    """A block's job on each scheduler's own lines (PBS, LSF, Cobalt): worker nodes only, the
+    block's size, walltime and output, its stop file; the emulated PBS and LSF sites run
+    such a block for real (tests/test_site_emulation.py)."""
+    spec = make_spec(site, shared=SHARED, account="PROJ", walltime="01:00:00", image=image,
+                     nodes=2)
+    block, block_spec = resolve_block(spec, load_site(site), [],
+                                      BlockRequest(nodes=3, walltime="30:00"), False, 1.0)
+    script = render_job_script(block_spec, load_site(site), block, "10.1.2.3")
+    assert_golden(f"job.{site}-block.sh", script)
+    assert "export RAYHPC_HEAD_HOST=10.1.2.3" in script
+    assert f"{SHARED}/runs/{spec.run_id}/blocks/b2.out" in script
+    assert "blocks/b2.stop" in script and "/exit_code" not in script
+    assert "--role worker --block b2" in script
+
+
 def test_block_compose_golden():
     spec = make_spec("local", nodes=2, shared="/data/shared")
     block, block_spec = resolve_block(spec, load_site("local"), [], BlockRequest(nodes=2),

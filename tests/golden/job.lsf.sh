@@ -2,7 +2,6 @@
 #BSUB -J rayhpc-20260101-000000-abcd
 #BSUB -n 4
 #BSUB -R "span[ptile=1]"
-#BSUB -x
 #BSUB -W 0:30
 #BSUB -o /lus/proj/shared/runs/20260101-000000-abcd/job.out
 #BSUB -e /lus/proj/shared/runs/20260101-000000-abcd/job.out

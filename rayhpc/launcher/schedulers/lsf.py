@@ -98,8 +98,8 @@ class LSF(Scheduler):
         lines = [f"-n {job.nodes}", '-R "span[ptile=1]"']
         if job.exclusive:
             # bsub -x (IBM bsub.x.1): the job runs by itself on its hosts; "the queue must be
-            # configured to allow exclusive jobs" (lsb.queues EXCLUSIVE=Y): where it is not,
-            # `shared_nodes: true` drops it.
+            # configured to allow exclusive jobs" (lsb.queues EXCLUSIVE=Y): a site setting
+            # (`shared_nodes: false`), off in the generic lsf profile.
             lines.append("-x")
         if job.gpus:
             lines.append(f'-gpu "num={job.gpus}"')  # per host by default (see gpu_requests)
