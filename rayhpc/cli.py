@@ -14,6 +14,7 @@ from rayhpc.containers.errors import UserError
 from rayhpc.launcher.autoscale import Policy, parse_autoscale
 from rayhpc.launcher.backends import backend_for
 from rayhpc.launcher.backends.watch import noting_signals
+from rayhpc.launcher.contract import RecordError
 from rayhpc.launcher.launch import launch as run_launch
 from rayhpc.launcher.resolve.config import SETTINGS, list_sites, load_site
 from rayhpc.launcher.resolve.queues import queue_table_lines
@@ -44,7 +45,7 @@ def user_errors(func):
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise Exit(code=2) from None
-        except ClusterError as exc:
+        except (ClusterError, RecordError) as exc:  # RecordError: a file the nodes wrote
             print(f"rayhpc: error: {exc}", file=sys.stderr)
             raise Exit(code=1) from None
 

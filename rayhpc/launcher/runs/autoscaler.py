@@ -66,7 +66,7 @@ def block_facts(run: Run, busy: set[str], idle_since: dict[str, float],
     the first look counts from its submission (earlier than its start: its replacement comes
     early rather than late)."""
     facts = []
-    nodes = run.status.get("nodes") or {}
+    nodes = run.status.nodes
     for block in read_blocks(run.paths):
         states = block_nodes(run, block.name)
         if block.released or LEFT in states.values() and "joined" not in states.values():
@@ -77,7 +77,7 @@ def block_facts(run: Run, busy: set[str], idle_since: dict[str, float],
             state = "queued"
         else:  # its job (or containers) gone with no node in the cluster: failed
             state = "failed"
-        ips = {nodes[name].get("ip") for name, s in states.items() if s == "joined"}
+        ips = {nodes[name].ip for name, s in states.items() if s == "joined"}
         if state == "running" and not ips & busy:
             idle_since.setdefault(block.name, now)
         else:

@@ -153,14 +153,14 @@ def require_growable(run: Run) -> str:
     if problem:
         raise UserError(f"--run: run {run.run_id}: {problem}")
     head = run.head
-    if not head.get("ip"):
+    if head is None or not head.ip:
         raise UserError(f"--run: the head of run {run.run_id} is not up yet (no "
                         f"{run.paths.head.name}); grow it once it is (`rayhpc status --run "
                         f"{run.run_id}`)")
     if run.backend.running(run) is False:
         raise UserError(f"--run: run {run.run_id} is not running any more (its nodes are gone "
                         f"without an exit code); `rayhpc down --run {run.run_id}` records it")
-    return head["ip"]
+    return head.ip
 
 
 def claim(run: Run, block: Block) -> Block:
@@ -277,9 +277,7 @@ def block_state_known(run: Run, block: Block) -> bool:
 
 def block_nodes(run: Run, block: str) -> dict[str, str]:
     """The block's nodes and their states as the head last wrote them."""
-    nodes = run.status.get("nodes") or {}
-    return {name: rec.get("state", "") for name, rec in nodes.items()
-            if rec.get("block") == block}
+    return {name: rec.state for name, rec in run.status.nodes.items() if rec.block == block}
 
 
 def release_all(run: Run) -> list[Block]:

@@ -23,9 +23,8 @@ from rayhpc.launcher.runtimes import RUNTIMES, runtime
 from rayhpc.launcher.schedulers import SCHEDULERS
 
 if TYPE_CHECKING:
-    from rayhpc.launcher.contract import Block, LaunchSpec
+    from rayhpc.launcher.contract import Block, LaunchedRun, LaunchSpec
     from rayhpc.launcher.resolve.config import Site
-    from rayhpc.launcher.runs.run import Run
 
 
 class BatchBackend(Backend):
@@ -68,13 +67,13 @@ class BatchBackend(Backend):
             out: TextIO | None = None) -> int:
         return BatchLaunch(spec, site, out).run(wait=wait)
 
-    def describe(self, run: Run) -> list[str]:
+    def describe(self, run: LaunchedRun) -> list[str]:
         return describe_job(run)
 
-    def running(self, run: Run) -> bool | None:
+    def running(self, run: LaunchedRun) -> bool | None:
         return bool(job_state(run.spec.scheduler, run.job_id)) if run.job_id else None
 
-    def stop(self, run: Run, say) -> None:
+    def stop(self, run: LaunchedRun, say) -> None:
         cancel_job(run, say)
 
     # -- blocks: each a worker-only job rendered by the same job script renderer
@@ -97,14 +96,14 @@ class BatchBackend(Backend):
         script.chmod(0o755)
         return submit_script(SCHEDULERS[site.scheduler], script, spec.shared, site)
 
-    def block_state(self, run: Run, block: Block) -> str:
+    def block_state(self, run: LaunchedRun, block: Block) -> str:
         return job_state(run.spec.scheduler, block.job_id) if block.job_id else ""
 
-    def block_pending(self, run: Run, block: Block) -> bool:
+    def block_pending(self, run: LaunchedRun, block: Block) -> bool:
         state = self.block_state(run, block)
         return bool(state) and state not in SCHEDULERS[run.spec.scheduler].running_states
 
-    def cancel_block(self, run: Run, block: Block, say) -> None:
+    def cancel_block(self, run: LaunchedRun, block: Block, say) -> None:
         scheduler = SCHEDULERS[run.spec.scheduler]
         state = self.block_state(run, block)
         if not state:
