@@ -8,6 +8,7 @@ import ast
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -18,6 +19,7 @@ import pytest
 from rayhpc.launcher.backends.bundle import node_program
 from rayhpc.launcher.backends.rundir import prepare_run_dir
 from rayhpc.launcher.contract import LaunchSpec, NodeGroup, RunPaths, read_spec
+from rayhpc.launcher.schedulers import SCHEDULERS
 from tests import PROJECT_ROOT
 from tests.specs import make_spec
 
@@ -353,3 +355,51 @@ def test_a_login_node_without_docker_py_runs_the_batch_commands(tmp_path):
         assert "Traceback" not in result.stderr, result.stderr
         assert (result.stdout + result.stderr).startswith(start), (name, result.stdout[:200],
                                                                   result.stderr)
+
+
+# -- schedulers own their facts
+
+SCHEDULERS_PACKAGE = "rayhpc/launcher/schedulers/"
+# The one other place a scheduler is named: Pyxis is a plugin of Slurm's srun, a fact of the
+# runtime's (its `schedulers`), not a comparison.
+NAMES_A_SCHEDULER = {"rayhpc/launcher/runtimes/pyxis.py"}
+
+
+def scheduler_names_outside(files: dict[str, str], names: dict[str, str]) -> list[str]:
+    """Where a module outside schedulers/ names a scheduler: a string that is its name (a
+    comparison, a table, a registry of its own), or a line that lists three or more of them by
+    hand. ``names``: name -> title."""
+    found = []
+    for path, text in files.items():
+        if path.startswith(SCHEDULERS_PACKAGE) or path in NAMES_A_SCHEDULER:
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and node.value.lower() in names:
+                found.append(f"{path}:{node.lineno}: {node.value!r}")
+        for number, line in enumerate(text.splitlines(), 1):
+            said = {name for name, title in names.items()
+                    if re.search(rf"\b{re.escape(title)}\b", line)}
+            if len(said) >= 3:
+                found.append(f"{path}:{number}: lists {', '.join(sorted(said))}")
+    return found
+
+
+def package_files() -> dict[str, str]:
+    return {str(p.relative_to(PROJECT_ROOT)): p.read_text()
+            for p in sorted((PROJECT_ROOT / "rayhpc").rglob("*.py"))}
+
+
+def test_no_module_outside_schedulers_names_a_scheduler():
+    names = {name: scheduler.title for name, scheduler in SCHEDULERS.items()}
+    assert scheduler_names_outside(package_files(), names) == []
+
+
+def test_the_scheduler_name_rule_finds_a_comparison_and_a_hand_made_list():
+    names = {name: scheduler.title for name, scheduler in SCHEDULERS.items()}
+    planted = {"rayhpc/launcher/resolve/planted.py":
+               'def f(site):\n    return site.scheduler != "slurm"\n'
+               '"""For Slurm, PBS and LSF alike."""\n'}
+    assert scheduler_names_outside(planted, names) == [
+        "rayhpc/launcher/resolve/planted.py:2: 'slurm'",
+        "rayhpc/launcher/resolve/planted.py:3: lists lsf, pbs, slurm"]

@@ -37,6 +37,10 @@ class Backend:
         directory must be theirs)."""
         return None
 
+    def check_gpu_request(self, site: Site, num_gpus: int | None,
+                          groups: tuple[NodeGroup, ...]) -> None:
+        """Refuse GPUs this site cannot be asked for (UserError); before anything is made."""
+
     def ready_image(self, spec: LaunchSpec, site: Site, dry_run: bool) -> None:
         """Check the image (and make it where the backend can); UserError naming --image."""
         raise NotImplementedError

@@ -14,6 +14,7 @@ from rayhpc.launcher.schedulers.base import Job, Scheduler, filesystem_names, mi
 
 class Cobalt(Scheduler):
     name = "cobalt"
+    title = "Cobalt"
     launcher = "aprun"
     job_id_var = "COBALT_JOBID"
     directive = "#COBALT"

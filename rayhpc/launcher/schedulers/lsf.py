@@ -30,6 +30,7 @@ def lsf_minutes(seconds: int) -> str:
 
 class LSF(Scheduler):
     name = "lsf"
+    title = "LSF"
     launcher = "blaunch"
     job_id_var = "LSB_JOBID"
     directive = "#BSUB"

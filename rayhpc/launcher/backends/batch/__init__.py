@@ -1,5 +1,5 @@
-"""The batch backend: a job script for a batch scheduler (Slurm, PBS, Cobalt, LSF) that starts
-the node program in an HPC container runtime on every node of the allocation."""
+"""The batch backend: a job script for a batch scheduler (one of `launcher.schedulers`) that
+starts the node program in an HPC container runtime on every node of the allocation."""
 
 from __future__ import annotations
 
@@ -19,21 +19,36 @@ from rayhpc.launcher.backends.batch.launch import (
     submit_script,
 )
 from rayhpc.launcher.contract import RunPaths
+from rayhpc.launcher.resolve.gpus import check_launch_gpus
+from rayhpc.launcher.resolve.groups import group_gpu_count
 from rayhpc.launcher.runtimes import RUNTIMES, runtime
 from rayhpc.launcher.schedulers import SCHEDULERS
 
 if TYPE_CHECKING:
-    from rayhpc.launcher.contract import Block, LaunchedRun, LaunchSpec
+    from rayhpc.launcher.contract import Block, LaunchedRun, LaunchSpec, NodeGroup
     from rayhpc.launcher.resolve.config import Site
 
 
 class BatchBackend(Backend):
     name = "batch"
-    schedulers = tuple(SCHEDULERS)
+
+    @property
+    def schedulers(self) -> tuple[str, ...]:  # type: ignore[override]
+        """Every registered scheduler (read when asked: the registry is the one list)."""
+        return tuple(SCHEDULERS)
+
     runtimes = tuple(name for name, cls in RUNTIMES.items() if cls.batch)
 
     def node_launcher(self, site: Site) -> str:
         return SCHEDULERS[site.scheduler].launcher_for(site.option("scheduler_options"))
+
+    def check_gpu_request(self, site: Site, num_gpus: int | None,
+                          groups: tuple[NodeGroup, ...]) -> None:
+        """GPUs that cannot be asked of the site's scheduler are refused (UserError)."""
+        requests = SCHEDULERS[site.scheduler].requests_gpus(site.option("scheduler_options"))
+        check_launch_gpus(site.name, site.option("gpu"), num_gpus, requests,
+                          tuple((group.name, group.gpu, group_gpu_count(group, num_gpus))
+                                for group in groups))
 
     def ready_image(self, spec: LaunchSpec, site: Site, dry_run: bool) -> None:
         node_runtime = runtime(site.runtime)

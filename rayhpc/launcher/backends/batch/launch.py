@@ -146,7 +146,7 @@ def submit_script(scheduler: Scheduler, script: Path, cwd: Path, site: Site) -> 
                           (result.stderr or result.stdout).strip().splitlines())
         said = said[-600:] or "no job id in its output"
         raise UserError(f"{cmd[0]} refused the job (exit {result.returncode}): {said}\n"
-                        f"{rejection_hint(said, site.name, str(site.path))}")
+                        f"{rejection_hint(said, site.name, str(site.path), scheduler.rejections)}")
     return job_id
 
 
