@@ -10,6 +10,7 @@ import pytest
 
 from rayhpc.launcher.node import preflight
 from rayhpc.launcher.node.preflight import (
+    GpuDevices,
     NodeFacts,
     check_disk,
     check_gpus,
@@ -58,11 +59,36 @@ def test_socket_path():
     assert not long.ok and "e.g. /tmp/ray-$USER" in long.fix
 
 
-@pytest.mark.parametrize("kind, nvidia, kfd, render, count", [
-    ("nvidia", 4, False, 0, 4), ("amd", 0, True, 8, 8), ("amd", 0, False, 8, 0),
-    ("intel", 0, False, 12, 12), ("", 2, False, 0, 2), ("", 0, False, 0, 0)])
-def test_gpus_counted_from_the_devices_of_each_kind(kind, nvidia, kfd, render, count):
-    assert count_gpus(kind, nvidia, kfd, render) == count
+# What each site's nodes show (device files), from its documentation (the sources are in
+# tests/emulation/site_nodes.yaml, whose emulated nodes run these counts for real): Polaris 4
+# A100 (/dev/nvidia0-3); Frontier 4 MI250X = 8 GCDs (/dev/kfd, a render node per GCD); Aurora 6
+# cards of 2 tiles ("6 GPUs and 12 GPU tiles", card0-card5), 12 devices for Level Zero under
+# ZE_FLAT_DEVICE_HIERARCHY=FLAT, 6 under COMPOSITE.
+POLARIS = GpuDevices(nvidia=4)
+FRONTIER = GpuDevices(kfd=True, render_nodes=8, cards=8)
+AURORA = GpuDevices(render_nodes=6, cards=6, level_zero=12)
+
+
+@pytest.mark.parametrize("kind, devices, count", [
+    ("nvidia", POLARIS, 4), ("amd", FRONTIER, 8), ("amd", GpuDevices(render_nodes=8), 0),
+    ("intel", AURORA, 12), ("intel", GpuDevices(render_nodes=6, cards=6, level_zero=6,
+                                                hierarchy="COMPOSITE"), 6),
+    ("intel", GpuDevices(render_nodes=6, cards=6), 6), ("", POLARIS, 4), ("", AURORA, 12),
+    ("", GpuDevices(), 0)])
+def test_gpus_counted_as_each_kinds_runtime_shows_them(kind, devices, count):
+    assert count_gpus(kind, devices)[0] == count
+
+
+def test_intel_gpus_are_counted_as_ray_counts_them_and_said_so():
+    assert count_gpus("intel", AURORA)[1] == ("Level Zero devices, ZE_FLAT_DEVICE_HIERARCHY="
+                                              "FLAT, on 6 cards")
+    without_dpctl = count_gpus("intel", GpuDevices(render_nodes=6, cards=6))
+    assert without_dpctl == (6, "cards; no dpctl in the image, so tiles are not counted")
+    # Aurora's default launch asks for its 12 tiles: it passes on Aurora's nodes, and a
+    # COMPOSITE hierarchy (6 devices) is refused with the fix.
+    assert check_gpus("intel", 12, *count_gpus("intel", AURORA)).ok
+    refused = check_gpus("intel", 12, 6, "cards")
+    assert not refused.ok and "ZE_FLAT_DEVICE_HIERARCHY=FLAT" in refused.fix
 
 
 def test_gpus_visible_against_those_asked_for():
@@ -89,7 +115,7 @@ def test_versions_against_the_heads():
 def facts(**changes: object) -> NodeFacts:
     values = dict(open_files=(65536, 65536), shm_bytes=2 * GIB, object_store=int(1.6 * GIB),
                   temp_dir="/tmp/rh-abcd123", temp_dir_fits=True, socket_limit=107,
-                  disk=(100 * GIB, 50 * GIB), gpu_kind="", gpus_found=0,
+                  disk=(100 * GIB, 50 * GIB), gpu_kind="", gpus_found=0, gpus_counted="",
                   versions={"ray": "2.60.0", "python": "3.11.9"})
     values.update(changes)
     return NodeFacts(**values)
@@ -110,7 +136,7 @@ def test_the_checks_on_this_machine_for_real(tmp_path):
     when GPUs are asked for."""
     total, free = preflight.disk(str(tmp_path))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    found = preflight.visible_gpus("nvidia")
+    found, _ = preflight.visible_gpus("nvidia")
     real = facts(open_files=(soft, hard), disk=(total, free), gpu_kind="nvidia",
                  gpus_found=found, versions=preflight.node_versions("2.60.0"))
     checks = run_checks(real, None, None, None)

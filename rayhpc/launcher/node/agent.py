@@ -30,6 +30,7 @@ from rayhpc.launcher.contract import (
 from rayhpc.launcher.node import harvest, preflight
 from rayhpc.launcher.node.driver_output import to_stdout
 from rayhpc.launcher.node.errors import LaunchFailed
+from rayhpc.launcher.node.gpu_env import gpu_environment
 from rayhpc.launcher.node.processes import RayCli, raise_fd_limit, stop_session
 from rayhpc.launcher.node.ray_start import (
     LABELS_SINCE,
@@ -134,6 +135,14 @@ class Agent:
             home = str(self.temp_dir / "home")
             os.makedirs(home, exist_ok=True)
             env["HOME"] = os.environ["HOME"] = home
+        # The GPU variables Ray needs from those the scheduler set (AMD: HIP from ROCR), in
+        # this process too (it connects to Ray) and so in the driver's.
+        gpus = gpu_environment(env)
+        if gpus:
+            env.update(gpus)
+            os.environ.update(gpus)
+            self.say("GPUs: " + ", ".join(f"{name}={value}" for name, value in gpus.items())
+                     + " (the scheduler set ROCR_VISIBLE_DEVICES; Ray's AMD path takes HIP's)")
         env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
         env["RAY_USAGE_STATS_ENABLED"] = "0"
         if self.spec.auth == "token" and self.token:
@@ -184,12 +193,13 @@ class Agent:
         gpu_kind = self.group.gpu if self.group else ""
         wanted = self.group.num_gpus if self.group and self.group.num_gpus is not None \
             else self.spec.num_gpus
+        gpus_found, gpus_counted = preflight.visible_gpus(gpu_kind)
         facts = preflight.NodeFacts(
             open_files=resource.getrlimit(resource.RLIMIT_NOFILE), shm_bytes=shm_size(),
             object_store=self.object_store(), temp_dir=str(self.temp_dir),
             temp_dir_fits=temp_dir_fits(str(self.temp_dir)), socket_limit=AF_UNIX_MAX,
             disk=preflight.disk(str(self.temp_dir)), gpu_kind=gpu_kind,
-            gpus_found=preflight.visible_gpus(gpu_kind),
+            gpus_found=gpus_found, gpus_counted=gpus_counted,
             versions=preflight.node_versions(self.ray_version))
         checks = preflight.run_checks(facts, self.spec.object_store_memory, wanted,
                                       head_versions)

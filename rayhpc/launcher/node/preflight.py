@@ -12,6 +12,7 @@ address (one message the workers get anyway).
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import platform
 import resource
@@ -86,23 +87,54 @@ def check_socket_path(temp_dir: str, fits: bool, limit: int) -> Check:
 
 # What shows the GPUs of each kind in a container: NVIDIA's device files (/dev/nvidia0, ...;
 # /dev/nvidiactl and /dev/nvidia-uvm are not GPUs), AMD's /dev/kfd with a render node per GPU
-# under /dev/dri (ROCm), Intel's render nodes under /dev/dri.
-def count_gpus(kind: str, nvidia: int, kfd: bool, render_nodes: int) -> int:
-    """GPUs of ``kind`` ("" : any) from what /dev shows."""
-    counts = {"nvidia": nvidia, "amd": render_nodes if kfd else 0, "intel": render_nodes}
-    return counts[kind] if kind else max(counts.values())
+# (per GCD on MI250X) under /dev/dri (ROCm), Intel's cards under /dev/dri. An Intel card may
+# hold several tiles, and Level Zero shows each tile as a device under
+# ZE_FLAT_DEVICE_HIERARCHY=FLAT (ALCF Aurora, docs/aurora/running-jobs-aurora.md: "a total of 6
+# GPUs and 12 GPU tiles on the GPUs per Aurora node"; the frameworks module "sets
+# ZE_FLAT_DEVICE_HIERARCHY=FLAT, treating each tile as a device"): those devices are what Ray
+# counts (through dpctl) and what num_gpus means there, not the cards.
+@dataclass(frozen=True)
+class GpuDevices:
+    """What a node shows of its GPUs."""
+    nvidia: int = 0  # /dev/nvidia<N>
+    kfd: bool = False  # /dev/kfd: ROCm's kernel driver
+    render_nodes: int = 0  # /dev/dri/renderD*
+    cards: int = 0  # /dev/dri/card<N>
+    level_zero: int | None = None  # Intel's devices as Ray counts them (None: no dpctl)
+    hierarchy: str = "FLAT"  # ZE_FLAT_DEVICE_HIERARCHY (Level Zero's default: FLAT)
 
 
-def check_gpus(kind: str, wanted: int | None, found: int) -> Check:
+def count_gpus(kind: str, devices: GpuDevices) -> tuple[int, str]:
+    """GPUs of ``kind`` ("" : any) from what the node shows, and how they were counted."""
+    intel, how = devices.cards, "cards; no dpctl in the image, so tiles are not counted"
+    if devices.level_zero is not None:
+        intel = devices.level_zero
+        how = (f"Level Zero devices, ZE_FLAT_DEVICE_HIERARCHY={devices.hierarchy}, on "
+               f"{devices.cards} cards")
+    counts = {"nvidia": (devices.nvidia, ""),
+              "amd": (devices.render_nodes if devices.kfd else 0, ""),
+              "intel": (intel, how if devices.cards else "")}
+    if kind:
+        return counts[kind]
+    return max(counts.values(), key=lambda count: count[0])
+
+
+def check_gpus(kind: str, wanted: int | None, found: int, how: str = "") -> Check:
     """GPUs visible in the container against those asked for (``wanted`` None or 0: none)."""
     named = f"{kind} GPUs" if kind else "GPUs"
+    visible = f"{found} {named} visible" + (f" ({how})" if how else "")
     if not wanted:
-        return Check("gpus", True, f"{found} {named} visible, none asked for")
-    line = f"{found} {named} visible, {wanted} asked for"
+        return Check("gpus", True, f"{visible}, none asked for")
+    line = f"{visible}, {wanted} asked for"
     if found < wanted:
-        return Check("gpus", False, line,
-                     "check the job's GPU request (the site's gpu and num_gpus), the runtime's "
-                     "GPU flag (--nv, --rocm) and the image (CUDA or ROCm)")
+        fix = ("check the job's GPU request (the site's gpu and num_gpus), the runtime's "
+               "GPU flag (--nv, --rocm) and the image (CUDA or ROCm)")
+        if kind == "intel":
+            fix = ("num_gpus counts Level Zero devices: tiles under "
+                   "ZE_FLAT_DEVICE_HIERARCHY=FLAT, cards under COMPOSITE; set the hierarchy "
+                   "in the site's environment or num_gpus to match, and put dpctl in the "
+                   "image (Ray counts Intel GPUs through it)")
+        return Check("gpus", False, line, fix)
     return Check("gpus", True, line)
 
 
@@ -136,10 +168,25 @@ def node_versions(ray_version: str) -> dict[str, str]:
     return {"ray": ray_version, "python": platform.python_version()}
 
 
-def visible_gpus(kind: str) -> int:
-    nvidia = len(glob.glob("/dev/nvidia[0-9]*"))
-    return count_gpus(kind, nvidia, os.path.exists("/dev/kfd"),
-                      len(glob.glob("/dev/dri/renderD*")))
+def visible_gpus(kind: str) -> tuple[int, str]:
+    """The node's GPUs of ``kind`` as its device files (and for Intel, Ray) show them."""
+    devices = GpuDevices(nvidia=len(glob.glob("/dev/nvidia[0-9]*")),
+                         kfd=os.path.exists("/dev/kfd"),
+                         render_nodes=len(glob.glob("/dev/dri/renderD*")),
+                         cards=len(glob.glob("/dev/dri/card[0-9]*")),
+                         level_zero=level_zero_devices() if kind in ("", "intel") else None,
+                         hierarchy=os.environ.get("ZE_FLAT_DEVICE_HIERARCHY", "FLAT"))
+    return count_gpus(kind, devices)
+
+
+def level_zero_devices() -> int | None:
+    """Intel's GPU devices as Ray counts them (dpctl's level_zero:gpu context; None: no dpctl in
+    the image, so Ray counts none)."""
+    if importlib.util.find_spec("dpctl") is None:
+        return None
+    from ray._private.accelerators.intel_gpu import IntelGPUAcceleratorManager
+
+    return IntelGPUAcceleratorManager.get_current_node_num_accelerators()
 
 
 def disk(path: str) -> tuple[int, int]:
@@ -159,6 +206,7 @@ class NodeFacts:
     disk: tuple[int, int]  # total, free
     gpu_kind: str
     gpus_found: int
+    gpus_counted: str  # how (e.g. Intel's tiles); "" : by their device files
     versions: dict[str, str]
 
 
@@ -169,7 +217,7 @@ def run_checks(facts: NodeFacts, requested_store: int | None, gpus_wanted: int |
             check_socket_path(facts.temp_dir, facts.temp_dir_fits, facts.socket_limit),
             check_disk(facts.temp_dir, *facts.disk),
             check_shm(facts.shm_bytes, facts.object_store, requested_store),
-            check_gpus(facts.gpu_kind, gpus_wanted, facts.gpus_found),
+            check_gpus(facts.gpu_kind, gpus_wanted, facts.gpus_found, facts.gpus_counted),
             check_versions(facts.versions, head_versions)]
 
 

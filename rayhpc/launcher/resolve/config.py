@@ -125,6 +125,7 @@ SITE_OPTIONS: dict[str, type] = {
     "queues_read": str,         # the day the table was read against it (YYYY-MM-DD)
     "requires_account": bool,   # the site refuses jobs without a project (--account)
     "shared_nodes": bool,       # nodes may be shared with other jobs: ask for no exclusivity
+    "setup_binds_gpus": bool,   # the setup's modules bind the GPU stack: no --nv/--rocm flag
     "proxy": str,               # outbound proxy of the compute nodes (http_proxy, https_proxy)
     "no_proxy": list,           # hosts reached without the proxy (the head's address is added)
     "groups": dict,             # node groups: name -> nodes, image, gpu, resources, ... (groups.py)

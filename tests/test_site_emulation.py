@@ -1,0 +1,148 @@
+"""Every site profile's job script, as rendered, run end to end with the real image and real
+Ray on emulated nodes of its site (tests/emulation/site_nodes.yaml, each fact with its source).
+
+Slurm sites run on the Slurm test bed, given the GPUs of their nodes (gres.conf over device
+files made in the node containers: Slurm itself sets CUDA_/ROCR_VISIBLE_DEVICES), their
+partitions and CPU counts. PBS, LSF and Cobalt sites are submitted from the login node through
+stand-ins of their batch commands, and their launchers (mpiexec, mpirun, pbsdsh, blaunch, jsrun,
+aprun) are stand-ins that start one real task per node with exactly the environment the table
+gives a task. GPU nodes carry stand-ins of the vendors' management libraries, so Ray takes the
+path it takes on the machine. The driver of a GPU site asks Ray for one GPU per task on every
+GPU of the cluster and checks that each task saw its own device."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rayhpc.launcher import SITES_DIR
+from tests import PROJECT_ROOT
+from tests.emulation import (
+    STANDINS,
+    build_gpu_image,
+    build_nvml,
+    load_table,
+    node_pools,
+    site_rows,
+    submit_shims,
+)
+from tests.testbed.harness import RECIPE, SlurmTestbed
+
+pytestmark = pytest.mark.docker
+TABLE = load_table()
+ROWS = site_rows(TABLE)
+GPU_IMAGE = "rayhpc-test/ray-vendor-standins:2.60.0-py311"
+RAY_PROCESSES = "raylet|gcs_server|ray::|dashboard|default_worker|node_agent.pyz"
+
+
+@pytest.fixture(scope="module")
+def bed(docker_api, converted, tmp_path_factory):
+    from rayhpc.containers.images import ensure_recipe_image
+    from rayhpc.containers.sif import convert_image
+
+    node_image = ensure_recipe_image(RECIPE, "default")
+    image, sif, _ = converted
+    shared = Path(tempfile.mkdtemp(prefix="rayhpc-emulated-"))
+    shared.chmod(0o777)  # the cluster's users (ray, uid 1000) write here
+    shutil.copyfile(sif, shared / "ray.sif")
+    gpu_sif = convert_image(build_gpu_image(docker_api, image, GPU_IMAGE),
+                            tmp_path_factory.mktemp("gpu-sif"))
+    shutil.copyfile(gpu_sif, shared / "ray-gpu.sif")
+    for name in ("ray.sif", "ray-gpu.sif"):
+        (shared / name).chmod(0o644)
+    nvml = build_nvml(tmp_path_factory.mktemp("nvml"))
+    testbed = SlurmTestbed(docker_api, node_image, shared, PROJECT_ROOT,
+                           pools=node_pools(TABLE), nvml=nvml, tools=(STANDINS / "module",))
+    try:
+        testbed.start()
+        yield testbed
+    finally:
+        testbed.stop()
+        subprocess.run(["rm", "-rf", str(shared)], check=False)
+
+
+def site_file(bed: SlurmTestbed, row) -> str:
+    """The row's profile as a user names it, or a copy with the row's scheduler options (a
+    user who picks another launcher copies the profile, as its comments say)."""
+    profile = row.row["profile"]
+    path = (PROJECT_ROOT / "rayhpc" / profile if profile.endswith(".yaml")
+            else SITES_DIR / f"{profile}.yaml")
+    if not row.row.get("scheduler_options"):
+        return str(path) if profile.endswith(".yaml") else profile
+    data = yaml.safe_load(path.read_text())
+    data["name"] = row.name
+    data["scheduler_options"] = {**data.get("scheduler_options", {}),
+                                 **row.row["scheduler_options"]}
+    copy = bed.shared / f"{row.name}.yaml"
+    copy.write_text(yaml.safe_dump(data))
+    copy.chmod(0o644)
+    return str(copy)
+
+
+def gpus_per_node(row) -> int:
+    hardware = TABLE["hardware"][row.hardware]
+    return hardware["gpus"] * hardware.get("devices_per_gpu", 1)
+
+
+def emulated_launch(bed: SlurmTestbed, row, *args: str) -> tuple[subprocess.CompletedProcess,
+                                                                    Path | None]:
+    """`rayhpc launch --site <profile> --wait` on the login node, as the site's user would run
+    it, with the row's flags; stand-ins of the batch commands first on PATH where the site's
+    scheduler is not the test bed's Slurm."""
+    env = []
+    if row.scheduler != "slurm":
+        bin_dir = submit_shims(bed.shared / "emulation" / row.name, row.scheduler)
+        spool = bed.shared / "emulation" / "spool"
+        spool.mkdir(parents=True, exist_ok=True)
+        spool.chmod(0o777)
+        env = [f"PATH={bin_dir}:/usr/local/bin:/usr/bin:/bin",
+               f"EMULATED_PARTITION={row.partition}", f"EMULATED_LAUNCHER={row.row['launcher']}",
+               f"EMULATED_SPOOL={spool}"]
+    gpu = TABLE["hardware"][row.hardware]["gpu"]
+    image = bed.shared / ("ray-gpu.sif" if gpu else "ray.sif")
+    driver = "python examples/hello_gpus.py" if gpu else "python examples/hello_nodes.py"
+    result = bed.exec("controller", "env", *env, "python3", "-m", "invoke", "-r",
+                      str(PROJECT_ROOT), "launch", "--site", site_file(bed, row), "--nodes", "2",
+                      "--shared", str(bed.shared), "--image", str(image), "--wait",
+                      "--join-timeout", "180", "--driver", driver,
+                      *row.row.get("flags", []), *args,
+                      user="ray", workdir=str(bed.shared))
+    match = re.search(r"run dir (\S+)", result.stdout)
+    return result, Path(match.group(1)) if match else None
+
+
+def job_out(run_dir: Path | None) -> str:
+    path = run_dir / "job.out" if run_dir else None
+    return "\n--- job.out ---\n" + path.read_text()[-5000:] if path and path.exists() else ""
+
+
+def assert_nothing_left(bed: SlurmTestbed) -> None:
+    result = bed.exec("controller", "sh", "-c", "for i in $(seq 60); do "
+                      "[ -z \"$(squeue --noheader)\" ] && exit 0; sleep 1; done; exit 1")
+    assert result.returncode == 0, bed.exec("controller", "squeue").stdout
+    for host in bed.hosts:
+        left = bed.exec(host, "pgrep", "-a", "-f", RAY_PROCESSES).stdout.strip()
+        assert left == "", f"Ray processes left on {host}: {left}"
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
+def test_every_site_runs_its_job_script_on_emulated_nodes(bed, row):
+    if row.name == "slurm-pyxis":
+        pytest.skip("not emulated")
+    result, run_dir = emulated_launch(bed, row)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:] + job_out(run_dir)
+    if TABLE["hardware"][row.hardware]["gpu"]:
+        total = 2 * gpus_per_node(row)
+        assert re.search(rf"^hello from {total} GPUs on 2 nodes: each task its own device",
+                         result.stdout, re.M), output[-5000:]
+    else:
+        assert re.search(r"^hello from 2 nodes: ", result.stdout, re.M), output[-5000:]
+    assert (run_dir / "exit_code").read_text().strip() == "0"
+    assert_nothing_left(bed)
