@@ -79,7 +79,7 @@ def test_every_hpc_site_has_a_golden_job_script_and_names_its_sources():
             'apptainer exec --no-home'),
     ("lumi", "srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --cpus-per-task=56 "
              "--cpu-bind=none --gpus-per-node=8 --kill-on-bad-exit=0 singularity exec "
-             "--no-home --rocm --bind"),
+             "--no-home --bind"),
 ])
 def test_one_agent_per_node_in_the_site_runtime_with_all_its_cpus(name, launcher):
     script = script_for(name)

@@ -6,6 +6,7 @@
 #SBATCH --output=/lus/proj/shared/runs/20260101-000000-abcd/job.out
 #SBATCH --signal=B:TERM@60
 #SBATCH --exclusive
+#SBATCH --mem=0
 #SBATCH --account=PROJ
 #SBATCH --partition=standard-g
 #SBATCH --gpus-per-node=8
@@ -36,7 +37,7 @@ fi
 cd /lus/proj/shared
 
 # One node agent per node, in the container; rank 0 becomes the Ray head.
-srun --nodes=64 --ntasks=64 --ntasks-per-node=1 --cpus-per-task=56 --cpu-bind=none --gpus-per-node=8 --kill-on-bad-exit=0 singularity exec --no-home --rocm --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
+srun --nodes=64 --ntasks=64 --ntasks-per-node=1 --cpus-per-task=56 --cpu-bind=none --gpus-per-node=8 --kill-on-bad-exit=0 singularity exec --no-home --bind /lus/proj/shared --pwd /lus/proj/shared /lus/proj/ray.sif python /lus/proj/shared/runs/20260101-000000-abcd/node_agent.pyz --run-dir /lus/proj/shared/runs/20260101-000000-abcd &
 step=$!
 # The walltime warning comes here. Tell the agents through the run directory (srun
 # would kill its tasks on SIGTERM, not pass it on): they stop the driver and Ray on
