@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from rayhpc.launcher.contract import HeadRecord, LaunchSpec
-from rayhpc.launcher.launch import resolve_spec
+from rayhpc.launcher.orchestration import resolve_spec
 from rayhpc.launcher.resolve.config import load_site
 
 RUN_ID = "20260101-000000-abcd"

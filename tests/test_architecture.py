@@ -403,3 +403,28 @@ def test_the_scheduler_name_rule_finds_a_comparison_and_a_hand_made_list():
     assert scheduler_names_outside(planted, names) == [
         "rayhpc/launcher/resolve/planted.py:2: 'slurm'",
         "rayhpc/launcher/resolve/planted.py:3: lists lsf, pbs, slurm"]
+
+
+# -- one name, one room
+
+def shared_file_names(paths: list[Path]) -> dict[str, list[str]]:
+    """Base names that more than one module of the package has (``__init__.py`` aside): each
+    file's name must say its job wherever it is opened or imported from."""
+    seen: dict[str, list[str]] = {}
+    for path in paths:
+        if path.name != "__init__.py":
+            seen.setdefault(path.name, []).append(str(path))
+    return {name: sorted(where) for name, where in seen.items() if len(where) > 1}
+
+
+def test_no_two_modules_of_the_package_share_a_file_name():
+    paths = [p.relative_to(PROJECT_ROOT) for p in (PROJECT_ROOT / "rayhpc").rglob("*.py")]
+    assert shared_file_names(paths) == {}
+
+
+def test_the_file_name_rule_finds_a_planted_twin():
+    paths = [Path("rayhpc/launcher/runs/grow_shrink.py"), Path("rayhpc/launcher/node/a.py"),
+             Path("rayhpc/launcher/backends/a.py"), Path("rayhpc/x/__init__.py"),
+             Path("rayhpc/y/__init__.py")]
+    assert shared_file_names(paths) == {"a.py": ["rayhpc/launcher/backends/a.py",
+                                                 "rayhpc/launcher/node/a.py"]}

@@ -272,7 +272,7 @@ def test_the_summary_lines_shown_are_the_ones_the_launcher_prints(tmp_path):
         (run_dir / "spec.json").write_text(json.dumps(
             {**spec.to_json(), "driver": None if ran.group(1) == "up" else "python x.py"}))
         lost_names = (re.search(r" \(lost: ([^)]*)\)", line) or [None, None])[1]
-        # A grown block's counts, as the head records them (`node.blocks.block_counts`).
+        # A grown block's counts, as the head records them (`node.block_keeper.block_counts`).
         blocks = {name: {"nodes": [f"{name}-w{i}" for i in range(int(joined))],
                          "left": int(left), "lost": int(lost or 0)}
                   for name, joined, left, lost in re.findall(

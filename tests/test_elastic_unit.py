@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends.batch.jobscript import render_job_script
 from rayhpc.launcher.backends.local.compose import render_block_compose
 from rayhpc.launcher.contract import Block, RunPaths, drain_window, read_blocks, write_record
-from rayhpc.launcher.node.blocks import BlockKeeper, block_counts, idle, release_order
+from rayhpc.launcher.node.block_keeper import BlockKeeper, block_counts, idle, release_order
 from rayhpc.launcher.node.channel import Channel, ControlServer, secret_of
 from rayhpc.launcher.resolve.config import load_site
-from rayhpc.launcher.runs.blocks import BlockRequest, claim, next_block_number, resolve_block
+from rayhpc.launcher.runs.grow_shrink import BlockRequest, claim, next_block_number, resolve_block
 from rayhpc.launcher.runs.run import Run
 from tests.cli import invoke
 from tests.golden import assert_golden

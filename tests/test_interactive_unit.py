@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends.rundir import prepare_run_dir
 from rayhpc.launcher.contract import RunPaths, write_json, write_record
 from rayhpc.launcher.node.connect import connect_text
@@ -41,7 +41,7 @@ def test_no_driver_anywhere_is_an_interactive_cluster():
 
 
 def test_interactive_wins_over_a_driver_from_the_environment_or_site():
-    from rayhpc.launcher.launch import resolve_spec
+    from rayhpc.launcher.orchestration import resolve_spec
     from rayhpc.launcher.resolve.config import load_site
 
     spec = resolve_spec(load_site("local"), {}, {"RAYHPC_DRIVER": "python x.py"},

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from rayhpc.launcher.backends import backend_for
-from rayhpc.launcher.backends.batch.launch import submit_script
 from rayhpc.launcher.backends.batch.rejections import rejection_hint
+from rayhpc.launcher.backends.batch.submission import submit_script
 from rayhpc.launcher.contract import RANK_VARS_ENV
 from rayhpc.launcher.resolve.config import load_site
 from rayhpc.launcher.schedulers import SCHEDULERS, Job, Scheduler, allocated_nodes
-from rayhpc.launcher.schedulers.base import minutes
+from rayhpc.launcher.schedulers.scheduler_interface import minutes
 from tests.specs import make_spec
 
 # -- the throwaway scheduler's module (Flux's batch commands, in shape only: not a site's)

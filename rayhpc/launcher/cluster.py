@@ -24,7 +24,7 @@ from typing import Any
 
 from rayhpc.launcher.backends.watch import noting_signals
 from rayhpc.launcher.contract import HeadRecord
-from rayhpc.launcher.launch import start
+from rayhpc.launcher.orchestration import start
 from rayhpc.launcher.runs.jobs import ClusterError
 from rayhpc.launcher.runs.logs import logs as run_logs
 from rayhpc.launcher.runs.run import Run, find_run, shared_dir, status_line

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rayhpc.containers.errors import UserError
-from rayhpc.launcher.backends.base import Backend
+from rayhpc.common.user_error import UserError
+from rayhpc.launcher.backends.backend_interface import Backend
 from rayhpc.launcher.backends.batch import BatchBackend
 from rayhpc.launcher.backends.local import LocalBackend
 

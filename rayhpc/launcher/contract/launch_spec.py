@@ -36,7 +36,7 @@ DASHBOARD_LOCAL_PORT = 8265  # the laptop's end of the SSH tunnel (Ray's usual d
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    """Everything one launch needs, complete when made (`launcher.launch.resolve_spec`); the
+    """Everything one launch needs, complete when made (`launcher.orchestration.resolve_spec`); the
     nodes read it from spec.json. Defaults live in `launcher.resolve.config.SETTINGS` only."""
     run_id: str
     site: str

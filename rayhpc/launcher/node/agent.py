@@ -29,8 +29,8 @@ from rayhpc.launcher.contract import (
 )
 from rayhpc.launcher.node import harvest, preflight
 from rayhpc.launcher.node.driver_output import to_stdout
-from rayhpc.launcher.node.errors import LaunchFailed
 from rayhpc.launcher.node.gpu_env import gpu_environment
+from rayhpc.launcher.node.launch_failed import LaunchFailed
 from rayhpc.launcher.node.processes import RayCli, raise_fd_limit, stop_session
 from rayhpc.launcher.node.ray_start import (
     LABELS_SINCE,

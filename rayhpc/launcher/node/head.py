@@ -27,12 +27,12 @@ from rayhpc.launcher.contract import (
     write_record,
 )
 from rayhpc.launcher.node.agent import Agent
-from rayhpc.launcher.node.blocks import BlockKeeper, RayDrain, block_counts
+from rayhpc.launcher.node.block_keeper import BlockKeeper, RayDrain, block_counts
 from rayhpc.launcher.node.channel import ControlServer, secret_of
 from rayhpc.launcher.node.connect import connect_text
 from rayhpc.launcher.node.driver_output import DriverOutput
-from rayhpc.launcher.node.errors import LaunchFailed
-from rayhpc.launcher.node.fabric import head_route_environment
+from rayhpc.launcher.node.head_route import head_route_environment
+from rayhpc.launcher.node.launch_failed import LaunchFailed
 from rayhpc.launcher.node.membership import watch_nodes
 from rayhpc.launcher.node.processes import POLL_S, stop_session
 from rayhpc.launcher.node.ray_start import agent_addresses, node_ip, without_proxy

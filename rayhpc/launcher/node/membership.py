@@ -1,5 +1,5 @@
 """Who is in the cluster while it runs (the head's watch): workers that leave it (a killed
-container, a dead host, a block that died), blocks that join and leave (`node.blocks`).
+container, a dead host, a block that died), blocks that join and leave (`node.block_keeper`).
 
 A worker's agent closing its connection says it at once; Ray's node list, asked rarely, catches
 a node whose Ray died under a living agent. status.json is rewritten on a change, at most once a

@@ -22,9 +22,9 @@ from rayhpc.launcher.contract import (
 )
 from rayhpc.launcher.node.agent import RAY_STOP_GRACE_HEADLESS_S, RAY_STOP_GRACE_S, Agent
 from rayhpc.launcher.node.channel import Channel, backoff, secret_of
-from rayhpc.launcher.node.errors import LaunchFailed
-from rayhpc.launcher.node.fabric import head_route_environment
 from rayhpc.launcher.node.harvest import harvest_spread_s
+from rayhpc.launcher.node.head_route import head_route_environment
+from rayhpc.launcher.node.launch_failed import LaunchFailed
 from rayhpc.launcher.node.processes import POLL_S, RayCli
 from rayhpc.launcher.node.ray_start import node_ip
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rayhpc.containers.datafiles import check_keys, find_yaml, read_yaml, yaml_names
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
+from rayhpc.common.yaml_files import check_keys, find_yaml, read_yaml, yaml_names
 from rayhpc.launcher import SITES_DIR
 from rayhpc.launcher.contract import NodeGroup
-from rayhpc.launcher.resolve.fabric import check_interface
+from rayhpc.launcher.resolve.fabric_interface import check_interface
 from rayhpc.launcher.resolve.groups import GPUS, parse_groups
 from rayhpc.launcher.resolve.queues import Queue, parse_queues
 from rayhpc.launcher.resolve.values import non_negative_int, positive_int

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 
 
 @dataclass(frozen=True)

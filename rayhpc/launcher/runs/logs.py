@@ -9,7 +9,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.contract import NodeRecord
 from rayhpc.launcher.runs.jobs import (
     SHOW_BYTES,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends import BACKENDS, Backend, backend_of
 from rayhpc.launcher.backends.watch import summary
 from rayhpc.launcher.contract import (

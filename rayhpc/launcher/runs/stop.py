@@ -6,11 +6,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends import BACKENDS
 from rayhpc.launcher.backends.watch import summary
 from rayhpc.launcher.contract import FINAL_STATES, record_end_for_the_head
-from rayhpc.launcher.runs.blocks import release_all, remove_blocks
+from rayhpc.launcher.runs.grow_shrink import release_all, remove_blocks
 from rayhpc.launcher.runs.jobs import ClusterError
 from rayhpc.launcher.runs.run import Run, leftover_runs, load_run
 

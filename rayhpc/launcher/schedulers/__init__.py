@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from rayhpc.launcher.schedulers.base import Job, Scheduler, Shell
 from rayhpc.launcher.schedulers.cobalt import Cobalt
 from rayhpc.launcher.schedulers.lsf import LSF
 from rayhpc.launcher.schedulers.pbs import PBS
+from rayhpc.launcher.schedulers.scheduler_interface import Job, Scheduler, Shell
 from rayhpc.launcher.schedulers.slurm import Slurm
 
 SCHEDULERS: dict[str, Scheduler] = {s.name: s for s in (Slurm(), PBS(), Cobalt(), LSF())}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from rayhpc.launcher.schedulers.base import Job, Scheduler, filesystem_names, minutes
+from rayhpc.launcher.schedulers.scheduler_interface import Job, Scheduler, filesystem_names, minutes
 
 
 class Cobalt(Scheduler):

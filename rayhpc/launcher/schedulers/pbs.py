@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.contract import RunPaths
-from rayhpc.launcher.schedulers.base import (
+from rayhpc.launcher.schedulers.scheduler_interface import (
     COMMON_REJECTIONS,
     Job,
     Scheduler,

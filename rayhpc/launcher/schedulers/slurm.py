@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from rayhpc.launcher.schedulers.base import COMMON_REJECTIONS, Job, Scheduler, Shell
+from rayhpc.launcher.schedulers.scheduler_interface import COMMON_REJECTIONS, Job, Scheduler, Shell
 from rayhpc.launcher.times import format_walltime
 
 QUEUE_OPTIONS = ("partition", "qos")

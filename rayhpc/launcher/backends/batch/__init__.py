@@ -7,10 +7,10 @@ import shutil
 import subprocess
 from typing import TYPE_CHECKING, TextIO
 
-from rayhpc.containers.errors import UserError
-from rayhpc.launcher.backends.base import Backend, check_versions, images_to_check
+from rayhpc.common.user_error import UserError
+from rayhpc.launcher.backends.backend_interface import Backend, check_versions, images_to_check
 from rayhpc.launcher.backends.batch.jobscript import render_job_script
-from rayhpc.launcher.backends.batch.launch import (
+from rayhpc.launcher.backends.batch.submission import (
     BatchLaunch,
     cancel_job,
     describe_job,

@@ -19,8 +19,8 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from rayhpc.common.user_error import UserError
 from rayhpc.containers.engine import connect
-from rayhpc.containers.errors import UserError
 from rayhpc.launcher.backends.local import container_user
 from rayhpc.launcher.backends.local.compose import render_compose
 from rayhpc.launcher.backends.local.manage import remove_run, stop_containers

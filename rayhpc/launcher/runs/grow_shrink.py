@@ -5,7 +5,7 @@ A block's nodes reach the head's agent at the address the launcher writes into t
 job script (from head.json, read once here), show the run's token, and join Ray like the
 launch's own workers; the head counts them per block in status.json. To release a block the
 launcher (or the block's own job script at its walltime warning) writes blocks/<b>.stop; the
-head drains its nodes, then stops them (they leave as `left`). See `launcher.node.blocks`.
+head drains its nodes, then stops them (they leave as `left`). See `launcher.node.block_keeper`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends.bundle import node_program
 from rayhpc.launcher.contract import (
     FIRST_GROWN_BLOCK,

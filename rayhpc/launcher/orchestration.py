@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends import backend_for
 from rayhpc.launcher.backends.rundir import (
     busy_gcs_ports,
@@ -24,7 +24,7 @@ from rayhpc.launcher.resolve.config import Site, check_groups, load_site, resolv
 from rayhpc.launcher.resolve.driver import check_driver
 from rayhpc.launcher.resolve.groups import group_flags, resolved_groups
 from rayhpc.launcher.resolve.queues import choose_queue, queue_warning
-from rayhpc.launcher.resolve.spec import default_temp_dir, new_run_id, ports_for, unused_run_id
+from rayhpc.launcher.resolve.run_ids import default_temp_dir, new_run_id, ports_for, unused_run_id
 from rayhpc.launcher.schedulers import allocated_nodes
 from rayhpc.launcher.times import format_walltime
 
