@@ -129,7 +129,7 @@ ENV_WORDS = ['env', 'PATH=', 'RAYHPC_RUN_DIR={run_dir}',
 
 
 @pytest.mark.parametrize("launcher, program, rank, expected", [
-    ("pbsdsh", "pbsdsh", "PBS_VNODENUM", ["-v", "--", *ENV_WORDS]),
+    ("pbsdsh", "pbsdsh", "PBS_NODENUM", ["-v", "--", *ENV_WORDS]),
     ("hydra", "mpiexec", "PMI_RANK", ["-n", "2", "-ppn", "1", "-f", "{nodefile}"]),
     ("openmpi", "mpirun", "OMPI_COMM_WORLD_RANK",
      ["-n", "2", "--map-by", "ppr:1:node", "--hostfile", "{nodefile}",

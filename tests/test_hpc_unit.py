@@ -253,7 +253,7 @@ def test_the_job_script_names_the_rank_variable_of_its_launcher():
     assert "export RAYHPC_RANK_VARS=JSM_NAMESPACE_RANK,OMPI_COMM_WORLD_RANK\n" in \
         script_for("lsf-csm")
     assert "export RAYHPC_RANK_VARS=RAYHPC_HOST_INDEX\n" in script_for("lsf")
-    assert "export RAYHPC_RANK_VARS=PBS_VNODENUM\n" in script_for("pbs")
+    assert "export RAYHPC_RANK_VARS=PBS_NODENUM\n" in script_for("pbs")
 
 
 def test_perlmutter_queue_is_a_qos_and_podman_hpc_gets_the_rank_and_runs_as_the_user():

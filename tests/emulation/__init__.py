@@ -81,7 +81,8 @@ def node_pools(table: dict) -> tuple[NodePool, ...]:
                                             if row.row.get("features"))),
             weight=10, gres=f"gpu:{facts['gpus']}" if gres_conf else "", gres_conf=gres_conf,
             devices=devices, partitions=tuple(dict.fromkeys(partitions)),
-            nvml=facts["gpu"] == "nvidia"))
+            nvml=facts["gpu"] == "nvidia",
+            cap_add=("SYS_ADMIN",) if any(row.row.get("fakeroot") for row in users) else ()))
     return tuple(pools)
 
 

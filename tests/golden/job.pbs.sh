@@ -21,7 +21,7 @@ export RAYHPC_RUN_DIR=/lus/proj/shared/runs/20260101-000000-abcd
 ) &
 timer=$!
 trap 'kill "$timer" 2>/dev/null' EXIT  # the timer ends with the script
-export RAYHPC_RANK_VARS=PBS_VNODENUM
+export RAYHPC_RANK_VARS=PBS_NODENUM
 # Where the head's agent listens (rank 0's host): workers reach it over the network,
 # not by polling the shared file system.
 export RAYHPC_HEAD_HOST="$(head -n 1 "$PBS_NODEFILE")"

@@ -40,6 +40,10 @@ class NodePool:
     partitions: tuple[str, ...] = ()
     nvml: bool = False  # the NVML stand-in in the node's ld.so cache (NVIDIA nodes)
     fabrics: tuple[str, ...] = ()  # more networks the nodes join (their interface prefixes)
+    # Capabilities a site's nodes grant their users' containers: SYS_ADMIN lets newgidmap
+    # write a user namespace's group map here, which Apptainer's --fakeroot needs (a site
+    # enables it per job, e.g. ALCF's `-l singularity_fakeroot=true`).
+    cap_add: tuple[str, ...] = ()
 
     def node_line(self) -> str:
         line = (f"NodeName={','.join(self.hosts)} CPUs={self.cpus} RealMemory=1000 "
@@ -131,7 +135,8 @@ class SlurmTestbed:
             binds[str(self.nvml)] = {"bind": NVML_PATH, "mode": "ro"}
         host_config = self.api.create_host_config(
             binds=binds, init=True, shm_size="2g", security_opt=SECURITY,
-            devices=["/dev/fuse:/dev/fuse:rwm"], network_mode=self.name)
+            devices=["/dev/fuse:/dev/fuse:rwm"], network_mode=self.name,
+            cap_add=list(pool.cap_add) or None)
         host_config.update(MaskedPaths=[], ReadonlyPaths=[])
         devices = " ".join(f"{path}:{major}:{minor}" for path, major, minor in pool.devices)
         container = self.api.create_container(
@@ -142,11 +147,12 @@ class SlurmTestbed:
             networking_config=self.api.create_networking_config(
                 {self.name: self.api.create_endpoint_config(aliases=[host])}))
         for prefix in pool.fabrics:
-            # A second fabric: its interface is <prefix>0 (Docker counts per prefix).
+            # A second fabric: its interface is <prefix>0 (Docker counts per prefix). Host
+            # names resolve on the first network only, as one name has one address.
             network = f"{self.name}-{prefix}"
             if network not in self.networks:
                 self.create_network(network, prefix)
-            self.api.connect_container_to_network(container["Id"], network, aliases=[host])
+            self.api.connect_container_to_network(container["Id"], network)
         self.api.start(container)
         self.containers[host] = container["Id"]
 

@@ -1,10 +1,14 @@
-"""PBS Pro, OpenPBS and Torque: #PBS, qsub, and one of four ways to start one task per node.
+"""PBS Pro and OpenPBS: #PBS, qsub, and one of four ways to start one task per node.
+
+Not Torque: its qsub asks for nodes as `-l nodes=N:ppn=M` (Torque 4 docs, "Requesting
+resources"), and it reads select= as an opaque string that places nothing; its pbsdsh's rank
+variable is PBS_VNODENUM, not OpenPBS's PBS_NODENUM.
 
 The site's `scheduler_options.launcher` picks it: `pbsdsh` (the default: it comes with PBS
 itself and needs no MPI), `hydra` (MPICH / Intel MPI mpiexec), `openmpi` (Open MPI mpirun) or
 `pals` (Cray PALS mpiexec, ALCF Polaris and Aurora). Their flags differ: PALS's `--ppn` and
 `--cpu-bind` are refused by the others. Sources: OpenPBS qsub(1B), pbs_resources(7B) and
-pbsdsh(1B) (openpbs/openpbs doc/man1/), Torque's pbsdsh(1) (linux.die.net/man/1/pbsdsh), ALCF
+pbsdsh(1B) and src/resmom/start_exec.c (openpbs/openpbs doc/man1/), ALCF
 user guides (argonne-lcf/user-guides docs/running-jobs/job-and-queue-scheduling.md,
 docs/polaris/running-jobs/index.md), Intel MPI's Hydra reference (mpiexec.hydra) and Open MPI's
 mpirun(1).
@@ -100,16 +104,20 @@ class OpenMPI(TaskLauncher):
 
 
 class Pbsdsh(TaskLauncher):
-    # pbsdsh(1B) (OpenPBS, PBS Pro; Torque's pbsdsh(1) alike): comes with PBS, starts the
+    # pbsdsh(1B) (OpenPBS, PBS Pro): comes with PBS, starts the
     # program through PBS's Task Manager "for each line in the $PBS_NODEFILE" (one per host
     # here: select's chunks have one MPI rank each, place=scatter), all at once, and waits for
     # them; "The double dash must precede the program". Its tasks do not get the job script's
     # environment (OpenPBS src/cmds/pbsdsh.c spawns them with no environment of its own:
     # tm_spawn(..., NULL, ...)), so the agent's variables go on the command line (`env`).
-    # Rank: Torque's pbsdsh(1) names PBS_VNODENUM, "the cpu (virtual node) identifier" of the
-    # task (with PBS_TASKNUM and PBS_NODENUM); OpenPBS's pbsdsh(1B) names no variable.
+    # Rank: the MOM sets PBS_NODENUM in every task it starts for the job (OpenPBS
+    # src/resmom/start_exec.c, bld_env_variables "PBS_NODENUM"): the index of the task's host
+    # in the job's host list, 0 on the first (mother superior, where the script runs). One task
+    # per host here, so it is the rank. Not PBS_TASKNUM (a per-host task id, printed "%8.8X"
+    # with the node in its high bits: src/resmom/mom_comm.c) nor PBS_VNODENUM (Torque's; OpenPBS
+    # never sets it, and every agent exited "no rank" on an emulated OpenPBS node).
     name, program = "pbsdsh", "pbsdsh"
-    rank_vars = ("PBS_VNODENUM",)
+    rank_vars = ("PBS_NODENUM",)
     groups_unsupported = ("pbsdsh starts one program on every host of the job (or on one, -n), "
                           "not a group's share of them; set scheduler_options: {launcher: "
                           "hydra} (or openmpi, pals) to run node groups")

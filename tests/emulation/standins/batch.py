@@ -80,9 +80,12 @@ def submit(table: str, scheduler: str, args: list[str]) -> int:
         script = args[-1]
         text = Path(script).read_text()
     request = job_request(scheduler, text)
+    # With IBM CSM the batch script runs on a launch node of its own, and jsrun starts the
+    # tasks on the job's compute nodes (OLCF Summit guide, "Batch Scripts"): one more node.
+    nodes = request["nodes"] + (1 if request.get("csm") else 0)
     minutes = max(1, -(-request["walltime"] // 60)) + 1
     result = subprocess.run(
-        ["sbatch", "--parsable", f"--nodes={request['nodes']}", "--ntasks-per-node=1",
+        ["sbatch", "--parsable", f"--nodes={nodes}", "--ntasks-per-node=1",
          f"--time={minutes}", f"--output={request['output']}", "--exclusive",
          f"--partition={os.environ['EMULATED_PARTITION']}", f"--job-name={request['name']}",
          str(HERE / "batch.py"), table, scheduler, "job", os.environ["EMULATED_LAUNCHER"],
@@ -177,13 +180,13 @@ def run_job(table_path: str, scheduler: str, launcher: str, request_json: str, s
                 shim.chmod(0o755)
     # Site modules: `module` exists on every site (standins/module).
     (bin_dir / "module").symlink_to(standins / "module")
-    csm = request.get("csm")
-    slots = [(hosts[0], 1)] if csm else []
+    # LSB_MCPU_HOSTS: "hostA slots hostB slots ..." (one slot per host: span[ptile=1]); with
+    # CSM the launch node comes first, then the compute nodes.
+    slots = [(host, 1) for host in hosts]
     values = {"job_id": job_id, "name": request["name"], "nodefile": str(nodefile),
               "workdir": workdir, "queue": request.get("queue") or "workq",
               "nodes": len(hosts), "hosts": " ".join(hosts),
-              "hosts_slots": " ".join(f"{host} {count}" for host, count in
-                                      [*slots, *((host, 1) for host in hosts)])}
+              "hosts_slots": " ".join(f"{host} {count}" for host, count in slots)}
     home = os.environ.get("HOME", "/home/ray")
     env = {"HOME": home, "USER": os.environ.get("USER", "ray"),
            "LOGNAME": os.environ.get("USER", "ray"), "SHELL": "/bin/bash",
