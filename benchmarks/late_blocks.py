@@ -26,7 +26,7 @@ from scale import GOAL_OPS_S, Simulation, is_block_node, overlap
 from rayhpc.launcher.backends.bundle import node_program
 from rayhpc.launcher.contract import json_text, read_blocks, read_json
 from rayhpc.launcher.resolve.config import load_site
-from rayhpc.launcher.runs.blocks import BlockRequest, claim, release, resolve_block
+from rayhpc.launcher.runs.grow_shrink import BlockRequest, claim, release, resolve_block
 from rayhpc.launcher.runs.run import Run
 
 BLOCK_PHASES = ("up, no block", "blocks joining", "blocks up", "blocks leaving")

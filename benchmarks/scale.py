@@ -40,9 +40,9 @@ from harness import machine, print_table  # noqa: E402
 
 from rayhpc.launcher.backends.rundir import prepare_run_dir  # noqa: E402
 from rayhpc.launcher.contract import RunPaths, block_node_name, read_json  # noqa: E402
-from rayhpc.launcher.launch import resolve_spec  # noqa: E402
+from rayhpc.launcher.orchestration import resolve_spec  # noqa: E402
 from rayhpc.launcher.resolve.config import load_site  # noqa: E402
-from rayhpc.launcher.resolve.spec import new_run_id  # noqa: E402
+from rayhpc.launcher.resolve.run_ids import new_run_id  # noqa: E402
 
 SIM_RAY = Path(__file__).resolve().parent / "sim_ray"
 BUCKET_S = 0.1

@@ -10,17 +10,18 @@ import sys
 from invoke import Collection, Exit, Program, task
 
 from rayhpc import __version__
-from rayhpc.containers.errors import UserError
-from rayhpc.launcher.autoscale import Policy, parse_autoscale
+from rayhpc.common.user_error import UserError
+from rayhpc.launcher.autoscale_policy import Policy, parse_autoscale
 from rayhpc.launcher.backends import backend_for
 from rayhpc.launcher.backends.watch import noting_signals
-from rayhpc.launcher.launch import launch as run_launch
+from rayhpc.launcher.contract import RecordError
+from rayhpc.launcher.orchestration import launch as run_launch
 from rayhpc.launcher.resolve.config import SETTINGS, list_sites, load_site
 from rayhpc.launcher.resolve.queues import queue_table_lines
-from rayhpc.launcher.runs.autoscaler import autoscale as autoscale_run
-from rayhpc.launcher.runs.blocks import BlockRequest
-from rayhpc.launcher.runs.blocks import grow as grow_run
-from rayhpc.launcher.runs.blocks import shrink as shrink_run
+from rayhpc.launcher.runs.autoscale_loop import autoscale as autoscale_run
+from rayhpc.launcher.runs.grow_shrink import BlockRequest
+from rayhpc.launcher.runs.grow_shrink import grow as grow_run
+from rayhpc.launcher.runs.grow_shrink import shrink as shrink_run
 from rayhpc.launcher.runs.jobs import ClusterError
 from rayhpc.launcher.runs.logs import logs as run_logs
 from rayhpc.launcher.runs.run import find_run, shared_dir, status_lines
@@ -44,7 +45,7 @@ def user_errors(func):
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise Exit(code=2) from None
-        except ClusterError as exc:
+        except (ClusterError, RecordError) as exc:  # RecordError: a file the nodes wrote
             print(f"rayhpc: error: {exc}", file=sys.stderr)
             raise Exit(code=1) from None
 

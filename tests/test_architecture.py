@@ -1,5 +1,6 @@
-"""The shape of the code, checked: no import circle, the node program apart from the launcher
-(standard library and Ray only, delivered as one file), and one contract both sides agree on."""
+"""The shape of the code, checked: no import circle (imports for type checking and through
+package __init__ files count), the node program apart from the launcher (standard library and
+Ray only, delivered as one file), and one contract both sides agree on."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import ast
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -17,6 +19,7 @@ import pytest
 from rayhpc.launcher.backends.bundle import node_program
 from rayhpc.launcher.backends.rundir import prepare_run_dir
 from rayhpc.launcher.contract import LaunchSpec, NodeGroup, RunPaths, read_spec
+from rayhpc.launcher.schedulers import SCHEDULERS
 from tests import PROJECT_ROOT
 from tests.specs import make_spec
 
@@ -24,8 +27,13 @@ PACKAGES = ("rayhpc",)
 NODE = "rayhpc.launcher.node"
 CONTRACT = "rayhpc.launcher.contract"
 # The modules the node program shares with the launcher (in node_agent.pyz beside it): the
-# contract, and the timeline the head draws (standard library only, like the node program).
+# contract package, and the timeline the head draws (standard library only, like the node
+# program).
 SHARED = (CONTRACT, "rayhpc.launcher.timeline")
+
+
+def is_shared(name: str) -> bool:
+    return name in SHARED or name.startswith(CONTRACT + ".")
 # Where a project module may be imported inside a function: each defers docker-py (or the
 # whole launcher, for `from rayhpc import Cluster`), which a login node must not pay for.
 # And the node program's entry, which imports it only once its importer is in place.
@@ -49,15 +57,16 @@ def project_modules() -> dict[str, ast.Module]:
 MODULES = project_modules()
 
 
-def imports(tree: ast.Module, only_top: bool) -> list[tuple[str, bool]]:
-    """(module imported, whether at the module's top level), type-checking-only ones left out.
+def imports(tree: ast.Module, only_top: bool,
+            modules: dict[str, ast.Module] | None = None) -> list[tuple[str, bool]]:
+    """(module imported, whether at the module's top level), those under `if TYPE_CHECKING:`
+    too (a type is a dependency: a circle through one is a circle in the design).
     ``from package import name`` counts as the submodule when there is one."""
+    modules = MODULES if modules is None else modules
     found = []
 
     def visit(node: ast.AST, top: bool) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                continue
             inner = top and not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef,
                                                    ast.ClassDef))
             if isinstance(child, ast.Import):
@@ -65,7 +74,7 @@ def imports(tree: ast.Module, only_top: bool) -> list[tuple[str, bool]]:
             elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
                 for alias in child.names:
                     sub = f"{child.module}.{alias.name}"
-                    found.append((sub if sub in MODULES else child.module, top))
+                    found.append((sub if sub in modules else child.module, top))
             if not (only_top and not inner):
                 visit(child, inner)
 
@@ -73,34 +82,102 @@ def imports(tree: ast.Module, only_top: bool) -> list[tuple[str, bool]]:
     return found
 
 
-def project_imports(name: str) -> set[str]:
-    return {target for target, _ in imports(MODULES[name], only_top=False)
-            if target.split(".")[0] in (*PACKAGES, "tasks") and target in MODULES}
+def project_imports(name: str, modules: dict[str, ast.Module] | None = None) -> set[str]:
+    modules = MODULES if modules is None else modules
+    return {target for target, _ in imports(modules[name], only_top=False, modules=modules)
+            if target.split(".")[0] in (*PACKAGES, "tasks") and target in modules}
 
 
-def test_the_import_graph_has_no_circle():
-    graph = {name: project_imports(name) - {name} for name in MODULES}
-    # A package imports its parent's __init__ too: that edge is Python's, not a design's.
-    for name, targets in graph.items():
-        graph[name] = {t for t in targets if not name.startswith(t + ".")}
+# The distribution's root package: its one import of the project is `from rayhpc import
+# Cluster`, deferred until a user asks for it (and no project module does: checked below).
+ROOT_HOOK = ("rayhpc", "rayhpc.launcher.cluster")
+
+
+def import_graph(modules: dict[str, ast.Module]) -> dict[str, set[str]]:
+    """Module -> the project modules importing it runs: each one named, and the __init__ of
+    every package above it (Python runs those first) that the importer is not inside of."""
+    graph = {}
+    for name in modules:
+        targets = set()
+        for target in project_imports(name, modules):
+            targets.add(target)
+            parts = target.split(".")
+            for depth in range(1, len(parts)):
+                package = ".".join(parts[:depth])
+                if package in modules and not name.startswith(package + "."):
+                    targets.add(package)
+        graph[name] = targets - {name}
+    if ROOT_HOOK[0] in graph:
+        graph[ROOT_HOOK[0]].discard(ROOT_HOOK[1])
+    return graph
+
+
+def first_circle(graph: dict[str, set[str]]) -> list[str] | None:
     state: dict[str, int] = {}
     path: list[str] = []
 
-    def walk(node: str) -> None:
+    def walk(node: str) -> list[str] | None:
         state[node] = 1
         path.append(node)
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                circle = path[path.index(target):] + [target]
-                pytest.fail("import circle: " + " -> ".join(circle))
+                return path[path.index(target):] + [target]
             if target not in state:
-                walk(target)
+                found = walk(target)
+                if found:
+                    return found
         path.pop()
         state[node] = 2
+        return None
 
     for name in sorted(graph):
         if name not in state:
-            walk(name)
+            found = walk(name)
+            if found:
+                return found
+    return None
+
+
+def test_the_import_graph_has_no_circle():
+    circle = first_circle(import_graph(MODULES))
+    assert circle is None, "import circle: " + " -> ".join(circle or [])
+
+
+def parsed(sources: dict[str, str]) -> dict[str, ast.Module]:
+    return {name: ast.parse(text) for name, text in sources.items()}
+
+
+def test_a_circle_through_a_type_checking_import_is_found():
+    modules = parsed({
+        "rayhpc": "",
+        "rayhpc.a": "from rayhpc.b import thing\n",
+        "rayhpc.b": "from typing import TYPE_CHECKING\n"
+                    "if TYPE_CHECKING:\n    from rayhpc.a import Other\n"})
+    assert first_circle(import_graph(modules)) == ["rayhpc.a", "rayhpc.b", "rayhpc.a"]
+
+
+def test_a_circle_through_a_package_init_is_found():
+    """b imports a submodule of package p; p's __init__ imports c, which imports b."""
+    modules = parsed({
+        "rayhpc": "",
+        "rayhpc.p": "from rayhpc.c import x\n",
+        "rayhpc.p.leaf": "",
+        "rayhpc.b": "from rayhpc.p.leaf import y\n",
+        "rayhpc.c": "import rayhpc.b\n"})
+    assert first_circle(import_graph(modules)) == ["rayhpc.b", "rayhpc.p", "rayhpc.c",
+                                                   "rayhpc.b"]
+    # Inside the package, its own __init__ is Python's edge, not the design's.
+    inside = parsed({"rayhpc": "", "rayhpc.p": "from rayhpc.p.leaf import y\n",
+                     "rayhpc.p.leaf": "from rayhpc.p.other import z\n", "rayhpc.p.other": ""})
+    assert first_circle(import_graph(inside)) is None
+
+
+def test_only_the_root_package_defers_the_python_api():
+    for name, tree in MODULES.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "rayhpc" \
+                    and not name.startswith("rayhpc.examples"):
+                assert "Cluster" not in {a.name for a in node.names}, name
 
 
 def test_the_launcher_never_imports_the_node_program():
@@ -122,7 +199,7 @@ def test_project_modules_are_imported_inside_functions_only_to_defer_docker_py()
 
 def node_modules() -> dict[str, ast.Module]:
     return {name: tree for name, tree in MODULES.items()
-            if name in (*SHARED, NODE) or name.startswith(NODE + ".")}
+            if is_shared(name) or name == NODE or name.startswith(NODE + ".")}
 
 
 def test_the_node_program_uses_the_standard_library_and_ray_only():
@@ -133,7 +210,7 @@ def test_the_node_program_uses_the_standard_library_and_ray_only():
             assert root in allowed, f"{name} imports {target}: the node program runs in any " \
                                     "stock rayproject/ray image (standard library and Ray only)"
             if root == "rayhpc":
-                assert target in SHARED or target.startswith(NODE), (name, target)
+                assert is_shared(target) or target.startswith(NODE), (name, target)
 
 
 def test_node_program_files_are_small_and_one_job_each():
@@ -144,7 +221,10 @@ def test_node_program_files_are_small_and_one_job_each():
 def test_the_bundle_holds_the_node_program_and_the_contract_byte_for_byte():
     with zipfile.ZipFile(__import__("io").BytesIO(node_program())) as bundle:
         names = bundle.namelist()
-        assert "__main__.py" in names and "rayhpc/launcher/contract.py" in names
+        assert "__main__.py" in names
+        contract = sorted(p.name for p in (PROJECT_ROOT / "rayhpc/launcher/contract").glob("*.py"))
+        assert sorted(n.split("/")[-1] for n in names
+                      if n.startswith("rayhpc/launcher/contract/")) == contract
         node_files = sorted(p.name for p in (PROJECT_ROOT / "rayhpc/launcher/node").glob("*.py")
                             if p.name != "bundle_main.py")
         assert sorted(n.split("/")[-1] for n in names if n.startswith("rayhpc/launcher/node/")) \
@@ -275,3 +355,76 @@ def test_a_login_node_without_docker_py_runs_the_batch_commands(tmp_path):
         assert "Traceback" not in result.stderr, result.stderr
         assert (result.stdout + result.stderr).startswith(start), (name, result.stdout[:200],
                                                                   result.stderr)
+
+
+# -- schedulers own their facts
+
+SCHEDULERS_PACKAGE = "rayhpc/launcher/schedulers/"
+# The one other place a scheduler is named: Pyxis is a plugin of Slurm's srun, a fact of the
+# runtime's (its `schedulers`), not a comparison.
+NAMES_A_SCHEDULER = {"rayhpc/launcher/runtimes/pyxis.py"}
+
+
+def scheduler_names_outside(files: dict[str, str], names: dict[str, str]) -> list[str]:
+    """Where a module outside schedulers/ names a scheduler: a string that is its name (a
+    comparison, a table, a registry of its own), or a line that lists three or more of them by
+    hand. ``names``: name -> title."""
+    found = []
+    for path, text in files.items():
+        if path.startswith(SCHEDULERS_PACKAGE) or path in NAMES_A_SCHEDULER:
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and node.value.lower() in names:
+                found.append(f"{path}:{node.lineno}: {node.value!r}")
+        for number, line in enumerate(text.splitlines(), 1):
+            said = {name for name, title in names.items()
+                    if re.search(rf"\b{re.escape(title)}\b", line)}
+            if len(said) >= 3:
+                found.append(f"{path}:{number}: lists {', '.join(sorted(said))}")
+    return found
+
+
+def package_files() -> dict[str, str]:
+    return {str(p.relative_to(PROJECT_ROOT)): p.read_text()
+            for p in sorted((PROJECT_ROOT / "rayhpc").rglob("*.py"))}
+
+
+def test_no_module_outside_schedulers_names_a_scheduler():
+    names = {name: scheduler.title for name, scheduler in SCHEDULERS.items()}
+    assert scheduler_names_outside(package_files(), names) == []
+
+
+def test_the_scheduler_name_rule_finds_a_comparison_and_a_hand_made_list():
+    names = {name: scheduler.title for name, scheduler in SCHEDULERS.items()}
+    planted = {"rayhpc/launcher/resolve/planted.py":
+               'def f(site):\n    return site.scheduler != "slurm"\n'
+               '"""For Slurm, PBS and LSF alike."""\n'}
+    assert scheduler_names_outside(planted, names) == [
+        "rayhpc/launcher/resolve/planted.py:2: 'slurm'",
+        "rayhpc/launcher/resolve/planted.py:3: lists lsf, pbs, slurm"]
+
+
+# -- one name, one room
+
+def shared_file_names(paths: list[Path]) -> dict[str, list[str]]:
+    """Base names that more than one module of the package has (``__init__.py`` aside): each
+    file's name must say its job wherever it is opened or imported from."""
+    seen: dict[str, list[str]] = {}
+    for path in paths:
+        if path.name != "__init__.py":
+            seen.setdefault(path.name, []).append(str(path))
+    return {name: sorted(where) for name, where in seen.items() if len(where) > 1}
+
+
+def test_no_two_modules_of_the_package_share_a_file_name():
+    paths = [p.relative_to(PROJECT_ROOT) for p in (PROJECT_ROOT / "rayhpc").rglob("*.py")]
+    assert shared_file_names(paths) == {}
+
+
+def test_the_file_name_rule_finds_a_planted_twin():
+    paths = [Path("rayhpc/launcher/runs/grow_shrink.py"), Path("rayhpc/launcher/node/a.py"),
+             Path("rayhpc/launcher/backends/a.py"), Path("rayhpc/x/__init__.py"),
+             Path("rayhpc/y/__init__.py")]
+    assert shared_file_names(paths) == {"a.py": ["rayhpc/launcher/backends/a.py",
+                                                 "rayhpc/launcher/node/a.py"]}

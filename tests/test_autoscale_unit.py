@@ -1,4 +1,4 @@
-"""The autoscaler's decisions (`launcher.autoscale`, pure) on recorded demand sequences: a
+"""The autoscaler's decisions (`launcher.autoscale_policy`, pure) on recorded demand sequences: a
 simulated cluster where a submitted block waits in the queue, then runs (or fails), and goes
 idle when Ray's demand is gone."""
 
@@ -8,8 +8,8 @@ import dataclasses
 
 import pytest
 
-from rayhpc.containers.errors import UserError
-from rayhpc.launcher.autoscale import (
+from rayhpc.common.user_error import UserError
+from rayhpc.launcher.autoscale_policy import (
     BlockFacts,
     Memory,
     Policy,
@@ -19,8 +19,8 @@ from rayhpc.launcher.autoscale import (
     replacement_submitted,
 )
 from rayhpc.launcher.contract import Block, RunPaths, write_json
-from rayhpc.launcher.runs.autoscaler import block_facts
-from rayhpc.launcher.runs.blocks import claim
+from rayhpc.launcher.runs.autoscale_loop import block_facts
+from rayhpc.launcher.runs.grow_shrink import claim
 from rayhpc.launcher.runs.run import Run
 from tests.specs import make_spec
 

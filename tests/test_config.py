@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends import backend_for
 from rayhpc.launcher.resolve.config import list_sites, load_site, resolve_settings
 from rayhpc.launcher.resolve.driver import check_driver, driver_script

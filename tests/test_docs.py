@@ -272,7 +272,7 @@ def test_the_summary_lines_shown_are_the_ones_the_launcher_prints(tmp_path):
         (run_dir / "spec.json").write_text(json.dumps(
             {**spec.to_json(), "driver": None if ran.group(1) == "up" else "python x.py"}))
         lost_names = (re.search(r" \(lost: ([^)]*)\)", line) or [None, None])[1]
-        # A grown block's counts, as the head records them (`node.blocks.block_counts`).
+        # A grown block's counts, as the head records them (`node.block_keeper.block_counts`).
         blocks = {name: {"nodes": [f"{name}-w{i}" for i in range(int(joined))],
                          "left": int(left), "lost": int(lost or 0)}
                   for name, joined, left, lost in re.findall(
@@ -309,3 +309,34 @@ def test_the_connect_txt_shown_is_the_one_the_head_writes():
 def test_the_timeline_picture_in_the_docs_is_the_golden_one(name):
     golden = PROJECT_ROOT / "tests/golden/timeline" / name.removeprefix("timeline-")
     assert (DOCS / name).read_text() == golden.read_text()
+
+
+# -- the layout in docs/developing.md against the tree
+
+def layout_block(text: str) -> str:
+    """The fenced block under developing.md's `## Layout`."""
+    section = text.split("\n## Layout\n", 1)[1]
+    return section.split("```", 2)[1]
+
+
+def layout_problems(block: str, root: Path) -> list[str]:
+    """Modules of rayhpc/ the layout leaves out (each file name is unique in the package, so
+    its name is enough), and file names it lists that are nowhere in the checkout."""
+    modules = {p.name for p in (root / "rayhpc").rglob("*.py") if p.name != "__init__.py"}
+    named = set(re.findall(r"\b[\w]+\.py\b", block))
+    present = {p.name for p in root.rglob("*.py") if ".venv" not in p.parts}
+    return ([f"not in the layout: {name}" for name in sorted(modules - named)]
+            + [f"in the layout, not in the tree: {name}" for name in sorted(named - present)])
+
+
+def test_the_layout_names_every_module_and_only_modules_that_exist():
+    assert layout_problems(layout_block((DOCS / "developing.md").read_text()),
+                           PROJECT_ROOT) == []
+
+
+def test_the_layout_rule_finds_a_missing_and_a_stale_module(tmp_path):
+    (tmp_path / "rayhpc" / "launcher").mkdir(parents=True)
+    for name in ("rayhpc/__init__.py", "rayhpc/cli.py", "rayhpc/launcher/new_room.py"):
+        (tmp_path / name).write_text("")
+    assert layout_problems("cli.py  the tasks\ngone.py  removed\n", tmp_path) == [
+        "not in the layout: new_room.py", "in the layout, not in the tree: gone.py"]

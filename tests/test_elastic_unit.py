@@ -12,18 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends.batch.jobscript import render_job_script
 from rayhpc.launcher.backends.local.compose import render_block_compose
-from rayhpc.launcher.contract import Block, RunPaths, drain_window, read_blocks
-from rayhpc.launcher.node.blocks import BlockKeeper, block_counts, idle, release_order
+from rayhpc.launcher.contract import Block, RunPaths, drain_window, read_blocks, write_record
+from rayhpc.launcher.node.block_keeper import BlockKeeper, block_counts, idle, release_order
 from rayhpc.launcher.node.channel import Channel, ControlServer, secret_of
 from rayhpc.launcher.resolve.config import load_site
-from rayhpc.launcher.runs.blocks import BlockRequest, claim, next_block_number, resolve_block
+from rayhpc.launcher.runs.grow_shrink import BlockRequest, claim, next_block_number, resolve_block
 from rayhpc.launcher.runs.run import Run
 from tests.cli import invoke
 from tests.golden import assert_golden
-from tests.specs import make_spec
+from tests.specs import head_record, make_spec
 
 SHARED = "/lus/proj/shared"
 
@@ -149,7 +149,7 @@ def fake_run(shared: Path, *, exit_code: str | None = None, head: bool = True) -
     paths.dir.mkdir(parents=True)
     paths.spec.write_text(json.dumps(spec.to_json()))
     if head:
-        paths.head.write_text(json.dumps({"ip": "172.20.0.2", "node": "head"}))
+        write_record(paths.head, head_record("172.20.0.2", "head"))
     if exit_code is not None:
         paths.exit_code.write_text(exit_code + "\n")
     return spec.run_id
@@ -196,7 +196,7 @@ def test_grow_on_a_batch_site_without_its_scheduler_here_submits_nothing(tmp_pat
     paths = RunPaths(spec.run_dir)
     paths.dir.mkdir(parents=True)
     paths.spec.write_text(json.dumps(spec.to_json()))
-    paths.head.write_text(json.dumps({"ip": "10.0.0.1", "node": "frontier0001"}))
+    write_record(paths.head, head_record("10.0.0.1", "frontier0001"))
     result = invoke("grow", "--run", spec.run_id, "--nodes", "2", "--site", "frontier",
                     "--shared", str(tmp_path))
     assert result.returncode == 2, result.stdout + result.stderr

@@ -7,8 +7,8 @@ import io
 
 import pytest
 
+from rayhpc.common.user_error import UserError
 from rayhpc.containers import images
-from rayhpc.containers.errors import UserError
 from rayhpc.containers.progress import Progress
 
 RAY_IMAGE = "rayhpc/ray:2.60.0-py311-cpu"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends.batch.jobscript import render_job_script
 from rayhpc.launcher.resolve.config import load_site
 from rayhpc.launcher.resolve.gpus import NodeGpus, node_gpus

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends.batch.jobscript import render_job_script
-from rayhpc.launcher.backends.batch.launch import BatchLaunch
+from rayhpc.launcher.backends.batch.submission import BatchLaunch
 from rayhpc.launcher.resolve.config import load_site
 from rayhpc.launcher.runtimes import runtime
 from rayhpc.launcher.runtimes.apptainer import versions_from_inspect

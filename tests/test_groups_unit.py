@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import yaml
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends.local.compose import render_compose
 from rayhpc.launcher.contract import (
     RAY_GROUP_LABEL,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from rayhpc.common.user_error import UserError
 from rayhpc.containers.dockerfile import render_dockerfile
-from rayhpc.containers.errors import UserError
 from rayhpc.containers.recipe import load_recipe
 from rayhpc.launcher.backends.local.capacity import (
     GIB,
@@ -26,7 +26,7 @@ from rayhpc.launcher.backends.local.capacity import (
     node_memory,
     nodes_that_fit,
 )
-from rayhpc.launcher.backends.local.launch import bounded_head_and_tail
+from rayhpc.launcher.backends.local.compose_run import bounded_head_and_tail
 from rayhpc.launcher.contract import LaunchSpec, RunPaths
 from rayhpc.launcher.node.harvest import harvest_logs
 from rayhpc.launcher.node.head import driver_argv
@@ -244,7 +244,7 @@ def test_a_finished_jobs_output_cut_by_the_log_cap_says_so_and_starts_at_a_whole
 KEEP_OUTPUT_ON_A_FULL_DISK = """
 import os, resource, signal, sys
 from pathlib import Path
-from rayhpc.launcher.backends.local.launch import keep_container_output
+from rayhpc.launcher.backends.local.compose_run import keep_container_output
 class Api:
     def logs(self, name, stream, timestamps):
         return iter([b"2026-01-01T00:00:00Z a line of output\\n"] * 500)

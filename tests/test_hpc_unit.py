@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends import backend_for
 from rayhpc.launcher.backends.batch.jobscript import render_job_script
-from rayhpc.launcher.launch import resolve_spec
+from rayhpc.launcher.orchestration import resolve_spec
 from rayhpc.launcher.resolve.config import list_sites, load_site
 from rayhpc.launcher.runtimes import ExecRequest, runtime
 from rayhpc.launcher.schedulers import SCHEDULERS, Job, current_allocation
@@ -267,7 +267,7 @@ def test_perlmutter_queue_is_a_qos_and_podman_hpc_gets_the_rank_and_runs_as_the_
 
 
 def test_perlmutter_refuses_a_sif(tmp_path):
-    from rayhpc.launcher.launch import launch
+    from rayhpc.launcher.orchestration import launch
 
     with pytest.raises(UserError) as err:
         launch("perlmutter", {"shared": str(tmp_path), "image": "/lus/proj/ray.sif"},
@@ -577,7 +577,7 @@ def test_user_site_file_with_wrong_values(tmp_path):
 
 
 def test_dry_run_prints_the_script_and_creates_nothing(tmp_path, capsys):
-    from rayhpc.launcher.launch import launch
+    from rayhpc.launcher.orchestration import launch
 
     assert launch("polaris", {"shared": str(tmp_path), "image": "/x.sif", "nodes": "2",
                               "account": "P"}, dry_run=True) == 0

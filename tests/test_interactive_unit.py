@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends.rundir import prepare_run_dir
-from rayhpc.launcher.contract import RunPaths, write_json
+from rayhpc.launcher.contract import RunPaths, write_json, write_record
 from rayhpc.launcher.node.connect import connect_text
 from rayhpc.launcher.node.ray_start import ray_start_args
 from rayhpc.launcher.runs.jobs import JobsClient, exit_code_of, follow_job
@@ -28,7 +28,7 @@ from rayhpc.launcher.runs.stop import down
 from rayhpc.launcher.runs.submit import entrypoint_of, working_dir_uri
 from rayhpc.launcher.schedulers import SCHEDULERS
 from tests.cli import invoke
-from tests.specs import make_spec
+from tests.specs import head_record, make_spec
 
 TEMP = "/tmp/rh-test"
 
@@ -41,7 +41,7 @@ def test_no_driver_anywhere_is_an_interactive_cluster():
 
 
 def test_interactive_wins_over_a_driver_from_the_environment_or_site():
-    from rayhpc.launcher.launch import resolve_spec
+    from rayhpc.launcher.orchestration import resolve_spec
     from rayhpc.launcher.resolve.config import load_site
 
     spec = resolve_spec(load_site("local"), {}, {"RAYHPC_DRIVER": "python x.py"},
@@ -170,8 +170,7 @@ def batch_run(tmp_path: Path, name: str, up: bool = True) -> Run:
     prepare_run_dir(spec)
     paths = RunPaths(spec.run_dir)
     paths.job_id.write_text("42\n")
-    write_json(paths.head, {"address": "10.0.0.1:1", "ip": "10.0.0.1", "node": "node1",
-                                  "time": time.time() - 60})
+    write_record(paths.head, head_record("10.0.0.1", "node1", up_since=time.time() - 60))
     write_json(paths.status, {"joined": 2, "expected": 2, "lost": []})
     for node in ("node1", "node2"):
         write_json(paths.node_record(node), {"state": "joined", "ip": "10.0.0.9"})
@@ -228,7 +227,7 @@ def test_down_waits_until_every_node_stopped(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     said = []
     assert down(run, said.append) == 143
-    assert all(rec["state"] == "stopped" for rec in run.nodes().values())
+    assert all(rec.state == "stopped" for rec in run.nodes().values())
     with pytest.raises(UserError, match=f"--run: run {run.run_id} has finished: 2/2 nodes"):
         down(run, said.append)
 

@@ -1,10 +1,10 @@
-"""The node's side of the fabric settings (launcher.node.fabric): which interface routes to the
+"""The node's side of the fabric settings (launcher.node.head_route): which interface routes to the
 head, from the kernel's routing table, and the NCCL / Gloo variables it gives."""
 
 from __future__ import annotations
 
 from rayhpc.launcher.contract import fabric_environment
-from rayhpc.launcher.node.fabric import (
+from rayhpc.launcher.node.head_route import (
     head_route_environment,
     interface_for,
     parse_routes,

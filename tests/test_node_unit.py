@@ -14,11 +14,11 @@ from rayhpc.launcher.backends.rundir import busy_gcs_ports
 from rayhpc.launcher.backends.watch import RunWatcher, summary
 from rayhpc.launcher.contract import RANK_VARS_ENV, read_json, temp_dir_fits, write_json
 from rayhpc.launcher.node import channel, harvest, processes, ray_start, report
-from rayhpc.launcher.node.errors import LaunchFailed
 from rayhpc.launcher.node.head import driver_command
+from rayhpc.launcher.node.launch_failed import LaunchFailed
 from rayhpc.launcher.node.main import detect_rank
 from rayhpc.launcher.node.ray_start import agent_addresses
-from rayhpc.launcher.resolve import spec as spec_module
+from rayhpc.launcher.resolve import run_ids as spec_module
 from rayhpc.launcher.schedulers import SCHEDULERS
 from tests.specs import make_spec
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.containers.recipe import load_recipe, parse_recipe
 
 GOOD = {

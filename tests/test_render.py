@@ -3,8 +3,8 @@
 import pytest
 import yaml
 
+from rayhpc.common.user_error import UserError
 from rayhpc.containers.dockerfile import render_dockerfile
-from rayhpc.containers.errors import UserError
 from rayhpc.containers.recipe import load_recipe
 from rayhpc.containers.secrets import BuildSecrets
 from rayhpc.containers.standin import render_base_dockerfile

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends.batch.jobscript import render_job_script
 from rayhpc.launcher.backends.local.compose import render_compose
 from rayhpc.launcher.node.ray_start import ray_start_args
@@ -133,7 +133,7 @@ def test_a_users_queue_outside_the_table_warns_and_goes_to_the_scheduler(capsys,
         "--queue debug-scaling (or no --queue) fits; submitting anyway (the scheduler "
         "decides, and tables age)")
     assert queue_warning(list(site.queues), "special", 3, 3600, "polaris", "") == ""
-    from rayhpc.launcher.launch import launch
+    from rayhpc.launcher.orchestration import launch
 
     assert launch("polaris", {"shared": str(tmp_path), "image": "/x.sif", "nodes": "3",
                               "account": "P", "queue": "debug"}, dry_run=True) == 0

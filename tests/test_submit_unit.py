@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends import watch
-from rayhpc.launcher.backends.batch.launch import BatchLaunch
+from rayhpc.launcher.backends.batch.submission import BatchLaunch
 from rayhpc.launcher.resolve.config import load_site
 from tests.specs import RUN_ID, make_spec
 

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from rayhpc.launcher.backends.rundir import prepare_run_dir
-from rayhpc.launcher.contract import RunPaths
+from rayhpc.launcher.contract import (
+    NodeRecord,
+    RunPaths,
+    TimingRecord,
+    read_node_records,
+    read_record,
+    write_record,
+)
 from rayhpc.launcher.timeline import BINS, MAX_STRAGGLERS, render_timeline, write_timeline
 from tests.cli import invoke
 from tests.golden import GOLDEN_DIR, assert_golden
@@ -22,9 +29,9 @@ RECORDED = GOLDEN_DIR / "timeline"
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-def recorded(name: str) -> tuple[dict, dict]:
-    return (json.loads((RECORDED / name / "timing.json").read_text()),
-            json.loads((RECORDED / name / "nodes.json").read_text()))
+def recorded(name: str) -> tuple[TimingRecord, dict[str, NodeRecord]]:
+    return (read_record(RECORDED / name / "timing.json", TimingRecord),
+            read_node_records(RECORDED / name / "nodes.json"))
 
 
 def row_labels(svg: str) -> list[str]:
@@ -63,14 +70,15 @@ def test_a_small_run_has_a_row_per_node_with_every_phase_and_milestone():
 
 def test_a_late_node_and_one_that_never_joined_are_named():
     timing, records = recorded("local-3")
-    up = timing["t_head_up"]
-    records = {**records, **{f"worker-{i}": {"state": "stopped", "times": {
+    up = timing.t_head_up
+    records = {**records, **{f"worker-{i}": NodeRecord(state="stopped", times={
         "connected": up - 5, "starting": up, "joined": up + 2 + i * 0.1,
-        "stopped": timing["t_teardown_done"]}} for i in range(3, 9)}}
-    records["worker-9"] = {"state": "stopped", "times": {
-        "connected": up - 5, "starting": up, "joined": up + 30, "stopped": up + 40}}
-    records["worker-10"] = {"state": "failed", "time": up + 3,
-                            "times": {"connected": up - 5, "starting": up, "failed": up + 3}}
+        "stopped": timing.t_teardown_done}) for i in range(3, 9)}}
+    records["worker-9"] = NodeRecord(state="stopped", times={
+        "connected": up - 5, "starting": up, "joined": up + 30, "stopped": up + 40})
+    records["worker-10"] = NodeRecord(state="failed", time=up + 3,
+                                      times={"connected": up - 5, "starting": up,
+                                             "failed": up + 3})
     svg = render_timeline("r", timing, records)
     assert ">worker-10: never joined (failed)</text>" in svg
     assert re.search(r">worker-9: joined 2\d\.\d s after the median node</text>", svg)
@@ -83,7 +91,7 @@ def test_a_1024_node_run_is_binned_with_the_head_and_the_stragglers_apart():
     assert len(records) == 1024
     svg = render_timeline("r", timing, records)
     labels = row_labels(svg)
-    head = [n for n, r in records.items() if r.get("role") == "head"]
+    head = [n for n, r in records.items() if r.role == "head"]
     assert labels[0] == head[0]
     bins = [label for label in labels if label.startswith("#")]
     assert len(bins) <= BINS and bins[0].startswith("#1-") and bins[-1].endswith("(31)")
@@ -111,10 +119,10 @@ def test_a_node_that_wrote_its_own_record_is_drawn_too(tmp_path):
     paths = RunPaths(tmp_path / "run")
     paths.nodes.mkdir(parents=True)
     timing, records = recorded("local-3")
-    paths.timing.write_text(json.dumps(timing))
-    paths.nodes_file.write_text(json.dumps(records))
+    write_record(paths.timing, timing)
+    write_record(paths.nodes_file, records)
     paths.node_record("worker-3").write_text(json.dumps(
-        {"state": "failed", "time": timing["t_head_up"] + 1, "reason": "no head"}))
+        {"state": "failed", "time": timing.t_head_up + 1, "reason": "no head"}))
     svg = Path(write_timeline(paths)).read_text()
     assert row_labels(svg) == ["head", "worker-1", "worker-2", "worker-3"]
     assert ">worker-3: never joined (failed)</text>" in svg
@@ -123,7 +131,7 @@ def test_a_node_that_wrote_its_own_record_is_drawn_too(tmp_path):
 def test_a_run_whose_head_died_early_still_gets_a_picture():
     """The launcher's own timing.json (the head never wrote one) and no node records: the
     milestones it has, nothing invented."""
-    svg = render_timeline("r", {"t_submit": 100.0, "nodes_expected": 3, "nodes_joined": 0}, {})
+    svg = render_timeline("r", TimingRecord(t_submit=100.0, nodes_expected=3), {})
     ElementTree.fromstring(svg)
     assert "0/3 nodes joined</text>" in svg and ">submit 0.0 s</text>" in svg
     assert row_labels(svg) == [] and bar_phases(svg) == []

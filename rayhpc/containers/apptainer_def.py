@@ -25,8 +25,8 @@ from pathlib import Path
 from spython.main.parse.parsers import DockerParser
 from spython.main.parse.writers import SingularityWriter
 
+from rayhpc.common.user_error import UserError
 from rayhpc.containers.dockerfile import render_portable_dockerfile
-from rayhpc.containers.errors import UserError
 from rayhpc.containers.recipe import Recipe, list_recipes, load_recipe
 
 DOCKER_ENV = "/.singularity.d/env/10-docker2singularity.sh"

@@ -15,7 +15,7 @@ import docker
 import docker.errors
 
 from rayhpc import PACKAGE_DIR, __version__
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.containers.progress import Progress
 from rayhpc.containers.secrets import SECRETS_ARG, BuildSecrets, serve
 

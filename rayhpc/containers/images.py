@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rayhpc.common.user_error import UserError
 from rayhpc.containers.dockerfile import render_dockerfile
 from rayhpc.containers.engine import (
     build_image,
@@ -11,7 +12,6 @@ from rayhpc.containers.engine import (
     ensure_image,
     image_exists,
 )
-from rayhpc.containers.errors import UserError
 from rayhpc.containers.progress import Progress
 from rayhpc.containers.recipe import DEFAULT_RECIPE, IMAGE_REPOSITORY, Recipe, load_recipe
 from rayhpc.containers.rootfs import debootstrap_image

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from rayhpc import RECIPES_DIR
-from rayhpc.containers.datafiles import check_keys, find_yaml, read_yaml, yaml_names
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
+from rayhpc.common.yaml_files import check_keys, find_yaml, read_yaml, yaml_names
 
 DEFAULT_RECIPE = "ray"  # the recipe of the image a local launch runs by default
 IMAGE_REPOSITORY = "rayhpc"

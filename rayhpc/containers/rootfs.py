@@ -11,8 +11,8 @@ from pathlib import Path
 
 import docker
 
+from rayhpc.common.user_error import UserError
 from rayhpc.containers.engine import import_rootfs
-from rayhpc.containers.errors import UserError
 from rayhpc.containers.progress import Progress
 
 APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))

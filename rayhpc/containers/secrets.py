@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 
 SECRETS_DIR = "/tmp/rayhpc-secrets"
 SECRETS_ARG = "RAYHPC_SECRETS"

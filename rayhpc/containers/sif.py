@@ -21,8 +21,8 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from rayhpc.common.user_error import UserError
 from rayhpc.containers.engine import check_image_ref, connect
-from rayhpc.containers.errors import UserError
 from rayhpc.containers.images import ensure_recipe_image
 from rayhpc.containers.progress import Progress
 

@@ -6,6 +6,7 @@ It mirrors what drivers expect from the real image: user ``ray`` (uid 1000, grou
 
 from __future__ import annotations
 
+from rayhpc.common.user_error import UserError
 from rayhpc.containers.dockerfile import (
     IMAGE_USER,
     add_user,
@@ -14,7 +15,6 @@ from rayhpc.containers.dockerfile import (
     pip_install,
     run_steps,
 )
-from rayhpc.containers.errors import UserError
 from rayhpc.containers.recipe import IMAGE_REPOSITORY, Recipe
 from rayhpc.containers.secrets import FETCH_SECRETS, FORGET_SECRETS, SECRETS_ARG
 

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from rayhpc.launcher.backends.watch import noting_signals
-from rayhpc.launcher.launch import start
+from rayhpc.launcher.contract import HeadRecord
+from rayhpc.launcher.orchestration import start
 from rayhpc.launcher.runs.jobs import ClusterError
 from rayhpc.launcher.runs.logs import logs as run_logs
 from rayhpc.launcher.runs.run import Run, find_run, shared_dir, status_line
@@ -84,13 +85,21 @@ class Cluster:
     @property
     def address(self) -> str:
         """The head's GCS address (ip:port), for `ray.init(address)` on a node of the cluster."""
-        return self.run.head["address"]
+        return self.head.address
 
     @property
     def client_address(self) -> str:
         """`ray://...` for `ray.init()` from here (Ray Client; same Ray and Python as the
         image)."""
-        return self.run.spec.client_address(self.run.head["ip"])
+        return self.run.spec.client_address(self.head.ip)
+
+    @property
+    def head(self) -> HeadRecord:
+        """The head's record (head.json): the cluster is up, so it is there."""
+        head = self.run.head
+        if head is None:
+            raise ClusterError(f"{self.run.paths.head}: missing: the cluster is not up")
+        return head
 
     @property
     def dashboard_url(self) -> str:

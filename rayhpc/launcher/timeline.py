@@ -12,7 +12,6 @@ of their own.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -20,7 +19,13 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
-from rayhpc.launcher.contract import RunPaths
+from rayhpc.launcher.contract import (
+    NodeRecord,
+    RunPaths,
+    TimingRecord,
+    read_node_records,
+    read_record,
+)
 
 MAX_ROWS = 40  # one row per node up to this many nodes; bins above
 BINS = 32
@@ -61,24 +66,24 @@ class NodeTimes:
     head: bool = False
 
 
-def node_times(timing: dict, records: dict[str, dict]) -> list[NodeTimes]:
+def node_times(records: dict[str, NodeRecord]) -> list[NodeTimes]:
     """Each node's moments from nodes.json's records (the head's clock: when the head heard
     of each state; the head's own: `ray start` to its GCS up)."""
     found = []
     for name, record in records.items():
-        times = record.get("times") or {}  # none: a record a node wrote itself
+        times = record.times or {}  # none: a record a node wrote itself
         ends = [times.get(k) for k in ("stopped", "left", "failed", "lost-head", "gone",
                                        "disconnected") if times.get(k)]
         found.append(NodeTimes(name, times.get("connected"), times.get("starting"),
-                               times.get("joined"), min(ends) if ends else record.get("time"),
-                               str(record.get("state", "")), record.get("role") == "head"))
+                               times.get("joined"), min(ends) if ends else record.time,
+                               record.state, record.role == "head"))
     return found
 
 
-def phases(node: NodeTimes, timing: dict) -> list[tuple[str, float, float]]:
+def phases(node: NodeTimes, timing: TimingRecord) -> list[tuple[str, float, float]]:
     """(phase, start, end) of one node, in order."""
-    driver_start = timing.get("t_driver_start")
-    stop = timing.get("t_teardown_start") or timing.get("t_driver_end") or node.end
+    driver_start = timing.t_driver_start
+    stop = timing.t_teardown_start or timing.t_driver_end or node.end
     marks = [("waiting", node.connected), ("starting", node.starting), ("joined", node.joined)]
     if node.joined is not None and driver_start is not None:
         marks.append(("up", max(node.joined, driver_start)))
@@ -118,7 +123,7 @@ class Row:
     title: str = ""
 
 
-def bin_rows(nodes: list[NodeTimes], timing: dict) -> list[Row]:
+def bin_rows(nodes: list[NodeTimes], timing: TimingRecord) -> list[Row]:
     """Bins of nodes in the order they joined, each drawn at its median moments."""
     ordered = sorted(nodes, key=lambda n: (n.joined is None, n.joined or 0.0, n.name))
     size = math.ceil(len(ordered) / BINS)
@@ -164,10 +169,10 @@ def tick_step(span: float) -> float:
     return 7200.0
 
 
-def render_timeline(run_id: str, timing: dict, records: dict[str, dict]) -> str:
+def render_timeline(run_id: str, timing: TimingRecord, records: dict[str, NodeRecord]) -> str:
     """The SVG text of a run's timeline (timing.json's content, nodes.json's records)."""
-    nodes = node_times(timing, records)
-    head_up = timing.get("t_head_up")
+    nodes = node_times(records)
+    head_up = timing.t_head_up
     late = stragglers(nodes, head_up)
     late_names = {n.name for n, _ in late}
     if len(nodes) <= MAX_ROWS:
@@ -177,30 +182,30 @@ def render_timeline(run_id: str, timing: dict, records: dict[str, dict]) -> str:
         rows += bin_rows([n for n in nodes if not n.head], timing)
         rows += [Row(n.name, phases(n, timing), title=why) for n, why in late]
     moments = [t for row in rows for _, a, b in row.bars for t in (a, b)]
-    moments += [timing[key] for key, _ in MILESTONES if timing.get(key)]
-    start = timing.get("t_submit") or min(moments, default=0.0)
+    reached = [(key, label, timing.moment(key)) for key, label in MILESTONES if timing.moment(key)]
+    moments += [t for _, _, t in reached]
+    start = timing.t_submit or min(moments, default=0.0)
     span = max(max(moments, default=start) - start, 1.0)
 
     def x(t: float) -> float:
         return round(LABEL_W + (t - start) / span * PLOT_W, 1)
 
-    milestones = [(x(timing[key]), f"{label} {seconds_text(timing[key] - start)}")
-                  for key, label in MILESTONES if timing.get(key)]
+    milestones = [(x(t), f"{label} {seconds_text(t - start)}") for _, label, t in reached]
     levels = label_levels(milestones)
     top = 66 + LEVEL_H * (max(levels, default=0) + 1)
     bottom = top + len(rows) * ROW_H
     notes = [f"{n.name}: {why}" for n, why in late] or ["none"]
     height = bottom + AXIS_H + 16 * (len(notes) + 1)
     width = LABEL_W + PLOT_W + RIGHT_W
-    joined = timing.get("nodes_joined", sum(n.joined is not None for n in nodes))
-    expected = timing.get("nodes_expected", len(nodes))
+    joined = timing.nodes_joined
+    expected = timing.nodes_expected or len(nodes)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
            f'<rect width="{width}" height="{height}" fill="white"/>',
            f'<text x="8" y="18" font-size="14" font-weight="bold">run {escape(run_id)}: '
            f'{joined}/{expected} nodes joined'
-           + (f', bring-up {seconds_text(timing["t_all_joined"] - start)}'
-              if timing.get("t_all_joined") else "") + "</text>"]
+           + (f", bring-up {seconds_text(timing.t_all_joined - start)}"
+              if timing.t_all_joined else "") + "</text>"]
     if len(nodes) > MAX_ROWS:
         out.append(f'<text x="8" y="34">the head, then the other {len(nodes) - 1} nodes in '
                    "rows by join time (#first-last (count)), each at its median; the whisker: "
@@ -243,13 +248,18 @@ def render_timeline(run_id: str, timing: dict, records: dict[str, dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-def read_timeline(paths: RunPaths) -> tuple[dict, dict[str, dict]]:
-    """timing.json and every node's record (nodes.json, then records nodes wrote themselves)."""
-    timing = json.loads(paths.timing.read_text())
-    records = json.loads(paths.nodes_file.read_text()) if paths.nodes_file.exists() else {}
+def read_timeline(paths: RunPaths) -> tuple[TimingRecord, dict[str, NodeRecord]]:
+    """timing.json and every node's record (nodes.json, then records nodes wrote themselves);
+    RecordError when one is not this rayhpc's record, FileNotFoundError without timing.json."""
+    timing = read_record(paths.timing, TimingRecord)
+    if timing is None:
+        raise FileNotFoundError(f"{paths.timing}: no timing record")
+    records = read_node_records(paths.nodes_file)
     if paths.nodes.is_dir():
         for path in sorted(paths.nodes.glob("*.json")):
-            records.setdefault(path.stem, json.loads(path.read_text()))
+            node = read_record(path, NodeRecord)
+            if node is not None:
+                records.setdefault(path.stem, node)
     return timing, records
 
 

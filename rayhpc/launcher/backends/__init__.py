@@ -1,7 +1,7 @@
 """How a launch runs on a kind of site: the small table of backends, chosen once per launch.
 
   local: docker compose on this machine (site `scheduler: local`, runtime docker)
-  batch: a job script for a batch scheduler (Slurm, PBS, Cobalt, LSF) and an HPC runtime
+  batch: a job script for a batch scheduler (`launcher.schedulers`) and an HPC runtime
 
 Each backend says which schedulers and runtimes it serves, which site options it takes, how
 nodes are named before the start, what image it runs by default, how it checks and readies the
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rayhpc.containers.errors import UserError
-from rayhpc.launcher.backends.base import Backend
+from rayhpc.common.user_error import UserError
+from rayhpc.launcher.backends.backend_interface import Backend
 from rayhpc.launcher.backends.batch import BatchBackend
 from rayhpc.launcher.backends.local import LocalBackend
 
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from rayhpc.launcher.resolve.config import Site
 
 BACKENDS: tuple[Backend, ...] = (LocalBackend(), BatchBackend())
-SCHEDULER_NAMES = tuple(name for backend in BACKENDS for name in backend.schedulers)
 
 
 def backend_for(site: Site) -> Backend:
@@ -48,4 +47,4 @@ def backend_of(scheduler: str, runtime_name: str, where: str) -> Backend:
                                 f"{scheduler!r}; one of: {', '.join(backend.runtimes)}")
             return backend
     raise UserError(f"{where}scheduler: {scheduler!r} is not supported; one of: "
-                    f"{', '.join(SCHEDULER_NAMES)}")
+                    f"{', '.join(name for b in BACKENDS for name in b.schedulers)}")

@@ -22,18 +22,21 @@ ENTRY = NODE_DIR / "bundle_main.py"  # the archive's __main__.py, after the SOUR
 # Inside the archive the packages hold only what the node program imports.
 PACKAGE_INIT = b'"""rayhpc: the contract and the node program (node_agent.pyz)."""\n'
 # What both sides import: the contract, and the timeline the head draws at the end of a run.
-SHARED = ("contract.py", "timeline.py")
+SHARED = ("contract", "timeline.py")
 FILE_TIME = (1980, 1, 1, 0, 0, 0)  # zip's earliest: the same bytes whenever it is made
 
 
 def node_modules() -> dict[str, bytes]:
     """The node program's modules by their path in the archive: rayhpc/__init__.py,
-    rayhpc/launcher/__init__.py, the modules it shares with the launcher (SHARED), and
+    rayhpc/launcher/__init__.py, the modules it shares with the launcher (SHARED: the contract
+    package and the timeline), and
     rayhpc/launcher/node/*.py (its start aside)."""
     modules = {"rayhpc/__init__.py": PACKAGE_INIT,
-               "rayhpc/launcher/__init__.py": PACKAGE_INIT,
-               **{f"rayhpc/launcher/{name}": (PACKAGE_DIR / name).read_bytes()
-                  for name in SHARED}}
+               "rayhpc/launcher/__init__.py": PACKAGE_INIT}
+    for name in SHARED:  # a module, or a package's modules
+        shared = PACKAGE_DIR / name
+        for path in sorted(shared.glob("*.py")) if shared.is_dir() else [shared]:
+            modules[path.relative_to(PACKAGE_DIR.parent.parent).as_posix()] = path.read_bytes()
     for path in sorted(NODE_DIR.glob("*.py")):
         if path != ENTRY:
             modules[f"rayhpc/launcher/node/{path.name}"] = path.read_bytes()

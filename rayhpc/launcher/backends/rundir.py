@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from rayhpc import EXAMPLES_DIR
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends.bundle import node_program
 from rayhpc.launcher.contract import LaunchSpec, RunPaths, atomic_write, json_text, read_spec
 

@@ -16,7 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
 
-from rayhpc.launcher.contract import RunPaths, read_json
+from rayhpc.launcher.contract import (
+    RecordError,
+    RunPaths,
+    StatusRecord,
+    TimingRecord,
+    read_record,
+    read_spec,
+)
 
 if TYPE_CHECKING:
     from rayhpc.launcher.backends.overflow import FollowedOutput
@@ -76,6 +83,7 @@ class RunWatcher:
         self._joined = -1
         self._lost: list[str] = []
         self._notes = 0  # the head's notes printed so far
+        self._bad_status = ""  # a status.json that is not one, said once
         self.connected = False  # connect.txt printed (an interactive cluster is up)
         self.signals: list[int] = []
         self._holding = False
@@ -163,16 +171,16 @@ class RunWatcher:
 
     def poll(self) -> bool:
         """Print what is new since the last call; True while more driver output waits."""
-        status = read_json(self.paths.status) or {}
-        lost = status.get("lost") or []
+        status = self._status()
+        lost = status.lost if status else []
         if lost != self._lost:
             for name in sorted(set(lost) - set(self._lost)):
                 self.say(f"node {name} left the cluster; the run goes on without it")
             self._lost = lost
-        elif status.get("joined", self._joined) != self._joined:
-            self.say(f"{status['joined']}/{status['expected']} nodes joined")
-        self._joined = status.get("joined", self._joined)
-        notes = status.get("notes") or []
+        elif status and status.joined != self._joined:
+            self.say(f"{status.joined}/{status.expected} nodes joined")
+        self._joined = status.joined if status else self._joined
+        notes = status.notes if status else []
         for note in notes[self._notes:]:
             self.say(note)
         self._notes = max(self._notes, len(notes))
@@ -180,6 +188,17 @@ class RunWatcher:
         if not self.connected:
             self._print_connect()
         return more
+
+    def _status(self) -> StatusRecord | None:
+        """status.json as the head last wrote it; one that is not a status record is said
+        once and read as none (the run's end is told by exit_code, not by it)."""
+        try:
+            return read_record(self.paths.status, StatusRecord)
+        except RecordError as exc:
+            if str(exc) != self._bad_status:
+                self._bad_status = str(exc)
+                self.say(f"ignoring {exc}")
+            return None
 
     def _print_connect(self) -> None:
         """An interactive cluster is up: how to connect, as the head wrote it (shell lines)."""
@@ -270,25 +289,28 @@ class RunWatcher:
 
 def summary(run_dir: Path, code: int) -> str:
     """One line: nodes (per group), bring-up seconds, driver seconds, exit code."""
-    timing = read_json(RunPaths(run_dir).timing) or {}
+    paths = RunPaths(run_dir)
+    try:
+        timing = read_record(paths.timing, TimingRecord)
+    except RecordError as exc:  # a foreign timing.json: said, not guessed from
+        return f"rayhpc: run {run_dir.name}: {exc}, exit code {code}"
 
     def span(start: str, end: str) -> str:
-        if timing.get(start) and timing.get(end):
-            return f"{timing[end] - timing[start]:.1f} s"
-        return "-"
+        first, last = (timing.moment(start), timing.moment(end)) if timing else (None, None)
+        return f"{last - first:.1f} s" if first and last else "-"
 
-    lost = timing.get("nodes_lost")
+    lost = timing.nodes_lost if timing else []
     groups = "; ".join(f"{name}: {total['nodes']} node{'s' if total['nodes'] != 1 else ''}, "
                        f"{total['cpus']:g} CPUs, {total['gpus']:g} GPUs"
-                       for name, total in (timing.get("groups") or {}).items() if name)
+                       for name, total in ((timing and timing.groups) or {}).items() if name)
     blocks = "; ".join(f"block {name}: {len(c.get('nodes', []))} joined, {c.get('left', 0)} left"
                        + (f", {c['lost']} lost" if c.get("lost") else "")
-                       for name, c in (timing.get("blocks") or {}).items())
-    spec = read_json(RunPaths(run_dir).spec) or {}
+                       for name, c in ((timing and timing.blocks) or {}).items())
+    spec = read_spec(paths, strict=False)
     # An interactive cluster has no driver: the span is the time it was up for Ray jobs.
-    ran = "up" if "driver" in spec and spec["driver"] is None else "driver"
-    return (f"rayhpc: run {run_dir.name}: {timing.get('nodes_joined', 0)}/"
-            f"{timing.get('nodes_expected', '?')} nodes"
+    ran = "up" if spec is not None and spec.interactive else "driver"
+    return (f"rayhpc: run {run_dir.name}: {timing.nodes_joined if timing else 0}/"
+            f"{timing.nodes_expected if timing else '?'} nodes"
             f"{' (' + groups + ')' if groups else ''}"
             f"{' (lost: ' + ', '.join(lost) + ')' if lost else ''}"
             f"{' (' + blocks + ')' if blocks else ''}, bring-up "

@@ -19,5 +19,7 @@ once, writes one log archive and one record at its end; only the head watches th
 Modules: `main` (entry, role), `agent` (what both roles share), `head`, `worker`, `channel`
 (the control plane), `ray_start` (Ray's arguments and version gates), `processes` (the Ray CLI,
 stopping a session), `harvest` (log archives), `report` (resources, missing and lost nodes),
-`connect` (connect.txt), `bundle_main` (the single file's start-up).
+`connect` (connect.txt), `membership` and `block_keeper` (who is in the cluster, grown blocks),
+`head_route`, `gpu_env`, `preflight`, `driver_output`, `launch_failed`, `bundle_main` (the single
+file's start-up).
 """

@@ -12,6 +12,7 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 from rayhpc.launcher.contract import (
     AF_UNIX_MAX,
@@ -19,16 +20,17 @@ from rayhpc.launcher.contract import (
     RAY_NODE_LABEL,
     LaunchSpec,
     NodeGroup,
+    NodeRecord,
     RunPaths,
     label_value,
     run_dir_problem,
     temp_dir_fits,
-    write_json,
+    write_record,
 )
 from rayhpc.launcher.node import harvest, preflight
 from rayhpc.launcher.node.driver_output import to_stdout
-from rayhpc.launcher.node.errors import LaunchFailed
 from rayhpc.launcher.node.gpu_env import gpu_environment
+from rayhpc.launcher.node.launch_failed import LaunchFailed
 from rayhpc.launcher.node.processes import RayCli, raise_fd_limit, stop_session
 from rayhpc.launcher.node.ray_start import (
     LABELS_SINCE,
@@ -100,18 +102,18 @@ class Agent:
     def on_stop_request(self) -> None:
         """Hook for the head: pass the stop on to the driver."""
 
-    def final_record(self, state: str, **extra: object) -> dict:
-        return {"node": self.node, "state": state, "ip": self.ip,
-                "hostname": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
-                **extra}
+    def final_record(self, state: str, **extra: Any) -> NodeRecord:
+        return NodeRecord(node=self.node, state=state, ip=self.ip,
+                          hostname=socket.gethostname(), pid=os.getpid(), time=time.time(),
+                          **extra)
 
-    def write_record(self, record: dict) -> None:
+    def write_record(self, record: NodeRecord) -> None:
         """A node's own record file: only where the head cannot collect it."""
         try:
             self.paths.nodes.mkdir(exist_ok=True)
-            write_json(self.paths.node_record(self.node), record)
+            write_record(self.paths.node_record(self.node), record)
         except OSError as exc:
-            self.say(f"state {record['state']} not recorded: {run_dir_problem(exc)}")
+            self.say(f"state {record.state} not recorded: {run_dir_problem(exc)}")
 
     @functools.cached_property
     def ray_version(self) -> str:

@@ -13,28 +13,32 @@ import threading
 import time
 
 from rayhpc.launcher.contract import (
-    LEFT,
     NODES_ENV,
     RUN_DIR_ENV,
+    HeadRecord,
     LaunchSpec,
     NodeGroup,
+    NodeRecord,
     RunPaths,
+    StatusRecord,
+    TimingRecord,
     atomic_write,
     run_dir_problem,
-    write_json,
+    write_record,
 )
 from rayhpc.launcher.node.agent import Agent
-from rayhpc.launcher.node.blocks import BlockKeeper, RayDrain, block_counts
+from rayhpc.launcher.node.block_keeper import BlockKeeper, RayDrain, block_counts
 from rayhpc.launcher.node.channel import ControlServer, secret_of
 from rayhpc.launcher.node.connect import connect_text
 from rayhpc.launcher.node.driver_output import DriverOutput
-from rayhpc.launcher.node.errors import LaunchFailed
-from rayhpc.launcher.node.fabric import head_route_environment
+from rayhpc.launcher.node.head_route import head_route_environment
+from rayhpc.launcher.node.launch_failed import LaunchFailed
 from rayhpc.launcher.node.membership import watch_nodes
 from rayhpc.launcher.node.processes import POLL_S, stop_session
 from rayhpc.launcher.node.ray_start import agent_addresses, node_ip, without_proxy
 from rayhpc.launcher.node.report import (
     failed_before_joining,
+    final_of,
     first_few,
     gpu_shortfall,
     group_totals,
@@ -71,10 +75,9 @@ class Head(Agent):
     def __init__(self, paths: RunPaths, node: str, spec: LaunchSpec, group: str = ""):
         super().__init__(paths, node, spec, group)
         self.driver: subprocess.Popen | None = None
-        self.timing: dict = {"t_submit": spec.t_submit, "t_head_start": time.time(),
-                             "nodes_expected": spec.nodes,
-                             "nodes_joined": 0, "nodes_lost": []}
-        self.status: dict = {"joined": 0, "expected": spec.nodes, "lost": []}
+        self.timing = TimingRecord(t_submit=spec.t_submit, t_head_start=time.time(),
+                                   nodes_expected=spec.nodes)
+        self.status = StatusRecord(expected=spec.nodes)
         self._status_lock = threading.Lock()
         self._status_written = 0.0
         self._stop_seen = False
@@ -143,7 +146,7 @@ class Head(Agent):
         try:
             if error:
                 atomic_write(self.paths.error, error + "\n")
-            write_json(self.paths.timing, self.timing)
+            write_record(self.paths.timing, self.timing)
             try:
                 write_timeline(self.paths)
             except Exception as exc:  # noqa: BLE001 (a picture is never worth the exit code)
@@ -166,14 +169,14 @@ class Head(Agent):
         self.ray(*self.start_args(None))
         address = f"{self.ip}:{self.spec.ports['gcs']}"
         # The GCS is up once `ray start` returns: workers may join while we connect.
-        self.timing["t_head_up"] = time.time()
-        head = {"address": address, "ip": self.ip, "node": self.node,
-                "gcs_port": self.spec.ports["gcs"], "agent_port": self.spec.ports["agent"],
-                "dashboard_port": self.spec.ports["dashboard"],
-                "client_port": self.spec.ports["client"], "time": self.timing["t_head_up"],
-                "versions": versions}  # the workers' preflight compares theirs
-        self.server.announce(head=head)
-        write_json(self.paths.head, head)
+        self.timing.t_head_up = time.time()
+        head = HeadRecord(address=address, ip=self.ip, node=self.node,
+                          gcs_port=self.spec.ports["gcs"], agent_port=self.spec.ports["agent"],
+                          dashboard_port=self.spec.ports["dashboard"],
+                          client_port=self.spec.ports["client"], time=self.timing.t_head_up,
+                          versions=versions)  # the workers' preflight compares theirs
+        self.server.announce(head=head.to_json())
+        write_record(self.paths.head, head)
         self.connect(address)
         self.blocks.drain = RayDrain(address)
         self.say(f"head up at {address}")
@@ -200,7 +203,8 @@ class Head(Agent):
         """status.json (every node's state and address, for `rayhpc status` and `logs`), built
         and written at most every status_every_s unless ``force``. True: written."""
         with self._status_lock:  # the watch loop and a block's release both publish
-            self.status.update(changes)
+            for name, value in changes.items():
+                setattr(self.status, name, value)
             now = time.monotonic()
             if not force and now - self._status_written < status_every_s(self.spec.nodes):
                 return False
@@ -210,19 +214,16 @@ class Head(Agent):
 
     def _write_status(self) -> None:
         records = self.server.records()
-        nodes = {self.node: {"state": "joined", "ip": self.ip,
-                             "group": self.group.name if self.group else None},
-                 **{name: {"state": r["state"], "ip": r["ip"], "group": r["group"] or None,
-                           "block": r["block"] or None} for name, r in records.items()}}
+        nodes = {self.node: NodeRecord(state="joined", ip=self.ip,
+                                       group=self.group.name if self.group else None),
+                 **{name: NodeRecord(state=r["state"], ip=r["ip"], group=r["group"] or None,
+                                     block=r["block"] or None)
+                    for name, r in records.items()}}
         for name, node in nodes.items():
-            for key in ("group", "block"):
-                if not node.get(key):
-                    node.pop(key, None)
-            if name in self.resources:
-                node["resources"] = self.resources[name]
-        self.status["blocks"] = self.timing["blocks"] = block_counts(records)
-        self.status["nodes"] = nodes
-        write_json(self.paths.status, self.status)
+            node.resources = self.resources.get(name)
+        self.status.blocks = self.timing.blocks = block_counts(records)
+        self.status.nodes = nodes
+        write_record(self.paths.status, self.status)
 
     def report_resources(self) -> None:
         """What every node brought to Ray, from Ray's node list at the join (no extra call):
@@ -237,7 +238,7 @@ class Head(Agent):
         group_of = {self.node: self.group.name if self.group else "",
                     **{name: r["group"] for name, r in records.items()}}
         totals = group_totals(groups, group_of, self.resources)
-        self.timing["groups"] = totals
+        self.timing.groups = totals
         for name, total in totals.items():
             self.note(resources_line(name, total))
         problem = gpu_shortfall(groups, group_of, self.resources)
@@ -248,7 +249,7 @@ class Head(Agent):
         """Say something the user should see on the launcher's console too (status.json)."""
         self.say(message)
         with contextlib.suppress(OSError):
-            self.publish_status(force=True, notes=[*self.status.get("notes", []), message])
+            self.publish_status(force=True, notes=[*self.status.notes, message])
 
     def wait_for_nodes(self, address: str) -> bool:
         """Until every node has joined: the workers say so over the control connection; Ray's
@@ -257,7 +258,7 @@ class Head(Agent):
         its name and in its words."""
         expected = self.spec.nodes
         deadline = time.time() + self.spec.join_timeout
-        self.status["address"] = address
+        self.status.address = address
         version, shown, next_gcs, alive = -1, -1, 0.0, 1
         while not self.stop_requested():
             joined = 1 + self.server.count("joined")  # what the workers' agents said
@@ -269,7 +270,7 @@ class Head(Agent):
             # All joined only once Ray confirms it; progress from whichever knows more.
             progress = max(joined, alive) if alive >= expected else min(max(joined, alive),
                                                                         expected - 1)
-            self.timing["nodes_joined"] = progress
+            self.timing.nodes_joined = progress
             # Shown at most every status_every_s (this runs each second and on every message,
             # thousands a second while a large cluster joins), the last count always.
             if progress != shown and self.publish_status(force=progress >= expected,
@@ -277,7 +278,7 @@ class Head(Agent):
                 shown = progress
                 self.say(f"{progress}/{expected} nodes joined")
             if alive >= expected:
-                self.timing["t_all_joined"] = time.time()
+                self.timing.t_all_joined = time.time()
                 return True
             failure = self.server.first_failure()
             if failure is not None:  # it will never join: no use waiting for the timeout
@@ -299,7 +300,7 @@ class Head(Agent):
         env = dict(self.env, RAY_ADDRESS=address, PYTHONUNBUFFERED="1",
                    **{RUN_DIR_ENV: str(self.paths.dir), NODES_ENV: str(self.spec.nodes)})
         self.say(f"running driver: {command}")
-        self.timing["t_driver_start"] = time.time()
+        self.timing.t_driver_start = time.time()
         output = DriverOutput(self.paths.driver_log, self.say)
         self.driver = subprocess.Popen(driver_argv(command), cwd=self.spec.shared, env=env,
                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -317,7 +318,7 @@ class Head(Agent):
                 self.say("stop requested: stopping the driver")
                 self.on_stop_request()
             time.sleep(POLL_S)
-        self.timing["t_driver_end"] = time.time()
+        self.timing.t_driver_end = time.time()
         self.server.poke()  # the node watch sees the driver's end now, not at its next period
         left, names = stop_session(self.driver.pid, LEFTOVER_GRACE_S,
                                    leader=driver_argv(command))
@@ -335,12 +336,12 @@ class Head(Agent):
         """Interactive (no driver): say how to connect (connect.txt), then keep the cluster up
         until a stop comes (`rayhpc down`, the walltime warning, a cancel, Ctrl-C). Ray jobs
         come and go meanwhile; the exit code is that of the stop (143, or 128 + the signal)."""
-        self.timing["t_driver_start"] = time.time()
+        self.timing.t_driver_start = time.time()
         atomic_write(self.paths.connect,
                      connect_text(self.spec, self.ip, str(self.paths.auth_token)))
         self.say(f"cluster up, interactive: {self.paths.connect}")
         self.watch_nodes(running=lambda: not self.stop_requested())
-        self.timing["t_driver_end"] = time.time()
+        self.timing.t_driver_end = time.time()
         who = signal.Signals(self.signalled).name if self.signalled else "the stop file"
         if not self.signalled:
             with contextlib.suppress(OSError):
@@ -359,7 +360,7 @@ class Head(Agent):
         # Announced, not only sent: a worker that gets through only now (still probing while
         # the launch failed) hears "stop" instead of the head's address.
         self.server.announce(stop="the head is tearing down")
-        self.timing["t_teardown_start"] = time.time()
+        self.timing.t_teardown_start = time.time()
         try:
             self.paths.request_stop(f"head: {self.node} is tearing down")
         except OSError as exc:
@@ -375,18 +376,14 @@ class Head(Agent):
             version = self.server.wait(version, timeout=max(0.0, deadline - time.monotonic()))
         self.server.close()
         # Every node's final record in one file: one write for the whole cluster.
-        times = {"starting": self.timing["t_head_start"], "joined": self.timing.get("t_head_up")}
+        times = {"starting": self.timing.t_head_start, "joined": self.timing.t_head_up}
         records = {self.node: self.final_record("failed" if self.failed else "stopped",
                                                 logs=summary, times=times, role="head")}
         for name, peer in self.server.records().items():  # times: when the head heard
-            records[name] = {**(peer["final"] or {"node": name, "state": peer["state"],
-                                                  "reason": peer["reason"], "ip": peer["ip"]}),
-                             "times": peer["times"]}
-            if peer["state"] == LEFT:  # released from its block: it left, drained
-                records[name] = {**records[name], "state": LEFT, "block": peer["block"]}
+            records[name] = final_of(name, peer)
         try:
-            write_json(self.paths.nodes_file, records)
+            write_record(self.paths.nodes_file, records)
         except OSError as exc:
             self.say(f"node records not written: {run_dir_problem(exc)}")
-        self.timing["blocks"] = block_counts(self.server.records())
-        self.timing["t_teardown_done"] = time.time()
+        self.timing.blocks = block_counts(self.server.records())
+        self.timing.t_teardown_done = time.time()

@@ -1,5 +1,5 @@
 """Who is in the cluster while it runs (the head's watch): workers that leave it (a killed
-container, a dead host, a block that died), blocks that join and leave (`node.blocks`).
+container, a dead host, a block that died), blocks that join and leave (`node.block_keeper`).
 
 A worker's agent closing its connection says it at once; Ray's node list, asked rarely, catches
 a node whose Ray died under a living agent. status.json is rewritten on a change, at most once a
@@ -41,17 +41,17 @@ def watch_nodes(head, running: Callable[[], bool]) -> None:
             except Exception as exc:  # noqa: BLE001 (the GCS is the head's own)
                 head.say(f"cannot list the nodes: {exc}")
         lost = server.names("gone") | (lost_by_ray - server.names(LEFT))
-        newly = sorted(lost - set(head.timing["nodes_lost"]))
+        newly = sorted(lost - set(head.timing.nodes_lost))
         if newly:
             records = server.records()
             for name in newly:
                 block = records[name]["block"] if name in records else ""
                 head.note(f"node {name}{f' (block {block})' if block else ''} left the "
                           "cluster; the run goes on without it")
-        head.timing["nodes_lost"] = sorted(lost)
+        head.timing.nodes_lost = sorted(lost)
         joined = 1 + len((confirmed | server.names("joined")) - lost - server.names(LEFT))
         if version != shown or pending:
-            newly_lost = bool(lost - set(head.status.get("lost") or []))
+            newly_lost = bool(lost - set(head.status.lost))
             with contextlib.suppress(OSError):
                 # At once when a node was lost (the user is told); else at the status rate.
                 pending = not head.publish_status(force=newly_lost, joined=joined,

@@ -10,7 +10,7 @@ import socket
 import struct
 
 from rayhpc.launcher.contract import NODE_IP_ENV, LaunchSpec, NodeGroup
-from rayhpc.launcher.node.errors import LaunchFailed
+from rayhpc.launcher.node.launch_failed import LaunchFailed
 
 TOKEN_AUTH_SINCE = (2, 52)
 # `ray start --labels key=value,...`: Ray's docs, "Use labels to control scheduling": "In Ray

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from rayhpc.launcher.contract import RAY_NODE_LABEL, NodeGroup, label_value
+from rayhpc.launcher.contract import LEFT, RAY_NODE_LABEL, NodeGroup, NodeRecord, label_value
 
 
 def node_resources(ray_nodes: list[dict], names: list[str],
@@ -145,3 +145,18 @@ def status_every_s(nodes: int) -> float:
     every node is in it, 2.3 MB at 10,000 nodes, so the rate falls as N grows: once a second
     up to 1,000 nodes, every 10 s at 10,000."""
     return max(1.0, nodes / 1000)
+
+
+def final_of(name: str, peer: dict) -> NodeRecord:
+    """A worker's final record as the head keeps it: its own (sent at its end), else what the
+    head knew of it; with when the head heard each state."""
+    try:
+        record = NodeRecord.from_json(peer["final"], f"{name}'s final record") \
+            if peer["final"] else NodeRecord(node=name, state=peer["state"],
+                                             reason=peer["reason"], ip=peer["ip"])
+    except ValueError:  # a worker that sent no record of this rayhpc's
+        record = NodeRecord(node=name, state=peer["state"], reason=peer["reason"], ip=peer["ip"])
+    record.times = peer["times"]
+    if peer["state"] == LEFT:  # released from its block: it left, drained
+        record.state, record.block = LEFT, peer["block"]
+    return record

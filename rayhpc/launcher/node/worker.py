@@ -11,12 +11,20 @@ import socket
 import threading
 import time
 
-from rayhpc.launcher.contract import HEAD_HOST_ENV, LaunchSpec, RunPaths, read_json, run_dir_problem
+from rayhpc.launcher.contract import (
+    HEAD_HOST_ENV,
+    HeadRecord,
+    LaunchSpec,
+    RecordError,
+    RunPaths,
+    read_record,
+    run_dir_problem,
+)
 from rayhpc.launcher.node.agent import RAY_STOP_GRACE_HEADLESS_S, RAY_STOP_GRACE_S, Agent
 from rayhpc.launcher.node.channel import Channel, backoff, secret_of
-from rayhpc.launcher.node.errors import LaunchFailed
-from rayhpc.launcher.node.fabric import head_route_environment
 from rayhpc.launcher.node.harvest import harvest_spread_s
+from rayhpc.launcher.node.head_route import head_route_environment
+from rayhpc.launcher.node.launch_failed import LaunchFailed
 from rayhpc.launcher.node.processes import POLL_S, RayCli
 from rayhpc.launcher.node.ray_start import node_ip
 
@@ -35,7 +43,7 @@ class Worker(Agent):
         super().__init__(paths, node, spec, group)
         self.block = block  # the grown block it came with ("" : the launch's own job)
         self.channel: Channel | None = None
-        self.head: dict | None = None
+        self.head: HeadRecord | None = None
         self.told_stop = threading.Event()
         self.head_gone = threading.Event()
         self.head_known = threading.Event()
@@ -73,7 +81,7 @@ class Worker(Agent):
         record = self.final_record(state, reason=reason, logs=self.harvest_logs())
         # The head writes every node's record at once; ours ourselves only if it cannot.
         if self.head_gone.is_set() or not (self.channel and self.channel.send(
-                state=state, reason=reason, final=record)):
+                state=state, reason=reason, final=record.to_json())):
             self.write_record(record)
         self.say(f"{state} ({reason})")
         if self.channel is not None:
@@ -127,8 +135,8 @@ class Worker(Agent):
                 # No host given, or none reached there for a while (the head runs elsewhere
                 # than the job script thought): its own word, once written.
                 if not host or time.monotonic() - started > 2 * FILE_CHECK_S:
-                    head = read_json(self.paths.head)
-                    host = head["ip"] if head else host
+                    head = self.head_file()
+                    host = head.ip if head else host
             if time.monotonic() > deadline:
                 raise LaunchFailed(f"could not reach the head's agent at {host or '?'}:{port} "
                                    f"in {self.spec.join_timeout + HEAD_START_ALLOWANCE_S} s")
@@ -155,11 +163,24 @@ class Worker(Agent):
                 return
             for message in messages:
                 if "head" in message:
-                    self.head = message["head"]
+                    try:
+                        self.head = HeadRecord.from_json(message["head"], "the head's message")
+                    except ValueError as exc:  # not this rayhpc's head: it never will be
+                        self.say(f"error: {exc}")
+                        self.head_gone.set()
+                        return
                     self.head_known.set()
                 if "stop" in message:
                     self.say(f"the head says stop ({message['stop']})")
                     self.told_stop.set()
+
+    def head_file(self) -> HeadRecord | None:
+        """head.json, once the head wrote it (None before, or when it is not a head's)."""
+        try:
+            return read_record(self.paths.head, HeadRecord)
+        except RecordError as exc:
+            self.say(f"{exc}: waiting for the head's own word")
+            return None
 
     def wait_for_head_up(self) -> bool:
         """Until the head's GCS is up (the head tells us its address). False: stopped first."""
@@ -175,11 +196,11 @@ class Worker(Agent):
         assert self.head is not None
         self.ip = node_ip(self.spec.interface, True)
         self.tell(state="starting", ip=self.ip)
-        self.preflight(self.head.get("versions"))  # refused by name before it joins
-        self.say(f"joining {self.head['address']} from {self.ip}")
+        self.preflight(self.head.versions)  # refused by name before it joins
+        self.say(f"joining {self.head.address} from {self.ip}")
         for attempt in range(RAY_START_TRIES):
             try:
-                self.ray(*self.start_args(self.head["address"]), cli=cli, interruptible=True)
+                self.ray(*self.start_args(self.head.address), cli=cli, interruptible=True)
                 break
             except LaunchFailed as exc:
                 self.stop_ray(RAY_STOP_GRACE_HEADLESS_S)  # whatever the failed try started

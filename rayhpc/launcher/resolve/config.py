@@ -10,16 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rayhpc.containers.datafiles import check_keys, find_yaml, read_yaml, yaml_names
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
+from rayhpc.common.yaml_files import check_keys, find_yaml, read_yaml, yaml_names
 from rayhpc.launcher import SITES_DIR
 from rayhpc.launcher.contract import NodeGroup
-from rayhpc.launcher.resolve.fabric import check_interface
+from rayhpc.launcher.resolve.fabric_interface import check_interface
 from rayhpc.launcher.resolve.groups import GPUS, parse_groups
 from rayhpc.launcher.resolve.queues import Queue, parse_queues
 from rayhpc.launcher.resolve.values import non_negative_int, positive_int
 from rayhpc.launcher.runtimes import RUNTIMES
-from rayhpc.launcher.schedulers import SCHEDULERS
+from rayhpc.launcher.schedulers import batch_scheduler, qos_titles
 from rayhpc.launcher.times import WALLTIME_FORMS, parse_walltime
 
 ENV_PREFIX = "RAYHPC_"
@@ -186,7 +186,7 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
     problem = RUNTIMES[data["runtime"]].scheduler_problem(data["scheduler"])
     if problem:
         raise UserError(f"{path}: runtime: {problem}")
-    if data["scheduler"] in SCHEDULERS:  # other sites take none: their backend says so
+    if batch_scheduler(data["scheduler"]):  # other sites take none: their backend says so
         _check_scheduler_options(options.get("scheduler_options", {}), data["scheduler"],
                                  f"{path}: ")
     docs = data.get("docs") or []
@@ -195,8 +195,9 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
     if not isinstance(docs, list) or not all(isinstance(d, str) for d in docs):
         raise UserError(f"{path}: docs: must be a list of URLs or repository paths")
     queues = parse_queues(options["queues"], path) if "queues" in options else []
-    if data["scheduler"] != "slurm" and any(queue.qos for queue in queues):
-        raise UserError(f"{path}: queues: qos: only Slurm has QOS queues; remove `qos`")
+    scheduler = batch_scheduler(data["scheduler"])
+    if not (scheduler and scheduler.has_qos) and any(queue.qos for queue in queues):
+        raise UserError(f"{path}: queues: qos: only {qos_titles()} has QOS queues; remove `qos`")
     if "queues_read" in options and not _DATE_RE.match(options["queues_read"]):
         raise UserError(f"{path}: queues_read: {options['queues_read']!r}: must be the day "
                         "the queue table was read, as YYYY-MM-DD (quoted)")
@@ -214,8 +215,8 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
 def check_groups(groups: tuple[NodeGroup, ...], site: Site, where: str) -> None:
     """What the site can do with node groups: its scheduler must express them, its runtime
     pass each group's GPUs, its scheduler know each group's scheduler_options."""
-    problem = SCHEDULERS[site.scheduler].groups_problem(site.option("scheduler_options")) \
-        if site.scheduler in SCHEDULERS else ""
+    scheduler = batch_scheduler(site.scheduler)
+    problem = scheduler.groups_problem(site.option("scheduler_options")) if scheduler else ""
     if problem:
         raise UserError(f"{where}: site {site.name} runs {site.scheduler}, which cannot run "
                         f"node groups: {problem}")
@@ -227,11 +228,11 @@ def check_groups(groups: tuple[NodeGroup, ...], site: Site, where: str) -> None:
                 raise UserError(f"{at}: gpu: {group.gpu}: site {site.name} has "
                                 f"{site.option('gpu')} GPUs (its `gpu`), not {group.gpu}")
         if group.scheduler_options:
-            if site.scheduler not in SCHEDULERS:
+            if scheduler is None:
                 raise UserError(f"{at}: scheduler_options: the {site.scheduler} site has no "
                                 "scheduler; remove them")
             _check_scheduler_options(group.scheduler_options, site.scheduler, f"{at}: ")
-        if group.queue and site.scheduler not in SCHEDULERS:
+        if group.queue and scheduler is None:
             raise UserError(f"{at}: queue: the {site.scheduler} site has no queues; remove it")
 
 
@@ -249,7 +250,7 @@ def _check_gpu(gpu: str, runtime_name: str, where: str) -> None:
 
 def _check_scheduler_options(options: dict, scheduler_name: str, where: str) -> None:
     """Each scheduler's own keys only (a typo gets the closest valid key), of their types."""
-    scheduler = SCHEDULERS.get(scheduler_name)
+    scheduler = batch_scheduler(scheduler_name)
     known = scheduler.options if scheduler else {}
     check_keys(options, tuple(known), where.rstrip(": "), "scheduler_options: ")
     for key, value in options.items():

@@ -6,7 +6,7 @@ import re
 import shlex
 from pathlib import Path
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 
 _PYTHON_RE = re.compile(r"^python(\d(\.\d+)?)?$")
 _OPTIONS_WITH_VALUE = {"-W", "-X"}

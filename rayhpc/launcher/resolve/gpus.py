@@ -3,10 +3,10 @@ flag (pure: data in, decisions out).
 
 A node's GPUs are a kind (the site's `gpu`, or a group's own: nvidia, amd, intel; "" none) and
 a count (`--num-gpus`/`num_gpus`, a group's `num_gpus`; None: not given). Where the site asks
-the scheduler for GPUs (Slurm --gpus-per-node/--gres, PBS ngpus, LSF -gpu; each scheduler's
-`gpu_request` option), a node with a kind and a count asks for that many and gets the
+the scheduler for GPUs (each scheduler module's `gpu_requests`: the site's `gpu_request`
+option), a node with a kind and a count asks for that many and gets the
 runtime's flag; a count of 0, or none, asks for nothing (a CPU launch on a GPU-capable site).
-Where the GPUs come with the node (`gpu_request: none`: Polaris, Aurora, LSF with CSM), the kind
+Where the GPUs come with the node (`gpu_request: none`: Polaris, Aurora, CSM sites), the kind
 alone gives the flag, as before. A group without a kind asks for none.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from rayhpc.containers.datafiles import check_keys
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
+from rayhpc.common.yaml_files import check_keys
 from rayhpc.launcher.contract import RAY_GROUP_LABEL, RAY_IMAGE_LABEL, NodeGroup, label_value
 from rayhpc.launcher.resolve.values import whole_number
 

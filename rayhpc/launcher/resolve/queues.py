@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rayhpc.containers.datafiles import check_keys
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
+from rayhpc.common.yaml_files import check_keys
 from rayhpc.launcher.times import format_walltime, parse_walltime
 
 LIMIT_KEYS = ("min_nodes", "max_nodes", "min_walltime", "max_walltime")

@@ -9,7 +9,8 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
+from rayhpc.launcher.contract import NodeRecord
 from rayhpc.launcher.runs.jobs import (
     SHOW_BYTES,
     ClusterError,
@@ -48,13 +49,13 @@ def logs(run: Run, write: Callable[[str], None], node: str | None = None,
     return _ray_log(run, node, nodes[node], file, write, follow, signals)
 
 
-def known_nodes(run: Run) -> dict[str, dict]:
+def known_nodes(run: Run) -> dict[str, NodeRecord]:
     """Each node's record by name, and the nodes known only by the spec or by what they left
     in the run directory (a run whose head was killed recorded none)."""
     kept = [path.name.split(".")[0] for path in (*run.paths.logs.glob("*.log"),
                                                  *run.paths.logs.glob("*.tar.gz"))
             if path != run.paths.containers_log]
-    return {**{name: {} for name in (*run.spec.node_names, *kept)}, **run.nodes()}
+    return {**{name: NodeRecord() for name in (*run.spec.node_names, *kept)}, **run.nodes()}
 
 
 def _file(run: Run, path: Path, write, follow: bool, signals) -> int:
@@ -160,7 +161,7 @@ def _all_job_logs(run: Run, write) -> int:
     return 0
 
 
-def _ray_log(run: Run, node: str, record: dict, file: str, write, follow: bool,
+def _ray_log(run: Run, node: str, record: NodeRecord, file: str, write, follow: bool,
              signals) -> int:
     kept = run.archived(node)
     if kept or not run.up:
@@ -170,12 +171,12 @@ def _ray_log(run: Run, node: str, record: dict, file: str, write, follow: bool,
         write(kept[file].decode(errors="replace"))
         return 0
     client = run.client()
-    files = client.node_log_files(record.get("ip", ""))
+    files = client.node_log_files(record.ip or "")
     if file not in files:
         raise UserError(f"--file: {node} has no Ray log {file!r} (there: "
                         f"{', '.join(files[:12])}{' ...' if len(files) > 12 else ''})")
     # Streamed: the file from its start (and, following, what is added) over one connection.
-    query = urllib.parse.urlencode({"node_ip": record.get("ip", ""), "filename": file,
+    query = urllib.parse.urlencode({"node_ip": record.ip or "", "filename": file,
                                     "lines": -1})
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     ends_line = True

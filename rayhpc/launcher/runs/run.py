@@ -11,13 +11,20 @@ import re
 import tarfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends import BACKENDS, Backend, backend_of
 from rayhpc.launcher.backends.watch import summary
-from rayhpc.launcher.contract import LaunchSpec, RunPaths, read_blocks, read_json, read_spec
+from rayhpc.launcher.contract import (
+    LaunchedRun,
+    NodeRecord,
+    RunPaths,
+    read_blocks,
+    read_node_records,
+    read_record,
+    read_spec,
+)
 from rayhpc.launcher.resolve.config import load_site, resolve_settings
 from rayhpc.launcher.runs.jobs import JobsClient
 from rayhpc.launcher.times import duration, format_walltime
@@ -31,10 +38,9 @@ def shared_dir(site: str = "local", shared: str | None = None,
     return Path(settings["shared"]).expanduser().absolute()
 
 
-@dataclass
-class Run:
-    paths: RunPaths
-    spec: LaunchSpec
+class Run(LaunchedRun):
+    """A launched run (its directory's records, `LaunchedRun`) and what this layer asks of
+    it: its backend, its phase, its nodes, its Ray jobs."""
 
     @classmethod
     def load(cls, run_dir: Path) -> Run | None:
@@ -45,31 +51,8 @@ class Run:
         return None if spec is None else cls(paths, spec)
 
     @property
-    def run_id(self) -> str:
-        return self.spec.run_id
-
-    @property
     def backend(self) -> Backend:
         return backend_of(self.spec.scheduler, self.spec.runtime, f"{self.paths.spec}: ")
-
-    @property
-    def job_id(self) -> str:
-        try:
-            return self.paths.job_id.read_text().strip()
-        except OSError:
-            return ""
-
-    @property
-    def exit_code(self) -> int | None:
-        return self.paths.read_exit_code()
-
-    @property
-    def head(self) -> dict:
-        return read_json(self.paths.head) or {}
-
-    @property
-    def status(self) -> dict:
-        return read_json(self.paths.status) or {}
 
     @property
     def up(self) -> bool:
@@ -78,7 +61,8 @@ class Run:
 
     @property
     def head_node(self) -> str:
-        return self.head.get("node") or (self.spec.node_names or ["head"])[0]
+        head = self.head
+        return head.node if head else (self.spec.node_names or ["head"])[0]
 
     def phase(self) -> str:
         if self.exit_code is not None:
@@ -91,12 +75,13 @@ class Run:
             return "joining"
         return "starting"
 
-    def nodes(self) -> dict[str, dict]:
+    def nodes(self) -> dict[str, NodeRecord]:
         """Each node's record by name: the final ones (nodes.json, and nodes/<node>.json of a
         node that could not tell the head) once the run ended, else the head's status."""
-        final = read_json(self.paths.nodes_file) or {}
-        final.update({p.stem: read_json(p) or {} for p in self.paths.nodes.glob("*.json")})
-        return final or dict(self.status.get("nodes") or {})
+        final = read_node_records(self.paths.nodes_file)
+        for path in self.paths.nodes.glob("*.json"):
+            final[path.stem] = read_record(path, NodeRecord) or NodeRecord()
+        return final or dict(self.status.nodes)
 
     def archived(self, node: str) -> dict[str, bytes]:
         """The Ray log files kept in a node's archive (logs/<node>.tar.gz), by name."""
@@ -117,8 +102,14 @@ class Run:
             return {}
         return data if isinstance(data, dict) else {}
 
+    @property
+    def head_ip(self) -> str:
+        """The head's address ("" : not up yet)."""
+        head = self.head
+        return head.ip if head else ""
+
     def dashboard(self) -> str:
-        return self.spec.dashboard_url(self.head.get("ip", ""))
+        return self.spec.dashboard_url(self.head_ip)
 
     def client(self) -> JobsClient:
         try:
@@ -126,7 +117,7 @@ class Run:
         except OSError as exc:
             raise UserError(f"--run: cannot read the run's token {self.paths.auth_token} "
                             f"({exc.strerror}); run this as the user who launched it") from None
-        return JobsClient(self.dashboard(), token, head_ip=self.head.get("ip", ""))
+        return JobsClient(self.dashboard(), token, head_ip=self.head_ip)
 
     def require_up(self, flag: str = "--run") -> None:
         """UserError unless this is an interactive cluster that is up now."""
@@ -139,7 +130,7 @@ class Run:
                             "launch an interactive cluster (no --driver) to submit to")
         if not self.up:
             status = self.status
-            joined = f"{status.get('joined', 0)}/{status.get('expected', self.spec.nodes)}"
+            joined = f"{status.joined}/{status.expected or self.spec.nodes}"
             raise UserError(f"{flag}: the cluster of run {self.run_id} is not up yet ({joined} "
                             f"nodes joined); wait for {self.paths.connect} (`rayhpc status "
                             f"--run {self.run_id}`)")
@@ -192,16 +183,16 @@ def status_line(run: Run, now: float | None = None) -> str:
     if run.spec.interactive is False and run.exit_code is None:
         parts[-1] += f": {run.spec.driver}"
     # Grown blocks count too, while they are not released.
-    expected = status.get("expected", run.spec.nodes) + sum(
+    expected = (status.expected or run.spec.nodes) + sum(
         block.nodes for block in read_blocks(run.paths) if not block.released)
-    parts.append(f"{status.get('joined', 0)}/{expected} nodes "
-                 "joined" + (f" (lost: {', '.join(status['lost'])})" if status.get("lost")
-                             else ""))
-    if run.head.get("time") and run.exit_code is None:
-        parts.append(f"up {duration(now - run.head['time'])}")
+    parts.append(f"{status.joined}/{expected} nodes "
+                 "joined" + (f" (lost: {', '.join(status.lost)})" if status.lost else ""))
+    head = run.head
+    if head and run.exit_code is None:
+        parts.append(f"up {duration(now - head.time)}")
     if run.exit_code is None:
         parts += run.backend.describe(run)
-        if run.head and run.backend.running(run) is False:
+        if head and run.backend.running(run) is False:
             parts[2] = (f"lost (its nodes are gone without an exit code; `rayhpc down --run "
                         f"{run.run_id}` records its end)")
     return "\n".join(["  ".join(parts), *block_lines(run, now)])
@@ -211,7 +202,7 @@ def block_lines(run: Run, now: float | None = None) -> list[str]:
     """One line per grown block: its job id, nodes (joined/left/lost of asked), state and
     time left."""
     now = now or time.time()
-    counts = run.status.get("blocks") or {}
+    counts = run.status.blocks or {}
     lines = []
     for block in read_blocks(run.paths):
         count = counts.get(block.name) or {}

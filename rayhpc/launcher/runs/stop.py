@@ -6,11 +6,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends import BACKENDS
 from rayhpc.launcher.backends.watch import summary
-from rayhpc.launcher.contract import FINAL_STATES, atomic_write, write_json
-from rayhpc.launcher.runs.blocks import release_all, remove_blocks
+from rayhpc.launcher.contract import FINAL_STATES, record_end_for_the_head
+from rayhpc.launcher.runs.grow_shrink import release_all, remove_blocks
 from rayhpc.launcher.runs.jobs import ClusterError
 from rayhpc.launcher.runs.run import Run, leftover_runs, load_run
 
@@ -114,22 +114,15 @@ def down(run: Run, say: Say, timeout: float | None = None) -> int:
 def record_lost_end(run: Run, error: str) -> None:
     """Write a run's end in its head's stead, where no agent could (see `RunPaths`): error,
     timing and exit code (last), each only where the head did not write it."""
-    paths = run.paths
-    if not paths.timing.exists():
-        write_json(paths.timing, {"t_submit": run.spec.t_submit,
-                                  "nodes_expected": run.spec.nodes,
-                                  "nodes_joined": run.status.get("joined", 0)})
-    for path, text in ((paths.error, error), (paths.exit_code, str(LOST_EXIT_CODE))):
-        if not path.exists():
-            atomic_write(path, text + "\n")
+    record_end_for_the_head(run.paths, run.spec, error, LOST_EXIT_CODE)
 
 
 def _wait_for_nodes_stopped(run: Run, deadline: float) -> None:
     while time.monotonic() < deadline:
         if run.paths.nodes_file.exists():  # the head wrote every node's final record
             return
-        lost = set(run.status.get("lost") or [])
-        if all(rec.get("state") in FINAL_STATES for name, rec in run.nodes().items()
+        lost = set(run.status.lost)
+        if all(rec.state in FINAL_STATES for name, rec in run.nodes().items()
                if name not in lost):
             return
         time.sleep(0.2)

@@ -10,7 +10,7 @@ import json
 import shutil
 import subprocess
 
-from rayhpc.launcher.runtimes.base import ExecRequest, Runtime
+from rayhpc.launcher.runtimes.runtime_interface import ExecRequest, Runtime
 
 # The image's versions, as our images label them (containers/recipe.py `oci_labels`; a SIF
 # converted from a Docker image keeps its labels, a def file from a recipe writes them in

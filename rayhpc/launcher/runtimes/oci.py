@@ -3,7 +3,7 @@ podman-hpc (NERSC Perlmutter), Docker; and bare: no container at all."""
 
 from __future__ import annotations
 
-from rayhpc.launcher.runtimes.base import ExecRequest, Runtime
+from rayhpc.launcher.runtimes.runtime_interface import ExecRequest, Runtime
 
 
 class Shifter(Runtime):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rayhpc.launcher.runtimes.base import ExecRequest, Runtime
+from rayhpc.launcher.runtimes.runtime_interface import ExecRequest, Runtime
 
 
 class Pyxis(Runtime):

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from rayhpc.launcher.schedulers.base import Job, Scheduler, filesystem_names, minutes
+from rayhpc.launcher.schedulers.scheduler_interface import Job, Scheduler, filesystem_names, minutes
 
 
 class Cobalt(Scheduler):
     name = "cobalt"
+    title = "Cobalt"
     launcher = "aprun"
     job_id_var = "COBALT_JOBID"
     directive = "#COBALT"

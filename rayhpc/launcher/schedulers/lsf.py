@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from rayhpc.launcher.schedulers.base import Job, Scheduler, Shell, env_words, minutes, shell_join
+from rayhpc.launcher.schedulers.scheduler_interface import (
+    Job,
+    Scheduler,
+    Shell,
+    env_words,
+    minutes,
+    shell_join,
+)
 
 # The hosts of the job, one per line: LSB_MCPU_HOSTS is "host1 slots1 host2 slots2 ..." (IBM,
 # "Environment variables set for job execution"). With CSM, the first is the launch node.
@@ -30,6 +37,7 @@ def lsf_minutes(seconds: int) -> str:
 
 class LSF(Scheduler):
     name = "lsf"
+    title = "LSF"
     launcher = "blaunch"
     job_id_var = "LSB_JOBID"
     directive = "#BSUB"

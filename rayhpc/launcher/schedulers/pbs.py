@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.contract import RunPaths
-from rayhpc.launcher.schedulers.base import (
+from rayhpc.launcher.schedulers.scheduler_interface import (
+    COMMON_REJECTIONS,
     Job,
     Scheduler,
     Shell,
@@ -136,6 +137,18 @@ def task_launcher(options: Mapping[str, object]) -> TaskLauncher:
 
 class PBS(Scheduler):
     name = "pbs"
+    title = "PBS"
+    rejections = (
+        # ALCF, docs/running-jobs/index.md, "Troubleshooting / Common Errors": "qsub: Job
+        # rejected by all possible destinations" means the "walltime or node count do not fall
+        # within the ranges" of the production execution queues.
+        (r"rejected by all possible destinations", "queue"),
+        # ALCF, same page, "qsub": "qsub: Account_Name is required to be set."
+        (r"Account_Name is required", "account"),
+        # ALCF, same page, "Specifying Filesystems": "qsub: Resource: filesystems is required
+        # to be set."
+        (r"filesystems? is required|filesystems", "filesystems"),
+        *COMMON_REJECTIONS)
     launcher = Pbsdsh.program
     job_id_var = "PBS_JOBID"
     directive = "#PBS"

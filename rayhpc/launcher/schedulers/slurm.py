@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from rayhpc.launcher.schedulers.base import Job, Scheduler, Shell
+from rayhpc.launcher.schedulers.scheduler_interface import COMMON_REJECTIONS, Job, Scheduler, Shell
 from rayhpc.launcher.times import format_walltime
 
 QUEUE_OPTIONS = ("partition", "qos")
@@ -48,6 +48,17 @@ GPU_REQUESTS = ("gpus-per-node", "gres", "none")
 
 class Slurm(Scheduler):
     name = "slurm"
+    title = "Slurm"
+    has_qos = True
+    rejections = (
+        # Slurm's own refusals (sbatch: error: Batch job submission failed: ...): "Invalid
+        # partition name specified", "Invalid qos specification", "Invalid account or
+        # account/partition combination specified", "Requested time limit is invalid (missing
+        # or exceeds some limit)". LUMI, batch-job.md, "Specifying the account": a job without
+        # --account gets "Job violates accounting/QOS policy".
+        (r"[Ii]nvalid partition|[Ii]nvalid qos", "queue"),
+        (r"[Ii]nvalid account|accounting/QOS policy", "account"),
+        *COMMON_REJECTIONS)
     launcher = "srun"
     job_id_var = "SLURM_JOB_ID"
     directive = "#SBATCH"

@@ -1,5 +1,5 @@
-"""The batch backend: a job script for a batch scheduler (Slurm, PBS, Cobalt, LSF) that starts
-the node program in an HPC container runtime on every node of the allocation."""
+"""The batch backend: a job script for a batch scheduler (one of `launcher.schedulers`) that
+starts the node program in an HPC container runtime on every node of the allocation."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import shutil
 import subprocess
 from typing import TYPE_CHECKING, TextIO
 
-from rayhpc.containers.errors import UserError
-from rayhpc.launcher.backends.base import Backend, check_versions, images_to_check
+from rayhpc.common.user_error import UserError
+from rayhpc.launcher.backends.backend_interface import Backend, check_versions, images_to_check
 from rayhpc.launcher.backends.batch.jobscript import render_job_script
-from rayhpc.launcher.backends.batch.launch import (
+from rayhpc.launcher.backends.batch.submission import (
     BatchLaunch,
     cancel_job,
     describe_job,
@@ -19,22 +19,36 @@ from rayhpc.launcher.backends.batch.launch import (
     submit_script,
 )
 from rayhpc.launcher.contract import RunPaths
+from rayhpc.launcher.resolve.gpus import check_launch_gpus
+from rayhpc.launcher.resolve.groups import group_gpu_count
 from rayhpc.launcher.runtimes import RUNTIMES, runtime
 from rayhpc.launcher.schedulers import SCHEDULERS
 
 if TYPE_CHECKING:
-    from rayhpc.launcher.contract import Block, LaunchSpec
+    from rayhpc.launcher.contract import Block, LaunchedRun, LaunchSpec, NodeGroup
     from rayhpc.launcher.resolve.config import Site
-    from rayhpc.launcher.runs.run import Run
 
 
 class BatchBackend(Backend):
     name = "batch"
-    schedulers = tuple(SCHEDULERS)
+
+    @property
+    def schedulers(self) -> tuple[str, ...]:  # type: ignore[override]
+        """Every registered scheduler (read when asked: the registry is the one list)."""
+        return tuple(SCHEDULERS)
+
     runtimes = tuple(name for name, cls in RUNTIMES.items() if cls.batch)
 
     def node_launcher(self, site: Site) -> str:
         return SCHEDULERS[site.scheduler].launcher_for(site.option("scheduler_options"))
+
+    def check_gpu_request(self, site: Site, num_gpus: int | None,
+                          groups: tuple[NodeGroup, ...]) -> None:
+        """GPUs that cannot be asked of the site's scheduler are refused (UserError)."""
+        requests = SCHEDULERS[site.scheduler].requests_gpus(site.option("scheduler_options"))
+        check_launch_gpus(site.name, site.option("gpu"), num_gpus, requests,
+                          tuple((group.name, group.gpu, group_gpu_count(group, num_gpus))
+                                for group in groups))
 
     def ready_image(self, spec: LaunchSpec, site: Site, dry_run: bool) -> None:
         node_runtime = runtime(site.runtime)
@@ -68,13 +82,13 @@ class BatchBackend(Backend):
             out: TextIO | None = None) -> int:
         return BatchLaunch(spec, site, out).run(wait=wait)
 
-    def describe(self, run: Run) -> list[str]:
+    def describe(self, run: LaunchedRun) -> list[str]:
         return describe_job(run)
 
-    def running(self, run: Run) -> bool | None:
+    def running(self, run: LaunchedRun) -> bool | None:
         return bool(job_state(run.spec.scheduler, run.job_id)) if run.job_id else None
 
-    def stop(self, run: Run, say) -> None:
+    def stop(self, run: LaunchedRun, say) -> None:
         cancel_job(run, say)
 
     # -- blocks: each a worker-only job rendered by the same job script renderer
@@ -97,14 +111,14 @@ class BatchBackend(Backend):
         script.chmod(0o755)
         return submit_script(SCHEDULERS[site.scheduler], script, spec.shared, site)
 
-    def block_state(self, run: Run, block: Block) -> str:
+    def block_state(self, run: LaunchedRun, block: Block) -> str:
         return job_state(run.spec.scheduler, block.job_id) if block.job_id else ""
 
-    def block_pending(self, run: Run, block: Block) -> bool:
+    def block_pending(self, run: LaunchedRun, block: Block) -> bool:
         state = self.block_state(run, block)
         return bool(state) and state not in SCHEDULERS[run.spec.scheduler].running_states
 
-    def cancel_block(self, run: Run, block: Block, say) -> None:
+    def cancel_block(self, run: LaunchedRun, block: Block, say) -> None:
         scheduler = SCHEDULERS[run.spec.scheduler]
         state = self.block_state(run, block)
         if not state:

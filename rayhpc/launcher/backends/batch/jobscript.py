@@ -25,12 +25,12 @@ from rayhpc.launcher.contract import (
     fabric_environment,
 )
 from rayhpc.launcher.resolve.config import Site
-from rayhpc.launcher.resolve.fabric import export_unless_set
+from rayhpc.launcher.resolve.fabric_interface import export_unless_set
 from rayhpc.launcher.resolve.gpus import NodeGpus, node_gpus
 from rayhpc.launcher.resolve.queues import queue_is_qos
 from rayhpc.launcher.runtimes import ExecRequest, runtime
 from rayhpc.launcher.schedulers import SCHEDULERS, Job, Scheduler
-from rayhpc.launcher.schedulers.base import JobGroup
+from rayhpc.launcher.schedulers.scheduler_interface import JobGroup
 from rayhpc.launcher.times import format_walltime
 
 
@@ -194,7 +194,7 @@ def node_command(spec: LaunchSpec, site: Site, group: NodeGroup | None = None,
 
 
 def fabric_lines(spec: LaunchSpec, site: Site) -> list[str]:
-    """NCCL's and Gloo's interface: the node's (see `launcher.resolve.fabric`), where unset."""
+    """NCCL's and Gloo's interface: the node's (`launcher.resolve.fabric_interface`), if unset."""
     fabric = fabric_environment(spec.interface, site.option("environment"))
     if not fabric:
         return []

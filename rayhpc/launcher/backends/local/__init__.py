@@ -15,16 +15,15 @@ from types import ModuleType
 from typing import TYPE_CHECKING, TextIO
 
 from rayhpc.containers.recipe import DEFAULT_RECIPE, load_recipe
-from rayhpc.launcher.backends.base import Backend, check_versions, images_to_check
+from rayhpc.launcher.backends.backend_interface import Backend, check_versions, images_to_check
 from rayhpc.launcher.backends.local.compose import IMAGE_USER_UID
 from rayhpc.launcher.contract import NodeGroup
 from rayhpc.launcher.resolve.groups import group_node_names
 from rayhpc.launcher.runtimes.oci import Docker
 
 if TYPE_CHECKING:
-    from rayhpc.launcher.contract import Block, LaunchSpec
+    from rayhpc.launcher.contract import Block, LaunchedRun, LaunchSpec
     from rayhpc.launcher.resolve.config import Site
-    from rayhpc.launcher.runs.run import Run
 
 
 def container_user() -> tuple[str, tuple[int, int] | None]:
@@ -82,23 +81,23 @@ class LocalBackend(Backend):
 
     def run(self, spec: LaunchSpec, site: Site, wait: bool = False, detach: bool = False,
             out: TextIO | None = None) -> int:
-        launch = engine_side("launch").LocalLaunch(spec, site.option("environment"), out)
+        launch = engine_side("compose_run").LocalLaunch(spec, site.option("environment"), out)
         return launch.run(detach=detach)
 
-    def describe(self, run: Run) -> list[str]:
+    def describe(self, run: LaunchedRun) -> list[str]:
         states = engine_side("manage").container_states(run.spec)
         return [", ".join(f"{node}: {state}" for node, state in states.items())
                 or "no containers"]
 
-    def running(self, run: Run) -> bool | None:
+    def running(self, run: LaunchedRun) -> bool | None:
         states = engine_side("manage").container_states(run.spec)
         return states.get(run.spec.node_names[0]) == "running"
 
-    def stop(self, run: Run, say) -> None:
+    def stop(self, run: LaunchedRun, say) -> None:
         engine_side("manage").stop_run(run.spec, say)
 
-    def cleanup(self, run: Run, say) -> None:
-        engine_side("launch").LocalLaunch(run.spec).teardown()
+    def cleanup(self, run: LaunchedRun, say) -> None:
+        engine_side("compose_run").LocalLaunch(run.spec).teardown()
 
     def leftovers(self) -> dict[str, str]:
         try:
@@ -128,15 +127,15 @@ class LocalBackend(Backend):
         return ""
 
     def submit_block(self, spec: LaunchSpec, site: Site, block: Block, head_ip: str) -> str:
-        engine_side("blocks").start_block(spec, block, head_ip, site.option("environment"),
+        engine_side("compose_blocks").start_block(spec, block, head_ip, site.option("environment"),
                                           self.default_image())
         return ""
 
-    def block_state(self, run: Run, block: Block) -> str:
-        return engine_side("blocks").block_state(run.run_id, block.name)
+    def block_state(self, run: LaunchedRun, block: Block) -> str:
+        return engine_side("compose_blocks").block_state(run.run_id, block.name)
 
-    def cancel_block(self, run: Run, block: Block, say) -> None:
-        removed = engine_side("blocks").remove_block(run.run_id, block.name)
+    def cancel_block(self, run: LaunchedRun, block: Block, say) -> None:
+        removed = engine_side("compose_blocks").remove_block(run.run_id, block.name)
         if removed:
             say(f"block {block.name}: removed its {removed} container(s)")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -41,7 +41,7 @@ def nodes_that_fit(machine: MachineFacts, shm_bytes: int) -> int:
 def check_capacity(nodes: int, shm_size: str, shm_bytes: int, machine: MachineFacts) -> None:
     """UserError naming --nodes (or --shm-size, when not even one node fits) unless the
     machine holds ``nodes`` nodes. (More nodes than its CPUs start well is a warning at the
-    start: `launcher.backends.local.launch`.)"""
+    start: `launcher.backends.local.compose_run`.)"""
     fits = nodes_that_fit(machine, shm_bytes)
     per_node = f"{node_memory(shm_bytes) / GIB:.1f} GiB"
     have = (f"the Docker engine's machine has {machine.memory_bytes / GIB:.1f} GiB of memory "

@@ -72,7 +72,7 @@ def node_service(spec: LaunchSpec, node: str, group: NodeGroup | None, user: str
         binds=[str(spec.shared)], workdir=str(spec.shared),
         gpu=group.gpu if group else "",
         # NCCL's and Gloo's interface from --interface, unless the site's environment
-        # sets them (launcher.resolve.fabric).
+        # sets them (launcher.resolve.fabric_interface).
         env={**fabric_environment(spec.interface, environment or {}),
              **(environment or {}), "PYTHONUNBUFFERED": "1"},
         # A uid the image does not know has no home: give Ray a writable one.

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import docker.errors
 
+from rayhpc.common.user_error import UserError
 from rayhpc.containers.engine import (
     check_image_ref,
     connect,
@@ -20,7 +21,6 @@ from rayhpc.containers.engine import (
     image_exists,
     ray_in_image,
 )
-from rayhpc.containers.errors import UserError
 from rayhpc.containers.images import ensure_recipe_image
 from rayhpc.containers.progress import Progress
 from rayhpc.launcher.backends.local.capacity import MachineFacts, check_capacity

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 
 
 def yaml_names(directory: Path) -> list[str]:

@@ -58,8 +58,22 @@ class Job:
     exports: tuple[str, ...] = ()
 
 
+# What every scheduler's refusal may say (pattern, the setting to check: a key of
+# `backends.batch.rejections.SETTINGS`): each scheduler puts its own messages first.
+COMMON_REJECTIONS: tuple[tuple[str, str], ...] = (
+    (r"[Uu]nknown queue|queue .*(disabled|not exist)", "queue"),
+    (r"[Aa]ccount", "account"),
+    (r"time limit|walltime", "walltime"),
+)
+
+
 class Scheduler:
-    name = ""
+    name = ""  # the site file's `scheduler`
+    title = ""  # how the documentation and messages name it
+    has_qos = False  # queue tables may name a QOS (`queues: qos`)
+    # What its submit command's refusals say, as the sites document them (each cited), the
+    # first match wins (see `backends.batch.rejections`).
+    rejections: tuple[tuple[str, str], ...] = COMMON_REJECTIONS
     launcher = ""  # the program that starts one task per node
     job_id_var = ""  # set inside an allocation
     directive = ""  # the job script's directive prefix

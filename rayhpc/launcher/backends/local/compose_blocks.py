@@ -8,8 +8,8 @@ import subprocess
 
 import docker.errors
 
+from rayhpc.common.user_error import UserError
 from rayhpc.containers.engine import connect
-from rayhpc.containers.errors import UserError
 from rayhpc.launcher.backends.local import container_user
 from rayhpc.launcher.backends.local.compose import (
     CONTAINER_BLOCK_LABEL,
@@ -17,7 +17,7 @@ from rayhpc.launcher.backends.local.compose import (
     block_project,
     render_block_compose,
 )
-from rayhpc.launcher.backends.local.launch import compose_command
+from rayhpc.launcher.backends.local.compose_run import compose_command
 from rayhpc.launcher.backends.local.manage import ready_images
 from rayhpc.launcher.contract import Block, LaunchSpec, RunPaths
 

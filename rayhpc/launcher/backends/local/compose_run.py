@@ -19,8 +19,8 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from rayhpc.common.user_error import UserError
 from rayhpc.containers.engine import connect
-from rayhpc.containers.errors import UserError
 from rayhpc.launcher.backends.local import container_user
 from rayhpc.launcher.backends.local.compose import render_compose
 from rayhpc.launcher.backends.local.manage import remove_run, stop_containers
@@ -33,9 +33,8 @@ from rayhpc.launcher.contract import (
     RunPaths,
     atomic_file,
     atomic_write,
-    read_json,
+    record_end_for_the_head,
     run_dir_problem,
-    write_json,
 )
 
 # More local nodes than this per core start too slowly to be of use (a warning says so).
@@ -187,14 +186,7 @@ class LocalLaunch:
                 error += f"; its last output: {' | '.join(said[-3:])}"
         self.watcher.say(f"error: {error}; logs in {self.paths.logs}/")
         try:  # in the head's stead (see RunPaths): it wrote none of these
-            status = read_json(self.paths.status) or {}
-            if not self.paths.timing.exists():
-                write_json(self.paths.timing, {"t_submit": self.spec.t_submit,
-                                               "nodes_expected": self.spec.nodes,
-                                               "nodes_joined": status.get("joined", 0)})
-            for path, text in ((self.paths.error, error), (self.paths.exit_code, str(code))):
-                if not path.exists():
-                    atomic_write(path, text + "\n")
+            record_end_for_the_head(self.paths, self.spec, error, code)
         except OSError as exc:
             self.watcher.say(f"error: {run_dir_problem(exc)}: the result is not recorded")
         return code

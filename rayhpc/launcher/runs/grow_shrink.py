@@ -5,7 +5,7 @@ A block's nodes reach the head's agent at the address the launcher writes into t
 job script (from head.json, read once here), show the run's token, and join Ray like the
 launch's own workers; the head counts them per block in status.json. To release a block the
 launcher (or the block's own job script at its walltime warning) writes blocks/<b>.stop; the
-head drains its nodes, then stops them (they leave as `left`). See `launcher.node.blocks`.
+head drains its nodes, then stops them (they leave as `left`). See `launcher.node.block_keeper`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends.bundle import node_program
 from rayhpc.launcher.contract import (
     FIRST_GROWN_BLOCK,
@@ -153,14 +153,14 @@ def require_growable(run: Run) -> str:
     if problem:
         raise UserError(f"--run: run {run.run_id}: {problem}")
     head = run.head
-    if not head.get("ip"):
+    if head is None or not head.ip:
         raise UserError(f"--run: the head of run {run.run_id} is not up yet (no "
                         f"{run.paths.head.name}); grow it once it is (`rayhpc status --run "
                         f"{run.run_id}`)")
     if run.backend.running(run) is False:
         raise UserError(f"--run: run {run.run_id} is not running any more (its nodes are gone "
                         f"without an exit code); `rayhpc down --run {run.run_id}` records it")
-    return head["ip"]
+    return head.ip
 
 
 def claim(run: Run, block: Block) -> Block:
@@ -277,9 +277,7 @@ def block_state_known(run: Run, block: Block) -> bool:
 
 def block_nodes(run: Run, block: str) -> dict[str, str]:
     """The block's nodes and their states as the head last wrote them."""
-    nodes = run.status.get("nodes") or {}
-    return {name: rec.get("state", "") for name, rec in nodes.items()
-            if rec.get("block") == block}
+    return {name: rec.state for name, rec in run.status.nodes.items() if rec.block == block}
 
 
 def release_all(run: Run) -> list[Block]:

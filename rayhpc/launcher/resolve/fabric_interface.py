@@ -9,7 +9,7 @@ them (a site may document its own value, e.g. several NICs for NCCL) or the job'
 environment does (the job script only fills in what is unset).
 
 Without an `interface` the node has to find the one that routes to the head at run time:
-`launcher.node.fabric`.
+`launcher.node.head_route`.
 """
 
 from __future__ import annotations

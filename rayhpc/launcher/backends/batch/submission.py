@@ -1,4 +1,4 @@
-"""Run a launch on a batch system: submit from a login node, or run inside an allocation."""
+"""LaunchedRun a launch on a batch system: submit from a login node, or run inside an allocation."""
 
 from __future__ import annotations
 
@@ -10,20 +10,17 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends.batch.jobscript import render_job_script
 from rayhpc.launcher.backends.batch.rejections import rejection_hint
 from rayhpc.launcher.backends.rundir import prepare_run_dir, remove_run_dir
 from rayhpc.launcher.backends.watch import RunWatcher
-from rayhpc.launcher.contract import LaunchSpec, RunPaths
+from rayhpc.launcher.contract import LaunchedRun, LaunchSpec, RunPaths
 from rayhpc.launcher.resolve.config import Site
 from rayhpc.launcher.schedulers import SCHEDULERS, Scheduler, current_allocation
 from rayhpc.launcher.times import duration, format_walltime
-
-if TYPE_CHECKING:
-    from rayhpc.launcher.runs.run import Run
 
 
 def login_name() -> str:
@@ -46,20 +43,21 @@ def job_state(scheduler_name: str, job_id: str) -> str:
     return scheduler.parse_state(result.stdout) if result.returncode == 0 else ""
 
 
-def describe_job(run: Run) -> list[str]:
+def describe_job(run: LaunchedRun) -> list[str]:
     """The job's state in the queue and about how much of its walltime is left."""
     if not run.job_id:
         return ["launched inside an allocation"]
     state = job_state(run.spec.scheduler, run.job_id)
     parts = [f"job {run.job_id} {state or 'not in the queue'}"]
-    started = run.head.get("time")
+    head = run.head
+    started = head.time if head else None
     if state and started:  # the head came up seconds after the job started: about right
         left = run.spec.walltime_s - (time.time() - started)
         parts.append(f"~{duration(left)} left of {format_walltime(run.spec.walltime_s)}")
     return parts
 
 
-def cancel_job(run: Run, say: Callable[[str], None]) -> None:
+def cancel_job(run: LaunchedRun, say: Callable[[str], None]) -> None:
     """Stop a batch run the clean way: its job script gets SIGTERM, as on the walltime warning,
     and the agents stop Ray and keep the logs (a job still waiting in the queue is just
     removed). Inside an allocation (no job id): the stop file asks the head directly."""
@@ -148,7 +146,7 @@ def submit_script(scheduler: Scheduler, script: Path, cwd: Path, site: Site) -> 
                           (result.stderr or result.stdout).strip().splitlines())
         said = said[-600:] or "no job id in its output"
         raise UserError(f"{cmd[0]} refused the job (exit {result.returncode}): {said}\n"
-                        f"{rejection_hint(said, site.name, str(site.path))}")
+                        f"{rejection_hint(said, site.name, str(site.path), scheduler.rejections)}")
     return job_id
 
 

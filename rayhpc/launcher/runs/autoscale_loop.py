@@ -1,5 +1,5 @@
 """`rayhpc autoscale --run ID`: the login-node process that keeps a run between MIN and MAX
-blocks (see `launcher.autoscale` for where the decision runs and its rules).
+blocks (see `launcher.autoscale_policy` for where the decision runs and its rules).
 
 Each period it reads Ray's own demand and per-node usage from the head's dashboard with the
 run's token (`GET /api/cluster_status`: the report Ray's autoscaler monitor publishes; its
@@ -13,7 +13,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from rayhpc.launcher.autoscale import (
+from rayhpc.launcher.autoscale_policy import (
     BlockFacts,
     Memory,
     Policy,
@@ -22,7 +22,7 @@ from rayhpc.launcher.autoscale import (
     replacement_submitted,
 )
 from rayhpc.launcher.contract import LEFT, read_blocks
-from rayhpc.launcher.runs.blocks import (
+from rayhpc.launcher.runs.grow_shrink import (
     BlockRequest,
     block_nodes,
     grow,
@@ -66,7 +66,7 @@ def block_facts(run: Run, busy: set[str], idle_since: dict[str, float],
     the first look counts from its submission (earlier than its start: its replacement comes
     early rather than late)."""
     facts = []
-    nodes = run.status.get("nodes") or {}
+    nodes = run.status.nodes
     for block in read_blocks(run.paths):
         states = block_nodes(run, block.name)
         if block.released or LEFT in states.values() and "joined" not in states.values():
@@ -77,7 +77,7 @@ def block_facts(run: Run, busy: set[str], idle_since: dict[str, float],
             state = "queued"
         else:  # its job (or containers) gone with no node in the cluster: failed
             state = "failed"
-        ips = {nodes[name].get("ip") for name, s in states.items() if s == "joined"}
+        ips = {nodes[name].ip for name, s in states.items() if s == "joined"}
         if state == "running" and not ips & busy:
             idle_since.setdefault(block.name, now)
         else:

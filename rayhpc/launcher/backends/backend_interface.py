@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TextIO
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.contract import NodeGroup
 from rayhpc.launcher.resolve.groups import version_mismatch
 
 if TYPE_CHECKING:  # types only: the backends serve these layers, never import them
-    from rayhpc.launcher.contract import Block, LaunchSpec
+    from rayhpc.launcher.contract import Block, LaunchedRun, LaunchSpec
     from rayhpc.launcher.resolve.config import Site
-    from rayhpc.launcher.runs.run import Run
 
 
 class Backend:
@@ -38,6 +37,10 @@ class Backend:
         directory must be theirs)."""
         return None
 
+    def check_gpu_request(self, site: Site, num_gpus: int | None,
+                          groups: tuple[NodeGroup, ...]) -> None:
+        """Refuse GPUs this site cannot be asked for (UserError); before anything is made."""
+
     def ready_image(self, spec: LaunchSpec, site: Site, dry_run: bool) -> None:
         """Check the image (and make it where the backend can); UserError naming --image."""
         raise NotImplementedError
@@ -62,20 +65,20 @@ class Backend:
 
     # -- runs already launched (`rayhpc status`, `down`, `submit`, `logs`; `launcher.runs`)
 
-    def describe(self, run: Run) -> list[str]:
+    def describe(self, run: LaunchedRun) -> list[str]:
         """What the backend knows of a run beyond its run directory: the scheduler's job state,
         the containers' states (short phrases for `rayhpc status`)."""
         return []
 
-    def running(self, run: Run) -> bool | None:
+    def running(self, run: LaunchedRun) -> bool | None:
         """Whether the run's nodes still run (None: cannot tell from here)."""
         return None
 
-    def stop(self, run: Run, say) -> None:
+    def stop(self, run: LaunchedRun, say) -> None:
         """Ask a run that has not ended to stop cleanly (the agents keep the logs)."""
         raise NotImplementedError
 
-    def cleanup(self, run: Run, say) -> None:
+    def cleanup(self, run: LaunchedRun, say) -> None:
         """After the run ended: remove what it left here (containers, networks)."""
 
     def leftovers(self) -> dict[str, str]:
@@ -108,16 +111,16 @@ class Backend:
         when it is refused: nothing of it is left running then."""
         raise NotImplementedError
 
-    def block_state(self, run: Run, block: Block) -> str:
+    def block_state(self, run: LaunchedRun, block: Block) -> str:
         """The block's job (or containers) as the scheduler (or engine) sees it now ("" :
         gone)."""
         return ""
 
-    def block_pending(self, run: Run, block: Block) -> bool:
+    def block_pending(self, run: LaunchedRun, block: Block) -> bool:
         """The block's job waits in the queue (no node of it started)."""
         return False
 
-    def cancel_block(self, run: Run, block: Block, say) -> None:
+    def cancel_block(self, run: LaunchedRun, block: Block, say) -> None:
         """Remove a block's job (one that never started, or whose nodes have left)."""
 
     def working_dir_upload(self) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from rayhpc.containers.errors import UserError
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends import backend_for
 from rayhpc.launcher.backends.rundir import (
     busy_gcs_ports,
@@ -22,11 +22,10 @@ from rayhpc.launcher.backends.rundir import (
 from rayhpc.launcher.contract import AF_UNIX_MAX, LaunchSpec, NodeGroup, temp_dir_fits
 from rayhpc.launcher.resolve.config import Site, check_groups, load_site, resolve_settings
 from rayhpc.launcher.resolve.driver import check_driver
-from rayhpc.launcher.resolve.gpus import check_launch_gpus
-from rayhpc.launcher.resolve.groups import group_flags, group_gpu_count, resolved_groups
+from rayhpc.launcher.resolve.groups import group_flags, resolved_groups
 from rayhpc.launcher.resolve.queues import choose_queue, queue_warning
-from rayhpc.launcher.resolve.spec import default_temp_dir, new_run_id, ports_for, unused_run_id
-from rayhpc.launcher.schedulers import SCHEDULERS, current_allocation
+from rayhpc.launcher.resolve.run_ids import default_temp_dir, new_run_id, ports_for, unused_run_id
+from rayhpc.launcher.schedulers import allocated_nodes
 from rayhpc.launcher.times import format_walltime
 
 DEFAULT_NODES = 3
@@ -55,11 +54,8 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
     if groups:
         settings["nodes"] = sum(group.nodes for group in groups)
     if settings["nodes"] is None:
-        allocation = current_allocation(environ)
-        options = site.option("scheduler_options") \
-            if allocation and allocation.name == site.scheduler else {}
-        allocated = allocation.allocated_nodes(environ, options) if allocation else None
-        settings["nodes"] = allocated or DEFAULT_NODES
+        settings["nodes"] = allocated_nodes(environ, site.scheduler,
+                                            site.option("scheduler_options")) or DEFAULT_NODES
     walltime_s = settings.pop("walltime")
     if settings["stop_grace"] >= walltime_s:
         raise UserError(f"--walltime: {format_walltime(walltime_s)} leaves no time to run: the "
@@ -75,8 +71,8 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
         raise UserError(f"temp_dir: {settings['temp_dir']} is too long for Ray's AF_UNIX socket "
                         f"paths ({AF_UNIX_MAX} bytes with Ray's own part); use a short node-local "
                         "dir like /tmp/ray-$USER")
-    check_gpus(site, settings["num_gpus"], groups)
     backend = backend_for(site)
+    backend.check_gpu_request(site, settings["num_gpus"], groups)
     run_id = run_id or new_run_id(now or None)
     image = settings["image"]
     if groups:
@@ -91,17 +87,6 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
         walltime_s=walltime_s, run_id=run_id, site=site.name, scheduler=site.scheduler,
         runtime=site.runtime, auth=AUTH, t_submit=now, ports=ports_for(run_id),
         node_names=backend.node_names(settings["nodes"], groups), groups=groups)
-
-
-def check_gpus(site: Site, num_gpus: int | None, groups: tuple[NodeGroup, ...]) -> None:
-    """On a batch site, GPUs that cannot be asked of its scheduler are refused (UserError)."""
-    scheduler = SCHEDULERS.get(site.scheduler)
-    if scheduler is None:
-        return
-    requests = scheduler.requests_gpus(site.option("scheduler_options"))
-    check_launch_gpus(site.name, site.option("gpu"), num_gpus, requests,
-                      tuple((group.name, group.gpu, group_gpu_count(group, num_gpus))
-                            for group in groups))
 
 
 def launch_groups(site: Site, cli: Mapping[str, Any]) -> tuple[NodeGroup, ...]:

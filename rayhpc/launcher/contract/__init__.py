@@ -1,0 +1,90 @@
+"""The contract between the launcher and the node program: what one writes and the other reads.
+Both sides import this package and nothing of each other (it is delivered inside
+node_agent.pyz). Standard library only: it runs in any stock rayproject/ray image.
+
+  run_paths      every file of the run directory and its one writer (`RunPaths`)
+  records        the JSON records more than one room reads, typed: head.json, status.json,
+                 timing.json, nodes.json, blocks/B.json
+  launch_spec    spec.json (`LaunchSpec`, `NodeGroup`)
+  launched_run   a launched run as its directory tells it (what backends are handed)
+  environment    the variables the job script hands the node; Ray node labels; socket limits
+  atomic_io, json_types, driver_overflow: writing whole files, strict reading, driver.log's
+                 overflow marker
+"""
+
+from rayhpc.launcher.contract.atomic_io import (
+    atomic_file,
+    atomic_write,
+    json_text,
+    read_json,
+    run_dir_problem,
+    write_json,
+)
+from rayhpc.launcher.contract.driver_overflow import (
+    OVERFLOW_END,
+    OVERFLOW_PREFIX,
+    overflow_marker,
+    parse_overflow_marker,
+)
+from rayhpc.launcher.contract.environment import (
+    AF_UNIX_MAX,
+    FABRIC_VARS,
+    HEAD_HOST_ENV,
+    NODE_IP_ENV,
+    NODE_TEMP_DIR_ENV,
+    NODES_ENV,
+    RANK_VARS_ENV,
+    RAY_GROUP_LABEL,
+    RAY_IMAGE_LABEL,
+    RAY_NODE_LABEL,
+    RAY_SOCKET_SUFFIX,
+    RUN_DIR_ENV,
+    fabric_environment,
+    label_value,
+    temp_dir_fits,
+)
+from rayhpc.launcher.contract.json_types import RecordError, check_json_types, fits_json_type
+from rayhpc.launcher.contract.launch_spec import (
+    DASHBOARD_LOCAL_PORT,
+    LaunchSpec,
+    NodeGroup,
+    read_spec,
+    spec_from_text,
+)
+from rayhpc.launcher.contract.launched_run import LaunchedRun, record_end_for_the_head
+from rayhpc.launcher.contract.records import (
+    Block,
+    HeadRecord,
+    NodeRecord,
+    Record,
+    StatusRecord,
+    TimingRecord,
+    node_records,
+    read_blocks,
+    read_node_records,
+    read_record,
+    write_record,
+)
+from rayhpc.launcher.contract.run_paths import (
+    DRAIN_MAX_S,
+    FINAL_STATES,
+    FIRST_GROWN_BLOCK,
+    LEFT,
+    NODE_PROGRAM,
+    RunPaths,
+    block_name,
+    block_node_name,
+    drain_window,
+)
+
+__all__ = [
+    "AF_UNIX_MAX", "Block", "DASHBOARD_LOCAL_PORT", "DRAIN_MAX_S", "FABRIC_VARS", "FINAL_STATES",
+    "FIRST_GROWN_BLOCK", "HEAD_HOST_ENV", "HeadRecord", "LEFT", "LaunchSpec", "LaunchedRun",
+    "NODES_ENV", "NODE_IP_ENV", "NODE_PROGRAM", "NODE_TEMP_DIR_ENV", "NodeGroup", "NodeRecord",
+    "OVERFLOW_END", "OVERFLOW_PREFIX", "RANK_VARS_ENV", "RAY_GROUP_LABEL", "RAY_IMAGE_LABEL",
+    "RAY_NODE_LABEL", "RAY_SOCKET_SUFFIX", "RUN_DIR_ENV", "Record", "RecordError", "RunPaths",
+    "StatusRecord", "TimingRecord", "atomic_file", "atomic_write", "block_name", "block_node_name",
+    "check_json_types", "drain_window", "fabric_environment", "fits_json_type", "json_text",
+    "label_value", "node_records", "overflow_marker", "parse_overflow_marker", "read_blocks",
+    "read_json", "read_node_records", "read_record", "read_spec", "record_end_for_the_head",
+    "run_dir_problem", "spec_from_text", "temp_dir_fits", "write_json", "write_record"]

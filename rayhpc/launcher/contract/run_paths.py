@@ -1,0 +1,162 @@
+"""The run directory, <shared>/runs/<run-id>/: every file's path and its one writer
+(`RunPaths`), and the naming of grown blocks and their nodes. Standard library only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+FINAL_STATES = ("stopped", "lost-head", "failed")  # a node's state once its agent ended
+NODE_PROGRAM = "node_agent.pyz"  # the node program as delivered: one file that Python runs
+LEFT = "left"  # the head's word for a node of a block it released (drained, then stopped)
+
+# Blocks: worker-only jobs (or compose projects) that join a running cluster (`rayhpc grow`).
+# The launch's own job is block 1; grown blocks are b2, b3, ... and their nodes are named
+# `<block>-<node>` (b2-worker-1 locally, b2-<host> on a batch site): unique across blocks.
+FIRST_GROWN_BLOCK = 2
+
+
+# Ray's drain deadline for a released block's nodes, and how long the head waits for them to
+# go idle before stopping them (their tasks then fail over as on a lost node: Ray retries them).
+DRAIN_MAX_S = 30
+
+
+def drain_window(stop_grace: int) -> int:
+    """How long a released block's nodes may finish their work: half the walltime grace (the
+    rest is for stopping Ray and keeping the logs), at most DRAIN_MAX_S."""
+    return max(0, min(DRAIN_MAX_S, stop_grace // 2))
+
+
+def block_name(number: int) -> str:
+    return f"b{number}"
+
+
+def block_node_name(block: str, node: str) -> str:
+    """A block's node's name: its block before its own (host) name."""
+    return f"{block}-{node}"
+
+
+class RunPaths:
+    """Every file of a run directory, and who writes it.
+
+    launcher (`rayhpc launch`, before any node starts; never changed after):
+      spec.json, node_agent.pyz (the node program), auth_token (0600), compose.yaml (local) or
+      job.sh and job_id (batch; job.out is the scheduler's)
+    head agent:
+      head.json (address, once), status.json (join progress, lost nodes, notes; at most once a
+      second), driver.log, connect.txt (interactive clusters: how to connect, once every node
+      joined), timing.json, timeline.svg (the bring-up picture, from timing.json and
+      nodes.json; `rayhpc report` rewrites it), error, exit_code (last: the run is over)
+    each node's agent, once, at its end:
+      logs/<node>.log (its agent's lines, opened once and appended to as it goes)
+      logs/<node>.tar.gz (Ray's logs, capped; MANIFEST.json inside says what was kept and
+      dropped); its final record goes to the head over the network, and the head
+      writes every node's in nodes.json; a node that cannot tell the head (it never reached it,
+      or the head is gone) writes its own, nodes/<node>.json
+    stop (a request, written once with O_EXCL by whoever asks first; the text says who):
+      the job script (walltime warning or its own walltime timer, scancel --batch), the
+      launcher, or the head at teardown
+    blocks/ (`rayhpc grow`; see `Block`): per grown block B, written by the launcher:
+      B.json (its record: once at submission, again when its job id is known or it is
+      released), B.pyz (the node program with the block's spec), B.sh and B.out (batch: its
+      job script and the scheduler's output) or B.yaml (local: its compose file);
+      B.stop (a request to release the block, O_EXCL like stop: `rayhpc shrink` or the
+      block's own job script at its walltime warning; `rayhpc down` writes none, the head's
+      teardown stops every node). The head lists blocks/
+      once a second (one directory read whatever the block count), drains a released
+      block's nodes and stops them; it counts every block's nodes in status.json.
+    the job script, only when no agent can start (the container runtime is not on PATH after
+      the site's setup): error, then exit_code
+    the local launcher, only where no agent can any more:
+      logs/containers.log (the containers' own output); logs/<node>.tar.gz of a node whose
+      agent wrote none (Ray's logs copied out of its stopped container); and error,
+      exit_code and timing.json when the head's container exited before writing them.
+    """
+
+    def __init__(self, run_dir: Path | str):
+        self.dir = Path(run_dir)
+        self.spec = self.dir / "spec.json"
+        self.node_program = self.dir / NODE_PROGRAM
+        self.auth_token = self.dir / "auth_token"
+        self.compose_file = self.dir / "compose.yaml"
+        self.job_script = self.dir / "job.sh"
+        self.job_id = self.dir / "job_id"
+        self.job_output = self.dir / "job.out"
+        self.head = self.dir / "head.json"
+        self.status = self.dir / "status.json"
+        self.driver_log = self.dir / "driver.log"
+        self.connect = self.dir / "connect.txt"
+        self.timing = self.dir / "timing.json"
+        self.timeline = self.dir / "timeline.svg"
+        self.error = self.dir / "error"
+        self.exit_code = self.dir / "exit_code"
+        self.stop = self.dir / "stop"
+        self.nodes = self.dir / "nodes"
+        self.nodes_file = self.dir / "nodes.json"
+        self.logs = self.dir / "logs"
+        self.containers_log = self.logs / "containers.log"
+        self.blocks = self.dir / "blocks"
+
+    def node_record(self, node: str) -> Path:
+        return self.nodes / f"{node}.json"
+
+    def node_archive(self, node: str) -> Path:
+        return self.logs / f"{node}.tar.gz"
+
+    def node_log(self, node: str) -> Path:
+        """A node's agent log, appended to as it goes (one open per node)."""
+        return self.logs / f"{node}.log"
+
+    def agent_command(self, *args: str, program: Path | None = None) -> list[str]:
+        """How a container starts the node program: `python node_agent.pyz --run-dir DIR
+        [ARGS]` (the node program's own flags: see `launcher.node.main`); ``program``: another
+        build of it (a block's, with the block's spec inside)."""
+        return ["python", str(program or self.node_program), "--run-dir", str(self.dir), *args]
+
+    def block_file(self, block: str, suffix: str) -> Path:
+        """A grown block's file: blocks/<block>.<suffix> (json, pyz, sh, out, yaml, stop)."""
+        return self.blocks / f"{block}.{suffix}"
+
+    def request_block_stop(self, block: str, who: str) -> bool:
+        """Ask the head to release a block (its stop file, made once); True if this call made
+        it."""
+        try:
+            fd = os.open(self.block_file(block, "stop"), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                         0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as handle:
+            handle.write(who + "\n")
+        return True
+
+    def released_blocks(self) -> set[str]:
+        """The blocks asked to leave (their stop files): one read of blocks/, whatever the
+        number of blocks."""
+        try:
+            names = os.listdir(self.blocks)
+        except OSError:
+            return set()
+        return {name[:-len(".stop")] for name in names if name.endswith(".stop")}
+
+    def request_stop(self, who: str) -> bool:
+        """Create the stop file unless it exists; True if this call made it."""
+        try:
+            fd = os.open(self.stop, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as handle:
+            handle.write(who + "\n")
+        return True
+
+    def read_exit_code(self) -> int | None:
+        try:
+            text = self.exit_code.read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.lstrip("-").isdigit() else None
+
+    def read_error(self) -> str:
+        try:
+            return self.error.read_text().strip()
+        except OSError:
+            return ""
