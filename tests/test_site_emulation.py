@@ -120,11 +120,12 @@ def emulated_launch(bed: SlurmTestbed, row, *args: str) -> tuple[subprocess.Comp
     elif row.row.get("image") == "squashfs":
         image = str(bed.shared / "ray-gpu.sqsh")
     driver = "python examples/hello_gpus.py" if gpu else "python examples/hello_nodes.py"
+    flags = [flag.format(shared=bed.shared) for flag in row.row.get("flags", [])]
+    nodes = [] if "--group" in flags else ["--nodes", "2"]  # groups give their own counts
     result = bed.exec("controller", "env", *env, "python3", "-m", "invoke", "-r",
-                      str(PROJECT_ROOT), "launch", "--site", site_file(bed, row), "--nodes", "2",
+                      str(PROJECT_ROOT), "launch", "--site", site_file(bed, row), *nodes,
                       "--shared", str(bed.shared), "--image", image, "--wait",
-                      "--join-timeout", "180", "--driver", driver,
-                      *row.row.get("flags", []), *args,
+                      "--join-timeout", "180", "--driver", driver, *flags, *args,
                       user="ray", workdir=str(bed.shared))
     match = re.search(r"run dir (\S+)", result.stdout)
     return result, Path(match.group(1)) if match else None
@@ -150,9 +151,10 @@ def test_every_site_runs_its_job_script_on_emulated_nodes(bed, row):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:] + job_out(run_dir)
     if TABLE["hardware"][row.hardware]["gpu"]:
-        total = 2 * gpus_per_node(row)
-        assert re.search(rf"^hello from {total} GPUs on 2 nodes: each task its own device",
-                         result.stdout, re.M), output[-5000:]
+        nodes = row.row.get("gpu_nodes", 2)
+        total = nodes * gpus_per_node(row)
+        assert re.search(rf"^hello from {total} GPUs on {nodes} nodes: each task its own "
+                         "device", result.stdout, re.M), output[-5000:]
     else:
         assert re.search(r"^hello from 2 nodes: ", result.stdout, re.M), output[-5000:]
     assert (run_dir / "exit_code").read_text().strip() == "0"

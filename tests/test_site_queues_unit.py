@@ -234,14 +234,31 @@ def test_the_agent_gives_ray_the_twelve_tiles():
                                              cpus=208)
 
 
-def test_managing_intel_devices_yourself_skips_the_check(tmp_path):
+def aurora_with(tmp_path, *variables: str):
+    lines = "".join(f"  {name}: '1'\n" for name in variables)
     text = load_site("aurora").path.read_text().replace(
-        "  ZE_FLAT_DEVICE_HIERARCHY: FLAT\n",
-        "  ZE_FLAT_DEVICE_HIERARCHY: FLAT\n  RAY_EXPERIMENTAL_NOSET_ZE_AFFINITY_MASK: '1'\n")
+        "  ZE_FLAT_DEVICE_HIERARCHY: FLAT\n", "  ZE_FLAT_DEVICE_HIERARCHY: FLAT\n" + lines)
     path = tmp_path / "aurora.yaml"
     path.write_text(text)
-    site = load_site(str(path))
+    return load_site(str(path))
+
+
+def test_managing_intel_devices_yourself_skips_the_check(tmp_path):
+    site = aurora_with(tmp_path, "RAY_EXPERIMENTAL_NOSET_ZE_AFFINITY_MASK",
+                       "RAY_EXPERIMENTAL_NOSET_ONEAPI_DEVICE_SELECTOR")
     assert "import dpctl" not in render_job_script(spec_for(site), site)
+
+
+@pytest.mark.parametrize("given, missing", [
+    ("RAY_EXPERIMENTAL_NOSET_ZE_AFFINITY_MASK", "RAY_EXPERIMENTAL_NOSET_ONEAPI_DEVICE_SELECTOR"),
+    ("RAY_EXPERIMENTAL_NOSET_ONEAPI_DEVICE_SELECTOR", "RAY_EXPERIMENTAL_NOSET_ZE_AFFINITY_MASK")])
+def test_one_intel_opt_out_alone_is_refused(tmp_path, given, missing):
+    """Ray before ray-project/ray PR 64440 sets ONEAPI_DEVICE_SELECTOR per task, Ray since then
+    ZE_AFFINITY_MASK: one opt-out alone leaves the other in place (ALCF's Aurora script sets
+    only the selector's)."""
+    site = aurora_with(tmp_path, given)
+    with pytest.raises(UserError, match=f"environment: {given} without {missing}: .*set both"):
+        render_job_script(spec_for(site), site)
 
 
 def test_invoke_sites_prints_a_sites_queue_table_and_its_date():

@@ -64,7 +64,9 @@ def node_pools(table: dict) -> tuple[NodePool, ...]:
     fabrics = tuple(dict.fromkeys(
         interface.rstrip("0123456789") for row in rows if row.hardware == "none"
         for interface in row.row["interfaces"] if not interface.startswith("hsn")))
-    pools = [NodePool(hosts=CPU_POOL.hosts, partitions=CPU_POOL.partitions, fabrics=fabrics)]
+    cpu_partitions = (*CPU_POOL.partitions,
+                      *(p for row in rows for p in row.row.get("cpu_partitions", [])))
+    pools = [NodePool(hosts=CPU_POOL.hosts, partitions=cpu_partitions, fabrics=fabrics)]
     for hardware, hosts in POOL_HOSTS.items():
         users = [row for row in rows if row.hardware == hardware]
         facts = table["hardware"][hardware]

@@ -52,7 +52,7 @@ fi
 # Ray gives each task its own Intel GPU (ZE_AFFINITY_MASK) only with dpctl in the
 # image (ray-project/ray python/ray/_private/accelerators/intel_gpu.py).
 if ! apptainer exec --no-home --bind /lus/flare/projects/PROJ /lus/flare/projects/PROJ/ray.sif python -c 'import dpctl' >/dev/null 2>&1; then
-  echo 'rayhpc: site aurora: /lus/flare/projects/PROJ/ray.sif has no dpctl: Ray would take the Intel GPUs for NVIDIA ones and every task would see every tile; add dpctl to the image (pip install dpctl), or set RAY_EXPERIMENTAL_NOSET_ZE_AFFINITY_MASK: '"'"'1'"'"' in the site'"'"'s environment to manage devices yourself' | tee "$RAYHPC_RUN_DIR/error" >&2
+  echo 'rayhpc: site aurora: /lus/flare/projects/PROJ/ray.sif has no dpctl: Ray would take the Intel GPUs for NVIDIA ones and every task would see every tile; add dpctl to the image (pip install dpctl), or set RAY_EXPERIMENTAL_NOSET_ZE_AFFINITY_MASK and RAY_EXPERIMENTAL_NOSET_ONEAPI_DEVICE_SELECTOR to '"'"'1'"'"' in the site'"'"'s environment to manage devices yourself' | tee "$RAYHPC_RUN_DIR/error" >&2
   echo 1 > "$RAYHPC_RUN_DIR/exit_code"
   exit 1
 fi

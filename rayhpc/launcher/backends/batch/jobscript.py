@@ -15,6 +15,7 @@ import dataclasses
 import shlex
 from typing import NamedTuple
 
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.contract import (
     HEAD_HOST_ENV,
     RANK_VARS_ENV,
@@ -208,15 +209,33 @@ def fabric_lines(spec: LaunchSpec, site: Site) -> list[str]:
 # takes "GPU" for NVIDIA's (CUDA_VISIBLE_DEVICES) and every task sees every tile.
 DPCTL_CHECK = ["python", "-c", "import dpctl"]
 # Set in the site's environment, Ray leaves the devices to the program (as ALCF's vLLM setup
-# does with the selector): then no check.
-NOSET_INTEL = "RAY_EXPERIMENTAL_NOSET_ZE_AFFINITY_MASK"
+# does): then no check. Both: since ray-project/ray PR 64440 Ray selects a task's Intel GPU
+# with ZE_AFFINITY_MASK (opt-out RAY_EXPERIMENTAL_NOSET_ZE_AFFINITY_MASK), before it with
+# ONEAPI_DEVICE_SELECTOR (opt-out RAY_EXPERIMENTAL_NOSET_ONEAPI_DEVICE_SELECTOR, the one ALCF's
+# Aurora setup_ray_cluster.sh sets); one alone leaves the other set per task by a Ray that uses
+# it, and the program's own device selection is overridden.
+NOSET_INTEL = ("RAY_EXPERIMENTAL_NOSET_ZE_AFFINITY_MASK",
+               "RAY_EXPERIMENTAL_NOSET_ONEAPI_DEVICE_SELECTOR")
+
+
+def intel_opt_out(site: Site) -> bool:
+    """Whether the site leaves Intel devices to the program (both opt-outs set); UserError
+    when only one is."""
+    given = [name for name in NOSET_INTEL if name in site.option("environment")]
+    if given and len(given) < len(NOSET_INTEL):
+        missing = next(name for name in NOSET_INTEL if name not in given)
+        raise UserError(f"site {site.name}: environment: {given[0]} without {missing}: Ray "
+                        "selects each task's Intel GPU with ZE_AFFINITY_MASK since ray-project/"
+                        "ray PR 64440 and with ONEAPI_DEVICE_SELECTOR before it; to leave the "
+                        f"devices to your program set both to '1' (or neither)")
+    return bool(given)
 
 
 def intel_gpu_check(spec: LaunchSpec, site: Site, files: ScriptFiles,
                     block: Block | None = None) -> list[str]:
     """Stop at once when an image of Intel GPU nodes lacks dpctl (its tasks would not be
     isolated), saying why and how to fix it."""
-    if NOSET_INTEL in site.option("environment"):
+    if intel_opt_out(site):
         return []
     groups = spec.groups if block is None else tuple(g for g in spec.groups
                                                      if g.name == block.group)
@@ -231,7 +250,8 @@ def intel_gpu_check(spec: LaunchSpec, site: Site, files: ScriptFiles,
         message = (f"rayhpc: site {site.name}: {image} has no dpctl: Ray would take the "
                    "Intel GPUs for NVIDIA ones and every task would see every tile; add "
                    "dpctl to the image (pip install dpctl), or set "
-                   f"{NOSET_INTEL}: '1' in the site's environment to manage devices yourself")
+                   f"{' and '.join(NOSET_INTEL)} to '1' in the site's environment to manage "
+                   "devices yourself")
         lines += [
             "# Ray gives each task its own Intel GPU (ZE_AFFINITY_MASK) only with dpctl in the",
             "# image (ray-project/ray python/ray/_private/accelerators/intel_gpu.py).",
