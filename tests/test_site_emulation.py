@@ -12,10 +12,12 @@ GPU of the cluster and checks that each task saw its own device."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -97,36 +99,46 @@ def gpus_per_node(row) -> int:
     return hardware["gpus"] * hardware.get("devices_per_gpu", 1)
 
 
-def emulated_launch(bed: SlurmTestbed, row, *args: str) -> tuple[subprocess.CompletedProcess,
-                                                                    Path | None]:
-    """`rayhpc launch --site <profile> --wait` on the login node, as the site's user would run
-    it, with the row's flags; stand-ins of the batch commands first on PATH where the site's
-    scheduler is not the test bed's Slurm."""
-    env = []
-    if row.scheduler != "slurm":
-        bin_dir = submit_shims(bed.shared / "emulation" / row.name, row.scheduler)
-        spool = bed.shared / "emulation" / "spool"
-        spool.mkdir(parents=True, exist_ok=True)
-        spool.chmod(0o777)
-        env = [f"PATH={bin_dir}:/usr/local/bin:/usr/bin:/bin",
-               f"EMULATED_PARTITION={row.partition}", f"EMULATED_LAUNCHER={row.row['launcher']}",
-               f"EMULATED_SPOOL={spool}"]
+def login_env(bed: SlurmTestbed, row) -> list[str]:
+    """The login node's environment for the row's site: stand-ins of the batch commands first
+    on PATH where its scheduler is not the test bed's Slurm."""
+    if row.scheduler == "slurm":
+        return []
+    bin_dir = submit_shims(bed.shared / "emulation" / row.name, row.scheduler)
+    spool = bed.shared / "emulation" / "spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    spool.chmod(0o777)
+    return [f"PATH={bin_dir}:/usr/local/bin:/usr/bin:/bin",
+            f"EMULATED_PARTITION={row.partition}", f"EMULATED_LAUNCHER={row.row['launcher']}",
+            f"EMULATED_SPOOL={spool}"]
+
+
+def rayhpc(bed: SlurmTestbed, row, *args: str, env: tuple[str, ...] = ()
+           ) -> subprocess.CompletedProcess:
+    """`rayhpc ARGS` on the login node, as the site's user."""
+    return bed.exec("controller", "env", *login_env(bed, row), *env, "python3", "-m", "invoke",
+                    "-r", str(PROJECT_ROOT), *args, user="ray", workdir=str(bed.shared))
+
+
+def emulated_launch(bed: SlurmTestbed, row, *args: str, nodes: int = 2,
+                    driver: bool = True) -> tuple[subprocess.CompletedProcess, Path | None]:
+    """`rayhpc launch --site <profile> --wait` as the site's user would run it, with the row's
+    flags (and the GPU check or hello driver, unless ``driver`` is False)."""
+    env: tuple[str, ...] = ()
     gpu = TABLE["hardware"][row.hardware]["gpu"]
     image = str(bed.shared / ("ray-gpu.sif" if gpu else "ray.sif"))
     if row.row.get("image") == "podman-hpc":
         # `podman-hpc migrate NAME` put it in the squashed store; users name it.
-        env = [f"PODMANHPC_SQUASH_DIR={bed.shared}/squash"]
+        env = (f"PODMANHPC_SQUASH_DIR={bed.shared}/squash",)
         image = GPU_IMAGE
     elif row.row.get("image") == "squashfs":
         image = str(bed.shared / "ray-gpu.sqsh")
-    driver = "python examples/hello_gpus.py" if gpu else "python examples/hello_nodes.py"
+    command = "python examples/hello_gpus.py" if gpu else "python examples/hello_nodes.py"
     flags = [flag.format(shared=bed.shared) for flag in row.row.get("flags", [])]
-    nodes = [] if "--group" in flags else ["--nodes", "2"]  # groups give their own counts
-    result = bed.exec("controller", "env", *env, "python3", "-m", "invoke", "-r",
-                      str(PROJECT_ROOT), "launch", "--site", site_file(bed, row), *nodes,
-                      "--shared", str(bed.shared), "--image", image, "--wait",
-                      "--join-timeout", "180", "--driver", driver, *flags, *args,
-                      user="ray", workdir=str(bed.shared))
+    counts = [] if "--group" in flags else ["--nodes", str(nodes)]  # groups give their own
+    result = rayhpc(bed, row, "launch", "--site", site_file(bed, row), *counts, "--shared",
+                    str(bed.shared), "--image", image, "--wait", "--join-timeout", "180",
+                    *(["--driver", command] if driver else []), *flags, *args, env=env)
     match = re.search(r"run dir (\S+)", result.stdout)
     return result, Path(match.group(1)) if match else None
 
@@ -159,3 +171,61 @@ def test_every_site_runs_its_job_script_on_emulated_nodes(bed, row):
         assert re.search(r"^hello from 2 nodes: ", result.stdout, re.M), output[-5000:]
     assert (run_dir / "exit_code").read_text().strip() == "0"
     assert_nothing_left(bed)
+
+
+@pytest.mark.parametrize("name", ["pbs-pbsdsh", "lsf"])
+def test_a_block_grown_on_an_emulated_site_joins_and_ends_with_the_run(bed, name):
+    """An interactive head job of one node; `rayhpc grow` submits a block of one node through
+    the site's own batch commands (qsub, bsub: stand-ins over the test bed) and its launcher;
+    a Ray job sees both nodes; `rayhpc down` ends the run with its block, nothing left."""
+    row = next(row for row in ROWS if row.name == name)
+    result, run_dir = emulated_launch(bed, row, "--interactive", nodes=1, driver=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr + job_out(run_dir)
+    run_id, shared = run_dir.name, str(bed.shared)
+    try:
+        grown = rayhpc(bed, row, "grow", "--run", run_id, "--site", site_file(bed, row),
+                       "--shared", shared, "--nodes", "1", *row.row.get("flags", []))
+        assert grown.returncode == 0, grown.stdout + grown.stderr
+        assert re.search(r"block b2: 1 node\(s\) joining run", grown.stdout), grown.stdout
+        deadline = time.monotonic() + 180
+        while True:
+            status = json.loads((run_dir / "status.json").read_text())
+            block = status.get("blocks", {}).get("b2", {})
+            if block.get("nodes") and all(status["nodes"][node]["state"] == "joined"
+                                          for node in block["nodes"]):
+                break
+            assert time.monotonic() < deadline, f"{status}\n" + _read(run_dir / "blocks/b2.out")
+            time.sleep(1)
+        job = rayhpc(bed, row, "submit", "--run", run_id, "--shared", shared, "--", "python",
+                     "examples/hello_nodes.py")
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr
+        assert "hello from 2 nodes: " in job.stdout, job.stdout[-3000:]
+        down = rayhpc(bed, row, "down", "--run", run_id, "--shared", shared)
+        assert down.returncode == 0, down.stdout + down.stderr + job_out(run_dir)
+        assert "(block b2: 1 joined" in down.stdout, down.stdout
+        assert_nothing_left(bed)
+    except BaseException:
+        rayhpc(bed, row, "down", "--run", run_id, "--shared", shared)
+        bed.exec("controller", "scancel", "--user", "ray")
+        raise
+
+
+def test_a_gpu_count_the_nodes_cannot_meet_is_refused_by_the_preflight(bed):
+    """Polaris' nodes have 4 A100 (ALCF); asked for 8 per node, the head's preflight refuses
+    by node, check and fix, at once: exit 1, nothing left."""
+    row = next(row for row in ROWS if row.name == "polaris")
+    result, run_dir = emulated_launch(bed, row, "--num-gpus", "8")
+    assert result.returncode == 1, result.stdout[-3000:] + job_out(run_dir)
+    error = (run_dir / "error").read_text().strip()
+    assert re.fullmatch(r"preflight on nv[12]: gpus: 4 GPUs visible, 8 asked for; check the "
+                        r"job's GPU request .*", error), error
+    assert f"rayhpc: error: {error}" in result.stdout + result.stderr
+    assert not (run_dir / "driver.log").exists()
+    assert_nothing_left(bed)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
