@@ -27,8 +27,8 @@ from rayhpc.launcher import SITES_DIR
 from tests import PROJECT_ROOT
 from tests.emulation import (
     STANDINS,
-    build_gpu_image,
     build_nvml,
+    image_purelib,
     load_table,
     node_pools,
     site_rows,
@@ -39,34 +39,31 @@ from tests.testbed.harness import RECIPE, SlurmTestbed
 pytestmark = pytest.mark.docker
 TABLE = load_table()
 ROWS = site_rows(TABLE)
-GPU_IMAGE = "rayhpc-test/ray-vendor-standins:2.60.0-py311"
+# The image's name in podman-hpc's squashed store, as `podman-hpc images` lists it.
+PODMAN_IMAGE = "localhost/ray:2.60.0-py311"
 RAY_PROCESSES = "raylet|gcs_server|ray::|dashboard|default_worker|node_agent.pyz"
 
 
 @pytest.fixture(scope="module")
 def bed(docker_api, converted, tmp_path_factory):
     from rayhpc.containers.images import ensure_recipe_image
-    from rayhpc.containers.sif import convert_image
 
     node_image = ensure_recipe_image(RECIPE, "default")
     image, sif, _ = converted
     shared = Path(tempfile.mkdtemp(prefix="rayhpc-emulated-"))
     shared.chmod(0o777)  # the cluster's users (ray, uid 1000) write here
-    shutil.copyfile(sif, shared / "ray.sif")
-    gpu_sif = convert_image(build_gpu_image(docker_api, image, GPU_IMAGE),
-                            tmp_path_factory.mktemp("gpu-sif"))
-    shutil.copyfile(gpu_sif, shared / "ray-gpu.sif")
-    # The same image as podman-hpc's squashed store and as a file `enroot import` made have
-    # it (the stand-ins run them with Apptainer, which reads a SIF whatever its name).
+    # One image for every site, under the names each runtime takes: a SIF, another SIF for
+    # a second group, podman-hpc's squashed store (by image name), a squashfs file `enroot
+    # import` made (the stand-ins run them with Apptainer, which reads a SIF by its content).
     (shared / "squash").mkdir(mode=0o755)
-    squashed = shared / "squash" / (GPU_IMAGE.replace("/", "+").replace(":", "+") + ".sif")
-    for copy in (squashed, shared / "ray-gpu.sqsh"):
-        shutil.copyfile(gpu_sif, copy)
-    for name in ("ray.sif", "ray-gpu.sif", "ray-gpu.sqsh", squashed):
-        (shared / name).chmod(0o644)
+    copies = (shared / "ray.sif", shared / "ray-gpu.sif", shared / "ray.sqsh",
+              shared / "squash" / (PODMAN_IMAGE.replace("/", "+").replace(":", "+") + ".sif"))
+    for copy in copies:
+        shutil.copyfile(sif, copy)
+        copy.chmod(0o644)
     nvml = build_nvml(tmp_path_factory.mktemp("nvml"))
     testbed = SlurmTestbed(docker_api, node_image, shared, PROJECT_ROOT,
-                           pools=node_pools(TABLE), nvml=nvml,
+                           pools=node_pools(TABLE, image_purelib(image)), nvml=nvml,
                            tools=tuple(sorted((STANDINS / "bin").iterdir())))
     try:
         testbed.start()
@@ -126,13 +123,13 @@ def emulated_launch(bed: SlurmTestbed, row, *args: str, nodes: int = 2,
     flags (and the GPU check or hello driver, unless ``driver`` is False)."""
     env: tuple[str, ...] = ()
     gpu = TABLE["hardware"][row.hardware]["gpu"]
-    image = str(bed.shared / ("ray-gpu.sif" if gpu else "ray.sif"))
+    image = str(bed.shared / "ray.sif")
     if row.row.get("image") == "podman-hpc":
         # `podman-hpc migrate NAME` put it in the squashed store; users name it.
         env = (f"PODMANHPC_SQUASH_DIR={bed.shared}/squash",)
-        image = GPU_IMAGE
+        image = PODMAN_IMAGE
     elif row.row.get("image") == "squashfs":
-        image = str(bed.shared / "ray-gpu.sqsh")
+        image = str(bed.shared / "ray.sqsh")
     command = "python examples/hello_gpus.py" if gpu else "python examples/hello_nodes.py"
     flags = [flag.format(shared=bed.shared) for flag in row.row.get("flags", [])]
     counts = [] if "--group" in flags else ["--nodes", str(nodes)]  # groups give their own

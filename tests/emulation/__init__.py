@@ -1,13 +1,14 @@
 """Emulated nodes of the HPC sites (site_nodes.yaml): the test bed's node pools made from the
-table's hardware rows, the stand-ins for the commands that cannot run here, and the image a
-GPU site's users run (the test image with the vendors' management libraries as stand-ins,
-standins/python: Ray counts GPUs through them, not through variables)."""
+table's hardware rows, and the stand-ins for what cannot run here (standins/). A GPU node
+carries its vendor's management library, through which Ray counts GPUs (not through
+variables): NVIDIA's NVML in the node's ld.so cache, which Apptainer's --nv binds in as it
+binds the real one; AMD's amdsmi and Intel's dpctl (Python packages a ROCm or oneAPI image
+carries) bound by the node's Apptainer into every container's Python (apptainer.conf
+`bind path`), so the test image serves as every site's GPU image."""
 
 from __future__ import annotations
 
-import io
 import subprocess
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,9 +58,10 @@ def site_rows(table: dict) -> list[SiteRow]:
     return [SiteRow(name, row) for name, row in table["sites"].items()]
 
 
-def node_pools(table: dict) -> tuple[NodePool, ...]:
+def node_pools(table: dict, purelib: str = "") -> tuple[NodePool, ...]:
     """The CPU pool and one pool of two nodes per GPU hardware row the sites use, with the
-    partitions, features and CPU counts their job scripts name."""
+    partitions, features and CPU counts their job scripts name; ``purelib``: the image's
+    site-packages, where a node binds its vendor's Python library."""
     rows = site_rows(table)
     fabrics = tuple(dict.fromkeys(
         interface.rstrip("0123456789") for row in rows if row.hardware == "none"
@@ -77,6 +79,9 @@ def node_pools(table: dict) -> tuple[NodePool, ...]:
             partitions.append("debug")  # a script naming no partition: the default one
         devices = tuple((path, major, minor) for path, major, minor in facts["device_files"])
         gres_conf = facts.get("gres_conf", "")
+        library = facts.get("python_library")
+        container_binds = ((str(STANDINS / "python" / library), f"{purelib}/{library}"),) \
+            if library and purelib else ()
         pools.append(NodePool(
             hosts=hosts, cpus=max([2, *(row.row.get("cpus", 2) for row in users)]),
             features=",".join(dict.fromkeys(row.row["features"] for row in users
@@ -84,8 +89,17 @@ def node_pools(table: dict) -> tuple[NodePool, ...]:
             weight=10, gres=f"gpu:{facts['gpus']}" if gres_conf else "", gres_conf=gres_conf,
             devices=devices, partitions=tuple(dict.fromkeys(partitions)),
             nvml=facts["gpu"] == "nvidia",
-            cap_add=("SYS_ADMIN",) if any(row.row.get("fakeroot") for row in users) else ()))
+            cap_add=("SYS_ADMIN",) if any(row.row.get("fakeroot") for row in users) else (),
+            container_binds=container_binds))
     return tuple(pools)
+
+
+def image_purelib(image: str) -> str:
+    """The image's Python site-packages (rayproject/ray: /home/ray/anaconda3/...)."""
+    return subprocess.run(
+        ["docker", "run", "--rm", image, "python", "-c",
+         "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True).stdout.strip()
 
 
 def build_nvml(out: Path) -> Path:
@@ -94,29 +108,6 @@ def build_nvml(out: Path) -> Path:
     subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(library),
                     str(STANDINS / "nvml.c")], check=True)
     return library
-
-
-def build_gpu_image(api, base: str, tag: str) -> str:
-    """``base`` with the stand-ins of AMD's and Intel's Python management libraries (amdsmi,
-    dpctl) in its Python: the image a GPU site's user runs carries its vendor's libraries.
-    Without the vendor's device files they find no GPU, as the real ones."""
-    dockerfile = (f"FROM {base}\nCOPY python /tmp/vendor-standins\n"
-                  "RUN cp -r /tmp/vendor-standins/* \"$(python -c 'import sysconfig; "
-                  "print(sysconfig.get_paths()[\"purelib\"])')\"\n")
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        data = dockerfile.encode()
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-        tar.add(str(STANDINS / "python"), arcname="python",
-                filter=lambda item: None if "__pycache__" in item.name else item)
-    context.seek(0)
-    for chunk in api.build(fileobj=context, custom_context=True, tag=tag, rm=True,
-                           decode=True):
-        if "error" in chunk:
-            raise RuntimeError(chunk["error"])
-    return tag
 
 
 def submit_shims(bin_dir: Path, scheduler: str) -> Path:

@@ -44,6 +44,9 @@ class NodePool:
     # write a user namespace's group map here, which Apptainer's --fakeroot needs (a site
     # enables it per job, e.g. ALCF's `-l singularity_fakeroot=true`).
     cap_add: tuple[str, ...] = ()
+    # Host directories Apptainer binds into every container on these nodes (apptainer.conf
+    # `bind path = SRC:DEST`, as a site binds its GPU stack): (source here, destination).
+    container_binds: tuple[tuple[str, str], ...] = ()
 
     def node_line(self) -> str:
         line = (f"NodeName={','.join(self.hosts)} CPUs={self.cpus} RealMemory=1000 "
@@ -95,6 +98,7 @@ class SlurmTestbed:
     name: str = field(default_factory=lambda: f"rayhpc-testbed-{secrets.token_hex(3)}")
     containers: dict[str, str] = field(default_factory=dict)
     networks: list[str] = field(default_factory=list)
+    apptainer_conf: str = ""
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -105,6 +109,12 @@ class SlurmTestbed:
         config.mkdir()
         (config / "slurm.conf").write_text(slurm_conf(self.pools))
         (config / "gres.conf").write_text(gres_conf(self.pools))
+        if any(pool.container_binds for pool in self.pools):
+            # The node image's own apptainer.conf, to which a pool adds its bind paths.
+            self.apptainer_conf = subprocess.run(
+                ["docker", "run", "--rm", "--entrypoint", "cat", self.image,
+                 "/etc/apptainer/apptainer.conf"], capture_output=True, text=True,
+                check=True).stdout
         self.create_network(self.name, FABRIC_PREFIX)
         for pool in (NodePool(hosts=("controller",)), *self.pools):
             for host in pool.hosts:
@@ -131,6 +141,14 @@ class SlurmTestbed:
                  str(self.repo): {"bind": str(self.repo), "mode": "ro"}}
         for tool in self.tools:
             binds[str(tool)] = {"bind": f"/usr/local/bin/{tool.name}", "mode": "ro"}
+        if pool.container_binds:
+            conf = config / f"apptainer-{host}.conf"
+            conf.write_text(self.apptainer_conf + "".join(
+                f"bind path = /container-binds/{index}:{target}\n"
+                for index, (_, target) in enumerate(pool.container_binds)))
+            binds[str(conf)] = {"bind": "/etc/apptainer/apptainer.conf", "mode": "ro"}
+            for index, (source, _) in enumerate(pool.container_binds):
+                binds[source] = {"bind": f"/container-binds/{index}", "mode": "ro"}
         if pool.nvml and self.nvml:
             binds[str(self.nvml)] = {"bind": NVML_PATH, "mode": "ro"}
         host_config = self.api.create_host_config(
