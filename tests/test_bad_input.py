@@ -123,6 +123,18 @@ CASES = [
     Case("unknown scheduler option", ["launch", "--site", SITE_FILE], {},
          "mysite.yaml: scheduler_options: qoss: unknown key; did you mean 'qos'?",
          site_text="scheduler: slurm\nruntime: apptainer\nscheduler_options:\n  qoss: x\n"),
+    Case("launcher the scheduler does not have", ["launch", "--site", SITE_FILE, "--image",
+                                                  "/x.sif", "--dry-run"], {},
+         "mysite.yaml: scheduler_options: launcher: 'srun' is not one of: pbsdsh, hydra, "
+         "openmpi, pals",
+         site_text="scheduler: pbs\nruntime: apptainer\nscheduler_options:\n  launcher: srun\n"),
+    Case("one intel opt-out alone", ["launch", "--site", SITE_FILE, "--image", "/x.sif",
+                                     "--dry-run"], {},
+         "site mysite: environment: RAY_EXPERIMENTAL_NOSET_ZE_AFFINITY_MASK without "
+         "RAY_EXPERIMENTAL_NOSET_ONEAPI_DEVICE_SELECTOR: Ray selects each task's Intel GPU "
+         "with ZE_AFFINITY_MASK since ray-project/ray PR 64440",
+         site_text="scheduler: pbs\nruntime: apptainer\ngpu: intel\nenvironment:\n"
+                   "  RAY_EXPERIMENTAL_NOSET_ZE_AFFINITY_MASK: '1'\n"),
     Case("unknown queue limit", ["launch", "--site", SITE_FILE], {},
          "mysite.yaml: queues: debug: max_nodez: unknown key; did you mean 'max_nodes'?",
          site_text="scheduler: pbs\nruntime: apptainer\nqueues:\n  debug: {max_nodez: 2}\n"),
