@@ -62,15 +62,10 @@ def bed(docker_api, converted, tmp_path_factory):
         shutil.copyfile(sif, copy)
         copy.chmod(0o644)
     nvml = build_nvml(tmp_path_factory.mktemp("nvml"))
-    testbed = SlurmTestbed(docker_api, node_image, shared, PROJECT_ROOT,
-                           pools=node_pools(TABLE, image_purelib(image)), nvml=nvml,
-                           tools=tuple(sorted((STANDINS / "bin").iterdir())))
-    try:
-        testbed.start()
+    with SlurmTestbed(docker_api, node_image, shared, PROJECT_ROOT,
+                      pools=node_pools(TABLE, image_purelib(image)), nvml=nvml,
+                      tools=tuple(sorted((STANDINS / "bin").iterdir()))).running() as testbed:
         yield testbed
-    finally:
-        testbed.stop()
-        subprocess.run(["rm", "-rf", str(shared)], check=False)
 
 
 def site_file(bed: SlurmTestbed, row) -> str:

@@ -37,13 +37,8 @@ def testbed(docker_api, converted):
     _, sif, _ = converted
     shutil.copyfile(sif, shared / "ray.sif")
     (shared / "ray.sif").chmod(0o644)
-    bed = SlurmTestbed(docker_api, image, shared, PROJECT_ROOT)
-    try:
-        bed.start()
+    with SlurmTestbed(docker_api, image, shared, PROJECT_ROOT).running() as bed:
         yield bed
-    finally:
-        bed.stop()
-        subprocess.run(["rm", "-rf", str(shared)], check=False)
 
 
 def launch(bed: SlurmTestbed, *args: str,

@@ -88,6 +88,8 @@ SECURITY = ["seccomp=unconfined", "apparmor=unconfined"]
 
 @dataclass
 class SlurmTestbed:
+    """The test bed; ``shared``: a directory every node mounts at the same path (the
+    cluster file system), removed with the test bed."""
     api: docker.APIClient
     image: str
     shared: Path
@@ -179,6 +181,16 @@ class SlurmTestbed:
         args = ["docker", "exec", "-u", user] + (["-w", workdir] if workdir else [])
         return subprocess.run([*args, f"{self.name}-{host}", *cmd], capture_output=True,
                               text=True, timeout=timeout)
+
+    @contextlib.contextmanager
+    def running(self):
+        """The test bed up for the block's length; stopped, and its shared dir removed, after."""
+        try:
+            self.start()
+            yield self
+        finally:
+            self.stop()
+            subprocess.run(["rm", "-rf", str(self.shared)], check=False)
 
     def stop(self) -> None:
         for container in self.containers.values():
