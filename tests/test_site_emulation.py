@@ -159,6 +159,9 @@ def test_every_site_runs_its_job_script_on_emulated_nodes(bed, row):
         total = nodes * gpus_per_node(row)
         assert re.search(rf"^hello from {total} GPUs on {nodes} nodes: each task its own "
                          "device", result.stdout, re.M), output[-5000:]
+        # The preflight counted what the site's nodes show, as Ray does (Intel: tiles).
+        assert re.search(rf"preflight gpus: ok: {gpus_per_node(row)} \S* ?GPUs visible",
+                         (run_dir / "job.out").read_text()), job_out(run_dir)
     else:
         assert re.search(r"^hello from 2 nodes: ", result.stdout, re.M), output[-5000:]
     assert (run_dir / "exit_code").read_text().strip() == "0"
