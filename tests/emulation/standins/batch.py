@@ -190,8 +190,7 @@ def run_job(table_path: str, scheduler: str, launcher: str, request_json: str, s
     home = os.environ.get("HOME", "/home/ray")
     env = {"HOME": home, "USER": os.environ.get("USER", "ray"),
            "LOGNAME": os.environ.get("USER", "ray"), "SHELL": "/bin/bash",
-           "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
-           "EMULATED_JOB_ID": job_id}
+           "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"}
     env.update({name: str(value).format(**values)
                 for name, value in table["schedulers"][scheduler]["job_env"].items()})
     os.chdir(workdir)

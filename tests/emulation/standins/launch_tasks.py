@@ -116,8 +116,8 @@ def placement(launcher: str, given: dict[str, list[str]], environ: dict[str, str
     return hosts[:tasks]
 
 
-def task_environment(row: dict, launcher: str, given: dict[str, list[str]],
-                     environ: dict[str, str], rank: int, hosts: list[str]) -> dict[str, str]:
+def task_environment(row: dict, given: dict[str, list[str]], environ: dict[str, str],
+                     rank: int, hosts: list[str], job_id: str) -> dict[str, str]:
     passes = row["passes_environment"]
     if passes is True:
         env = dict(environ)
@@ -126,7 +126,7 @@ def task_environment(row: dict, launcher: str, given: dict[str, list[str]],
     else:
         env = {name: environ[name] for name in passes if name in environ}
     values = {"rank": rank, "size": len(hosts), "node": rank, "local_rank": 0,
-              "local_size": 1, "host": hosts[rank], "job_id": environ.get("EMULATED_JOB_ID", "")}
+              "local_size": 1, "host": hosts[rank], "job_id": job_id}
     env.update({name: str(value).format(**values) for name, value in row["task_env"].items()})
     return env
 
@@ -142,8 +142,7 @@ def main() -> int:
         transport = {**json.load(handle), "PATH": "/usr/bin:/bin"}
     steps = []
     for rank, host in enumerate(hosts):
-        env = task_environment(row, launcher, given, environ, rank, hosts)
-        # blaunch keeps the rank the job script's loop gave it (its own variable, in `env`).
+        env = task_environment(row, given, environ, rank, hosts, transport["SLURM_JOB_ID"])
         words = [f"{name}={value}" for name, value in env.items()]
         steps.append(subprocess.Popen(
             ["srun", "--overlap", "--nodes=1", "--ntasks=1", f"--nodelist={host}",
