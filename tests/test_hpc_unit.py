@@ -2,6 +2,7 @@
 test bed): golden job scripts of every site, walltimes, queues, scheduler logic, runtime
 command lines, and the job script's own logic (walltime timer, runtime check) run in bash."""
 
+import dataclasses
 import os
 import re
 import shutil
@@ -14,7 +15,14 @@ import pytest
 
 from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends import backend_for
-from rayhpc.launcher.backends.batch.jobscript import render_job_script
+from rayhpc.launcher.backends.batch.jobscript import (
+    JOB_SCRIPT,
+    CommonSlots,
+    KindSlots,
+    SlotTemplate,
+    fill,
+    render_job_script,
+)
 from rayhpc.launcher.orchestration import resolve_spec
 from rayhpc.launcher.resolve.config import list_sites, load_site
 from rayhpc.launcher.runtimes import ExecRequest, runtime
@@ -51,6 +59,22 @@ def script_for(name, **cli):
 @pytest.mark.parametrize("name", HPC_SITES)
 def test_job_script_golden(name):
     assert_golden(f"job.{name}.sh", script_for(name))
+
+
+def test_the_job_script_template_has_exactly_the_slots_both_kinds_of_job_fill():
+    marked = {match.group("named") for match in SlotTemplate.pattern.finditer(JOB_SCRIPT)}
+    filled = {f.name for slots in (CommonSlots, KindSlots) for f in dataclasses.fields(slots)}
+    assert marked == filled
+
+
+def test_a_slot_alone_on_its_line_holds_lines_and_an_empty_one_leaves_no_line():
+    template = "a\n@lines\nb @text\n"
+    assert fill(template, {"lines": ("1", "2"), "text": "t"}) == "a\n1\n2\nb t\n"
+    assert fill(template, {"lines": (), "text": "t"}) == "a\nb t\n"
+    with pytest.raises(KeyError):
+        fill(template, {"lines": ()})
+    with pytest.raises(KeyError):  # a slot of lines is never used as text
+        fill("x @lines\n", {"lines": ("1",)})
 
 
 def test_every_hpc_site_has_a_golden_job_script_and_names_its_sources():
