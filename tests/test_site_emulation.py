@@ -186,8 +186,9 @@ def test_a_block_grown_on_an_emulated_site_joins_and_ends_with_the_run(bed, name
         while True:
             status = json.loads((run_dir / "status.json").read_text())
             block = status.get("blocks", {}).get("b2", {})
-            if block.get("nodes") and all(status["nodes"][node]["state"] == "joined"
-                                          for node in block["nodes"]):
+            states = [status.get("nodes", {}).get(node, {}).get("state")
+                      for node in block.get("nodes", [])]
+            if states and set(states) == {"joined"}:
                 break
             assert time.monotonic() < deadline, f"{status}\n" + _read(run_dir / "blocks/b2.out")
             time.sleep(1)
