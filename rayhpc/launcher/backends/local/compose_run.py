@@ -103,6 +103,12 @@ class LocalLaunch:
                 pass
             if self.watcher.signals and not stopping:
                 stopping = time.monotonic()
+                # A head that compose already started must not run the driver while its
+                # container waits for the teardown (a quick driver ran to its end and
+                # recorded 0 for a run stopped during the start): the stop file says so.
+                with contextlib.suppress(OSError):
+                    self.paths.request_stop(f"{signal.Signals(self.watcher.signals[0]).name} "
+                                            "during the start")
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(up.pid, signal.SIGINT)  # compose's own way to cancel
             elif stopping and time.monotonic() - stopping > COMPOSE_CANCEL_S:
