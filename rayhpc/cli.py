@@ -5,6 +5,7 @@ packages, print, set the exit code."""
 from __future__ import annotations
 
 import functools
+import math
 import sys
 
 from invoke import Collection, Exit, Program, task
@@ -255,15 +256,16 @@ def logs(c, run=None, node=None, file=None, job=None, follow=False, site="local"
 @task(auto_shortflags=False, help={
     **RUN_HELP,
     "run": "the run to stop cleanly (interactive clusters, batch jobs) or whose leftovers to "
-           "remove (default: remove what every run left on this machine's engine)",
+           "remove (default: remove what dead runs left on this machine's engine)",
 })
 @user_errors
 def down(c, run=None, site="local", shared=None):
     """Stop a run cleanly and wait until every node stopped (or remove leftovers).
 
     Batch runs: the scheduler's clean cancel, e.g. `scancel --batch --signal=TERM`. Without
-    --run: remove the containers and networks that local launches left behind (forcibly,
-    running ones too).
+    --run: remove the containers and networks that local launches left behind, of runs that
+    are provably dead (none of their containers runs, or their run directory recorded their
+    end or is gone); a run that may be alive is named, with the command that stops it.
     """
     if not run:
         remove_leftovers(print)
@@ -359,13 +361,28 @@ def autoscale(c, run=None, autoscale="0:1", block_nodes="1", walltime=None, queu
     replacement joined (one replacement at a time: at most MAX+1 blocks meanwhile).
     """
     least, most = parse_autoscale(autoscale)
+    seconds = {flag: _seconds(value, flag, above_zero=flag == "--period") for flag, value in
+               (("--up-after", up_after), ("--idle-after", idle_after), ("--period", period))}
     found = find(run, site, shared)
-    policy = Policy(least, most, up_after_s=float(up_after), idle_after_s=float(idle_after))
+    policy = Policy(least, most, up_after_s=seconds["--up-after"],
+                    idle_after_s=seconds["--idle-after"])
     request = BlockRequest(nodes=_count(block_nodes, "--block-nodes"), walltime=walltime,
                            queue=queue)
     with noting_signals() as signals:
-        autoscale_run(found, site, policy, request, say, period_s=float(period),
+        autoscale_run(found, site, policy, request, say, period_s=seconds["--period"],
                       stop=lambda: bool(signals), lifetime=(block_lifetime, lifetime_stagger))
+
+
+def _seconds(value: str | float, flag: str, above_zero: bool) -> float:
+    """A number of seconds from a flag: finite, and not negative (``above_zero``: above 0)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0 or (above_zero and number == 0):
+        raise UserError(f"{flag}: {value!r} is not a number of seconds "
+                        f"({'above 0' if above_zero else '0 or more'}, e.g. 30)")
+    return number
 
 
 def _count(value: str, flag: str) -> int:

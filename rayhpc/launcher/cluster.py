@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -39,6 +40,9 @@ class Cluster:
     def __init__(self, run: Run, verbose: bool = True):
         self.run = run
         self.verbose = verbose
+        # The process whose `with` block owns the cluster: a child forked inside the block
+        # (multiprocessing, os.fork) leaves the block too when it exits, and must not stop it.
+        self._owner_pid = os.getpid()
 
     # -- getting one
 
@@ -163,6 +167,8 @@ class Cluster:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if os.getpid() != self._owner_pid:
+            return
         try:
             with signals_raised_after():  # the stop runs to its end
                 self.down()

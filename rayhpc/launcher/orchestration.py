@@ -72,6 +72,7 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
                         f"paths ({AF_UNIX_MAX} bytes with Ray's own part); use a short node-local "
                         "dir like /tmp/ray-$USER")
     backend = backend_for(site)
+    backend.check_queue(site.name, cli.get("queue"))
     backend.check_gpu_request(site, settings["num_gpus"], groups)
     run_id = run_id or new_run_id(now or None)
     image = settings["image"]

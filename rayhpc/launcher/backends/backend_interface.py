@@ -16,9 +16,17 @@ if TYPE_CHECKING:  # types only: the backends serve these layers, never import t
 
 class Backend:
     name = ""
+    has_queues = True  # whether --queue means anything here (a scheduler's queues)
     schedulers: tuple[str, ...] = ()
     runtimes: tuple[str, ...] = ()
     options: tuple[str, ...] | None = None  # the site-file options it uses (None: all)
+
+    def check_queue(self, site: str, queue: str | None) -> None:
+        """UserError naming --queue where the site has no queues (the local site): silently
+        ignored, it would read as honoured."""
+        if queue and not self.has_queues:
+            raise UserError(f"--queue: site {site} has no queues (its nodes start at once on "
+                            "this machine); drop --queue")
 
     def node_names(self, nodes: int, groups: tuple[NodeGroup, ...] = ()) -> list[str]:
         """Node names known before the start ([] where hosts name themselves)."""
@@ -97,6 +105,11 @@ class Backend:
 
     def remove_leftovers(self, run_id: str) -> str:
         """Remove what the run left on this machine; what was removed ("" : nothing)."""
+        return ""
+
+    def why_alive(self, run_id: str) -> str:
+        """Why what the run left here may still be a live run ("" : provably dead, safe to
+        remove without asking it to stop)."""
         return ""
 
     # -- blocks: worker-only jobs that join a running cluster (`rayhpc grow/shrink`)

@@ -65,6 +65,8 @@ class RunPaths:
       teardown stops every node). The head lists blocks/
       once a second (one directory read whatever the block count), drains a released
       block's nodes and stops them; it counts every block's nodes in status.json.
+    change.lock and autoscale.lock (host side: `runs.run_lock`): grow, shrink and down hold
+      the first while they change the run, an autoscale loop the second for its life
     the job script, only when no agent can start (the container runtime is not on PATH after
       the site's setup): error, then exit_code
     the local launcher, only where no agent can any more:
@@ -96,6 +98,8 @@ class RunPaths:
         self.logs = self.dir / "logs"
         self.containers_log = self.logs / "containers.log"
         self.blocks = self.dir / "blocks"
+        self.change_lock = self.dir / "change.lock"
+        self.autoscale_lock = self.dir / "autoscale.lock"
 
     def node_record(self, node: str) -> Path:
         return self.nodes / f"{node}.json"
@@ -147,6 +151,15 @@ class RunPaths:
         with os.fdopen(fd, "w") as handle:
             handle.write(who + "\n")
         return True
+
+    def read_stop_request(self) -> str:
+        """Who asked the run to stop ("" : nobody yet), from the stop file's first line."""
+        try:
+            with open(self.stop, "rb") as handle:
+                text = handle.read(200).decode(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "".join(c for c in (text or [""])[0] if c.isprintable()).strip()
 
     def read_exit_code(self) -> int | None:
         try:

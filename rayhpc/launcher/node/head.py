@@ -48,9 +48,9 @@ from rayhpc.launcher.node.report import (
     resources_line,
     status_every_s,
 )
+from rayhpc.launcher.node.stop_requests import STOP_FILE_EVERY_S, StopRequests
 from rayhpc.launcher.timeline import write_timeline
 
-STOP_FILE_EVERY_S = 1.0  # the head looks at the stop file at most this often
 DRIVER_KILL_AFTER_S = 10  # SIGKILL a driver still there this long after SIGTERM
 LEFTOVER_GRACE_S = 3  # what the driver left running gets this long after SIGTERM
 # Ray's published scalability envelope ("Ray Scalability Envelope", release/benchmarks/
@@ -80,8 +80,7 @@ class Head(Agent):
         self.status = StatusRecord(expected=spec.nodes)
         self._status_lock = threading.Lock()
         self._status_written = 0.0
-        self._stop_seen = False
-        self._stop_checked = 0.0
+        self.stops = StopRequests(paths, spec.walltime_s, spec.stop_grace)
         self.server = ControlServer(spec.ports["agent"], secret_of(self.token),
                                     tuple(agent_addresses(spec.interface, spec.nodes > 1)))
         self.ray_nodes: list[dict] = []  # Ray's node list when every node had joined
@@ -107,15 +106,8 @@ class Head(Agent):
         timer.start()
 
     def stop_requested(self) -> bool:
-        """A signal, or the stop file (the job script's walltime warning, a cancel): the file
-        is looked at once a second at most, by the head alone."""
-        if self.signalled is not None or self._stop_seen:
-            return True
-        now = time.monotonic()
-        if now - self._stop_checked >= STOP_FILE_EVERY_S:
-            self._stop_checked = now
-            self._stop_seen = self.paths.stop.exists()
-        return self._stop_seen
+        """A signal, or a stop asked in the run directory (see `node.stop_requests`)."""
+        return self.signalled is not None or self.stops.requested(self.say)
 
     def run(self) -> int:
         code, error = 1, ""
@@ -342,10 +334,7 @@ class Head(Agent):
         self.say(f"cluster up, interactive: {self.paths.connect}")
         self.watch_nodes(running=lambda: not self.stop_requested())
         self.timing.t_driver_end = time.time()
-        who = signal.Signals(self.signalled).name if self.signalled else "the stop file"
-        if not self.signalled:
-            with contextlib.suppress(OSError):
-                who = self.paths.stop.read_text().strip() or who
+        who = signal.Signals(self.signalled).name if self.signalled else self.stops.who()
         self.note(f"stopping the cluster ({who})")
         return 128 + (self.signalled or signal.SIGTERM)
 

@@ -1,5 +1,6 @@
 """The node program's entry: `python node_agent.pyz --run-dir DIR [--role] [--node-name]
-[--group]`, one per node, started by srun / aprun / mpiexec / jsrun or a compose service."""
+[--group] [--block] [--stop-at]`, one per node, started by srun / aprun / mpiexec / jsrun or
+a compose service."""
 
 from __future__ import annotations
 
@@ -50,6 +51,10 @@ def main(argv: list[str] | None = None, spec_text: str = "") -> int:
     parser.add_argument("--group", default="", help="the node's group (a launch with groups)")
     parser.add_argument("--block", default="", help="the grown block this worker belongs to "
                         "(`rayhpc grow`): its name prefixes the host's name")
+    parser.add_argument("--stop-at", type=float, default=0.0,
+                        help="epoch seconds at which the run (the head's) or the block (a "
+                        "block worker's) is asked to stop, where no job script's walltime "
+                        "warning does it (the local site)")
     args = parser.parse_args(argv)
     paths = RunPaths(args.run_dir)
     spec = spec_from_text(spec_text) if spec_text else read_spec(paths)
@@ -77,8 +82,9 @@ def main(argv: list[str] | None = None, spec_text: str = "") -> int:
                               else socket.gethostname())
     if role == "head":
         agent = Head(paths, node, spec, args.group)
+        agent.stops.stop_at = args.stop_at
     else:
-        agent = Worker(paths, node, spec, args.group, block=args.block)
+        agent = Worker(paths, node, spec, args.group, block=args.block, stop_at=args.stop_at)
     try:
         return agent.run()
     except Exception:

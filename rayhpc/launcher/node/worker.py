@@ -3,6 +3,7 @@ when the head says so, on SIGTERM/SIGINT/SIGHUP, or when the connection to it cl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import select
@@ -39,9 +40,11 @@ RAY_START_TRIES = 3  # `ray start` on a worker, with jittered backoff between tr
 
 class Worker(Agent):
     def __init__(self, paths: RunPaths, node: str, spec: LaunchSpec, group: str = "",
-                 block: str = ""):
+                 block: str = "", stop_at: float = 0.0):
         super().__init__(paths, node, spec, group)
         self.block = block  # the grown block it came with ("" : the launch's own job)
+        # When the block's walltime ends, where no job script says so (epoch s; 0: never).
+        self.stop_at = stop_at
         self.channel: Channel | None = None
         self.head: HeadRecord | None = None
         self.told_stop = threading.Event()
@@ -219,3 +222,7 @@ class Worker(Agent):
         """Until the head says stop, its agent is gone, or a signal: no polling of anything."""
         while not self.stop_requested():
             self.told_stop.wait(timeout=POLL_S)
+            if self.stop_at and self.block and time.time() >= self.stop_at:
+                self.stop_at = 0.0  # the block's walltime (local site): the head releases it
+                with contextlib.suppress(OSError):
+                    self.paths.request_block_stop(self.block, f"walltime of block {self.block}")

@@ -10,9 +10,11 @@ pairs, and `usageByNode` each node's [used, total] per resource, with a `node:<i
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.autoscale_policy import (
     BlockFacts,
     Memory,
@@ -33,6 +35,7 @@ from rayhpc.launcher.runs.grow_shrink import (
 )
 from rayhpc.launcher.runs.jobs import ClusterError
 from rayhpc.launcher.runs.run import Run
+from rayhpc.launcher.runs.run_lock import sole_autoscaler
 
 Say = Callable[[str], None]
 UNREACHABLE_S = 60.0  # the dashboard may be away this long (a restart, a hiccup) before giving up
@@ -103,16 +106,37 @@ def autoscale(run: Run, site: str, policy: Policy, block: BlockRequest, say: Say
                                 False, 0.0)
     lifetime_s, stagger_s = lifetimes(*lifetime, resolved.walltime_s, run.spec.stop_grace)
     policy = dataclasses.replace(policy, lifetime_s=lifetime_s, stagger_s=stagger_s)
+    if not (period_s > 0 and math.isfinite(period_s)):  # nan too: it compares false
+        raise UserError(f"--period: {period_s!r} is not a number of seconds above 0")
     require_growable(run)
     client = run.client()
+    with sole_autoscaler(run.paths.autoscale_lock, run.run_id):
+        replaced = (f"; a block running {policy.lifetime_s:g} s (less up to "
+                    f"{policy.stagger_s:g} s of stagger) is replaced" if policy.lifetime_s
+                    else "")
+        say(f"autoscaling run {run.run_id}: {policy.min_blocks} to {policy.max_blocks} blocks "
+            f"of {block.nodes} node(s); grow after {policy.up_after_s:g} s of unmet demand, "
+            f"release after {policy.idle_after_s:g} s idle{replaced}")
+        _loop(run, site, policy, block, say, period_s, stop, client)
+
+
+def _why_not_on(run: Run) -> str:
+    """Why the loop ends now ("" : it goes on): the run ended, is stopping, or its run
+    directory is gone."""
+    if not run.paths.spec.exists():
+        return f"the run directory {run.paths.dir} is gone"
+    if run.exit_code is not None:
+        return f"run {run.run_id} has ended"
+    if run.paths.stop.exists():
+        return f"run {run.run_id} is stopping ({run.paths.read_stop_request() or 'stop file'})"
+    return ""
+
+
+def _loop(run: Run, site: str, policy: Policy, block: BlockRequest, say: Say,
+          period_s: float, stop: Callable[[], bool], client) -> None:
     memory, idle_since, started = Memory(), {}, {}
-    replaced = (f"; a block running {policy.lifetime_s:g} s (less up to "
-                f"{policy.stagger_s:g} s of stagger) is replaced" if policy.lifetime_s else "")
-    say(f"autoscaling run {run.run_id}: {policy.min_blocks} to {policy.max_blocks} blocks of "
-        f"{block.nodes} node(s); grow after {policy.up_after_s:g} s of unmet demand, release "
-        f"after {policy.idle_after_s:g} s idle{replaced}")
     first_look, unreachable_since = True, None
-    while run.exit_code is None and not stop():
+    while not (why := _why_not_on(run)) and not stop():
         now = time.time()
         try:
             status = client.json("GET", "/api/cluster_status").get("data") or {}
@@ -131,16 +155,30 @@ def autoscale(run: Run, site: str, policy: Policy, block: BlockRequest, say: Say
         facts = block_facts(run, busy_ips(status), idle_since, started, now, first_look)
         first_look = False
         decision, memory = decide(policy, memory, now, unmet_requests(status), facts)
-        if decision.action == "grow":
-            say(f"grow: {decision.why}")
-            grow(run, site, block, say)
-        elif decision.action == "replace":
-            say(f"replace {decision.block}: {decision.why}")
-            new = grow(run, site, block, say)
-            memory = replacement_submitted(memory, decision.block, new.name)
-        elif decision.action == "release":
-            say(f"release {decision.block}: {decision.why}")
-            shrink(run, decision.block, say)
-            idle_since.pop(decision.block, None)
+        try:
+            if decision.action == "grow":
+                say(f"grow: {decision.why}")
+                grow(run, site, block, say)
+            elif decision.action == "replace":
+                say(f"replace {decision.block}: {decision.why}")
+                new = grow(run, site, block, say)
+                memory = replacement_submitted(memory, decision.block, new.name)
+            elif decision.action == "release":
+                say(f"release {decision.block}: {decision.why}")
+                shrink(run, decision.block, say)
+                idle_since.pop(decision.block, None)
+        except UserError:
+            if _why_not_on(run):  # a `rayhpc down` came between the look and the act
+                continue
+            raise
         time.sleep(period_s)
-    say(f"run {run.run_id} has ended: autoscaling stops")
+    if stop():
+        kept = [b.name for b in read_blocks(run.paths) if not b.released]
+        say(f"autoscaling of run {run.run_id} stops (asked); the run stays up"
+            + (f" with block(s) {', '.join(kept)} (`rayhpc shrink --run {run.run_id} --block "
+               "B` releases one)" if kept else ""))
+    elif not run.paths.spec.exists():
+        raise ClusterError(f"{why}: autoscaling stops (the cluster's head stops too once it "
+                           "sees its run directory gone)")
+    else:
+        say(f"{why or f'run {run.run_id} is stopping'}: autoscaling stops")

@@ -35,6 +35,7 @@ from rayhpc.launcher.resolve.config import Site, check_groups, load_site
 from rayhpc.launcher.resolve.groups import parse_group_flag, resolved_groups
 from rayhpc.launcher.resolve.queues import Queue, choose_queue
 from rayhpc.launcher.runs.run import Run
+from rayhpc.launcher.runs.run_lock import changing
 from rayhpc.launcher.times import format_walltime, parse_walltime
 
 Say = Callable[[str], None]
@@ -149,6 +150,10 @@ def run_site(run: Run, site_name: str) -> Site:
 def require_growable(run: Run) -> str:
     """The head's address of a run that can take a block now; UserError otherwise."""
     run.require_unfinished()
+    if run.paths.stop.exists():
+        who = run.paths.read_stop_request() or "its stop file"
+        raise UserError(f"--run: run {run.run_id} is stopping ({who}): no block joins it any "
+                        "more")
     problem = run.backend.blocks_problem(run.spec)
     if problem:
         raise UserError(f"--run: run {run.run_id}: {problem}")
@@ -183,9 +188,17 @@ def claim(run: Run, block: Block) -> Block:
 
 
 def grow(run: Run, site_name: str, request: BlockRequest, say: Say) -> Block:
-    """`rayhpc grow`: submit a block that joins the run's cluster; its record."""
-    head_ip = require_growable(run)
+    """`rayhpc grow`: submit a block that joins the run's cluster; its record. Under the
+    run's change lock: a `rayhpc down` either comes first (the block is refused) or sees the
+    block (and cancels it)."""
     site = run_site(run, site_name)
+    run.backend.check_queue(site.name, request.queue)
+    with changing(run.paths.change_lock, "rayhpc grow", say):
+        return _grow(run, site, request, say)
+
+
+def _grow(run: Run, site: Site, request: BlockRequest, say: Say) -> Block:
+    head_ip = require_growable(run)
     backend = run.backend
     block, spec = resolve_block(run.spec, site, read_blocks(run.paths), request,
                                 node_names=bool(run.spec.node_names), now=time.time())
@@ -235,20 +248,30 @@ def mark_released(run: Run, block: Block, who: str) -> Block:
 
 def shrink(run: Run, block_id: str | None, say: Say, timeout: float | None = None) -> int:
     """`rayhpc shrink`: the head drains the block's nodes and stops them; wait until they
-    left (their logs kept), then remove the block's job or containers. How many left."""
-    run.require_unfinished()
-    block = find_block(run, block_id)
-    if block.released and not block_state_known(run, block):
-        raise UserError(f"--block: block {block.name} of run {run.run_id} was released "
-                        f"already ({block.released}) and has no node left")
-    backend = run.backend
-    if backend.block_pending(run, block):  # queued: no node of it to drain
-        release(run, block, "rayhpc shrink")
-        backend.cancel_block(run, block, say)
-        say(f"block {block.name}: removed from the queue before it started")
-        return 0
-    release(run, block, "rayhpc shrink")
-    say(f"block {block.name}: asked the head to drain and release its nodes")
+    left (their logs kept), then remove the block's job or containers. How many left. The
+    release is made under the run's change lock (a second shrink of the block, or a `down`,
+    sees it); the wait is not."""
+    with changing(run.paths.change_lock, "rayhpc shrink", say):
+        run.require_unfinished()
+        block = find_block(run, block_id)
+        backend = run.backend
+        in_cluster = {n: s for n, s in block_nodes(run, block.name).items()
+                      if s not in (LEFT, "gone")}
+        if block.released and in_cluster:
+            raise UserError(f"--block: block {block.name} of run {run.run_id} is being "
+                            f"released already ({block.released}); `rayhpc status --run "
+                            f"{run.run_id}` shows when its nodes have left")
+        if block.released and not backend.block_state(run, block):
+            raise UserError(f"--block: block {block.name} of run {run.run_id} was released "
+                            f"already ({block.released}) and has no node left")
+        pending = backend.block_pending(run, block)
+        block = release(run, block, "rayhpc shrink")
+        if pending:  # queued: no node of it to drain
+            backend.cancel_block(run, block, say)
+            say(f"block {block.name}: removed from the queue before it started")
+            return 0
+    if in_cluster:
+        say(f"block {block.name}: asked the head to drain and release its nodes")
     timeout = timeout or (drain_window(run.spec.stop_grace) + run.spec.stop_timeout
                           + SHRINK_WAIT_S)
     deadline = time.monotonic() + timeout
@@ -257,7 +280,7 @@ def shrink(run: Run, block_id: str | None, say: Say, timeout: float | None = Non
         if nodes and all(state in (LEFT, "gone", "stopped", "failed", "lost-head")
                          for state in nodes.values()):
             break
-        if run.exit_code is not None or time.monotonic() > deadline:
+        if not in_cluster or run.exit_code is not None or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     left = sum(1 for state in nodes.values() if state == LEFT)
@@ -266,13 +289,6 @@ def shrink(run: Run, block_id: str | None, say: Say, timeout: float | None = Non
         + (f"; not left: {', '.join(n for n, s in nodes.items() if s != LEFT)}"
            if left < len(nodes) else ""))
     return left
-
-
-def block_state_known(run: Run, block: Block) -> bool:
-    """Whether anything of the block is still there: a node in the cluster, its job, its
-    containers."""
-    return any(s not in (LEFT, "gone") for s in block_nodes(run, block.name).values()) or \
-        bool(run.backend.block_state(run, block))
 
 
 def block_nodes(run: Run, block: str) -> dict[str, str]:

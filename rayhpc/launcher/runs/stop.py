@@ -13,22 +13,33 @@ from rayhpc.launcher.contract import FINAL_STATES, record_end_for_the_head
 from rayhpc.launcher.runs.grow_shrink import release_all, remove_blocks
 from rayhpc.launcher.runs.jobs import ClusterError
 from rayhpc.launcher.runs.run import Run, leftover_runs, load_run
+from rayhpc.launcher.runs.run_lock import changing
 
 Say = Callable[[str], None]
 STATE_CHECK_S = 2.0  # how often `down` asks the backend whether the nodes still run
 JOB_QUEUE_WAIT_S = 60  # after the exit code: until the batch job has left the queue
 LOST_EXIT_CODE = 1  # a run whose nodes were gone without an exit code: the launch failed
+STOPPED_EXIT_CODE = 143  # a run stopped before it started: as a SIGTERM'd one
 
 
 def remove_leftovers(say: Say) -> None:
-    """`rayhpc down` without a run: remove what every run left on this machine (forcibly,
-    running ones too)."""
-    removed = False
+    """`rayhpc down` without a run: remove what runs left on this machine that are provably
+    dead (a launcher killed, a run that ended); a run that may be alive is kept, and named
+    with the command that stops it the clean way (its logs kept)."""
+    removed = kept = False
     for backend in BACKENDS:
         for run_id in backend.leftovers():
+            why = backend.why_alive(run_id)
+            if why:
+                run_dir = backend.run_dir_of(run_id)
+                where = f" --shared {Path(run_dir).parent.parent}" if run_dir else ""
+                say(f"kept run {run_id}: it may be alive ({why}); `rayhpc down --run "
+                    f"{run_id}{where}` stops it the clean way")
+                kept = True
+                continue
             say(f"removed run {run_id}: {backend.remove_leftovers(run_id)}")
             removed = True
-    if not removed:
+    if not removed and not kept:
         say("nothing to remove")
 
 
@@ -68,12 +79,16 @@ def down(run: Run, say: Say, timeout: float | None = None) -> int:
     """Stop a run that has not finished, the clean way (the agents stop Ray and keep the
     logs), wait until the run directory says every node stopped, remove what it left here.
     The run's exit code."""
-    run.require_unfinished()
     backend = run.backend
-    # Every block is recorded as released (the head's teardown stops their nodes with the
-    # rest); their jobs (containers) are removed once the run has ended.
-    blocks = release_all(run)
-    backend.stop(run, say)
+    # Under the run's change lock: a grow either came first (its block is listed here) or
+    # finds the stop file and is refused. Every block is recorded as released (the head's
+    # teardown stops their nodes with the rest); their jobs (containers) are removed once
+    # the run has ended.
+    with changing(run.paths.change_lock, "rayhpc down", say):
+        run.require_unfinished()
+        blocks = release_all(run)
+        backend.stop(run, say)
+        run.paths.request_stop("rayhpc down")
     timeout = timeout or run.spec.stop_timeout + run.spec.stop_grace + 60
     deadline = time.monotonic() + timeout
     next_check = time.monotonic() + STATE_CHECK_S
@@ -88,6 +103,9 @@ def down(run: Run, say: Say, timeout: float | None = None) -> int:
                     say(f"run {run.run_id} stopped before its cluster started")
                     backend.cleanup(run, say)
                     remove_blocks(run, blocks, say)
+                    # Recorded, so that the run no longer shows as starting.
+                    record_end_for_the_head(run.paths, run.spec, "stopped by `rayhpc down` "
+                                            "before its cluster started", STOPPED_EXIT_CODE)
                     return 0
                 # Its nodes are gone without a word (a killed head): what they left is
                 # kept, and the run's end recorded, so that it is no longer "up".

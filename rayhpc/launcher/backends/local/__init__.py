@@ -47,6 +47,7 @@ def free_local_port() -> int:
 
 class LocalBackend(Backend):
     name = "local"
+    has_queues = False  # its nodes are containers on this machine, started at once
     schedulers = ("local",)
     runtimes = (Docker.name,)
     # No job script: no setup lines, launcher or scheduler flags.
@@ -116,6 +117,11 @@ class LocalBackend(Backend):
     def run_dir_of(self, run_id: str) -> str:
         found = engine_side("manage").engine_runs().get(run_id)
         return found.run_dir if found else ""
+
+    def why_alive(self, run_id: str) -> str:
+        manage = engine_side("manage")
+        found = manage.engine_runs().get(run_id)
+        return manage.why_alive(found) if found else ""
 
     def remove_leftovers(self, run_id: str) -> str:
         containers, networks = engine_side("manage").remove_run(run_id)

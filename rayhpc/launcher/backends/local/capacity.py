@@ -38,10 +38,12 @@ def nodes_that_fit(machine: MachineFacts, shm_bytes: int) -> int:
     return max(0, room // node_memory(shm_bytes))
 
 
-def check_capacity(nodes: int, shm_size: str, shm_bytes: int, machine: MachineFacts) -> None:
+def check_capacity(nodes: int, shm_size: str, shm_bytes: int, machine: MachineFacts,
+                   running: int = 0) -> None:
     """UserError naming --nodes (or --shm-size, when not even one node fits) unless the
-    machine holds ``nodes`` nodes. (More nodes than its CPUs start well is a warning at the
-    start: `launcher.backends.local.compose_run`.)"""
+    machine holds ``nodes`` more nodes beside the run's ``running`` ones (a grown block).
+    (More nodes than its CPUs start well is a warning at the start:
+    `launcher.backends.local.compose_run`.)"""
     fits = nodes_that_fit(machine, shm_bytes)
     per_node = f"{node_memory(shm_bytes) / GIB:.1f} GiB"
     have = (f"the Docker engine's machine has {machine.memory_bytes / GIB:.1f} GiB of memory "
@@ -51,6 +53,11 @@ def check_capacity(nodes: int, shm_size: str, shm_bytes: int, machine: MachineFa
         raise UserError(f"--shm-size: {shm_size} per node does not fit even one node here: "
                         f"each node takes its shm and {NODE_PROCESS_MEMORY // MIB} MiB for Ray "
                         f"({per_node}) and {have}; give a smaller --shm-size")
+    if running and running + nodes > fits:
+        raise UserError(f"--nodes: a block of {nodes} more local node(s) does not fit on this "
+                        f"machine beside the run's {running}: each takes {per_node} and "
+                        f"{have}; it holds {fits} in all: give --nodes {max(fits - running, 0)} "
+                        "or fewer, or shrink a block first")
     if nodes > fits:
         raise UserError(f"--nodes: {nodes} local nodes do not fit on this machine: each takes "
                         f"{per_node} (--shm-size {shm_size} and {NODE_PROCESS_MEMORY // MIB} "

@@ -27,6 +27,12 @@ RUN_DIR_LABEL = "org.rayhpc.run-dir"
 IMAGE_USER_UID = "1000"
 
 
+def stop_moment(start: float, walltime_s: int, stop_grace: int) -> str:
+    """When a local run (or block) is asked to stop, as its node program's --stop-at: its
+    walltime less stop_grace after its start, as a job script's walltime warning would."""
+    return f"{start + walltime_s - stop_grace:.0f}"
+
+
 def render_compose(spec: LaunchSpec, user: str = IMAGE_USER_UID,
                    environment: dict[str, str] | None = None) -> str:
     """One service per node (head first), all on the run's own network.
@@ -39,10 +45,13 @@ def render_compose(spec: LaunchSpec, user: str = IMAGE_USER_UID,
     for index, node in enumerate(spec.node_names):
         role = "head" if index == 0 else "worker"
         group = spec.group(group_of[node]) if group_of else None
+        # The head stops the run at its walltime (less stop_grace): no job script here does.
+        stop_at = ["--stop-at", stop_moment(spec.t_submit, spec.walltime_s, spec.stop_grace)] \
+            if role == "head" else []
         service = node_service(spec, node, group, user, environment,
                                RunPaths(spec.run_dir).agent_command(
                                    "--role", role, "--node-name", node,
-                                   *(["--group", group.name] if group else [])))
+                                   *(["--group", group.name] if group else []), *stop_at))
         if role == "head":
             # The dashboard (and Ray Client's port, for `ray.init("ray://...")` from this
             # host) reachable from this host only, on the ports picked when the run was
@@ -109,7 +118,9 @@ def render_block_compose(spec: LaunchSpec, block: Block, head_host: str,
     services = {}
     for node in block.node_names:
         command = paths.agent_command("--role", "worker", "--node-name", node,
-                                      "--block", block.name,
+                                      "--block", block.name, "--stop-at",
+                                      stop_moment(block.t_submit, block.walltime_s,
+                                                  spec.stop_grace),
                                       *(["--group", group.name] if group else []),
                                       program=paths.block_file(block.name, "pyz"))
         service = node_service(spec, node, group, user, environment, command,

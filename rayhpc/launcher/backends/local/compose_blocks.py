@@ -3,7 +3,6 @@ the run's network (`compose.render_block_compose`), its state, its removal."""
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 
 import docker.errors
@@ -18,7 +17,7 @@ from rayhpc.launcher.backends.local.compose import (
     render_block_compose,
 )
 from rayhpc.launcher.backends.local.compose_run import compose_command
-from rayhpc.launcher.backends.local.manage import ready_images
+from rayhpc.launcher.backends.local.manage import check_machine_holds, ready_images
 from rayhpc.launcher.contract import Block, LaunchSpec, RunPaths
 
 
@@ -31,6 +30,7 @@ def start_block(spec: LaunchSpec, block: Block, head_ip: str, environment: dict,
                 default_image: str) -> None:
     """`docker compose up` of the block's project; UserError (its containers removed) when
     the engine refuses it."""
+    check_machine_holds(spec, more=block.nodes)
     ready_images([(block.image, "--group" if block.group else "--image")], default_image)
     if not connect().networks(names=[spec.project]):
         raise UserError(f"--run: the network {spec.project} of run {spec.run_id} is not on "
@@ -63,6 +63,9 @@ def remove_block(run_id: str, block: str) -> int:
     api = connect()
     found = block_containers(run_id, block)
     for container in found:
-        with contextlib.suppress(docker.errors.NotFound):
+        try:
             api.remove_container(container["Id"], force=True, v=True)
+        except docker.errors.APIError as exc:
+            if exc.status_code not in (404, 409):  # 409: another command removes it now
+                raise
     return len(found)

@@ -140,7 +140,7 @@ class LocalLaunch:
                                  "node takes about a core to start, so bring-up will be slow "
                                  "and may reach the join timeout (--join-timeout); use fewer "
                                  "nodes here")
-            left_up = False
+            left_up, result = False, None
             try:
                 code, err = self._compose_up()
                 if code is None:  # a signal during the start: what was made goes
@@ -161,12 +161,27 @@ class LocalLaunch:
                         self.watcher.say(f"run {self.spec.run_id} stays up: `rayhpc down --run "
                                          f"{self.spec.run_id}` stops it")
                         return 0
+                    result = code
                     return code
             finally:
                 if not left_up:
                     self.teardown()
+                    if result is not None:
+                        self._record_unrecorded_end(result)
         remove_run_dir(self.paths.dir)  # nothing ran
         raise UserError(f"docker compose up failed: {err.strip()[-800:]}")
+
+    def _record_unrecorded_end(self, code: int) -> None:
+        """A run the launcher stopped before its head recorded the end (a second Ctrl-C, a
+        head that did not stop in time): recorded here, in the head's stead, so that `rayhpc
+        status` does not show it starting for ever."""
+        if self.paths.exit_code.exists() or not self.paths.dir.is_dir():
+            return
+        why = (f"stopped by {signal.Signals(self.watcher.signals[0]).name}"
+               if self.watcher.signals else "the run did not stop in time")
+        with contextlib.suppress(OSError):
+            record_end_for_the_head(self.paths, self.spec, f"{why}; its containers were "
+                                    "removed before the head recorded its end", code)
 
     # -- FollowedRun
 

@@ -5,6 +5,7 @@ Runs are known by their run directory too (`launcher.runs`); this is what the en
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
 from collections import defaultdict
@@ -65,12 +66,20 @@ def machine_facts() -> MachineFacts:
                         cpus=int(info.get("NCPU") or 1))
 
 
-def check_machine_holds(spec: LaunchSpec) -> None:
+def check_machine_holds(spec: LaunchSpec, more: int | None = None) -> None:
     """Refuse (UserError naming --nodes) a local launch this machine cannot hold, before
-    anything is created."""
+    anything is created; ``more``: a block of that many nodes beside the run's running
+    ones."""
     machine = machine_facts()
-    if machine.memory_bytes:  # an engine that does not say cannot be checked
+    if not machine.memory_bytes:  # an engine that does not say cannot be checked
+        return
+    if more is None:
         check_capacity(spec.nodes, spec.shm_size, size_bytes(spec.shm_size), machine)
+    else:
+        running = len(connect().containers(filters={"label": f"{RUN_LABEL}={spec.run_id}",
+                                                    "status": "running"}))
+        check_capacity(more, spec.shm_size, size_bytes(spec.shm_size), machine,
+                       running=max(running, 1))
 
 
 def container_states(spec: LaunchSpec) -> dict[str, str]:
@@ -106,6 +115,31 @@ class RunState:
         """`rayhpc status`'s line of a run known only by what it left on the engine."""
         nodes = ", ".join(f"{node}: {st}" for node, st in sorted(self.nodes.items()))
         return f"{self.run_id}  {len(self.nodes)} node(s)  {nodes or '(network only)'}"
+
+
+def why_alive(state: RunState) -> str:
+    """Why a run found on the engine may be alive ("" : provably dead: none of its containers
+    runs, or its run directory recorded its end, or is gone)."""
+    running = sorted(node for node, st in state.nodes.items() if st == "running")
+    if not running:
+        return ""
+    alive = f"its container(s) {', '.join(running)} run"
+    if not state.run_dir:
+        return alive
+    paths = RunPaths(state.run_dir)
+    for path, gone_means_dead in ((paths.exit_code, False), (paths.spec, True)):
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
+            if gone_means_dead:
+                return ""  # its run directory is gone: nothing of it could be kept
+            continue
+        except OSError as exc:
+            return f"{alive} and {path} cannot be looked at ({exc.strerror})"
+        else:
+            if not gone_means_dead:
+                return ""  # it recorded its end: what runs is what its teardown left
+    return f"{alive} and {paths.dir} records no end"
 
 
 def engine_runs() -> dict[str, RunState]:
