@@ -291,6 +291,17 @@ CASES = [
          "2g and 512 MiB for Ray)"),
     Case("build tag upper case", ["build", "--tag", "UPPER/Case:tag"], {},
          "--tag: 'UPPER/Case:tag' is not a valid image reference"),
+    # Issue 29: the autoscaler's seconds (a negative or NaN period grew a block, then died on
+    # time.sleep), and --queue where no queue exists.
+    *(Case(f"autoscale {flag} {value}", ["autoscale", "--run", HPC_UP, "--site", "slurm",
+                                         "--shared", "{shared}", flag, value], {},
+           f"{flag}: '{value}' is not a number of seconds", files=RUNS)
+      for flag, value in (("--period", "-1"), ("--period", "nan"), ("--period", "0"),
+                          ("--period", "abc"), ("--up-after", "xyz"), ("--idle-after", "-5"),
+                          ("--up-after", "inf"))),
+    Case("queue on the local site", ["launch", "--queue", "bogus"], {},
+         "--queue: site local has no queues (its nodes start at once on this machine); drop "
+         "--queue"),
 ]
 
 

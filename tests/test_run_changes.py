@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from rayhpc.launcher.backends.local.compose import RUN_LABEL
 from tests import PROJECT_ROOT
 from tests.cli import invoke, invoke_argv
 from tests.launching import Background, launch, leftovers
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.docker
 
 
 def running_containers(api, run_id: str) -> list[str]:
-    return [c["Names"][0] for c in api.containers(filters={"label": f"rayhpc.run={run_id}"})]
+    return [c["Names"][0] for c in api.containers(filters={"label": f"{RUN_LABEL}={run_id}"})]
 
 
 def wait_for(what: str, check, timeout: float = 120):
