@@ -1,7 +1,8 @@
-"""Input hardening without an engine (issue 29), through the real command line: every value
-that reaches a job script is one line (flags, RAYHPC_* variables, site files, node groups,
-`rayhpc grow`) and the site's environment keys are names, else one `error:` line, exit 2,
-nothing submitted or written."""
+"""Input hardening without an engine (issue 29), through the real command line and the Python
+API: every value that reaches a job script is one line (flags, RAYHPC_* variables, site files,
+node groups, `rayhpc grow`) and the site's environment keys are names, else one `error:` line,
+exit 2, nothing submitted or written; `Cluster.launch` refuses keywords it does not know before
+anything starts."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from rayhpc import Cluster
 from rayhpc.launcher.backends.batch.jobscript import render_job_script
 from rayhpc.launcher.contract import RunPaths, write_record
 from rayhpc.launcher.resolve.config import load_site
@@ -154,3 +156,25 @@ def test_a_value_that_got_past_resolution_can_never_render_a_line_of_its_own():
     spec = dataclasses.replace(make_spec("slurm", image="/x.sif", nodes=2), account=INJECTED)
     with pytest.raises(ValueError, match="control character"):
         render_job_script(spec, load_site("slurm"))
+
+
+# -- the Python API
+
+@pytest.mark.parametrize("keywords, unknown, suggestion", [
+    ({"node": 2, "nodes_": 5}, "node, nodes_", "'node' (did you mean 'nodes'?), 'nodes_' (did "
+                                               "you mean 'nodes'?)"),
+    ({"join_timout": 60}, "join_timout", "'join_timout' (did you mean 'join_timeout'?)"),
+    ({"colour": "blue"}, "colour", "'colour'"),
+])
+def test_cluster_launch_refuses_keywords_it_does_not_know_before_anything_starts(
+        tmp_path, monkeypatch, keywords, unknown, suggestion):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(TypeError) as refused:
+        Cluster.launch(shared=str(tmp_path / "shared"), **keywords)
+    message = str(refused.value)
+    assert message.startswith(f"Cluster.launch() got unknown keyword arguments: {suggestion}"
+                              if "," in unknown else
+                              f"Cluster.launch() got an unknown keyword argument: {suggestion}"
+                              ), message
+    assert "the flags of `rayhpc launch`" in message
+    assert list(tmp_path.iterdir()) == []
