@@ -2,21 +2,29 @@
 API: every value that reaches a job script is one line (flags, RAYHPC_* variables, site files,
 node groups, `rayhpc grow`) and the site's environment keys are names, else one `error:` line,
 exit 2, nothing submitted or written; `Cluster.launch` refuses keywords it does not know before
-anything starts."""
+anything starts; a run's token that others can read is warned about once, a missing one is
+called missing."""
 
 from __future__ import annotations
 
 import dataclasses
+import errno
+import http.server
 import json
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from rayhpc import Cluster
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends.batch.jobscript import render_job_script
 from rayhpc.launcher.contract import RunPaths, write_record
 from rayhpc.launcher.resolve.config import load_site
+from rayhpc.launcher.runs import run as run_module
+from rayhpc.launcher.runs.run import Run
 from tests import PROJECT_ROOT
 from tests.cli import invoke
 from tests.specs import head_record, make_spec
@@ -178,3 +186,107 @@ def test_cluster_launch_refuses_keywords_it_does_not_know_before_anything_starts
                               ), message
     assert "the flags of `rayhpc launch`" in message
     assert list(tmp_path.iterdir()) == []
+
+
+# -- the run's token
+
+class JobsApi(http.server.BaseHTTPRequestHandler):
+    """A dashboard with no jobs: enough for `rayhpc logs` of an interactive cluster."""
+
+    def do_GET(self):  # noqa: N802 (the name http.server calls)
+        body = b"[]" if self.path == "/api/jobs/" else b"{}"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):  # quiet
+        pass
+
+
+@pytest.fixture
+def dashboard() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JobsApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def interactive_run(shared: Path, dashboard_port: int, token_mode: int | None,
+                    site: str = "local") -> RunPaths:
+    """An interactive cluster that is up, whose dashboard is published on this host at
+    ``dashboard_port``; its token file with ``token_mode`` (None: no token file)."""
+    spec = dataclasses.replace(make_spec(site, nodes=1, image="/x.sif"), shared=shared,
+                               published={"dashboard": dashboard_port})
+    paths = RunPaths(spec.run_dir)
+    paths.dir.mkdir(parents=True)
+    paths.spec.write_text(json.dumps(spec.to_json()))
+    write_record(paths.head, head_record("172.20.0.2", "head"))
+    paths.connect.write_text("# up\n")
+    if token_mode is not None:
+        paths.auth_token.write_text("0" * 64)
+        paths.auth_token.chmod(token_mode)
+    return paths
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_token_others_can_read_is_warned_about_naming_the_fix(tmp_path, dashboard, mode):
+    paths = interactive_run(tmp_path, dashboard, mode)
+    result = invoke("logs", "--run", paths.dir.name, "--shared", str(tmp_path), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"rayhpc: no jobs submitted to run {paths.dir.name} yet\n"
+    readers = {0o644: "its group and others", 0o640: "its group", 0o604: "others"}[mode]
+    assert result.stderr == (
+        f"rayhpc: warning: the run's token {paths.auth_token} can be read by {readers} "
+        f"(mode {mode:o}): whoever reads it can run code on the cluster; `chmod 600 "
+        f"{paths.auth_token}`\n")
+
+
+def test_a_private_token_gets_no_warning_and_an_open_one_only_once(tmp_path, dashboard, capsys):
+    private = Run.load(interactive_run(tmp_path / "a", dashboard, 0o600).dir)
+    private.client()
+    assert capsys.readouterr().err == ""
+    shared = Run.load(interactive_run(tmp_path / "b", dashboard, 0o644).dir)
+    shared.client()
+    shared.client()
+    Run.load(shared.paths.dir).client()
+    assert capsys.readouterr().err.count("rayhpc: warning: the run's token") == 1
+
+
+def test_attaching_to_a_cluster_whose_token_others_can_read_warns(tmp_path, dashboard, capsys):
+    # A batch run: its backend asks no engine whether it runs (it has no job id here).
+    paths = interactive_run(tmp_path, dashboard, 0o644, site="slurm")
+    cluster = Cluster.attach(paths.dir.name, shared=str(tmp_path), site="slurm")
+    assert cluster.env["RAY_AUTH_TOKEN_PATH"] == str(paths.auth_token)
+    assert capsys.readouterr().err == (
+        f"rayhpc: warning: the run's token {paths.auth_token} can be read by its group and "
+        f"others (mode 644): whoever reads it can run code on the cluster; `chmod 600 "
+        f"{paths.auth_token}`\n")
+
+
+def test_a_missing_token_is_called_missing_not_a_permission_problem(tmp_path, dashboard):
+    paths = interactive_run(tmp_path, dashboard, None)
+    result = invoke("logs", "--run", paths.dir.name, "--shared", str(tmp_path), timeout=120)
+    line = refusal(result)
+    assert line == (f"error: --run: the run's token {paths.auth_token} is missing: its launch "
+                    "writes it before any node starts, so it was removed since, and the "
+                    "cluster's dashboard takes no request without it; `rayhpc down --run "
+                    f"{paths.dir.name}` stops the run, then launch a new one")
+    assert "user who launched" not in line
+
+
+def test_a_token_this_user_may_not_read_says_whose_it_is(tmp_path, dashboard, monkeypatch):
+    run = Run.load(interactive_run(tmp_path, dashboard, 0o600).dir)
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    # As root, file modes do not refuse a read: the refusal is made here.
+    monkeypatch.setattr(run_module, "read_token_file", refused)
+    with pytest.raises(UserError) as error:
+        run.client()
+    assert str(error.value) == (f"--run: cannot read the run's token {run.paths.auth_token} "
+                                "(Permission denied); run this as the user who launched it")

@@ -73,6 +73,7 @@ class Cluster:
         """A cluster that is up already (`rayhpc launch --interactive` printed its run id)."""
         run = find_run(run_id, shared_dir(site, shared))
         run.require_up()
+        run.token()  # what `env` hands to Ray: missing, unreadable or open to others is said now
         return cls(run, verbose)
 
     # -- what to connect with
