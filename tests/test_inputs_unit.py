@@ -23,6 +23,7 @@ from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends.batch.jobscript import render_job_script
 from rayhpc.launcher.contract import RunPaths, write_record
 from rayhpc.launcher.resolve.config import load_site
+from rayhpc.launcher.resolve.fabric_interface import check_interface
 from rayhpc.launcher.runs import run as run_module
 from rayhpc.launcher.runs.run import Run
 from tests import PROJECT_ROOT
@@ -124,6 +125,7 @@ SITE_CASES = {
     "queue table": ('queues:\n  "x\\ntouch /tmp/rayhpc-pwned": {max_nodes: 4}\n',
                     f"queues: {INJECTED!r}: {ONE_LINE}"),
     "site name": ('name: "x\\ntouch /tmp/rayhpc-pwned"\n', f"name: {INJECTED!r}: {ONE_LINE}"),
+    "interface": ('interface: "hsn0\\n"\n', f"interface: 'hsn0\\n': {ONE_LINE}"),
 }
 
 
@@ -158,6 +160,11 @@ def test_grow_refuses_a_queue_with_a_line_break_and_submits_nothing(tmp_path, sl
                     str(tmp_path / "shared"), "--queue", INJECTED, env=slurm_here, timeout=120)
     assert refusal(result) == f"error: --queue: {INJECTED!r}: {ONE_LINE}"
     assert calls(tmp_path) == [] and not paths.blocks.exists()
+
+
+def test_an_interface_name_with_a_trailing_line_break_is_not_one():
+    with pytest.raises(ValueError, match="must be a network interface name"):
+        check_interface("hsn0\n")
 
 
 def test_a_value_that_got_past_resolution_can_never_render_a_line_of_its_own():
