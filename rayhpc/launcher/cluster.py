@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
 import os
 import signal
@@ -26,6 +27,7 @@ from typing import Any
 from rayhpc.launcher.backends.watch import noting_signals
 from rayhpc.launcher.contract import HeadRecord
 from rayhpc.launcher.orchestration import start
+from rayhpc.launcher.resolve.config import SETTINGS
 from rayhpc.launcher.runs.jobs import ClusterError
 from rayhpc.launcher.runs.logs import logs as run_logs
 from rayhpc.launcher.runs.run import Run, find_run, shared_dir, status_line
@@ -53,6 +55,7 @@ class Cluster:
         `rayhpc launch`: nodes, shared, image, walltime, account, queue, join_timeout, ...;
         ``group``: node groups as a list in --group's form (["head:1", "gpu:4:IMAGE,gpu=nvidia"]).
         """
+        check_launch_keywords(settings)
         if settings.get("driver") is not None:
             raise ValueError("Cluster.launch runs no driver: submit jobs with cluster.submit()")
         cli = {key: (value if value is None or isinstance(value, (list, tuple)) else str(value))
@@ -74,6 +77,7 @@ class Cluster:
         """A cluster that is up already (`rayhpc launch --interactive` printed its run id)."""
         run = find_run(run_id, shared_dir(site, shared))
         run.require_up()
+        run.token()  # what `env` hands to Ray: missing, unreadable or open to others is said now
         return cls(run, verbose)
 
     # -- what to connect with
@@ -188,6 +192,27 @@ class Cluster:
     def _write(self, text: str) -> None:
         if self.verbose:
             print(text, end="", flush=True)
+
+
+# What Cluster.launch takes besides site and verbose: the settings of `rayhpc launch`.
+LAUNCH_KEYWORDS = (*SETTINGS, "group")
+
+
+def check_launch_keywords(settings: dict[str, Any]) -> None:
+    """TypeError naming each keyword Cluster.launch does not know (and the close one it
+    does): a typo would otherwise be ignored and the cluster start with the default."""
+    unknown = [key for key in settings if key not in LAUNCH_KEYWORDS]
+    if not unknown:
+        return
+    known = [*LAUNCH_KEYWORDS, "site", "verbose"]
+    named = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1)
+        named.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    what = ("unknown keyword arguments" if len(unknown) > 1
+            else "an unknown keyword argument")
+    raise TypeError(f"Cluster.launch() got {what}: {', '.join(named)}; it takes site, verbose "
+                    f"and the flags of `rayhpc launch`: {', '.join(LAUNCH_KEYWORDS)}")
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

@@ -17,7 +17,13 @@ from rayhpc.launcher.contract import NodeGroup
 from rayhpc.launcher.resolve.fabric_interface import check_interface
 from rayhpc.launcher.resolve.groups import GPUS, parse_groups
 from rayhpc.launcher.resolve.queues import Queue, parse_queues
-from rayhpc.launcher.resolve.values import non_negative_int, positive_int
+from rayhpc.launcher.resolve.values import (
+    check_env_names,
+    check_one_line,
+    non_negative_int,
+    one_line,
+    positive_int,
+)
 from rayhpc.launcher.runtimes import RUNTIMES
 from rayhpc.launcher.schedulers import batch_scheduler, qos_titles
 from rayhpc.launcher.times import WALLTIME_FORMS, parse_walltime
@@ -56,13 +62,18 @@ def _interface(value: Any) -> str:
     return check_interface(_text(value))
 
 
-def _text(value: Any) -> str:
+def _command(value: Any) -> str:
     if not isinstance(value, (str, int, float)):
         raise ValueError(f"must be one string, not a {type(value).__name__}")
     text = str(value)
     if not text.strip():
         raise ValueError("must not be empty")
     return text
+
+
+def _text(value: Any) -> str:
+    """A setting that may reach a job script's lines (a path, queue, account): one line."""
+    return one_line(_command(value))
 
 
 @dataclass(frozen=True)
@@ -78,7 +89,7 @@ SETTINGS: dict[str, Setting] = {
                      "allocation's inside one, else 3)"),
     "shared": Setting(_text, "./shared", "directory mounted on every node; the run dir goes in "
                       "<shared>/runs/ (default: ./shared)"),
-    "driver": Setting(_text, None, "command run on the head in the shared dir; {address} "
+    "driver": Setting(_command, None, "command run on the head in the shared dir; {address} "
                       "becomes the head's ip:port and RAY_ADDRESS is set (default: none, an "
                       "interactive cluster that stays up; see --interactive)"),
     "image": Setting(_text, None, "container image: a tag on the local site (default: the ray "
@@ -130,6 +141,9 @@ SITE_OPTIONS: dict[str, type] = {
     "no_proxy": list,           # hosts reached without the proxy (the head's address is added)
     "groups": dict,             # node groups: name -> nodes, image, gpu, resources, ... (groups.py)
 }
+# Site options never written into a job script (`groups` are checked by `parse_group`): the
+# others' texts must be one line each.
+PROSE_OPTIONS = ("queues_source", "groups")
 SITE_KEYS = ("name", "description", "docs", "scheduler", "runtime", *SETTINGS, *SITE_OPTIONS)
 
 
@@ -179,7 +193,10 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
             continue
         if not isinstance(data[key], kind):
             raise UserError(f"{path}: {key}: must be a {kind.__name__}")
+        if key not in PROSE_OPTIONS:
+            check_one_line(data[key], f"{path}: {key}")
         options[key] = data[key]
+    check_env_names(options.get("environment", {}), f"{path}: environment")
     if options.get("gpu") == "none":  # said explicitly: the nodes have no GPUs
         options["gpu"] = ""
     _check_gpu(options.get("gpu", ""), data["runtime"], f"{path}: ")
@@ -201,7 +218,9 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
     if "queues_read" in options and not _DATE_RE.match(options["queues_read"]):
         raise UserError(f"{path}: queues_read: {options['queues_read']!r}: must be the day "
                         "the queue table was read, as YYYY-MM-DD (quoted)")
-    site = Site(name=str(data.get("name") or path.stem), path=path,
+    name = str(data.get("name") or path.stem)
+    check_one_line(name, f"{path}: name")  # the job script names its site
+    site = Site(name=name, path=path,
                 scheduler=data["scheduler"], runtime=data["runtime"],
                 description=str(data.get("description") or ""), settings=settings,
                 options=options, docs=tuple(docs), queues=tuple(queues))

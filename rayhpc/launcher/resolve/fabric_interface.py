@@ -18,12 +18,12 @@ import re
 
 # An interface name as the kernel allows it (IFNAMSIZ: 15 characters, no slash or space):
 # safe in a shell word and a compose value.
-INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+INTERFACE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
 
 
 def check_interface(name: str) -> str:
     """``name`` if it can be a network interface's name; ValueError ("must ...") if not."""
-    if not INTERFACE_RE.match(name):
+    if not INTERFACE_RE.fullmatch(name):  # not match: its $ takes a trailing line break
         raise ValueError("must be a network interface name (letters, digits, _ . : -; at "
                          "most 15 characters), e.g. hsn0")
     return name

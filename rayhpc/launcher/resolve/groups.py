@@ -23,7 +23,7 @@ from typing import Any
 from rayhpc.common.user_error import UserError
 from rayhpc.common.yaml_files import check_keys
 from rayhpc.launcher.contract import RAY_GROUP_LABEL, RAY_IMAGE_LABEL, NodeGroup, label_value
-from rayhpc.launcher.resolve.values import whole_number
+from rayhpc.launcher.resolve.values import check_one_line, whole_number
 
 HEAD_GROUP_NAME = "head"  # a group of this name holds the head unless another says head: true
 GPUS = ("nvidia", "amd", "intel")
@@ -137,6 +137,7 @@ def parse_group(name: Any, data: Any, where: str) -> NodeGroup:
         raise UserError(f"{where}: must be a mapping with at least `nodes` (keys: "
                         f"{', '.join(GROUP_KEYS)})")
     check_keys(dict(data), tuple(GROUP_KEYS), where, "")
+    check_one_line(dict(data), where)  # its queue, image, options reach the job script
     if "nodes" not in data:
         raise UserError(f"{where}: nodes: required (how many nodes the group has)")
     values = {key: GROUP_KEYS[key](value, f"{where}: {key}") for key, value in data.items()

@@ -34,6 +34,7 @@ from rayhpc.launcher.contract import (
 from rayhpc.launcher.resolve.config import Site, check_groups, load_site
 from rayhpc.launcher.resolve.groups import parse_group_flag, resolved_groups
 from rayhpc.launcher.resolve.queues import Queue, choose_queue
+from rayhpc.launcher.resolve.values import check_one_line
 from rayhpc.launcher.runs.run import Run
 from rayhpc.launcher.runs.run_lock import changing
 from rayhpc.launcher.times import format_walltime, parse_walltime
@@ -98,6 +99,7 @@ def block_queue(queues: list[Queue], asked: str | None, nodes: int, walltime_s: 
     knows it, else the first automatic one that does. UserError otherwise (nothing is
     submitted)."""
     if asked:
+        check_one_line(asked, "--queue")
         known = next((q for q in queues if q.name == asked), None)
         problem = known.problem(nodes, walltime_s) if known else ""
         if problem:

@@ -5,9 +5,12 @@ commands on a run; the Python `Cluster` uses them all."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
+import sys
 import tarfile
 import time
 from collections.abc import Mapping
@@ -112,12 +115,28 @@ class Run(LaunchedRun):
         return self.spec.dashboard_url(self.head_ip)
 
     def client(self) -> JobsClient:
+        return JobsClient(self.dashboard(), self.token(), head_ip=self.head_ip)
+
+    def token(self) -> str:
+        """The run's token (what the dashboard asks of every request); a warning, once, when
+        others may read its file. UserError when it cannot be read, saying why."""
+        path = self.paths.auth_token
         try:
-            token = self.paths.auth_token.read_text().strip()
+            token, mode = read_token_file(path)
+        except FileNotFoundError:
+            raise UserError(f"--run: the run's token {path} is missing: its launch writes it "
+                            "before any node starts, so it was removed since, and the "
+                            "cluster's dashboard takes no request without it; `rayhpc down "
+                            f"--run {self.run_id}` stops the run, then launch a new one") from None
         except OSError as exc:
-            raise UserError(f"--run: cannot read the run's token {self.paths.auth_token} "
-                            f"({exc.strerror}); run this as the user who launched it") from None
-        return JobsClient(self.dashboard(), token, head_ip=self.head_ip)
+            whose = "; run this as the user who launched it" if exc.errno == errno.EACCES else ""
+            raise UserError(f"--run: cannot read the run's token {path} ({exc.strerror})"
+                            f"{whose}") from None
+        warning = open_token_warning(path, mode)
+        if warning and path not in _warned_tokens:
+            _warned_tokens.add(path)
+            print(warning, file=sys.stderr, flush=True)
+        return token
 
     def require_up(self, flag: str = "--run") -> None:
         """UserError unless this is an interactive cluster that is up now."""
@@ -143,6 +162,27 @@ class Run(LaunchedRun):
             raise UserError(f"{flag}: run {self.run_id} has finished: "
                             f"{summary(self.paths.dir, self.exit_code).split(': ', 2)[-1]}; "
                             f"`rayhpc logs --run {self.run_id}` shows its output")
+
+
+_warned_tokens: set[Path] = set()  # each open token file is warned about once per process
+
+
+def read_token_file(path: Path) -> tuple[str, int]:
+    """A token file's text and mode, both of the one file opened."""
+    with open(path) as handle:
+        return handle.read().strip(), os.fstat(handle.fileno()).st_mode
+
+
+def open_token_warning(path: Path, mode: int) -> str:
+    """A warning when a token file's group or others may read it ("" : they may not): whoever
+    holds the token can submit jobs, i.e. run code, on the cluster."""
+    readers = [who for who, bit in (("its group", stat.S_IRGRP), ("others", stat.S_IROTH))
+               if mode & bit]
+    if not readers:
+        return ""
+    return (f"rayhpc: warning: the run's token {path} can be read by {' and '.join(readers)} "
+            f"(mode {stat.S_IMODE(mode):o}): whoever reads it can run code on the cluster; "
+            f"`chmod 600 {path}`")
 
 
 def find_run(run_id: str, shared: Path, flag: str = "--run") -> Run:

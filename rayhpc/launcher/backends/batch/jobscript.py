@@ -31,6 +31,7 @@ from rayhpc.launcher.backends.batch.site_options import (
 from rayhpc.launcher.contract import HEAD_HOST_ENV, Block, LaunchSpec, RunPaths, fabric_environment
 from rayhpc.launcher.resolve.config import Site
 from rayhpc.launcher.resolve.fabric_interface import export_unless_set
+from rayhpc.launcher.resolve.values import has_control
 from rayhpc.launcher.runtimes import ExecRequest, runtime
 from rayhpc.launcher.schedulers import Job, Scheduler
 from rayhpc.launcher.times import format_walltime
@@ -70,7 +71,13 @@ class SlotTemplate(string.Template):
 
 def fill(template: str, slots: Mapping[str, str | Sequence[str]]) -> str:
     """``template`` with its slots filled (KeyError for a slot not given): a slot alone on its
-    line by its lines, any other by its text."""
+    line by its lines, any other by its text. ValueError for a control character in any of
+    them: values are checked where they come in (`launcher.resolve.values.one_line`); this is
+    the last guard, so that none can start a line of its own."""
+    for name, value in slots.items():
+        for text in [value] if isinstance(value, str) else value:
+            if has_control(text):
+                raise ValueError(f"job script slot {name}: {text!r} holds a control character")
     texts = {name: value for name, value in slots.items() if isinstance(value, str)}
     lines: list[str] = []
     for line in template.splitlines():
