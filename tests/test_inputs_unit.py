@@ -252,6 +252,18 @@ def test_a_token_others_can_read_is_warned_about_naming_the_fix(tmp_path, dashbo
         f"{paths.auth_token}`\n")
 
 
+def test_a_token_its_private_group_can_read_gets_no_warning(tmp_path, dashboard, capsys):
+    """Launched by root, the token is root's and the containers' private group's (a gid that
+    no group of the machine has, so no one else is in it): 0640 is no warning then."""
+    from rayhpc.launcher.backends.local import private_gid
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a file to a group it is not in")
+    paths = interactive_run(tmp_path, dashboard, 0o640)
+    os.chown(paths.auth_token, -1, private_gid())
+    Run.load(paths.dir).client()
+    assert capsys.readouterr().err == ""
+
+
 def test_a_private_token_gets_no_warning_and_an_open_one_only_once(tmp_path, dashboard, capsys):
     private = Run.load(interactive_run(tmp_path / "a", dashboard, 0o600).dir)
     private.client()

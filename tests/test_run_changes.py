@@ -6,13 +6,17 @@ directory is removed stops instead of running on unrecorded."""
 
 from __future__ import annotations
 
+import grp
 import json
+import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -47,12 +51,29 @@ def read_line(proc: subprocess.Popen, text: str) -> str:
     raise AssertionError(f"no line with {text!r}: {''.join(seen)[-2000:]}")
 
 
+def assert_only_root_and_the_containers_reach(run_dir: Path) -> None:
+    """Launched by root: the containers run as uid 1000, somebody's account on a shared host;
+    the run directory and token are root's and a group no one has, not uid 1000's."""
+    run, token = run_dir.stat(), (run_dir / "auth_token").stat()
+    assert (run.st_uid, stat.S_IMODE(run.st_mode)) == (0, 0o2770)
+    assert (token.st_uid, token.st_gid, stat.S_IMODE(token.st_mode)) == (0, run.st_gid, 0o640)
+    with pytest.raises(KeyError):
+        grp.getgrgid(run.st_gid)
+    as_uid_1000 = subprocess.run(["cat", str(run_dir / "auth_token")], capture_output=True,
+                                 text=True, user=1000, group=100, extra_groups=[])
+    assert as_uid_1000.returncode != 0 and "Permission denied" in as_uid_1000.stderr
+    assert subprocess.run(["touch", str(run_dir / "stop")], capture_output=True, user=1000,
+                          group=100, extra_groups=[]).returncode != 0
+
+
 def test_changes_of_one_run_take_turns_and_check_its_state(docker_api, built_image, shared_dir):
     image, _ = built_image
     result, run_dir = launch(image, shared_dir, "--nodes", "1", "--detach")
     assert run_dir is not None and result.returncode == 0, result.stdout + result.stderr
     run_id, shared = run_dir.name, str(shared_dir)
     try:
+        if os.geteuid() == 0:
+            assert_only_root_and_the_containers_reach(run_dir)
         # A block the machine cannot hold is refused before anything starts (the launch's
         # own capacity check, beside the run's running node).
         big = invoke("grow", "--run", run_id, "--nodes", "500", "--shared", shared)

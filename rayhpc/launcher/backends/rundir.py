@@ -103,6 +103,11 @@ def busy_gcs_ports(shared: Path) -> set[int]:
     return ports
 
 
+# Where we are root: the run directory's modes for root and the containers' private group
+# (setgid: what the containers make there stays in the group).
+PRIVATE_MODES = {"dir": 0o2770, "token": 0o640, "file": 0o640}
+
+
 def prepare_run_dir(spec: LaunchSpec, owner: tuple[int, int] | None = None) -> Path:
     """Create the run directory with spec.json, the node program and a per-run Ray auth token
     (0600).
@@ -127,8 +132,14 @@ def prepare_run_dir(spec: LaunchSpec, owner: tuple[int, int] | None = None) -> P
         handle.write(secrets.token_hex(32))
     atomic_write(paths.spec, spec_text)
     if owner is not None:
+        # Root's, and the containers' private group's: not the containers' uid's, which is
+        # somebody's account on a shared machine (see `local.container_user`).
         for path in [*([runs] if made_runs else []), paths.dir, *paths.dir.rglob("*")]:
-            os.chown(path, *owner)
+            os.chown(path, -1, owner[1])
+            os.chmod(path, PRIVATE_MODES["dir" if path.is_dir() else
+                                         "token" if path == paths.auth_token else "file"])
+        if made_runs:
+            runs.chmod(0o751)  # others may reach their own runs, not list them
     return paths.dir
 
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 POLL_S = 0.2
 READ_BYTES = 1 << 20  # of the driver's output printed per step of the loop
 LINE_MAX_BYTES = 1 << 16  # a longer line is printed in pieces
-OVERFLOW_WAIT_S = 10.0  # at the end, how long the rest of the head's output may take
+OVERFLOW_WAIT_S = 10.0  # at the end, how long the rest of the head's output may stall
 CHECK_EVERY_S = 1.0  # how often the backend is asked whether the run still lives
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -256,8 +256,11 @@ class RunWatcher:
             pass
         while self.overflow is not None and self.overflow.stored is not None \
                 and not self.overflow.done() and time.monotonic() < deadline:
+            shown = self._unstored
             if not self._copy_driver_output():
                 time.sleep(POLL_S / 4)
+            if self._unstored != shown:  # still coming: ``wait_s`` is for a stall, not in all
+                deadline = time.monotonic() + wait_s
         while self._copy_driver_output():
             pass
         tail = self._decoder.decode(bytes(self._pending), True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -170,10 +171,23 @@ def require_growable(run: Run) -> str:
     return head.ip
 
 
+def make_blocks_dir(run: Run) -> None:
+    """blocks/, owned as the run directory is: a block's nodes write its stop file there at
+    its walltime (where we are root and the containers are not, they could not otherwise)."""
+    try:
+        run.paths.blocks.mkdir()
+    except FileExistsError:
+        return
+    owner = run.paths.dir.stat()
+    if os.geteuid() == 0:
+        os.chown(run.paths.blocks, owner.st_uid, owner.st_gid)
+        os.chmod(run.paths.blocks, stat.S_IMODE(owner.st_mode))
+
+
 def claim(run: Run, block: Block) -> Block:
     """Create the block's record (O_EXCL: two grows at once get two blocks); the next free
     name if this one was taken meanwhile."""
-    run.paths.blocks.mkdir(exist_ok=True)
+    make_blocks_dir(run)
     while True:
         path = run.paths.block_file(block.name, "json")
         try:

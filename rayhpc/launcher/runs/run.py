@@ -6,6 +6,7 @@ commands on a run; the Python `Cluster` uses them all."""
 from __future__ import annotations
 
 import errno
+import grp
 import json
 import os
 import re
@@ -122,7 +123,7 @@ class Run(LaunchedRun):
         others may read its file. UserError when it cannot be read, saying why."""
         path = self.paths.auth_token
         try:
-            token, mode = read_token_file(path)
+            token, status = read_token_file(path)
         except FileNotFoundError:
             raise UserError(f"--run: the run's token {path} is missing: its launch writes it "
                             "before any node starts, so it was removed since, and the "
@@ -132,7 +133,7 @@ class Run(LaunchedRun):
             whose = "; run this as the user who launched it" if exc.errno == errno.EACCES else ""
             raise UserError(f"--run: cannot read the run's token {path} ({exc.strerror})"
                             f"{whose}") from None
-        warning = open_token_warning(path, mode)
+        warning = open_token_warning(path, status)
         if warning and path not in _warned_tokens:
             _warned_tokens.add(path)
             print(warning, file=sys.stderr, flush=True)
@@ -167,22 +168,32 @@ class Run(LaunchedRun):
 _warned_tokens: set[Path] = set()  # each open token file is warned about once per process
 
 
-def read_token_file(path: Path) -> tuple[str, int]:
-    """A token file's text and mode, both of the one file opened."""
+def read_token_file(path: Path) -> tuple[str, os.stat_result]:
+    """A token file's text and status, both of the one file opened."""
     with open(path) as handle:
-        return handle.read().strip(), os.fstat(handle.fileno()).st_mode
+        return handle.read().strip(), os.fstat(handle.fileno())
 
 
-def open_token_warning(path: Path, mode: int) -> str:
+def open_token_warning(path: Path, status: os.stat_result) -> str:
     """A warning when a token file's group or others may read it ("" : they may not): whoever
-    holds the token can submit jobs, i.e. run code, on the cluster."""
+    holds the token can submit jobs, i.e. run code, on the cluster. A group that no group of
+    this machine is (the containers' private group, where root launched) has no one in it."""
+    mode = status.st_mode
     readers = [who for who, bit in (("its group", stat.S_IRGRP), ("others", stat.S_IROTH))
-               if mode & bit]
+               if mode & bit and (bit != stat.S_IRGRP or group_exists(status.st_gid))]
     if not readers:
         return ""
     return (f"rayhpc: warning: the run's token {path} can be read by {' and '.join(readers)} "
             f"(mode {stat.S_IMODE(mode):o}): whoever reads it can run code on the cluster; "
             f"`chmod 600 {path}`")
+
+
+def group_exists(gid: int) -> bool:
+    try:
+        grp.getgrgid(gid)
+    except KeyError:
+        return False
+    return True
 
 
 def find_run(run_id: str, shared: Path, flag: str = "--run") -> Run:

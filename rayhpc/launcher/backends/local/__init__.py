@@ -8,12 +8,14 @@ when a method needs the engine, so that a login node with no engine never loads 
 
 from __future__ import annotations
 
+import grp
 import importlib
 import os
 import socket
 from types import ModuleType
 from typing import TYPE_CHECKING, TextIO
 
+from rayhpc.common.user_error import UserError
 from rayhpc.containers.recipe import DEFAULT_RECIPE, load_recipe
 from rayhpc.launcher.backends.backend_interface import Backend, check_versions, images_to_check
 from rayhpc.launcher.backends.local.compose import IMAGE_USER_UID
@@ -21,20 +23,38 @@ from rayhpc.launcher.contract import NodeGroup
 from rayhpc.launcher.resolve.groups import group_node_names
 from rayhpc.launcher.runtimes.oci import Docker
 
+PRIVATE_GID_FROM = 59999  # below Debian's 60000-64999 (allocated on demand) and nogroup
+
 if TYPE_CHECKING:
     from rayhpc.launcher.contract import Block, LaunchedRun, LaunchSpec
     from rayhpc.launcher.resolve.config import Site
 
 
 def container_user() -> tuple[str, tuple[int, int] | None]:
-    """Who the containers run as, and who must own the run directory.
+    """Who the containers run as (uid:gid), and, where we are root, that uid and gid.
 
-    Never root: as root we use the image's user (uid 1000) and hand it the run directory;
-    otherwise the containers run as you, so files in the shared dir stay yours.
+    Never root. As root: the image's user (uid 1000) with a group no one on this machine
+    has as primary group: the run directory and its token are root's and that group's only,
+    so that uid 1000, somebody's real account on many shared machines, cannot read the token
+    or change the run. Otherwise the containers run as you, so files in the shared dir stay
+    yours.
     """
     if os.geteuid() == 0:
-        return IMAGE_USER_UID, (int(IMAGE_USER_UID), 100)
+        gid = private_gid()
+        return f"{IMAGE_USER_UID}:{gid}", (int(IMAGE_USER_UID), gid)
     return f"{os.geteuid()}:{os.getegid()}", None
+
+
+def private_gid() -> int:
+    """A group id that no group of this machine has (its group database, NSS included): the
+    first free one counting down from PRIVATE_GID_FROM, the same on every call."""
+    for gid in range(PRIVATE_GID_FROM, PRIVATE_GID_FROM - 10000, -1):
+        try:
+            grp.getgrgid(gid)
+        except KeyError:
+            return gid
+    raise UserError(f"no free group id in {PRIVATE_GID_FROM - 9999}-{PRIVATE_GID_FROM} for the "
+                    "containers' private group; launch as a non-root user")
 
 
 def free_local_port() -> int:
