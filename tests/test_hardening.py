@@ -160,6 +160,25 @@ def test_sighup_stops_the_run_like_sigterm(docker_api, built_image, shared_dir):
     assert leftovers(docker_api, run.run_dir.name) == []
 
 
+def test_sighup_after_the_driver_exited_keeps_the_drivers_code(docker_api, built_image,
+                                                               shared_dir):
+    """A terminal closed once the driver has exited 0, while the cluster is torn down: the
+    run stopped cleanly all the same, and its code is the driver's, not 129."""
+    image, _ = built_image
+    run = Background(image, shared_dir, "--nodes", "2", "--driver", "echo ready")
+    run.wait_for_line("ready")
+    head_log = run.run_dir / "logs" / "head.log"
+    deadline = time.monotonic() + 60
+    while "driver exited with 0" not in (head_log.read_text() if head_log.exists() else ""):
+        assert time.monotonic() < deadline, run.output
+        time.sleep(0.05)
+    run.proc.send_signal(signal.SIGHUP)
+    output = run.finish(timeout=120)
+    assert run.proc.returncode == 0, output[-3000:]
+    assert (run.run_dir / "exit_code").read_text().strip() == "0"
+    assert leftovers(docker_api, run.run_dir.name) == []
+
+
 def test_a_closed_stdout_never_stops_the_teardown(docker_api, built_image, shared_dir):
     """`rayhpc launch ... | head -3`: the reader goes away; the run still ends cleanly."""
     image, _ = built_image

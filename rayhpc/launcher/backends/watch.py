@@ -155,7 +155,9 @@ class RunWatcher:
                 self.flush()
                 if error := self.paths.read_error():
                     self.say(f"error: {error}")
-                return 128 + self.signals[0] if self.signals else code
+                # A code below 128 is the driver's own, recorded because it ended before
+                # the signal stopped it: it stands.
+                return 128 + self.signals[0] if self.signals and code >= 128 else code
             if why:
                 self.flush()
                 return 128 + self.signals[0] if self.signals else run.gone(why)

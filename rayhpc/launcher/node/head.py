@@ -81,6 +81,7 @@ class Head(Agent):
         self._status_lock = threading.Lock()
         self._status_written = 0.0
         self.stops = StopRequests(paths, spec.walltime_s, spec.stop_grace)
+        self.driver_ended_first = False  # the driver exited before any signal came
         self.server = ControlServer(spec.ports["agent"], secret_of(self.token),
                                     tuple(agent_addresses(spec.interface, spec.nodes > 1)))
         self.ray_nodes: list[dict] = []  # Ray's node list when every node had joined
@@ -133,7 +134,7 @@ class Head(Agent):
             self.say(f"error: {error}")
         self.failed = bool(error)
         self.teardown()
-        if self.signalled:
+        if self.signalled and not self.driver_ended_first:
             code = 128 + self.signalled
         try:
             if error:
@@ -311,6 +312,9 @@ class Head(Agent):
                 self.on_stop_request()
             time.sleep(POLL_S)
         self.timing.t_driver_end = time.time()
+        # Its own end, before any signal: its code stands (a SIGHUP during the teardown, a
+        # closed terminal, does not make a driver that exited 0 a failure).
+        self.driver_ended_first = self.signalled is None
         self.server.poke()  # the node watch sees the driver's end now, not at its next period
         left, names = stop_session(self.driver.pid, LEFTOVER_GRACE_S,
                                    leader=driver_argv(command))
