@@ -351,7 +351,7 @@ def shrink(c, run=None, block=None, site="local", shared=None):
 })
 @user_errors
 def autoscale(c, run=None, autoscale="0:1", block_nodes="1", walltime=None, queue=None,
-              up_after=30.0, idle_after=120.0, period=5.0, block_lifetime="auto",
+              up_after="30", idle_after="120", period="5", block_lifetime="auto",
               lifetime_stagger="0", site="local", shared=None):
     """Keep a run between MIN and MAX blocks on Ray's demand (runs here, until the run ends).
 
@@ -373,8 +373,9 @@ def autoscale(c, run=None, autoscale="0:1", block_nodes="1", walltime=None, queu
                       stop=lambda: bool(signals), lifetime=(block_lifetime, lifetime_stagger))
 
 
-def _seconds(value: str | float, flag: str, above_zero: bool) -> float:
-    """A number of seconds from a flag: finite, and not negative (``above_zero``: above 0)."""
+def _seconds(value: str, flag: str, above_zero: bool) -> float:
+    """A number of seconds from a flag: finite, and not negative (``above_zero``: above 0).
+    (Text defaults: invoke would convert to float itself, with a traceback for "abc".)"""
     try:
         number = float(value)
     except ValueError:
