@@ -6,13 +6,16 @@ Every fenced block of README.md and docs/*.md has a marker on the line just befo
                                      the output it must print; a block with no `$ ` line is a
                                      list of commands, each of which must succeed
   <!-- docs-test: run in checkout --> the same, from the checkout instead of a fresh directory
+  <!-- docs-test: output of the block above -->  what the last command of the block before
+                                     printed (a sample shown apart from its command)
   <!-- docs-test: skip: REASON -->   not runnable here, and why (a real HPC site, a GPU, ...)
 
 Output samples are compared line by line: each sample line must match a line of what the
 command printed, in order (lines in between are allowed: Ray's INFO lines, which the pages
 leave out, say so). In a sample line, run ids, job ids, numbers that differ between runs and
-machines (times, ports, sizes, CPU counts) and /tmp/... paths stand for any such value, and `...` for anything; a line that is only `...`
-stands for any lines. The run ids and job ids a sample's commands name are those its output
+machines (times, ports, sizes, CPU counts) and /tmp/... paths stand for any such value, and
+`...` for anything; a line that is only `...` stands for any lines. A Python block is run as
+a script. The run ids and job ids a sample's commands name are those its output
 printed: the test maps each to the one this run printed and uses it in the commands after.
 """
 
@@ -22,7 +25,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MARKER = re.compile(r"<!-- docs-test: (run(?: in checkout)?|skip: (?P<why>.+?)) -->")
+MARKER = re.compile(r"<!-- docs-test: (run(?: in checkout)?|output of the block above|"
+                    r"skip: (?P<why>.+?)) -->")
 FENCE = re.compile(r"^```(\S*)\s*$")
 # What a sample line may say in place of the value this run printed.
 RUN_ID = r"\d{8}-\d{6}-[0-9a-f]{4}"
@@ -49,7 +53,7 @@ class Block:
 
     @property
     def runs(self) -> bool:
-        return self.marker.startswith("run")
+        return not self.marker.startswith("skip")
 
 
 @dataclass
@@ -76,7 +80,11 @@ def blocks_of(page: Path) -> list[Block]:
 
 
 def steps_of(block: Block) -> list[Step]:
-    """The block's commands, each with its sample output ("\\" continues a command)."""
+    """The block's commands, each with its sample output ("\\" continues a command); a Python
+    block is one command, the block as a script."""
+    if block.language == "python":
+        return [Step("python - <<'DOCS_TEST_EOF'\n" + "\n".join(block.lines) +
+                     "\nDOCS_TEST_EOF")]
     steps: list[Step] = []
     prompted = any(line.startswith("$ ") for line in block.lines)
     pending = ""

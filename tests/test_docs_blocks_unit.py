@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests import PROJECT_ROOT
-from tests.docs_blocks import blocks_of, match_sample, pages, steps_of
+from tests.docs_blocks import Block, blocks_of, match_sample, pages, steps_of
 
 
 def test_every_block_of_every_page_is_run_or_says_why_not():
@@ -26,8 +26,7 @@ def test_a_block_without_a_marker_is_found(tmp_path: Path):
 def test_commands_and_their_samples_are_split():
     page_lines = ["$ rayhpc down --run 20261124-051130-4383", "rayhpc: run stopped",
                   "$ rayhpc launch --nodes 2 \\", "    --detach", "..."]
-    block = type("B", (), {"lines": page_lines})()
-    steps = steps_of(block)  # type: ignore[arg-type]
+    steps = steps_of(Block(Path("page.md"), 1, "", page_lines, "run"))
     assert [s.command for s in steps] == ["rayhpc down --run 20261124-051130-4383",
                                           "rayhpc launch --nodes 2      --detach"]
     assert steps[0].sample == ["rayhpc: run stopped"] and steps[1].sample == ["..."]

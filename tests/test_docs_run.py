@@ -49,9 +49,11 @@ class Shell:
         self.proc.kill()
 
 
-def page_env(bin_dir: Path) -> dict[str, str]:
+def page_env(bin_dir: Path, home: Path) -> dict[str, str]:
+    """`rayhpc` and `python` of this checkout's venv first on PATH; a home of the test's own
+    (a page may write a shell's startup file); no RAYHPC_* setting of the caller's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAYHPC_")}
-    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", HOME=str(home))
     return env
 
 
@@ -77,12 +79,13 @@ def test_the_pages_commands_run_and_print_their_samples(docker_api, built_image,
     work.chmod(0o755)
     if os.geteuid() == 0:
         os.chown(work, 1000, 100)
-    shells = {False: Shell(work, page_env(Path(sys.executable).parent)),
-              True: Shell(PROJECT_ROOT, page_env(Path(sys.executable).parent))}
+    env = page_env(Path(sys.executable).parent, work)
+    shells = {False: Shell(work, env), True: Shell(PROJECT_ROOT, env)}
     ids: dict[str, str] = {}
+    last: list[str] = []
     try:
         for block in (b for b in RUNNABLE if b.page == page):
-            run_block(block, shells[block.marker == "run in checkout"], work, ids)
+            run_block(block, shells[block.marker == "run in checkout"], work, ids, last)
     finally:
         for shell in shells.values():
             shell.close()
@@ -90,12 +93,21 @@ def test_the_pages_commands_run_and_print_their_samples(docker_api, built_image,
                        capture_output=True, timeout=300)
 
 
-def run_block(block: Block, shell: Shell, work: Path, ids: dict[str, str]) -> None:
+def run_block(block: Block, shell: Shell, work: Path, ids: dict[str, str],
+              last: list[str]) -> None:
+    """Run the block's commands (``last``: the output of the one before, kept for a block
+    that shows it)."""
+    if block.marker == "output of the block above":
+        problem, found = match_sample(block.lines, last)
+        assert not problem, f"{block.where}: {problem}\n" + "\n".join(last[-40:])
+        ids.update(found)
+        return
     for step in steps_of(block):
         command = tmp_paths(step.command, work)
         for named, ours in ids.items():
             command = command.replace(named, ours)
         code, output = shell.run(command)
+        last[:] = output
         shown = "\n".join(output[-40:])
         if not step.sample:
             assert code == 0, f"{block.where}: `{command}` exited {code}:\n{shown}"
