@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from rayhpc.containers.recipe import DEFAULT_RECIPE, load_recipe
 from tests import PROJECT_ROOT
 from tests.docs_blocks import Block, blocks_of, match_sample, pages, steps_of
 
@@ -74,7 +75,12 @@ def tmp_paths(command: str, base: Path) -> str:
 @pytest.mark.parametrize("page", sorted({b.page for b in RUNNABLE}), ids=lambda p: p.name)
 def test_the_pages_commands_run_and_print_their_samples(docker_api, built_image, page,
                                                         tmp_path_factory):
-    del docker_api, built_image  # the engine and the test image, as the pages use them
+    image, _ = built_image
+    # The pages' launches without --image use the default image: this session's build of the
+    # same recipe on the same base, tagged so where it is missing (not built twice).
+    default = load_recipe(DEFAULT_RECIPE).image_tag("cpu")
+    if not docker_api.images(name=default):
+        docker_api.tag(image, *default.rsplit(":", 1))
     work = Path(tmp_path_factory.mktemp(page.stem))
     work.chmod(0o755)
     if os.geteuid() == 0:
