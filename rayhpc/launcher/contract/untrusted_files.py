@@ -72,16 +72,18 @@ def directory_of(path: Path, root: Path | None = None) -> Iterator[int]:
     """A descriptor of ``path``'s directory, opened from ``root`` down with no link followed
     (root itself included: O_NOFOLLOW applies to its last name)."""
     root = Path(root) if root is not None else Path(path).parent
-    fd = -1
+    fd, current = -1, root
     try:
         fd = os.open(root, DIR_FLAGS)
         for part in parts_below(path, root)[:-1]:
+            current = current / part
             inner = os.open(part, DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = inner
     except OSError as exc:
         if fd >= 0:
             os.close(fd)
+        exc.filename = str(current)  # not the name relative to its directory
         raise refused(path, root, exc) from None
     try:
         yield fd
@@ -190,9 +192,9 @@ def replacing(path: Path, binary: bool = False, mode: int | None = None,
     name = Path(path).name
     tmp = f".{name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
     with directory_of(path, root) as dir_fd:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o666 if mode is None else mode, dir_fd=dir_fd)
         try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o666 if mode is None else mode, dir_fd=dir_fd)
             with os.fdopen(fd, "wb" if binary else "w") as handle:
                 yield handle
                 handle.flush()
@@ -200,7 +202,9 @@ def replacing(path: Path, binary: bool = False, mode: int | None = None,
                 if mode is not None:
                     os.fchmod(handle.fileno(), mode)
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dir_fd)
+            if isinstance(exc, OSError) and exc.filename in (tmp, name):
+                exc.filename = str(path)  # the file, not a name relative to its directory
             raise
