@@ -15,7 +15,7 @@ from rayhpc.common.user_error import UserError
 from rayhpc.launcher.autoscale_policy import Policy, parse_autoscale
 from rayhpc.launcher.backends import backend_for
 from rayhpc.launcher.backends.watch import noting_signals
-from rayhpc.launcher.contract import RecordError
+from rayhpc.launcher.contract import RecordError, UnsafeFile
 from rayhpc.launcher.orchestration import launch as run_launch
 from rayhpc.launcher.resolve.config import SETTINGS, list_sites, load_site
 from rayhpc.launcher.resolve.queues import queue_table_lines
@@ -46,7 +46,9 @@ def user_errors(func):
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise Exit(code=2) from None
-        except (ClusterError, RecordError) as exc:  # RecordError: a file the nodes wrote
+        # RecordError, UnsafeFile: a file of the run directory (the containers write it) that
+        # is not a record, or a link planted there
+        except (ClusterError, RecordError, UnsafeFile) as exc:
             print(f"rayhpc: error: {exc}", file=sys.stderr)
             raise Exit(code=1) from None
 
@@ -402,7 +404,7 @@ def report(c, run=None, site="local", shared=None):
     head writes it at the end; this rewrites it from the run's timing.json and node records.
     """
     found = find(run, site, shared)
-    if not found.paths.timing.exists():
+    if not found.paths.exists(found.paths.timing):
         raise UserError(f"--run: run {run} has no timing.json yet (a run writes it at its "
                         f"end); `rayhpc status --run {run}` shows how far it is")
     print(write_timeline(found.paths))

@@ -47,17 +47,37 @@ if _COUNT_DIR and _RUN_DIR:
         if event in _EVENTS and args:
             _count(event, args[0])
 
-    def _wrap(name: str):
+    def _below(directory_fd: int, name="") -> str:
+        """A path relative to an open directory (the contract opens the run directory's files
+        from it down, no link followed), as the full path the audit events name otherwise."""
+        try:
+            base = os.readlink(f"/proc/self/fd/{directory_fd}")
+        except OSError:
+            return ""
+        return base + ("/" + os.fsdecode(name) if name else "")
+
+    def _wrap(name: str, event: str = "", fd_keyword: str = "dir_fd"):
+        """Count calls of os.<name>; ``event``: those the audit hook cannot place (relative to
+        a directory descriptor, or on a descriptor), counted as that event."""
         real = getattr(os, name)
 
         def counted(path, *args, **kwargs):
-            _count(f"os.{name}", path)
+            directory_fd = kwargs.get(fd_keyword)
+            if directory_fd is not None:
+                _count(event or f"os.{name}", _below(directory_fd, path))
+            elif isinstance(path, int) and event:
+                _count(event, _below(path))
+            elif not event:
+                _count(f"os.{name}", path)
             return real(path, *args, **kwargs)
 
         setattr(os, name, counted)
 
     for _name in ("stat", "lstat", "access"):
         _wrap(_name)
+    for _name, _event in (("open", "open"), ("unlink", "os.remove"), ("listdir", "os.listdir")):
+        _wrap(_name, _event)
+    _wrap("replace", "os.rename", "src_dir_fd")
     sys.addaudithook(_hook)
 
     def _dump(*_args) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rayhpc.launcher.backends.watch import noting_signals
-from rayhpc.launcher.contract import HeadRecord
+from rayhpc.launcher.contract import TEXT_MAX_BYTES, HeadRecord, read_bounded
 from rayhpc.launcher.orchestration import start
 from rayhpc.launcher.resolve.config import SETTINGS
 from rayhpc.launcher.runs.jobs import ClusterError
@@ -126,7 +126,10 @@ class Cluster:
 
     @property
     def connect_text(self) -> str:
-        return self.run.paths.connect.read_text()
+        """connect.txt as the head wrote it (no link followed, bounded: RecordError else)."""
+        paths = self.run.paths
+        return (read_bounded(paths.connect, TEXT_MAX_BYTES, paths.dir) or b"").decode(
+            errors="replace")
 
     # -- using it
 

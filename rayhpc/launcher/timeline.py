@@ -8,14 +8,18 @@ in node_agent.pyz beside the contract), `rayhpc report` rewrites it from the run
 file work. Above MAX_ROWS nodes, rows are bins of nodes in the order they joined (each bar the
 bin's median times, a whisker from its first to its last join), and the stragglers keep rows
 of their own.
+
+The records come from the containers: every loop here is bounded by their number (nodes, bins,
+milestones, at most MAX_TICKS ticks), never by the values in them, and a moment outside the
+run's possible span (MAX_SPAN_S after the submission, MAX_SKEW_S before it) is left out and
+named in the notes.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import escape
 from pathlib import Path
 
@@ -23,6 +27,8 @@ from rayhpc.launcher.contract import (
     NodeRecord,
     RunPaths,
     TimingRecord,
+    atomic_write,
+    list_names,
     read_node_records,
     read_record,
 )
@@ -34,6 +40,12 @@ MAX_STRAGGLERS = 8
 # STRAGGLER_MIN_S, and STRAGGLER_SPREAD times the median's absolute deviation.
 STRAGGLER_MIN_S = 1.0
 STRAGGLER_SPREAD = 4.0
+# A run's moments lie within this much after its submission (the longest walltime there is)
+# and this much before it (the login node's clock against the head's): others are left out.
+MAX_SPAN_S = 366 * 86400
+MAX_SKEW_S = 86400
+MAX_TICKS = 10  # along the time axis
+MAX_LEFT_OUT_NAMED = 6
 
 PHASES = (  # name, legend text, colour
     ("waiting", "waiting for the head", "#c9d3dd"),
@@ -66,16 +78,43 @@ class NodeTimes:
     head: bool = False
 
 
-def node_times(records: dict[str, NodeRecord]) -> list[NodeTimes]:
+class Span:
+    """The moments a run can have (see MAX_SPAN_S); those outside it are named, once each."""
+
+    def __init__(self, t_submit: float):
+        self.first, self.last = t_submit - MAX_SKEW_S, t_submit + MAX_SPAN_S
+        self.left_out: list[str] = []
+
+    def keep(self, value: float | None, what: str) -> float | None:
+        if value is None or self.first <= value <= self.last:
+            return value
+        self.left_out.append(what)
+        return None
+
+    def note(self) -> list[str]:
+        if not self.left_out:
+            return []
+        named = ", ".join(self.left_out[:MAX_LEFT_OUT_NAMED])
+        more = len(self.left_out) - MAX_LEFT_OUT_NAMED
+        return [f"left out, not within {MAX_SPAN_S // 86400} days of the submission: {named}"
+                + (f" and {more} more" if more > 0 else "")]
+
+
+def node_times(records: dict[str, NodeRecord], span: Span | None = None) -> list[NodeTimes]:
     """Each node's moments from nodes.json's records (the head's clock: when the head heard
-    of each state; the head's own: `ray start` to its GCS up)."""
+    of each state; the head's own: `ray start` to its GCS up); ``span``: the moments outside
+    it are left out."""
     found = []
     for name, record in records.items():
-        times = record.times or {}  # none: a record a node wrote itself
+        times = dict(record.times or {})  # none: a record a node wrote itself
+        end_time = record.time
+        if span is not None:
+            times = {key: span.keep(value, f"{name}'s {key}") for key, value in times.items()}
+            end_time = span.keep(end_time, f"{name}'s time")
         ends = [times.get(k) for k in ("stopped", "left", "failed", "lost-head", "gone",
                                        "disconnected") if times.get(k)]
         found.append(NodeTimes(name, times.get("connected"), times.get("starting"),
-                               times.get("joined"), min(ends) if ends else record.time,
+                               times.get("joined"), min(ends) if ends else end_time,
                                record.state, record.role == "head"))
     return found
 
@@ -163,15 +202,19 @@ def seconds_text(value: float) -> str:
 
 
 def tick_step(span: float) -> float:
-    for step in (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600):
-        if span / step <= 10:
+    """The time between two ticks: at most MAX_TICKS of them along ``span``."""
+    for step in (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400):
+        if span / step <= MAX_TICKS:
             return step
-    return 7200.0
+    return 86400.0 * math.ceil(span / MAX_TICKS / 86400)
 
 
 def render_timeline(run_id: str, timing: TimingRecord, records: dict[str, NodeRecord]) -> str:
     """The SVG text of a run's timeline (timing.json's content, nodes.json's records)."""
-    nodes = node_times(records)
+    bounds = Span(timing.t_submit)
+    timing = replace(timing, **{key: bounds.keep(timing.moment(key), key)
+                                for key, _ in MILESTONES if key != "t_submit"})
+    nodes = node_times(records, bounds)
     head_up = timing.t_head_up
     late = stragglers(nodes, head_up)
     late_names = {n.name for n, _ in late}
@@ -195,6 +238,7 @@ def render_timeline(run_id: str, timing: TimingRecord, records: dict[str, NodeRe
     top = 66 + LEVEL_H * (max(levels, default=0) + 1)
     bottom = top + len(rows) * ROW_H
     notes = [f"{n.name}: {why}" for n, why in late] or ["none"]
+    notes += bounds.note()
     height = bottom + AXIS_H + 16 * (len(notes) + 1)
     width = LABEL_W + PLOT_W + RIGHT_W
     joined = timing.nodes_joined
@@ -216,8 +260,10 @@ def render_timeline(run_id: str, timing: TimingRecord, records: dict[str, NodeRe
                    f'<text x="{legend_x + 16}" y="53">{escape(text)}</text>')
         legend_x += 24 + 6 * len(text)
     step = tick_step(span)
-    unit, per = ("min", 60) if step >= 60 else ("s", 1)  # one unit along the axis
-    for i in range(int(span // step) + 1):
+    # one unit along the axis
+    unit, per = next((u, p) for u, p in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
+                     if step >= p or p == 1)
+    for i in range(int(span // step) + 1):  # at most MAX_TICKS + 1: see tick_step
         tx = x(start + i * step)
         out.append(f'<line x1="{tx}" y1="{top}" x2="{tx}" y2="{bottom}" stroke="#eeeeee"/>'
                    f'<text x="{tx}" y="{bottom + 14}" text-anchor="middle">'
@@ -255,11 +301,11 @@ def read_timeline(paths: RunPaths) -> tuple[TimingRecord, dict[str, NodeRecord]]
     if timing is None:
         raise FileNotFoundError(f"{paths.timing}: no timing record")
     records = read_node_records(paths.nodes_file)
-    if paths.nodes.is_dir():
-        for path in sorted(paths.nodes.glob("*.json")):
-            node = read_record(path, NodeRecord)
+    for name in list_names(paths.nodes, paths.dir):
+        if name.endswith(".json"):
+            node = read_record(paths.nodes / name, NodeRecord, paths.dir)
             if node is not None:
-                records.setdefault(path.stem, node)
+                records.setdefault(name[:-len(".json")], node)
     return timing, records
 
 
@@ -267,7 +313,5 @@ def write_timeline(paths: RunPaths) -> Path:
     """Render the run's timeline.svg from its records (atomically); its path."""
     timing, records = read_timeline(paths)
     text = render_timeline(paths.dir.resolve().name, timing, records)
-    partial = paths.timeline.with_name(f".{paths.timeline.name}.{os.getpid()}")
-    partial.write_text(text)
-    os.replace(partial, paths.timeline)
+    atomic_write(paths.timeline, text, root=paths.dir)
     return paths.timeline

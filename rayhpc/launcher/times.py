@@ -62,6 +62,12 @@ def format_walltime(seconds: int) -> str:
     return f"{days}-{hms(rest)}" if days else hms(rest)
 
 
+DURATION_MAX_S = 100 * 366 * 86400  # longer is no clock's difference: a record's bad value
+
+
 def duration(seconds: float) -> str:
-    """How long something ran or has left, as H:MM:SS (never below zero)."""
+    """How long something ran or has left, as H:MM:SS (never below zero; "?" for a value
+    no clock gives: NaN, infinite, over a century)."""
+    if not -DURATION_MAX_S <= seconds <= DURATION_MAX_S:
+        return "?"
     return hms(max(0, int(seconds)), hour_digits=1)

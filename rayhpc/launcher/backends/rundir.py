@@ -98,7 +98,7 @@ def busy_gcs_ports(shared: Path) -> set[int]:
     for run_dir in (shared / "runs").glob("*/"):
         paths = RunPaths(run_dir)
         spec = read_spec(paths, strict=False)
-        if spec and not paths.exit_code.exists():
+        if spec and not paths.exists(paths.exit_code):
             ports.add(spec.ports["gcs"])
     return ports
 

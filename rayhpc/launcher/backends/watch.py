@@ -17,10 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
 
 from rayhpc.launcher.contract import (
+    TEXT_MAX_BYTES,
     RecordError,
     RunPaths,
     StatusRecord,
     TimingRecord,
+    UnsafeFile,
+    open_for_reading,
+    read_bounded,
     read_record,
     read_spec,
 )
@@ -83,7 +87,7 @@ class RunWatcher:
         self._joined = -1
         self._lost: list[str] = []
         self._notes = 0  # the head's notes printed so far
-        self._bad_status = ""  # a status.json that is not one, said once
+        self._said_once: set[str] = set()  # files of the run directory refused, each said once
         self.connected = False  # connect.txt printed (an interactive cluster is up)
         self.signals: list[int] = []
         self._holding = False
@@ -197,17 +201,24 @@ class RunWatcher:
         try:
             return read_record(self.paths.status, StatusRecord)
         except RecordError as exc:
-            if str(exc) != self._bad_status:
-                self._bad_status = str(exc)
-                self.say(f"ignoring {exc}")
+            self.say_once(f"ignoring {exc}")
             return None
+
+    def say_once(self, text: str) -> None:
+        if text not in self._said_once:
+            self._said_once.add(text)
+            self.say(text)
 
     def _print_connect(self) -> None:
         """An interactive cluster is up: how to connect, as the head wrote it (shell lines)."""
         try:
-            text = self.paths.connect.read_text()
-        except OSError:
+            data = read_bounded(self.paths.connect, TEXT_MAX_BYTES, self.paths.dir)
+        except RecordError as exc:
+            self.say_once(f"ignoring {exc}")
             return
+        if data is None:
+            return
+        text = data.decode(errors="replace")
         self.connected = True
         self.say(f"cluster up; {self.paths.connect}:")
         self._write(text)
@@ -243,9 +254,12 @@ class RunWatcher:
 
     def _read_driver_log(self, size: int) -> bytes:
         try:
-            with open(self.paths.driver_log, "rb") as log:
+            with open_for_reading(self.paths.driver_log, self.paths.dir) as log:
                 log.seek(self._driver_offset)
                 return log.read(size)
+        except UnsafeFile as exc:
+            self.say_once(f"ignoring {exc}")
+            return b""
         except OSError:
             return b""
 
@@ -305,8 +319,9 @@ def summary(run_dir: Path, code: int) -> str:
         return f"{last - first:.1f} s" if first and last else "-"
 
     lost = timing.nodes_lost if timing else []
-    groups = "; ".join(f"{name}: {total['nodes']} node{'s' if total['nodes'] != 1 else ''}, "
-                       f"{total['cpus']:g} CPUs, {total['gpus']:g} GPUs"
+    groups = "; ".join(f"{name}: {total.get('nodes', 0)} "
+                       f"node{'s' if total.get('nodes', 0) != 1 else ''}, "
+                       f"{total.get('cpus', 0):g} CPUs, {total.get('gpus', 0):g} GPUs"
                        for name, total in ((timing and timing.groups) or {}).items() if name)
     blocks = "; ".join(f"block {name}: {len(c.get('nodes', []))} joined, {c.get('left', 0)} left"
                        + (f", {c['lost']} lost" if c.get("lost") else "")

@@ -8,14 +8,18 @@ node_agent.pyz). Standard library only: it runs in any stock rayproject/ray imag
   launch_spec    spec.json (`LaunchSpec`, `NodeGroup`)
   launched_run   a launched run as its directory tells it (what backends are handed)
   environment    the variables the job script hands the node; Ray node labels; socket limits
+  untrusted_files  every file of the run directory opened with no link followed, read to a
+                 bound (the containers write the run directory: untrusted input)
   atomic_io, json_types, driver_overflow: writing whole files, strict reading, driver.log's
                  overflow marker
 """
 
 from rayhpc.launcher.contract.atomic_io import (
+    RECORD_MAX_BYTES,
     atomic_file,
     atomic_write,
     json_text,
+    parse_json,
     read_json,
     run_dir_problem,
     write_json,
@@ -54,6 +58,8 @@ from rayhpc.launcher.contract.launch_spec import (
 from rayhpc.launcher.contract.launched_run import LaunchedRun, record_end_for_the_head
 from rayhpc.launcher.contract.records import (
     Block,
+    BlockCounts,
+    GroupTotals,
     HeadRecord,
     NodeRecord,
     Record,
@@ -76,15 +82,28 @@ from rayhpc.launcher.contract.run_paths import (
     block_node_name,
     drain_window,
 )
+from rayhpc.launcher.contract.untrusted_files import (
+    TEXT_MAX_BYTES,
+    UnsafeFile,
+    create_exclusive,
+    list_names,
+    open_for_reading,
+    read_bounded,
+    read_text_quietly,
+    remove,
+)
 
 __all__ = [
-    "AF_UNIX_MAX", "Block", "DASHBOARD_LOCAL_PORT", "DRAIN_MAX_S", "FABRIC_VARS", "FINAL_STATES",
-    "FIRST_GROWN_BLOCK", "HEAD_HOST_ENV", "HeadRecord", "LEFT", "LaunchSpec", "LaunchedRun",
-    "NODES_ENV", "NODE_IP_ENV", "NODE_PROGRAM", "NODE_TEMP_DIR_ENV", "NodeGroup", "NodeRecord",
-    "OVERFLOW_END", "OVERFLOW_PREFIX", "RANK_VARS_ENV", "RAY_GROUP_LABEL", "RAY_IMAGE_LABEL",
-    "RAY_NODE_LABEL", "RAY_SOCKET_SUFFIX", "RUN_DIR_ENV", "Record", "RecordError", "RunPaths",
-    "StatusRecord", "TimingRecord", "atomic_file", "atomic_write", "block_name", "block_node_name",
-    "check_json_types", "drain_window", "fabric_environment", "fits_json_type", "json_text",
-    "label_value", "node_records", "overflow_marker", "parse_overflow_marker", "read_blocks",
-    "read_json", "read_node_records", "read_record", "read_spec", "record_end_for_the_head",
-    "run_dir_problem", "spec_from_text", "temp_dir_fits", "write_json", "write_record"]
+    "AF_UNIX_MAX", "Block", "BlockCounts", "DASHBOARD_LOCAL_PORT", "DRAIN_MAX_S", "FABRIC_VARS",
+    "FINAL_STATES", "FIRST_GROWN_BLOCK", "GroupTotals", "HEAD_HOST_ENV", "HeadRecord", "LEFT",
+    "LaunchSpec", "LaunchedRun", "NODES_ENV", "NODE_IP_ENV", "NODE_PROGRAM", "NODE_TEMP_DIR_ENV",
+    "NodeGroup", "NodeRecord", "OVERFLOW_END", "OVERFLOW_PREFIX", "RANK_VARS_ENV",
+    "RAY_GROUP_LABEL", "RAY_IMAGE_LABEL", "RAY_NODE_LABEL", "RAY_SOCKET_SUFFIX",
+    "RECORD_MAX_BYTES", "RUN_DIR_ENV", "Record", "RecordError", "RunPaths", "StatusRecord",
+    "TEXT_MAX_BYTES", "TimingRecord", "UnsafeFile", "atomic_file", "atomic_write", "block_name",
+    "block_node_name", "check_json_types", "create_exclusive", "drain_window",
+    "fabric_environment", "fits_json_type", "json_text", "label_value", "list_names",
+    "node_records", "open_for_reading", "overflow_marker", "parse_json", "parse_overflow_marker",
+    "read_blocks", "read_bounded", "read_json", "read_node_records", "read_record", "read_spec",
+    "read_text_quietly", "record_end_for_the_head", "remove", "run_dir_problem", "spec_from_text",
+    "temp_dir_fits", "write_json", "write_record"]

@@ -14,6 +14,11 @@ JSON_TYPES: dict[str, type | tuple[type, ...]] = {
     "NodeGroup": dict, "NodeRecord": dict}
 
 
+# A number of a record fits in 64 bits: a longer integer is no count or time (and one past a
+# float's range would fail the arithmetic done with it).
+NUMBER_MAX = 2 ** 63
+
+
 class RecordError(ValueError):
     """A run-directory file that is not this rayhpc's record (a field of the wrong type, one
     missing, not a JSON object): the message names the file and the field."""
@@ -50,7 +55,8 @@ def fits_json_type(annotation: str, value: Any) -> bool:
                                                for item in value):
                 return True
         elif isinstance(value, JSON_TYPES[outer]) and not (
-                outer in ("int", "float") and isinstance(value, bool)):
+                outer in ("int", "float") and (isinstance(value, bool)
+                                               or not -NUMBER_MAX <= value <= NUMBER_MAX)):
             return True
     return False
 
@@ -61,8 +67,10 @@ def check_json_types(cls: type, values: Any, where: str = "spec.json") -> None:
     if not isinstance(values, dict):
         raise RecordError(f"{where}: a {cls.__name__} is not a JSON object")
     for spec_field in fields(cls):
-        if spec_field.name in values and not fits_json_type(str(spec_field.type),
-                                                            values[spec_field.name]):
-            raise RecordError(f"{where}: {spec_field.name}: "
-                              f"{type(values[spec_field.name]).__name__} is not "
-                              f"{spec_field.type}")
+        value = values.get(spec_field.name)
+        if spec_field.name in values and not fits_json_type(str(spec_field.type), value):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            what = (f"{value!r} is out of range (a finite number within ±2**63)"
+                    if number and not -NUMBER_MAX <= value <= NUMBER_MAX
+                    else f"{type(value).__name__} is not {spec_field.type}")
+            raise RecordError(f"{where}: {spec_field.name}: {what}")

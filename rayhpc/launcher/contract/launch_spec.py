@@ -139,8 +139,8 @@ class LaunchSpec:
 def read_spec(paths: RunPaths, strict: bool = True) -> LaunchSpec | None:
     """A run's spec from its spec.json; None when it is missing, unreadable or not this
     version's spec (see `LaunchSpec.from_json`)."""
-    data = read_json(paths.spec)
     try:
+        data = read_json(paths.spec, root=paths.dir)  # RecordError: a link, too large
         return None if data is None else LaunchSpec.from_json(data, strict)
     except (ValueError, TypeError):
         return None

@@ -10,6 +10,7 @@ from rayhpc.launcher.contract.atomic_io import atomic_write
 from rayhpc.launcher.contract.json_types import RecordError
 from rayhpc.launcher.contract.launch_spec import LaunchSpec
 from rayhpc.launcher.contract.records import (
+    JOB_ID,
     HeadRecord,
     StatusRecord,
     TimingRecord,
@@ -17,6 +18,7 @@ from rayhpc.launcher.contract.records import (
     write_record,
 )
 from rayhpc.launcher.contract.run_paths import RunPaths
+from rayhpc.launcher.contract.untrusted_files import read_text_quietly
 
 
 @dataclass
@@ -30,10 +32,10 @@ class LaunchedRun:
 
     @property
     def job_id(self) -> str:
-        try:
-            return self.paths.job_id.read_text().strip()
-        except OSError:
-            return ""
+        """The scheduler's id of the run's job ("" : none, or not one: it goes on the
+        scheduler's command line)."""
+        text = read_text_quietly(self.paths.job_id, self.paths.dir).strip()
+        return text if JOB_ID.fullmatch(text) else ""
 
     @property
     def exit_code(self) -> int | None:
@@ -53,13 +55,14 @@ class LaunchedRun:
 def record_end_for_the_head(paths: RunPaths, spec: LaunchSpec, error: str, code: int) -> None:
     """A run's end written in its head's stead, where no agent could (see `RunPaths`): error,
     timing.json and exit_code (last), each only where the head did not write it."""
-    if not paths.timing.exists():
+    if not paths.exists(paths.timing):
         try:
             joined = (read_record(paths.status, StatusRecord) or StatusRecord()).joined
         except RecordError:
             joined = 0
         write_record(paths.timing, TimingRecord(t_submit=spec.t_submit,
-                                                nodes_expected=spec.nodes, nodes_joined=joined))
+                                                nodes_expected=spec.nodes, nodes_joined=joined),
+                     paths.dir)
     for path, text in ((paths.error, error), (paths.exit_code, str(code))):
-        if not path.exists():
-            atomic_write(path, text + "\n")
+        if not paths.exists(path):
+            atomic_write(path, text + "\n", root=paths.dir)

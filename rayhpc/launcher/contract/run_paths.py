@@ -3,8 +3,15 @@
 
 from __future__ import annotations
 
-import os
+import re
 from pathlib import Path
+
+from rayhpc.launcher.contract.untrusted_files import (
+    create_exclusive,
+    exists,
+    list_names,
+    read_text_quietly,
+)
 
 FINAL_STATES = ("stopped", "lost-head", "failed")  # a node's state once its agent ended
 NODE_PROGRAM = "node_agent.pyz"  # the node program as delivered: one file that Python runs
@@ -124,52 +131,32 @@ class RunPaths:
     def request_block_stop(self, block: str, who: str) -> bool:
         """Ask the head to release a block (its stop file, made once); True if this call made
         it."""
-        try:
-            fd = os.open(self.block_file(block, "stop"), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                         0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as handle:
-            handle.write(who + "\n")
-        return True
+        return create_exclusive(self.block_file(block, "stop"), (who + "\n").encode(),
+                                self.dir)
 
     def released_blocks(self) -> set[str]:
         """The blocks asked to leave (their stop files): one read of blocks/, whatever the
         number of blocks."""
-        try:
-            names = os.listdir(self.blocks)
-        except OSError:
-            return set()
-        return {name[:-len(".stop")] for name in names if name.endswith(".stop")}
+        return {name[:-len(".stop")] for name in list_names(self.blocks, self.dir)
+                if name.endswith(".stop")}
 
     def request_stop(self, who: str) -> bool:
         """Create the stop file unless it exists; True if this call made it."""
-        try:
-            fd = os.open(self.stop, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as handle:
-            handle.write(who + "\n")
-        return True
+        return create_exclusive(self.stop, (who + "\n").encode(), self.dir)
+
+    def exists(self, path: Path) -> bool:
+        """Whether a file (or directory) of the run directory is there, no link followed."""
+        return exists(path, self.dir)
 
     def read_stop_request(self) -> str:
         """Who asked the run to stop ("" : nobody yet), from the stop file's first line."""
-        try:
-            with open(self.stop, "rb") as handle:
-                text = handle.read(200).decode(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "".join(c for c in (text or [""])[0] if c.isprintable()).strip()
+        text = read_text_quietly(self.stop, self.dir, limit=4096).splitlines()
+        return "".join(c for c in (text or [""])[0][:200] if c.isprintable()).strip()
 
     def read_exit_code(self) -> int | None:
-        try:
-            text = self.exit_code.read_text().strip()
-        except OSError:
-            return None
-        return int(text) if text.lstrip("-").isdigit() else None
+        """The run's exit code (None: not written, or not a shell's exit status)."""
+        text = read_text_quietly(self.exit_code, self.dir).strip()
+        return int(text) if re.fullmatch(r"-?[0-9]{1,4}", text) else None
 
     def read_error(self) -> str:
-        try:
-            return self.error.read_text().strip()
-        except OSError:
-            return ""
+        return read_text_quietly(self.error, self.dir).strip()

@@ -23,7 +23,7 @@ from rayhpc.launcher.autoscale_policy import (
     lifetimes,
     replacement_submitted,
 )
-from rayhpc.launcher.contract import LEFT, read_blocks
+from rayhpc.launcher.contract import LEFT
 from rayhpc.launcher.runs.grow_shrink import (
     BlockRequest,
     block_nodes,
@@ -70,7 +70,7 @@ def block_facts(run: Run, busy: set[str], idle_since: dict[str, float],
     early rather than late)."""
     facts = []
     nodes = run.status.nodes
-    for block in read_blocks(run.paths):
+    for block in run.blocks():
         states = block_nodes(run, block.name)
         if block.released or LEFT in states.values() and "joined" not in states.values():
             state = "released"  # asked to leave, or left at its own walltime warning
@@ -80,7 +80,7 @@ def block_facts(run: Run, busy: set[str], idle_since: dict[str, float],
             state = "queued"
         else:  # its job (or containers) gone with no node in the cluster: failed
             state = "failed"
-        ips = {nodes[name].ip for name, s in states.items() if s == "joined"}
+        ips = {nodes[name].ip for name, s in states.items() if s == "joined" and name in nodes}
         if state == "running" and not ips & busy:
             idle_since.setdefault(block.name, now)
         else:
@@ -102,7 +102,7 @@ def autoscale(run: Run, site: str, policy: Policy, block: BlockRequest, say: Say
     site cannot give (its queue, its walltime) is refused here, before anything runs, and so
     are a block lifetime and stagger (``lifetime``: `--block-lifetime`, `--lifetime-stagger`)
     that do not fit its walltime."""
-    resolved, _ = resolve_block(run.spec, run_site(run, site), read_blocks(run.paths), block,
+    resolved, _ = resolve_block(run.spec, run_site(run, site), run.blocks(), block,
                                 False, 0.0)
     lifetime_s, stagger_s = lifetimes(*lifetime, resolved.walltime_s, run.spec.stop_grace)
     policy = dataclasses.replace(policy, lifetime_s=lifetime_s, stagger_s=stagger_s)
@@ -147,7 +147,7 @@ def _loop(run: Run, site: str, policy: Policy, block: BlockRequest, say: Say,
             # run was asked to stop (then it ended without a word: a killed head).
             unreachable_since = unreachable_since or now
             if now - unreachable_since > UNREACHABLE_S:
-                if run.paths.stop.exists():
+                if run.paths.exists(run.paths.stop):
                     break
                 raise
             time.sleep(period_s)
@@ -173,7 +173,7 @@ def _loop(run: Run, site: str, policy: Policy, block: BlockRequest, say: Say,
             raise
         time.sleep(period_s)
     if stop():
-        kept = [b.name for b in read_blocks(run.paths) if not b.released]
+        kept = [b.name for b in run.blocks() if not b.released]
         say(f"autoscaling of run {run.run_id} stops (asked); the run stays up"
             + (f" with block(s) {', '.join(kept)} (`rayhpc shrink --run {run.run_id} --block "
                "B` releases one)" if kept else ""))

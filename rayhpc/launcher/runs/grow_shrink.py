@@ -25,11 +25,13 @@ from rayhpc.launcher.contract import (
     Block,
     LaunchSpec,
     NodeGroup,
+    atomic_write,
     block_name,
     block_node_name,
+    create_exclusive,
     drain_window,
     json_text,
-    read_blocks,
+    remove,
     write_json,
 )
 from rayhpc.launcher.resolve.config import Site, check_groups, load_site
@@ -54,7 +56,7 @@ class BlockRequest:
 
 
 def next_block_number(existing: Sequence[Block]) -> int:
-    return max((int(b.name[1:]) + 1 for b in existing), default=FIRST_GROWN_BLOCK)
+    return max((b.number + 1 for b in existing), default=FIRST_GROWN_BLOCK)
 
 
 def block_group(spec: LaunchSpec, text: str | None, nodes: int | None, site: Site
@@ -188,19 +190,13 @@ def claim(run: Run, block: Block) -> Block:
     """Create the block's record (O_EXCL: two grows at once get two blocks); the next free
     name if this one was taken meanwhile."""
     make_blocks_dir(run)
-    while True:
-        path = run.paths.block_file(block.name, "json")
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            number = int(block.name[1:]) + 1
-            block = dataclasses.replace(block, name=block_name(number), node_names=[
-                block_node_name(block_name(number), n.split("-", 1)[1])
-                for n in block.node_names])
-            continue
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json_text(block.to_json()))
-        return block
+    while not create_exclusive(run.paths.block_file(block.name, "json"),
+                               json_text(block.to_json()).encode(), run.paths.dir):
+        number = block.number + 1
+        block = dataclasses.replace(block, name=block_name(number), node_names=[
+            block_node_name(block_name(number), n.split("-", 1)[1])
+            for n in block.node_names])
+    return block
 
 
 def grow(run: Run, site_name: str, request: BlockRequest, say: Say) -> Block:
@@ -216,20 +212,20 @@ def grow(run: Run, site_name: str, request: BlockRequest, say: Say) -> Block:
 def _grow(run: Run, site: Site, request: BlockRequest, say: Say) -> Block:
     head_ip = require_growable(run)
     backend = run.backend
-    block, spec = resolve_block(run.spec, site, read_blocks(run.paths), request,
+    block, spec = resolve_block(run.spec, site, run.blocks(), request,
                                 node_names=bool(run.spec.node_names), now=time.time())
     block = claim(run, block)
     files = [run.paths.block_file(block.name, kind) for kind in ("json", "pyz", "sh", "yaml")]
     try:
-        run.paths.block_file(block.name, "pyz").write_bytes(
-            node_program(json_text(spec.to_json())))
+        atomic_write(run.paths.block_file(block.name, "pyz"),
+                     node_program(json_text(spec.to_json())), root=run.paths.dir)
         job_id = backend.submit_block(spec, site, block, head_ip)
     except BaseException:
         for path in files:
-            path.unlink(missing_ok=True)
+            remove(path, run.paths.dir)
         raise
     block = dataclasses.replace(block, job_id=job_id)
-    write_json(run.paths.block_file(block.name, "json"), block.to_json())
+    write_json(run.paths.block_file(block.name, "json"), block.to_json(), run.paths.dir)
     where = f"job {job_id}" if job_id else "containers " + ", ".join(block.node_names)
     of_group = f" of group {block.group}" if block.group else ""
     say(f"block {block.name}: {block.nodes} node(s){of_group} joining run {run.run_id} "
@@ -240,7 +236,7 @@ def _grow(run: Run, site: Site, request: BlockRequest, say: Say) -> Block:
 
 
 def find_block(run: Run, name: str | None) -> Block:
-    blocks = read_blocks(run.paths)
+    blocks = run.blocks()
     found = next((b for b in blocks if b.name == name), None)
     if found is None:
         raise UserError(f"--block: run {run.run_id} has no block {name!r} (its blocks: "
@@ -258,7 +254,7 @@ def mark_released(run: Run, block: Block, who: str) -> Block:
     """Record that the block is to leave, and who said so (`rayhpc status`, the autoscaler)."""
     if not block.released:
         block = dataclasses.replace(block, released=who)
-        write_json(run.paths.block_file(block.name, "json"), block.to_json())
+        write_json(run.paths.block_file(block.name, "json"), block.to_json(), run.paths.dir)
     return block
 
 
@@ -317,7 +313,7 @@ def release_all(run: Run) -> list[Block]:
     removed once the head has stopped its nodes (see `remove_blocks`). No stop file: the
     head's teardown stops their nodes with the rest (`stopped`, like the first job's), where a
     block stop file would race it and drain some of them first (`left`)."""
-    blocks = read_blocks(run.paths)
+    blocks = run.blocks()
     for block in blocks:
         mark_released(run, block, "rayhpc down")
     return blocks

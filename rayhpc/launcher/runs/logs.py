@@ -10,7 +10,13 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from rayhpc.common.user_error import UserError
-from rayhpc.launcher.contract import NodeRecord
+from rayhpc.launcher.contract import (
+    NodeRecord,
+    RecordError,
+    UnsafeFile,
+    list_names,
+    open_for_reading,
+)
 from rayhpc.launcher.runs.jobs import (
     SHOW_BYTES,
     ClusterError,
@@ -52,9 +58,8 @@ def logs(run: Run, write: Callable[[str], None], node: str | None = None,
 def known_nodes(run: Run) -> dict[str, NodeRecord]:
     """Each node's record by name, and the nodes known only by the spec or by what they left
     in the run directory (a run whose head was killed recorded none)."""
-    kept = [path.name.split(".")[0] for path in (*run.paths.logs.glob("*.log"),
-                                                 *run.paths.logs.glob("*.tar.gz"))
-            if path != run.paths.containers_log]
+    kept = [name.split(".")[0] for name in list_names(run.paths.logs, run.paths.dir)
+            if name.endswith((".log", ".tar.gz")) and name != run.paths.containers_log.name]
     return {**{name: NodeRecord() for name in (*run.spec.node_names, *kept)}, **run.nodes()}
 
 
@@ -66,7 +71,7 @@ def _file(run: Run, path: Path, write, follow: bool, signals) -> int:
     while True:
         ended = run.exit_code is not None  # before the last read: nothing is missed
         try:
-            with open(path, "rb") as handle:
+            with open_for_reading(path, run.paths.dir) as handle:
                 handle.seek(offset)
                 while chunk := handle.read(READ_BYTES):  # memory bounded by the chunk
                     write(decoder.decode(chunk))
@@ -75,6 +80,8 @@ def _file(run: Run, path: Path, write, follow: bool, signals) -> int:
             if not follow:
                 raise UserError(f"--run: {path} does not exist (yet); the run is "
                                 f"{run.phase()}") from None
+        except UnsafeFile as exc:  # a link the containers planted: never followed
+            raise RecordError(str(exc)) from None
         if not follow or ended or signals:
             write(decoder.decode(b"", True))
             return 0
@@ -86,8 +93,8 @@ def _harvested_job_logs(run: Run) -> dict[str, str]:
     the archive's cap cut at the start begins at its first whole line, after a line saying
     how much is missing; output the cap dropped whole is said too."""
     manifest = run.archive_manifest(run.head_node)
-    sizes = {entry.get("file"): entry for entry in manifest.get("kept") or []
-             if isinstance(entry, dict)}
+    # The head wrote the manifest: an entry not of its shape is not looked at.
+    sizes = {entry["file"]: entry for entry in entries(manifest, "kept")}
     cap = run.spec.log_cap
     kept = {}
     for name, data in run.archived(run.head_node).items():
@@ -95,8 +102,9 @@ def _harvested_job_logs(run: Run) -> dict[str, str]:
         if not job:
             continue
         entry = sizes.get(name) or {}
-        missing = entry.get("bytes", 0) - entry.get("kept_bytes", entry.get("bytes", 0))
-        if isinstance(missing, int) and missing > 0:
+        total, part = entry.get("bytes", 0), entry.get("kept_bytes", entry.get("bytes", 0))
+        missing = total - part if isinstance(total, int) and isinstance(part, int) else 0
+        if missing > 0:
             start = data.find(b"\n") + 1  # the first whole line
             missing += start
             kept[job] = (f"rayhpc: job {job}'s output starts mid-way: its first {missing} of "
@@ -105,12 +113,19 @@ def _harvested_job_logs(run: Run) -> dict[str, str]:
                          + data[start:].decode(errors="replace"))
         else:
             kept[job] = data.decode(errors="replace")
-    for entry in manifest.get("dropped") or []:
-        job = job_of_log(entry.get("file", "")) if isinstance(entry, dict) else ""
+    for entry in entries(manifest, "dropped"):
+        job = job_of_log(entry["file"])
         if job and job not in kept:
             kept[job] = (f"rayhpc: job {job}'s output ({entry.get('bytes')} bytes) was not "
                          f"kept: {entry.get('why')}\n")
     return kept
+
+
+def entries(manifest: dict, key: str) -> list[dict]:
+    """The manifest's entries under ``key`` that are objects naming a file."""
+    found = manifest.get(key)
+    return [entry for entry in found if isinstance(entry, dict)
+            and isinstance(entry.get("file"), str)] if isinstance(found, list) else []
 
 
 def job_of_log(name: str) -> str:

@@ -5,9 +5,9 @@ commands on a run; the Python `Cluster` uses them all."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import grp
-import json
 import os
 import re
 import stat
@@ -21,9 +21,18 @@ from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends import BACKENDS, Backend, backend_of
 from rayhpc.launcher.backends.watch import summary
 from rayhpc.launcher.contract import (
+    TEXT_MAX_BYTES,
+    Block,
+    HeadRecord,
     LaunchedRun,
     NodeRecord,
+    RecordError,
     RunPaths,
+    StatusRecord,
+    UnsafeFile,
+    list_names,
+    open_for_reading,
+    parse_json,
     read_blocks,
     read_node_records,
     read_record,
@@ -42,17 +51,59 @@ def shared_dir(site: str = "local", shared: str | None = None,
     return Path(settings["shared"]).expanduser().absolute()
 
 
+ARCHIVE_SLACK = 16 << 20  # what a node's archive holds beyond log_cap: headers, the manifest
+ARCHIVE_MAX_MEMBERS = 50_000  # files in a node's archive read at most (each a tar header)
+_warned: set[str] = set()
+
+
+def warn_once(text: str) -> None:
+    """A problem with a file of a run directory (a record that is not one: the containers
+    write them), said once (per process: a command) on stderr; the command goes on without
+    it."""
+    if text not in _warned:
+        _warned.add(text)
+        print(f"rayhpc: warning: {text}", file=sys.stderr, flush=True)
+
+
 class Run(LaunchedRun):
     """A launched run (its directory's records, `LaunchedRun`) and what this layer asks of
-    it: its backend, its phase, its nodes, its Ray jobs."""
+    it: its backend, its phase, its nodes, its Ray jobs. A record that is not one is said
+    once (`warn_once`) and read as not written."""
 
     @classmethod
     def load(cls, run_dir: Path) -> Run | None:
-        """The run of a run directory; None when its spec.json is missing or is not one this
-        version can read."""
+        """The run of a run directory; None when its spec.json is missing, is not one this
+        version can read, or names another run. Its run directory is the one it was found in
+        (spec.json's shared dir is not followed: the containers can write spec.json)."""
         paths = RunPaths(run_dir)
         spec = read_spec(paths, strict=False)
-        return None if spec is None else cls(paths, spec)
+        if spec is None or spec.run_id != paths.dir.name:
+            return None
+        return cls(paths, dataclasses.replace(spec, shared=paths.dir.parent.parent))
+
+    @property
+    def head(self) -> HeadRecord | None:
+        try:
+            return super().head
+        except RecordError as exc:
+            warn_once(f"{exc}: ignored")
+            return None
+
+    @property
+    def status(self) -> StatusRecord:
+        try:
+            return super().status
+        except RecordError as exc:
+            warn_once(f"{exc}: ignored")
+            return StatusRecord()
+
+    def blocks(self) -> list[Block]:
+        """The run's grown blocks; a block record that is not one is said and left out."""
+        problems: list[str] = []
+        blocks = read_blocks(self.paths, problems)
+        for problem in problems:
+            warn_once(problem)
+        return blocks
 
     @property
     def backend(self) -> Backend:
@@ -61,7 +112,7 @@ class Run(LaunchedRun):
     @property
     def up(self) -> bool:
         """An interactive cluster with every node joined, not stopped yet."""
-        return self.paths.connect.exists() and self.exit_code is None
+        return self.paths.exists(self.paths.connect) and self.exit_code is None
 
     @property
     def head_node(self) -> str:
@@ -73,7 +124,7 @@ class Run(LaunchedRun):
             return f"finished (exit code {self.exit_code})"
         if self.up:
             return "up (interactive)"
-        if self.paths.driver_log.exists():
+        if self.paths.exists(self.paths.driver_log):
             return "running its driver"
         if self.head:
             return "joining"
@@ -82,27 +133,54 @@ class Run(LaunchedRun):
     def nodes(self) -> dict[str, NodeRecord]:
         """Each node's record by name: the final ones (nodes.json, and nodes/<node>.json of a
         node that could not tell the head) once the run ended, else the head's status."""
-        final = read_node_records(self.paths.nodes_file)
-        for path in self.paths.nodes.glob("*.json"):
-            final[path.stem] = read_record(path, NodeRecord) or NodeRecord()
+        try:
+            final = read_node_records(self.paths.nodes_file)
+        except RecordError as exc:
+            warn_once(f"{exc}: ignored")
+            final = {}
+        for name in list_names(self.paths.nodes, self.paths.dir):
+            if not name.endswith(".json"):
+                continue
+            try:
+                record = read_record(self.paths.nodes / name, NodeRecord, self.paths.dir)
+            except RecordError as exc:
+                warn_once(f"{exc}: left out")
+                continue
+            final[name[:-len(".json")]] = record or NodeRecord()
         return final or dict(self.status.nodes)
+
+    def _archive(self, node: str) -> dict[str, bytes]:
+        """The files of a node's archive (logs/<node>.tar.gz) by name, MANIFEST.json
+        included, read in one pass with no link followed and no more than the archive can
+        hold (log_cap and ARCHIVE_SLACK; ARCHIVE_MAX_MEMBERS files): the head's container
+        wrote it. {} when there is none or it is not an archive."""
+        room = min(self.spec.log_cap, 1 << 40) + ARCHIVE_SLACK
+        found: dict[str, bytes] = {}
+        try:
+            with open_for_reading(self.paths.node_archive(node), self.paths.dir) as raw, \
+                    tarfile.open(fileobj=raw, mode="r|*") as tar:
+                for count, member in enumerate(tar):
+                    if count >= ARCHIVE_MAX_MEMBERS or member.size > room:
+                        break
+                    content = tar.extractfile(member) if member.isfile() else None
+                    if content is not None:
+                        found[member.name] = content.read(room)
+                        room -= len(found[member.name])
+        except (OSError, EOFError, tarfile.TarError):
+            return {}
+        return found
 
     def archived(self, node: str) -> dict[str, bytes]:
         """The Ray log files kept in a node's archive (logs/<node>.tar.gz), by name."""
-        try:
-            with tarfile.open(self.paths.node_archive(node)) as tar:
-                return {m.name: tar.extractfile(m).read() for m in tar.getmembers()
-                        if m.isfile() and m.name != "MANIFEST.json"}
-        except (OSError, tarfile.TarError):
-            return {}
+        return {name: data for name, data in self._archive(node).items()
+                if name != "MANIFEST.json"}
 
     def archive_manifest(self, node: str) -> dict:
         """What a node's archive says it kept and dropped (MANIFEST.json: "kept": file, bytes,
         kept_bytes (its tail); "dropped": file, bytes, why); {} when there is none."""
         try:
-            with tarfile.open(self.paths.node_archive(node)) as tar:
-                data = json.loads(tar.extractfile("MANIFEST.json").read())
-        except (OSError, KeyError, AttributeError, ValueError, tarfile.TarError):
+            data = parse_json(self._archive(node).get("MANIFEST.json", b"{}"))
+        except ValueError:
             return {}
         return data if isinstance(data, dict) else {}
 
@@ -123,7 +201,9 @@ class Run(LaunchedRun):
         others may read its file. UserError when it cannot be read, saying why."""
         path = self.paths.auth_token
         try:
-            token, status = read_token_file(path)
+            token, status = read_token_file(path, self.paths.dir)
+        except UnsafeFile as exc:  # a link: never read (the token goes to the dashboard)
+            raise UserError(f"--run: the run's token {exc}") from None
         except FileNotFoundError:
             raise UserError(f"--run: the run's token {path} is missing: its launch writes it "
                             "before any node starts, so it was removed since, and the "
@@ -168,10 +248,11 @@ class Run(LaunchedRun):
 _warned_tokens: set[Path] = set()  # each open token file is warned about once per process
 
 
-def read_token_file(path: Path) -> tuple[str, os.stat_result]:
-    """A token file's text and status, both of the one file opened."""
-    with open(path) as handle:
-        return handle.read().strip(), os.fstat(handle.fileno())
+def read_token_file(path: Path, root: Path | None = None) -> tuple[str, os.stat_result]:
+    """A token file's text and status, both of the one file opened, no link followed."""
+    with open_for_reading(path, root) as handle:
+        text = handle.read(TEXT_MAX_BYTES).decode(errors="replace").strip()
+        return text, os.fstat(handle.fileno())
 
 
 def open_token_warning(path: Path, status: os.stat_result) -> str:
@@ -235,7 +316,7 @@ def status_line(run: Run, now: float | None = None) -> str:
         parts[-1] += f": {run.spec.driver}"
     # Grown blocks count too, while they are not released.
     expected = (status.expected or run.spec.nodes) + sum(
-        block.nodes for block in read_blocks(run.paths) if not block.released)
+        block.nodes for block in run.blocks() if not block.released)
     parts.append(f"{status.joined}/{expected} nodes "
                  "joined" + (f" (lost: {', '.join(status.lost)})" if status.lost else ""))
     head = run.head
@@ -255,7 +336,7 @@ def block_lines(run: Run, now: float | None = None) -> list[str]:
     now = now or time.time()
     counts = run.status.blocks or {}
     lines = []
-    for block in read_blocks(run.paths):
+    for block in run.blocks():
         count = counts.get(block.name) or {}
         state = run.backend.block_state(run, block) if run.exit_code is None else ""
         parts = [f"  block {block.name}", f"job {block.job_id}" if block.job_id else "local",

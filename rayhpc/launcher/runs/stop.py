@@ -137,7 +137,7 @@ def record_lost_end(run: Run, error: str) -> None:
 
 def _wait_for_nodes_stopped(run: Run, deadline: float) -> None:
     while time.monotonic() < deadline:
-        if run.paths.nodes_file.exists():  # the head wrote every node's final record
+        if run.paths.exists(run.paths.nodes_file):  # the head wrote every node's final record
             return
         lost = set(run.status.lost)
         if all(rec.state in FINAL_STATES for name, rec in run.nodes().items()

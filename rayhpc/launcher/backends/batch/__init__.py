@@ -18,7 +18,7 @@ from rayhpc.launcher.backends.batch.submission import (
     login_name,
     submit_script,
 )
-from rayhpc.launcher.contract import RunPaths
+from rayhpc.launcher.contract import RunPaths, atomic_write
 from rayhpc.launcher.resolve.gpus import check_launch_gpus
 from rayhpc.launcher.resolve.groups import group_gpu_count
 from rayhpc.launcher.runtimes import RUNTIMES, runtime
@@ -106,9 +106,10 @@ class BatchBackend(Backend):
             if block.image else ""
         if problem:
             raise UserError(f"--group: {problem}")
-        script = RunPaths(spec.run_dir).block_file(block.name, "sh")
-        script.write_text(render_job_script(spec, site, block, head_ip))
-        script.chmod(0o755)
+        paths = RunPaths(spec.run_dir)
+        script = paths.block_file(block.name, "sh")
+        atomic_write(script, render_job_script(spec, site, block, head_ip), mode=0o755,
+                     root=paths.dir)
         return submit_script(SCHEDULERS[site.scheduler], script, spec.shared, site)
 
     def block_state(self, run: LaunchedRun, block: Block) -> str:

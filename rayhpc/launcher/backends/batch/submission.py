@@ -17,7 +17,14 @@ from rayhpc.launcher.backends.batch.jobscript import render_job_script
 from rayhpc.launcher.backends.batch.rejections import rejection_hint
 from rayhpc.launcher.backends.rundir import prepare_run_dir, remove_run_dir
 from rayhpc.launcher.backends.watch import RunWatcher
-from rayhpc.launcher.contract import LaunchedRun, LaunchSpec, RunPaths
+from rayhpc.launcher.contract import (
+    RECORD_MAX_BYTES,
+    LaunchedRun,
+    LaunchSpec,
+    RunPaths,
+    atomic_write,
+    read_bounded,
+)
 from rayhpc.launcher.resolve.config import Site
 from rayhpc.launcher.schedulers import SCHEDULERS, Scheduler, current_allocation
 from rayhpc.launcher.times import duration, format_walltime
@@ -95,8 +102,8 @@ class BatchLaunch:
                 raise UserError(f"{submit[0]} not found: submit from a login node of "
                                 f"{self.site.name}, or see the job script with --dry-run")
         prepare_run_dir(self.spec)
-        self.paths.job_script.write_text(render_job_script(self.spec, self.site))
-        self.paths.job_script.chmod(0o755)
+        atomic_write(self.paths.job_script, render_job_script(self.spec, self.site), mode=0o755,
+                     root=self.paths.dir)
         if allocation is not None:
             self.watcher.say(f"inside a {allocation.name} allocation: running "
                              f"{self.paths.job_script} here")
@@ -131,14 +138,16 @@ class BatchLaunch:
         except UserError:
             remove_run_dir(self.paths.dir)
             raise
-        self.paths.job_id.write_text(job_id + "\n")
+        atomic_write(self.paths.job_id, job_id + "\n", root=self.paths.dir)
         return job_id
 
 
 def submit_script(scheduler: Scheduler, script: Path, cwd: Path, site: Site) -> str:
     """Submit a job script; its job id, or UserError in the scheduler's words (with a hint)."""
     cmd, on_stdin = scheduler.submit_command(str(script))
-    result = subprocess.run(cmd, input=script.read_text() if on_stdin else None,
+    # A block's script is in blocks/, which the containers can write: read with no link followed.
+    text = (read_bounded(script, RECORD_MAX_BYTES) or b"").decode() if on_stdin else None
+    result = subprocess.run(cmd, input=text,
                             capture_output=True, text=True, cwd=cwd)
     job_id = scheduler.parse_job_id(result.stdout) if result.returncode == 0 else ""
     if not job_id:

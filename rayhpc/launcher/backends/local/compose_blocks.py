@@ -18,7 +18,7 @@ from rayhpc.launcher.backends.local.compose import (
 )
 from rayhpc.launcher.backends.local.compose_run import compose_command
 from rayhpc.launcher.backends.local.manage import check_machine_holds, ready_images
-from rayhpc.launcher.contract import Block, LaunchSpec, RunPaths
+from rayhpc.launcher.contract import Block, LaunchSpec, RunPaths, atomic_write
 
 
 def block_containers(run_id: str, block: str) -> list[dict]:
@@ -36,9 +36,11 @@ def start_block(spec: LaunchSpec, block: Block, head_ip: str, environment: dict,
         raise UserError(f"--run: the network {spec.project} of run {spec.run_id} is not on "
                         "this engine (its cluster runs elsewhere, or was removed)")
     user, _ = container_user()
-    compose_file = RunPaths(spec.run_dir).block_file(block.name, "yaml")
-    compose_file.write_text(render_block_compose(
-        spec, block, head_ip, user, {str(k): str(v) for k, v in environment.items()}))
+    paths = RunPaths(spec.run_dir)
+    compose_file = paths.block_file(block.name, "yaml")
+    atomic_write(compose_file, render_block_compose(
+        spec, block, head_ip, user, {str(k): str(v) for k, v in environment.items()}),
+        root=paths.dir)
     project = block_project(spec, block.name)
     up = subprocess.run([*compose_command(), "-p", project, "-f", str(compose_file), "up", "-d",
                          "--no-build"], capture_output=True, text=True, errors="replace")

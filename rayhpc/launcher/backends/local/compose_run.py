@@ -130,8 +130,10 @@ class LocalLaunch:
         with self.watcher.holding_signals():
             user, owner = container_user()
             prepare_run_dir(self.spec, owner)
-            self.paths.compose_file.write_text(render_compose(self.spec, user,
-                                                              self.environment))
+            # The run directory is the containers' user's from here (as root): no link followed.
+            atomic_write(self.paths.compose_file, render_compose(self.spec, user,
+                                                                 self.environment),
+                         root=self.paths.dir)
             self.watcher.say(f"run {self.spec.run_id}: {self.spec.nodes} nodes of "
                              f"{self.spec.image}; run dir {self.paths.dir}")
             cores = os.cpu_count() or 1
@@ -149,8 +151,10 @@ class LocalLaunch:
                     self.watcher.say(f"{name}: stopping the start; removing what was created")
                     # No agent ran to record the end: the launcher does, in the head's stead.
                     with contextlib.suppress(OSError):
-                        atomic_write(self.paths.error, f"stopped by {name} during the start\n")
-                        atomic_write(self.paths.exit_code, f"{128 + signum}\n")
+                        atomic_write(self.paths.error, f"stopped by {name} during the start\n",
+                                     root=self.paths.dir)
+                        atomic_write(self.paths.exit_code, f"{128 + signum}\n",
+                                     root=self.paths.dir)
                     return 128 + signum
                 if code == 0:
                     self._announce_dashboard()
@@ -269,7 +273,8 @@ class LocalLaunch:
         except docker.errors.APIError:
             return  # the container is gone or Ray never wrote logs
         with tarfile.open(fileobj=archive) as source_tar, \
-                atomic_file(self.paths.node_archive(node), binary=True) as handle, \
+                atomic_file(self.paths.node_archive(node), binary=True,
+                            root=self.paths.dir) as handle, \
                 tarfile.open(fileobj=handle, mode="w:gz", compresslevel=1) as tar:
             for member in source_tar.getmembers():
                 if member.isfile() and "/" in member.name:
@@ -301,7 +306,7 @@ class LocalLaunch:
         if not self.paths.dir.is_dir():
             return  # the run directory was deleted: nowhere to keep them
         for node in self.spec.node_names:
-            if self.paths.node_archive(node).exists():
+            if self.paths.exists(self.paths.node_archive(node)):
                 continue  # harvested by its agent
             state = self._state(self.spec.container(node))
             if state is not None and not state.get("Running"):
@@ -309,16 +314,18 @@ class LocalLaunch:
         # The containers' own output goes with them: keep it with the run, bounded.
         keep_container_output(self.api, [(node, self.spec.container(node))
                                          for node in self.spec.node_names],
-                              self.paths.containers_log)
+                              self.paths.containers_log, root=self.paths.dir)
 
 
 def keep_container_output(api: docker.APIClient, containers: list[tuple[str, str]],
-                          path: Path, cap: int = CONTAINER_OUTPUT_CAP) -> None:
+                          path: Path, cap: int = CONTAINER_OUTPUT_CAP,
+                          root: Path | None = None) -> None:
     """The containers' output (node, container name), each node's lines prefixed with its
     name, into ``path``: streamed from the engine, at most ``cap`` bytes per container (its
     first and last halves; what was dropped between them is said there). Whole or not at
-    all: a full run directory leaves no empty or partial file (OSError raised)."""
-    with atomic_file(path, binary=True) as out:
+    all: a full run directory leaves no empty or partial file (OSError raised); no link on
+    its way below ``root`` (the run directory) is followed (`UnsafeFile`, an OSError)."""
+    with atomic_file(path, binary=True, root=root) as out:
         for node, name in containers:
             try:
                 stream = api.logs(name, stream=True, timestamps=True)
