@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -73,19 +75,21 @@ def tmp_paths(command: str, base: Path) -> str:
 
 @pytest.mark.docker
 @pytest.mark.parametrize("page", sorted({b.page for b in RUNNABLE}), ids=lambda p: p.name)
-def test_the_pages_commands_run_and_print_their_samples(docker_api, built_image, page,
-                                                        tmp_path_factory):
+def test_the_pages_commands_run_and_print_their_samples(docker_api, built_image, page):
     image, _ = built_image
     # The pages' launches without --image use the default image: this session's build of the
     # same recipe on the same base, tagged so where it is missing (not built twice).
     default = load_recipe(DEFAULT_RECIPE).image_tag("cpu")
     if not docker_api.images(name=default):
         docker_api.tag(image, *default.rsplit(":", 1))
-    work = Path(tmp_path_factory.mktemp(page.stem))
+    # Where the containers' user can reach it (pytest's own tmp dirs are root's only), as a
+    # cluster's file system is; a home of its own beside it.
+    work = Path(tempfile.mkdtemp(prefix=f"rayhpc-docs-{page.stem}-"))
     work.chmod(0o755)
     if os.geteuid() == 0:
         os.chown(work, 1000, 100)
-    env = page_env(Path(sys.executable).parent, work)
+    home = Path(tempfile.mkdtemp(prefix="rayhpc-docs-home-"))
+    env = page_env(Path(sys.executable).parent, home)
     shells = {False: Shell(work, env), True: Shell(PROJECT_ROOT, env)}
     ids: dict[str, str] = {}
     last: list[str] = []
@@ -97,6 +101,8 @@ def test_the_pages_commands_run_and_print_their_samples(docker_api, built_image,
             shell.close()
         subprocess.run([sys.executable, "-m", "invoke", "-r", str(PROJECT_ROOT), "down"],
                        capture_output=True, timeout=300)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def run_block(block: Block, shell: Shell, work: Path, ids: dict[str, str],

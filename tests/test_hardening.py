@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from rayhpc.launcher.backends.local.compose import RUN_LABEL
-from tests.cli import invoke_argv
+from tests.cli import invoke, invoke_argv
 from tests.launching import (
     Background,
     archived,
@@ -307,3 +307,33 @@ with Cluster.launch(site="local", nodes=2, shared={str(shared_dir)!r}, image={im
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert (run_dir / "exit_code").read_text().strip() == "143"
     assert leftovers(docker_api, run_dir.name) == []
+
+
+def test_down_as_root_writes_nothing_through_a_logs_link_the_head_planted(docker_api, built_image,
+                                                                          shared_dir):
+    """Issue 29: from inside the head's container (uid 1000) logs/ becomes a link to a
+    root-only directory outside the shared dir; `rayhpc down` (root) keeps nothing there, says
+    so, and still removes everything."""
+    if os.geteuid() != 0:
+        pytest.skip("the danger is root following a link the containers' user planted")
+    image, _ = built_image
+    victim = Path(tempfile.mkdtemp(prefix="rayhpc-victim-"))  # root's only (0700)
+    result, run_dir = launch(image, shared_dir, "--nodes", "2", "--detach")
+    assert run_dir is not None and result.returncode == 0, result.stdout + result.stderr
+    run_id = run_dir.name
+    try:
+        planted = docker_api.exec_create(
+            f"rayhpc-{run_id}-head",
+            ["sh", "-c", f"cd {run_dir} && mv logs logs.o && ln -s {victim} logs"])
+        docker_api.exec_start(planted)
+        assert (run_dir / "logs").is_symlink()
+        stopped = invoke("down", "--run", run_id, "--shared", str(shared_dir))
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert list(victim.iterdir()) == []
+        assert (f"rayhpc: warning: logs not kept: {run_dir / 'logs'}: a symbolic link in the "
+                "run directory: not followed") in stopped.stdout, stopped.stdout
+        assert "exit code 143" in stopped.stdout and "Traceback" not in stopped.stderr
+        assert leftovers(docker_api, run_id) == []
+    finally:
+        invoke("down", "--run", run_id, "--shared", str(shared_dir))
+        victim.rmdir()
