@@ -4,10 +4,13 @@ the schedulers' state and clean-cancel command lines (recording fakes on PATH, r
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import os
 import stat
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -27,6 +30,7 @@ from rayhpc.launcher.runs.run import Run, status_line
 from rayhpc.launcher.runs.stop import down
 from rayhpc.launcher.runs.submit import entrypoint_of, working_dir_uri
 from rayhpc.launcher.schedulers import SCHEDULERS
+from tests import PROJECT_ROOT
 from tests.cli import invoke
 from tests.specs import head_record, make_spec
 
@@ -454,3 +458,120 @@ def test_logs_of_a_batch_run_from_the_run_directory(tmp_path):
     with pytest.raises(UserError, match=r"--file: no 'gcs.out' among the logs kept of node2 "
                                         r"\(there: raylet.out\)"):
         logs(run, out.append, node="node2", file="gcs.out")
+
+
+# -- the Python API against a dashboard that is a real HTTP server
+
+class FakeDashboard(http.server.ThreadingHTTPServer):
+    """A real HTTP server in a thread answering as a cluster's dashboard does for one job
+    that prints ``OUTPUT``: its log stream is chunked and stays open, as Ray's does, until
+    the run has ended (its exit_code file), then the connection drops mid-answer, as it does
+    when the head stops."""
+
+    OUTPUT = b"hello from the job\n"
+    daemon_threads = True
+
+    def __init__(self, run_dir: Path):
+        super().__init__(("127.0.0.1", 0), DashboardHandler)
+        self.run_dir = run_dir
+        self.polls = 0
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class DashboardHandler(http.server.BaseHTTPRequestHandler):
+    server: FakeDashboard
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.answer(json.dumps({"submission_id": "raysubmit_x"}).encode())
+
+    def do_GET(self):
+        if self.path.startswith("/api/v0/logs?"):  # a node's Ray log files
+            self.answer(json.dumps({"data": {"result": {"raylet": ["raylet.out"]}}}).encode())
+        elif self.path.startswith("/api/jobs/"):
+            self.server.polls += 1
+            done = self.server.polls >= 3
+            self.answer(json.dumps({"status": "SUCCEEDED" if done else "RUNNING",
+                                    "driver_node_id": "abc",
+                                    "driver_exit_code": 0 if done else None}).encode())
+        elif self.path.startswith("/api/v0/logs/file?"):
+            self.answer(FakeDashboard.OUTPUT)
+        else:  # the stream: one chunk, then open until the cluster stopped, then cut
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(FakeDashboard.OUTPUT), FakeDashboard.OUTPUT))
+            self.wfile.flush()
+            while not (self.server.run_dir / "exit_code").exists():
+                time.sleep(0.05)
+            self.close_connection = True  # no last chunk: the answer ends mid-way
+
+
+API_SCRIPT = """
+import sys, threading, time
+from rayhpc import Cluster
+
+with Cluster.attach(sys.argv[1], shared=sys.argv[2], site="slurm") as cluster:
+    print("exit code", cluster.submit("python -c 'print(1)'"), flush=True)
+deadline = time.monotonic() + 20
+while threading.active_count() > 1 and time.monotonic() < deadline:
+    time.sleep(0.1)
+print("threads left:", threading.active_count() - 1)
+"""
+
+
+def test_the_apis_job_followers_end_with_the_cluster_and_say_nothing(tmp_path):
+    """`with Cluster.attach(...)`, a job submitted and followed, the block's end stops the
+    cluster: its dashboard's connections drop (the log stream mid-answer), and the threads
+    that followed the job's output end with it, with nothing on stderr."""
+    run = batch_run(tmp_path, "slurm")
+    dashboard = FakeDashboard(run.paths.dir)
+    spec = replace(run.spec, ports={**run.spec.ports, "dashboard": dashboard.server_port})
+    write_json(run.paths.spec, spec.to_json())
+    write_record(run.paths.head, head_record("127.0.0.1", "node1"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_scheduler(bin_dir, "slurm", run.paths.dir, "RUNNING", tmp_path / "calls.log")
+    result = subprocess.run([sys.executable, "-c", API_SCRIPT, run.run_id, str(spec.shared)],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    dashboard.shutdown()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "hello from the job\nexit code 0\n" in result.stdout
+    assert result.stdout.endswith("threads left: 0\n"), result.stdout
+    assert result.stderr == ""
+
+
+def test_logs_follow_ends_quietly_when_the_cluster_stops(tmp_path):
+    """`rayhpc logs --follow` of a node's Ray log: the stream drops mid-answer as the cluster
+    stops; following ends there (exit 0), with no error and no traceback."""
+    run = batch_run(tmp_path, "slurm")
+    dashboard = FakeDashboard(run.paths.dir)
+    write_json(run.paths.spec, replace(run.spec, ports={
+        **run.spec.ports, "dashboard": dashboard.server_port}).to_json())
+    write_record(run.paths.head, head_record("127.0.0.1", "node1"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_scheduler(bin_dir, "slurm", run.paths.dir, "RUNNING", tmp_path / "calls.log")
+    from tests.cli import invoke_argv
+
+    with subprocess.Popen(invoke_argv("logs", "--run", run.run_id, "--site", "slurm",
+                                      "--shared", str(run.spec.shared), "--node", "node1",
+                                      "--file", "raylet.out", "--follow"),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}) as logs:
+        assert logs.stdout.readline() == FakeDashboard.OUTPUT.decode()
+        (run.paths.dir / "exit_code").write_text("143\n")  # the cluster stopped
+        out, err = logs.communicate(timeout=60)
+    dashboard.shutdown()
+    assert (logs.returncode, out, err) == (0, "", "")

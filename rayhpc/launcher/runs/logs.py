@@ -203,11 +203,22 @@ def _until_stopped(stream: LogStream, run: Run, signals: list[int]) -> Iterator[
             yield data
             continue
         if stream.ended.is_set():
-            if stream.problem:
+            if stream.problem and _answers(run):
                 raise ClusterError(stream.problem)
-            return
+            return  # a stream cut as its cluster stops is the end of following
         if time.monotonic() >= next_check:
             next_check = time.monotonic() + 2.0
             if not run.up:
                 return
         time.sleep(0.1)
+
+
+def _answers(run: Run) -> bool:
+    """Whether the run's cluster is up and its dashboard answers."""
+    if not run.up:
+        return False
+    try:
+        run.client().list()
+    except ClusterError:
+        return False
+    return True
