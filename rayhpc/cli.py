@@ -403,7 +403,7 @@ def report(c, run=None, site="local", shared=None):
     found = find(run, site, shared)
     if not found.paths.timing.exists():
         raise UserError(f"--run: run {run} has no timing.json yet (a run writes it at its "
-                        f"end); `rayhpc status --run {run}` shows how far it is")
+                        f"end); `rayhpc status {found.flags}` shows how far it is")
     print(write_timeline(found.paths))
 
 

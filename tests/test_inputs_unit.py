@@ -293,7 +293,8 @@ def test_a_missing_token_is_called_missing_not_a_permission_problem(tmp_path, da
     assert line == (f"error: --run: the run's token {paths.auth_token} is missing: its launch "
                     "writes it before any node starts, so it was removed since, and the "
                     "cluster's dashboard takes no request without it; `rayhpc down --run "
-                    f"{paths.dir.name}` stops the run, then launch a new one")
+                    f"{paths.dir.name} --shared {tmp_path}` stops the run, then launch a new "
+                    "one")
     assert "user who launched" not in line
 
 

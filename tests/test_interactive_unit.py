@@ -575,3 +575,106 @@ def test_logs_follow_ends_quietly_when_the_cluster_stops(tmp_path):
         out, err = logs.communicate(timeout=60)
     dashboard.shutdown()
     assert (logs.returncode, out, err) == (0, "", "")
+
+
+# -- an interactive launch on a batch site with a scheduler that brings the cluster up
+
+# sbatch, squeue and scancel in one: the first job's nodes come up at once (head.json,
+# status.json, connect.txt), a block (blocks/*.sh) is only queued; squeue says RUNNING until
+# the run has ended; scancel ends it as its agents would (nodes stopped, exit code 143).
+FAKE_SLURM = r'''
+import json, os, sys
+from pathlib import Path
+
+name = Path(sys.argv[0]).name
+state = Path(os.environ["FAKE_STATE"])
+if name == "sbatch":
+    script = Path(sys.argv[-1])
+    if script.parent.name == "blocks":
+        print("43")
+        sys.exit(0)
+    run_dir = script.parent
+    (state / "run_dir").write_text(str(run_dir))
+    (run_dir / "head.json").write_text(os.environ["FAKE_HEAD"])
+    (run_dir / "status.json").write_text(json.dumps({"joined": 2, "expected": 2, "lost": []}))
+    (run_dir / "connect.txt").write_text("# up\n")
+    print("42")
+    sys.exit(0)
+run_dir = Path((state / "run_dir").read_text())
+if name == "squeue":
+    print("" if (run_dir / "exit_code").exists() else "RUNNING")
+elif name == "scancel":
+    for node in ("node1", "node2"):
+        (run_dir / "nodes" / f"{node}.json").write_text('{"state": "stopped"}')
+    (run_dir / "timing.json").write_text(
+        '{"t_submit": 1.0, "nodes_expected": 2, "nodes_joined": 2}')
+    (run_dir / "exit_code").write_text("143\n")
+'''
+
+
+@pytest.fixture
+def slurm_bringing_clusters_up(tmp_path, monkeypatch) -> dict[str, str]:
+    """FAKE_SLURM on PATH (here and for the commands run); the environment they need."""
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    for name in ("sbatch", "squeue", "scancel"):
+        (bin_dir / name).write_text(f"#!{sys.executable}\n{FAKE_SLURM}")
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_STATE": str(state),
+           "FAKE_HEAD": json.dumps(head_record("127.0.0.1", "node1").to_json())}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for var in ("SLURM_JOB_ID", "RAYHPC_SHARED"):
+        monkeypatch.delenv(var, raising=False)
+    return env
+
+
+def test_the_commands_rayhpc_suggests_name_a_shared_dir_that_is_not_the_default(
+        tmp_path, slurm_bringing_clusters_up):
+    """A run launched with --shared elsewhere: every `rayhpc ... --run ID` printed names it
+    (without it the command would look in ./shared and not find the run)."""
+    shared = tmp_path / "my shared"
+    shared.mkdir()
+    (shared / "ray.sif").write_text("")
+    where = ["--site", "slurm", "--shared", str(shared)]
+    launch = invoke("launch", *where, "--image", str(shared / "ray.sif"), "--account", "P",
+                    "--nodes", "2", "--interactive", "--wait", cwd=tmp_path, timeout=120)
+    assert launch.returncode == 0, launch.stdout + launch.stderr
+    run_id = Path((tmp_path / "state" / "run_dir").read_text()).name
+    flags = f"--run {run_id} --shared '{shared}'"
+    assert f"`rayhpc status {flags}`" in launch.stdout
+    assert f"job 42 keeps the cluster up until its walltime; `rayhpc down {flags}` stops it" \
+        in launch.stdout
+    grow = invoke("grow", "--run", run_id, *where, "--nodes", "1", cwd=tmp_path, timeout=120)
+    assert grow.returncode == 0, grow.stdout + grow.stderr
+    assert f"`rayhpc status {flags}` shows them, `rayhpc shrink {flags} --block b2` " \
+           "releases them" in grow.stdout
+    down = invoke("down", "--run", run_id, *where, cwd=tmp_path, timeout=120)
+    assert down.returncode == 0, down.stdout + down.stderr
+    # Where the shared dir is the default one (./shared here), the hints need no --shared.
+    launch = invoke("launch", "--site", "slurm", "--image", str(shared / "ray.sif"),
+                    "--account", "P", "--nodes", "2", "--interactive", "--wait",
+                    cwd=tmp_path, timeout=120)
+    run_id = Path((tmp_path / "state" / "run_dir").read_text()).name
+    assert f"`rayhpc down --run {run_id}` stops it" in launch.stdout, launch.stderr
+    assert invoke("down", "--run", run_id, "--site", "slurm", cwd=tmp_path,
+                  timeout=120).returncode == 0
+
+
+def test_a_cluster_launched_from_python_says_what_stops_it_there(
+        tmp_path, slurm_bringing_clusters_up, capsys, monkeypatch):
+    from rayhpc import Cluster
+    from rayhpc.launcher.backends import watch
+
+    monkeypatch.setattr(watch, "CHECK_EVERY_S", 0.05)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "ray.sif").write_text("")
+    with Cluster.launch(site="slurm", shared=str(shared), image=str(shared / "ray.sif"),
+                        account="P", nodes=2) as cluster:
+        said = capsys.readouterr().out
+    assert "job 42 keeps the cluster up until its walltime; `cluster.down()` or the end of " \
+           "its `with` block stops it\n" in said
+    assert "rayhpc down" not in said
+    assert cluster.run.exit_code == 143

@@ -136,12 +136,13 @@ def launch(site_name: str, cli: dict[str, Any], dry_run: bool = False, wait: boo
 
 def start(site_name: str, cli: dict[str, Any], dry_run: bool = False, wait: bool = False,
           interactive: bool = False, detach: bool = False, up: bool = False,
-          out: TextIO | None = None) -> tuple[int, LaunchSpec | None]:
+          out: TextIO | None = None, stopped_by: str = "") -> tuple[int, LaunchSpec | None]:
     """Launch; the exit code and the spec of the run (None: nothing was launched).
 
     ``detach`` (an interactive cluster on the local site) and ``wait`` (on an HPC site) return
     once every node joined, with exit code 0 and the cluster up; ``up`` does what either does
-    on its site (the Python `Cluster`). ``out``: where progress goes (default: stdout)."""
+    on its site (the Python `Cluster`). ``out``: where progress goes (default: stdout);
+    ``stopped_by``: what stops a cluster left up ("" : `rayhpc down --run ID`)."""
     site = load_site(site_name)
     backend = backend_for(site)
     spec = resolve_spec(site, cli, os.environ, now=time.time(), interactive=interactive)
@@ -154,4 +155,5 @@ def start(site_name: str, cli: dict[str, Any], dry_run: bool = False, wait: bool
         print(backend.dry_run(spec, site), end="")
         return 0, None
     spec = prepare(spec, site)
-    return backend.run(spec, site, wait=wait or up, detach=detach or up, out=out), spec
+    return backend.run(spec, site, wait=wait or up, detach=detach or up, out=out,
+                       stopped_by=stopped_by), spec

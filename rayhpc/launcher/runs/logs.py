@@ -128,8 +128,8 @@ def _job_logs(run: Run, job: str, write, follow: bool, signals) -> int:
             return result.exit_code
         status, _ = client.request("GET", f"/api/jobs/{job}", ok=(200, 404))
         if status == 404:
-            raise UserError(f"--job: run {run.run_id} has no job {job!r}; `rayhpc logs --run "
-                            f"{run.run_id}` lists them")
+            raise UserError(f"--job: run {run.run_id} has no job {job!r}; `rayhpc logs "
+                            f"{run.flags}` lists them")
         write_output(client, job, write)
         return 0
     kept = _harvested_job_logs(run)

@@ -54,7 +54,7 @@ def submit(run: Run, command: str | list[str], working_dir: str | None, say: Say
         say(f"sending {uri} to the cluster")
         uri = client.upload_dir(Path(uri))
     job_id = client.submit(entrypoint, {"working_dir": uri}, {"rayhpc_run": run.run_id})
-    say(f"job {job_id} submitted to run {run.run_id} (`rayhpc logs --run {run.run_id} --job "
+    say(f"job {job_id} submitted to run {run.run_id} (`rayhpc logs {run.flags} --job "
         f"{job_id}`)")
     return job_id
 
