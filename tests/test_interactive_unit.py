@@ -8,6 +8,7 @@ import http.server
 import io
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -678,3 +679,40 @@ def test_a_cluster_launched_from_python_says_what_stops_it_there(
            "its `with` block stops it\n" in said
     assert "rayhpc down" not in said
     assert cluster.run.exit_code == 143
+
+
+def test_submit_refuses_a_script_that_is_not_where_the_job_runs(tmp_path):
+    """`rayhpc submit -- python SCRIPT`: the script must be in the job's working directory
+    (the shared dir, or --working-dir), as `launch --driver` checks; else one error line
+    naming where it must go, exit 2, before the cluster is asked anything."""
+    run = batch_run(tmp_path, "slurm")
+    with socket.socket() as unused:  # a dashboard that is not there: nothing may reach it
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    write_json(run.paths.spec, replace(run.spec, ports={**run.spec.ports,
+                                                         "dashboard": port}).to_json())
+    write_record(run.paths.head, head_record("127.0.0.1", "node1"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_scheduler(bin_dir, "slurm", run.paths.dir, "RUNNING", tmp_path / "calls.log")
+    shared = run.spec.shared.resolve()
+    (shared / "proj").mkdir()
+
+    def submit(*args: str):
+        return invoke("submit", "--run", run.run_id, "--site", "slurm", "--shared", str(shared),
+                      *args, env={"PATH": f"{bin_dir}:{os.environ['PATH']}"}, timeout=60)
+
+    result = submit("--", "python", "my_job.py")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (f"error: the job's command: my_job.py not found in the shared "
+                             f"directory {shared} (the job runs there, on the head node): put "
+                             "the script there or give --working-dir DIR that holds it\n")
+    result = submit("--working-dir", str(shared / "proj"), "--", "python", "-u", "my_job.py")
+    assert result.returncode == 2
+    assert result.stderr == (f"error: the job's command: my_job.py not found in the working "
+                             f"directory {shared / 'proj'} (the job runs there, on the head "
+                             "node): put the script there or fix --working-dir\n")
+    # There: the check passes, and the dashboard (not there) is asked.
+    (shared / "my_job.py").write_text("print('hello')\n")
+    result = submit("--", "python", "my_job.py")
+    assert result.returncode == 1 and "cannot reach the dashboard" in result.stderr
