@@ -596,6 +596,17 @@ if name == "sbatch":
         sys.exit(0)
     run_dir = script.parent
     (state / "run_dir").write_text(str(run_dir))
+    if (state / "dashboard.py").exists():  # a dashboard on the run's port, up until its end
+        import socket, subprocess, time
+        port = json.loads((run_dir / "spec.json").read_text())["ports"]["dashboard"]
+        subprocess.Popen([sys.executable, str(state / "dashboard.py"), str(run_dir), str(port)],
+                         start_new_session=True, stdout=subprocess.DEVNULL,
+                         stderr=open(state / "dashboard.log", "w"))
+        for _ in range(200):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
     (run_dir / "head.json").write_text(os.environ["FAKE_HEAD"])
     (run_dir / "status.json").write_text(json.dumps({"joined": 2, "expected": 2, "lost": []}))
     (run_dir / "connect.txt").write_text("# up\n")
@@ -716,3 +727,95 @@ def test_submit_refuses_a_script_that_is_not_where_the_job_runs(tmp_path):
     (shared / "my_job.py").write_text("print('hello')\n")
     result = submit("--", "python", "my_job.py")
     assert result.returncode == 1 and "cannot reach the dashboard" in result.stderr
+
+
+# A cluster's dashboard as a process of its own (FAKE_SLURM's sbatch starts it on the run's
+# port): every job prints OUTPUT and succeeds, but one that says sys.exit(3) fails with 3.
+DASHBOARD = r'''
+import http.server, json, sys, threading, time
+from pathlib import Path
+
+run_dir, port = Path(sys.argv[1]), int(sys.argv[2])
+OUTPUT = b"hello from 3 nodes: head, worker-1, worker-2\n"
+jobs, polls = {}, {}
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, body):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        job = f"raysubmit_{len(jobs)}"
+        jobs[job] = body["entrypoint"]
+        self.answer(json.dumps({"submission_id": job}).encode())
+
+    def do_GET(self):
+        if self.path.startswith("/api/jobs/"):
+            job = self.path.rsplit("/", 1)[1]
+            polls[job] = polls.get(job, 0) + 1
+            code = 3 if "sys.exit(3)" in jobs[job] else 0
+            done = polls[job] >= 2
+            self.answer(json.dumps({
+                "status": ("FAILED" if code else "SUCCEEDED") if done else "RUNNING",
+                "driver_node_id": "abc", "driver_exit_code": code if done else None}).encode())
+        elif self.path.startswith("/api/v0/logs/stream?"):
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(OUTPUT), OUTPUT))
+        else:
+            self.answer(OUTPUT)
+
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+deadline = time.monotonic() + 120
+while not (run_dir / "exit_code").exists() and time.monotonic() < deadline:
+    time.sleep(0.1)
+'''
+
+# Ray as far as the example uses it; what it says tells what the environment held when the
+# example imported it.
+FAKE_RAY = '''
+import os
+print("ray imported with RAY_AUTH_TOKEN_PATH", os.environ.get("RAY_AUTH_TOKEN_PATH", "unset"))
+def init(address):
+    print("ray.init", address)
+def nodes():
+    return [{}, {}, {}]
+def shutdown():
+    pass
+'''
+
+
+def test_the_interactive_example_gives_ray_the_token_before_importing_it(
+        tmp_path, slurm_bringing_clusters_up):
+    """rayhpc/examples/interactive_cluster.py, run as its docstring says (from a checkout),
+    on a site whose cluster comes up at once: its jobs run, and Ray (a stand-in that notes
+    the environment it was imported in) is imported with the run's token already set."""
+    (tmp_path / "state" / "dashboard.py").write_text(DASHBOARD)
+    (tmp_path / "fake_ray" / "ray").mkdir(parents=True)
+    (tmp_path / "fake_ray" / "ray" / "__init__.py").write_text(FAKE_RAY)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "ray.sif").write_text("")
+    result = subprocess.run(
+        [sys.executable, "rayhpc/examples/interactive_cluster.py", "--site", "slurm",
+         "--shared", str(shared), "--image", str(shared / "ray.sif")],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "RAYHPC_ACCOUNT": "P", "PYTHONPATH": str(tmp_path / "fake_ray")})
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_dir = Path((tmp_path / "state" / "run_dir").read_text())
+    assert "exit codes: 0 (one after another), [0, 3] (two at once)\n" in result.stdout
+    assert f"ray imported with RAY_AUTH_TOKEN_PATH {run_dir / 'auth_token'}\n" in result.stdout
+    assert "Ray Client driver sees 3 nodes\n" in result.stdout
+    assert result.stderr == ""
