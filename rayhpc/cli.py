@@ -5,8 +5,10 @@ packages, print, set the exit code."""
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import sys
+from pathlib import Path
 
 from invoke import Collection, Exit, Program, task
 
@@ -406,7 +408,7 @@ def report(c, run=None, site="local", shared=None):
     found = find(run, site, shared)
     if not found.paths.exists(found.paths.timing):
         raise UserError(f"--run: run {run} has no timing.json yet (a run writes it at its "
-                        f"end); `rayhpc status --run {run}` shows how far it is")
+                        f"end); `rayhpc status {found.flags}` shows how far it is")
     print(write_timeline(found.paths))
 
 
@@ -434,17 +436,29 @@ def sites(c, site=None):
             "unit": "only the tests that need no Docker engine"})
 def test(c, k=None, unit=False):
     """Run ruff and the test suite (REQUIRE_DOCKER=1 makes engine tests fail instead of skip)."""
-    c.run(f"{sys.executable} -m ruff check .", pty=False)
-    args = [sys.executable, "-m", "pytest"]
-    if k:
-        args += ["-k", repr(k)]
-    if unit:
-        args += ["-m", "'not docker'"]
-    c.run(" ".join(args), pty=False)
+    with c.cd(str(CHECKOUT)):
+        c.run(f"{sys.executable} -m ruff check .", pty=False)
+        args = [sys.executable, "-m", "pytest"]
+        if k:
+            args += ["-k", repr(k)]
+        if unit:
+            args += ["-m", "'not docker'"]
+        c.run(" ".join(args), pty=False)
 
 
+CHECKOUT = Path(__file__).resolve().parent.parent  # where the package runs from a checkout
+
+
+def tests_run_here() -> bool:
+    """Whether `test` works here: a checkout's tests beside the package, and ruff and pytest
+    importable (an installed wheel has neither its tests nor, as a rule, the tools)."""
+    return (CHECKOUT / "tests" / "test_architecture.py").is_file() and \
+        all(importlib.util.find_spec(tool) is not None for tool in ("ruff", "pytest"))
+
+
+# Only the tasks that work where this is installed.
 namespace = Collection(build, convert, defs, base, launch, submit, logs, down, status, grow,
-                       shrink, autoscale, report, sites, test)
+                       shrink, autoscale, report, sites, *([test] if tests_run_here() else []))
 
 # The installed command (`[project.scripts]`: rayhpc = "rayhpc.cli:program.run"): the same
 # tasks, flags, help and exit codes as `invoke` in a checkout, from any directory.

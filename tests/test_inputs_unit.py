@@ -94,6 +94,22 @@ def test_a_flag_with_a_line_break_is_refused_and_nothing_is_submitted(tmp_path, 
     nothing_written(tmp_path)
 
 
+@pytest.mark.parametrize("why", ["driver", "no sbatch", "refused"])
+def test_a_launch_refused_after_the_shared_dir_was_made_leaves_nothing(tmp_path, slurm_here,
+                                                                       why):
+    """Refused once the shared dir is made and the examples staged in it (a driver that is
+    not there, no sbatch on PATH, sbatch refusing the job): those are removed again."""
+    env = {**slurm_here, "PATH": "/usr/bin:/bin"} if why == "no sbatch" else slurm_here
+    if why == "refused":
+        (tmp_path / "bin" / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: Invalid "
+                                                 "account' >&2\nexit 1\n")
+    driver = "python missing.py" if why == "driver" else "python examples/hello_nodes.py"
+    result = launch(tmp_path, "--shared", str(tmp_path / "new" / "shared"), "--account", "P",
+                    "--driver", driver, env=env)
+    assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr
+    nothing_written(tmp_path)
+
+
 @pytest.mark.parametrize("control", ["\t", "\r", "\x1b[2J"])
 def test_any_control_character_in_a_flag_is_refused(tmp_path, slurm_here, control):
     result = launch(tmp_path, "--account", f"P{control}Q", env=slurm_here)
@@ -293,7 +309,8 @@ def test_a_missing_token_is_called_missing_not_a_permission_problem(tmp_path, da
     assert line == (f"error: --run: the run's token {paths.auth_token} is missing: its launch "
                     "writes it before any node starts, so it was removed since, and the "
                     "cluster's dashboard takes no request without it; `rayhpc down --run "
-                    f"{paths.dir.name}` stops the run, then launch a new one")
+                    f"{paths.dir.name} --shared {tmp_path}` stops the run, then launch a new "
+                    "one")
     assert "user who launched" not in line
 
 

@@ -156,8 +156,12 @@ def test_rayhpc_has_the_tasks_flags_and_help_of_invoke_in_the_checkout(installed
     listed = run(installed, "rayhpc", "--list", cwd=empty_dir).stdout
     tasks = [line.split()[0] for line in listed.splitlines() if line.startswith("  ")
              and not line.startswith("   ")]
+    # All of the checkout's but `test`, which needs the checkout's tests and test tools.
     assert tasks == [line.split()[0] for line in invoke("--list").stdout.splitlines()
-                     if line.startswith("  ") and not line.startswith("   ")]
+                     if line.startswith("  ") and not line.startswith("   ")
+                     and line.split()[0] != "test"]
+    refused = run(installed, "rayhpc", "test", "--unit", cwd=empty_dir)
+    assert (refused.returncode, refused.stderr) == (1, "No idea what 'test' is!\n")
     for task in ("launch", "submit", "report"):
         mine = run(installed, "rayhpc", "--help", task, cwd=empty_dir).stdout
         theirs = invoke("--help", task).stdout

@@ -85,7 +85,8 @@ def test_interactive_cluster_takes_jobs_and_drivers_until_down(docker_api, built
         connect = (run_dir / "connect.txt").read_text()
         assert connect in result.stdout  # printed as written, once all nodes joined
         assert "3/3 nodes joined" in result.stdout
-        assert f"run {run_id} stays up: `rayhpc down --run {run_id}` stops it" in result.stdout
+        assert f"run {run_id} stays up: `rayhpc down --run {run_id} --shared {shared_dir}` " \
+            "stops it" in result.stdout
         env = exports(connect)
         spec = json.loads((run_dir / "spec.json").read_text())
         head = json.loads((run_dir / "head.json").read_text())
@@ -242,6 +243,10 @@ with Cluster.launch(site="local", nodes=2, shared={str(shared_dir)!r}, image={im
     try:
         assert result.returncode == 1
         assert result.stderr.strip().endswith("RuntimeError: the body failed"), result.stderr
+        # Nothing else on stderr: no traceback of a thread that followed the job's output.
+        assert result.stderr.count("Traceback") == 1, result.stderr
+        assert "stays up: `cluster.down()` or the end of its `with` block stops it" \
+            in result.stdout
         assert "hello from 2 nodes: head, worker-1" in result.stdout
         assert "exit code 143" in result.stdout
         assert leftovers(docker_api, run_id) == []

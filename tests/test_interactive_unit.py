@@ -4,10 +4,14 @@ the schedulers' state and clean-cancel command lines (recording fakes on PATH, r
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import os
+import socket
 import stat
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -27,6 +31,7 @@ from rayhpc.launcher.runs.run import Run, status_line
 from rayhpc.launcher.runs.stop import down
 from rayhpc.launcher.runs.submit import entrypoint_of, working_dir_uri
 from rayhpc.launcher.schedulers import SCHEDULERS
+from tests import PROJECT_ROOT
 from tests.cli import invoke
 from tests.specs import head_record, make_spec
 
@@ -454,3 +459,363 @@ def test_logs_of_a_batch_run_from_the_run_directory(tmp_path):
     with pytest.raises(UserError, match=r"--file: no 'gcs.out' among the logs kept of node2 "
                                         r"\(there: raylet.out\)"):
         logs(run, out.append, node="node2", file="gcs.out")
+
+
+# -- the Python API against a dashboard that is a real HTTP server
+
+class FakeDashboard(http.server.ThreadingHTTPServer):
+    """A real HTTP server in a thread answering as a cluster's dashboard does for one job
+    that prints ``OUTPUT``: its log stream is chunked and stays open, as Ray's does, until
+    the run has ended (its exit_code file), then the connection drops mid-answer, as it does
+    when the head stops."""
+
+    OUTPUT = b"hello from the job\n"
+    daemon_threads = True
+
+    def __init__(self, run_dir: Path):
+        super().__init__(("127.0.0.1", 0), DashboardHandler)
+        self.run_dir = run_dir
+        self.polls = 0
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class DashboardHandler(http.server.BaseHTTPRequestHandler):
+    server: FakeDashboard
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.answer(json.dumps({"submission_id": "raysubmit_x"}).encode())
+
+    def do_GET(self):
+        if self.path.startswith("/api/v0/logs?"):  # a node's Ray log files
+            self.answer(json.dumps({"data": {"result": {"raylet": ["raylet.out"]}}}).encode())
+        elif self.path.startswith("/api/jobs/"):
+            self.server.polls += 1
+            done = self.server.polls >= 3
+            self.answer(json.dumps({"status": "SUCCEEDED" if done else "RUNNING",
+                                    "driver_node_id": "abc",
+                                    "driver_exit_code": 0 if done else None}).encode())
+        elif self.path.startswith("/api/v0/logs/file?"):
+            self.answer(FakeDashboard.OUTPUT)
+        else:  # the stream: one chunk, then open until the cluster stopped, then cut
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(FakeDashboard.OUTPUT), FakeDashboard.OUTPUT))
+            self.wfile.flush()
+            while not (self.server.run_dir / "exit_code").exists():
+                time.sleep(0.05)
+            self.close_connection = True  # no last chunk: the answer ends mid-way
+
+
+API_SCRIPT = """
+import sys, threading, time
+from rayhpc import Cluster
+
+with Cluster.attach(sys.argv[1], shared=sys.argv[2], site="slurm") as cluster:
+    print("exit code", cluster.submit("python -c 'print(1)'"), flush=True)
+deadline = time.monotonic() + 20
+while threading.active_count() > 1 and time.monotonic() < deadline:
+    time.sleep(0.1)
+print("threads left:", threading.active_count() - 1)
+"""
+
+
+def test_the_apis_job_followers_end_with_the_cluster_and_say_nothing(tmp_path):
+    """`with Cluster.attach(...)`, a job submitted and followed, the block's end stops the
+    cluster: its dashboard's connections drop (the log stream mid-answer), and the threads
+    that followed the job's output end with it, with nothing on stderr."""
+    run = batch_run(tmp_path, "slurm")
+    dashboard = FakeDashboard(run.paths.dir)
+    spec = replace(run.spec, ports={**run.spec.ports, "dashboard": dashboard.server_port})
+    write_json(run.paths.spec, spec.to_json())
+    write_record(run.paths.head, head_record("127.0.0.1", "node1"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_scheduler(bin_dir, "slurm", run.paths.dir, "RUNNING", tmp_path / "calls.log")
+    result = subprocess.run([sys.executable, "-c", API_SCRIPT, run.run_id, str(spec.shared)],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    dashboard.shutdown()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "hello from the job\nexit code 0\n" in result.stdout
+    assert result.stdout.endswith("threads left: 0\n"), result.stdout
+    assert result.stderr == ""
+
+
+def test_logs_follow_ends_quietly_when_the_cluster_stops(tmp_path):
+    """`rayhpc logs --follow` of a node's Ray log: the stream drops mid-answer as the cluster
+    stops; following ends there (exit 0), with no error and no traceback."""
+    run = batch_run(tmp_path, "slurm")
+    dashboard = FakeDashboard(run.paths.dir)
+    write_json(run.paths.spec, replace(run.spec, ports={
+        **run.spec.ports, "dashboard": dashboard.server_port}).to_json())
+    write_record(run.paths.head, head_record("127.0.0.1", "node1"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_scheduler(bin_dir, "slurm", run.paths.dir, "RUNNING", tmp_path / "calls.log")
+    from tests.cli import invoke_argv
+
+    with subprocess.Popen(invoke_argv("logs", "--run", run.run_id, "--site", "slurm",
+                                      "--shared", str(run.spec.shared), "--node", "node1",
+                                      "--file", "raylet.out", "--follow"),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}) as logs:
+        assert logs.stdout.readline() == FakeDashboard.OUTPUT.decode()
+        (run.paths.dir / "exit_code").write_text("143\n")  # the cluster stopped
+        out, err = logs.communicate(timeout=60)
+    dashboard.shutdown()
+    assert (logs.returncode, out, err) == (0, "", "")
+
+
+# -- an interactive launch on a batch site with a scheduler that brings the cluster up
+
+# sbatch, squeue and scancel in one: the first job's nodes come up at once (head.json,
+# status.json, connect.txt), a block (blocks/*.sh) is only queued; squeue says RUNNING until
+# the run has ended; scancel ends it as its agents would (nodes stopped, exit code 143).
+FAKE_SLURM = r'''
+import json, os, sys
+from pathlib import Path
+
+name = Path(sys.argv[0]).name
+state = Path(os.environ["FAKE_STATE"])
+if name == "sbatch":
+    script = Path(sys.argv[-1])
+    if script.parent.name == "blocks":
+        print("43")
+        sys.exit(0)
+    run_dir = script.parent
+    (state / "run_dir").write_text(str(run_dir))
+    if (state / "dashboard.py").exists():  # a dashboard on the run's port, up until its end
+        import socket, subprocess, time
+        port = json.loads((run_dir / "spec.json").read_text())["ports"]["dashboard"]
+        subprocess.Popen([sys.executable, str(state / "dashboard.py"), str(run_dir), str(port)],
+                         start_new_session=True, stdout=subprocess.DEVNULL,
+                         stderr=open(state / "dashboard.log", "w"))
+        for _ in range(200):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+    (run_dir / "head.json").write_text(os.environ["FAKE_HEAD"])
+    (run_dir / "status.json").write_text(json.dumps({"joined": 2, "expected": 2, "lost": []}))
+    (run_dir / "connect.txt").write_text("# up\n")
+    print("42")
+    sys.exit(0)
+run_dir = Path((state / "run_dir").read_text())
+if name == "squeue":
+    print("" if (run_dir / "exit_code").exists() else "RUNNING")
+elif name == "scancel":
+    for node in ("node1", "node2"):
+        (run_dir / "nodes" / f"{node}.json").write_text('{"state": "stopped"}')
+    (run_dir / "timing.json").write_text(
+        '{"t_submit": 1.0, "nodes_expected": 2, "nodes_joined": 2}')
+    (run_dir / "exit_code").write_text("143\n")
+'''
+
+
+@pytest.fixture
+def slurm_bringing_clusters_up(tmp_path, monkeypatch) -> dict[str, str]:
+    """FAKE_SLURM on PATH (here and for the commands run); the environment they need."""
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    for name in ("sbatch", "squeue", "scancel"):
+        (bin_dir / name).write_text(f"#!{sys.executable}\n{FAKE_SLURM}")
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_STATE": str(state),
+           "FAKE_HEAD": json.dumps(head_record("127.0.0.1", "node1").to_json())}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for var in ("SLURM_JOB_ID", "RAYHPC_SHARED"):
+        monkeypatch.delenv(var, raising=False)
+    return env
+
+
+def test_the_commands_rayhpc_suggests_name_a_shared_dir_that_is_not_the_default(
+        tmp_path, slurm_bringing_clusters_up):
+    """A run launched with --shared elsewhere: every `rayhpc ... --run ID` printed names it
+    (without it the command would look in ./shared and not find the run)."""
+    shared = tmp_path / "my shared"
+    shared.mkdir()
+    (shared / "ray.sif").write_text("")
+    where = ["--site", "slurm", "--shared", str(shared)]
+    launch = invoke("launch", *where, "--image", str(shared / "ray.sif"), "--account", "P",
+                    "--nodes", "2", "--interactive", "--wait", cwd=tmp_path, timeout=120)
+    assert launch.returncode == 0, launch.stdout + launch.stderr
+    run_id = Path((tmp_path / "state" / "run_dir").read_text()).name
+    flags = f"--run {run_id} --shared '{shared}'"
+    assert f"`rayhpc status {flags}`" in launch.stdout
+    assert f"job 42 keeps the cluster up until its walltime; `rayhpc down {flags}` stops it" \
+        in launch.stdout
+    grow = invoke("grow", "--run", run_id, *where, "--nodes", "1", cwd=tmp_path, timeout=120)
+    assert grow.returncode == 0, grow.stdout + grow.stderr
+    assert f"`rayhpc status {flags}` shows them, `rayhpc shrink {flags} --block b2` " \
+           "releases them" in grow.stdout
+    down = invoke("down", "--run", run_id, *where, cwd=tmp_path, timeout=120)
+    assert down.returncode == 0, down.stdout + down.stderr
+    # Where the shared dir is the default one (./shared here), the hints need no --shared.
+    launch = invoke("launch", "--site", "slurm", "--image", str(shared / "ray.sif"),
+                    "--account", "P", "--nodes", "2", "--interactive", "--wait",
+                    cwd=tmp_path, timeout=120)
+    run_id = Path((tmp_path / "state" / "run_dir").read_text()).name
+    assert f"`rayhpc down --run {run_id}` stops it" in launch.stdout, launch.stderr
+    assert invoke("down", "--run", run_id, "--site", "slurm", cwd=tmp_path,
+                  timeout=120).returncode == 0
+
+
+def test_a_cluster_launched_from_python_says_what_stops_it_there(
+        tmp_path, slurm_bringing_clusters_up, capsys, monkeypatch):
+    from rayhpc import Cluster
+    from rayhpc.launcher.backends import watch
+
+    monkeypatch.setattr(watch, "CHECK_EVERY_S", 0.05)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "ray.sif").write_text("")
+    with Cluster.launch(site="slurm", shared=str(shared), image=str(shared / "ray.sif"),
+                        account="P", nodes=2) as cluster:
+        said = capsys.readouterr().out
+    assert "job 42 keeps the cluster up until its walltime; `cluster.down()` or the end of " \
+           "its `with` block stops it\n" in said
+    assert "rayhpc down" not in said
+    assert cluster.run.exit_code == 143
+
+
+def test_submit_refuses_a_script_that_is_not_where_the_job_runs(tmp_path):
+    """`rayhpc submit -- python SCRIPT`: the script must be in the job's working directory
+    (the shared dir, or --working-dir), as `launch --driver` checks; else one error line
+    naming where it must go, exit 2, before the cluster is asked anything."""
+    run = batch_run(tmp_path, "slurm")
+    with socket.socket() as unused:  # a dashboard that is not there: nothing may reach it
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    write_json(run.paths.spec, replace(run.spec, ports={**run.spec.ports,
+                                                         "dashboard": port}).to_json())
+    write_record(run.paths.head, head_record("127.0.0.1", "node1"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_scheduler(bin_dir, "slurm", run.paths.dir, "RUNNING", tmp_path / "calls.log")
+    shared = run.spec.shared.resolve()
+    (shared / "proj").mkdir()
+
+    def submit(*args: str):
+        return invoke("submit", "--run", run.run_id, "--site", "slurm", "--shared", str(shared),
+                      *args, env={"PATH": f"{bin_dir}:{os.environ['PATH']}"}, timeout=60)
+
+    result = submit("--", "python", "my_job.py")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (f"error: the job's command: my_job.py not found in the shared "
+                             f"directory {shared} (the job runs there, on the head node): put "
+                             "the script there or give --working-dir DIR that holds it\n")
+    result = submit("--working-dir", str(shared / "proj"), "--", "python", "-u", "my_job.py")
+    assert result.returncode == 2
+    assert result.stderr == (f"error: the job's command: my_job.py not found in the working "
+                             f"directory {shared / 'proj'} (the job runs there, on the head "
+                             "node): put the script there or fix --working-dir\n")
+    # There: the check passes, and the dashboard (not there) is asked.
+    (shared / "my_job.py").write_text("print('hello')\n")
+    result = submit("--", "python", "my_job.py")
+    assert result.returncode == 1 and "cannot reach the dashboard" in result.stderr
+
+
+# A cluster's dashboard as a process of its own (FAKE_SLURM's sbatch starts it on the run's
+# port): every job prints OUTPUT and succeeds, but one that says sys.exit(3) fails with 3.
+DASHBOARD = r'''
+import http.server, json, sys, threading, time
+from pathlib import Path
+
+run_dir, port = Path(sys.argv[1]), int(sys.argv[2])
+OUTPUT = b"hello from 3 nodes: head, worker-1, worker-2\n"
+jobs, polls = {}, {}
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, body):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        job = f"raysubmit_{len(jobs)}"
+        jobs[job] = body["entrypoint"]
+        self.answer(json.dumps({"submission_id": job}).encode())
+
+    def do_GET(self):
+        if self.path.startswith("/api/jobs/"):
+            job = self.path.rsplit("/", 1)[1]
+            polls[job] = polls.get(job, 0) + 1
+            code = 3 if "sys.exit(3)" in jobs[job] else 0
+            done = polls[job] >= 2
+            self.answer(json.dumps({
+                "status": ("FAILED" if code else "SUCCEEDED") if done else "RUNNING",
+                "driver_node_id": "abc", "driver_exit_code": code if done else None}).encode())
+        elif self.path.startswith("/api/v0/logs/stream?"):
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(OUTPUT), OUTPUT))
+        else:
+            self.answer(OUTPUT)
+
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+deadline = time.monotonic() + 120
+while not (run_dir / "exit_code").exists() and time.monotonic() < deadline:
+    time.sleep(0.1)
+'''
+
+# Ray as far as the example uses it; what it says tells what the environment held when the
+# example imported it.
+FAKE_RAY = '''
+import os
+print("ray imported with RAY_AUTH_TOKEN_PATH", os.environ.get("RAY_AUTH_TOKEN_PATH", "unset"))
+def init(address):
+    print("ray.init", address)
+def nodes():
+    return [{}, {}, {}]
+def shutdown():
+    pass
+'''
+
+
+def test_the_interactive_example_gives_ray_the_token_before_importing_it(
+        tmp_path, slurm_bringing_clusters_up):
+    """rayhpc/examples/interactive_cluster.py, run as its docstring says (from a checkout),
+    on a site whose cluster comes up at once: its jobs run, and Ray (a stand-in that notes
+    the environment it was imported in) is imported with the run's token already set."""
+    (tmp_path / "state" / "dashboard.py").write_text(DASHBOARD)
+    (tmp_path / "fake_ray" / "ray").mkdir(parents=True)
+    (tmp_path / "fake_ray" / "ray" / "__init__.py").write_text(FAKE_RAY)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "ray.sif").write_text("")
+    result = subprocess.run(
+        [sys.executable, "rayhpc/examples/interactive_cluster.py", "--site", "slurm",
+         "--shared", str(shared), "--image", str(shared / "ray.sif")],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "RAYHPC_ACCOUNT": "P", "PYTHONPATH": str(tmp_path / "fake_ray")})
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_dir = Path((tmp_path / "state" / "run_dir").read_text())
+    assert "exit codes: 0 (one after another), [0, 3] (two at once)\n" in result.stdout
+    assert f"ray imported with RAY_AUTH_TOKEN_PATH {run_dir / 'auth_token'}\n" in result.stdout
+    assert "Ray Client driver sees 3 nodes\n" in result.stdout
+    assert result.stderr == ""

@@ -2,11 +2,14 @@
 jobs on it one after another and two at once, read their output, and stop it. The `with` block
 stops the cluster however it ends.
 
-    .venv/bin/python examples/interactive_cluster.py [--site local] [--nodes 3]
+    .venv/bin/python rayhpc/examples/interactive_cluster.py [--site local] [--nodes 3]
         [--shared DIR] [--image TAG]
 
-Where this Python has Ray (the same version and Python as the image), it also connects as a
-driver through Ray Client (`ray.init(cluster.client_address)`).
+(in a checkout; where rayhpc is installed, `python -m rayhpc.examples.interactive_cluster`,
+or this file from the copy every launch puts in <shared>/examples/).
+
+Where this Python has Ray of the image's version (and the same Python major.minor), it also
+connects as a driver through Ray Client (`ray.init(cluster.client_address)`).
 """
 
 import argparse
@@ -14,7 +17,9 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project's packages
+CHECKOUT = Path(__file__).resolve().parents[2]
+if (CHECKOUT / "rayhpc" / "__init__.py").is_file():  # run from a checkout: its package
+    sys.path.insert(0, str(CHECKOUT))
 
 from rayhpc import Cluster  # noqa: E402
 
@@ -40,12 +45,12 @@ def main() -> int:
                 cluster.submit("python -c 'import sys; sys.exit(3)'", wait=False)]
         codes = [cluster.wait(job) for job in jobs]
         print(f"exit codes: {first} (one after another), {codes} (two at once)")
+        os.environ.update(cluster.env)  # the token: Ray reads it when it is imported
         try:
             import ray
         except ImportError:
             print("no Ray in this Python: skipping the Ray Client driver")
         else:
-            os.environ.update(cluster.env)  # the token, before Ray connects
             ray.init(cluster.client_address)
             print(f"Ray Client driver sees {len(ray.nodes())} nodes")
             ray.shutdown()

@@ -62,7 +62,7 @@ class Cluster:
                for key, value in settings.items()}
         with signals_raised_after() as noted:
             code, spec = start(site, cli, interactive=True, up=True,
-                               out=None if verbose else io.StringIO())
+                               out=None if verbose else io.StringIO(), stopped_by=STOPPED_BY)
             run = Run.load(spec.run_dir) if spec is not None else None
             if noted and run is not None and code == 0:  # came once it was up: it goes too
                 cls(run, verbose).down()
@@ -196,6 +196,9 @@ class Cluster:
         if self.verbose:
             print(text, end="", flush=True)
 
+
+# What stops a cluster that Cluster.launch leaves up (said once it is up).
+STOPPED_BY = "`cluster.down()` or the end of its `with` block"
 
 # What Cluster.launch takes besides site and verbose: the settings of `rayhpc launch`.
 LAUNCH_KEYWORDS = (*SETTINGS, "group")

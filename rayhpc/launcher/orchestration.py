@@ -3,8 +3,10 @@ effects), then run on the site's backend."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -104,17 +106,38 @@ def launch_groups(site: Site, cli: Mapping[str, Any]) -> tuple[NodeGroup, ...]:
     return groups
 
 
-def prepare(spec: LaunchSpec, site: Site) -> LaunchSpec:
+@dataclasses.dataclass
+class Made:
+    """What a launch's preparation created outside its run directory: undone when the launch
+    is refused, so that a refused command leaves nothing behind."""
+    examples: Path | None = None  # the examples it staged
+    dirs: list[Path] = dataclasses.field(default_factory=list)  # deepest first
+
+    def undo(self) -> None:
+        if self.examples is not None:
+            shutil.rmtree(self.examples, ignore_errors=True)
+        for path in self.dirs:
+            with contextlib.suppress(OSError):  # only where still empty
+                path.rmdir()
+
+
+def prepare(spec: LaunchSpec, site: Site, made: Made | None = None) -> LaunchSpec:
     """Ready what the run needs before anything starts: the shared dir (created, reachable by
     the containers' user, examples staged), the driver script, the image, a free port block.
     Returns the spec with its final run id, submit time and the backend's facts (the local
-    dashboard's port, the login host)."""
+    dashboard's port, the login host). ``made``: gets what this call creates outside the run
+    directory."""
     backend = backend_for(site)
     owner = backend.container_owner()
+    wanted = spec.shared.expanduser().resolve()
+    made = made if made is not None else Made()
+    made.dirs = [path for path in [wanted / "runs", wanted, *wanted.parents]
+                 if not path.exists()]
     shared = check_shared(spec.shared, owner)
     if owner is not None:
         check_reachable(shared, *owner)
-    stage_examples(shared)
+    if stage_examples(shared):
+        made.examples = shared / "examples"
     if spec.driver is not None:
         check_driver(spec.driver, shared)
     backend.ready_image(spec, site, dry_run=False)
@@ -136,12 +159,13 @@ def launch(site_name: str, cli: dict[str, Any], dry_run: bool = False, wait: boo
 
 def start(site_name: str, cli: dict[str, Any], dry_run: bool = False, wait: bool = False,
           interactive: bool = False, detach: bool = False, up: bool = False,
-          out: TextIO | None = None) -> tuple[int, LaunchSpec | None]:
+          out: TextIO | None = None, stopped_by: str = "") -> tuple[int, LaunchSpec | None]:
     """Launch; the exit code and the spec of the run (None: nothing was launched).
 
     ``detach`` (an interactive cluster on the local site) and ``wait`` (on an HPC site) return
     once every node joined, with exit code 0 and the cluster up; ``up`` does what either does
-    on its site (the Python `Cluster`). ``out``: where progress goes (default: stdout)."""
+    on its site (the Python `Cluster`). ``out``: where progress goes (default: stdout);
+    ``stopped_by``: what stops a cluster left up ("" : `rayhpc down --run ID`)."""
     site = load_site(site_name)
     backend = backend_for(site)
     spec = resolve_spec(site, cli, os.environ, now=time.time(), interactive=interactive)
@@ -153,5 +177,12 @@ def start(site_name: str, cli: dict[str, Any], dry_run: bool = False, wait: bool
     if dry_run:  # writes nothing: the script as it would be submitted
         print(backend.dry_run(spec, site), end="")
         return 0, None
-    spec = prepare(spec, site)
-    return backend.run(spec, site, wait=wait or up, detach=detach or up, out=out), spec
+    made = Made()
+    try:
+        spec = prepare(spec, site, made)
+        return backend.run(spec, site, wait=wait or up, detach=detach or up, out=out,
+                           stopped_by=stopped_by), spec
+    except UserError:
+        if not spec.run_dir.exists():  # refused before anything ran
+            made.undo()
+        raise

@@ -68,7 +68,9 @@ class Backend:
         return {}
 
     def run(self, spec: LaunchSpec, site: Site, wait: bool = False, detach: bool = False,
-            out: TextIO | None = None) -> int:
+            out: TextIO | None = None, stopped_by: str = "") -> int:
+        """Run the launch; its exit code. ``stopped_by``: what stops a cluster it leaves up,
+        as the caller's user does it ("" : `rayhpc down --run ID`)."""
         raise NotImplementedError
 
     # -- runs already launched (`rayhpc status`, `down`, `submit`, `logs`; `launcher.runs`)

@@ -70,18 +70,18 @@ def add_missing(source: Path, target: Path) -> None:
         atomic_write(dest, path.read_bytes(), mode=0o644)
 
 
-def stage_examples(shared: Path) -> None:
+def stage_examples(shared: Path) -> bool:
     """Copy the bundled examples into the shared dir (once), so `--driver "python
     examples/actors.py"` works from any shared dir. Atomic: launches started together never see
     a half-copied directory. A shared dir staged by an older version gets the examples it
-    lacks (the user's own edits of the others are kept)."""
+    lacks (the user's own edits of the others are kept). True: this call made <shared>/examples."""
     target = shared / "examples"
     if target.is_dir():
         with contextlib.suppress(OSError):  # best effort: not ours to write, say
             add_missing(EXAMPLES_DIR, target)
-        return
+        return False
     if target.exists():
-        return
+        return False
     staging = Path(tempfile.mkdtemp(prefix=".examples-", dir=shared))
     shutil.copytree(EXAMPLES_DIR, staging, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__"))
@@ -90,6 +90,8 @@ def stage_examples(shared: Path) -> None:
         staging.rename(target)
     except OSError:  # another launch staged them first
         shutil.rmtree(staging, ignore_errors=True)
+        return False
+    return True
 
 
 def busy_gcs_ports(shared: Path) -> set[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -301,6 +302,17 @@ def resolve_settings(site: Site, cli: Mapping[str, Any],
         else:
             values[key] = setting.default
     return values
+
+
+def run_flags(run_id: str, shared: Path, environ: Mapping[str, str] = os.environ) -> str:
+    """`--run ID` as the commands rayhpc suggests write it: with `--shared DIR` where the run's
+    shared directory is not the one a command given neither --site nor --shared looks in
+    ($RAYHPC_SHARED, else the local site's, else ./shared here)."""
+    default = (environ.get(ENV_PREFIX + "SHARED") or load_site("local").settings.get("shared")
+               or SETTINGS["shared"].default)
+    if Path(default).expanduser().resolve() == Path(shared).expanduser().resolve():
+        return f"--run {run_id}"
+    return f"--run {run_id} --shared {shlex.quote(str(shared))}"
 
 
 def _parse(setting: Setting, value: Any, where: str) -> Any:

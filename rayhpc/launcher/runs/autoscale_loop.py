@@ -175,7 +175,7 @@ def _loop(run: Run, site: str, policy: Policy, block: BlockRequest, say: Say,
     if stop():
         kept = [b.name for b in run.blocks() if not b.released]
         say(f"autoscaling of run {run.run_id} stops (asked); the run stays up"
-            + (f" with block(s) {', '.join(kept)} (`rayhpc shrink --run {run.run_id} --block "
+            + (f" with block(s) {', '.join(kept)} (`rayhpc shrink {run.flags} --block "
                "B` releases one)" if kept else ""))
     elif not run.paths.spec.exists():
         raise ClusterError(f"{why}: autoscaling stops (the cluster's head stops too once it "

@@ -165,11 +165,11 @@ def require_growable(run: Run) -> str:
     head = run.head
     if head is None or not head.ip:
         raise UserError(f"--run: the head of run {run.run_id} is not up yet (no "
-                        f"{run.paths.head.name}); grow it once it is (`rayhpc status --run "
-                        f"{run.run_id}`)")
+                        f"{run.paths.head.name}); grow it once it is (`rayhpc status "
+                        f"{run.flags}`)")
     if run.backend.running(run) is False:
         raise UserError(f"--run: run {run.run_id} is not running any more (its nodes are gone "
-                        f"without an exit code); `rayhpc down --run {run.run_id}` records it")
+                        f"without an exit code); `rayhpc down {run.flags}` records it")
     return head.ip
 
 
@@ -229,8 +229,8 @@ def _grow(run: Run, site: Site, request: BlockRequest, say: Say) -> Block:
     where = f"job {job_id}" if job_id else "containers " + ", ".join(block.node_names)
     of_group = f" of group {block.group}" if block.group else ""
     say(f"block {block.name}: {block.nodes} node(s){of_group} joining run {run.run_id} "
-        f"({where}, walltime {format_walltime(block.walltime_s)}); `rayhpc status --run "
-        f"{run.run_id}` shows them, `rayhpc shrink --run {run.run_id} --block {block.name}` "
+        f"({where}, walltime {format_walltime(block.walltime_s)}); `rayhpc status "
+        f"{run.flags}` shows them, `rayhpc shrink {run.flags} --block {block.name}` "
         "releases them")
     return block
 
@@ -271,8 +271,8 @@ def shrink(run: Run, block_id: str | None, say: Say, timeout: float | None = Non
                       if s not in (LEFT, "gone")}
         if block.released and in_cluster:
             raise UserError(f"--block: block {block.name} of run {run.run_id} is being "
-                            f"released already ({block.released}); `rayhpc status --run "
-                            f"{run.run_id}` shows when its nodes have left")
+                            f"released already ({block.released}); `rayhpc status "
+                            f"{run.flags}` shows when its nodes have left")
         if block.released and not backend.block_state(run, block):
             raise UserError(f"--block: block {block.name} of run {run.run_id} was released "
                             f"already ({block.released}) and has no node left")

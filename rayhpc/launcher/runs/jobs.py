@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -113,7 +114,8 @@ class JobsClient:
                     yield chunk
         except _Refused as refused:
             raise refused.error from None
-        except OSError as exc:  # the connection broke mid-answer
+        except (OSError, http.client.HTTPException) as exc:  # the connection broke mid-answer
+            # (a chunked answer cut short is http.client.IncompleteRead, not an OSError)
             raise ClusterError(f"GET {path.split('?')[0]} at {self.url}: {exc}") from None
 
     def _open(self, method: str, path: str, body: dict | None = None, data: bytes | None = None,

@@ -143,8 +143,8 @@ def _job_logs(run: Run, job: str, write, follow: bool, signals) -> int:
             return result.exit_code
         status, _ = client.request("GET", f"/api/jobs/{job}", ok=(200, 404))
         if status == 404:
-            raise UserError(f"--job: run {run.run_id} has no job {job!r}; `rayhpc logs --run "
-                            f"{run.run_id}` lists them")
+            raise UserError(f"--job: run {run.run_id} has no job {job!r}; `rayhpc logs "
+                            f"{run.flags}` lists them")
         write_output(client, job, write)
         return 0
     kept = _harvested_job_logs(run)
@@ -218,11 +218,22 @@ def _until_stopped(stream: LogStream, run: Run, signals: list[int]) -> Iterator[
             yield data
             continue
         if stream.ended.is_set():
-            if stream.problem:
+            if stream.problem and _answers(run):
                 raise ClusterError(stream.problem)
-            return
+            return  # a stream cut as its cluster stops is the end of following
         if time.monotonic() >= next_check:
             next_check = time.monotonic() + 2.0
             if not run.up:
                 return
         time.sleep(0.1)
+
+
+def _answers(run: Run) -> bool:
+    """Whether the run's cluster is up and its dashboard answers."""
+    if not run.up:
+        return False
+    try:
+        run.client().list()
+    except ClusterError:
+        return False
+    return True

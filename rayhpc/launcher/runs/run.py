@@ -38,7 +38,7 @@ from rayhpc.launcher.contract import (
     read_record,
     read_spec,
 )
-from rayhpc.launcher.resolve.config import load_site, resolve_settings
+from rayhpc.launcher.resolve.config import load_site, resolve_settings, run_flags
 from rayhpc.launcher.runs.jobs import JobsClient
 from rayhpc.launcher.times import duration, format_walltime
 
@@ -108,6 +108,11 @@ class Run(LaunchedRun):
     @property
     def backend(self) -> Backend:
         return backend_of(self.spec.scheduler, self.spec.runtime, f"{self.paths.spec}: ")
+
+    @property
+    def flags(self) -> str:
+        """`--run ID`, and `--shared DIR` where needed, for the commands rayhpc suggests."""
+        return run_flags(self.run_id, self.spec.shared)
 
     @property
     def up(self) -> bool:
@@ -208,7 +213,7 @@ class Run(LaunchedRun):
             raise UserError(f"--run: the run's token {path} is missing: its launch writes it "
                             "before any node starts, so it was removed since, and the "
                             "cluster's dashboard takes no request without it; `rayhpc down "
-                            f"--run {self.run_id}` stops the run, then launch a new one") from None
+                            f"{self.flags}` stops the run, then launch a new one") from None
         except OSError as exc:
             whose = "; run this as the user who launched it" if exc.errno == errno.EACCES else ""
             raise UserError(f"--run: cannot read the run's token {path} ({exc.strerror})"
@@ -233,7 +238,7 @@ class Run(LaunchedRun):
             joined = f"{status.joined}/{status.expected or self.spec.nodes}"
             raise UserError(f"{flag}: the cluster of run {self.run_id} is not up yet ({joined} "
                             f"nodes joined); wait for {self.paths.connect} (`rayhpc status "
-                            f"--run {self.run_id}`)")
+                            f"{self.flags}`)")
         if self.backend.running(self) is False:
             raise UserError(f"{flag}: run {self.run_id} is not running any more (its nodes are "
                             f"gone without an exit code); see {self.paths.dir}")
@@ -242,7 +247,7 @@ class Run(LaunchedRun):
         if self.exit_code is not None:
             raise UserError(f"{flag}: run {self.run_id} has finished: "
                             f"{summary(self.paths.dir, self.exit_code).split(': ', 2)[-1]}; "
-                            f"`rayhpc logs --run {self.run_id}` shows its output")
+                            f"`rayhpc logs {self.flags}` shows its output")
 
 
 _warned_tokens: set[Path] = set()  # each open token file is warned about once per process
@@ -325,8 +330,8 @@ def status_line(run: Run, now: float | None = None) -> str:
     if run.exit_code is None:
         parts += run.backend.describe(run)
         if head and run.backend.running(run) is False:
-            parts[2] = (f"lost (its nodes are gone without an exit code; `rayhpc down --run "
-                        f"{run.run_id}` records its end)")
+            parts[2] = (f"lost (its nodes are gone without an exit code; `rayhpc down "
+                        f"{run.flags}` records its end)")
     return "\n".join(["  ".join(parts), *block_lines(run, now)])
 
 

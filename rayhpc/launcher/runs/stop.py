@@ -95,7 +95,7 @@ def down(run: Run, say: Say, timeout: float | None = None) -> int:
     while run.exit_code is None:
         if time.monotonic() > deadline:
             raise ClusterError(f"run {run.run_id} did not stop within {timeout:.0f} s; see "
-                               f"{run.paths.dir} (`rayhpc status --run {run.run_id}`)")
+                               f"{run.paths.dir} (`rayhpc status {run.flags}`)")
         if time.monotonic() > next_check:
             next_check = time.monotonic() + STATE_CHECK_S
             if backend.running(run) is False and run.exit_code is None:

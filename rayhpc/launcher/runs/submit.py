@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rayhpc.common.user_error import UserError
+from rayhpc.launcher.resolve.driver import check_script
 from rayhpc.launcher.runs.jobs import JobResult, follow_job
 from rayhpc.launcher.runs.run import Run
 
@@ -31,6 +32,17 @@ def working_dir_uri(run: Run, working_dir: str | None) -> str:
                     f"{shared}/{path.name}) and pass that")
 
 
+def check_job_script(entrypoint: str, run: Run, uri: str, working_dir: str | None) -> None:
+    """The script the job runs (`python SCRIPT ...`, `./SCRIPT`) is in its working directory
+    (``uri``: in place, local://, or sent along), as `launch` checks its driver's: else the
+    job would fail on the head with Python's "can't open file" and exit code 2."""
+    in_place = uri.startswith("local://")
+    check_script(entrypoint, Path(uri.removeprefix("local://")),
+                 run.spec.shared.resolve() if in_place else None, "the job's command",
+                 "the job", "fix --working-dir" if working_dir
+                 else "give --working-dir DIR that holds it")
+
+
 def entrypoint_of(command: str | list[str]) -> str:
     """The job's shell command line. A list is words (the program first): an empty or blank
     program (`-- ''`) is refused, not run as the command ''."""
@@ -49,12 +61,13 @@ def submit(run: Run, command: str | list[str], working_dir: str | None, say: Say
     entrypoint = entrypoint_of(command)
     run.require_up()
     uri = working_dir_uri(run, working_dir)
+    check_job_script(entrypoint, run, uri, working_dir)
     client = run.client()
     if not uri.startswith("local://"):
         say(f"sending {uri} to the cluster")
         uri = client.upload_dir(Path(uri))
     job_id = client.submit(entrypoint, {"working_dir": uri}, {"rayhpc_run": run.run_id})
-    say(f"job {job_id} submitted to run {run.run_id} (`rayhpc logs --run {run.run_id} --job "
+    say(f"job {job_id} submitted to run {run.run_id} (`rayhpc logs {run.flags} --job "
         f"{job_id}`)")
     return job_id
 

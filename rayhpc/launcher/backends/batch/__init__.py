@@ -79,8 +79,8 @@ class BatchBackend(Backend):
         return {"login": login_name()}
 
     def run(self, spec: LaunchSpec, site: Site, wait: bool = False, detach: bool = False,
-            out: TextIO | None = None) -> int:
-        return BatchLaunch(spec, site, out).run(wait=wait)
+            out: TextIO | None = None, stopped_by: str = "") -> int:
+        return BatchLaunch(spec, site, out).run(wait=wait, stopped_by=stopped_by)
 
     def describe(self, run: LaunchedRun) -> list[str]:
         return describe_job(run)

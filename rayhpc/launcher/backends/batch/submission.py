@@ -25,7 +25,7 @@ from rayhpc.launcher.contract import (
     atomic_write,
     read_bounded,
 )
-from rayhpc.launcher.resolve.config import Site
+from rayhpc.launcher.resolve.config import Site, run_flags
 from rayhpc.launcher.schedulers import SCHEDULERS, Scheduler, current_allocation
 from rayhpc.launcher.times import duration, format_walltime
 
@@ -90,7 +90,7 @@ class BatchLaunch:
         self.paths = RunPaths(spec.run_dir)
         self.watcher = RunWatcher(spec.run_dir, out)
 
-    def run(self, wait: bool = False) -> int:
+    def run(self, wait: bool = False, stopped_by: str = "") -> int:
         allocation = current_allocation(os.environ)
         problem = allocation.allocation_problem(len(self.spec.groups), os.environ) \
             if allocation is not None else ""
@@ -116,7 +116,7 @@ class BatchLaunch:
         if self.spec.interactive:
             self.watcher.say(f"job output: {self.paths.job_output}; how to connect: "
                              f"{self.paths.connect} (once every node joined; `rayhpc status "
-                             f"--run {self.spec.run_id}`)")
+                             f"{run_flags(self.spec.run_id, self.spec.shared)}`)")
         else:
             self.watcher.say(f"job output: {self.paths.job_output}; driver output: "
                              f"{self.paths.driver_log}")
@@ -126,8 +126,10 @@ class BatchLaunch:
         code = self.watcher.follow(Submitted(self.scheduler, job_id, self.watcher),
                                    self.spec.stop_timeout, until_up=self.spec.interactive)
         if code is None:
+            stopped_by = stopped_by or \
+                f"`rayhpc down {run_flags(self.spec.run_id, self.spec.shared)}`"
             self.watcher.say(f"job {job_id} keeps the cluster up until its walltime; "
-                             f"`rayhpc down --run {self.spec.run_id}` stops it")
+                             f"{stopped_by} stops it")
             return 0
         return code
 

@@ -101,9 +101,9 @@ class LocalBackend(Backend):
         return {"published": {"dashboard": free_local_port(), "client": free_local_port()}}
 
     def run(self, spec: LaunchSpec, site: Site, wait: bool = False, detach: bool = False,
-            out: TextIO | None = None) -> int:
+            out: TextIO | None = None, stopped_by: str = "") -> int:
         launch = engine_side("compose_run").LocalLaunch(spec, site.option("environment"), out)
-        return launch.run(detach=detach)
+        return launch.run(detach=detach, stopped_by=stopped_by)
 
     def describe(self, run: LaunchedRun) -> list[str]:
         states = engine_side("manage").container_states(run.spec)

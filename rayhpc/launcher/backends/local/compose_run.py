@@ -36,6 +36,7 @@ from rayhpc.launcher.contract import (
     record_end_for_the_head,
     run_dir_problem,
 )
+from rayhpc.launcher.resolve.config import run_flags
 
 # More local nodes than this per core start too slowly to be of use (a warning says so).
 OVERLOAD_NODES_PER_CORE = 2
@@ -118,12 +119,12 @@ class LocalLaunch:
             return None, ""
         return up.returncode, err or ""
 
-    def run(self, detach: bool = False) -> int:
+    def run(self, detach: bool = False, stopped_by: str = "") -> int:
         """Bring the cluster up, follow it, always tear it down; the driver's exit code.
 
         ``detach`` (an interactive cluster): return 0 once every node joined and leave the
-        cluster up (`rayhpc down --run ID` stops it); it is torn down only if it fails or a
-        signal comes before that."""
+        cluster up (``stopped_by`` stops it: "" for `rayhpc down --run ID`); it is torn down
+        only if it fails or a signal comes before that."""
         # Signals are noted by the watcher, not raised, from before the run is announced to
         # the end of the teardown; every way out (a signal, a full disk, a bug) ends with the
         # cluster gone.
@@ -162,8 +163,10 @@ class LocalLaunch:
                     code = self.watcher.follow(self, self.spec.stop_timeout, until_up=detach)
                     if code is None:
                         left_up = True
-                        self.watcher.say(f"run {self.spec.run_id} stays up: `rayhpc down --run "
-                                         f"{self.spec.run_id}` stops it")
+                        stopped_by = stopped_by or \
+                            f"`rayhpc down {run_flags(self.spec.run_id, self.spec.shared)}`"
+                        self.watcher.say(f"run {self.spec.run_id} stays up: {stopped_by} "
+                                         "stops it")
                         return 0
                     result = code
                     return code
@@ -300,7 +303,8 @@ class LocalLaunch:
         except docker.errors.DockerException as exc:
             with contextlib.suppress(OSError, ValueError):
                 print(f"rayhpc: warning: removing the containers of run {self.spec.run_id}: "
-                      f"{exc}; run `rayhpc down --run {self.spec.run_id}`", file=sys.stderr)
+                      f"{exc}; run `rayhpc down "
+                      f"{run_flags(self.spec.run_id, self.spec.shared)}`", file=sys.stderr)
 
     def _keep_logs(self) -> None:
         if not self.paths.dir.is_dir():
