@@ -91,6 +91,14 @@ def container_states(spec: LaunchSpec) -> dict[str, str]:
                                                          item[0])))
 
 
+def container_state(api: docker.APIClient, container: str) -> dict | None:
+    """A container's state as the engine says it (None: no such container)."""
+    try:
+        return api.inspect_container(container)["State"]
+    except docker.errors.NotFound:
+        return None
+
+
 def stop_run(spec: LaunchSpec, say: Callable[[str], None]) -> None:
     """Ask a local run to stop as Ctrl-C would: SIGTERM to its head's agent (it stops every
     node and keeps the logs; the stop file says who asked). An engine that does not answer is
@@ -100,8 +108,10 @@ def stop_run(spec: LaunchSpec, say: Callable[[str], None]) -> None:
     try:
         api.kill(spec.container(spec.node_names[0]), signal=signal.SIGTERM)
     except docker.errors.APIError as exc:
-        say(f"the head's container could not be signalled ({exc.explanation}); the stop file "
-            "asks it")
+        state = container_state(api, spec.container(spec.node_names[0]))
+        if state is not None and state.get("Running"):  # else: a lost run, said by `down`
+            say(f"the head's container could not be signalled ({exc.explanation}); the stop "
+                "file asks it")
 
 
 @dataclass
