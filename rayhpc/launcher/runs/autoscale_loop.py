@@ -10,7 +10,6 @@ pairs, and `usageByNode` each node's [used, total] per resource, with a `node:<i
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 
@@ -106,8 +105,6 @@ def autoscale(run: Run, site: str, policy: Policy, block: BlockRequest, say: Say
                                 False, 0.0)
     lifetime_s, stagger_s = lifetimes(*lifetime, resolved.walltime_s, run.spec.stop_grace)
     policy = dataclasses.replace(policy, lifetime_s=lifetime_s, stagger_s=stagger_s)
-    if not (period_s > 0 and math.isfinite(period_s)):  # nan too: it compares false
-        raise UserError(f"--period: {period_s!r} is not a number of seconds above 0")
     require_growable(run)
     client = run.client()
     with sole_autoscaler(run.paths.autoscale_lock, run.run_id):
@@ -120,14 +117,18 @@ def autoscale(run: Run, site: str, policy: Policy, block: BlockRequest, say: Say
         _loop(run, site, policy, block, say, period_s, stop, client)
 
 
+def _run_dir_gone(run: Run) -> bool:
+    return not run.paths.exists(run.paths.spec)
+
+
 def _why_not_on(run: Run) -> str:
     """Why the loop ends now ("" : it goes on): the run ended, is stopping, or its run
     directory is gone."""
-    if not run.paths.spec.exists():
+    if _run_dir_gone(run):
         return f"the run directory {run.paths.dir} is gone"
     if run.exit_code is not None:
         return f"run {run.run_id} has ended"
-    if run.paths.stop.exists():
+    if run.paths.exists(run.paths.stop):
         return f"run {run.run_id} is stopping ({run.paths.read_stop_request() or 'stop file'})"
     return ""
 
@@ -177,7 +178,7 @@ def _loop(run: Run, site: str, policy: Policy, block: BlockRequest, say: Say,
         say(f"autoscaling of run {run.run_id} stops (asked); the run stays up"
             + (f" with block(s) {', '.join(kept)} (`rayhpc shrink {run.flags} --block "
                "B` releases one)" if kept else ""))
-    elif not run.paths.spec.exists():
+    elif _run_dir_gone(run):
         raise ClusterError(f"{why}: autoscaling stops (the cluster's head stops too once it "
                            "sees its run directory gone)")
     else:

@@ -155,7 +155,7 @@ def run_site(run: Run, site_name: str) -> Site:
 def require_growable(run: Run) -> str:
     """The head's address of a run that can take a block now; UserError otherwise."""
     run.require_unfinished()
-    if run.paths.stop.exists():
+    if run.paths.exists(run.paths.stop):
         who = run.paths.read_stop_request() or "its stop file"
         raise UserError(f"--run: run {run.run_id} is stopping ({who}): no block joins it any "
                         "more")

@@ -182,7 +182,7 @@ class LocalLaunch:
         """A run the launcher stopped before its head recorded the end (a second Ctrl-C, a
         head that did not stop in time): recorded here, in the head's stead, so that `rayhpc
         status` does not show it starting for ever."""
-        if self.paths.exit_code.exists() or not self.paths.dir.is_dir():
+        if self.paths.exists(self.paths.exit_code) or not self.paths.dir.is_dir():
             return
         why = (f"stopped by {signal.Signals(self.watcher.signals[0]).name}"
                if self.watcher.signals else "the run did not stop in time")
