@@ -167,7 +167,8 @@ def base(c, recipe="ray", os_image=None, mirror=None, tag=None, ca_bundle=None,
 
 
 LAUNCH_FLAGS = ("nodes", "driver", "shared", "image", "join_timeout", "shm_size", "num_cpus",
-                "num_gpus", "walltime", "queue", "account")
+                "num_gpus", "walltime", "queue", "account", "restarts", "restart_on_failure",
+                "checkpoint_dir")
 
 
 @task(auto_shortflags=False, iterable=["group"], help={
@@ -188,7 +189,8 @@ LAUNCH_FLAGS = ("nodes", "driver", "shared", "image", "join_timeout", "shm_size"
 @user_errors
 def launch(c, site="local", nodes=None, driver=None, shared=None, image=None, join_timeout=None,
            shm_size=None, num_cpus=None, num_gpus=None, walltime=None, queue=None, account=None,
-           group=None, dry_run=False, wait=False, interactive=False, detach=False):
+           restarts=None, restart_on_failure=False, checkpoint_dir=None, group=None,
+           dry_run=False, wait=False, interactive=False, detach=False):
     """Run a Ray cluster in containers: the driver, then teardown; no driver: keep it up.
 
     1 head + N-1 workers. With a driver, run it and tear down; without one (--interactive),
@@ -201,6 +203,7 @@ def launch(c, site="local", nodes=None, driver=None, shared=None, image=None, jo
     """
     values = locals()
     cli = {flag: values[flag] for flag in LAUNCH_FLAGS}
+    cli["restart_on_failure"] = restart_on_failure or None  # absent: the next layer's
     cli["group"] = group or []
     code = run_launch(site, cli, dry_run=dry_run, wait=wait, interactive=interactive,
                       detach=detach)

@@ -75,6 +75,9 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
                         "dir like /tmp/ray-$USER")
     backend = backend_for(site)
     backend.check_queue(site.name, cli.get("queue"))
+    backend.check_restarts(site, settings["restarts"], environ)
+    settings["checkpoint_dir"] = checkpoint_dir(settings["checkpoint_dir"],
+                                                shared_path(settings))
     backend.check_gpu_request(site, settings["num_gpus"], groups)
     run_id = run_id or new_run_id(now or None)
     image = settings["image"]
@@ -90,6 +93,20 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
         walltime_s=walltime_s, run_id=run_id, site=site.name, scheduler=site.scheduler,
         runtime=site.runtime, auth=AUTH, t_submit=now, ports=ports_for(run_id),
         node_names=backend.node_names(settings["nodes"], groups), groups=groups)
+
+
+def checkpoint_dir(given: str | None, shared: Path) -> str:
+    """The driver's checkpoint directory as given (relative: to the shared dir), "" for the
+    default; UserError when it is outside the shared dir: the head of the next attempt (on
+    another node, in another container) sees only that."""
+    if not given:
+        return ""
+    path = Path(os.path.normpath(shared / Path(given).expanduser()))
+    if path != shared and shared not in path.parents:
+        raise UserError(f"--checkpoint-dir: {given} is outside the shared dir {shared}: the "
+                        "nodes of a later attempt see only the shared dir; give a directory "
+                        "inside it (default: <shared>/checkpoints/<run id>)")
+    return str(path)
 
 
 def launch_groups(site: Site, cli: Mapping[str, Any]) -> tuple[NodeGroup, ...]:

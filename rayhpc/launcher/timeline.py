@@ -24,13 +24,16 @@ from html import escape
 from pathlib import Path
 
 from rayhpc.launcher.contract import (
+    EndedAttempt,
     NodeRecord,
     RunPaths,
     TimingRecord,
     atomic_write,
+    ended_attempts,
     list_names,
     read_node_records,
     read_record,
+    read_spec,
 )
 
 MAX_ROWS = 40  # one row per node up to this many nodes; bins above
@@ -209,8 +212,18 @@ def tick_step(span: float) -> float:
     return 86400.0 * math.ceil(span / MAX_TICKS / 86400)
 
 
-def render_timeline(run_id: str, timing: TimingRecord, records: dict[str, NodeRecord]) -> str:
-    """The SVG text of a run's timeline (timing.json's content, nodes.json's records)."""
+def attempt_notes(attempts: list[EndedAttempt], restarts: int) -> list[str]:
+    """One line per attempt before this one (`--restarts`), with how long it ran and why it
+    ended; [] for a run in its first attempt."""
+    return [f"attempt {a.number} of {restarts + 1}: "
+            + (f"{seconds_text(a.ended - a.started)}, " if a.started and a.ended else "")
+            + f"ended: {a.why}" for a in attempts]
+
+
+def render_timeline(run_id: str, timing: TimingRecord, records: dict[str, NodeRecord],
+                    attempts: list[str] | None = None) -> str:
+    """The SVG text of a run's timeline (timing.json's content, nodes.json's records); below
+    it, ``attempts``: the attempts before this one (`attempt_notes`)."""
     bounds = Span(timing.t_submit)
     timing = replace(timing, **{key: bounds.keep(timing.moment(key), key)
                                 for key, _ in MILESTONES if key != "t_submit"})
@@ -239,6 +252,10 @@ def render_timeline(run_id: str, timing: TimingRecord, records: dict[str, NodeRe
     bottom = top + len(rows) * ROW_H
     notes = [f"{n.name}: {why}" for n, why in late] or ["none"]
     notes += bounds.note()
+    attempts = attempts or []
+    if attempts:
+        notes += ["", f"this run started {len(attempts) + 1} times; the picture is of the last "
+                  "start; before it:", *attempts]
     height = bottom + AXIS_H + 16 * (len(notes) + 1)
     width = LABEL_W + PLOT_W + RIGHT_W
     joined = timing.nodes_joined
@@ -312,6 +329,8 @@ def read_timeline(paths: RunPaths) -> tuple[TimingRecord, dict[str, NodeRecord]]
 def write_timeline(paths: RunPaths) -> Path:
     """Render the run's timeline.svg from its records (atomically); its path."""
     timing, records = read_timeline(paths)
-    text = render_timeline(paths.dir.resolve().name, timing, records)
+    spec = read_spec(paths, strict=False)
+    attempts = attempt_notes(ended_attempts(paths), spec.restarts) if spec else []
+    text = render_timeline(paths.dir.resolve().name, timing, records, attempts)
     atomic_write(paths.timeline, text, root=paths.dir)
     return paths.timeline

@@ -3,6 +3,7 @@ share."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, TextIO
 
 from rayhpc.common.user_error import UserError
@@ -27,6 +28,10 @@ class Backend:
         if queue and not self.has_queues:
             raise UserError(f"--queue: site {site} has no queues (its nodes start at once on "
                             "this machine); drop --queue")
+
+    def check_restarts(self, site: Site, restarts: int, environ: Mapping[str, str]) -> None:
+        """UserError naming --restarts where the site's runs cannot start again (the local
+        launcher restarts its own runs: every backend that cannot says why)."""
 
     def node_names(self, nodes: int, groups: tuple[NodeGroup, ...] = ()) -> list[str]:
         """Node names known before the start ([] where hosts name themselves)."""

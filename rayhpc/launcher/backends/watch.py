@@ -23,10 +23,12 @@ from rayhpc.launcher.contract import (
     StatusRecord,
     TimingRecord,
     UnsafeFile,
+    current_attempt,
     open_for_reading,
     read_bounded,
     read_record,
     read_spec,
+    read_text_quietly,
 )
 
 if TYPE_CHECKING:
@@ -91,6 +93,8 @@ class RunWatcher:
         self.connected = False  # connect.txt printed (an interactive cluster is up)
         self.signals: list[int] = []
         self._holding = False
+        self._attempt = 0  # the run's attempt followed (`--restarts`; 0: not looked at yet)
+        self._restart_said = ""
 
     # -- following
 
@@ -102,9 +106,30 @@ class RunWatcher:
         instead; an exit code still comes back when the run ends before that."""
         with self.holding_signals():
             code = self._follow(run, stop_timeout, until_up)
-        if code is not None:
+        if code is not None and not self.restarting():
             self.say(summary(self.paths.dir, code), prefix=False)
         return code
+
+    def restarting(self) -> bool:
+        """Whether the run's attempt ended and another follows (`--restarts`)."""
+        return self.paths.exists(self.paths.restarting)
+
+    def _follow_attempts(self) -> None:
+        """Say why an attempt ended when the run starts again; once the next attempt began
+        (its files anew at the top of the run directory), follow those from their start."""
+        said = read_text_quietly(self.paths.restarting, self.paths.dir, limit=4096)
+        said = "".join(c for c in said.split("\n", 1)[0][:300] if c.isprintable())
+        if said and said != self._restart_said:
+            self._restart_said = said
+            self.flush(wait_s=0)
+            self.say(said)
+        attempt = current_attempt(self.paths)
+        if self._attempt and attempt > self._attempt:
+            self._driver_offset, self._joined, self._lost, self._notes = 0, -1, [], 0
+            self._pending.clear()
+            self.connected = False
+            self._restart_said = ""
+        self._attempt = attempt
 
     @contextlib.contextmanager
     def holding_signals(self) -> Iterator[None]:
@@ -145,6 +170,7 @@ class RunWatcher:
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + CHECK_EVERY_S
                 why = run.ended()  # asked first: an exit code written meanwhile still counts
+                self._follow_attempts()
                 if not run_dir_gone and not self.paths.dir.is_dir():
                     # Nothing can be recorded any more: stop the cluster now, not whenever
                     # the driver happens to end.

@@ -6,6 +6,7 @@ node_agent.pyz). Standard library only: it runs in any stock rayproject/ray imag
   records        the JSON records more than one room reads, typed: head.json, status.json,
                  timing.json, nodes.json, blocks/B.json
   launch_spec    spec.json (`LaunchSpec`, `NodeGroup`)
+  attempts       a run's attempts (`--restarts`): whether it goes on, attempts/<n>/
   launched_run   a launched run as its directory tells it (what backends are handed)
   environment    the variables the job script hands the node; Ray node labels; socket limits
   untrusted_files  every file of the run directory opened with no link followed, read to a
@@ -23,6 +24,19 @@ from rayhpc.launcher.contract.atomic_io import (
     read_json,
     run_dir_problem,
     write_json,
+)
+from rayhpc.launcher.contract.attempts import (
+    ATTEMPT_ENV,
+    CHECKPOINT_ENV,
+    RESUME_ENV,
+    EndedAttempt,
+    allocation_ended,
+    attempt_numbers,
+    attempt_started,
+    begin_attempt,
+    current_attempt,
+    ended_attempts,
+    restart_reason,
 )
 from rayhpc.launcher.contract.driver_overflow import (
     OVERFLOW_END,
@@ -94,6 +108,9 @@ from rayhpc.launcher.contract.untrusted_files import (
 )
 
 __all__ = [
+    "ATTEMPT_ENV", "CHECKPOINT_ENV", "RESUME_ENV", "allocation_ended", "attempt_numbers",
+    "attempt_started", "begin_attempt", "current_attempt", "restart_reason", "EndedAttempt",
+    "ended_attempts",
     "AF_UNIX_MAX", "Block", "BlockCounts", "DASHBOARD_LOCAL_PORT", "DRAIN_MAX_S", "FABRIC_VARS",
     "FINAL_STATES", "FIRST_GROWN_BLOCK", "GroupTotals", "HEAD_HOST_ENV", "HeadRecord", "LEFT",
     "LaunchSpec", "LaunchedRun", "NODES_ENV", "NODE_IP_ENV", "NODE_PROGRAM", "NODE_TEMP_DIR_ENV",

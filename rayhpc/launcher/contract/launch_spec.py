@@ -71,6 +71,11 @@ class LaunchSpec:
     # Ports published on 127.0.0.1 (local site): {"dashboard": port, "client": port}.
     published: dict[str, int] = field(default_factory=dict)
     login: str = ""  # user@host that submitted a batch job (for the SSH tunnel to the head)
+    # `--restarts N`: how many times the run starts again when its allocation ends first
+    # (`contract.attempts`); with restart_on_failure, when its driver fails too.
+    restarts: int = 0
+    restart_on_failure: bool = False
+    checkpoint_dir: str = ""  # where the driver keeps checkpoints ("" : `checkpoints`)
 
     @property
     def interactive(self) -> bool:
@@ -84,6 +89,13 @@ class LaunchSpec:
     def project(self) -> str:
         """Name for everything this run creates (compose project, network, containers)."""
         return f"rayhpc-{self.run_id}"
+
+    @property
+    def checkpoints(self) -> Path:
+        """The driver's checkpoint directory (RAYHPC_CHECKPOINT_DIR): in the shared dir, so
+        that every attempt's head sees it; <shared>/checkpoints/<run id> unless given."""
+        return Path(self.checkpoint_dir) if self.checkpoint_dir else \
+            self.shared / "checkpoints" / self.run_id
 
     def container(self, node: str) -> str:
         """Name of a node's container on the local site."""

@@ -72,6 +72,9 @@ class RunPaths:
       teardown stops every node). The head lists blocks/
       once a second (one directory read whatever the block count), drains a released
       block's nodes and stops them; it counts every block's nodes in status.json.
+    restarting (the head, before exit_code, when the run starts again: `--restarts`; the
+      text says why) and attempts/<n>/ (the job script or the local launcher, as each attempt
+      starts: `started`; the files of attempt n once n + 1 starts: `contract.attempts`)
     change.lock and autoscale.lock (host side: `runs.run_lock`): grow, shrink and down hold
       the first while they change the run, an autoscale loop the second for its life
     the job script, only when no agent can start (the container runtime is not on PATH after
@@ -105,8 +108,20 @@ class RunPaths:
         self.logs = self.dir / "logs"
         self.containers_log = self.logs / "containers.log"
         self.blocks = self.dir / "blocks"
+        self.attempts = self.dir / "attempts"
+        self.restarting = self.dir / "restarting"
         self.change_lock = self.dir / "change.lock"
         self.autoscale_lock = self.dir / "autoscale.lock"
+
+    def attempt_dir(self, attempt: int) -> Path:
+        """attempts/<n>/: where an attempt's files go once the next one starts."""
+        return self.attempts / str(attempt)
+
+    def attempt_files(self) -> list[Path]:
+        """The files (and directories) of one attempt, the current one's at the top."""
+        return [self.head, self.status, self.driver_log, self.connect, self.timing,
+                self.timeline, self.error, self.exit_code, self.stop, self.restarting,
+                self.nodes_file, self.nodes, self.logs]
 
     def node_record(self, node: str) -> Path:
         return self.nodes / f"{node}.json"
@@ -154,7 +169,10 @@ class RunPaths:
         return "".join(c for c in (text or [""])[0][:200] if c.isprintable()).strip()
 
     def read_exit_code(self) -> int | None:
-        """The run's exit code (None: not written, or not a shell's exit status)."""
+        """The run's exit code (None: not written, or not a shell's exit status, or the
+        attempt that wrote it is followed by another: `restarting`)."""
+        if self.exists(self.restarting):
+            return None
         text = read_text_quietly(self.exit_code, self.dir).strip()
         return int(text) if re.fullmatch(r"-?[0-9]{1,4}", text) else None
 

@@ -13,7 +13,10 @@ import threading
 import time
 
 from rayhpc.launcher.contract import (
+    ATTEMPT_ENV,
+    CHECKPOINT_ENV,
     NODES_ENV,
+    RESUME_ENV,
     RUN_DIR_ENV,
     HeadRecord,
     LaunchSpec,
@@ -23,6 +26,9 @@ from rayhpc.launcher.contract import (
     StatusRecord,
     TimingRecord,
     atomic_write,
+    attempt_started,
+    current_attempt,
+    restart_reason,
     run_dir_problem,
     write_record,
 )
@@ -75,7 +81,11 @@ class Head(Agent):
     def __init__(self, paths: RunPaths, node: str, spec: LaunchSpec, group: str = ""):
         super().__init__(paths, node, spec, group)
         self.driver: subprocess.Popen | None = None
-        self.timing = TimingRecord(t_submit=spec.t_submit, t_head_start=time.time(),
+        # Which start of the run this is (`--restarts`: the job script or the local launcher
+        # claimed it in attempts/ before any node started); a later one counts from its own.
+        self.attempt = current_attempt(paths) if spec.restarts else 1
+        started = attempt_started(paths, self.attempt)[0] if self.attempt > 1 else 0.0
+        self.timing = TimingRecord(t_submit=started or spec.t_submit, t_head_start=time.time(),
                                    nodes_expected=spec.nodes)
         self.status = StatusRecord(expected=spec.nodes)
         self._status_lock = threading.Lock()
@@ -113,6 +123,9 @@ class Head(Agent):
     def run(self) -> int:
         code, error = 1, ""
         try:
+            if self.attempt > 1:
+                self.note(f"attempt {self.attempt} of {self.spec.restarts + 1}: the run starts "
+                          "again (the driver gets RAYHPC_RESUME=1)")
             if self.spec.nodes > RAY_TESTED_NODES:
                 self.note(f"{self.spec.nodes} nodes is beyond what Ray's own scalability "
                           f"envelope covers ({RAY_TESTED_NODES}): expect a slow bring-up; "
@@ -139,6 +152,7 @@ class Head(Agent):
         try:
             if error:
                 atomic_write(self.paths.error, error + "\n")
+            self.decide_restart(code)
             write_record(self.paths.timing, self.timing)
             try:
                 write_timeline(self.paths)
@@ -150,6 +164,20 @@ class Head(Agent):
         # The launcher reads this line from the head's output when exit_code cannot be written.
         self.say(f"done: exit code {code}")
         return code
+
+    def decide_restart(self, code: int) -> None:
+        """Whether the run starts again (`contract.attempts.restart_reason`): if so, say why in
+        `restarting`, before exit_code, so that no reader takes this attempt's end for the
+        run's. A signal to the agent itself (Ctrl-C, a plain cancel) never restarts it."""
+        if self.signalled:
+            return
+        reason = restart_reason(self.spec, self.attempt, self.paths.read_stop_request(), code,
+                                self.driver_ended_first)
+        if reason:
+            atomic_write(self.paths.restarting,
+                         f"attempt {self.attempt} ended: {reason}; attempt {self.attempt + 1} "
+                         f"of {self.spec.restarts + 1} follows\n")
+            self.say(f"attempt {self.attempt} ended: {reason}; the run starts again")
 
     def start_head(self) -> str:
         self.ip = node_ip(self.spec.interface, self.spec.nodes > 1)
@@ -291,7 +319,10 @@ class Head(Agent):
     def run_driver(self, address: str) -> int:
         command = driver_command(self.spec.driver, address)
         env = dict(self.env, RAY_ADDRESS=address, PYTHONUNBUFFERED="1",
-                   **{RUN_DIR_ENV: str(self.paths.dir), NODES_ENV: str(self.spec.nodes)})
+                   **{RUN_DIR_ENV: str(self.paths.dir), NODES_ENV: str(self.spec.nodes),
+                      ATTEMPT_ENV: str(self.attempt),
+                      CHECKPOINT_ENV: str(self.spec.checkpoints)},
+                   **({RESUME_ENV: "1"} if self.attempt > 1 else {}))
         self.say(f"running driver: {command}")
         self.timing.t_driver_start = time.time()
         output = DriverOutput(self.paths.driver_log, self.say)

@@ -72,6 +72,16 @@ def _command(value: Any) -> str:
     return text
 
 
+def _flag(value: Any) -> bool:
+    """true/false (YAML), or a flag's or variable's word for it."""
+    if isinstance(value, bool):
+        return value
+    words = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    if str(value).strip().lower() not in words:
+        raise ValueError("must be true or false")
+    return words[str(value).strip().lower()]
+
+
 def _text(value: Any) -> str:
     """A setting that may reach a job script's lines (a path, queue, account): one line."""
     return one_line(_command(value))
@@ -117,6 +127,15 @@ SETTINGS: dict[str, Setting] = {
                      "table picks one by node count, else the scheduler's default)"),
     "account": Setting(_text, None, "project to charge (HPC sites)"),
     "stop_grace": Setting(positive_int, 60, "seconds before the walltime to stop cleanly"),
+    "restarts": Setting(non_negative_int, 0, "times the run starts again, same run id, when "
+                        "its allocation ends before its driver (walltime, preemption, a node "
+                        "lost); the driver gets RAYHPC_ATTEMPT and RAYHPC_RESUME=1 (default: 0)"),
+    "restart_on_failure": Setting(_flag, False, "with --restarts: start again when the "
+                                  "driver exits non-zero too (default: a failed driver ends "
+                                  "the run)"),
+    "checkpoint_dir": Setting(_text, None, "where the driver keeps checkpoints "
+                              "(RAYHPC_CHECKPOINT_DIR), inside the shared dir (default: "
+                              "<shared>/checkpoints/<run id>)"),
     "head_cpus": Setting(non_negative_int, None, "CPUs Ray may use on the head (default: as "
                          "on the workers; 0 keeps tasks off the head, for large clusters)"),
     "log_cap": Setting(_bytes, 64 << 20, "most log bytes kept per node, e.g. 64m (Ray's "

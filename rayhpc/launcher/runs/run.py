@@ -30,6 +30,8 @@ from rayhpc.launcher.contract import (
     RunPaths,
     StatusRecord,
     UnsafeFile,
+    current_attempt,
+    ended_attempts,
     list_names,
     open_for_reading,
     parse_json,
@@ -40,6 +42,7 @@ from rayhpc.launcher.contract import (
 )
 from rayhpc.launcher.resolve.config import load_site, resolve_settings, run_flags
 from rayhpc.launcher.runs.jobs import JobsClient
+from rayhpc.launcher.timeline import attempt_notes
 from rayhpc.launcher.times import duration, format_walltime
 
 
@@ -125,6 +128,8 @@ class Run(LaunchedRun):
         return head.node if head else (self.spec.node_names or ["head"])[0]
 
     def phase(self) -> str:
+        if self.paths.exists(self.paths.restarting):
+            return "restarting (its attempt ended; the next one starts once the job runs again)"
         if self.exit_code is not None:
             return f"finished (exit code {self.exit_code})"
         if self.up:
@@ -319,6 +324,8 @@ def status_line(run: Run, now: float | None = None) -> str:
     parts = [run.run_id, run.spec.site, run.phase()]
     if run.spec.interactive is False and run.exit_code is None:
         parts[-1] += f": {run.spec.driver}"
+    if run.spec.restarts:
+        parts.append(f"attempt {current_attempt(run.paths)} of {run.spec.restarts + 1}")
     # Grown blocks count too, while they are not released.
     expected = (status.expected or run.spec.nodes) + sum(
         block.nodes for block in run.blocks() if not block.released)
@@ -332,7 +339,16 @@ def status_line(run: Run, now: float | None = None) -> str:
         if head and run.backend.running(run) is False:
             parts[2] = (f"lost (its nodes are gone without an exit code; `rayhpc down "
                         f"{run.flags}` records its end)")
-    return "\n".join(["  ".join(parts), *block_lines(run, now)])
+    return "\n".join(["  ".join(parts), *attempt_lines(run), *block_lines(run, now)])
+
+
+def attempt_lines(run: Run) -> list[str]:
+    """One line per attempt before the current one (`--restarts`): when, how long, why it
+    ended."""
+    attempts = ended_attempts(run.paths)
+    return [f"  {note}" + (f" (started {time.strftime('%H:%M:%S', time.localtime(a.started))}"
+                          f"{', job ' + a.job_id if a.job_id else ''})" if a.started else "")
+            for a, note in zip(attempts, attempt_notes(attempts, run.spec.restarts))]
 
 
 def block_lines(run: Run, now: float | None = None) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends import BACKENDS
 from rayhpc.launcher.backends.watch import summary
-from rayhpc.launcher.contract import FINAL_STATES, record_end_for_the_head
+from rayhpc.launcher.contract import FINAL_STATES, record_end_for_the_head, remove
 from rayhpc.launcher.runs.grow_shrink import release_all, remove_blocks
 from rayhpc.launcher.runs.jobs import ClusterError
 from rayhpc.launcher.runs.run import Run, leftover_runs, load_run
@@ -87,8 +87,13 @@ def down(run: Run, say: Say, timeout: float | None = None) -> int:
     with changing(run.paths.change_lock, "rayhpc down", say):
         run.require_unfinished()
         blocks = release_all(run)
-        backend.stop(run, say)
+        # The stop file first: a run that may start again (`--restarts`) tells `rayhpc down`
+        # from its allocation's end by it (`contract.attempts.allocation_ended`).
         run.paths.request_stop("rayhpc down")
+        backend.stop(run, say)
+        if run.paths.exists(run.paths.restarting):  # between two attempts: none follows
+            remove(run.paths.restarting, run.paths.dir)
+            say(f"run {run.run_id} was between two attempts: no attempt follows")
     timeout = timeout or run.spec.stop_timeout + run.spec.stop_grace + 60
     deadline = time.monotonic() + timeout
     next_check = time.monotonic() + STATE_CHECK_S

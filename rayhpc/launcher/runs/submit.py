@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from rayhpc.common.user_error import UserError
+from rayhpc.launcher.contract import current_attempt
 from rayhpc.launcher.resolve.driver import check_script
 from rayhpc.launcher.runs.jobs import JobResult, follow_job
 from rayhpc.launcher.runs.run import Run
@@ -56,9 +58,27 @@ def entrypoint_of(command: str | list[str]) -> str:
     return text
 
 
+RESTART_POLL_S = 2.0  # how often a submit waiting for a restarting run looks (one stat)
+
+
+def wait_while_restarting(run: Run, say: Say) -> None:
+    """A run between two attempts (`--restarts`), or whose next attempt is still coming up:
+    wait for its new cluster (a line says so; Ctrl-C stops waiting) instead of failing."""
+    said = False
+    while run.exit_code is None and (run.paths.exists(run.paths.restarting) or (
+            current_attempt(run.paths) > 1 and not run.up)):
+        if not said:
+            said = True
+            say(f"run {run.run_id} is starting again (attempt {current_attempt(run.paths)} of "
+                f"{run.spec.restarts + 1}): waiting for its cluster to be up; Ctrl-C stops "
+                "waiting")
+        time.sleep(RESTART_POLL_S)
+
+
 def submit(run: Run, command: str | list[str], working_dir: str | None, say: Say) -> str:
     """Submit a Ray job to the run's cluster; its submission id."""
     entrypoint = entrypoint_of(command)
+    wait_while_restarting(run, say)
     run.require_up()
     uri = working_dir_uri(run, working_dir)
     check_job_script(entrypoint, run, uri, working_dir)

@@ -17,6 +17,9 @@ class Cobalt(Scheduler):
     title = "Cobalt"
     launcher = "aprun"
     job_id_var = "COBALT_JOBID"
+    requeue_unsupported = ("a Cobalt job cannot put itself back in the queue (ALCF's Cobalt "
+                           "qsub has no rerun option, and no requeue command is documented "
+                           "for users)")
     directive = "#COBALT"
     # ALPS's rank of the task (not in the stored ALCF docs; Cray's aprun sets it).
     rank_vars = ("ALPS_APP_PE",)

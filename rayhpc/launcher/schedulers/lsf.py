@@ -161,6 +161,19 @@ class LSF(Scheduler):
     def state_command(self, job_id: str) -> list[str]:
         return ["bjobs", "-noheader", "-o", "stat", job_id]
 
+    def requeue_options(self) -> list[str]:
+        # bsub -r (IBM bsub.r.1): "Reruns a job if the execution host or the system fails ...
+        # LSF requeues the job in the same job queue with the same job ID". -o already appends
+        # (bsub.o.1: "appends the standard output of the job to the specified file"; -oo
+        # overwrites): every attempt's output stays.
+        return ["-r"]
+
+    def requeue_lines(self, job_script: str, job_id_file: str) -> list[str]:
+        # brequeue (IBM brequeue.1): "Kills a running (RUN) ... job and returns it to the
+        # queue ... The requeued job keeps the same job ID"; "You can use the brequeue command
+        # only on jobs that you own".
+        return ['brequeue "$LSB_JOBID"']
+
     def cancel_command(self, job_id: str, running: bool) -> list[str]:
         # bkill(1): "-s signal_value | signal_name: Sends the specified signal to specified
         # jobs"; without -s it sends SIGINT and SIGTERM, then SIGKILL after

@@ -289,6 +289,20 @@ class PBS(Scheduler):
         state = row[4] if len(row) >= 6 and not set(row[0]) <= {"-"} else ""
         return "" if state in self.finished_states else state
 
+    def requeue_options(self) -> list[str]:
+        # qsub(1B) -r y: the job is rerunnable: PBS runs it again itself when its node fails
+        # (the server's node_fail_requeue) or a preemption requeues it.
+        return ["-r y"]
+
+    def requeue_lines(self, job_script: str, job_id_file: str) -> list[str]:
+        # A job cannot qrerun itself: OpenPBS's server refuses a rerun request without operator
+        # or manager privilege (src/server/req_rerun.c, req_rerunjob: PBSE_PERM). It submits
+        # its own script again instead, to start once this job has ended (qsub(1B) -W
+        # depend=afterany:<job>: "after jobs jobid have terminated, with or without errors");
+        # the run's job id becomes the new job's.
+        return [f'next=$(qsub -W depend=afterany:"$PBS_JOBID" {job_script}) && '
+                f'echo "$next" > {job_id_file}']
+
     def cancel_command(self, job_id: str, running: bool) -> list[str]:
         # qsig(1B): "The qsig command requests that a signal be sent to executing batch jobs.
         # The signal is sent to the session leader of the job" (the job script), and is

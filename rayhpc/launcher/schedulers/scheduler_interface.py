@@ -56,6 +56,7 @@ class Job:
     # The variables the job script exports for the agents (for launchers that do not pass the
     # script's environment to their tasks: they get them on the command line).
     exports: tuple[str, ...] = ()
+    restarts: int = 0  # times the job may start again (`--restarts`; see `requeue_lines`)
 
 
 # What every scheduler's refusal may say (pattern, the setting to check: a key of
@@ -97,6 +98,10 @@ class Scheduler:
     # what it would take; "" where it can (see `launcher.groups`).
     groups_unsupported = ""
 
+    # Why a job cannot put itself back in the queue for a run's next attempt ("" : it can,
+    # with `requeue_lines`; see `launcher.contract.attempts`).
+    requeue_unsupported = ""
+
     # How a site file's `scheduler_options.gpu_request` may say GPUs are asked for, the first
     # the default; "none": the GPUs come with the node (asked for by no option).
     gpu_requests: tuple[str, ...] = ("none",)
@@ -125,7 +130,27 @@ class Scheduler:
 
     def render_directives(self, job: Job) -> list[str]:
         """Every directive line of the job script: the scheduler's, then the site's own."""
-        return [*self.directives(job), *self.site_directives(job)]
+        return [*self.directives(job), *self.restart_directives(job), *self.site_directives(job)]
+
+    def restart_directives(self, job: Job) -> list[str]:
+        """A job that may start again (``job.restarts``): the directives that let the
+        scheduler rerun it itself (a node's failure, a preemption) and keep every attempt's
+        output in the job's output file."""
+        return self.prefixed(self.requeue_options()) if job.restarts else []
+
+    def requeue_options(self) -> list[str]:
+        return []
+
+    def requeue_lines(self, job_script: str, job_id_file: str) -> list[str]:
+        """Job script lines that put this job back in the queue for the run's next attempt
+        (``job_script``, ``job_id_file``: shell words for the run's job.sh and job_id)."""
+        raise NotImplementedError
+
+    def last_attempt_lines(self) -> list[str]:
+        """Lines run as the last attempt the run allows starts: the scheduler must not rerun
+        the job once more by itself (none where it cannot be told; the next attempt's script
+        then ends at once, saying so)."""
+        return []
 
     def prefixed(self, options: list[str]) -> list[str]:
         """Options as directive lines (`#SBATCH --nodes=4`)."""

@@ -117,7 +117,7 @@ class Slurm(Scheduler):
         # options should be specified only in the first hetjob component" (the batch script
         # runs there; licenses and --mail-type are the leader's alone).
         components = self.component_directives(job)
-        lines = [*components[0], *self.site_directives(job)]
+        lines = [*components[0], *self.restart_directives(job), *self.site_directives(job)]
         for component in components[1:]:
             # HJ "Submitting Jobs": "Each component should be separated by a line containing
             # the line "#SBATCH hetjob"".
@@ -234,6 +234,25 @@ class Slurm(Scheduler):
                 # --cpu-bind=none; "Used only when the task/affinity plugin is enabled").
                 "--cpu-bind=none"]
         return [*argv, *gpu_option(extra, gpus), "--kill-on-bad-exit=0"]
+
+    def requeue_options(self) -> list[str]:
+        # sbatch(1) --requeue: "the batch job should be eligible for requeuing. The job may be
+        # requeued explicitly by a system administrator, after node failure, or upon preemption
+        # by a higher priority job. When a job is requeued, the batch script is initiated from
+        # its beginning." --open-mode=append: "Open the output and error files using append
+        # or truncate mode as specified" (the default is JobFileAppend's: truncate, which
+        # would lose the attempts before).
+        return ["--requeue", "--open-mode=append"]
+
+    def requeue_lines(self, job_script: str, job_id_file: str) -> list[str]:
+        # scontrol(1) requeue: "Requeue a running, suspended or finished Slurm batch job into
+        # pending state" (a job's owner may: submitit requeues its jobs so). The same job id.
+        return ['scontrol requeue "$SLURM_JOB_ID"']
+
+    def last_attempt_lines(self) -> list[str]:
+        # scontrol(1) update: "Requeue=<0|1> Stipulates whether a job should be requeued after
+        # a node failure: 0 for no, 1 for yes."
+        return ['scontrol update JobId="$SLURM_JOB_ID" Requeue=0']
 
     def submit_command(self, script: str) -> tuple[list[str], bool]:
         return ["sbatch", "--parsable", script], False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, TextIO
 
 from rayhpc.common.user_error import UserError
@@ -22,7 +23,7 @@ from rayhpc.launcher.contract import RunPaths, atomic_write
 from rayhpc.launcher.resolve.gpus import check_launch_gpus
 from rayhpc.launcher.resolve.groups import group_gpu_count
 from rayhpc.launcher.runtimes import RUNTIMES, runtime
-from rayhpc.launcher.schedulers import SCHEDULERS
+from rayhpc.launcher.schedulers import SCHEDULERS, current_allocation
 
 if TYPE_CHECKING:
     from rayhpc.launcher.contract import Block, LaunchedRun, LaunchSpec, NodeGroup
@@ -69,6 +70,20 @@ class BatchBackend(Backend):
     def dry_run(self, spec: LaunchSpec, site: Site) -> str:
         self.ready_image(spec, site, dry_run=True)
         return render_job_script(spec, site)
+
+    def check_restarts(self, site: Site, restarts: int, environ: Mapping[str, str]) -> None:
+        if not restarts:
+            return
+        scheduler = SCHEDULERS[site.scheduler]
+        if scheduler.requeue_unsupported:
+            raise UserError(f"--restarts: site {site.name} runs {scheduler.title}: "
+                            f"{scheduler.requeue_unsupported}; drop --restarts (or `restarts` in "
+                            f"{site.path})")
+        allocation = current_allocation(environ)
+        if allocation is not None:
+            raise UserError(f"--restarts: inside a {allocation.title} allocation the launch runs "
+                            "in it and cannot put it back in the queue; launch from a login node "
+                            "(the job it submits requeues itself), or drop --restarts")
 
     def check_modes(self, spec: LaunchSpec, wait: bool, detach: bool, dry_run: bool) -> None:
         if detach:

@@ -39,7 +39,8 @@ def job_for(spec: LaunchSpec, options: SiteOptions, block: Block | None = None) 
                extra=queue_options(options, spec.queue), gpu=gpus.kind,
                exclusive=not options.shared_nodes, paths=paths,
                directives=options.directives, groups=groups,
-               gpus=gpus.request, exports=node_exports(spec, options))
+               gpus=gpus.request, exports=node_exports(spec, options),
+               restarts=spec.restarts)
 
 
 def block_job(spec: LaunchSpec, options: SiteOptions, block: Block) -> Job:

@@ -46,6 +46,7 @@ JOB_SCRIPT = """\
 # Do not edit: @written_by
 set -u
 export RAYHPC_RUN_DIR=@run_dir
+@attempt
 @walltime_timer
 @site_setup
 @environment
@@ -60,6 +61,7 @@ cd @workdir
 trap '(set -C; echo job script: walltime or cancel > "$RAYHPC_RUN_DIR/@stop") 2>/dev/null' TERM INT
 wait "$step"
 @exit_code
+@requeue
 exit "$code"
 """
 
@@ -113,6 +115,8 @@ class KindSlots:
     launch_comment: str
     stop_comment: tuple[str, ...]
     exit_code: tuple[str, ...]  # how the script's exit code is found once the step ended
+    attempt: tuple[str, ...] = ()  # --restarts: which attempt this is (the files before kept)
+    requeue: tuple[str, ...] = ()  # --restarts: back in the queue when the run goes on
 
 
 def render_job_script(spec: LaunchSpec, site: Site, block: Block | None = None,
@@ -177,7 +181,71 @@ def first_job_slots(spec: LaunchSpec, options: SiteOptions, job: Job,
             "# (set -C: the stop file is made once, by whoever asks first.)"),
         exit_code=(
             'wait "$step" 2>/dev/null  # a trapped signal ends the first wait early',
-            f"code=$(cat \"$RAYHPC_RUN_DIR/{files.exit_code}\" 2>/dev/null || echo 1)"))
+            f"code=$(cat \"$RAYHPC_RUN_DIR/{files.exit_code}\" 2>/dev/null || echo 1)"),
+        attempt=tuple(attempt_lines(spec, options.scheduler, files)) if job.restarts else (),
+        requeue=tuple(requeue_lines(options.scheduler)) if job.restarts else ())
+
+
+def attempt_lines(spec: LaunchSpec, scheduler: Scheduler, files: ScriptFiles) -> list[str]:
+    """--restarts: claim the next attempt (attempts/<n>/, `contract.attempts`), keep the files
+    of the one before there, and end at once past the last attempt allowed (where the
+    scheduler reran the job once more by itself)."""
+    run_dir = '"$RAYHPC_RUN_DIR"'
+    names = " ".join(path.name for path in RunPaths(spec.run_dir).attempt_files())
+    allowed = spec.restarts + 1
+    job_id = f'${{{scheduler.job_id_var}:-}}'
+    last = scheduler.last_attempt_lines()
+    message = (f"rayhpc: the job started again after the run's last attempt (--restarts "
+               f"{spec.restarts}): the run ends here")
+    return [
+        f"# --restarts {spec.restarts}: when the allocation ends before the driver (walltime, "
+        "preemption, a node lost),",
+        "# the run starts again: this job is requeued. Each attempt claims attempts/<n>/, and "
+        "the files of",
+        "# the attempt before it move there (rayhpc's contract.attempts).",
+        f"mkdir -p {run_dir}/attempts",
+        "attempt=1",
+        f'while [ -e {run_dir}/attempts/"$attempt" ]; do attempt=$((attempt + 1)); done',
+        f'mkdir {run_dir}/attempts/"$attempt"',
+        'if [ "$attempt" -gt 1 ]; then',
+        f"  for name in {names}; do",
+        f'    if [ -e {run_dir}/"$name" ] || [ -L {run_dir}/"$name" ]; then',
+        f'      mv -f {run_dir}/"$name" {run_dir}/attempts/"$((attempt - 1))"/',
+        "    fi",
+        "  done",
+        f"  mkdir -p {run_dir}/nodes {run_dir}/logs",
+        "fi",
+        f'echo "$(date +%s) {job_id}" > {run_dir}/attempts/"$attempt"/started',
+        f'echo "rayhpc: attempt $attempt of {allowed} (job {job_id})"',
+        f'if [ "$attempt" -gt {allowed} ]; then',
+        *fail_lines(message, files),
+        "fi",
+        *([f'if [ "$attempt" -eq {allowed} ]; then',
+           "  # The last attempt: the scheduler must not run the job again by itself.",
+           *(f"  {line} || true" for line in last),
+           "fi"] if last else []),
+    ]
+
+
+def requeue_lines(scheduler: Scheduler) -> list[str]:
+    """--restarts: the head wrote `restarting` (before exit_code) when the run goes on: the
+    job goes back in the queue for the next attempt."""
+    paths = RunPaths("$RAYHPC_RUN_DIR")
+    restarting = f'"$RAYHPC_RUN_DIR/{paths.restarting.name}"'
+    requeue = scheduler.requeue_lines(f'"$RAYHPC_RUN_DIR/{paths.job_script.name}"',
+                                      f'"$RAYHPC_RUN_DIR/{paths.job_id.name}"')
+    return [
+        "# The run goes on (the head wrote `restarting`, before exit_code): back in the queue.",
+        f"if [ -e {restarting} ]; then",
+        f'  echo "rayhpc: $(head -n 1 {restarting})"',
+        "  if ! {",
+        *(f"    {line}" for line in requeue),
+        "  }; then",
+        "    echo \"rayhpc: the job could not be put back in the queue: the run ends here\" >&2",
+        f"    rm -f {restarting}",
+        "  fi",
+        "fi",
+    ]
 
 
 def block_slots(spec: LaunchSpec, options: SiteOptions, block: Block,

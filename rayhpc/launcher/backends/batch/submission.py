@@ -24,7 +24,9 @@ from rayhpc.launcher.contract import (
     RunPaths,
     atomic_write,
     read_bounded,
+    read_text_quietly,
 )
+from rayhpc.launcher.contract.records import JOB_ID
 from rayhpc.launcher.resolve.config import Site, run_flags
 from rayhpc.launcher.schedulers import SCHEDULERS, Scheduler, current_allocation
 from rayhpc.launcher.times import duration, format_walltime
@@ -195,6 +197,11 @@ class Submitted:
         self.watcher = watcher
 
     def ended(self) -> str:
+        # A run that starts again may do so as a new job (PBS: its script submits itself
+        # again, `Scheduler.requeue_lines`): the run's job id is the one its job_id says.
+        paths = self.watcher.paths
+        current = read_text_quietly(paths.job_id, paths.dir).strip()
+        self.job_id = current if JOB_ID.fullmatch(current) else self.job_id
         return "" if job_state(self.scheduler.name, self.job_id) else \
             f"job {self.job_id} left the queue"
 

@@ -94,6 +94,10 @@ class LocalBackend(Backend):
 
     def check_modes(self, spec: LaunchSpec, wait: bool, detach: bool, dry_run: bool) -> None:
         super().check_modes(spec, wait, detach, dry_run)
+        if detach and spec.restarts:
+            raise UserError("--restarts: a detached local cluster has no launcher left to "
+                            "start it again; drop --detach (the launch then stays in the "
+                            "foreground) or --restarts")
         if not dry_run:
             engine_side("manage").check_machine_holds(spec)
 

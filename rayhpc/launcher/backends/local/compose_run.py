@@ -33,7 +33,11 @@ from rayhpc.launcher.contract import (
     RunPaths,
     atomic_file,
     atomic_write,
+    begin_attempt,
+    current_attempt,
+    read_text_quietly,
     record_end_for_the_head,
+    remove,
     run_dir_problem,
 )
 from rayhpc.launcher.resolve.config import run_flags
@@ -131,6 +135,8 @@ class LocalLaunch:
         with self.watcher.holding_signals():
             user, owner = container_user()
             prepare_run_dir(self.spec, owner)
+            if self.spec.restarts:
+                begin_attempt(self.paths)
             # The run directory is the containers' user's from here (as root): no link followed.
             atomic_write(self.paths.compose_file, render_compose(self.spec, user,
                                                                  self.environment),
@@ -157,7 +163,7 @@ class LocalLaunch:
                         atomic_write(self.paths.exit_code, f"{128 + signum}\n",
                                      root=self.paths.dir)
                     return 128 + signum
-                if code == 0:
+                while code == 0:
                     self._announce_dashboard()
                     self.watcher.overflow = FollowedOutput(self._head_output).start()
                     code = self.watcher.follow(self, self.spec.stop_timeout, until_up=detach)
@@ -168,8 +174,24 @@ class LocalLaunch:
                         self.watcher.say(f"run {self.spec.run_id} stays up: {stopped_by} "
                                          "stops it")
                         return 0
-                    result = code
-                    return code
+                    if not self.watcher.restarting() or self.watcher.signals:
+                        if self.watcher.restarting():  # a signal: no next attempt
+                            with contextlib.suppress(OSError):
+                                remove(self.paths.restarting, self.paths.dir)
+                        result = code
+                        return code
+                    code, err = self._next_attempt()
+                    if code is None:  # a signal while it started again
+                        result = 128 + self.watcher.signals[0]
+                        return result
+                if current_attempt(self.paths) > 1:
+                    # A later attempt could not start: the run ends, said and recorded.
+                    error = f"docker compose up failed: {err.strip()[-800:]}"
+                    self.watcher.say(f"error: {error}")
+                    result = 1
+                    with contextlib.suppress(OSError):
+                        record_end_for_the_head(self.paths, self.spec, error, result)
+                    return result
             finally:
                 if not left_up:
                     self.teardown()
@@ -177,6 +199,18 @@ class LocalLaunch:
                         self._record_unrecorded_end(result)
         remove_run_dir(self.paths.dir)  # nothing ran
         raise UserError(f"docker compose up failed: {err.strip()[-800:]}")
+
+    def _next_attempt(self) -> tuple[int | None, str]:
+        """The run starts again (`--restarts`): its containers go (their logs kept with this
+        attempt's files), the next attempt is claimed (the files move to attempts/<n>/) and
+        compose brings every node up anew: `_compose_up`'s result."""
+        said = read_text_quietly(self.paths.restarting, self.paths.dir).split("\n", 1)[0]
+        self.watcher.say("".join(c for c in said[:300] if c.isprintable()))
+        self.teardown()
+        attempt = begin_attempt(self.paths)
+        self.watcher.say(f"attempt {attempt} of {self.spec.restarts + 1}: starting the "
+                         "cluster again")
+        return self._compose_up()
 
     def _record_unrecorded_end(self, code: int) -> None:
         """A run the launcher stopped before its head recorded the end (a second Ctrl-C, a
@@ -199,9 +233,22 @@ class LocalLaunch:
         return f"its container exited (status {state.get('ExitCode')})"
 
     def gone(self, why: str) -> int:
-        """The head's agent can report no more: say why, keep what it left, return its code."""
+        """The head's agent can report no more: say why, keep what it left, return its code.
+        A run that goes on (`--restarts`): the head said so (`restarting`), or it died before
+        its end and attempts are left: then the launcher says so, in its stead."""
         said = self._output_tail(self.head)
         code = recorded_exit_code(said)
+        if self.watcher.restarting():
+            return code if code is not None else 1
+        attempt = current_attempt(self.paths)
+        if code is None and attempt <= self.spec.restarts and not self.watcher.signals:
+            with contextlib.suppress(OSError):
+                atomic_write(self.paths.restarting,
+                             f"attempt {attempt} ended: the head was lost ({why}); "
+                             f"attempt {attempt + 1} of {self.spec.restarts + 1} follows\n",
+                             root=self.paths.dir)
+            if self.watcher.restarting():
+                return 1
         if code is not None:  # it finished but could not write the run directory
             errors = [line.split("error: ", 1)[1] for line in said if "error: " in line]
             error = (errors or ["the head could not record its result"])[-1]

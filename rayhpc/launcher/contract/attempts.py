@@ -1,0 +1,135 @@
+"""A run's attempts (`--restarts N`): when its allocation ends before its driver does (the
+walltime, a preemption, a node lost), the run starts again in the same run directory. Each
+attempt claims attempts/<n>/ when it starts (the job script, or the local launcher); the files
+of the attempt before it move there, so that the run directory's top always holds the current
+attempt's, read as they always were. Standard library only: the head decides whether its run
+goes on (`restart_reason`), the launcher and the job script act on it."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+
+from rayhpc.launcher.contract.atomic_io import atomic_write
+from rayhpc.launcher.contract.json_types import RecordError
+from rayhpc.launcher.contract.launch_spec import LaunchSpec
+from rayhpc.launcher.contract.records import TimingRecord, read_record
+from rayhpc.launcher.contract.run_paths import RunPaths
+from rayhpc.launcher.contract.untrusted_files import list_names, read_text_quietly
+
+# What the driver is told (`rayhpc launch --restarts N`): its attempt (1, 2, ...), "1" from the
+# second on, and where its checkpoints go (in the shared directory: every attempt sees it).
+ATTEMPT_ENV = "RAYHPC_ATTEMPT"
+RESUME_ENV = "RAYHPC_RESUME"
+CHECKPOINT_ENV = "RAYHPC_CHECKPOINT_DIR"
+
+# The stop requests that mean the allocation is ending, not the user or the driver: the job
+# script's (a scheduler's walltime warning or its TERM, e.g. a preemption; its walltime timer)
+# and the local head's own walltime. `rayhpc down` writes "rayhpc down" before it signals the
+# job, so its stop is never one of these.
+ALLOCATION_ENDS = ("job script:", "walltime:")
+ATTEMPT_DIR = re.compile(r"[1-9][0-9]{0,5}")
+STARTED = "started"  # attempts/<n>/started: "<epoch seconds> <job id>" of the attempt's start
+
+
+def allocation_ended(stop: str) -> bool:
+    """Whether a stop request (the stop file's first line) came from the allocation's end."""
+    return stop.startswith(ALLOCATION_ENDS)
+
+
+def restart_reason(spec: LaunchSpec, attempt: int, stop: str, code: int,
+                   driver_ended_first: bool) -> str:
+    """Why the run starts again after this attempt ("" : it ends here). It does when the
+    allocation ended first (``stop``: who asked), or, with restart_on_failure, when the driver
+    (or the launch) failed on its own; never past spec.restarts, never for `rayhpc down` or a
+    driver that finished."""
+    if attempt > spec.restarts:
+        return ""
+    if driver_ended_first:
+        return f"the driver exited with {code}" if code and spec.restart_on_failure else ""
+    if allocation_ended(stop):
+        return f"its allocation ended ({stop})"
+    if code and spec.restart_on_failure and stop.startswith("head:"):
+        return f"it failed (exit code {code})"
+    return ""
+
+
+def attempt_numbers(paths: RunPaths) -> list[int]:
+    """The attempts begun so far, in order (one read of attempts/; [] : the run has none)."""
+    return sorted(int(name) for name in list_names(paths.attempts, paths.dir)
+                  if ATTEMPT_DIR.fullmatch(name))
+
+
+def current_attempt(paths: RunPaths) -> int:
+    """The attempt running now (1 for a run without restarts)."""
+    numbers = attempt_numbers(paths)
+    return numbers[-1] if numbers else 1
+
+
+def attempt_started(paths: RunPaths, attempt: int) -> tuple[float, str]:
+    """When an attempt started and its job id (0.0, "" : not recorded)."""
+    words = read_text_quietly(paths.attempt_dir(attempt) / STARTED, paths.dir).split()
+    try:
+        return float(words[0]), (words[1] if len(words) > 1 else "")
+    except (IndexError, ValueError):
+        return 0.0, ""
+
+
+def begin_attempt(paths: RunPaths, job_id: str = "") -> int:
+    """Claim the next attempt (attempts/<n>/, made once: mkdir is atomic) and move the files
+    of the one before it there; the job script does the same in shell (`attempt_lines`).
+    The directories the nodes write in (nodes/, logs/) are made anew as the run directory
+    is: same group and mode."""
+    paths.attempts.mkdir(exist_ok=True)
+    attempt = current_attempt(paths) + (1 if attempt_numbers(paths) else 0)
+    paths.attempt_dir(attempt).mkdir()
+    if attempt > 1:
+        kept = paths.attempt_dir(attempt - 1)
+        for path in paths.attempt_files():
+            if os.path.lexists(path):
+                os.rename(path, kept / path.name)
+    status = paths.dir.stat()
+    for path in (paths.nodes, paths.logs, paths.attempts, paths.attempt_dir(attempt)):
+        path.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(path, -1, status.st_gid)
+        path.chmod(status.st_mode & 0o7777)
+    atomic_write(paths.attempt_dir(attempt) / STARTED, f"{time.time():.3f} {job_id}\n",
+                 root=paths.dir)
+    return attempt
+
+
+
+@dataclass(frozen=True)
+class EndedAttempt:
+    """An attempt that ended, as the files it left in attempts/<n>/ tell it."""
+    number: int
+    started: float  # epoch seconds (0.0: not recorded)
+    ended: float  # its teardown's end, else the next attempt's start (0.0: not known)
+    why: str  # why it ended and the run went on, in words
+    job_id: str = ""
+
+
+def ended_attempts(paths: RunPaths) -> list[EndedAttempt]:
+    """The attempts before the current one, oldest first (one read of attempts/, and a few
+    small files per ended attempt: at most restarts + 1 of them)."""
+    numbers = attempt_numbers(paths)
+    ended = []
+    for number, following in zip(numbers, numbers[1:]):
+        kept = RunPaths(paths.attempt_dir(number))
+        started, job_id = attempt_started(paths, number)
+        try:
+            timing = read_record(kept.timing, TimingRecord, paths.dir)
+        except RecordError:
+            timing = None
+        end = (timing.t_teardown_done if timing else None) or attempt_started(paths,
+                                                                              following)[0]
+        said = read_text_quietly(kept.restarting, paths.dir, limit=4096).split("\n", 1)[0]
+        why = said.split(": ", 1)[-1].split("; attempt ", 1)[0] if said else (
+            "no word from its head: its nodes were lost (a node's failure, a preemption or "
+            "the scheduler's kill)")
+        ended.append(EndedAttempt(number, started, end or 0.0,
+                                  "".join(c for c in why[:300] if c.isprintable()), job_id))
+    return ended
