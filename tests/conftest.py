@@ -106,3 +106,21 @@ def converted(built_image, converter, tmp_path_factory):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     sif = Path(result.stdout.strip().splitlines()[-1])
     return image, sif, result
+
+
+@pytest.fixture(scope="module")
+def testbed(docker_api, converted):
+    """The Slurm test bed (tests/testbed/), one per test module, with the run image's SIF in
+    its shared directory (ray.sif)."""
+    from rayhpc.containers.images import ensure_recipe_image
+    from tests import PROJECT_ROOT
+    from tests.testbed.harness import RECIPE, SlurmTestbed
+
+    image = ensure_recipe_image(RECIPE, "default")
+    shared = Path(tempfile.mkdtemp(prefix="rayhpc-testbed-shared-"))
+    shared.chmod(0o777)  # the cluster's users (ray, uid 1000) write here
+    _, sif, _ = converted
+    shutil.copyfile(sif, shared / "ray.sif")
+    (shared / "ray.sif").chmod(0o644)
+    with SlurmTestbed(docker_api, image, shared, PROJECT_ROOT).running() as bed:
+        yield bed

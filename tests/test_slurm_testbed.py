@@ -8,7 +8,6 @@ import json
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,25 +19,11 @@ from rayhpc.launcher.runtimes.apptainer import versions_from_inspect
 from tests import PROJECT_ROOT
 from tests.launching import archived
 from tests.test_elastic import BIG_JOB
-from tests.testbed.harness import ALL_NODES, COMPUTE_NODES, RECIPE, SlurmTestbed
+from tests.testbed.harness import ALL_NODES, COMPUTE_NODES, SlurmTestbed
 
 pytestmark = pytest.mark.docker
 SITE = PROJECT_ROOT / "tests/testbed/site.yaml"
 RAY_PROCESSES = "raylet|gcs_server|ray::|dashboard|default_worker|node_agent.pyz"
-
-
-@pytest.fixture(scope="module")
-def testbed(docker_api, converted):
-    from rayhpc.containers.images import ensure_recipe_image
-
-    image = ensure_recipe_image(RECIPE, "default")
-    shared = Path(tempfile.mkdtemp(prefix="rayhpc-testbed-shared-"))
-    shared.chmod(0o777)  # the cluster's users (ray, uid 1000) write here
-    _, sif, _ = converted
-    shutil.copyfile(sif, shared / "ray.sif")
-    (shared / "ray.sif").chmod(0o644)
-    with SlurmTestbed(docker_api, image, shared, PROJECT_ROOT).running() as bed:
-        yield bed
 
 
 def launch(bed: SlurmTestbed, *args: str,

@@ -40,14 +40,14 @@ def allocation_ended(stop: str) -> bool:
 
 
 def restart_reason(spec: LaunchSpec, attempt: int, stop: str, code: int,
-                   driver_ended_first: bool) -> str:
+                   driver_finished: bool) -> str:
     """Why the run starts again after this attempt ("" : it ends here). It does when the
     allocation ended first (``stop``: who asked), or, with restart_on_failure, when the driver
     (or the launch) failed on its own; never past spec.restarts, never for `rayhpc down` or a
     driver that finished."""
     if attempt > spec.restarts:
         return ""
-    if driver_ended_first:
+    if driver_finished:  # it exited on its own, before any stop was asked
         return f"the driver exited with {code}" if code and spec.restart_on_failure else ""
     if allocation_ended(stop):
         return f"its allocation ended ({stop})"

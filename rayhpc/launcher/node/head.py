@@ -25,6 +25,7 @@ from rayhpc.launcher.contract import (
     RunPaths,
     StatusRecord,
     TimingRecord,
+    allocation_ended,
     atomic_write,
     attempt_started,
     current_attempt,
@@ -92,6 +93,7 @@ class Head(Agent):
         self._status_written = 0.0
         self.stops = StopRequests(paths, spec.walltime_s, spec.stop_grace)
         self.driver_ended_first = False  # the driver exited before any signal came
+        self.driver_finished = False  # ... and before any stop was asked: its own end
         self.server = ControlServer(spec.ports["agent"], secret_of(self.token),
                                     tuple(agent_addresses(spec.interface, spec.nodes > 1)))
         self.ray_nodes: list[dict] = []  # Ray's node list when every node had joined
@@ -150,9 +152,10 @@ class Head(Agent):
         if self.signalled and not self.driver_ended_first:
             code = 128 + self.signalled
         try:
+            ended = self.decide_restart(code)
+            error = error or ended
             if error:
                 atomic_write(self.paths.error, error + "\n")
-            self.decide_restart(code)
             write_record(self.paths.timing, self.timing)
             try:
                 write_timeline(self.paths)
@@ -165,19 +168,27 @@ class Head(Agent):
         self.say(f"done: exit code {code}")
         return code
 
-    def decide_restart(self, code: int) -> None:
+    def decide_restart(self, code: int) -> str:
         """Whether the run starts again (`contract.attempts.restart_reason`): if so, say why in
         `restarting`, before exit_code, so that no reader takes this attempt's end for the
-        run's. A signal to the agent itself (Ctrl-C, a plain cancel) never restarts it."""
-        if self.signalled:
-            return
-        reason = restart_reason(self.spec, self.attempt, self.paths.read_stop_request(), code,
-                                self.driver_ended_first)
+        run's. A signal to the agent itself (Ctrl-C, a plain cancel) never restarts it. The
+        last attempt allowed, ended by its allocation: the error that says so ("" : none)."""
+        if self.signalled or not self.spec.restarts:
+            return ""
+        stop = self.paths.read_stop_request()
+        reason = restart_reason(self.spec, self.attempt, stop, code, self.driver_finished)
+        allowed = self.spec.restarts + 1
         if reason:
             atomic_write(self.paths.restarting,
                          f"attempt {self.attempt} ended: {reason}; attempt {self.attempt + 1} "
-                         f"of {self.spec.restarts + 1} follows\n")
+                         f"of {allowed} follows\n")
             self.say(f"attempt {self.attempt} ended: {reason}; the run starts again")
+            return ""
+        if allocation_ended(stop) and not self.driver_finished:
+            return (f"attempt {self.attempt} of {allowed} ended before the driver: its "
+                    f"allocation ended ({stop}); no restarts left (--restarts "
+                    f"{self.spec.restarts})")
+        return ""
 
     def start_head(self) -> str:
         self.ip = node_ip(self.spec.interface, self.spec.nodes > 1)
@@ -346,6 +357,7 @@ class Head(Agent):
         # Its own end, before any signal: its code stands (a SIGHUP during the teardown, a
         # closed terminal, does not make a driver that exited 0 a failure).
         self.driver_ended_first = self.signalled is None
+        self.driver_finished = self.driver_ended_first and not asked
         self.server.poke()  # the node watch sees the driver's end now, not at its next period
         left, names = stop_session(self.driver.pid, LEFTOVER_GRACE_S,
                                    leader=driver_argv(command))

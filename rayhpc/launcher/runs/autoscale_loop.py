@@ -22,7 +22,7 @@ from rayhpc.launcher.autoscale_policy import (
     lifetimes,
     replacement_submitted,
 )
-from rayhpc.launcher.contract import LEFT
+from rayhpc.launcher.contract import LEFT, current_attempt
 from rayhpc.launcher.runs.grow_shrink import (
     BlockRequest,
     block_nodes,
@@ -128,7 +128,7 @@ def _why_not_on(run: Run) -> str:
         return f"the run directory {run.paths.dir} is gone"
     if run.exit_code is not None:
         return f"run {run.run_id} has ended"
-    if run.paths.exists(run.paths.stop):
+    if run.paths.exists(run.paths.stop) and not run.restarting():
         return f"run {run.run_id} is stopping ({run.paths.read_stop_request() or 'stop file'})"
     return ""
 
@@ -137,8 +137,24 @@ def _loop(run: Run, site: str, policy: Policy, block: BlockRequest, say: Say,
           period_s: float, stop: Callable[[], bool], client) -> None:
     memory, idle_since, started = Memory(), {}, {}
     first_look, unreachable_since = True, None
+    attempt, waiting = current_attempt(run.paths), False
     while not (why := _why_not_on(run)) and not stop():
         now = time.time()
+        if run.restarting() or (current_attempt(run.paths) != attempt and not run.head):
+            # `--restarts`: the cluster starts again; its blocks went with the old head. Wait
+            # for the new head, then go on from nothing for it.
+            if not waiting:
+                say(f"run {run.run_id} is starting again: autoscaling waits for its next "
+                    "attempt's cluster")
+            waiting = True
+            time.sleep(period_s)
+            continue
+        if current_attempt(run.paths) != attempt:
+            attempt = current_attempt(run.paths)
+            say(f"attempt {attempt} of run {run.run_id} is up: autoscaling goes on for it")
+            client = run.client()
+            memory, idle_since, started, unreachable_since = Memory(), {}, {}, None
+        waiting = False
         try:
             status = client.json("GET", "/api/cluster_status").get("data") or {}
             unreachable_since = None
@@ -150,7 +166,10 @@ def _loop(run: Run, site: str, policy: Policy, block: BlockRequest, say: Say,
             if now - unreachable_since > UNREACHABLE_S:
                 if run.paths.exists(run.paths.stop):
                     break
-                raise
+                if current_attempt(run.paths) > run.spec.restarts or \
+                        run.backend.running(run) is False:
+                    raise
+                # A head lost without a word: its job may start again (`--restarts`).
             time.sleep(period_s)
             continue
         facts = block_facts(run, busy_ips(status), idle_since, started, now, first_look)

@@ -30,6 +30,8 @@ from rayhpc.launcher.contract import (
     RunPaths,
     StatusRecord,
     UnsafeFile,
+    allocation_ended,
+    attempt_started,
     current_attempt,
     ended_attempts,
     list_names,
@@ -101,12 +103,18 @@ class Run(LaunchedRun):
             return StatusRecord()
 
     def blocks(self) -> list[Block]:
-        """The run's grown blocks; a block record that is not one is said and left out."""
+        """The run's grown blocks; a block record that is not one is said and left out. A
+        block grown before the current attempt started (`--restarts`) lost its head with the
+        attempt before: it counts as released."""
         problems: list[str] = []
         blocks = read_blocks(self.paths, problems)
         for problem in problems:
             warn_once(problem)
-        return blocks
+        attempt = current_attempt(self.paths) if self.spec.restarts else 1
+        started = attempt_started(self.paths, attempt)[0] if attempt > 1 else 0.0
+        return [dataclasses.replace(block, released=f"its head ended with attempt {attempt - 1}")
+                if started and block.t_submit < started and not block.released else block
+                for block in blocks]
 
     @property
     def backend(self) -> Backend:
@@ -121,6 +129,14 @@ class Run(LaunchedRun):
     def up(self) -> bool:
         """An interactive cluster with every node joined, not stopped yet."""
         return self.paths.exists(self.paths.connect) and self.exit_code is None
+
+    def restarting(self) -> bool:
+        """Between two attempts (`--restarts`): the current one ended, or is ending at its
+        allocation's end, and another follows."""
+        if self.paths.exists(self.paths.restarting):
+            return True
+        return (bool(self.spec.restarts) and current_attempt(self.paths) <= self.spec.restarts
+                and allocation_ended(self.paths.read_stop_request()))
 
     @property
     def head_node(self) -> str:

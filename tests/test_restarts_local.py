@@ -1,0 +1,55 @@
+"""--restarts on the local site, on the real engine: the head's container killed mid-run, the
+launcher starts the cluster again in the same run directory, the driver resumes from its
+checkpoint, every step counted once, and nothing is left."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from tests.launching import Background, archived, leftovers
+
+pytestmark = pytest.mark.docker
+
+
+def test_the_head_killed_the_launcher_starts_the_run_again_and_the_driver_resumes(
+        docker_api, built_image, shared_dir):
+    image, _ = built_image
+    steps = 30
+    run = Background(image, shared_dir, "--nodes", "2", "--restarts", "1", "--driver",
+                     f"python examples/resume_steps.py --steps {steps} --step-seconds 1")
+    run.wait_for_line("step 4/30 done (attempt 1)")
+    run_dir = run.run_dir
+    docker_api.kill(f"rayhpc-{run_dir.name}-head")
+    killed = time.monotonic()
+    run.wait_for_line(re.compile(r"step \d+/30 done \(attempt 2\)"))
+    print(f"\nfrom the head's loss to the resumed driver's first step: "
+          f"{time.monotonic() - killed:.1f} s")
+    output = run.finish()
+    assert run.proc.returncode == 0, output[-3000:]
+    said = re.search(r"rayhpc: attempt 1 ended: the head was lost \(its container exited "
+                     r"\(status 137\)\); attempt 2 of 2 follows\n", output)
+    assert said, output[-3000:]
+    assert "rayhpc: attempt 2 of 2: starting the cluster again" in output
+    first = (run_dir / "attempts" / "1" / "driver.log").read_text()
+    k = len(re.findall(r"^step \d+/30 done \(attempt 1\)", first, re.M))
+    assert f"attempt 2: resuming at step {k} of {steps}" in output
+    state = json.loads((shared_dir / "checkpoints" / run_dir.name
+                        / "resume_steps.json").read_text())
+    assert state["total"] == sum(i * i for i in range(steps))
+    assert state["done_by"] == [1] * k + [2] * (steps - k)
+    # The attempts apart: attempt 1's head record and the logs copied out of its killed head;
+    # the run's files at the top are attempt 2's, which ended with the driver's 0.
+    kept = run_dir / "attempts" / "1"
+    assert json.loads((kept / "head.json").read_text())["node"] == "head"
+    assert "raylet.out" in archived(kept, "head")
+    assert "attempt 1 ended: the head was lost" in (kept / "restarting").read_text()
+    assert (run_dir / "exit_code").read_text().strip() == "0"
+    assert not (run_dir / "restarting").exists()
+    assert "attempt 1 of 2: " in (run_dir / "timeline.svg").read_text()
+    summary = output.strip().splitlines()[-1]
+    assert re.match(rf"rayhpc: run {run_dir.name}: 2/2 nodes, .*exit code 0$", summary), summary
+    assert leftovers(docker_api, run_dir.name) == []
