@@ -130,7 +130,9 @@ def test_every_task_and_flag_used_in_the_docs_exists():
         if task == "import":
             continue  # `from rayhpc import Cluster`
         assert task in tasks, f"{page}: `{task}` is not a task (`rayhpc --list`): ...{rest}"
-        unknown = {flag for flag in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", rest)
+        # A quoted word is a flag's value (a --driver's own command line), not rayhpc's flags.
+        words = re.sub(r"\"[^\"]*\"|'[^']*'", "VALUE", rest)
+        unknown = {flag for flag in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", words)
                    if flag not in help_flags(task)}
         assert not unknown, f"{page}: `{task}` has no {', '.join(sorted(unknown))}: {rest}"
 

@@ -76,7 +76,7 @@ def test_the_walltime_warning_requeues_the_job_and_the_driver_resumes_at_its_ste
     """(a) The walltime warning at step k: the agents stop, the head writes `restarting`, the
     job script requeues its job (`scontrol requeue`), attempt 2 starts in the same run
     directory and the driver resumes at step k; every step is counted once."""
-    steps = 40
+    steps = 20
     submitted, run_dir = launch(testbed, "--nodes", "2", "--restarts", "1", "--driver",
                                 resume_driver(steps), wait=False)
     job_id = job_id_of(submitted)
@@ -117,7 +117,7 @@ def test_the_heads_node_lost_leads_to_a_restart_that_finishes(testbed):
     """(b) The container of the head's node is killed mid-run: Slurm finds the node not
     responding (SlurmdTimeout), marks it down and requeues the job (--requeue); attempt 2
     runs on the nodes left and the driver resumes."""
-    steps = 30
+    steps = 20
     submitted, run_dir = launch(testbed, "--nodes", "2", "--restarts", "1", "--driver",
                                 resume_driver(steps), wait=False)
     wait_until(lambda: steps_done(run_dir) >= 3, 180, "the driver never did 3 steps", run_dir)

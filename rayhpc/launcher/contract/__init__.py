@@ -35,6 +35,7 @@ from rayhpc.launcher.contract.attempts import (
     attempt_started,
     begin_attempt,
     current_attempt,
+    end_attempt,
     ended_attempts,
     restart_reason,
 )
@@ -110,7 +111,7 @@ from rayhpc.launcher.contract.untrusted_files import (
 __all__ = [
     "ATTEMPT_ENV", "CHECKPOINT_ENV", "RESUME_ENV", "allocation_ended", "attempt_numbers",
     "attempt_started", "begin_attempt", "current_attempt", "restart_reason", "EndedAttempt",
-    "ended_attempts",
+    "end_attempt", "ended_attempts",
     "AF_UNIX_MAX", "Block", "BlockCounts", "DASHBOARD_LOCAL_PORT", "DRAIN_MAX_S", "FABRIC_VARS",
     "FINAL_STATES", "FIRST_GROWN_BLOCK", "GroupTotals", "HEAD_HOST_ENV", "HeadRecord", "LEFT",
     "LaunchSpec", "LaunchedRun", "NODES_ENV", "NODE_IP_ENV", "NODE_PROGRAM", "NODE_TEMP_DIR_ENV",

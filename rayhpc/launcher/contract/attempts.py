@@ -56,6 +56,26 @@ def restart_reason(spec: LaunchSpec, attempt: int, stop: str, code: int,
     return ""
 
 
+def end_attempt(paths: RunPaths, spec: LaunchSpec, attempt: int, code: int,
+                driver_finished: bool) -> tuple[str, str]:
+    """The head's last word on its attempt (`restart_reason`): when the run goes on, why, in
+    `restarting` (written before exit_code, so that no reader takes this attempt's end for the
+    run's) and returned to be said; when the last attempt allowed ended at its allocation's
+    end, the error that says so. ("", "") : an end like any run's."""
+    stop = paths.read_stop_request()
+    reason = restart_reason(spec, attempt, stop, code, driver_finished)
+    allowed = spec.restarts + 1
+    if reason:
+        atomic_write(paths.restarting, f"attempt {attempt} ended: {reason}; attempt "
+                     f"{attempt + 1} of {allowed} follows\n")
+        return f"attempt {attempt} ended: {reason}; the run starts again", ""
+    if allocation_ended(stop) and not driver_finished:
+        before = "" if spec.interactive else " before the driver"
+        return "", (f"attempt {attempt} of {allowed} ended{before}: its allocation ended "
+                    f"({stop}); no restarts left (--restarts {spec.restarts})")
+    return "", ""
+
+
 def attempt_numbers(paths: RunPaths) -> list[int]:
     """The attempts begun so far, in order (one read of attempts/; [] : the run has none)."""
     return sorted(int(name) for name in list_names(paths.attempts, paths.dir)

@@ -5,7 +5,6 @@ the cluster up until a stop), stop every node, write exit_code and timing.json."
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -25,11 +24,10 @@ from rayhpc.launcher.contract import (
     RunPaths,
     StatusRecord,
     TimingRecord,
-    allocation_ended,
     atomic_write,
     attempt_started,
     current_attempt,
-    restart_reason,
+    end_attempt,
     run_dir_problem,
     write_record,
 )
@@ -41,7 +39,7 @@ from rayhpc.launcher.node.driver_output import DriverOutput
 from rayhpc.launcher.node.head_route import head_route_environment
 from rayhpc.launcher.node.launch_failed import LaunchFailed
 from rayhpc.launcher.node.membership import watch_nodes
-from rayhpc.launcher.node.processes import POLL_S, stop_session
+from rayhpc.launcher.node.processes import POLL_S, stop_session, terminate_group
 from rayhpc.launcher.node.ray_start import agent_addresses, node_ip, without_proxy
 from rayhpc.launcher.node.report import (
     failed_before_joining,
@@ -82,8 +80,7 @@ class Head(Agent):
     def __init__(self, paths: RunPaths, node: str, spec: LaunchSpec, group: str = ""):
         super().__init__(paths, node, spec, group)
         self.driver: subprocess.Popen | None = None
-        # Which start of the run this is (`--restarts`: the job script or the local launcher
-        # claimed it in attempts/ before any node started); a later one counts from its own.
+        # Which start of the run (`--restarts`: claimed in attempts/ before any node started).
         self.attempt = current_attempt(paths) if spec.restarts else 1
         started = attempt_started(paths, self.attempt)[0] if self.attempt > 1 else 0.0
         self.timing = TimingRecord(t_submit=started or spec.t_submit, t_head_start=time.time(),
@@ -103,20 +100,8 @@ class Head(Agent):
     def on_stop_request(self) -> None:
         """SIGTERM to the driver's process group; SIGKILL if it is still there 10 s later (a
         driver that ignores SIGTERM must not eat the walltime grace)."""
-        driver = self.driver
-        if driver is None or driver.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(driver.pid, signal.SIGTERM)
-
-        def kill_group() -> None:
-            # The whole group: the shell of `shell=True` may be gone while its child lives on.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(driver.pid, signal.SIGKILL)
-
-        timer = threading.Timer(DRIVER_KILL_AFTER_S, kill_group)
-        timer.daemon = True
-        timer.start()
+        if self.driver is not None and self.driver.poll() is None:
+            terminate_group(self.driver.pid, DRIVER_KILL_AFTER_S)
 
     def stop_requested(self) -> bool:
         """A signal, or a stop asked in the run directory (see `node.stop_requests`)."""
@@ -169,26 +154,16 @@ class Head(Agent):
         return code
 
     def decide_restart(self, code: int) -> str:
-        """Whether the run starts again (`contract.attempts.restart_reason`): if so, say why in
-        `restarting`, before exit_code, so that no reader takes this attempt's end for the
-        run's. A signal to the agent itself (Ctrl-C, a plain cancel) never restarts it. The
-        last attempt allowed, ended by its allocation: the error that says so ("" : none)."""
+        """Whether the run starts again (`contract.attempts.end_attempt`); the error that ends
+        it where its last attempt ended at its allocation's end. A signal to the agent itself
+        (Ctrl-C, a plain cancel) never restarts it."""
         if self.signalled or not self.spec.restarts:
             return ""
-        stop = self.paths.read_stop_request()
-        reason = restart_reason(self.spec, self.attempt, stop, code, self.driver_finished)
-        allowed = self.spec.restarts + 1
-        if reason:
-            atomic_write(self.paths.restarting,
-                         f"attempt {self.attempt} ended: {reason}; attempt {self.attempt + 1} "
-                         f"of {allowed} follows\n")
-            self.say(f"attempt {self.attempt} ended: {reason}; the run starts again")
-            return ""
-        if allocation_ended(stop) and not self.driver_finished:
-            return (f"attempt {self.attempt} of {allowed} ended before the driver: its "
-                    f"allocation ended ({stop}); no restarts left (--restarts "
-                    f"{self.spec.restarts})")
-        return ""
+        said, error = end_attempt(self.paths, self.spec, self.attempt, code,
+                                  self.driver_finished)
+        if said:
+            self.say(said)
+        return error
 
     def start_head(self) -> str:
         self.ip = node_ip(self.spec.interface, self.spec.nodes > 1)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 POLL_S = 0.2
@@ -155,6 +156,21 @@ def stop_session(session: int, grace_s: float, leader: list[str] | None = None,
         stopped.update(members)  # those forked meanwhile count too
         signal_until_gone(members, grace_s)
     return len(stopped), names
+
+
+def terminate_group(leader: int, kill_after_s: float) -> None:
+    """SIGTERM to a process group; SIGKILL to it ``kill_after_s`` later (a timer: this returns
+    at once). The whole group: the shell of `shell=True` may be gone while its child lives on."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader, signal.SIGTERM)
+
+    def kill_group() -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(leader, signal.SIGKILL)
+
+    timer = threading.Timer(kill_after_s, kill_group)
+    timer.daemon = True
+    timer.start()
 
 
 def signal_until_gone(pids: list[int], grace_s: float) -> None:
