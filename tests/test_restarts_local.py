@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.cli import invoke
 from tests.launching import Background, archived, leftovers
 
 pytestmark = pytest.mark.docker
@@ -52,4 +53,37 @@ def test_the_head_killed_the_launcher_starts_the_run_again_and_the_driver_resume
     assert "attempt 1 of 2: " in (run_dir / "timeline.svg").read_text()
     summary = output.strip().splitlines()[-1]
     assert re.match(rf"rayhpc: run {run_dir.name}: 2/2 nodes, .*exit code 0$", summary), summary
+    assert leftovers(docker_api, run_dir.name) == []
+
+
+def test_an_interactive_cluster_comes_back_and_a_submit_waits_for_it(docker_api, built_image,
+                                                                     shared_dir):
+    """An interactive cluster whose head is lost starts again: connect.txt is written anew by
+    the new head, a `rayhpc submit` sent meanwhile waits for it (saying so) and runs on the
+    new cluster, and `rayhpc down` ends the run with nothing left."""
+    image, _ = built_image
+    run = Background(image, shared_dir, "--nodes", "2", "--restarts", "1", "--interactive")
+    run.wait_for_line(re.compile(r"rayhpc: cluster up; "))
+    run_dir = run.run_dir
+    docker_api.kill(f"rayhpc-{run_dir.name}-head")
+    deadline = time.monotonic() + 60
+    while not (run_dir / "attempts" / "2").is_dir():
+        assert time.monotonic() < deadline, run.output[-3000:]
+        time.sleep(0.2)
+    flags = ("--run", run_dir.name, "--shared", str(shared_dir))
+    job = invoke("submit", *flags, "--", "python", "-c",
+                 "import ray; ray.init(); print('alive', sum(n['Alive'] for n in ray.nodes()))",
+                 timeout=300)
+    assert job.returncode == 0, job.stdout + job.stderr
+    assert f"run {run_dir.name} is starting again (attempt 2 of 2): waiting for its cluster" \
+        in job.stdout + job.stderr
+    assert "alive 2" in job.stdout
+    run.wait_for_line(re.compile(r"rayhpc: cluster up; "))  # said again, for attempt 2
+    assert (run_dir / "attempts" / "1" / "connect.txt").is_file()
+    assert (run_dir / "connect.txt").stat().st_mtime > \
+        (run_dir / "attempts" / "1" / "connect.txt").stat().st_mtime
+    down = invoke("down", *flags, timeout=300)
+    assert down.returncode == 0 and "exit code 143" in down.stdout, down.stdout + down.stderr
+    output = run.finish()
+    assert run.proc.returncode == 143, output[-3000:]
     assert leftovers(docker_api, run_dir.name) == []

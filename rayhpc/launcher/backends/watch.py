@@ -28,7 +28,6 @@ from rayhpc.launcher.contract import (
     read_bounded,
     read_record,
     read_spec,
-    read_text_quietly,
 )
 
 if TYPE_CHECKING:
@@ -114,15 +113,18 @@ class RunWatcher:
         """Whether the run's attempt ended and another follows (`--restarts`)."""
         return self.paths.exists(self.paths.restarting)
 
-    def _follow_attempts(self) -> None:
-        """Say why an attempt ended when the run starts again; once the next attempt began
-        (its files anew at the top of the run directory), follow those from their start."""
-        said = read_text_quietly(self.paths.restarting, self.paths.dir, limit=4096)
-        said = "".join(c for c in said.split("\n", 1)[0][:300] if c.isprintable())
+    def say_restart(self) -> None:
+        """Say why the attempt ended when the run starts again (once per attempt)."""
+        said = self.paths.read_restarting()
         if said and said != self._restart_said:
             self._restart_said = said
             self.flush(wait_s=0)
             self.say(said)
+
+    def _follow_attempts(self) -> None:
+        """Say why an attempt ended when the run starts again; once the next attempt began
+        (its files anew at the top of the run directory), follow those from their start."""
+        self.say_restart()
         attempt = current_attempt(self.paths)
         if self._attempt and attempt > self._attempt:
             self._driver_offset, self._joined, self._lost, self._notes = 0, -1, [], 0

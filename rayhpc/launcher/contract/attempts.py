@@ -146,10 +146,9 @@ def ended_attempts(paths: RunPaths) -> list[EndedAttempt]:
             timing = None
         end = (timing.t_teardown_done if timing else None) or attempt_started(paths,
                                                                               following)[0]
-        said = read_text_quietly(kept.restarting, paths.dir, limit=4096).split("\n", 1)[0]
+        said = paths.first_line(kept.restarting)
         why = said.split(": ", 1)[-1].split("; attempt ", 1)[0] if said else (
             "no word from its head: its nodes were lost (a node's failure, a preemption or "
             "the scheduler's kill)")
-        ended.append(EndedAttempt(number, started, end or 0.0,
-                                  "".join(c for c in why[:300] if c.isprintable()), job_id))
+        ended.append(EndedAttempt(number, started, end or 0.0, why, job_id))
     return ended

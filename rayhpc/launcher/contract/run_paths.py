@@ -165,8 +165,17 @@ class RunPaths:
 
     def read_stop_request(self) -> str:
         """Who asked the run to stop ("" : nobody yet), from the stop file's first line."""
-        text = read_text_quietly(self.stop, self.dir, limit=4096).splitlines()
-        return "".join(c for c in (text or [""])[0][:200] if c.isprintable()).strip()
+        return self.first_line(self.stop, 200)
+
+    def read_restarting(self) -> str:
+        """Why the current attempt ended and which follows ("" : the run does not go on)."""
+        return self.first_line(self.restarting)
+
+    def first_line(self, path: Path, most: int = 300) -> str:
+        """A small text file's first line, printable characters only, at most ``most`` of
+        them ("" : missing): the containers write these files, the terminal shows them."""
+        text = read_text_quietly(path, self.dir, limit=4096).splitlines()
+        return "".join(c for c in (text or [""])[0][:most] if c.isprintable()).strip()
 
     def read_exit_code(self) -> int | None:
         """The run's exit code (None: not written, or not a shell's exit status, or the

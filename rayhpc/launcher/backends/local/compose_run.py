@@ -35,7 +35,6 @@ from rayhpc.launcher.contract import (
     atomic_write,
     begin_attempt,
     current_attempt,
-    read_text_quietly,
     record_end_for_the_head,
     remove,
     run_dir_problem,
@@ -204,8 +203,7 @@ class LocalLaunch:
         """The run starts again (`--restarts`): its containers go (their logs kept with this
         attempt's files), the next attempt is claimed (the files move to attempts/<n>/) and
         compose brings every node up anew: `_compose_up`'s result."""
-        said = read_text_quietly(self.paths.restarting, self.paths.dir).split("\n", 1)[0]
-        self.watcher.say("".join(c for c in said[:300] if c.isprintable()))
+        self.watcher.say_restart()
         self.teardown()
         attempt = begin_attempt(self.paths)
         self.watcher.say(f"attempt {attempt} of {self.spec.restarts + 1}: starting the "
