@@ -251,3 +251,20 @@ def test_the_driver_gets_its_attempt_and_checkpoint_dir():
     assert spec.checkpoints == spec.shared / "checkpoints" / spec.run_id
     given = make_spec("local", restarts=1, checkpoint_dir="ckpt/a")
     assert given.checkpoints == given.shared / "ckpt" / "a"
+
+
+def test_a_link_planted_for_an_attempts_directory_is_not_followed(tmp_path):
+    """The containers can write the run directory: attempts/1 made a link (to a directory the
+    launcher, maybe root, may write) gets none of the run's files."""
+    spec = spec_with(1, tmp=tmp_path / "shared")
+    paths = RunPaths(prepare_run_dir(spec))
+    begin_attempt(paths)
+    one_attempts_files(paths, 1)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    paths.attempt_dir(1).rename(tmp_path / "moved")
+    paths.attempt_dir(1).symlink_to(elsewhere)
+    with pytest.raises(OSError):
+        begin_attempt(paths)
+    assert list(elsewhere.iterdir()) == []
+    assert paths.head.read_text() == "attempt 1\n"  # left where it was

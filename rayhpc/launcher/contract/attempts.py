@@ -7,6 +7,7 @@ goes on (`restart_reason`), the launcher and the job script act on it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -17,7 +18,11 @@ from rayhpc.launcher.contract.json_types import RecordError
 from rayhpc.launcher.contract.launch_spec import LaunchSpec
 from rayhpc.launcher.contract.records import TimingRecord, read_record
 from rayhpc.launcher.contract.run_paths import RunPaths
-from rayhpc.launcher.contract.untrusted_files import list_names, read_text_quietly
+from rayhpc.launcher.contract.untrusted_files import (
+    directory_of,
+    list_names,
+    read_text_quietly,
+)
 
 # What the driver is told (`rayhpc launch --restarts N`): its attempt (1, 2, ...), "1" from the
 # second on, and where its checkpoints go (in the shared directory: every attempt sees it).
@@ -99,27 +104,43 @@ def attempt_started(paths: RunPaths, attempt: int) -> tuple[float, str]:
 
 def begin_attempt(paths: RunPaths, job_id: str = "") -> int:
     """Claim the next attempt (attempts/<n>/, made once: mkdir is atomic) and move the files
-    of the one before it there; the job script does the same in shell (`attempt_lines`).
-    The directories the nodes write in (nodes/, logs/) are made anew as the run directory
-    is: same group and mode."""
-    paths.attempts.mkdir(exist_ok=True)
-    attempt = current_attempt(paths) + (1 if attempt_numbers(paths) else 0)
-    paths.attempt_dir(attempt).mkdir()
-    if attempt > 1:
-        kept = paths.attempt_dir(attempt - 1)
-        for path in paths.attempt_files():
-            if os.path.lexists(path):
-                os.rename(path, kept / path.name)
+    of the one before it there; the job script does the same in shell (`backends.batch.
+    jobscript.attempt_lines`). The containers could write the run directory: every directory
+    is opened from it with no link followed (the launcher may be root), and the ones made
+    (attempts/<n>/, nodes/ and logs/ anew) get the run directory's group and mode."""
     status = paths.dir.stat()
-    for path in (paths.nodes, paths.logs, paths.attempts, paths.attempt_dir(attempt)):
-        path.mkdir(exist_ok=True)
-        if os.geteuid() == 0:
-            os.chown(path, -1, status.st_gid)
-        path.chmod(status.st_mode & 0o7777)
+    with directory_of(paths.spec, paths.dir) as top:
+        _private_dir(top, paths.attempts.name, status)
+        attempt = current_attempt(paths) + (1 if attempt_numbers(paths) else 0)
+        with directory_of(paths.attempt_dir(attempt), paths.dir) as attempts:
+            _private_dir(attempts, str(attempt), status, exist_ok=False)
+        if attempt > 1:
+            with directory_of(paths.attempt_dir(attempt - 1) / STARTED, paths.dir) as kept:
+                for path in paths.attempt_files():
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rename(path.name, path.name, src_dir_fd=top, dst_dir_fd=kept)
+        for path in (paths.nodes, paths.logs):
+            _private_dir(top, path.name, status)
     atomic_write(paths.attempt_dir(attempt) / STARTED, f"{time.time():.3f} {job_id}\n",
                  root=paths.dir)
     return attempt
 
+
+def _private_dir(parent: int, name: str, like: os.stat_result, exist_ok: bool = True) -> None:
+    """A directory ``name`` in the directory open as ``parent`` (made unless there), with the
+    group and mode of ``like``, set through a descriptor opened with no link followed."""
+    try:
+        os.mkdir(name, 0o700, dir_fd=parent)
+    except FileExistsError:
+        if not exist_ok:
+            raise
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+    try:
+        if os.geteuid() == 0:
+            os.fchown(fd, -1, like.st_gid)
+        os.fchmod(fd, like.st_mode & 0o7777)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -183,13 +183,13 @@ class LocalLaunch:
                     if code is None:  # a signal while it started again
                         result = 128 + self.watcher.signals[0]
                         return result
-                if current_attempt(self.paths) > 1:
+                if current_attempt(self.paths) > 1 or self.watcher.restarting():
                     # A later attempt could not start: the run ends, said and recorded.
-                    error = f"docker compose up failed: {err.strip()[-800:]}"
-                    self.watcher.say(f"error: {error}")
+                    self.watcher.say(f"error: {err}")
                     result = 1
                     with contextlib.suppress(OSError):
-                        record_end_for_the_head(self.paths, self.spec, error, result)
+                        remove(self.paths.restarting, self.paths.dir)
+                        record_end_for_the_head(self.paths, self.spec, err, result)
                     return result
             finally:
                 if not left_up:
@@ -202,13 +202,18 @@ class LocalLaunch:
     def _next_attempt(self) -> tuple[int | None, str]:
         """The run starts again (`--restarts`): its containers go (their logs kept with this
         attempt's files), the next attempt is claimed (the files move to attempts/<n>/) and
-        compose brings every node up anew: `_compose_up`'s result."""
+        compose brings every node up anew: `_compose_up`'s code (None: a signal came), and
+        the error that ends the run when it is not 0."""
         self.watcher.say_restart()
         self.teardown()
-        attempt = begin_attempt(self.paths)
+        try:
+            attempt = begin_attempt(self.paths)
+        except OSError as exc:  # a run directory changed under us (a link planted, full)
+            return 1, f"the run cannot start again: {run_dir_problem(exc)}"
         self.watcher.say(f"attempt {attempt} of {self.spec.restarts + 1}: starting the "
                          "cluster again")
-        return self._compose_up()
+        code, err = self._compose_up()
+        return code, (f"docker compose up failed: {err.strip()[-800:]}" if code else "")
 
     def _record_unrecorded_end(self, code: int) -> None:
         """A run the launcher stopped before its head recorded the end (a second Ctrl-C, a
