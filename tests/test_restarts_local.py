@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.cli import invoke
-from tests.launching import Background, archived, leftovers
+from tests.launching import Background, archived, launch, leftovers
 
 pytestmark = pytest.mark.docker
 
@@ -87,3 +87,20 @@ def test_an_interactive_cluster_comes_back_and_a_submit_waits_for_it(docker_api,
     output = run.finish()
     assert run.proc.returncode == 143, output[-3000:]
     assert leftovers(docker_api, run_dir.name) == []
+
+
+def test_restart_on_failure_starts_a_failed_driver_again(built_image, shared_dir):
+    """--restart-on-failure: a driver that exits 3 in its first attempt runs again (with
+    RAYHPC_ATTEMPT=2 and RAYHPC_RESUME=1) and its exit code then is the run's."""
+    image, _ = built_image
+    driver = ("python -c \"import os, sys; print('attempt', os.environ['RAYHPC_ATTEMPT'], "
+              "os.environ.get('RAYHPC_RESUME')); sys.exit(0 if os.environ['RAYHPC_ATTEMPT'] == "
+              "'2' else 3)\"")
+    result, run_dir = launch(image, shared_dir, "--nodes", "1", "--restarts", "1",
+                             "--restart-on-failure", "--driver", driver)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "attempt 1 None" in result.stdout and "attempt 2 1" in result.stdout
+    assert "rayhpc: attempt 1 ended: the driver exited with 3; attempt 2 of 2 follows" \
+        in result.stdout
+    assert (run_dir / "attempts" / "1" / "exit_code").read_text().strip() == "3"
+    assert (run_dir / "exit_code").read_text().strip() == "0"
