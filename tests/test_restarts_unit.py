@@ -129,26 +129,41 @@ def test_the_job_script_ends_at_once_when_started_past_the_last_attempt(tmp_path
     assert paths.read_exit_code() == 1 and "the run ends here" in paths.read_error()
 
 
-def test_the_job_script_requeues_only_when_the_head_said_the_run_goes_on(tmp_path):
-    """The requeue lines run the scheduler's command (a stand-in `scontrol` on PATH records
-    its arguments) when `restarting` is there, and nothing otherwise; a refused requeue ends
-    the run (the marker goes, so its exit code stands)."""
+# Each scheduler's requeue command, as a stand-in on PATH that records its arguments and
+# prints what the real one prints (qsub: the new job's id), and the job's own variables.
+REQUEUE_STANDINS = {
+    "slurm": ("scontrol", {"SLURM_JOB_ID": "42"}, "requeue 42"),
+    "pbs": ("qsub", {"PBS_JOBID": "42.pbs"}, "-W depend=afterany:42.pbs {run_dir}/job.sh"),
+    "lsf": ("brequeue", {"LSB_JOBID": "42"}, "42"),
+}
+
+
+@pytest.mark.parametrize("scheduler", sorted(REQUEUE_STANDINS))
+def test_the_job_script_requeues_only_when_the_head_said_the_run_goes_on(tmp_path, scheduler):
+    """The requeue lines run the scheduler's command when `restarting` is there, and nothing
+    otherwise. A PBS job submits itself again (OpenPBS refuses qrerun to a job's owner:
+    src/server/req_rerun.c) and its new id becomes the run's. A refused requeue ends the run
+    (the marker goes, so its exit code stands)."""
+    program, variables, expected = REQUEUE_STANDINS[scheduler]
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls"
-    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit "${{FAIL:-0}}"\n')
-    (bin_dir / "scontrol").chmod(0o755)
+    (bin_dir / program).write_text(f'#!/bin/sh\necho "$@" >> {calls}\n'
+                                   '[ -n "${FAIL:-}" ] && exit 1\necho 43.pbs\n')
+    (bin_dir / program).chmod(0o755)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    script = "\n".join(requeue_lines(SCHEDULERS["slurm"]))
-    env = {**os.environ, "RAYHPC_RUN_DIR": str(run_dir), "SLURM_JOB_ID": "42",
+    (run_dir / "job_id").write_text("42\n")
+    script = "\n".join(requeue_lines(SCHEDULERS[scheduler]))
+    env = {**os.environ, **variables, "RAYHPC_RUN_DIR": str(run_dir),
            "PATH": f"{bin_dir}:/usr/bin:/bin"}
     subprocess.run(["bash", "-c", script], env=env, check=True)
     assert not calls.exists()
     (run_dir / "restarting").write_text("attempt 1 ended: x; attempt 2 of 2 follows\n")
     done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
-    assert calls.read_text() == "requeue 42\n"
+    assert calls.read_text() == expected.format(run_dir=run_dir) + "\n"
     assert "rayhpc: attempt 1 ended: x; attempt 2 of 2 follows" in done.stdout
+    assert (run_dir / "job_id").read_text() == ("43.pbs\n" if scheduler == "pbs" else "42\n")
     refused = subprocess.run(["bash", "-c", script], env={**env, "FAIL": "1"},
                              capture_output=True, text=True)
     assert "could not be put back in the queue" in refused.stderr
@@ -170,14 +185,6 @@ def test_requeue_lines_of_each_scheduler_golden(site, image):
     # Without --restarts the script is as before: no attempt, no requeue.
     plain = render_job_script(dataclasses.replace(spec, restarts=0), load_site(site))
     assert "attempts" not in plain and "restarting" not in plain
-
-
-def test_a_pbs_job_submits_itself_again_and_the_run_follows_the_new_job_id():
-    """OpenPBS refuses qrerun to a job's owner (src/server/req_rerun.c needs operator or
-    manager privilege): the next attempt is the same script submitted again, after this job."""
-    lines = SCHEDULERS["pbs"].requeue_lines('"$D/job.sh"', '"$D/job_id"')
-    assert lines == ['next=$(qsub -W depend=afterany:"$PBS_JOBID" "$D/job.sh") && '
-                     'echo "$next" > "$D/job_id"']
 
 
 # -- what the host side reads and says
