@@ -48,7 +48,8 @@ class RunPaths:
 
     launcher (`rayhpc launch`, before any node starts; never changed after):
       spec.json, node_agent.pyz (the node program), auth_token (0600), compose.yaml (local) or
-      job.sh and job_id (batch; job.out is the scheduler's)
+      job.sh and job_id (batch; job.out is the scheduler's; a PBS job that submits itself
+      again for the run's next attempt writes the new job's id)
     head agent:
       head.json (address, once), status.json (join progress, lost nodes, notes; at most once a
       second), driver.log, connect.txt (interactive clusters: how to connect, once every node
