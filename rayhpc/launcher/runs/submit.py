@@ -65,11 +65,13 @@ def wait_while_restarting(run: Run, say: Say) -> None:
     """A run between two attempts (`--restarts`), or whose next attempt is still coming up:
     wait for its new cluster (a line says so; Ctrl-C stops waiting) instead of failing."""
     said = False
-    while run.exit_code is None and (run.paths.exists(run.paths.restarting) or (
-            current_attempt(run.paths) > 1 and not run.up)):
+    while run.spec.interactive and run.exit_code is None and (
+            (between := run.paths.exists(run.paths.restarting))
+            or (current_attempt(run.paths) > 1 and not run.up)):
         if not said:
             said = True
-            say(f"run {run.run_id} is starting again (attempt {current_attempt(run.paths)} of "
+            coming = current_attempt(run.paths) + (1 if between else 0)
+            say(f"run {run.run_id} is starting again (attempt {coming} of "
                 f"{run.spec.restarts + 1}): waiting for its cluster to be up; Ctrl-C stops "
                 "waiting")
         time.sleep(RESTART_POLL_S)
