@@ -87,10 +87,8 @@ def down(run: Run, say: Say, timeout: float | None = None) -> int:
     with changing(run.paths.change_lock, "rayhpc down", say):
         run.require_unfinished()
         blocks = release_all(run)
-        # The stop file first: a run that may start again (`--restarts`) tells `rayhpc down`
-        # from its allocation's end by it (`contract.attempts.allocation_ended`).
-        run.paths.request_stop("rayhpc down")
         backend.stop(run, say)
+        run.paths.request_stop("rayhpc down")
         if run.paths.exists(run.paths.restarting):  # between two attempts: none follows
             remove(run.paths.restarting, run.paths.dir)
             say(f"run {run.run_id} was between two attempts: no attempt follows")

@@ -76,6 +76,10 @@ def cancel_job(run: LaunchedRun, say: Callable[[str], None]) -> None:
         return
     scheduler = SCHEDULERS[run.spec.scheduler]
     state = job_state(scheduler.name, run.job_id)
+    if state in scheduler.running_states:
+        # The stop file before the signal: a run that may start again (`--restarts`) tells
+        # this stop from its allocation's end by it (`contract.attempts.allocation_ended`).
+        run.paths.request_stop("rayhpc down")
     cmd = scheduler.cancel_command(run.job_id, running=state in scheduler.running_states)
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0 and job_state(scheduler.name, run.job_id):
