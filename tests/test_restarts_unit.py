@@ -231,6 +231,8 @@ def test_status_and_the_timeline_show_the_attempts(tmp_path):
      "--restarts: site theta runs Cobalt: a Cobalt job cannot put itself back in the queue"),
     (["--site", "slurm", "--image", "/x.sif", "--restarts", "1", "--checkpoint-dir", "/tmp/c"],
      "--checkpoint-dir: /tmp/c is outside the shared dir"),
+    (["--restart-on-failure"], "--restart-on-failure: a failed driver is started again "
+     "within the run's restarts, and it has none; give --restarts N too"),
     (["--restarts", "1", "--detach", "--interactive"],
      "--restarts: a detached local cluster has no launcher left to start it again"),
 ])

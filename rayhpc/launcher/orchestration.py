@@ -75,6 +75,9 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
                         "dir like /tmp/ray-$USER")
     backend = backend_for(site)
     backend.check_queue(site.name, cli.get("queue"))
+    if settings["restart_on_failure"] and not settings["restarts"]:
+        raise UserError("--restart-on-failure: a failed driver is started again within the "
+                        "run's restarts, and it has none; give --restarts N too")
     backend.check_restarts(site, settings["restarts"], environ)
     settings["checkpoint_dir"] = checkpoint_dir(settings["checkpoint_dir"],
                                                 shared_path(settings))
