@@ -277,3 +277,19 @@ def test_a_link_planted_for_an_attempts_directory_is_not_followed(tmp_path):
         begin_attempt(paths)
     assert list(elsewhere.iterdir()) == []
     assert paths.head.read_text() == "attempt 1\n"  # left where it was
+
+
+@pytest.mark.parametrize("started", ["1e308 42", "nan 42", "inf", "-5 42", "17 $(reboot)"])
+def test_a_crafted_start_time_is_not_a_time(tmp_path, started):
+    """attempts/<n>/started is written where the containers can write: `rayhpc status` and
+    the timeline read a time a clock could show, or none, and a job id that is one."""
+    spec = dataclasses.replace(make_spec("local", restarts=1), shared=tmp_path)
+    paths = RunPaths(prepare_run_dir(spec))
+    begin_attempt(paths)
+    begin_attempt(paths)
+    (paths.attempt_dir(1) / "started").write_text(started + "\n")
+    (paths.attempt_dir(1) / "timing.json").symlink_to("/etc/passwd")
+    ended = ended_attempts(paths)
+    assert len(ended) == 1 and ended[0].started in (0.0, 17.0)
+    assert ended[0].job_id in ("", "42")
+    assert "attempt 1 of 2" in status_line(Run.load(paths.dir))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from rayhpc.launcher.contract.atomic_io import atomic_write
 from rayhpc.launcher.contract.json_types import RecordError
 from rayhpc.launcher.contract.launch_spec import LaunchSpec
-from rayhpc.launcher.contract.records import TimingRecord, read_record
+from rayhpc.launcher.contract.records import JOB_ID, TimingRecord, read_record
 from rayhpc.launcher.contract.run_paths import RunPaths
 from rayhpc.launcher.contract.untrusted_files import (
     directory_of,
@@ -37,6 +37,7 @@ CHECKPOINT_ENV = "RAYHPC_CHECKPOINT_DIR"
 ALLOCATION_ENDS = ("job script:", "walltime:")
 ATTEMPT_DIR = re.compile(r"[1-9][0-9]{0,5}")
 STARTED = "started"  # attempts/<n>/started: "<epoch seconds> <job id>" of the attempt's start
+LATEST_TIME = 1e11  # epoch seconds (the year 5138): anything later in `started` is not a time
 
 
 def allocation_ended(stop: str) -> bool:
@@ -97,9 +98,14 @@ def attempt_started(paths: RunPaths, attempt: int) -> tuple[float, str]:
     """When an attempt started and its job id (0.0, "" : not recorded)."""
     words = read_text_quietly(paths.attempt_dir(attempt) / STARTED, paths.dir).split()
     try:
-        return float(words[0]), (words[1] if len(words) > 1 else "")
+        started = float(words[0])
     except (IndexError, ValueError):
         return 0.0, ""
+    # A container could write it: only a time a clock could show (not nan, inf or 1e308).
+    if not 0 < started < LATEST_TIME:
+        return 0.0, ""
+    job_id = words[1] if len(words) > 1 else ""
+    return started, job_id if JOB_ID.fullmatch(job_id) else ""
 
 
 def begin_attempt(paths: RunPaths, job_id: str = "") -> int:
@@ -111,7 +117,8 @@ def begin_attempt(paths: RunPaths, job_id: str = "") -> int:
     status = paths.dir.stat()
     with directory_of(paths.spec, paths.dir) as top:
         _private_dir(top, paths.attempts.name, status)
-        attempt = current_attempt(paths) + (1 if attempt_numbers(paths) else 0)
+        begun = attempt_numbers(paths)
+        attempt = begun[-1] + 1 if begun else 1
         with directory_of(paths.attempt_dir(attempt), paths.dir) as attempts:
             _private_dir(attempts, str(attempt), status, exist_ok=False)
         if attempt > 1:
