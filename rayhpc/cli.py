@@ -168,7 +168,7 @@ def base(c, recipe="ray", os_image=None, mirror=None, tag=None, ca_bundle=None,
 
 LAUNCH_FLAGS = ("nodes", "driver", "shared", "image", "join_timeout", "shm_size", "num_cpus",
                 "num_gpus", "walltime", "queue", "account", "restarts", "restart_on_failure",
-                "checkpoint_dir")
+                "checkpoint_dir", "serve", "serve_port", "serve_bind")
 
 
 @task(auto_shortflags=False, iterable=["group"], help={
@@ -189,12 +189,14 @@ LAUNCH_FLAGS = ("nodes", "driver", "shared", "image", "join_timeout", "shm_size"
 @user_errors
 def launch(c, site="local", nodes=None, driver=None, shared=None, image=None, join_timeout=None,
            shm_size=None, num_cpus=None, num_gpus=None, walltime=None, queue=None, account=None,
-           restarts=None, restart_on_failure=False, checkpoint_dir=None, group=None,
-           dry_run=False, wait=False, interactive=False, detach=False):
+           restarts=None, restart_on_failure=False, checkpoint_dir=None, serve=None,
+           serve_port=None, serve_bind=None, group=None, dry_run=False, wait=False,
+           interactive=False, detach=False):
     """Run a Ray cluster in containers: the driver, then teardown; no driver: keep it up.
 
     1 head + N-1 workers. With a driver, run it and tear down; without one (--interactive),
-    keep the cluster up for Ray jobs (`rayhpc submit`).
+    keep the cluster up for Ray jobs (`rayhpc submit`); with --serve MODULE:APP, also serve a
+    Ray Serve application over HTTP from the head (connect.txt says how to reach it).
 
     Settings come from the flags, else RAYHPC_<SETTING> variables, else the site file, else
     defaults. On the local site it exits with the driver's exit code (interactive: it stays in

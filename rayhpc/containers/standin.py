@@ -1,7 +1,8 @@
 """Render the stand-in for rayproject/ray (pure): for hosts that cannot pull from a registry.
 
 It mirrors what drivers expect from the real image: user ``ray`` (uid 1000, group users) with home
-/home/ray, Python with ``ray[default]`` at the recipe's version and numpy, on PATH as ``python``.
+/home/ray, Python with ``ray[default,serve]`` at the recipe's version and numpy, on PATH as
+``python``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def render_base_dockerfile(recipe: Recipe, os_image: str = OS_IMAGE) -> str:
                         f"Python {DEBIAN_PYTHON}; recipe asks for {recipe.python}. Use a real "
                         "rayproject/ray base (--base) or python: \"3.11\"")
     packages = ("python3", "python3-venv", "ca-certificates", "procps")
-    pip = (f"ray[default]=={recipe.ray_version}", "numpy")
+    # rayproject/ray holds "Ray and all of its dependencies" (ray-project/ray docker/README.md):
+    # the dashboard's and Ray Serve's (--serve) at least, and numpy.
+    pip = (f"ray[default,serve]=={recipe.ray_version}", "numpy")
     lines = [
         f"# Stand-in for rayproject/ray:{recipe.ray_version}-{recipe.python_tag}-cpu, rendered by",
         "# rayhpc for hosts that cannot pull it. Do not edit: run `rayhpc base`.",

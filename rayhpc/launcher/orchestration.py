@@ -26,7 +26,13 @@ from rayhpc.launcher.resolve.config import Site, check_groups, load_site, resolv
 from rayhpc.launcher.resolve.driver import check_driver
 from rayhpc.launcher.resolve.groups import group_flags, resolved_groups
 from rayhpc.launcher.resolve.queues import choose_queue, queue_warning
-from rayhpc.launcher.resolve.run_ids import default_temp_dir, new_run_id, ports_for, unused_run_id
+from rayhpc.launcher.resolve.run_ids import (
+    PORT_BLOCKS,
+    default_temp_dir,
+    new_run_id,
+    ports_for,
+    unused_run_id,
+)
 from rayhpc.launcher.schedulers import allocated_nodes
 from rayhpc.launcher.times import format_walltime
 
@@ -79,6 +85,7 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
         raise UserError("--restart-on-failure: a failed driver is started again within the "
                         "run's restarts, and it has none; give --restarts N too")
     backend.check_restarts(site, settings["restarts"], environ)
+    check_endpoint(settings)
     settings["checkpoint_dir"] = checkpoint_dir(settings["checkpoint_dir"],
                                                 shared_path(settings))
     backend.check_gpu_request(site, settings["num_gpus"], groups)
@@ -96,6 +103,20 @@ def resolve_spec(site: Site, cli: Mapping[str, Any], environ: Mapping[str, str],
         walltime_s=walltime_s, run_id=run_id, site=site.name, scheduler=site.scheduler,
         runtime=site.runtime, auth=AUTH, t_submit=now, ports=ports_for(run_id),
         node_names=backend.node_names(settings["nodes"], groups), groups=groups)
+
+
+def check_endpoint(settings: Mapping[str, Any]) -> None:
+    """UserError for an endpoint that cannot work: a Serve application beside a driver (it is
+    deployed on an interactive cluster), or a port among the ones rayhpc gives Ray."""
+    if settings["serve"] and settings["driver"] is not None:
+        raise UserError("--serve: a Serve application is deployed on an interactive cluster "
+                        "(no --driver); drop --driver, or deploy it from your driver and give "
+                        "--serve-port PORT so that rayhpc probes and tunnels it")
+    port = settings["serve_port"]
+    first, end, _ = PORT_BLOCKS
+    if port is not None and first <= port < end:
+        raise UserError(f"--serve-port: {port} is in {first}-{end - 1}, where rayhpc gives "
+                        "Ray the ports of its runs; choose a port outside it (default: 8000)")
 
 
 def checkpoint_dir(given: str | None, shared: Path) -> str:

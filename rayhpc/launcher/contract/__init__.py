@@ -45,6 +45,7 @@ from rayhpc.launcher.contract.driver_overflow import (
     overflow_marker,
     parse_overflow_marker,
 )
+from rayhpc.launcher.contract.endpoint import health_path, http_status
 from rayhpc.launcher.contract.environment import (
     AF_UNIX_MAX,
     FABRIC_VARS,
@@ -65,6 +66,7 @@ from rayhpc.launcher.contract.environment import (
 from rayhpc.launcher.contract.json_types import RecordError, check_json_types, fits_json_type
 from rayhpc.launcher.contract.launch_spec import (
     DASHBOARD_LOCAL_PORT,
+    SERVE_DEFAULT_PORT,
     LaunchSpec,
     NodeGroup,
     read_spec,
@@ -113,6 +115,7 @@ __all__ = [
     "attempt_started", "begin_attempt", "current_attempt", "restart_reason", "EndedAttempt",
     "end_attempt", "ended_attempts",
     "AF_UNIX_MAX", "Block", "BlockCounts", "DASHBOARD_LOCAL_PORT", "DRAIN_MAX_S", "FABRIC_VARS",
+    "SERVE_DEFAULT_PORT", "health_path", "http_status",
     "FINAL_STATES", "FIRST_GROWN_BLOCK", "GroupTotals", "HEAD_HOST_ENV", "HeadRecord", "LEFT",
     "LaunchSpec", "LaunchedRun", "NODES_ENV", "NODE_IP_ENV", "NODE_PROGRAM", "NODE_TEMP_DIR_ENV",
     "NodeGroup", "NodeRecord", "OVERFLOW_END", "OVERFLOW_PREFIX", "RANK_VARS_ENV",

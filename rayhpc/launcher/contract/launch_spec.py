@@ -31,6 +31,7 @@ class NodeGroup:
     runtime_options: list[str] = field(default_factory=list)  # extra container runtime flags
 
 
+SERVE_DEFAULT_PORT = 8000  # Ray Serve's default HTTP port (serve.config.HTTPOptions)
 DASHBOARD_LOCAL_PORT = 8265  # the laptop's end of the SSH tunnel (Ray's usual dashboard port)
 
 
@@ -76,10 +77,25 @@ class LaunchSpec:
     restarts: int = 0
     restart_on_failure: bool = False
     checkpoint_dir: str = ""  # where the driver keeps checkpoints ("" : `checkpoints`)
+    # An HTTP endpoint on the head (`docs/serving.md`): a Ray Serve application to deploy
+    # (MODULE:NAME), its port (or a driver's own service's), and where it listens.
+    serve: str = ""
+    serve_port: int | None = None
+    serve_bind: str = "loopback"
 
     @property
     def interactive(self) -> bool:
         return self.driver is None
+
+    @property
+    def has_endpoint(self) -> bool:
+        """An HTTP endpoint on the head: a Serve application, or a driver's declared port."""
+        return bool(self.serve or self.serve_port)
+
+    @property
+    def endpoint_port(self) -> int:
+        """The endpoint's port on the head (Ray Serve's usual 8000 unless given)."""
+        return self.serve_port or SERVE_DEFAULT_PORT
 
     @property
     def run_dir(self) -> Path:

@@ -147,6 +147,7 @@ class StatusRecord(Record):
     notes: list[str] = field(default_factory=list)  # what the launcher's console shows too
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     blocks: dict[str, dict[str, Any]] | None = None  # per grown block: `BlockCounts`
+    endpoint_answered: float | None = None  # when the head's probe of the endpoint answered
 
     max_bytes: ClassVar[int] = NODES_RECORD_MAX_BYTES
 

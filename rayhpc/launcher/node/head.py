@@ -19,7 +19,6 @@ from rayhpc.launcher.contract import (
     RUN_DIR_ENV,
     HeadRecord,
     LaunchSpec,
-    NodeGroup,
     NodeRecord,
     RunPaths,
     StatusRecord,
@@ -36,6 +35,7 @@ from rayhpc.launcher.node.block_keeper import BlockKeeper, RayDrain, block_count
 from rayhpc.launcher.node.channel import ControlServer, secret_of
 from rayhpc.launcher.node.connect import connect_text
 from rayhpc.launcher.node.driver_output import DriverOutput
+from rayhpc.launcher.node.endpoint import follow_driver_service, serve_application
 from rayhpc.launcher.node.head_route import head_route_environment
 from rayhpc.launcher.node.launch_failed import LaunchFailed
 from rayhpc.launcher.node.membership import watch_nodes
@@ -45,12 +45,9 @@ from rayhpc.launcher.node.report import (
     failed_before_joining,
     final_of,
     first_few,
-    gpu_shortfall,
-    group_totals,
     missing_nodes,
-    node_resources,
     nodes_poll_s,
-    resources_line,
+    report_resources,
     status_every_s,
 )
 from rayhpc.launcher.node.stop_requests import STOP_FILE_EVERY_S, StopRequests
@@ -119,7 +116,7 @@ class Head(Agent):
                           "consider head_cpus: 0")
             address = self.start_head()
             if self.wait_for_nodes(address) and not self.stop_requested():
-                self.report_resources()
+                report_resources(self)
                 # No driver: an interactive cluster, up until a stop (see serve).
                 interactive = self.spec.driver is None
                 code = self.serve() if interactive else self.run_driver(address)
@@ -232,26 +229,6 @@ class Head(Agent):
         self.status.nodes = nodes
         write_record(self.paths.status, self.status)
 
-    def report_resources(self) -> None:
-        """What every node brought to Ray, from Ray's node list at the join (no extra call):
-        one line per group on the console, each node's in status.json, the groups' totals in
-        timing.json (the summary). A GPU group whose nodes brought no GPU fails the launch."""
-        records = self.server.records()
-        names_by_ip = {self.ip: self.node, **{r["ip"]: name for name, r in records.items()
-                                              if r["ip"]}}
-        self.resources = node_resources(self.ray_nodes, [self.node, *records], names_by_ip)
-        groups = list(self.spec.groups) or [NodeGroup(name="", nodes=self.spec.nodes,
-                                                      image=self.spec.image)]
-        group_of = {self.node: self.group.name if self.group else "",
-                    **{name: r["group"] for name, r in records.items()}}
-        totals = group_totals(groups, group_of, self.resources)
-        self.timing.groups = totals
-        for name, total in totals.items():
-            self.note(resources_line(name, total))
-        problem = gpu_shortfall(groups, group_of, self.resources)
-        if problem:
-            raise LaunchFailed(problem)
-
     def note(self, message: str) -> None:
         """Say something the user should see on the launcher's console too (status.json)."""
         self.say(message)
@@ -302,13 +279,17 @@ class Head(Agent):
                                                                 - time.monotonic())))
         return False
 
+    def driver_env(self, address: str) -> dict[str, str]:
+        """The driver's environment (and a Serve application's deployment's)."""
+        return dict(self.env, RAY_ADDRESS=address, PYTHONUNBUFFERED="1",
+                    **{RUN_DIR_ENV: str(self.paths.dir), NODES_ENV: str(self.spec.nodes),
+                       ATTEMPT_ENV: str(self.attempt),
+                       CHECKPOINT_ENV: str(self.spec.checkpoints)},
+                    **({RESUME_ENV: "1"} if self.attempt > 1 else {}))
+
     def run_driver(self, address: str) -> int:
         command = driver_command(self.spec.driver, address)
-        env = dict(self.env, RAY_ADDRESS=address, PYTHONUNBUFFERED="1",
-                   **{RUN_DIR_ENV: str(self.paths.dir), NODES_ENV: str(self.spec.nodes),
-                      ATTEMPT_ENV: str(self.attempt),
-                      CHECKPOINT_ENV: str(self.spec.checkpoints)},
-                   **({RESUME_ENV: "1"} if self.attempt > 1 else {}))
+        env = self.driver_env(address)
         self.say(f"running driver: {command}")
         self.timing.t_driver_start = time.time()
         output = DriverOutput(self.paths.driver_log, self.say)
@@ -317,6 +298,8 @@ class Head(Agent):
                                        start_new_session=True)
         copier = threading.Thread(target=output.copy, args=(self.driver.stdout,), daemon=True)
         copier.start()
+        if self.spec.serve_port:  # the driver's own HTTP service (vLLM's server, ...)
+            follow_driver_service(self)
         node_watch = threading.Thread(target=self.watch_nodes, daemon=True)
         node_watch.start()
         # The driver's end is its own exit, not the end of its output: a background
@@ -351,10 +334,12 @@ class Head(Agent):
         until a stop comes (`rayhpc down`, the walltime warning, a cancel, Ctrl-C). Ray jobs
         come and go meanwhile; the exit code is that of the stop (143, or 128 + the signal)."""
         self.timing.t_driver_start = time.time()
-        atomic_write(self.paths.connect,
-                     connect_text(self.spec, self.ip, str(self.paths.auth_token)))
-        self.say(f"cluster up, interactive: {self.paths.connect}")
-        self.watch_nodes(running=lambda: not self.stop_requested())
+        endpoint = serve_application(self) if self.spec.serve else []
+        if endpoint is not None:  # (None: stopped while the application deployed)
+            atomic_write(self.paths.connect, connect_text(self.spec, self.ip,
+                                                          str(self.paths.auth_token), endpoint))
+            self.say(f"cluster up, interactive: {self.paths.connect}")
+            self.watch_nodes(running=lambda: not self.stop_requested())
         self.timing.t_driver_end = time.time()
         who = signal.Signals(self.signalled).name if self.signalled else self.stops.who()
         self.note(f"stopping the cluster ({who})")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from rayhpc.launcher.contract import LEFT, RAY_NODE_LABEL, NodeGroup, NodeRecord, label_value
+from rayhpc.launcher.node.launch_failed import LaunchFailed
 
 
 def node_resources(ray_nodes: list[dict], names: list[str],
@@ -160,3 +161,24 @@ def final_of(name: str, peer: dict) -> NodeRecord:
     if peer["state"] == LEFT:  # released from its block: it left, drained
         record.state, record.block = LEFT, peer["block"]
     return record
+
+
+def report_resources(head) -> None:
+    """What every node brought to Ray, from Ray's node list at the join (no extra call): one
+    line per group on the console, each node's in status.json, the groups' totals in
+    timing.json (the summary). A GPU group whose nodes brought no GPU fails the launch."""
+    records = head.server.records()
+    names_by_ip = {head.ip: head.node, **{r["ip"]: name for name, r in records.items()
+                                          if r["ip"]}}
+    head.resources = node_resources(head.ray_nodes, [head.node, *records], names_by_ip)
+    groups = list(head.spec.groups) or [NodeGroup(name="", nodes=head.spec.nodes,
+                                                  image=head.spec.image)]
+    group_of = {head.node: head.group.name if head.group else "",
+                **{name: r["group"] for name, r in records.items()}}
+    totals = group_totals(groups, group_of, head.resources)
+    head.timing.groups = totals
+    for name, total in totals.items():
+        head.note(resources_line(name, total))
+    problem = gpu_shortfall(groups, group_of, head.resources)
+    if problem:
+        raise LaunchFailed(problem)

@@ -82,6 +82,35 @@ def _flag(value: Any) -> bool:
     return words[str(value).strip().lower()]
 
 
+SERVE_BINDS = ("loopback", "network")
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_SERVE_APP_RE = re.compile(rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}$")
+
+
+def _serve_app(value: Any) -> str:
+    """A Ray Serve application as `serve run` names one: MODULE:NAME (an import path)."""
+    text = str(value).strip()
+    if not _SERVE_APP_RE.match(text):
+        raise ValueError("must be an import path MODULE:NAME, e.g. examples.serve_echo:app "
+                         "(the module in the shared dir or the image, NAME its application)")
+    return text
+
+
+def _port(value: Any) -> int:
+    """A TCP port a non-root process may listen on (the containers never run as root)."""
+    port = positive_int(value)
+    if not 1024 <= port <= 65535:
+        raise ValueError("must be a port from 1024 to 65535 (the nodes' processes are not root)")
+    return port
+
+
+def _serve_bind(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in SERVE_BINDS:
+        raise ValueError(f"must be one of: {', '.join(SERVE_BINDS)}")
+    return text
+
+
 def _text(value: Any) -> str:
     """A setting that may reach a job script's lines (a path, queue, account): one line."""
     return one_line(_command(value))
@@ -136,6 +165,16 @@ SETTINGS: dict[str, Setting] = {
     "checkpoint_dir": Setting(_text, None, "where the driver keeps checkpoints "
                               "(RAYHPC_CHECKPOINT_DIR), inside the shared dir (default: "
                               "<shared>/checkpoints/<run id>)"),
+    "serve": Setting(_serve_app, None, "a Ray Serve application MODULE:NAME deployed on the "
+                     "head once the cluster is up (the module in the shared dir or the image); "
+                     "an interactive cluster with an HTTP endpoint (see docs/serving.md)"),
+    "serve_port": Setting(_port, None, "the endpoint's HTTP port on the head: Ray Serve's with "
+                          "--serve (default: 8000), or a driver's own HTTP service (e.g. "
+                          "vLLM's server), which rayhpc then probes and tunnels"),
+    "serve_bind": Setting(_serve_bind, "loopback", "where the endpoint listens on the head: "
+                          "loopback (reached through an SSH tunnel to the head node; on the "
+                          "local site, this host's 127.0.0.1) or network (the head's cluster "
+                          "address: the login node reaches it) (default: loopback)"),
     "head_cpus": Setting(non_negative_int, None, "CPUs Ray may use on the head (default: as "
                          "on the workers; 0 keeps tasks off the head, for large clusters)"),
     "log_cap": Setting(_bytes, 64 << 20, "most log bytes kept per node, e.g. 64m (Ray's "

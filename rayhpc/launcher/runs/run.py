@@ -43,6 +43,7 @@ from rayhpc.launcher.contract import (
     read_spec,
 )
 from rayhpc.launcher.resolve.config import load_site, resolve_settings, run_flags
+from rayhpc.launcher.runs.endpoint_status import endpoint_line
 from rayhpc.launcher.runs.jobs import JobsClient
 from rayhpc.launcher.timeline import attempt_notes
 from rayhpc.launcher.times import duration, format_walltime
@@ -355,7 +356,9 @@ def status_line(run: Run, now: float | None = None) -> str:
         if head and run.backend.running(run) is False:
             parts[2] = (f"lost (its nodes are gone without an exit code; `rayhpc down "
                         f"{run.flags}` records its end)")
-    return "\n".join(["  ".join(parts), *attempt_lines(run), *block_lines(run, now)])
+    endpoint = endpoint_line(run) if run.exit_code is None else ""
+    return "\n".join(["  ".join(parts), *([endpoint] if endpoint else []), *attempt_lines(run),
+                      *block_lines(run, now)])
 
 
 def attempt_lines(run: Run) -> list[str]:

@@ -102,7 +102,10 @@ class LocalBackend(Backend):
             engine_side("manage").check_machine_holds(spec)
 
     def run_facts(self, spec: LaunchSpec) -> dict:
-        return {"published": {"dashboard": free_local_port(), "client": free_local_port()}}
+        published = {"dashboard": free_local_port(), "client": free_local_port()}
+        if spec.has_endpoint:
+            published["serve"] = free_local_port()
+        return {"published": published}
 
     def run(self, spec: LaunchSpec, site: Site, wait: bool = False, detach: bool = False,
             out: TextIO | None = None, stopped_by: str = "") -> int:

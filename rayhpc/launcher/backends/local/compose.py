@@ -58,6 +58,9 @@ def render_compose(spec: LaunchSpec, user: str = IMAGE_USER_UID,
             # prepared (free ones; connect.txt names them), else on ones the engine picks.
             service["ports"] = [f"127.0.0.1:{spec.published.get(name, '')}:{spec.ports[name]}"
                                 for name in ("dashboard", "client")]
+            if spec.has_endpoint:  # the HTTP endpoint, the same way (docs/serving.md)
+                service["ports"].append(f"127.0.0.1:{spec.published.get('serve', '')}:"
+                                        f"{spec.endpoint_port}")
         services[node] = service
     document = {
         "services": services,
