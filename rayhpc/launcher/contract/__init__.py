@@ -45,7 +45,7 @@ from rayhpc.launcher.contract.driver_overflow import (
     overflow_marker,
     parse_overflow_marker,
 )
-from rayhpc.launcher.contract.endpoint import health_path, http_status
+from rayhpc.launcher.contract.endpoint_probe import health_path, http_status
 from rayhpc.launcher.contract.environment import (
     AF_UNIX_MAX,
     FABRIC_VARS,

@@ -165,7 +165,7 @@ SETTINGS: dict[str, Setting] = {
     "checkpoint_dir": Setting(_text, None, "where the driver keeps checkpoints "
                               "(RAYHPC_CHECKPOINT_DIR), inside the shared dir (default: "
                               "<shared>/checkpoints/<run id>)"),
-    "serve": Setting(_serve_app, None, "a Ray Serve application MODULE:NAME deployed on the "
+    "serve": Setting(_serve_app, "", "a Ray Serve application MODULE:NAME deployed on the "
                      "head once the cluster is up (the module in the shared dir or the image); "
                      "an interactive cluster with an HTTP endpoint (see docs/serving.md)"),
     "serve_port": Setting(_port, None, "the endpoint's HTTP port on the head: Ray Serve's with "
