@@ -264,10 +264,13 @@ def cli(bed: SlurmTestbed, *args: str) -> subprocess.CompletedProcess:
 def test_interactive_cluster_stays_up_takes_jobs_and_goes_down_cleanly(testbed):
     """Submitted from the login node without a driver: --wait returns once both nodes joined
     (connect.txt says how to reach the head, with the SSH tunnel through the login node);
-    `rayhpc submit` from the login node runs a Ray job on both nodes; `rayhpc status` shows
-    the job running with 2/2 nodes; `rayhpc down` cancels it the clean way (exit 143, the
-    logs of every node, an empty queue, no Ray left)."""
-    result, run_dir = launch(testbed, "--interactive")
+    it serves a Ray Serve application on the cluster network (`--serve`, docs/serving.md)
+    that answers a request from the login node; `rayhpc submit` from the login node runs a
+    Ray job on both nodes; `rayhpc status` shows the job running with 2/2 nodes and that the
+    endpoint answers; `rayhpc down` cancels it the clean way (exit 143, the logs of every
+    node, an empty queue, no Ray left)."""
+    result, run_dir = launch(testbed, "--interactive", "--serve", "examples.serve_echo:app",
+                             "--serve-bind", "network")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:] + _job_out(run_dir)
     run_id = run_dir.name
@@ -279,6 +282,14 @@ def test_interactive_cluster_stays_up_takes_jobs_and_goes_down_cleanly(testbed):
     assert f"export RAY_ADDRESS=http://{dashboard}\n" in connect
     assert f"ssh -N -L 8265:{dashboard} ray@controller" in connect
     assert f"job {job_id} keeps the cluster up until its walltime" in result.stdout
+    # The endpoint, from the login node: on the head's cluster address, port 8000.
+    endpoint = f"http://{head['ip']}:8000"
+    assert f"export RAYHPC_ENDPOINT={endpoint}\n" in connect
+    assert f"ssh -N -L 8000:{head['ip']}:8000 ray@controller" in connect
+    answer = testbed.exec("controller", "python3", "-c", "import urllib.request; print(urllib"
+                          f".request.urlopen('{endpoint}/?text=from-login').read().decode())",
+                          user="ray")
+    assert json.loads(answer.stdout)["echo"] == "from-login", answer.stdout + answer.stderr
     time.sleep(5)  # it stays up with nothing to do
     assert (run_dir / "exit_code").exists() is False
 
@@ -291,7 +302,8 @@ def test_interactive_cluster_stays_up_takes_jobs_and_goes_down_cleanly(testbed):
     status = cli(testbed, "status", "--run", run_id, "--shared", str(testbed.shared))
     assert status.returncode == 0, status.stderr
     assert re.match(rf"{run_id}  testbed  up \(interactive\)  2/2 nodes joined  up \d+:\d\d:\d\d"
-                    rf"  job {job_id} RUNNING  ~0:0\d:\d\d left of 00:05:00$",
+                    rf"  job {job_id} RUNNING  ~0:0\d:\d\d left of 00:05:00\n"
+                    rf"  endpoint {endpoint}/: answers \(HTTP 200\)$",
                     status.stdout.strip()), status.stdout
 
     down = cli(testbed, "down", "--run", run_id, "--shared", str(testbed.shared))
