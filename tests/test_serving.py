@@ -11,6 +11,7 @@ import urllib.request
 
 import pytest
 
+from rayhpc.launcher import Cluster
 from rayhpc.launcher.backends.local.manage import remove_run
 from tests.cli import invoke
 from tests.launching import launch, leftovers
@@ -46,6 +47,7 @@ def test_a_serve_application_answers_from_this_host_until_down(docker_api, built
         bindings = docker_api.inspect_container(container)["NetworkSettings"]["Ports"]
         assert bindings["8000/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": str(published)}]
 
+        assert Cluster.attach(run_id, shared=str(shared_dir), verbose=False).endpoint == url
         state = invoke("status", "--run", run_id, "--shared", str(shared_dir))
         assert f"endpoint {url}/: answers (HTTP 200)" in state.stdout, state.stdout
         head_log = json.loads((run_dir / "status.json").read_text())

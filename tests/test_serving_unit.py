@@ -216,7 +216,8 @@ def test_status_probes_an_endpoint_on_the_cluster_network(tmp_path, http_server)
 def test_status_tells_a_loopback_endpoint_by_the_heads_probe(tmp_path):
     spec = make_spec("slurm", image="/x.sif", serve="m:app")
     line = status_line(running_run(tmp_path, spec, answered=1796625325.0))
-    assert "endpoint 127.0.0.1:8000 on nid0042 (its loopback" in line
+    assert "endpoint port 8000 on nid0042 (its loopback: `rayhpc status` cannot reach it " \
+        "from here): answered the head's probe at" in line
     assert "answered the head's probe at" in line
     line = status_line(running_run(tmp_path / "b", spec, answered=1e308))  # a crafted time
     assert "not answering yet" in line
@@ -225,5 +226,13 @@ def test_status_tells_a_loopback_endpoint_by_the_heads_probe(tmp_path):
 def test_status_never_sends_a_request_to_a_crafted_head_address(tmp_path):
     spec = make_spec("slurm", image="/x.sif", serve="m:app", serve_bind="network")
     line = status_line(running_run(tmp_path, spec, ip="evil.example.com/x?"))
-    assert "evil" not in line and "cannot reach it from here" in line
+    assert "evil" not in line and "an address head.json does not give" in line
 
+
+
+def test_status_says_when_the_head_is_not_up_yet(tmp_path):
+    spec = dataclasses.replace(make_spec("slurm", image="/x.sif", serve="m:app",
+                                         serve_bind="network"), shared=tmp_path)
+    prepare_run_dir(spec)
+    line = status_line(Run.load(spec.run_dir))
+    assert "endpoint on the head's cluster address, port 8000: not up yet" in line

@@ -78,10 +78,15 @@ def test_job_exit_code_is_the_drivers(testbed):
     assert_nothing_left(testbed)
 
 
-def test_walltime_stops_the_agents_cleanly(testbed):
-    """A driver that sleeps past a 2-minute limit: Slurm's warning (B:TERM, 30 s before, or up to
-    60 s earlier, as Slurm documents) reaches the agents through the job script; they stop the
-    driver and Ray on every node and keep the logs, before Slurm's own kill."""
+def test_walltime_stops_a_driver_and_an_interactive_cluster_cleanly(testbed):
+    """Two jobs past a 2-minute limit at once (one limit waited out for both): a driver that
+    sleeps past it on two nodes, and an interactive cluster on the third. Slurm's warning
+    (B:TERM, 30 s before, or up to 60 s earlier, as Slurm documents) reaches the agents
+    through the job script; they stop the driver and Ray on every node and keep the logs,
+    before Slurm's own kill; the interactive cluster ends the same way (143)."""
+    up, interactive = launch(testbed, "--interactive", "--walltime", "2", "--nodes", "1")
+    assert up.returncode == 0, up.stdout[-3000:] + _job_out(interactive)
+    interactive_started = time.monotonic()
     driver = "python -c 'import time; print(\"sleeping\", flush=True); time.sleep(600)'"
     started = time.monotonic()
     result, run_dir = launch(testbed, "--walltime", "2", "--driver", driver)
@@ -91,11 +96,20 @@ def test_walltime_stops_the_agents_cleanly(testbed):
     assert result.returncode == 143, result.stdout[-3000:] + _job_out(run_dir)
     assert "DUE TO TIME LIMIT" not in _job_out(run_dir), "Slurm had to kill the job"
     assert took < 120 + 30, f"the job took {took:.0f} s: the walltime signal did not stop it"
-    for node in COMPUTE_NODES:
-        assert "raylet.out" in archived(run_dir, node), f"no logs from {node}"
-        record = json.loads((run_dir / "nodes.json").read_text())[node]
-        assert record["state"] == "stopped", record
-    assert_nothing_left(testbed)
+    deadline = time.monotonic() + 60
+    while not (interactive / "exit_code").exists():
+        assert time.monotonic() < deadline, "the walltime did not end it" + _job_out(interactive)
+        time.sleep(1)
+    assert time.monotonic() - interactive_started < 120 + 60
+    assert (interactive / "exit_code").read_text().strip() == "143", _job_out(interactive)
+    assert "DUE TO TIME LIMIT" not in _job_out(interactive), "Slurm had to kill the job"
+    for directory, count in ((run_dir, 2), (interactive, 1)):
+        records = json.loads((directory / "nodes.json").read_text())
+        assert len(records) == count, records
+        for node, record in records.items():
+            assert record["state"] == "stopped", record
+            assert "raylet.out" in archived(directory, node), f"no logs from {node}"
+    assert_nothing_left(testbed, wait_s=60)
 
 
 def test_scancel_of_the_batch_script_stops_every_node_and_keeps_the_logs(testbed):
@@ -319,25 +333,6 @@ def test_interactive_cluster_stays_up_takes_jobs_and_goes_down_cleanly(testbed):
     assert any(name.startswith("job-driver-raysubmit_")
                for node in COMPUTE_NODES for name in archived(run_dir, node))
     assert_nothing_left(testbed)
-
-
-def test_the_walltime_ends_an_interactive_cluster_cleanly(testbed):
-    started = time.monotonic()
-    result, run_dir = launch(testbed, "--interactive", "--walltime", "2")
-    assert result.returncode == 0, result.stdout[-3000:] + _job_out(run_dir)
-    deadline = time.monotonic() + 240
-    while not (run_dir / "exit_code").exists():
-        assert time.monotonic() < deadline, "the walltime did not end it" + _job_out(run_dir)
-        time.sleep(1)
-    assert_nothing_left(testbed, wait_s=60)
-    took = time.monotonic() - started
-    assert (run_dir / "exit_code").read_text().strip() == "143", _job_out(run_dir)
-    assert "DUE TO TIME LIMIT" not in _job_out(run_dir), "Slurm had to kill the job"
-    assert took < 120 + 60, f"{took:.0f} s"
-    for node in COMPUTE_NODES:
-        assert "raylet.out" in archived(run_dir, node), f"no logs from {node}"
-        record = json.loads((run_dir / "nodes.json").read_text())[node]
-        assert record["state"] == "stopped", record
 
 
 ELASTIC_DRIVER = """

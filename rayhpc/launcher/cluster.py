@@ -28,6 +28,7 @@ from rayhpc.launcher.backends.watch import noting_signals
 from rayhpc.launcher.contract import TEXT_MAX_BYTES, HeadRecord, read_bounded
 from rayhpc.launcher.orchestration import start
 from rayhpc.launcher.resolve.config import SETTINGS
+from rayhpc.launcher.runs.endpoint_status import reachable_url
 from rayhpc.launcher.runs.jobs import ClusterError
 from rayhpc.launcher.runs.logs import logs as run_logs
 from rayhpc.launcher.runs.run import Run, find_run, shared_dir, status_line
@@ -112,6 +113,13 @@ class Cluster:
     @property
     def dashboard_url(self) -> str:
         return self.run.dashboard()
+
+    @property
+    def endpoint(self) -> str | None:
+        """The HTTP endpoint's URL from here (`serve=`, `serve_port=`; docs/serving.md): its
+        published port on the local site, the head's address where it listens on the cluster
+        network; None without one, or where it listens on the head's loopback."""
+        return reachable_url(self.run) if self.run.spec.has_endpoint else None
 
     @property
     def token_path(self) -> Path:

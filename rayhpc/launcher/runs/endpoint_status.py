@@ -32,6 +32,8 @@ def endpoint_line(run: LaunchedRun) -> str:
     if not spec.has_endpoint:
         return ""
     url = reachable_url(run)
+    if url is None and spec.serve_bind == "network" and run.head is None:
+        return f"  endpoint on the head's cluster address, port {spec.endpoint_port}: not up yet"
     if url is not None:
         code = http_status(url + health_path(spec))
         state = f"answers (HTTP {code})" if code is not None else "not answering"
@@ -40,5 +42,7 @@ def endpoint_line(run: LaunchedRun) -> str:
     node = run.head.node if run.head else "the head"
     seen = (f"answered the head's probe at {time.strftime('%H:%M:%S', time.localtime(answered))}"
             if answered and 0 < answered < 1e11 else "not answering yet (the head's probe)")
-    return (f"  endpoint 127.0.0.1:{spec.endpoint_port} on {node} (its loopback: "
-            f"`rayhpc status` cannot reach it from here): {seen}")
+    where = "its loopback" if spec.serve_bind == "loopback" else "an address head.json " \
+        "does not give"
+    return (f"  endpoint port {spec.endpoint_port} on {node} ({where}: `rayhpc status` "
+            f"cannot reach it from here): {seen}")
