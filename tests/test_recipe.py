@@ -123,7 +123,7 @@ def test_a_chain_of_paths_relative_to_each_file(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("name: c\nextends: c.yaml\n",
-     "extends: the recipes extend each other in a circle ({d}/c.yaml -> {d}/c.yaml)"),
+     "extends: the recipe extends itself ({d}/c.yaml -> {d}/c.yaml); name another"),
     ("name: c\nextends: nope\n", "extends: no bundled recipe 'nope'; name one of: "),
     ("name: c\nextends: sub/nope.yaml\n", "extends: no recipe file {d}/sub/nope.yaml"),
     ("name: c\nextends: apptainer\n", "extends: {r}/apptainer.yaml is a tool recipe"),

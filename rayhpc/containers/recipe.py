@@ -133,6 +133,9 @@ def _load(path: Path, recipes_dir: Path, below: tuple[Path, ...]) -> Recipe:
     if parent_path.resolve() in seen:
         loop = chain[seen.index(parent_path.resolve()):]
         names = " -> ".join(str(p) for p in (*loop, parent_path))
+        if len(loop) == 1:
+            raise UserError(f"{path}: extends: the recipe extends itself ({names}); name "
+                            "another recipe, or remove `extends`")
         raise UserError(f"{path}: extends: the recipes extend each other in a circle ({names});"
                         " remove `extends` from one of them")
     if len(chain) >= MAX_EXTENDS_DEPTH:
