@@ -88,11 +88,16 @@ def command_after_dashes() -> list[str]:
     return sys.argv[sys.argv.index("--") + 1:]
 
 
-@task(auto_shortflags=False, help={
+@task(auto_shortflags=False, iterable=["pip"], help={
     "recipe": "recipe name in recipes/ or path to a recipe YAML (default: ray)",
     "variant": "recipe variant: cpu or gpu (default: cpu)",
     "base": "base image instead of the recipe's rayproject/ray tag (e.g. the `rayhpc base` tag)",
-    "tag": "tag for the built image (default: rayhpc/<recipe>:<ray>-py<XY>-<variant>)",
+    "tag": "tag for the built image (default: rayhpc/<recipe>:<ray>-py<XY>-<variant>, with "
+           "-plus-<hash of the added packages> when --pip/--requirements add some)",
+    "pip": "a pip requirement to add for this build only, one layer after the recipe's "
+           "(repeatable); installed with the recipe's Ray kept",
+    "requirements": "a requirements file (one requirement a line, # comments) to add for this "
+                    "build only, like --pip",
     "ca_bundle": "PEM CA bundle for pip/apt during the build only (default: $PIP_CERT, "
                  "$REQUESTS_CA_BUNDLE or $SSL_CERT_FILE); never stored in the image",
     "pip_index_url": "pip index URL for the build only (default: $PIP_INDEX_URL)",
@@ -101,13 +106,18 @@ def command_after_dashes() -> list[str]:
 })
 @user_errors
 def build(c, recipe="ray", variant="cpu", base=None, tag=None, ca_bundle=None,
-          pip_index_url=None, sif=False, no_cache=False):
-    """Build a Docker image from a recipe; prints the image tag (and SIF path) last."""
+          pip_index_url=None, sif=False, no_cache=False, pip=None, requirements=None):
+    """Build a Docker image from a recipe; prints the image tag (and SIF path) last.
+
+    --pip and --requirements add packages for one build; they are checked against the
+    recipe's Ray (statically, then by pip's resolver in the base image) before the build.
+    """
     from rayhpc.containers.images import build_recipe_image
     from rayhpc.containers.sif import convert_image
 
     image = build_recipe_image(recipe, variant, base=base, tag=tag, ca_bundle=ca_bundle,
-                               pip_index_url=pip_index_url, no_cache=no_cache)
+                               pip_index_url=pip_index_url, no_cache=no_cache,
+                               pip=tuple(pip or ()), requirements=requirements)
     print(image)
     if sif:
         print(convert_image(image))

@@ -92,3 +92,79 @@ def test_a_rebuild_reuses_layers_and_no_cache_makes_them_anew(docker_api, standi
     finally:
         with contextlib.suppress(docker.errors.ImageNotFound):
             docker_api.remove_image(tag, force=True)
+
+
+def _remove(docker_api, *tags: str) -> None:
+    for tag in tags:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_api.remove_image(tag, force=True)
+
+
+def _layers(docker_api, image: str) -> list[str]:
+    return docker_api.inspect_image(image)["RootFS"]["Layers"]
+
+
+def test_pip_adds_one_layer_on_the_recipe_image_under_its_own_tag(docker_api, standin_base):
+    plain = "rayhpc-test/plus:plain"
+    image = ""
+    try:
+        result = invoke("build", "--base", standin_base, "--tag", plain)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        plain_id = docker_api.inspect_image(plain)["Id"]
+        result = invoke("build", "--base", standin_base, "--pip", "six")
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        image = result.stdout.strip().splitlines()[-1]
+        # A tag of its own, said before the build; the recipe's image is left as it was.
+        assert image.startswith("rayhpc/ray:2.60.0-py311-cpu-plus-"), image
+        assert f"image tag {image} (--tag to choose another)" in result.stdout
+        assert docker_api.inspect_image(plain)["Id"] == plain_id
+        assert run_in(image, "python", "-c", "import six; print('ok')") == "ok"
+        assert run_in(image, "ray", "--version") == "ray, version 2.60.0"
+        assert docker_api.inspect_image(image)["Config"]["Labels"][
+            "org.rayhpc.extra-pip"] == "six"
+        # Every layer of the recipe's image, from the cache, and one more.
+        base_layers = _layers(docker_api, plain)
+        assert _layers(docker_api, image)[:len(base_layers)] == base_layers
+        assert len(_layers(docker_api, image)) == len(base_layers) + 1
+    finally:
+        _remove(docker_api, plain, *([image] if image else []))
+
+
+def test_a_conflict_with_the_bases_ray_is_refused_before_any_build(docker_api, standin_base):
+    # Ray requires msgpack>=1.0,<2 (ray-project/ray python/setup.py; ray 2.60.0's metadata).
+    tag = "rayhpc-test/conflict:1"
+    probes = {"ancestor": standin_base}
+    before = {c["Id"] for c in docker_api.containers(all=True, filters=probes)}
+    result = invoke("build", "--base", standin_base, "--pip", "msgpack<1.0", "--tag", tag)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: --pip/--requirements: msgpack<1.0 cannot be installed "
+                               "with the base's Ray 2.60.0"), lines[0]
+    assert "msgpack" in lines[0].split("(pip: ", 1)[1]  # pip's own cause, named
+    assert "Step 1/" not in result.stdout  # no image build started
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_api.inspect_image(tag)
+    # The resolver's throw-away container is gone.
+    assert {c["Id"] for c in docker_api.containers(all=True, filters=probes)} == before
+
+
+def test_an_extending_recipe_builds_on_every_layer_of_its_parent(docker_api, standin_base,
+                                                                tmp_path):
+    parent, child = "rayhpc-test/extends:parent", "rayhpc-test/extends:child"
+    recipe = tmp_path / "child.yaml"
+    recipe.write_text("name: child\nextends: ray\nvariants:\n  cpu:\npip: [six]\n"
+                      "env: {CHILD: '1'}\n")
+    try:
+        for args in (("--tag", parent), ("--recipe", str(recipe), "--tag", child)):
+            result = invoke("build", "--base", standin_base, *args)
+            assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        parent_layers = _layers(docker_api, parent)
+        assert _layers(docker_api, child)[:len(parent_layers)] == parent_layers
+        assert len(_layers(docker_api, child)) == len(parent_layers) + 1
+        assert run_in(child, "python", "-c", "import six, tqdm, os; print(os.environ['CHILD'])"
+                      ) == "1"
+        labels = docker_api.inspect_image(child)["Config"]["Labels"]
+        assert labels["org.rayhpc.recipe"] == "child" and labels["org.rayhpc.extends"] == "ray"
+    finally:
+        _remove(docker_api, child, parent)

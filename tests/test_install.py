@@ -117,11 +117,12 @@ def test_rayhpc_dry_run_of_an_hpc_site_and_the_bundled_recipes(installed, empty_
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("#!/bin/bash\n#PBS "), result.stdout[:200]
     assert "mpiexec" in result.stdout
-    # The bundled recipes render (Apptainer def files): no checkout needed.
+    # The bundled recipes render (Apptainer def files): no checkout needed; vllm extends ray,
+    # found among the installed recipes.
     defs = run(installed, "rayhpc", "defs", "--out", "defs", cwd=empty_dir)
     assert defs.returncode == 0, defs.stderr
-    assert sorted(p.name for p in (empty_dir / "defs").iterdir()) == ["ray-cpu.def",
-                                                                      "ray-gpu.def"]
+    assert sorted(p.name for p in (empty_dir / "defs").iterdir()) == [
+        "ray-cpu.def", "ray-gpu.def", "vllm-gpu.def"]
     # Bad input: one error line, exit 2, as with invoke.
     bad = run(installed, "rayhpc", "launch", "--site", "nowhere", cwd=empty_dir)
     assert bad.returncode == 2

@@ -108,3 +108,56 @@ def test_ca_bundle_defaults_from_environment_and_missing_file_is_named(tmp_path)
     not_pem.write_text("hello")
     with pytest.raises(UserError, match="holds no PEM certificate"):
         BuildSecrets.resolve(str(not_pem), environ={})
+
+
+def _instructions(text):
+    """Dockerfile instructions (continuation lines joined, comments and blanks dropped)."""
+    joined = text.replace("\\\n", " ")
+    return [line for line in joined.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_an_extending_recipe_renders_its_parent_steps_first_and_its_own_as_new_layers(tmp_path):
+    child_file = tmp_path / "child.yaml"
+    child_file.write_text("name: child\nextends: ray\napt: [htop]\npip: [six]\n"
+                          "env: {MINE: x}\nlabels: {team: a}\n")
+    parent = _instructions(render_dockerfile(load_recipe("ray"), "gpu"))
+    child = _instructions(render_dockerfile(load_recipe(str(child_file)), "gpu"))
+    # Every instruction of the parent before its LABEL, unchanged and in order: the engine's
+    # cache serves them all to the child's build.
+    assert parent[-1].startswith("LABEL") and child[:len(parent) - 1] == parent[:-1]
+    added = child[len(parent) - 1:]
+    assert [line.split()[0] for line in added] == ["USER", "RUN", "USER", "RUN", "ENV", "LABEL"]
+    assert added[0] == "USER root" and "install -y -q --no-install-recommends htop" in added[1]
+    assert "procps" not in added[1]  # the parent's packages are not installed again
+    assert added[2] == "USER ray"
+    assert added[3].count("pip install") == 1 and "ray==2.60.0 six   &&" in added[3]
+    assert added[4] == 'ENV MINE="x"'
+    assert '"team"="a"' in added[5] and '"org.rayhpc.extends"="ray"' in added[5]
+
+
+def test_extra_pip_is_one_layer_after_the_recipe_and_named_in_a_label():
+    recipe = load_recipe("ray")
+    plain = _instructions(render_dockerfile(recipe, "cpu"))
+    extra = _instructions(render_dockerfile(recipe, "cpu", extra_pip=("six", "rich>=13")))
+    assert extra[:len(plain) - 1] == plain[:-1]
+    run, label = extra[len(plain) - 1:]
+    assert "python -m pip install --no-cache-dir ray==2.60.0 six 'rich>=13'   &&" in run
+    assert '"org.rayhpc.extra-pip"="six rich>=13"' in label
+
+
+def test_every_pip_step_installs_with_the_base_ray_pinned():
+    text = render_dockerfile(load_recipe("ray"), "cpu")
+    pip_lines = [line for line in text.splitlines() if "pip install" in line]
+    assert pip_lines and all("ray==2.60.0" in line for line in pip_lines)
+
+
+def test_an_extending_recipe_has_a_def_file_with_its_parent_steps_then_its_own(tmp_path):
+    from rayhpc.containers.apptainer_def import render_def
+    child_file = tmp_path / "child.yaml"
+    child_file.write_text("name: child\nextends: ray\nvariants:\n  gpu:\npip: [six]\n")
+    text = render_def(load_recipe(str(child_file)), "gpu")
+    assert "From: rayproject/ray:2.60.0-py311-gpu" in text
+    post = text.split("%post", 1)[1].split("%environment")[0]
+    assert post.index("pip install --no-cache-dir ray==2.60.0 tqdm || exit $?") < post.index(
+        "pip install --no-cache-dir ray==2.60.0 six || exit $?")
+    assert "org.rayhpc.extends ray" in text

@@ -1,7 +1,10 @@
 """Render Dockerfiles from recipes: pure functions, data in, text out (golden-tested).
 
 Layer order follows how often things change: system packages first, then pip packages, then
-environment and labels, so a change to the pip list rebuilds only the last layers.
+environment and labels, so a change to the pip list rebuilds only the last layers. A recipe that
+extends another renders its parent's steps first, unchanged, and its own additions as new layers
+after them; packages added for one build (`--pip`, `--requirements`) come last, so both reuse
+every layer of what they build on from the engine's cache.
 """
 
 from __future__ import annotations
@@ -9,7 +12,8 @@ from __future__ import annotations
 import json
 import shlex
 
-from rayhpc.containers.recipe import Recipe, has_control
+from rayhpc.containers.recipe import Layer, Recipe
+from rayhpc.containers.requirements import EXTRA_PIP_LABEL, has_control
 from rayhpc.containers.secrets import FETCH_SECRETS, FORGET_SECRETS, SECRETS_ARG
 
 # The user of rayproject/ray images (uid 1000); the stand-in base creates the same.
@@ -25,8 +29,11 @@ def apt_install(packages: tuple[str, ...], apt_options: str = "") -> list[str]:
             "rm -rf /var/lib/apt/lists/*"]
 
 
-def pip_install(packages: tuple[str, ...]) -> str:
-    return "python -m pip install --no-cache-dir " + quoted_words(packages)
+def pip_install(packages: tuple[str, ...], ray_version: str = "") -> str:
+    """``ray_version``: installed together with the packages, so that pip's resolver keeps the
+    base's Ray and honours Ray's own requirements (instead of replacing Ray, or breaking it)."""
+    pinned = (f"ray=={ray_version}",) if ray_version else ()
+    return "python -m pip install --no-cache-dir " + quoted_words((*pinned, *packages))
 
 
 def quoted_words(words: tuple[str, ...]) -> str:
@@ -43,8 +50,11 @@ def add_user(name: str, group: str = "") -> str:
     return f"useradd --uid {IMAGE_UID}{group_option} --create-home --shell /bin/bash {name}"
 
 
-def render_dockerfile(recipe: Recipe, variant: str, base: str | None = None) -> str:
-    """The Dockerfile of one recipe variant; ``base`` overrides the variant's base image."""
+def render_dockerfile(recipe: Recipe, variant: str, base: str | None = None,
+                      extra_pip: tuple[str, ...] = ()) -> str:
+    """The Dockerfile of one recipe variant; ``base`` overrides the variant's base image;
+    ``extra_pip``: packages added for this build, one layer after the recipe's (and named in a
+    label)."""
     chosen = recipe.variant(variant)
     lines = [
         f"# Rendered by rayhpc from recipe {recipe.name!r}, variant {variant!r}.",
@@ -55,21 +65,38 @@ def render_dockerfile(recipe: Recipe, variant: str, base: str | None = None) -> 
         "# deleted in the same RUN step: they never reach a layer.",
         f"ARG {SECRETS_ARG}=",
     ]
-    if recipe.apt:
-        lines += ["", "USER root",
-                  run_steps([FETCH_SECRETS, *apt_install(recipe.apt), FORGET_SECRETS])]
-    if recipe.kind == "tool" and recipe.user:
-        lines.append(f"RUN {add_user(recipe.user)}")
-    if recipe.kind == "ray":
-        lines += ["", f"USER {IMAGE_USER}"]
-    if recipe.pip:
-        lines.append(run_steps([FETCH_SECRETS, pip_install(recipe.pip), FORGET_SECRETS]))
-    if recipe.env:
-        lines += ["", env_instruction(recipe.env)]
-    lines += ["", label_instruction(recipe.oci_labels(variant))]
+    for index, layer in enumerate(recipe.build_layers):
+        if index:
+            lines += ["", f"# Added by recipe {layer.recipe!r}: new layers after its parent's."]
+        lines += _layer_lines(recipe, layer, first=index == 0)
+    if extra_pip:
+        lines += ["", "# Added for this build only (--pip, --requirements).",
+                  run_steps([FETCH_SECRETS, pip_install(extra_pip, recipe.ray_version),
+                             FORGET_SECRETS])]
+    labels = recipe.oci_labels(variant)
+    if extra_pip:
+        labels[EXTRA_PIP_LABEL] = " ".join(extra_pip)
+    lines += ["", label_instruction(labels)]
     if recipe.kind == "tool" and recipe.user:
         lines.append(f"USER {recipe.user}")
     return "\n".join(lines) + "\n"
+
+
+def _layer_lines(recipe: Recipe, layer: Layer, first: bool) -> list[str]:
+    lines: list[str] = []
+    if layer.apt:
+        lines += ["", "USER root",
+                  run_steps([FETCH_SECRETS, *apt_install(layer.apt), FORGET_SECRETS])]
+    if first and recipe.kind == "tool" and recipe.user:
+        lines.append(f"RUN {add_user(recipe.user)}")
+    if recipe.kind == "ray" and (first or layer.apt):
+        lines += ["", f"USER {IMAGE_USER}"]
+    if layer.pip:
+        lines.append(run_steps([FETCH_SECRETS, pip_install(layer.pip, recipe.ray_version),
+                                FORGET_SECRETS]))
+    if layer.env:
+        lines += ["", env_instruction(layer.env)]
+    return lines
 
 
 def render_portable_dockerfile(recipe: Recipe, variant: str, base: str | None = None,
@@ -77,14 +104,15 @@ def render_portable_dockerfile(recipe: Recipe, variant: str, base: str | None = 
     """The recipe's steps with no build plumbing (no USER, ARG, secrets or LABEL): the input for
     converters to other formats, which mistranslate those (spython turns USER into `su -`)."""
     lines = [f"FROM {base or recipe.variant(variant).base}"]
-    if recipe.apt:
-        lines.append(run_steps(apt_install(recipe.apt, apt_options)))
-    if recipe.kind == "tool" and recipe.user:
-        lines.append(f"RUN {add_user(recipe.user)}")
-    if recipe.pip:
-        lines.append(f"RUN {pip_install(recipe.pip)}")
-    if recipe.env:
-        lines.append(env_instruction(recipe.env))
+    for index, layer in enumerate(recipe.build_layers):
+        if layer.apt:
+            lines.append(run_steps(apt_install(layer.apt, apt_options)))
+        if index == 0 and recipe.kind == "tool" and recipe.user:
+            lines.append(f"RUN {add_user(recipe.user)}")
+        if layer.pip:
+            lines.append(f"RUN {pip_install(layer.pip, recipe.ray_version)}")
+        if layer.env:
+            lines.append(env_instruction(layer.env))
     return "\n".join(lines) + "\n"
 
 

@@ -12,8 +12,10 @@ from rayhpc.containers.engine import (
     ensure_image,
     image_exists,
 )
+from rayhpc.containers.pip_resolve import check_resolvable
 from rayhpc.containers.progress import Progress
 from rayhpc.containers.recipe import DEFAULT_RECIPE, IMAGE_REPOSITORY, Recipe, load_recipe
+from rayhpc.containers.requirements import added_tag, check_requirements, read_requirements_file
 from rayhpc.containers.rootfs import debootstrap_image
 from rayhpc.containers.secrets import BuildSecrets
 from rayhpc.containers.standin import OS_IMAGE, render_base_dockerfile, standin_tag
@@ -22,11 +24,19 @@ from rayhpc.containers.standin import OS_IMAGE, render_base_dockerfile, standin_
 def build_recipe_image(recipe_name: str = DEFAULT_RECIPE, variant: str = "cpu",
                        base: str | None = None, tag: str | None = None,
                        ca_bundle: str | None = None, pip_index_url: str | None = None,
-                       progress: Progress | None = None, no_cache: bool = False) -> str:
-    """Build one variant of a recipe; return its tag. ``no_cache``: rebuild every layer."""
+                       progress: Progress | None = None, no_cache: bool = False,
+                       pip: tuple[str, ...] = (), requirements: str | None = None) -> str:
+    """Build one variant of a recipe; return its tag. ``no_cache``: rebuild every layer.
+    ``pip``, ``requirements`` (a file): packages added for this build, one layer after the
+    recipe's, checked against the base's Ray before the build starts."""
     progress = progress or Progress()
     recipe = load_recipe(recipe_name)
+    added = added_packages(recipe, pip, requirements)
     base = base or recipe.variant(variant).base
+    if not tag and added:
+        tag = added_tag(recipe.image_tag(variant), added)
+        progress.note(f"rayhpc: packages added for this build: {' '.join(added)}; image tag "
+                      f"{tag} (--tag to choose another)")
     tag = tag or recipe.image_tag(variant)
     check_image_ref(tag, "--tag")
     check_image_ref(base, "--base")
@@ -35,11 +45,31 @@ def build_recipe_image(recipe_name: str = DEFAULT_RECIPE, variant: str = "cpu",
     ensure_image(api, base, progress,
                  hint=f"on a host without registry access build a stand-in with `rayhpc base` "
                       f"and pass --base {standin_tag(recipe)}")
+    if added and recipe.ray_version:
+        progress.step(f"checking that pip can install {' '.join(added)} with Ray "
+                      f"{recipe.ray_version} (in {base})")
+        try:
+            note = check_resolvable(api, base, recipe.ray_version, (*recipe.pip, *added),
+                                    secrets, "--pip/--requirements")
+        finally:
+            progress.done()
+        if note:
+            progress.note(f"rayhpc: {note}")
     labels = build_labels()
     labels["org.opencontainers.image.base.name"] = base
-    build_image(api, render_dockerfile(recipe, variant, base), tag, progress, secrets, labels,
-                no_cache)
+    build_image(api, render_dockerfile(recipe, variant, base, added), tag, progress, secrets,
+                labels, no_cache)
     return tag
+
+
+def added_packages(recipe: Recipe, pip: tuple[str, ...] = (),
+                   requirements: str | None = None) -> tuple[str, ...]:
+    """The packages of --pip and --requirements, checked (before any engine is asked), in
+    order, without duplicates and without what the recipe installs already."""
+    added = check_requirements(tuple(pip), recipe.ray_version, "--pip")
+    if requirements:
+        added += read_requirements_file(requirements, recipe.ray_version)
+    return tuple(p for p in dict.fromkeys(added) if p not in recipe.pip)
 
 
 def build_standin_base(recipe_name: str = DEFAULT_RECIPE, os_image: str | None = None,
