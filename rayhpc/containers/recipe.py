@@ -10,6 +10,7 @@ from typing import Any
 from rayhpc import RECIPES_DIR
 from rayhpc.common.user_error import UserError
 from rayhpc.common.yaml_files import check_keys, find_yaml, read_yaml, yaml_names
+from rayhpc.containers.platforms import DEFAULT_PLATFORM, check_platform, with_suffix
 
 DEFAULT_RECIPE = "ray"  # the recipe of the image a local launch runs by default
 IMAGE_REPOSITORY = "rayhpc"
@@ -18,6 +19,9 @@ RECIPE_KEYS = ("name", "kind", "description", "ray_version", "python", "variants
 # "ray": an image for Ray nodes, on a rayproject/ray base (which brings user ray, uid 1000).
 # "tool": a helper image (e.g. the Apptainer converter) on any base; ``user`` is created in it.
 KINDS = ("ray", "tool")
+# The platform the recipe's images are built for (linux/amd64 unless it says; `rayhpc build
+# --platform` overrides it): containers/platforms.py.
+RECIPE_KEYS = (*RECIPE_KEYS, "platform")
 VARIANT_KEYS = ("base", "gpu")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _RAY_VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
@@ -46,6 +50,7 @@ class Recipe:
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
+    platform: str = DEFAULT_PLATFORM
 
     @property
     def python_tag(self) -> str:
@@ -59,13 +64,16 @@ class Recipe:
                 f"choose one of: {', '.join(self.variants)} (--variant)")
         return self.variants[name]
 
-    def image_tag(self, variant: str) -> str:
+    def image_tag(self, variant: str, platform: str | None = None) -> str:
         """Tag of the built image, in Ray's own scheme: rayhpc/ray:2.60.0-py311-cpu (tool
-        images: rayhpc/<name>:<variant>)."""
+        images: rayhpc/<name>:<variant>), -aarch64 appended for linux/arm64 as Ray does;
+        ``platform``: the build's (default: the recipe's)."""
         self.variant(variant)
         if self.kind == "tool":
-            return f"{IMAGE_REPOSITORY}/{self.name}:{variant}"
-        return f"{IMAGE_REPOSITORY}/{self.name}:{self.ray_version}-{self.python_tag}-{variant}"
+            tag = f"{IMAGE_REPOSITORY}/{self.name}:{variant}"
+        else:
+            tag = f"{IMAGE_REPOSITORY}/{self.name}:{self.ray_version}-{self.python_tag}-{variant}"
+        return with_suffix(tag, platform or self.platform)
 
     def oci_labels(self, variant: str) -> dict[str, str]:
         """Static labels written into the Dockerfile (dynamic ones come at build time)."""
@@ -140,6 +148,7 @@ def parse_recipe(data: Any, path: Path) -> Recipe:
         env=_str_map(data, "env", path, key_re=_ENV_NAME_RE),
         labels=_str_map(data, "labels", path),
         path=path,
+        platform=check_platform(data.get("platform", DEFAULT_PLATFORM), f"{path}: platform"),
     )
 
 
