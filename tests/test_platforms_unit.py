@@ -309,8 +309,8 @@ def test_local_nodes_are_the_engines_unless_the_site_file_says(monkeypatch, tmp_
 
 
 def test_the_apptainer_runtime_reads_the_platform_label(monkeypatch):
-    from rayhpc.launcher.runtimes import runtime
     from rayhpc.launcher.runtimes import apptainer as apptainer_module
+    from rayhpc.launcher.runtimes import runtime
 
     node_runtime = runtime("apptainer")
     output = json.dumps({"data": {"attributes": {"labels": {
