@@ -29,7 +29,7 @@ class FakeEngine:
         monkeypatch.setattr(images, "debootstrap_image", self.debootstrap_image)
         monkeypatch.setattr(images, "build_recipe_image", self.build_recipe_image)
 
-    def ensure_image(self, api, ref, progress, hint):
+    def ensure_image(self, api, ref, progress, hint, platform=None):
         if ref in self.present:
             return
         if ref not in self.pullable:
@@ -40,7 +40,7 @@ class FakeEngine:
     def build_standin_base(self, recipe_name, progress):
         self.done.append(f"standin {recipe_name}")
 
-    def debootstrap_image(self, api, ref, suite, mirror, progress):
+    def debootstrap_image(self, api, ref, suite, mirror, progress, platform="linux/amd64"):
         self.done.append(f"debootstrap {ref} {suite}")
 
     def build_recipe_image(self, recipe_name, variant, base, progress):

@@ -358,3 +358,11 @@ def test_vista_gh200_queue_table_keeps_gh_dev_for_when_asked():
 
 def test_with_suffix_is_idempotent():
     assert with_suffix(with_suffix("a:b", "linux/arm64"), "linux/arm64") == "a:b-aarch64"
+
+
+@pytest.mark.parametrize("task", ["build", "base"])
+def test_an_unknown_platform_flag_is_one_line_before_any_engine(task):
+    result = invoke(task, "--platform", "linux/s390x")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == ("error: --platform: 'linux/s390x' is not a platform rayhpc builds "
+                             "for; use one of: linux/amd64, linux/arm64\n")
