@@ -210,6 +210,9 @@ def test_another_platform_needs_an_enabled_qemu_handler(monkeypatch, tmp_path):
         emulation.check_emulation("linux/arm64", tmp_path)
     monkeypatch.setenv("DOCKER_HOST", "tcp://builder:2376")  # its own kernel: not checked here
     emulation.check_emulation("linux/arm64", tmp_path)
+    monkeypatch.delenv("DOCKER_HOST")
+    monkeypatch.setattr(emulation.sys, "platform", "darwin")  # Docker Desktop's VM emulates
+    emulation.check_emulation("linux/arm64", tmp_path)
 
 
 # -- the launch refusal

@@ -5,6 +5,7 @@ RUN step of its Dockerfile)."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from rayhpc.common.user_error import UserError
@@ -36,9 +37,11 @@ def emulation_problem(platform: str, binfmt_dir: Path = BINFMT_DIR) -> str:
 
 
 def check_emulation(platform: str, binfmt_dir: Path = BINFMT_DIR) -> None:
-    """UserError naming --platform unless this host runs ``platform``'s programs. Only a local
-    engine is checked: a remote one (DOCKER_HOST over tcp/ssh) has its own kernel."""
-    if os.environ.get("DOCKER_HOST", "unix://").startswith(("tcp://", "ssh://")):
+    """UserError naming --platform unless this host runs ``platform``'s programs. Only an
+    engine on this Linux kernel is checked: a remote one (DOCKER_HOST over tcp/ssh) and Docker
+    Desktop's (macOS, Windows: a VM, which emulates by itself) have their own."""
+    if sys.platform != "linux" or os.environ.get("DOCKER_HOST", "unix://").startswith(
+            ("tcp://", "ssh://")):
         return
     problem = emulation_problem(platform, binfmt_dir)
     if problem:

@@ -13,13 +13,12 @@ from rayhpc.containers.engine import (
     ensure_image,
     image_exists,
 )
-from rayhpc.containers.platforms import PLATFORM_LABEL, base_for, check_platform
+from rayhpc.containers.platforms import PLATFORM_LABEL, base_for, check_platform, with_suffix
 from rayhpc.containers.progress import Progress
 from rayhpc.containers.recipe import DEFAULT_RECIPE, IMAGE_REPOSITORY, Recipe, load_recipe
 from rayhpc.containers.rootfs import debootstrap_image
 from rayhpc.containers.secrets import BuildSecrets
 from rayhpc.containers.standin import (
-    OS_IMAGE,
     os_image_for,
     render_base_dockerfile,
     standin_tag,
@@ -121,7 +120,8 @@ def ensure_recipe_image(recipe_name: str = DEFAULT_RECIPE, variant: str = "cpu",
             progress.note(f"rayhpc: {wanted} cannot be pulled here; using the stand-in base "
                           f"{base}")
         elif recipe.kind == "ray":
-            took = FIRST_RUN_STANDIN_ON_OS if image_exists(api, OS_IMAGE) else FIRST_RUN_STANDIN
+            took = (FIRST_RUN_STANDIN_ON_OS if image_exists(api, os_image_for(recipe.platform))
+                    else FIRST_RUN_STANDIN)
             progress.note(f"rayhpc: {wanted} cannot be pulled here: building the stand-in Ray "
                           f"base {base} first ({took})")
             build_standin_base(recipe_name, progress=progress)
@@ -146,6 +146,6 @@ def standin_for(recipe: Recipe, base: str) -> str:
     if recipe.kind == "ray":
         return standin_tag(recipe, recipe.platform)
     if base.split(":")[0] in ("debian", "library/debian", "docker.io/library/debian"):
-        return f"{IMAGE_REPOSITORY}/debian:{debian_suite(base)}"
+        return with_suffix(f"{IMAGE_REPOSITORY}/debian:{debian_suite(base)}", recipe.platform)
     raise UserError(f"{recipe.path}: base {base} cannot be pulled here and has no stand-in; "
                     "pass --base with an image you have")
