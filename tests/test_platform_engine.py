@@ -35,6 +35,17 @@ def run(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, timeout=900)
 
 
+def mount_binfmt_misc() -> None:
+    """binfmt_misc's file system at its place, where the kernel has it (a failure is said by
+    the caller's check)."""
+    for argv in (("modprobe", "binfmt_misc"),
+                 ("mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_DIR))):
+        if (BINFMT_DIR / "register").exists():
+            return
+        with contextlib.suppress(OSError):  # no modprobe: the module may be built in
+            run(*argv)
+
+
 def register_emulation() -> None:
     """qemu-user for aarch64, registered with binfmt_misc (its handlers carry the F flag, so
     they serve containers too): installed with apt and enabled where missing."""
@@ -42,17 +53,17 @@ def register_emulation() -> None:
         return
     if os.geteuid() != 0:
         pytest.fail(f"emulation: {emulation_problem(ARM64)} (and not root to install it)")
+    # No systemd here to mount binfmt_misc: mount it first, so that the packages' own
+    # scripts (update-binfmts --import) register the handler as they install it.
+    mount_binfmt_misc()
     apt = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for argv in (["apt-get", "update", "-q"],
                  ["apt-get", "install", "-y", "-q", "--no-install-recommends",
                   *EMULATION_PACKAGES]):
         result = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=apt)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    # No systemd here to mount binfmt_misc and load the handlers: mount it, then have
-    # binfmt-support's update-binfmts enable the handler qemu-user-static installed.
-    if not (BINFMT_DIR / "register").exists():
-        mounted = run("mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_DIR))
-        assert mounted.returncode == 0, mounted.stderr
+    mount_binfmt_misc()
+    assert (BINFMT_DIR / "register").exists(), f"binfmt_misc is not mounted at {BINFMT_DIR}"
     enabled = run("update-binfmts", "--enable", "qemu-aarch64")
     problem = emulation_problem(ARM64)
     assert not problem, f"{problem}\nupdate-binfmts: {enabled.stdout}{enabled.stderr}"
