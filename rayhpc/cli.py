@@ -103,10 +103,14 @@ def command_after_dashes() -> list[str]:
     "pip_index_url": "pip index URL for the build only (default: $PIP_INDEX_URL)",
     "sif": "also convert the image to a SIF for Apptainer/Singularity (see `convert`)",
     "no_cache": "rebuild every layer instead of reusing the engine's cached ones",
+    "platform": "the nodes' platform: linux/amd64 or linux/arm64 (Grace-Hopper; tags get "
+                "-aarch64; another than this host's builds under emulation) (default: the "
+                "recipe's, else linux/amd64)",
 })
 @user_errors
 def build(c, recipe="ray", variant="cpu", base=None, tag=None, ca_bundle=None,
-          pip_index_url=None, sif=False, no_cache=False, pip=None, requirements=None):
+          pip_index_url=None, sif=False, no_cache=False, pip=None, requirements=None,
+          platform=None):
     """Build a Docker image from a recipe; prints the image tag (and SIF path) last.
 
     --pip and --requirements add packages for one build; they are checked against the
@@ -117,7 +121,8 @@ def build(c, recipe="ray", variant="cpu", base=None, tag=None, ca_bundle=None,
 
     image = build_recipe_image(recipe, variant, base=base, tag=tag, ca_bundle=ca_bundle,
                                pip_index_url=pip_index_url, no_cache=no_cache,
-                               pip=tuple(pip or ()), requirements=requirements)
+                               pip=tuple(pip or ()), requirements=requirements,
+                               platform=platform)
     print(image)
     if sif:
         print(convert_image(image))
@@ -164,16 +169,18 @@ def defs(c, recipe=None, out="defs"):
     "ca_bundle": "PEM CA bundle for pip during the build only (default as for build)",
     "pip_index_url": "pip index URL for the build only (default: $PIP_INDEX_URL)",
     "no_cache": "rebuild every layer instead of reusing the engine's cached ones",
+    "platform": "linux/amd64 or linux/arm64: the stand-in's platform; another than this "
+                "host's needs qemu-user-static (default: the recipe's, else linux/amd64)",
 })
 @user_errors
 def base(c, recipe="ray", os_image=None, mirror=None, tag=None, ca_bundle=None,
-         pip_index_url=None, no_cache=False):
+         pip_index_url=None, no_cache=False, platform=None):
     """Build a stand-in for rayproject/ray where no registry is reachable; prints its tag last."""
     from rayhpc.containers.images import build_standin_base
 
     print(build_standin_base(recipe, os_image=os_image, mirror=mirror, tag=tag,
                              ca_bundle=ca_bundle, pip_index_url=pip_index_url,
-                             no_cache=no_cache))
+                             no_cache=no_cache, platform=platform))
 
 
 LAUNCH_FLAGS = ("nodes", "driver", "shared", "image", "join_timeout", "shm_size", "num_cpus",

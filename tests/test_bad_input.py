@@ -255,7 +255,7 @@ CASES = [
          "--shared: {shared}/mine is not writable by the containers' user (uid 1000; it is "
          "owned by uid 0, mode 0o755); `chown 1000 {shared}/mine`", files={"mine/.keep": ""}),
     Case("setup on the local site", ["launch", "--site", SITE_FILE], {},
-         "mysite.yaml: setup: not used on a local site (it takes: environment, groups); "
+         "mysite.yaml: setup: not used on a local site (it takes: environment, groups, platform); "
          "remove it",
          site_text="scheduler: local\nruntime: docker\nsetup: [module load x]\n"),
     Case("driver as a yaml list", ["launch", "--site", SITE_FILE], {},

@@ -10,6 +10,7 @@ import pytest
 from rayhpc.common.user_error import UserError
 from rayhpc.containers import images
 from rayhpc.containers.progress import Progress
+from rayhpc.containers.standin import OS_IMAGE
 
 RAY_IMAGE = "rayhpc/ray:2.60.0-py311-cpu"
 STANDIN = "rayhpc/ray-standin:2.60.0-py311-cpu"
@@ -29,7 +30,7 @@ class FakeEngine:
         monkeypatch.setattr(images, "debootstrap_image", self.debootstrap_image)
         monkeypatch.setattr(images, "build_recipe_image", self.build_recipe_image)
 
-    def ensure_image(self, api, ref, progress, hint):
+    def ensure_image(self, api, ref, progress, hint, platform=None):
         if ref in self.present:
             return
         if ref not in self.pullable:
@@ -40,7 +41,7 @@ class FakeEngine:
     def build_standin_base(self, recipe_name, progress):
         self.done.append(f"standin {recipe_name}")
 
-    def debootstrap_image(self, api, ref, suite, mirror, progress):
+    def debootstrap_image(self, api, ref, suite, mirror, progress, platform="linux/amd64"):
         self.done.append(f"debootstrap {ref} {suite}")
 
     def build_recipe_image(self, recipe_name, variant, base, progress):
@@ -74,7 +75,7 @@ def test_first_launch_without_a_registry_says_what_it_builds_and_how_long(monkey
 
 
 def test_stand_in_on_a_debian_base_already_there_is_quicker(monkeypatch):
-    FakeEngine(monkeypatch, present={images.OS_IMAGE})
+    FakeEngine(monkeypatch, present={OS_IMAGE})
     lines, _ = said()
     assert lines[1].endswith("first (Python, Ray; about 45 s, once)")
 

@@ -580,7 +580,7 @@ def test_user_site_file_with_wrong_values(tmp_path):
          "scheduler_options: qos: unknown key; allowed: launcher, gpu_request, system, "
          "filesystems, filesystem_mounts"),
         ("scheduler: local\nruntime: docker\nscheduler_options:\n  qos: x\n",
-         "scheduler_options: not used on a local site (it takes: environment, groups); "
+         "scheduler_options: not used on a local site (it takes: environment, groups, platform); "
          "remove it"),
         ("scheduler: slurm\nruntime: apptainer\nscheduler_options:\n  gpus_per_node: 4\n",
          "scheduler_options: gpus_per_node: unknown key"),

@@ -70,16 +70,18 @@ def bed(docker_api, converted, tmp_path_factory):
 
 def site_file(bed: SlurmTestbed, row) -> str:
     """The row's profile as a user names it, or a copy with the row's scheduler options (a
-    user who picks another launcher copies the profile, as its comments say)."""
+    user who picks another launcher copies the profile, as its comments say) and its
+    `site_overrides` (what the test bed cannot be: an aarch64 site's platform)."""
     profile = row.row["profile"]
     path = (PROJECT_ROOT / "rayhpc" / profile if profile.endswith(".yaml")
             else SITES_DIR / f"{profile}.yaml")
-    if not row.row.get("scheduler_options"):
+    if not row.row.get("scheduler_options") and not row.row.get("site_overrides"):
         return str(path) if profile.endswith(".yaml") else profile
     data = yaml.safe_load(path.read_text())
     data["name"] = row.name
     data["scheduler_options"] = {**data.get("scheduler_options", {}),
-                                 **row.row["scheduler_options"]}
+                                 **row.row.get("scheduler_options", {})}
+    data.update(row.row.get("site_overrides", {}))
     copy = bed.shared / f"{row.name}.yaml"
     copy.write_text(yaml.safe_dump(data))
     copy.chmod(0o644)

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import IO
@@ -16,6 +17,7 @@ import docker.errors
 
 from rayhpc import PACKAGE_DIR, __version__
 from rayhpc.common.user_error import UserError
+from rayhpc.containers.platforms import platform_for_arch
 from rayhpc.containers.progress import Progress
 from rayhpc.containers.secrets import SECRETS_ARG, BuildSecrets, serve
 
@@ -61,14 +63,17 @@ def image_exists(api: docker.APIClient, ref: str) -> bool:
         raise UserError(f"image {ref!r}: {_short(exc)}") from None
 
 
-def ensure_image(api: docker.APIClient, ref: str, progress: Progress, hint: str) -> None:
-    """Have ``ref`` locally, pulling it if needed; fail with ``hint`` when it cannot be had."""
+def ensure_image(api: docker.APIClient, ref: str, progress: Progress, hint: str,
+                 platform: str | None = None) -> None:
+    """Have ``ref`` locally, pulling it if needed (``platform``'s image of a multi-platform
+    one); fail with ``hint`` when it cannot be had."""
     if image_exists(api, ref):
         return
-    progress.step(f"pulling {ref}")
+    progress.step(f"pulling {ref}" + (f" ({platform})" if platform else ""))
     repository, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
     try:
-        for chunk in api.pull(repository, tag=tag, stream=True, decode=True):
+        for chunk in api.pull(repository, tag=tag, stream=True, decode=True,
+                              platform=platform):
             if "error" in chunk:
                 raise docker.errors.APIError(chunk["error"])
             progress.line(" ".join(str(chunk.get(k, "")) for k in ("id", "status", "progress")))
@@ -103,14 +108,19 @@ def build_labels() -> dict[str, str]:
 
 def build_image(api: docker.APIClient, dockerfile: str, tag: str, progress: Progress,
                 secrets: BuildSecrets | None = None,
-                labels: dict[str, str] | None = None, no_cache: bool = False) -> str:
+                labels: dict[str, str] | None = None, no_cache: bool = False,
+                platform: str | None = None) -> str:
     """Build ``dockerfile`` (no other context) as ``tag``, streaming progress; return the image id.
 
     Secrets are served for the length of the build and passed to it by channel name only.
+    ``platform``: the image's os/arch (None: the engine's own); another one's RUN steps need
+    the engine's host to emulate it (qemu-user, docs/images.md "Platforms").
     """
     fileobj = io.BytesIO(dockerfile.encode())
     kwargs = dict(fileobj=fileobj, tag=tag, rm=True, forcerm=True, pull=False, decode=True,
                   labels=labels or {}, nocache=no_cache)
+    if platform:
+        kwargs["platform"] = platform  # docker-py APIClient.build(platform=...), API 1.32+
     image_id = ""
     if secrets and secrets.ca_source:
         progress.note(f"CA bundle for this build only: {secrets.ca_source}")
@@ -130,11 +140,37 @@ def build_image(api: docker.APIClient, dockerfile: str, tag: str, progress: Prog
     return image_id
 
 
-def import_rootfs(api: docker.APIClient, tar_stream: IO[bytes], ref: str) -> str:
-    """``docker import`` of a root filesystem tar stream; returns the image id."""
+def import_rootfs(api: docker.APIClient, tar_stream: IO[bytes], ref: str,
+                  platform: str | None = None) -> str:
+    """``docker import`` of a root filesystem tar stream; returns the image id. ``platform``:
+    what the image's config says it is (None: the engine's own)."""
+    if platform:
+        return _import_with_platform(tar_stream, ref, platform)
     repository, _, tag = ref.rpartition(":")
     result = api.import_image(src=tar_stream, repository=repository, tag=tag, stream_src=True)
     return str(result).strip()
+
+
+def _import_with_platform(tar_stream: IO[bytes], ref: str, platform: str) -> str:
+    """docker-py's import_image (7.x) passes no platform, and without one the engine writes
+    its own architecture into the image: the CLI's `docker import --platform` (API 1.32+) says
+    it. The CLI follows DOCKER_HOST as docker-py does."""
+    if not shutil.which("docker"):
+        raise UserError(f"importing {ref} as {platform} needs the docker command (docker-py "
+                        "cannot say an imported image's platform): install the Docker CLI")
+    result = subprocess.run(["docker", "import", "--platform", platform, "-", ref],
+                            stdin=tar_stream, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise UserError(f"docker import --platform {platform} of {ref} failed: "
+                        f"{' '.join(result.stderr.split())[-300:]}")
+    return result.stdout.strip()
+
+
+def image_platform(api: docker.APIClient, image: str) -> str | None:
+    """The platform an image's config says (linux/arm64), None where it says none."""
+    info = api.inspect_image(image)
+    arch = info.get("Architecture") or ""
+    return platform_for_arch(arch, info.get("Os") or "linux") if arch else None
 
 
 def _show_build_chunk(chunk: dict, progress: Progress) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rayhpc.common.user_error import UserError
 from rayhpc.containers.dockerfile import render_dockerfile
+from rayhpc.containers.emulation import check_emulation
 from rayhpc.containers.engine import (
     build_image,
     build_labels,
@@ -13,38 +14,48 @@ from rayhpc.containers.engine import (
     image_exists,
 )
 from rayhpc.containers.pip_resolve import check_resolvable
+from rayhpc.containers.platforms import PLATFORM_LABEL, base_for, check_platform, with_suffix
 from rayhpc.containers.progress import Progress
 from rayhpc.containers.recipe import DEFAULT_RECIPE, IMAGE_REPOSITORY, Recipe, load_recipe
 from rayhpc.containers.requirements import added_tag, check_requirements, read_requirements_file
 from rayhpc.containers.rootfs import debootstrap_image
 from rayhpc.containers.secrets import BuildSecrets
-from rayhpc.containers.standin import OS_IMAGE, render_base_dockerfile, standin_tag
+from rayhpc.containers.standin import (
+    os_image_for,
+    render_base_dockerfile,
+    standin_tag,
+)
 
 
 def build_recipe_image(recipe_name: str = DEFAULT_RECIPE, variant: str = "cpu",
                        base: str | None = None, tag: str | None = None,
                        ca_bundle: str | None = None, pip_index_url: str | None = None,
                        progress: Progress | None = None, no_cache: bool = False,
-                       pip: tuple[str, ...] = (), requirements: str | None = None) -> str:
+                       pip: tuple[str, ...] = (), requirements: str | None = None,
+                       platform: str | None = None) -> str:
     """Build one variant of a recipe; return its tag. ``no_cache``: rebuild every layer.
     ``pip``, ``requirements`` (a file): packages added for this build, one layer after the
-    recipe's, checked against the base's Ray before the build starts."""
+    recipe's, checked against the base's Ray before the build starts. ``platform``: the
+    image's (default: the recipe's `platform`); the base and the tag follow it as
+    rayproject/ray's tags do (-aarch64)."""
     progress = progress or Progress()
     recipe = load_recipe(recipe_name)
+    platform = check_platform(platform, "--platform") if platform else recipe.platform
     added = added_packages(recipe, pip, requirements)
-    base = base or recipe.variant(variant).base
+    base = base or base_for(recipe.variant(variant).base, platform)
     if not tag and added:
-        tag = added_tag(recipe.image_tag(variant), added)
+        tag = added_tag(recipe.image_tag(variant, platform), added)
         progress.note(f"rayhpc: packages added for this build: {' '.join(added)}; image tag "
                       f"{tag} (--tag to choose another)")
-    tag = tag or recipe.image_tag(variant)
+    tag = tag or recipe.image_tag(variant, platform)
     check_image_ref(tag, "--tag")
     check_image_ref(base, "--base")
     secrets = BuildSecrets.resolve(ca_bundle, pip_index_url)
+    check_emulation(platform)
     api = connect()
     ensure_image(api, base, progress,
                  hint=f"on a host without registry access build a stand-in with `rayhpc base` "
-                      f"and pass --base {standin_tag(recipe)}")
+                      f"and pass --base {standin_tag(recipe, platform)}", platform=platform)
     if added and recipe.ray_version:
         progress.step(f"checking that pip can install {' '.join(added)} with Ray "
                       f"{recipe.ray_version} (in {base})")
@@ -57,8 +68,10 @@ def build_recipe_image(recipe_name: str = DEFAULT_RECIPE, variant: str = "cpu",
             progress.note(f"rayhpc: {note}")
     labels = build_labels()
     labels["org.opencontainers.image.base.name"] = base
+    # A build-time label, not the rendered Dockerfile's: --platform changes it.
+    labels[PLATFORM_LABEL] = platform
     build_image(api, render_dockerfile(recipe, variant, base, added), tag, progress, secrets,
-                labels, no_cache)
+                labels, no_cache, platform=platform)
     return tag
 
 
@@ -75,24 +88,31 @@ def added_packages(recipe: Recipe, pip: tuple[str, ...] = (),
 def build_standin_base(recipe_name: str = DEFAULT_RECIPE, os_image: str | None = None,
                        mirror: str | None = None, tag: str | None = None,
                        ca_bundle: str | None = None, pip_index_url: str | None = None,
-                       progress: Progress | None = None, no_cache: bool = False) -> str:
-    """Build the stand-in for the recipe's rayproject/ray base; return its tag."""
+                       progress: Progress | None = None, no_cache: bool = False,
+                       platform: str | None = None) -> str:
+    """Build the stand-in for the recipe's rayproject/ray base; return its tag. ``platform``:
+    the stand-in's (default: the recipe's); another than the host's is built under emulation
+    (qemu-user registered with binfmt_misc)."""
     progress = progress or Progress()
     recipe = load_recipe(recipe_name)
-    tag = tag or standin_tag(recipe)
+    platform = check_platform(platform, "--platform") if platform else recipe.platform
+    tag = tag or standin_tag(recipe, platform)
     check_image_ref(tag, "--tag")
     if os_image is not None:
         check_image_ref(os_image, "--os-image")
     secrets = BuildSecrets.resolve(ca_bundle, pip_index_url)
+    check_emulation(platform)
     api = connect()
     if os_image is None:
-        os_image = OS_IMAGE
+        os_image = os_image_for(platform)
         if not image_exists(api, os_image):
-            debootstrap_image(api, os_image, "bookworm", mirror, progress)
+            debootstrap_image(api, os_image, "bookworm", mirror, progress, platform=platform)
     else:
-        ensure_image(api, os_image, progress, hint="pass a Debian bookworm image you have")
-    build_image(api, render_base_dockerfile(recipe, os_image), tag, progress, secrets,
-                build_labels(), no_cache)
+        ensure_image(api, os_image, progress, hint="pass a Debian bookworm image you have",
+                     platform=platform)
+    build_image(api, render_base_dockerfile(recipe, os_image, platform), tag, progress,
+                secrets, {**build_labels(), PLATFORM_LABEL: platform}, no_cache,
+                platform=platform)
     return tag
 
 
@@ -121,23 +141,25 @@ def ensure_recipe_image(recipe_name: str = DEFAULT_RECIPE, variant: str = "cpu",
         return tag
     progress.note(f"rayhpc: image {tag} is not built yet: building it now, once (later runs "
                   "skip this)")
-    base = recipe.variant(variant).base
+    base = base_for(recipe.variant(variant).base, recipe.platform)
     try:
-        ensure_image(api, base, progress, hint="")
+        ensure_image(api, base, progress, hint="", platform=recipe.platform)
     except UserError:
         wanted, base = base, standin_for(recipe, base)
         if image_exists(api, base):
             progress.note(f"rayhpc: {wanted} cannot be pulled here; using the stand-in base "
                           f"{base}")
         elif recipe.kind == "ray":
-            took = FIRST_RUN_STANDIN_ON_OS if image_exists(api, OS_IMAGE) else FIRST_RUN_STANDIN
+            took = (FIRST_RUN_STANDIN_ON_OS if image_exists(api, os_image_for(recipe.platform))
+                    else FIRST_RUN_STANDIN)
             progress.note(f"rayhpc: {wanted} cannot be pulled here: building the stand-in Ray "
                           f"base {base} first ({took})")
             build_standin_base(recipe_name, progress=progress)
         else:
             progress.note(f"rayhpc: {wanted} cannot be pulled here: building the stand-in "
                           f"{base} by debootstrap first ({FIRST_RUN_DEBOOTSTRAP})")
-            debootstrap_image(api, base, debian_suite(wanted), None, progress)
+            debootstrap_image(api, base, debian_suite(wanted), None, progress,
+                              platform=recipe.platform)
     took = FIRST_RUN_RECIPE.get(recipe.kind)
     progress.note(f"rayhpc: building image {tag} from recipe {recipe.name}"
                   + (f" ({took})" if took else ""))
@@ -152,8 +174,8 @@ def debian_suite(image: str) -> str:
 def standin_for(recipe: Recipe, base: str) -> str:
     """The local stand-in for a base that cannot be pulled: Ray's, or a debootstrapped Debian."""
     if recipe.kind == "ray":
-        return standin_tag(recipe)
+        return standin_tag(recipe, recipe.platform)
     if base.split(":")[0] in ("debian", "library/debian", "docker.io/library/debian"):
-        return f"{IMAGE_REPOSITORY}/debian:{debian_suite(base)}"
+        return with_suffix(f"{IMAGE_REPOSITORY}/debian:{debian_suite(base)}", recipe.platform)
     raise UserError(f"{recipe.path}: base {base} cannot be pulled here and has no stand-in; "
                     "pass --base with an image you have")

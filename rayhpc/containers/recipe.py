@@ -10,12 +10,15 @@ from typing import Any
 from rayhpc import RECIPES_DIR
 from rayhpc.common.user_error import UserError
 from rayhpc.common.yaml_files import check_keys, find_yaml, read_yaml, yaml_names
+from rayhpc.containers.platforms import DEFAULT_PLATFORM, check_platform, with_suffix
 from rayhpc.containers.requirements import check_requirements, has_control
 
 DEFAULT_RECIPE = "ray"  # the recipe of the image a local launch runs by default
 IMAGE_REPOSITORY = "rayhpc"
+# platform: the one the recipe's images are built for (linux/amd64 unless it says; `rayhpc
+# build --platform` overrides it): containers/platforms.py.
 RECIPE_KEYS = ("name", "extends", "kind", "description", "ray_version", "python", "variants",
-               "apt", "pip", "env", "labels", "user")
+               "apt", "pip", "env", "labels", "user", "platform")
 # How many recipes one chain of `extends:` may hold: deep enough for site -> group -> user,
 # short enough that a chain stays readable.
 MAX_EXTENDS_DEPTH = 8
@@ -69,6 +72,7 @@ class Recipe:
     def build_layers(self) -> tuple[Layer, ...]:
         """The layers to render, parent's first; one for a recipe that extends nothing."""
         return self.layers or (Layer(self.apt, self.pip, self.env, self.name),)
+    platform: str = DEFAULT_PLATFORM
 
     @property
     def python_tag(self) -> str:
@@ -82,13 +86,16 @@ class Recipe:
                 f"choose one of: {', '.join(self.variants)} (--variant)")
         return self.variants[name]
 
-    def image_tag(self, variant: str) -> str:
+    def image_tag(self, variant: str, platform: str | None = None) -> str:
         """Tag of the built image, in Ray's own scheme: rayhpc/ray:2.60.0-py311-cpu (tool
-        images: rayhpc/<name>:<variant>)."""
+        images: rayhpc/<name>:<variant>), -aarch64 appended for linux/arm64 as Ray does;
+        ``platform``: the build's (default: the recipe's)."""
         self.variant(variant)
         if self.kind == "tool":
-            return f"{IMAGE_REPOSITORY}/{self.name}:{variant}"
-        return f"{IMAGE_REPOSITORY}/{self.name}:{self.ray_version}-{self.python_tag}-{variant}"
+            tag = f"{IMAGE_REPOSITORY}/{self.name}:{variant}"
+        else:
+            tag = f"{IMAGE_REPOSITORY}/{self.name}:{self.ray_version}-{self.python_tag}-{variant}"
+        return with_suffix(tag, platform or self.platform)
 
     def oci_labels(self, variant: str) -> dict[str, str]:
         """Static labels written into the Dockerfile (dynamic ones come at build time)."""
@@ -209,6 +216,7 @@ def extend_recipe(parent: Recipe, data: dict, path: Path) -> Recipe:
         path=path,
         extends=parent.name,
         layers=parent.build_layers + ((layer,) if new_apt or new_pip or env else ()),
+        platform=check_platform(data.get("platform", parent.platform), f"{path}: platform"),
     )
 
 
@@ -284,6 +292,7 @@ def parse_recipe(data: Any, path: Path) -> Recipe:
         env=_str_map(data, "env", path, key_re=_ENV_NAME_RE),
         labels=_str_map(data, "labels", path),
         path=path,
+        platform=check_platform(data.get("platform", DEFAULT_PLATFORM), f"{path}: platform"),
     )
 
 

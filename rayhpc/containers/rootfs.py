@@ -12,7 +12,9 @@ from pathlib import Path
 import docker
 
 from rayhpc.common.user_error import UserError
+from rayhpc.containers.emulation import emulation_problem
 from rayhpc.containers.engine import import_rootfs
+from rayhpc.containers.platforms import DEFAULT_PLATFORM, PLATFORMS, host_platform
 from rayhpc.containers.progress import Progress
 
 APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
@@ -36,8 +38,16 @@ def host_debian_mirror(sources: tuple[Path, ...] = APT_SOURCES) -> str | None:
 
 
 def debootstrap_image(api: docker.APIClient, ref: str, suite: str, mirror: str | None,
-                      progress: Progress) -> str:
-    """debootstrap --variant=minbase SUITE into a temporary dir, then docker import it as REF."""
+                      progress: Progress, platform: str = DEFAULT_PLATFORM) -> str:
+    """debootstrap --variant=minbase SUITE into a temporary dir, then docker import it as REF.
+    ``platform``: the root filesystem's; another than the host's is bootstrapped in one go under
+    emulation (Debian's qemu-user-static registers its binfmt handlers with the F flag since
+    2.12, so debootstrap --arch needs neither --foreign nor a copied qemu binary: Bug#732551,
+    https://lists.debian.org/debian-boot/2018/04/msg00203.html)."""
+    arch = PLATFORMS[platform].debian_arch
+    foreign = platform != host_platform()
+    if foreign and emulation_problem(platform):  # debootstrap runs here, whatever the engine
+        raise UserError(f"--platform {platform}: {emulation_problem(platform)}")
     if os.geteuid() != 0:
         raise UserError("debootstrap needs root to build the Debian base: run `sudo rayhpc base`, "
                         "or pass --os-image with a Debian image you already have")
@@ -49,8 +59,8 @@ def debootstrap_image(api: docker.APIClient, ref: str, suite: str, mirror: str |
         raise UserError("no Debian mirror found in /etc/apt: pass one with --mirror")
     root = Path(tempfile.mkdtemp(prefix="rayhpc-rootfs-", dir="/var/tmp"))
     try:
-        progress.step(f"debootstrap {suite} from {mirror}")
-        cmd = ["debootstrap", "--variant=minbase", suite, str(root), mirror]
+        progress.step(f"debootstrap {suite} ({arch}) from {mirror}")
+        cmd = ["debootstrap", "--variant=minbase", f"--arch={arch}", suite, str(root), mirror]
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) as proc:
             assert proc.stdout is not None
@@ -71,7 +81,7 @@ def debootstrap_image(api: docker.APIClient, ref: str, suite: str, mirror: str |
         progress.step(f"importing the root filesystem as {ref}")
         with subprocess.Popen(["tar", "-C", str(root), "--numeric-owner", "-c", "."],
                               stdout=subprocess.PIPE) as tar:
-            image_id = import_rootfs(api, tar.stdout, ref)
+            image_id = import_rootfs(api, tar.stdout, ref, platform if foreign else None)
         if tar.returncode != 0:
             raise UserError(f"packing the root filesystem in {root} failed")
         progress.done()

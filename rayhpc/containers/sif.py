@@ -22,9 +22,10 @@ import docker
 import docker.errors
 
 from rayhpc.common.user_error import UserError
-from rayhpc.containers.engine import check_image_ref, connect
+from rayhpc.containers.engine import check_image_ref, connect, image_platform
 from rayhpc.containers.images import ensure_recipe_image
 from rayhpc.containers.progress import Progress
+from rayhpc.containers.sif_record import read_record, record_path
 
 CONVERTER_RECIPE = "apptainer"
 CONVERTER_VARIANT = "default"
@@ -34,10 +35,6 @@ HOST_RUNTIMES = ("apptainer", "singularity")  # Apptainer first: it is what site
 
 def default_sif_path(tag: str) -> Path:
     return Path("sif") / (tag.replace("/", "_").replace(":", "_") + ".sif")
-
-
-def record_path(sif: Path) -> Path:
-    return sif.with_name(sif.name + ".json")
 
 
 def host_runtime() -> str | None:
@@ -65,12 +62,15 @@ def convert_image(tag: str, out: str | Path | None = None, progress: Progress | 
     check_image_ref(tag, "--image")
     try:
         image_id = api.inspect_image(tag)["Id"]
+        platform = image_platform(api, tag)
     except docker.errors.ImageNotFound:
         raise UserError(f"--image: {tag} is not on this Docker engine; build it with "
                         "`rayhpc build` (see `docker images`)") from None
     sif = _target(tag, out)
-    record = _read_record(sif)
+    record = read_record(sif)
     if not force and sif.is_file() and record.get("image_id") == image_id:
+        if record.get("platform") != platform:  # a record from before records said it
+            _write_record(sif, {**record, "platform": platform})
         progress.note(f"{sif} is up to date: image {tag} ({image_id[7:19]}) unchanged since "
                       f"its conversion, nothing to do")
         return sif
@@ -96,7 +96,11 @@ def convert_image(tag: str, out: str | Path | None = None, progress: Progress | 
         os.replace(built, sif)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    _write_record(sif, {"image": tag, "image_id": image_id, "converted": time.time()})
+    # The platform too: Apptainer takes an archive of another platform as it is, and its own
+    # build-arch label then names the host's (apptainer/apptainer#2774); the launcher reads
+    # this record to refuse a SIF the site's nodes cannot run.
+    _write_record(sif, {"image": tag, "image_id": image_id, "converted": time.time(),
+                        "platform": platform})
     progress.note(f"SIF {sif}: {sif.stat().st_size / 2**20:.0f} MiB, converted in "
                   f"{time.monotonic() - started:.0f} s")
     return sif
@@ -114,13 +118,6 @@ def _target(tag: str, out: str | Path | None) -> Path:
     if not os.access(sif.parent, os.W_OK | os.X_OK):
         raise UserError(f"--out: {sif.parent} is not writable; choose another place for the SIF")
     return sif
-
-
-def _read_record(sif: Path) -> dict:
-    try:
-        return json.loads(record_path(sif).read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _write_record(sif: Path, record: dict) -> None:

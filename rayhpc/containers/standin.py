@@ -16,6 +16,7 @@ from rayhpc.containers.dockerfile import (
     pip_install,
     run_steps,
 )
+from rayhpc.containers.platforms import DEFAULT_PLATFORM, with_suffix
 from rayhpc.containers.recipe import IMAGE_REPOSITORY, Recipe
 from rayhpc.containers.secrets import FETCH_SECRETS, FORGET_SECRETS, SECRETS_ARG
 
@@ -27,11 +28,19 @@ PYTHON_PREFIX = "/home/ray/anaconda3"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def standin_tag(recipe: Recipe) -> str:
-    return f"{IMAGE_REPOSITORY}/ray-standin:{recipe.ray_version}-{recipe.python_tag}-cpu"
+def standin_tag(recipe: Recipe, platform: str = DEFAULT_PLATFORM) -> str:
+    """The stand-in's tag, suffixed as rayproject/ray's for the platform (-aarch64)."""
+    return with_suffix(f"{IMAGE_REPOSITORY}/ray-standin:{recipe.ray_version}-"
+                       f"{recipe.python_tag}-cpu", platform)
 
 
-def render_base_dockerfile(recipe: Recipe, os_image: str = OS_IMAGE) -> str:
+def os_image_for(platform: str = DEFAULT_PLATFORM) -> str:
+    """The debootstrapped Debian of a platform: rayhpc/debian:bookworm(-aarch64)."""
+    return with_suffix(OS_IMAGE, platform)
+
+
+def render_base_dockerfile(recipe: Recipe, os_image: str = OS_IMAGE,
+                           platform: str = DEFAULT_PLATFORM) -> str:
     if recipe.python != DEBIAN_PYTHON:
         raise UserError(f"{recipe.path}: python: the stand-in base is Debian {DEBIAN_SUITE} with "
                         f"Python {DEBIAN_PYTHON}; recipe asks for {recipe.python}. Use a real "
@@ -41,7 +50,9 @@ def render_base_dockerfile(recipe: Recipe, os_image: str = OS_IMAGE) -> str:
     # the dashboard's and Ray Serve's (--serve) at least, and numpy.
     pip = (f"ray[default,serve]=={recipe.ray_version}", "numpy")
     lines = [
-        f"# Stand-in for rayproject/ray:{recipe.ray_version}-{recipe.python_tag}-cpu, rendered by",
+        "# Stand-in for "
+        + with_suffix(f"rayproject/ray:{recipe.ray_version}-{recipe.python_tag}-cpu", platform)
+        + ", rendered by",
         "# rayhpc for hosts that cannot pull it. Do not edit: run `rayhpc base`.",
         f"FROM {os_image}",
         f"ARG {SECRETS_ARG}=",

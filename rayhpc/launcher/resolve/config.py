@@ -13,6 +13,7 @@ from typing import Any
 
 from rayhpc.common.user_error import UserError
 from rayhpc.common.yaml_files import check_keys, find_yaml, read_yaml, yaml_names
+from rayhpc.containers.platforms import DEFAULT_PLATFORM, check_platform
 from rayhpc.launcher import SITES_DIR
 from rayhpc.launcher.contract import NodeGroup
 from rayhpc.launcher.resolve.fabric_interface import check_interface
@@ -199,6 +200,7 @@ SITE_OPTIONS: dict[str, type] = {
     "proxy": str,               # outbound proxy of the compute nodes (http_proxy, https_proxy)
     "no_proxy": list,           # hosts reached without the proxy (the head's address is added)
     "groups": dict,             # node groups: name -> nodes, image, gpu, resources, ... (groups.py)
+    "platform": str,            # the nodes' platform, linux/amd64 (default) or linux/arm64
 }
 # Site options never written into a job script (`groups` are checked by `parse_group`): the
 # others' texts must be one line each.
@@ -221,6 +223,17 @@ class Site:
 
     def option(self, key: str) -> Any:
         return self.options.get(key, SITE_OPTIONS[key]())
+
+    @property
+    def platform(self) -> str:
+        """The platform of the site's nodes: what images it runs must be built for."""
+        return self.options.get("platform") or DEFAULT_PLATFORM
+
+    @property
+    def platform_source(self) -> str:
+        """What says the nodes' platform, for messages: the site file's key, or its default."""
+        said = "" if "platform" in self.options else f" (not set: {DEFAULT_PLATFORM})"
+        return f"{self.path}: platform{said}"
 
     @property
     def queue_source(self) -> str:
@@ -256,6 +269,8 @@ def load_site(name_or_path: str, sites_dir: Path = SITES_DIR) -> Site:
             check_one_line(data[key], f"{path}: {key}")
         options[key] = data[key]
     check_env_names(options.get("environment", {}), f"{path}: environment")
+    if "platform" in options:
+        options["platform"] = check_platform(options["platform"], f"{path}: platform")
     if options.get("gpu") == "none":  # said explicitly: the nodes have no GPUs
         options["gpu"] = ""
     _check_gpu(options.get("gpu", ""), data["runtime"], f"{path}: ")

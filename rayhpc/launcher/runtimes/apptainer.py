@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 
+from rayhpc.containers.platforms import PLATFORM_LABEL
 from rayhpc.launcher.runtimes.runtime_interface import ExecRequest, Runtime
 
 # The image's versions, as our images label them (containers/recipe.py `oci_labels`; a SIF
@@ -55,21 +56,27 @@ class Apptainer(Runtime):
         return [self.program, "inspect", "--labels", "--json", image]
 
     def image_versions(self, image: str) -> dict[str, str] | None:
+        return versions_from_inspect(self._inspect(image))
+
+    def image_platform(self, image: str) -> str | None:
+        platform = (labels_from_inspect(self._inspect(image)) or {}).get(PLATFORM_LABEL)
+        return platform if isinstance(platform, str) and platform else None
+
+    def _inspect(self, image: str) -> str:
+        """`inspect --labels --json` output ("" where it cannot run or fails)."""
         if not shutil.which(self.program):
-            return None
+            return ""
         try:
             result = subprocess.run(self.inspect_command(image), capture_output=True,
                                     text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired):
-            return None
-        if result.returncode != 0:
-            return None
-        return versions_from_inspect(result.stdout)
+            return ""
+        return result.stdout if result.returncode == 0 else ""
 
 
-def versions_from_inspect(output: str) -> dict[str, str] | None:
-    """{"ray": ..., "python": ...} from `inspect --labels --json` output (None: not JSON, or a
-    version label is missing). Older Singularity prints the labels alone, at the top level."""
+def labels_from_inspect(output: str) -> dict | None:
+    """The labels in `inspect --labels --json` output (None: not JSON). Older Singularity
+    prints the labels alone, at the top level."""
     try:
         data = json.loads(output)
     except ValueError:
@@ -78,7 +85,14 @@ def versions_from_inspect(output: str) -> dict[str, str] | None:
     if isinstance(labels, dict) and "data" in labels:
         for key in ("data", "attributes", "labels"):
             labels = labels.get(key) if isinstance(labels, dict) else None
-    if not isinstance(labels, dict):
+    return labels if isinstance(labels, dict) else None
+
+
+def versions_from_inspect(output: str) -> dict[str, str] | None:
+    """{"ray": ..., "python": ...} from `inspect --labels --json` output (None: not JSON, or a
+    version label is missing)."""
+    labels = labels_from_inspect(output)
+    if labels is None:
         return None
     versions = {key: labels.get(label) for key, label in VERSION_LABELS.items()}
     if not all(isinstance(value, str) and value for value in versions.values()):

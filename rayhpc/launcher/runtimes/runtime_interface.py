@@ -68,6 +68,11 @@ class Runtime:
         host can read them (None: it cannot; groups' images are then not compared)."""
         return None
 
+    def image_platform(self, image: str) -> str | None:
+        """The platform ``image`` says it was built for (its org.rayhpc.platform label) where
+        this host can read it (None: it cannot, or the image does not say)."""
+        return None
+
     def image_problem(self, image: str, on_this_host: bool) -> str:
         """Why ``image`` is not an image this runtime runs ("" when it is). ``on_this_host``:
         the launch runs from here (not --dry-run), so a SIF must exist now."""

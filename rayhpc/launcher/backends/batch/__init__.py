@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, TextIO
 
 from rayhpc.common.user_error import UserError
+from rayhpc.containers.platforms import mismatch
+from rayhpc.containers.sif_record import sif_platform
 from rayhpc.launcher.backends.backend_interface import Backend, check_versions, images_to_check
 from rayhpc.launcher.backends.batch.jobscript import render_job_script
 from rayhpc.launcher.backends.batch.submission import (
@@ -22,12 +24,26 @@ from rayhpc.launcher.backends.batch.submission import (
 from rayhpc.launcher.contract import RunPaths, atomic_write
 from rayhpc.launcher.resolve.gpus import check_launch_gpus
 from rayhpc.launcher.resolve.groups import group_gpu_count
-from rayhpc.launcher.runtimes import RUNTIMES, runtime
+from rayhpc.launcher.runtimes import RUNTIMES, Runtime, runtime
 from rayhpc.launcher.schedulers import SCHEDULERS, current_allocation
 
 if TYPE_CHECKING:
     from rayhpc.launcher.contract import Block, LaunchedRun, LaunchSpec, NodeGroup
     from rayhpc.launcher.resolve.config import Site
+
+
+def check_image_platform(image: str, site: Site, node_runtime: Runtime, dry_run: bool) -> None:
+    """Refuse (UserError) an image the site's nodes cannot run: of another platform than the
+    site file's `platform`. A SIF's platform comes from the record `rayhpc convert` wrote beside
+    it, else (not on a dry run: it runs the runtime) from its label; where nothing says it,
+    nothing is refused."""
+    found = sif_platform(image) if node_runtime.image_kind == "sif" else None
+    if found is None and not dry_run:
+        found = node_runtime.image_platform(image)
+    fix = " --sif" if node_runtime.image_kind == "sif" else ""
+    problem = mismatch(site.platform, site.platform_source, image, found, fix)
+    if problem:
+        raise UserError(problem)
 
 
 class BatchBackend(Backend):
@@ -65,6 +81,7 @@ class BatchBackend(Backend):
                 raise UserError(f"{flag}: {problem}")
             if not dry_run and len(spec.groups) > 1:
                 versions[image] = node_runtime.image_versions(image)
+            check_image_platform(image, site, node_runtime, dry_run)
         check_versions({image: found for image, found in versions.items() if found})
 
     def dry_run(self, spec: LaunchSpec, site: Site) -> str:

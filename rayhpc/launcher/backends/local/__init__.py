@@ -71,7 +71,7 @@ class LocalBackend(Backend):
     schedulers = ("local",)
     runtimes = (Docker.name,)
     # No job script: no setup lines, launcher or scheduler flags.
-    options = ("environment", "groups")
+    options = ("environment", "groups", "platform")
 
     def node_names(self, nodes: int, groups: tuple[NodeGroup, ...] = ()) -> list[str]:
         if groups:
@@ -91,6 +91,7 @@ class LocalBackend(Backend):
         versions = engine_side("manage").ready_images(images_to_check(spec), self.default_image())
         check_versions(versions)
         engine_side("manage").check_gpus(spec)
+        engine_side("manage").check_platforms(images_to_check(spec), site)
 
     def check_modes(self, spec: LaunchSpec, wait: bool, detach: bool, dry_run: bool) -> None:
         super().check_modes(spec, wait, detach, dry_run)

@@ -20,14 +20,16 @@ from rayhpc.containers.engine import (
     connect,
     engine_gpus,
     image_exists,
+    image_platform,
     ray_in_image,
 )
 from rayhpc.containers.images import ensure_recipe_image
+from rayhpc.containers.platforms import mismatch, platform_for_arch
 from rayhpc.containers.progress import Progress
 from rayhpc.launcher.backends.local.capacity import MachineFacts, check_capacity
 from rayhpc.launcher.backends.local.compose import CONTAINER_NODE_LABEL, RUN_DIR_LABEL, RUN_LABEL
 from rayhpc.launcher.contract import LaunchSpec, RunPaths
-from rayhpc.launcher.resolve.config import size_bytes
+from rayhpc.launcher.resolve.config import Site, size_bytes
 
 
 def ready_images(images: list[tuple[str, str]], default_image: str) -> dict[str, dict]:
@@ -45,6 +47,23 @@ def ready_images(images: list[tuple[str, str]], default_image: str) -> dict[str,
                             "with `rayhpc build` (or load it with `docker load`)")
         versions[image] = ray_in_image(api, image, flag)
     return versions
+
+
+def check_platforms(images: list[tuple[str, str]], site: Site) -> None:
+    """Each image is of the nodes' platform: the site file's `platform` where it says one, else
+    the engine's own (a local node is a container on it). UserError naming both and the fix."""
+    api = connect()
+    if "platform" in site.options:
+        nodes, where = site.platform, site.platform_source
+    else:
+        arch = api.info().get("Architecture") or ""
+        if not arch:  # an engine that does not say cannot be checked
+            return
+        nodes, where = platform_for_arch(arch), f"this Docker engine (Architecture: {arch})"
+    for image, _ in images:
+        problem = mismatch(nodes, where, image, image_platform(api, image), "")
+        if problem:
+            raise UserError(problem)
 
 
 def check_gpus(spec: LaunchSpec) -> None:
