@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from rayhpc.launcher import Cluster
+from rayhpc import Cluster
 from rayhpc.launcher.backends.local.manage import remove_run
 from tests.cli import invoke
 from tests.launching import launch, leftovers
