@@ -5,13 +5,15 @@ code talks to it; the real arm64 build is the engine test in tests/test_platform
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from rayhpc.common.user_error import UserError
-from rayhpc.containers import emulation, images
+from rayhpc.containers import emulation, images, rootfs
 from rayhpc.containers import engine as engine_module
 from rayhpc.containers.platforms import (
     PLATFORMS,
@@ -173,22 +175,26 @@ def test_docker_py_build_gets_the_platform(monkeypatch):
     assert "platform" not in seen  # as before: the engine's own
 
 
-def test_an_import_with_a_platform_goes_through_the_docker_cli(monkeypatch, tmp_path):
-    ran = {}
-
-    def run(argv, stdin, capture_output, text):
-        ran["argv"] = argv
-        return type("R", (), {"returncode": 0, "stdout": "sha256:3\n", "stderr": ""})()
-
-    monkeypatch.setattr(engine_module.shutil, "which", lambda name: "/usr/bin/docker")
-    monkeypatch.setattr(engine_module.subprocess, "run", run)
-    assert engine_module.import_rootfs("api", b"", "rayhpc/debian:bookworm-aarch64",
-                                       "linux/arm64") == "sha256:3"
-    assert ran["argv"] == ["docker", "import", "--platform", "linux/arm64", "-",
-                           "rayhpc/debian:bookworm-aarch64"]
-    monkeypatch.setattr(engine_module.shutil, "which", lambda name: None)
-    with pytest.raises(UserError, match="needs the docker command"):
-        engine_module.import_rootfs("api", b"", "x:y", "linux/arm64")
+def test_the_debootstrapped_root_becomes_an_image_archive_of_its_platform(tmp_path):
+    """`docker load` of what rootfs.write_image_archive writes: Docker 20.10's import would
+    say amd64 for an arm64 root (its --platform is dropped)."""
+    layer = tmp_path / "layer.tar"
+    with tarfile.open(layer, "w") as tar:
+        (tmp_path / "hello").write_text("hi\n")
+        tar.add(tmp_path / "hello", arcname="./hello")
+    out = tmp_path / "image.tar"
+    rootfs.write_image_archive(layer, "rayhpc/debian:bookworm-aarch64", "linux/arm64", out)
+    with tarfile.open(out) as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))
+        assert manifest[0]["RepoTags"] == ["rayhpc/debian:bookworm-aarch64"]
+        config_bytes = archive.extractfile(manifest[0]["Config"]).read()
+        config = json.loads(config_bytes)
+        stored = archive.extractfile(manifest[0]["Layers"][0]).read()
+    assert (config["os"], config["architecture"]) == ("linux", "arm64")
+    assert config["rootfs"]["diff_ids"] == ["sha256:" + hashlib.sha256(stored).hexdigest()]
+    assert stored == layer.read_bytes()
+    # The engine finds the config by its digest: the file's name.
+    assert manifest[0]["Config"] == hashlib.sha256(config_bytes).hexdigest() + ".json"
 
 
 # -- emulation

@@ -7,10 +7,8 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
-from typing import IO
 
 import docker
 import docker.errors
@@ -138,32 +136,6 @@ def build_image(api: docker.APIClient, dockerfile: str, tag: str, progress: Prog
     if not image_id:
         raise UserError(f"building {tag} gave no image; last output:\n{progress.tail()}")
     return image_id
-
-
-def import_rootfs(api: docker.APIClient, tar_stream: IO[bytes], ref: str,
-                  platform: str | None = None) -> str:
-    """``docker import`` of a root filesystem tar stream; returns the image id. ``platform``:
-    what the image's config says it is (None: the engine's own)."""
-    if platform:
-        return _import_with_platform(tar_stream, ref, platform)
-    repository, _, tag = ref.rpartition(":")
-    result = api.import_image(src=tar_stream, repository=repository, tag=tag, stream_src=True)
-    return str(result).strip()
-
-
-def _import_with_platform(tar_stream: IO[bytes], ref: str, platform: str) -> str:
-    """docker-py's import_image (7.x) passes no platform, and without one the engine writes
-    its own architecture into the image: the CLI's `docker import --platform` (API 1.32+) says
-    it. The CLI follows DOCKER_HOST as docker-py does."""
-    if not shutil.which("docker"):
-        raise UserError(f"importing {ref} as {platform} needs the docker command (docker-py "
-                        "cannot say an imported image's platform): install the Docker CLI")
-    result = subprocess.run(["docker", "import", "--platform", platform, "-", ref],
-                            stdin=tar_stream, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise UserError(f"docker import --platform {platform} of {ref} failed: "
-                        f"{' '.join(result.stderr.split())[-300:]}")
-    return result.stdout.strip()
 
 
 def image_platform(api: docker.APIClient, image: str) -> str | None:

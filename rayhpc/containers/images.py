@@ -14,7 +14,13 @@ from rayhpc.containers.engine import (
     image_exists,
 )
 from rayhpc.containers.pip_resolve import check_resolvable
-from rayhpc.containers.platforms import PLATFORM_LABEL, base_for, check_platform, with_suffix
+from rayhpc.containers.platforms import (
+    PLATFORM_LABEL,
+    base_for,
+    check_platform,
+    host_platform,
+    with_suffix,
+)
 from rayhpc.containers.progress import Progress
 from rayhpc.containers.recipe import DEFAULT_RECIPE, IMAGE_REPOSITORY, Recipe, load_recipe
 from rayhpc.containers.requirements import added_tag, check_requirements, read_requirements_file
@@ -110,7 +116,8 @@ def build_standin_base(recipe_name: str = DEFAULT_RECIPE, os_image: str | None =
     else:
         ensure_image(api, os_image, progress, hint="pass a Debian bookworm image you have",
                      platform=platform)
-    build_image(api, render_base_dockerfile(recipe, os_image, platform), tag, progress,
+    emulated = platform != host_platform()
+    build_image(api, render_base_dockerfile(recipe, os_image, platform, emulated), tag, progress,
                 secrets, {**build_labels(), PLATFORM_LABEL: platform}, no_cache,
                 platform=platform)
     return tag

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import docker
 
 from rayhpc.common.user_error import UserError
 from rayhpc.containers.emulation import emulation_problem
-from rayhpc.containers.engine import import_rootfs
 from rayhpc.containers.platforms import DEFAULT_PLATFORM, PLATFORMS, host_platform
 from rayhpc.containers.progress import Progress
 
@@ -78,13 +82,58 @@ def debootstrap_image(api: docker.APIClient, ref: str, suite: str, mirror: str |
         (root / "etc/apt/apt.conf.d/99rayhpc-standin").write_text(
             '// rayhpc stand-in: the mirror may be a dated snapshot\n'
             'Acquire::Check-Valid-Until "false";\n')
-        progress.step(f"importing the root filesystem as {ref}")
-        with subprocess.Popen(["tar", "-C", str(root), "--numeric-owner", "-c", "."],
-                              stdout=subprocess.PIPE) as tar:
-            image_id = import_rootfs(api, tar.stdout, ref, platform if foreign else None)
-        if tar.returncode != 0:
-            raise UserError(f"packing the root filesystem in {root} failed")
+        progress.step(f"loading the root filesystem as {ref} ({platform})")
+        layer, archive = root.with_suffix(".layer.tar"), root.with_suffix(".image.tar")
+        try:
+            packed = subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf",
+                                     str(layer), "."], capture_output=True, text=True)
+            if packed.returncode != 0:
+                raise UserError(f"packing the root filesystem in {root} failed: "
+                                f"{packed.stderr.strip()[-300:]}")
+            shutil.rmtree(root, ignore_errors=True)  # the disk it held, before the archive
+            write_image_archive(layer, ref, platform, archive)
+            image_id = load_archive(api, archive, ref)
+        finally:
+            for path in (layer, archive):
+                path.unlink(missing_ok=True)
         progress.done()
         return image_id
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def write_image_archive(layer: Path, ref: str, platform: str, out: Path) -> None:
+    """A one-layer image in `docker save`'s format (a docker-archive) whose config says
+    ``platform``, for `docker load`. Not `docker import`: Docker 20.10 (Debian bookworm's)
+    writes its own architecture into an imported image whatever `--platform` asks (seen
+    2026-12-07: an arm64 root imported with --platform linux/arm64 said amd64), and images
+    built on it inherit the base's."""
+    digest = hashlib.sha256()
+    with open(layer, "rb") as data:
+        for chunk in iter(lambda: data.read(1 << 20), b""):
+            digest.update(chunk)
+    os_name, arch = platform.split("/", 1)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    config = json.dumps({
+        "architecture": PLATFORMS[platform].arch, "os": os_name, "created": now,
+        "config": {"Cmd": ["/bin/bash"]},  # (no Env: the engine's default PATH, as import)
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{digest.hexdigest()}"]},
+        "history": [{"created": now, "created_by": "rayhpc: debootstrap"}],
+    }, sort_keys=True).encode()
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    manifest = json.dumps([{"Config": config_name, "RepoTags": [ref],
+                            "Layers": ["layer/layer.tar"]}]).encode()
+    with tarfile.open(out, "w") as archive:
+        for name, content in ((config_name, config), ("manifest.json", manifest)):
+            entry = tarfile.TarInfo(name)
+            entry.size, entry.mtime = len(content), int(time.time())
+            archive.addfile(entry, io.BytesIO(content))
+        archive.add(layer, arcname="layer/layer.tar")
+
+
+def load_archive(api: docker.APIClient, archive: Path, ref: str) -> str:
+    """`docker load` of a docker-archive; the id of the image it tags ``ref``."""
+    with open(archive, "rb") as data:
+        for _ in api.load_image(data):  # the engine's progress: nothing to show
+            pass
+    return str(api.inspect_image(ref)["Id"])

@@ -40,7 +40,10 @@ def os_image_for(platform: str = DEFAULT_PLATFORM) -> str:
 
 
 def render_base_dockerfile(recipe: Recipe, os_image: str = OS_IMAGE,
-                           platform: str = DEFAULT_PLATFORM) -> str:
+                           platform: str = DEFAULT_PLATFORM, emulated: bool = False) -> str:
+    """``emulated``: the build runs under qemu-user (another platform than the host's): pip
+    then writes no bytecode (compiling Ray's thousands of modules emulated takes minutes;
+    Python compiles what it imports, once, at run time)."""
     if recipe.python != DEBIAN_PYTHON:
         raise UserError(f"{recipe.path}: python: the stand-in base is Debian {DEBIAN_SUITE} with "
                         f"Python {DEBIAN_PYTHON}; recipe asks for {recipe.python}. Use a real "
@@ -64,7 +67,7 @@ def render_base_dockerfile(recipe: Recipe, os_image: str = OS_IMAGE,
         run_steps([
             f"python3 -m venv {PYTHON_PREFIX}",
             FETCH_SECRETS,
-            pip_install(pip),
+            pip_install(pip) + (" --no-compile" if emulated else ""),
             FORGET_SECRETS,
         ]),
         label_instruction({
