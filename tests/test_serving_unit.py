@@ -8,6 +8,7 @@ import dataclasses
 import http.server
 import socket
 import threading
+import time
 
 import pytest
 import yaml
@@ -236,3 +237,14 @@ def test_status_says_when_the_head_is_not_up_yet(tmp_path):
     prepare_run_dir(spec)
     line = status_line(Run.load(spec.run_dir))
     assert "endpoint on the head's cluster address, port 8000: not up yet" in line
+
+
+def test_a_stop_during_the_deployment_ends_it_at_once(tmp_path):
+    """A deployment that takes long (replicas loading a model) is stopped with the run."""
+    (tmp_path / "slow.py").write_text("import time\ntime.sleep(60)\napp = object()\n")
+    spec = dataclasses.replace(make_spec("local", serve="slow:app", serve_port=closed_port()),
+                               shared=tmp_path)
+    asked = time.monotonic()
+    assert deploy(spec, {"PATH": "/usr/bin:/bin"}, "127.0.0.1", lambda _: None,
+                  stopped=lambda: time.monotonic() - asked > 1) is False
+    assert time.monotonic() - asked < 10

@@ -8,6 +8,7 @@ import errno
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from rayhpc.launcher.contract import LaunchSpec, health_path, http_status
 from rayhpc.launcher.node.connect import endpoint_lines
 from rayhpc.launcher.node.launch_failed import LaunchFailed
+from rayhpc.launcher.node.processes import POLL_S
 
 DEPLOY_TIMEOUT_S = 600  # an application's replicas may load a model first
 READY_TIMEOUT_S = 120  # from a deployed application to its proxy answering
@@ -65,29 +67,38 @@ def check_port_free(host: str, port: int) -> None:
                                f"({host}:{port}); choose another --serve-port") from None
 
 
-def deploy(spec: LaunchSpec, env: dict[str, str], host: str,
-           say: Callable[[str], None]) -> None:
-    """Deploy the Serve application (``spec.serve``) and return once it runs; LaunchFailed
-    naming --serve and the last line of the deployment's output otherwise."""
+def deploy(spec: LaunchSpec, env: dict[str, str], host: str, say: Callable[[str], None],
+           stopped: Callable[[], bool] = lambda: False) -> bool:
+    """Deploy the Serve application (``spec.serve``); True once it runs, False when a stop
+    came first (the deployment is stopped: its replicas may take minutes to load a model).
+    LaunchFailed naming --serve and the last line of the deployment's output otherwise."""
     check_port_free(host, spec.endpoint_port)
     say(f"deploying {spec.serve} (Ray Serve, HTTP on {host}:{spec.endpoint_port})")
-    try:
-        done = subprocess.run([sys.executable, "-c", DEPLOY_SCRIPT, spec.serve, host,
-                               str(spec.endpoint_port)], cwd=spec.shared, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              timeout=DEPLOY_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        raise LaunchFailed(f"--serve {spec.serve}: not deployed after {DEPLOY_TIMEOUT_S} s") \
-            from None
-    lines = [line for line in done.stdout.decode(errors="replace").splitlines()
-             if line.strip()][-OUTPUT_LINES_KEPT:]
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen([sys.executable, "-c", DEPLOY_SCRIPT, spec.serve, host,
+                                    str(spec.endpoint_port)], cwd=spec.shared, env=env,
+                                   stdout=output, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + DEPLOY_TIMEOUT_S
+        while process.poll() is None:
+            if stopped() or time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                if stopped():
+                    return False
+                raise LaunchFailed(f"--serve {spec.serve}: not deployed after "
+                                   f"{DEPLOY_TIMEOUT_S} s")
+            time.sleep(POLL_S)
+        output.seek(0)
+        lines = [line for line in output.read().decode(errors="replace").splitlines()
+                 if line.strip()][-OUTPUT_LINES_KEPT:]
     for line in lines:
         say(f"serve: {line}")
-    if done.returncode:
-        last = lines[-1].strip() if lines else f"exit code {done.returncode}"
+    if process.returncode:
+        last = lines[-1].strip() if lines else f"exit code {process.returncode}"
         fix = ("; the module must be in the shared dir (the working directory on the head) "
-               "or in the image") if done.returncode == 2 else ""
+               "or in the image") if process.returncode == 2 else ""
         raise LaunchFailed(f"--serve {spec.serve}: {last}{fix}")
+    return True
 
 
 class Endpoint:
@@ -104,7 +115,8 @@ class Endpoint:
               stopped: Callable[[], bool]) -> bool:
         """Deploy the application and wait until its proxy answers (False: a stop came
         first); LaunchFailed when it does not deploy or never answers."""
-        deploy(self.spec, env, self.host, say)
+        if not deploy(self.spec, env, self.host, say, stopped):
+            return False
         if wait_until_answering(self.url + health_path(self.spec), READY_TIMEOUT_S, stopped):
             return True
         if stopped():
