@@ -16,6 +16,23 @@ from tests.cli import invoke
 TEST_IMAGE = "rayhpc-test/ray:2.60.0-py311-cpu"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def arm64_standin_build():
+    """The arm64 stand-in's build under emulation (tests/emulated_build.py), started as the
+    session starts when this session runs it (CI), so that it overlaps the other tests; None
+    elsewhere. tests/test_platform_engine.py waits for it."""
+    from tests import emulated_build
+
+    if emulated_build.wanted():
+        yield None
+        return
+    build = emulated_build.start()
+    yield build
+    if build.process is not None and build.process.poll() is None:
+        build.process.kill()  # the session ended before its test: nothing left behind
+        build.process.wait()
+
+
 @pytest.fixture
 def shared_dir():
     """A shared directory the containers' user (uid 1000) can enter, as on a cluster file

@@ -5,83 +5,38 @@ tests/test_platforms_unit.py.
 
 CI only: it runs with RAYHPC_TEST_EMULATION=1 (.ci/run sets it), as root on a machine whose
 kernel takes binfmt_misc registrations (a VM, not an unprivileged container); elsewhere it
-skips, saying so. It installs the two packages and registers the handlers itself when they
-are missing. Everything in it runs emulated but the downloads: debootstrap's second stage, apt
-and pip in the stand-in's Dockerfile (minutes, not seconds: set aside ~15 minutes on a 2-core
-machine)."""
+skips, saying so. The build itself (tests/emulated_build.py: it installs qemu-user-static and
+binfmt-support and registers the handler where missing) starts in the background as the test
+session starts: debootstrap's second stage, apt and pip run emulated (about 5 minutes of one
+core, 2026-12-07), beside the rest of the suite."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import platform
-import subprocess
 from pathlib import Path
 
 import docker.errors
 import pytest
 
-from rayhpc.containers.emulation import BINFMT_DIR, EMULATION_PACKAGES, emulation_problem
-from tests.cli import invoke
+from rayhpc.containers.emulation import BINFMT_DIR
+from tests import emulated_build
 
 pytestmark = [pytest.mark.docker, pytest.mark.emulation]
 
-ARM64 = "linux/arm64"
+ARM64 = emulated_build.ARM64
 STANDIN = "rayhpc/ray-standin:2.60.0-py311-cpu-aarch64"
 DEBIAN = "rayhpc/debian:bookworm-aarch64"
 
 
-def run(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=900)
-
-
-def mount_binfmt_misc() -> None:
-    """binfmt_misc's file system at its place, where the kernel has it (a failure is said by
-    the caller's check)."""
-    for argv in (("modprobe", "binfmt_misc"),
-                 ("mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_DIR))):
-        if (BINFMT_DIR / "register").exists():
-            return
-        with contextlib.suppress(OSError):  # no modprobe: the module may be built in
-            run(*argv)
-
-
-def register_emulation() -> None:
-    """qemu-user for aarch64, registered with binfmt_misc (its handlers carry the F flag, so
-    they serve containers too): installed with apt and enabled where missing."""
-    if not emulation_problem(ARM64):
-        return
-    if os.geteuid() != 0:
-        pytest.fail(f"emulation: {emulation_problem(ARM64)} (and not root to install it)")
-    # No systemd here to mount binfmt_misc: mount it first, so that the packages' own
-    # scripts (update-binfmts --import) register the handler as they install it.
-    mount_binfmt_misc()
-    apt = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in (["apt-get", "update", "-q"],
-                 ["apt-get", "install", "-y", "-q", "--no-install-recommends",
-                  *EMULATION_PACKAGES]):
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=apt)
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    mount_binfmt_misc()
-    assert (BINFMT_DIR / "register").exists(), f"binfmt_misc is not mounted at {BINFMT_DIR}"
-    enabled = run("update-binfmts", "--enable", "qemu-aarch64")
-    problem = emulation_problem(ARM64)
-    assert not problem, f"{problem}\nupdate-binfmts: {enabled.stdout}{enabled.stderr}"
-
-
 @pytest.fixture(scope="module")
-def arm64_standin(request):
-    # Decided before the engine is even asked for: elsewhere this skips without touching it.
-    if os.environ.get("RAYHPC_TEST_EMULATION") != "1":
-        pytest.skip("the arm64 build under emulation runs in CI only (RAYHPC_TEST_EMULATION=1, "
-                    "root, ~15 minutes)")
-    if platform.machine() != "x86_64":
-        pytest.skip(f"an x86_64 host emulates arm64 here; this one is {platform.machine()}")
+def arm64_standin(request, arm64_standin_build):
+    """The stand-in the session's background build made (tests/emulated_build.py)."""
+    if arm64_standin_build is None:
+        pytest.skip(emulated_build.wanted())
     docker_api = request.getfixturevalue("docker_api")
-    register_emulation()
-    result = invoke("base", "--platform", ARM64, timeout=2400)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert result.stdout.strip().splitlines()[-1] == STANDIN
+    code, output = arm64_standin_build.wait()
+    assert code == 0, output[-4000:]
+    assert output.strip().splitlines()[-1] == STANDIN
     yield STANDIN
     # The arm64 images are this test's alone: give their disk back.
     for image in (STANDIN, DEBIAN):

@@ -80,15 +80,20 @@ def test_the_walltime_warning_requeues_the_job_and_the_driver_resumes_until_none
     the warning in attempt 2 ends the run: said in one line, with the exit code of a stopped
     run (143); `rayhpc launch --wait` follows both attempts. (A run that resumes and finishes
     is (b)'s.)"""
+    runs = testbed.shared / "runs"
+    before = set(runs.iterdir()) if runs.is_dir() else set()
     launcher = subprocess.Popen(
         ["docker", "exec", "-u", "ray", "-w", str(testbed.shared), f"{testbed.name}-controller",
          "python3", "-m", "invoke", "-r", str(PROJECT_ROOT), "launch", "--site", str(SITE),
          "--shared", str(testbed.shared), "--image", f"{testbed.shared}/ray.sif", "--wait",
          "--nodes", "2", "--restarts", "1", "--driver", resume_driver(200)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    runs = testbed.shared / "runs"
-    before = set(runs.iterdir()) if runs.is_dir() else set()
-    wait_until(lambda: runs.is_dir() and set(runs.iterdir()) - before, 60, "no run directory")
+
+    def made() -> bool:
+        assert launcher.poll() is None, f"the launch ended: {launcher.communicate()[0][-3000:]}"
+        return runs.is_dir() and bool(set(runs.iterdir()) - before)
+
+    wait_until(made, 180, "no run directory")
     run_dir = (set(runs.iterdir()) - before).pop()
     job_id = wait_until(lambda: RunPaths(run_dir).job_id.exists(), 60, "no job id") and \
         RunPaths(run_dir).job_id.read_text().strip()
