@@ -3,9 +3,10 @@ changed (the edit a user makes most). Layers are ordered apt, pip, env, labels, 
 rebuild redoes the pip layer and what follows only. Goal: rebuild <= 15% of the cold build.
 
 Two more ways to add one package, each measured after the recipe's image is there: a recipe
-that extends it (`extends:` the same recipe file, `pip: [six]`), and `build --pip six`. Both
-must reuse every layer of the recipe's image and build one more (the --pip build also runs
-pip's resolver check in a throw-away container of the base first; its time is included).
+that extends it (`extends:` the same recipe file, `pip: [tabulate]`), and `build --pip
+tabulate`. Both must reuse every layer of the recipe's image and build one more (the --pip
+build also runs pip's resolver check in a throw-away container of the base first; its time is
+included).
 
 Cold is measured two ways, both with --no-cache: the Ray base built too (`invoke base`: Ray
 and its dependencies installed on the OS image, which stands in for pulling rayproject/ray
@@ -33,7 +34,8 @@ TAG = "rayhpc-bench/rebuild:cpu"
 BASE_TAG = "rayhpc-bench/rebuild-base:cpu"
 CHILD_TAG = "rayhpc-bench/rebuild-child:cpu"
 PLUS_TAG = "rayhpc-bench/rebuild-plus:cpu"
-ADDED = "six"  # the one package the extending recipe and --pip add
+ADDED = "tabulate"  # the one package the extending recipe and --pip add: in neither the
+# base nor the ray recipe (a package pip finds installed would make an empty layer)
 # Two releases of a small pure-Python package: the "driver's dependency" that changes.
 PIP_BEFORE, PIP_AFTER = "tqdm==4.66.5", "tqdm==4.67.1"
 

@@ -104,24 +104,36 @@ def _layers(docker_api, image: str) -> list[str]:
     return docker_api.inspect_image(image)["RootFS"]["Layers"]
 
 
-def test_pip_adds_one_layer_on_the_recipe_image_under_its_own_tag(docker_api, standin_base):
+# Small packages with no dependencies that neither the base (Ray's) nor the ray recipe has.
+ADDED_BY_FLAG, ADDED_BY_FILE = "humanize", "tabulate"
+
+
+def test_pip_adds_one_layer_on_the_recipe_image_under_its_own_tag(docker_api, standin_base,
+                                                                 tmp_path):
     plain = "rayhpc-test/plus:plain"
     image = ""
+    requirements = tmp_path / "driver-requirements.txt"
+    requirements.write_text(f"# what the driver needs\n{ADDED_BY_FILE}\n\n")
     try:
         result = invoke("build", "--base", standin_base, "--tag", plain)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         plain_id = docker_api.inspect_image(plain)["Id"]
-        result = invoke("build", "--base", standin_base, "--pip", "six")
+        absent = f"import importlib.util as u; print(u.find_spec('{ADDED_BY_FLAG}'), " \
+            f"u.find_spec('{ADDED_BY_FILE}'))"
+        assert run_in(plain, "python", "-c", absent) == "None None"
+        result = invoke("build", "--base", standin_base, "--pip", ADDED_BY_FLAG,
+                        "--requirements", str(requirements))
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         image = result.stdout.strip().splitlines()[-1]
         # A tag of its own, said before the build; the recipe's image is left as it was.
         assert image.startswith("rayhpc/ray:2.60.0-py311-cpu-plus-"), image
         assert f"image tag {image} (--tag to choose another)" in result.stdout
         assert docker_api.inspect_image(plain)["Id"] == plain_id
-        assert run_in(image, "python", "-c", "import six; print('ok')") == "ok"
+        assert run_in(image, "python", "-c", f"import {ADDED_BY_FLAG}, {ADDED_BY_FILE}; "
+                      "print('ok')") == "ok"
         assert run_in(image, "ray", "--version") == "ray, version 2.60.0"
         assert docker_api.inspect_image(image)["Config"]["Labels"][
-            "org.rayhpc.extra-pip"] == "six"
+            "org.rayhpc.extra-pip"] == f"{ADDED_BY_FLAG} {ADDED_BY_FILE}"
         # Every layer of the recipe's image, from the cache, and one more.
         base_layers = _layers(docker_api, plain)
         assert _layers(docker_api, image)[:len(base_layers)] == base_layers
@@ -153,7 +165,7 @@ def test_an_extending_recipe_builds_on_every_layer_of_its_parent(docker_api, sta
                                                                 tmp_path):
     parent, child = "rayhpc-test/extends:parent", "rayhpc-test/extends:child"
     recipe = tmp_path / "child.yaml"
-    recipe.write_text("name: child\nextends: ray\nvariants:\n  cpu:\npip: [six]\n"
+    recipe.write_text(f"name: child\nextends: ray\nvariants:\n  cpu:\npip: [{ADDED_BY_FILE}]\n"
                       "env: {CHILD: '1'}\n")
     try:
         for args in (("--tag", parent), ("--recipe", str(recipe), "--tag", child)):
@@ -162,8 +174,8 @@ def test_an_extending_recipe_builds_on_every_layer_of_its_parent(docker_api, sta
         parent_layers = _layers(docker_api, parent)
         assert _layers(docker_api, child)[:len(parent_layers)] == parent_layers
         assert len(_layers(docker_api, child)) == len(parent_layers) + 1
-        assert run_in(child, "python", "-c", "import six, tqdm, os; print(os.environ['CHILD'])"
-                      ) == "1"
+        assert run_in(child, "python", "-c", f"import {ADDED_BY_FILE}, tqdm, os; "
+                      "print(os.environ['CHILD'])") == "1"
         labels = docker_api.inspect_image(child)["Config"]["Labels"]
         assert labels["org.rayhpc.recipe"] == "child" and labels["org.rayhpc.extends"] == "ray"
     finally:
