@@ -31,6 +31,8 @@ def arm64_standin_build():
     if build.process is not None and build.process.poll() is None:
         build.process.kill()  # the session ended before its test: nothing left behind
         build.process.wait()
+    if build.log:
+        Path(build.log).unlink(missing_ok=True)
 
 
 @pytest.fixture
