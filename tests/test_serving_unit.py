@@ -248,3 +248,21 @@ def test_a_stop_during_the_deployment_ends_it_at_once(tmp_path):
     assert deploy(spec, {"PATH": "/usr/bin:/bin"}, "127.0.0.1", lambda _: None,
                   stopped=lambda: time.monotonic() - asked > 1) is False
     assert time.monotonic() - asked < 10
+
+
+@pytest.mark.parametrize("written", ['{"endpoint_answered": "soon"}',
+                                     '{"endpoint_answered": 1e999}', "link"])
+def test_status_takes_a_crafted_endpoint_record_for_no_answer(tmp_path, written):
+    """status.json is the containers' writing: a wrong type, a huge number or a link is no
+    answer (and no crash)."""
+    spec = make_spec("slurm", image="/x.sif", serve="m:app")
+    run = running_run(tmp_path, spec)
+    status = run.paths.status
+    status.unlink()
+    if written == "link":
+        (tmp_path / "elsewhere.json").write_text('{"endpoint_answered": 1796625325.0}')
+        status.symlink_to(tmp_path / "elsewhere.json")
+    else:
+        status.write_text(written)
+    line = status_line(Run.load(run.paths.dir))
+    assert "not answering yet" in line and "answered the head's probe" not in line

@@ -129,6 +129,16 @@ class LaunchSpec:
         host = head_ip if host == "0.0.0.0" else host
         return f"http://{host}:{self.ports['dashboard']}"
 
+    def endpoint_url(self, head_ip: str) -> str | None:
+        """Where the launching side (this host on the local site, the login node) reaches the
+        HTTP endpoint: its published port, or the head's cluster address where it listens
+        there; None where it listens on the head's loopback (an SSH tunnel reaches it)."""
+        if self.published.get("serve"):
+            return f"http://127.0.0.1:{self.published['serve']}"
+        if self.serve_bind == "network":
+            return f"http://{head_ip}:{self.endpoint_port}"
+        return None
+
     def client_address(self, head_ip: str) -> str:
         """Ray Client's address (`ray.init("ray://...")` from outside the cluster)."""
         if self.published.get("client"):

@@ -37,15 +37,15 @@ def endpoint_lines(spec: LaunchSpec, head_ip: str, head_node: str) -> list[str]:
     on the head's loopback, the same URL on the login node would reach the login node."""
     port = spec.endpoint_port
     what = f"Ray Serve application {spec.serve}" if spec.serve else "the driver's service"
+    url = spec.endpoint_url(head_ip)
     if spec.published.get("serve"):
-        url = f"http://127.0.0.1:{spec.published['serve']}"
         return [f"# endpoint: {url}/ ({what}; on this host's 127.0.0.1 only)",
                 f"export {ENDPOINT_ENV}={url}"]
     login = spec.login or "<you>@<login node>"
-    if spec.serve_bind == "network":
-        return [f"# endpoint: http://{head_ip}:{port}/ ({what}; on the head's cluster "
-                "address: the login node reaches it)",
-                f"export {ENDPOINT_ENV}=http://{head_ip}:{port}",
+    if url is not None:
+        return [f"# endpoint: {url}/ ({what}; on the head's cluster address: the login node "
+                "reaches it)",
+                f"export {ENDPOINT_ENV}={url}",
                 f"#   from your laptop: ssh -N -L {port}:{head_ip}:{port} {login}   then "
                 f"curl http://localhost:{port}/"]
     return [f"# endpoint: http://127.0.0.1:{port}/ on the head node {head_node} ({what}; its "

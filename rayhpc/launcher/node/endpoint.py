@@ -126,14 +126,10 @@ class Endpoint:
 
     def follow(self, running: Callable[[], bool], answered: Callable[[], None]) -> None:
         """A driver's own service: probed in the background while ``running()``."""
-        url = self.url + health_path(self.spec)
-
         def probe() -> None:
-            while running():
-                if http_status(url) is not None:
-                    answered()
-                    return
-                time.sleep(PROBE_EVERY_S)
+            if wait_until_answering(self.url + health_path(self.spec), float("inf"),
+                                    lambda: not running()):
+                answered()
 
         threading.Thread(target=probe, daemon=True).start()
 

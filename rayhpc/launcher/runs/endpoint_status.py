@@ -11,19 +11,19 @@ from rayhpc.launcher.contract import LaunchedRun, health_path, http_status
 
 
 def reachable_url(run: LaunchedRun) -> str | None:
-    """The endpoint's URL from this host: its published port (local site), or the head's
-    cluster address where it listens there; None where it listens on the head's loopback."""
-    spec = run.spec
+    """The endpoint's URL from this host (`LaunchSpec.endpoint_url`), with the head's address
+    from head.json only where that is an address; None where it listens on the head's
+    loopback, or head.json gives none."""
+    spec, head = run.spec, run.head
     if spec.published.get("serve"):
-        return f"http://127.0.0.1:{spec.published['serve']}"
-    head = run.head
-    if spec.serve_bind != "network" or head is None:
+        return spec.endpoint_url("")
+    if head is None:
         return None
     try:  # head.json is the containers' writing: only an address goes into a request
         ip = ipaddress.ip_address(head.ip)
     except ValueError:
         return None
-    return f"http://{ip}:{spec.endpoint_port}"
+    return spec.endpoint_url(str(ip))
 
 
 def endpoint_line(run: LaunchedRun) -> str:
