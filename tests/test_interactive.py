@@ -50,9 +50,11 @@ def http_status(url: str, token: str | None = None, data: bytes | None = None) -
         return exc.code
 
 
-# Ray's proxier sometimes loses the per-client server it forks ("Starting Ray client server
-# failed", empty logs; ray-project/ray#63202, open): a user connects again, and so do we.
-RAY_CLIENT_FORK_RACE = "Starting Ray client server failed"
+# Ray's proxier sometimes loses the per-client server it forks (ray-project/ray#63202, open):
+# "Starting Ray client server failed" with empty logs, or, when the child died before the
+# proxier read its command line, "Initialization failure from server" ending in psutil's
+# ZombieProcess (seen in CI, Ray 2.60.0). A user connects again, and so do we.
+RAY_CLIENT_FORK_RACE = ("Starting Ray client server failed", "psutil.ZombieProcess")
 
 
 def ray_client(image: str, address: str, token: str, network: str) -> subprocess.CompletedProcess:
@@ -63,7 +65,7 @@ def ray_client(image: str, address: str, token: str, network: str) -> subprocess
                                  image, "python", "-c",
                                  RAY_CLIENT_DRIVER.format(address=address)],
                                 capture_output=True, text=True, timeout=180)
-        if RAY_CLIENT_FORK_RACE not in result.stderr:
+        if not any(race in result.stderr for race in RAY_CLIENT_FORK_RACE):
             break
     return result
 
