@@ -13,6 +13,7 @@ import time
 import pytest
 import yaml
 
+from rayhpc.common.user_error import UserError
 from rayhpc.launcher.backends.local.compose import render_compose
 from rayhpc.launcher.backends.rundir import prepare_run_dir
 from rayhpc.launcher.contract import (
@@ -25,6 +26,7 @@ from rayhpc.launcher.contract import (
 from rayhpc.launcher.node.connect import connect_text, endpoint_lines
 from rayhpc.launcher.node.endpoint import Endpoint, check_port_free, deploy, wait_until_answering
 from rayhpc.launcher.node.launch_failed import LaunchFailed
+from rayhpc.launcher.resolve.serve_app import check_serve_app
 from rayhpc.launcher.runs.run import Run, status_line
 from tests.cli import invoke
 from tests.specs import head_record, make_spec
@@ -97,6 +99,89 @@ def test_a_batch_dry_run_carries_the_endpoint_in_its_spec(tmp_path):
     assert "#SBATCH" in result.stdout
 
 
+# -- the launching side's check of the application (before anything starts)
+
+BINDS_APP = {
+    "plain": "app = 1\n",
+    "annotated": "app: object = None\n",
+    "a function": "def app():\n    pass\n",
+    "imported": "from os import sep as app\n",
+    "under if": "if True:\n    app = 1\n",
+    "under except": "try:\n    import nowhere\nexcept ImportError:\n    app = 2\n",
+    "a with target": "import contextlib\nwith contextlib.nullcontext() as app:\n    pass\n",
+    "a for target": "for app in range(1):\n    pass\n",
+    "a walrus": "(app := 3)\n",
+    "a tuple": "app, other = 1, 2\n",
+    "a star import": "from os.path import *\n",  # cannot tell from the text: the head will
+    "__getattr__": "def __getattr__(name):\n    return name\n",
+}
+
+
+@pytest.mark.parametrize("source", list(BINDS_APP.values()), ids=list(BINDS_APP))
+def test_a_module_in_the_shared_dir_that_binds_the_name_passes(tmp_path, source):
+    (tmp_path / "mine.py").write_text(source)
+    check_serve_app("mine:app", tmp_path)
+
+
+def test_a_module_not_in_the_shared_dir_is_left_to_the_head(tmp_path):
+    check_serve_app("in_the_image:app", tmp_path)  # the image may have it: only the head knows
+    (tmp_path / "ns").mkdir()  # a namespace package: another portion may be in the image
+    check_serve_app("ns.other:app", tmp_path)
+
+
+def test_a_module_in_a_package_of_the_shared_dir_is_read_there(tmp_path):
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "serving.py").write_text("app = 1\n")
+    (tmp_path / "pkg" / "sub" / "__init__.py").write_text("")
+    check_serve_app("pkg.serving:app", tmp_path)
+    with pytest.raises(UserError, match=r"pkg/sub/__init__.py binds no 'app'"):
+        check_serve_app("pkg.sub:app", tmp_path)
+
+
+@pytest.mark.parametrize("files, serve, says", [
+    ({"mine.py": "def build():\n    app = 1\n"}, "mine:app",
+     r"--serve mine:app: .*mine\.py binds no 'app' at its top level; Ray Serve deploys an "
+     r"application bound there, e\.g\. `app = MyDeployment\.bind\(\)`"),
+    ({"mine.py": "app = 1\n"}, "mine:ap", r"binds no 'ap' at its top level \(did you mean app\?\)"),
+    ({"mine.py": "app = (\n"}, "mine:app", r"--serve mine:app: .*mine\.py:1: .*; fix the module"),
+    ({"mine.py": "app = 1\n"}, "mine.sub:app",
+     r"mine\.py in the shared dir .* is a module, not a package; fix the module path"),
+    ({"pkg/__init__.py": ""}, "pkg.missing:app",
+     r"no pkg/missing\.py \(nor pkg/missing/\) in the shared dir .*; fix the module path"),
+])
+def test_a_module_in_the_shared_dir_that_cannot_serve_is_refused_naming_it(tmp_path, files,
+                                                                          serve, says):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    with pytest.raises(UserError, match=says):
+        check_serve_app(serve, tmp_path)
+
+
+def test_a_module_linked_out_of_the_shared_dir_is_refused(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "mine.py").write_text("app = 1\n")
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "mine.py").symlink_to(tmp_path / "elsewhere" / "mine.py")
+    with pytest.raises(UserError, match=r"is a link to .*outside the shared dir .* copy the "
+                                        "module into it"):
+        check_serve_app("mine:app", tmp_path / "shared")
+
+
+def test_a_launch_whose_application_binds_no_such_name_is_refused_before_anything(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "mine.py").write_text("application = 1\n")
+    result = invoke("launch", "--site", "slurm", "--image", "/x.sif", "--shared", str(shared),
+                    "--serve", "mine:app", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--serve mine:app:" in errors[0] and "binds no 'app'" \
+        in errors[0], result.stderr
+    assert sorted(path.name for path in shared.iterdir()) == ["mine.py"]  # nothing made
+
+
 # -- how to reach it
 
 def test_the_lines_say_how_to_reach_the_endpoint_the_way_the_user_chose():
@@ -136,8 +221,10 @@ def test_a_taken_port_fails_the_launch_naming_the_flag():
         sock.listen()
         port = sock.getsockname()[1]
         with pytest.raises(LaunchFailed, match=rf"--serve-port {port}: the port is taken on "
-                                               r"the head .*choose another --serve-port"):
+                                               r"the head .*choose another --serve-port") \
+                as caught:
             check_port_free("127.0.0.1", port)
+        assert caught.value.exit_code == 2  # the user's input: exit 2, and never a restart
     check_port_free("127.0.0.1", port)  # free again
 
 
@@ -152,6 +239,7 @@ def test_an_application_that_does_not_import_fails_with_one_line(tmp_path):
     assert message.startswith("--serve nowhere_module:app: does not import: "
                               "ModuleNotFoundError: No module named 'nowhere_module'")
     assert "in the shared dir" in message and "\n" not in message
+    assert failed.value.exit_code == 2
 
 
 def test_an_application_found_in_the_shared_dir_is_imported_from_there(tmp_path):
@@ -163,6 +251,7 @@ def test_an_application_found_in_the_shared_dir_is_imported_from_there(tmp_path)
     with pytest.raises(LaunchFailed) as failed:
         deploy(spec, {"PATH": "/usr/bin:/bin", "PYTHONPATH": ""}, "127.0.0.1", lambda _: None)
     assert "does not import" not in str(failed.value)
+    assert failed.value.exit_code == 1  # not the input's fault (no Ray Serve in this Python)
     assert "ray" in str(failed.value).lower()
 
 

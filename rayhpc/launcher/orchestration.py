@@ -33,6 +33,7 @@ from rayhpc.launcher.resolve.run_ids import (
     ports_for,
     unused_run_id,
 )
+from rayhpc.launcher.resolve.serve_app import check_serve_app
 from rayhpc.launcher.schedulers import allocated_nodes
 from rayhpc.launcher.times import format_walltime
 
@@ -181,6 +182,8 @@ def prepare(spec: LaunchSpec, site: Site, made: Made | None = None) -> LaunchSpe
         made.examples = shared / "examples"
     if spec.driver is not None:
         check_driver(spec.driver, shared)
+    if spec.serve:
+        check_serve_app(spec.serve, shared)
     backend.ready_image(spec, site, dry_run=False)
     run_id = unused_run_id(busy_gcs_ports(shared), first=spec.run_id)
     changes = backend.run_facts(spec)  # what only this machine knows now

@@ -64,7 +64,8 @@ def check_port_free(host: str, port: int) -> None:
                 raise LaunchFailed(f"--serve-port {port}: cannot listen on {host}:{port} on "
                                    f"the head: {exc.strerror}") from None
             raise LaunchFailed(f"--serve-port {port}: the port is taken on the head "
-                               f"({host}:{port}); choose another --serve-port") from None
+                               f"({host}:{port}); choose another --serve-port",
+                               bad_input=True) from None
 
 
 def deploy(spec: LaunchSpec, env: dict[str, str], host: str, say: Callable[[str], None],
@@ -97,7 +98,7 @@ def deploy(spec: LaunchSpec, env: dict[str, str], host: str, say: Callable[[str]
         last = lines[-1].strip() if lines else f"exit code {process.returncode}"
         fix = ("; the module must be in the shared dir (the working directory on the head) "
                "or in the image") if process.returncode == 2 else ""
-        raise LaunchFailed(f"--serve {spec.serve}: {last}{fix}")
+        raise LaunchFailed(f"--serve {spec.serve}: {last}{fix}", bad_input=bool(fix))
     return True
 
 

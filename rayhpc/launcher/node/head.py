@@ -105,7 +105,7 @@ class Head(Agent):
         return self.signalled is not None or self.stops.requested(self.say)
 
     def run(self) -> int:
-        code, error = 1, ""
+        code, error, bad_input = 1, "", False
         try:
             if self.attempt > 1:
                 self.note(f"attempt {self.attempt} of {self.spec.restarts + 1}: the run starts "
@@ -124,7 +124,7 @@ class Head(Agent):
                 code = 128 + (self.signalled or signal.SIGTERM)
                 error = "stopped before the driver ran (walltime warning, cancel or Ctrl-C)"
         except LaunchFailed as exc:
-            error = str(exc)
+            code, error, bad_input = exc.exit_code, str(exc), exc.exit_code == 2
             self.say(f"error: {error}")
         except OSError as exc:  # the shared run directory failing mid-run
             error = run_dir_problem(exc)
@@ -134,7 +134,8 @@ class Head(Agent):
         if self.signalled and not self.driver_ended_first:
             code = 128 + self.signalled
         try:
-            ended = self.decide_restart(code)
+            # Bad input fails the same way in every attempt: it ends the run.
+            ended = "" if bad_input else self.decide_restart(code)
             error = error or ended
             if error:
                 atomic_write(self.paths.error, error + "\n")

@@ -2,4 +2,9 @@
 
 
 class LaunchFailed(Exception):
-    """A failure of the launch itself (not of the driver): reported in `error`, exit 1."""
+    """A failure of the launch itself (not of the driver): reported in `error`, exit 1; exit 2
+    where the user's input is at fault and only the head could tell (``bad_input``)."""
+
+    def __init__(self, message: str, bad_input: bool = False):
+        super().__init__(message)
+        self.exit_code = 2 if bad_input else 1
