@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.request
 
 import pytest
 
@@ -14,6 +15,13 @@ from tests.cli import invoke
 from tests.launching import Background, archived, launch, leftovers
 
 pytestmark = pytest.mark.docker
+
+
+def echo(endpoint: str, text: str) -> str:
+    """What examples/serve_echo.py answers at ``endpoint`` (no proxy: it is this host's)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{endpoint}/?text={text}", timeout=30) as response:
+        return json.loads(response.read())["echo"]
 
 
 def test_the_head_killed_the_launcher_starts_the_run_again_and_the_driver_resumes(
@@ -60,11 +68,16 @@ def test_an_interactive_cluster_comes_back_and_a_submit_waits_for_it(docker_api,
                                                                      shared_dir):
     """An interactive cluster whose head is lost starts again: connect.txt is written anew by
     the new head, a `rayhpc submit` sent meanwhile waits for it (saying so) and runs on the
-    new cluster, and `rayhpc down` ends the run with nothing left."""
+    new cluster, its Serve application is deployed again and answers at the same URL
+    (docs/serving.md), and `rayhpc down` ends the run with nothing left."""
     image, _ = built_image
-    run = Background(image, shared_dir, "--nodes", "2", "--restarts", "1", "--interactive")
+    run = Background(image, shared_dir, "--nodes", "2", "--restarts", "1", "--interactive",
+                     "--serve", "examples.serve_echo:app")
     run.wait_for_line(re.compile(r"rayhpc: cluster up; "))
     run_dir = run.run_dir
+    endpoint = re.search(r"^export RAYHPC_ENDPOINT=(\S+)$",
+                         (run_dir / "connect.txt").read_text(), re.M).group(1)
+    assert echo(endpoint, "first") == "first"
     docker_api.kill(f"rayhpc-{run_dir.name}-head")
     deadline = time.monotonic() + 60
     while not (run_dir / "attempts" / "2").is_dir():
@@ -79,6 +92,8 @@ def test_an_interactive_cluster_comes_back_and_a_submit_waits_for_it(docker_api,
         in job.stdout + job.stderr
     assert "alive 2" in job.stdout
     run.wait_for_line(re.compile(r"rayhpc: cluster up; "))  # said again, for attempt 2
+    assert f"export RAYHPC_ENDPOINT={endpoint}\n" in (run_dir / "connect.txt").read_text()
+    assert echo(endpoint, "again") == "again"
     assert (run_dir / "attempts" / "1" / "connect.txt").is_file()
     assert (run_dir / "connect.txt").stat().st_mtime > \
         (run_dir / "attempts" / "1" / "connect.txt").stat().st_mtime
