@@ -182,8 +182,9 @@ def prepare(spec: LaunchSpec, site: Site, made: Made | None = None) -> LaunchSpe
         made.examples = shared / "examples"
     if spec.driver is not None:
         check_driver(spec.driver, shared)
-    if spec.serve:
-        check_serve_app(spec.serve, shared)
+    warning = check_serve_app(spec.serve, shared) if spec.serve else ""
+    if warning:
+        print(warning, file=sys.stderr)
     backend.ready_image(spec, site, dry_run=False)
     run_id = unused_run_id(busy_gcs_ports(shared), first=spec.run_id)
     changes = backend.run_facts(spec)  # what only this machine knows now

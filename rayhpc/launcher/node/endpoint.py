@@ -33,7 +33,7 @@ sys.path.insert(0, os.getcwd())
 module, _, name = sys.argv[1].partition(":")
 try:
     app = getattr(importlib.import_module(module), name)
-except (ImportError, AttributeError) as exc:
+except (ImportError, AttributeError, SyntaxError) as exc:
     print(f"does not import: {type(exc).__name__}: {exc}", flush=True)
     sys.exit(2)
 from ray import serve
@@ -96,8 +96,11 @@ def deploy(spec: LaunchSpec, env: dict[str, str], host: str, say: Callable[[str]
         say(f"serve: {line}")
     if process.returncode:
         last = lines[-1].strip() if lines else f"exit code {process.returncode}"
-        fix = ("; the module must be in the shared dir (the working directory on the head) "
-               "or in the image") if process.returncode == 2 else ""
+        fix = ""
+        if process.returncode == 2:  # the script's own: the module does not import
+            fix = ("; the module must be in the shared dir (the working directory on the "
+                   "head) or in the image" if "ModuleNotFoundError" in last else
+                   "; fix the module or --serve")
         raise LaunchFailed(f"--serve {spec.serve}: {last}{fix}", bad_input=bool(fix))
     return True
 

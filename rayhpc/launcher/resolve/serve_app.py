@@ -1,11 +1,13 @@
 """Check a --serve application where the launching side can, before anything starts: a module
-in the shared dir that does not parse, or that binds no such name, fails here with exit 2. A
-module not in the shared dir may be in the image: only the head can tell (see node.endpoint)."""
+in the shared dir that binds no such name fails here with exit 2. A module not in the shared
+dir may be in the image, and one this Python cannot parse may be of the image's newer Python:
+only the head can tell (see node.endpoint)."""
 
 from __future__ import annotations
 
 import ast
 import difflib
+import sys
 from pathlib import Path
 
 from rayhpc.common.user_error import UserError
@@ -68,28 +70,31 @@ def top_level_names(statements: list[ast.stmt]) -> set[str] | None:
     return None if "__getattr__" in names else names
 
 
-def check_serve_app(serve: str, shared: Path) -> None:
+def check_serve_app(serve: str, shared: Path) -> str:
     """UserError naming --serve, the file and the fix when the application's module is in the
-    shared dir and does not parse, is a link out of it, or binds no such name."""
+    shared dir and is a link out of it or binds no such name. Returns a warning ("" : none)
+    when this Python cannot parse it: the head's may."""
     module, _, name = serve.partition(":")
     path = module_file(module, shared)
     if path is None:
-        return
+        return ""
     if shared.resolve() not in path.resolve().parents:
         # The containers mount the shared directory only: a link out of it leads nowhere.
         raise UserError(f"--serve {serve}: {path} is a link to {path.resolve()}, outside the "
                         f"shared dir {shared} that the nodes see; copy the module into it")
     if path.stat().st_size > MODULE_BYTES_MAX:
-        return
+        return ""
     try:
         tree = ast.parse(path.read_bytes(), filename=str(path))
     except (SyntaxError, ValueError) as exc:
         line = f":{exc.lineno}" if getattr(exc, "lineno", None) else ""
         reason = getattr(exc, "msg", str(exc))
-        raise UserError(f"--serve {serve}: {path}{line}: {reason}; fix the module") from None
+        return (f"warning: --serve {serve}: {path}{line}: {reason} (this Python "
+                f"{sys.version_info[0]}.{sys.version_info[1]}); launching anyway: the "
+                "image's Python may read it, and the head says so if not")
     names = top_level_names(tree.body)
     if names is None or name in names:
-        return
+        return ""
     close = difflib.get_close_matches(name, sorted(names), n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     raise UserError(f"--serve {serve}: {path} binds no {name!r} at its top level{hint}; Ray "

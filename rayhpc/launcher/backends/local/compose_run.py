@@ -140,8 +140,9 @@ class LocalLaunch:
             atomic_write(self.paths.compose_file, render_compose(self.spec, user,
                                                                  self.environment),
                          root=self.paths.dir)
-            self.watcher.say(f"run {self.spec.run_id}: {self.spec.nodes} nodes of "
-                             f"{self.spec.image}; run dir {self.paths.dir}")
+            nodes = self.spec.nodes
+            self.watcher.say(f"run {self.spec.run_id}: {nodes} node{'s' if nodes != 1 else ''} "
+                             f"of {self.spec.image}; run dir {self.paths.dir}")
             cores = os.cpu_count() or 1
             if self.spec.nodes > OVERLOAD_NODES_PER_CORE * cores:
                 self.watcher.say(f"warning: {self.spec.nodes} nodes on {cores} cores: each Ray "
