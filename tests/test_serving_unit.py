@@ -115,6 +115,8 @@ BINDS_APP = {
     "a tuple": "app, other = 1, 2\n",
     "a star import": "from os.path import *\n",  # cannot tell from the text: the head will
     "__getattr__": "def __getattr__(name):\n    return name\n",
+    "a global": "def build():\n    global app\n    app = 1\n\nbuild()\n",
+    "globals()": "globals()['a' + 'pp'] = 1\n",  # dynamic: the head will tell
 }
 
 

@@ -70,6 +70,23 @@ def top_level_names(statements: list[ast.stmt]) -> set[str] | None:
     return None if "__getattr__" in names else names
 
 
+# Calls that can bind a module's names where its text does not show them.
+DYNAMIC_BINDERS = {"globals", "vars", "exec", "setattr", "__import__"}
+
+
+def names_bound_elsewhere(tree: ast.Module) -> set[str] | None:
+    """Top-level names bound from inside functions (`global NAME`); None when the module may
+    bind names dynamically (globals(), exec, setattr, ...)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Global):
+            names.update(node.names)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id in DYNAMIC_BINDERS):
+            return None
+    return names
+
+
 def check_serve_app(serve: str, shared: Path) -> str:
     """UserError naming --serve, the file and the fix when the application's module is in the
     shared dir and is a link out of it or binds no such name. Returns a warning ("" : none)
@@ -92,8 +109,8 @@ def check_serve_app(serve: str, shared: Path) -> str:
         return (f"warning: --serve {serve}: {path}{line}: {reason} (this Python "
                 f"{sys.version_info[0]}.{sys.version_info[1]}); launching anyway: the "
                 "image's Python may read it, and the head says so if not")
-    names = top_level_names(tree.body)
-    if names is None or name in names:
+    names, elsewhere = top_level_names(tree.body), names_bound_elsewhere(tree)
+    if names is None or elsewhere is None or name in names | elsewhere:
         return ""
     close = difflib.get_close_matches(name, sorted(names), n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
