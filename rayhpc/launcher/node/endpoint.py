@@ -96,12 +96,13 @@ def deploy(spec: LaunchSpec, env: dict[str, str], host: str, say: Callable[[str]
         say(f"serve: {line}")
     if process.returncode:
         last = lines[-1].strip() if lines else f"exit code {process.returncode}"
+        does_not_import = process.returncode == 2  # the script's own exit code for it
         fix = ""
-        if process.returncode == 2:  # the script's own: the module does not import
+        if does_not_import:
             fix = ("; the module must be in the shared dir (the working directory on the "
                    "head) or in the image" if "ModuleNotFoundError" in last else
                    "; fix the module or --serve")
-        raise LaunchFailed(f"--serve {spec.serve}: {last}{fix}", bad_input=bool(fix))
+        raise LaunchFailed(f"--serve {spec.serve}: {last}{fix}", bad_input=does_not_import)
     return True
 
 

@@ -124,7 +124,7 @@ class Head(Agent):
                 code = 128 + (self.signalled or signal.SIGTERM)
                 error = "stopped before the driver ran (walltime warning, cancel or Ctrl-C)"
         except LaunchFailed as exc:
-            code, error, bad_input = exc.exit_code, str(exc), exc.exit_code == 2
+            code, error, bad_input = exc.exit_code, str(exc), exc.bad_input
             self.say(f"error: {error}")
         except OSError as exc:  # the shared run directory failing mid-run
             error = run_dir_problem(exc)

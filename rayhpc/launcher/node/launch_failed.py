@@ -7,4 +7,8 @@ class LaunchFailed(Exception):
 
     def __init__(self, message: str, bad_input: bool = False):
         super().__init__(message)
-        self.exit_code = 2 if bad_input else 1
+        self.bad_input = bad_input
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if self.bad_input else 1

@@ -42,6 +42,16 @@ def check_driver(command: str, shared: Path) -> None:
     check_script(command, shared, shared, "--driver", "the driver", "fix --driver")
 
 
+def link_out_of(path: Path, visible: Path) -> Path | None:
+    """Where ``path`` leads when it is a link (or under one) out of ``visible``, the shared
+    directory the nodes see; None otherwise. The containers mount the shared directory only:
+    a link out of it leads nowhere there."""
+    real = path.resolve()
+    if real != path.absolute() and visible.resolve() not in real.parents:
+        return real
+    return None
+
+
 def check_script(command: str, directory: Path, visible: Path | None, flag: str, runner: str,
                  fix: str) -> None:
     """Fail when ``command`` names a script (as `driver_script` finds it) that is not in
@@ -56,8 +66,7 @@ def check_script(command: str, directory: Path, visible: Path | None, flag: str,
     if not path.is_file():
         raise UserError(f"{flag}: {script} not found in {place} {directory} ({runner} runs "
                         f"there, on the head node): put the script there or {fix}")
-    real = path.resolve()
-    if visible is not None and real != path.absolute() and visible.resolve() not in real.parents:
-        # The containers mount the shared directory only: a link out of it leads nowhere.
+    real = link_out_of(path, visible) if visible is not None else None
+    if real is not None:
         raise UserError(f"{flag}: {script} is a link to {real}, outside the shared directory "
                         f"{visible} that the nodes see; copy the script into it")

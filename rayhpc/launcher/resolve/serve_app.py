@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from rayhpc.common.user_error import UserError
+from rayhpc.launcher.resolve.driver import link_out_of
 
 MODULE_BYTES_MAX = 4 * 1024 * 1024  # a bigger "module" is not one a person wrote: not read
 
@@ -95,10 +96,10 @@ def check_serve_app(serve: str, shared: Path) -> str:
     path = module_file(module, shared)
     if path is None:
         return ""
-    if shared.resolve() not in path.resolve().parents:
-        # The containers mount the shared directory only: a link out of it leads nowhere.
-        raise UserError(f"--serve {serve}: {path} is a link to {path.resolve()}, outside the "
-                        f"shared dir {shared} that the nodes see; copy the module into it")
+    real = link_out_of(path, shared)
+    if real is not None:
+        raise UserError(f"--serve {serve}: {path} is a link to {real}, outside the shared dir "
+                        f"{shared} that the nodes see; copy the module into it")
     if path.stat().st_size > MODULE_BYTES_MAX:
         return ""
     try:
