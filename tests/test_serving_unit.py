@@ -168,6 +168,8 @@ def test_a_module_this_python_cannot_parse_is_launched_with_a_warning(tmp_path):
     warning = check_serve_app("mine:app", tmp_path)
     assert re.match(r"warning: --serve mine:app: .*mine\.py:1: .* \(this Python 3\.\d+\); "
                     r"launching anyway", warning), warning
+    (tmp_path / "mine.py").write_text("app = " + "1+" * 100_000 + "1\n")  # past the parser's
+    assert "launching anyway" in check_serve_app("mine:app", tmp_path)  # recursion limit
     (tmp_path / "mine.py").write_text("app = 1\n")
     assert check_serve_app("mine:app", tmp_path) == ""
 

@@ -104,9 +104,10 @@ def check_serve_app(serve: str, shared: Path) -> str:
         return ""
     try:
         tree = ast.parse(path.read_bytes(), filename=str(path))
-    except (SyntaxError, ValueError) as exc:
+    # Nesting past this parser's limits raises RecursionError or MemoryError: the same case.
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         line = f":{exc.lineno}" if getattr(exc, "lineno", None) else ""
-        reason = getattr(exc, "msg", str(exc))
+        reason = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
         return (f"warning: --serve {serve}: {path}{line}: {reason} (this Python "
                 f"{sys.version_info[0]}.{sys.version_info[1]}); launching anyway: the "
                 "image's Python may read it, and the head says so if not")
